@@ -1,0 +1,3 @@
+"""CLI commands (billing)."""
+
+from __future__ import annotations

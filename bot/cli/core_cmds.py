@@ -1,0 +1,3 @@
+"""CLI commands (core)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""CLI commands (documents)."""
+
+from __future__ import annotations

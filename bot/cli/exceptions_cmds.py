@@ -1,0 +1,3 @@
+"""CLI commands (exceptions)."""
+
+from __future__ import annotations

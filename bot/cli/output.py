@@ -1,0 +1,86 @@
+"""Shared CLI plumbing: JSON output, error mapping, progress bars.
+
+- :func:`emit_json` prints DESIGN.md's JSON (money as two-decimal strings, ISO dates).
+- :func:`handle_errors` maps the ``BillingError`` family to stderr + exit code (2 bad input, 1 failure).
+- :func:`progress` shows a Rich progress bar on a terminal and nothing under ``--json`` / no TTY.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from billing.errors import BillingError, Invalid
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def jsonable(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)  # money fields are formatted by the command with money_str
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, dict):
+        return {k: jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [jsonable(v) for v in o]
+    return o
+
+
+def money_str(d: Decimal | None) -> str | None:
+    """Money for JSON: a string with two decimals (``"7000.00"``)."""
+    return None if d is None else str(d.quantize(Decimal("0.01")))
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for commands: domain errors → stderr and exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except Invalid as e:
+            for p in e.problems:
+                err_console.print(f"[red]error:[/red] {p}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except BillingError as e:
+            err_console.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress(description: str, total: int | None, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """``with progress("Loading", n, quiet=json) as advance: advance(1)``."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda _n=1: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)

@@ -1,0 +1,3 @@
+"""CLI commands (schedule)."""
+
+from __future__ import annotations

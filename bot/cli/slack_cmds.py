@@ -1,0 +1,3 @@
+"""CLI commands (slack)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""CLI commands (sync)."""
+
+from __future__ import annotations

@@ -1,0 +1,48 @@
+"""Process-wide wiring: settings → database → signing key. Workflows take these as parameters;
+surfaces (CLI, Slack handlers, jobs) get them here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bot.settings import Settings, get_settings
+from storage.db import Database
+
+
+@lru_cache(maxsize=4)
+def _db(url: str, migrate: bool) -> Database:
+    db = Database(url)
+    if migrate:
+        from storage.migrate import upgrade
+
+        upgrade(db)
+    return db
+
+
+def get_db(migrate: bool = True) -> Database:
+    """The configured database; start-up migrates it to the latest revision."""
+    return _db(get_settings().db_url, migrate)
+
+
+def get_key() -> Ed25519PrivateKey:
+    from bot.signing import load_key
+
+    s = get_settings()
+    return load_key(str(s.key_path), generate=not s.database_url.startswith("postgresql"))
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def reset() -> None:
+    """Forget cached settings/database (tests change the environment between cases)."""
+    from bot.signing import load_key
+    from storage.db import dispose_all
+
+    get_settings.cache_clear()
+    _db.cache_clear()
+    load_key.cache_clear()
+    dispose_all()

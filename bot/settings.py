@@ -1,0 +1,99 @@
+"""Settings from the environment and ``.env`` (pydantic-settings).
+
+A wrong setting fails at start with a message naming it (:func:`load_settings` raises
+:class:`SettingsError` whose text lists each bad variable).
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(Exception):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(default="", alias="DATABASE_URL")
+    var_dir: Path = Field(default=Path("var"), alias="BILLBOT_VAR_DIR")
+    slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
+    sandbox_port: int = Field(default=3001, alias="SANDBOX_PORT", ge=1, le=65535)
+    exceptions_channel: str = Field(default="billing-exceptions", alias="EXCEPTIONS_CHANNEL")
+    managers_channel: str = Field(default="billing-managers", alias="MANAGERS_CHANNEL")
+    signing_key_path: Path | None = Field(default=None, alias="SIGNING_KEY_PATH")
+    timezone: str = Field(default="Europe/Berlin", alias="BILLBOT_TIMEZONE")
+    sla_hours: float = Field(default=24.0, alias="SLA_HOURS", gt=0)
+    two_approver_amount: Decimal = Field(default=Decimal("10000.00"), alias="TWO_APPROVER_AMOUNT", ge=0)
+    default_tolerance: Decimal = Field(default=Decimal("0.10"), alias="DEFAULT_TOLERANCE", ge=0)
+    digest_cron: str = Field(default="0 8 * * *", alias="DIGEST_CRON")
+    workers: int = Field(default=2, alias="BILLBOT_WORKERS", ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if v and not (v.startswith("sqlite") or v.startswith("postgresql")):
+            raise ValueError("must start with sqlite:// or postgresql+psycopg://")
+        if v.startswith("postgresql://") or v.startswith("postgres://"):
+            v = "postgresql+psycopg://" + v.split("://", 1)[1]
+        return v
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'billbot.db').resolve()}"
+
+    @property
+    def key_path(self) -> Path:
+        return self.signing_key_path or (self.var_dir / "signing_key.pem")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sandbox(self) -> bool:
+        """No Slack credentials: run against the local sandbox workspace."""
+        return not self.slack_bot_token
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            val = os.environ.get(name)
+            shown = f" (got {val!r})" if val is not None and "TOKEN" not in name and "SECRET" not in name else ""
+            lines.append(f"{name}: {err['msg']}{shown}")
+        raise SettingsError("bad setting: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,612 @@
+"""SQLAlchemy 2.0 typed models for the whole billbot domain (DESIGN.md).
+
+Conventions:
+- master data (legal entities, advertisers, campaigns, items) uses our stable string ids from the
+  scenario file / sources; transactional rows use integer ids;
+- money columns are :class:`storage.types.Money` (exact decimals, never float);
+- timestamps are :class:`storage.types.UTCDateTime` (aware UTC);
+- invoices, their lines and the audit log are append-only (see ``storage.guards``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from storage.types import Money, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# --------------------------------------------------------------------------- master data
+
+
+class LegalEntity(Base):
+    __tablename__ = "legal_entities"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str] = mapped_column(String(2))
+    currency: Mapped[str] = mapped_column(String(3))
+    vat_id: Mapped[str | None] = mapped_column(String(32))
+    start_of_week: Mapped[int] = mapped_column(Integer, default=0)  # 0 = Monday … 6 = Sunday
+    invoice_series: Mapped[str] = mapped_column(String(64), default="INV-{year}-{seq:06d}")
+    credit_note_series: Mapped[str] = mapped_column(String(64), default="CN-{year}-{seq:06d}")
+    address: Mapped[str | None] = mapped_column(Text)
+    exceptions_channel: Mapped[str | None] = mapped_column(String(64))
+    tolerance: Mapped[Decimal | None] = mapped_column(Money())
+    iban: Mapped[str | None] = mapped_column(String(34))
+
+
+class Advertiser(Base):
+    __tablename__ = "advertisers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    country: Mapped[str] = mapped_column(String(2))
+    vat_id: Mapped[str | None] = mapped_column(String(32))
+    billing_threshold: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=30)
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    address: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(200))
+    tolerance: Mapped[Decimal | None] = mapped_column(Money())
+    source: Mapped[str | None] = mapped_column(String(64))  # set when a sync created it
+
+    legal_entity: Mapped[LegalEntity] = relationship()
+
+
+class Affiliate(Base):
+    __tablename__ = "affiliates"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(64))
+
+
+class Employee(Base):
+    __tablename__ = "employees"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str | None] = mapped_column(String(64))
+
+
+ROLES = ("approver", "finance_manager", "operator", "admin")
+
+
+class User(Base):
+    """A Slack user known to billbot. Name and email are cached from ``users.info``."""
+
+    __tablename__ = "users"
+
+    slack_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str | None] = mapped_column(String(200))
+    profile_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    roles: Mapped[list[UserRole]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def role_names(self) -> set[str]:
+        return {r.role for r in self.roles}
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    slack_id: Mapped[str] = mapped_column(ForeignKey("users.slack_id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+    user: Mapped[User] = relationship(back_populates="roles")
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    bill_me: Mapped[bool] = mapped_column(Boolean, default=True)
+    payment_interval: Mapped[str] = mapped_column(String(16), default="monthly")
+    start: Mapped[date] = mapped_column(Date)
+    end: Mapped[date] = mapped_column(Date)
+    tolerance: Mapped[Decimal | None] = mapped_column(Money())
+
+    advertiser: Mapped[Advertiser] = relationship()
+    items: Mapped[list[CampaignItem]] = relationship(
+        back_populates="campaign", order_by="CampaignItem.position", cascade="all, delete-orphan"
+    )
+
+
+class CampaignItem(Base):
+    """A booked line of a campaign.
+
+    ``billing='linear'`` items are distributed over the billing periods (``unit`` amount or quantity,
+    ``period`` day_based or even); ``billing='delivery'`` items bill delivered quantity × ``rate``
+    per ``rate_type`` (cpm per 1,000 impressions, cpc per click, cpa/cpl per approved conversion,
+    flat once per period).
+    """
+
+    __tablename__ = "campaign_items"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str] = mapped_column(String(500))
+    billing: Mapped[str] = mapped_column(String(16), default="linear")
+    unit: Mapped[str] = mapped_column(String(16), default="amount")
+    period: Mapped[str] = mapped_column(String(16), default="day_based")
+    amount: Mapped[Decimal | None] = mapped_column(Money())
+    rate_type: Mapped[str | None] = mapped_column(String(8))
+    rate: Mapped[Decimal | None] = mapped_column(Money())
+    booked_quantity: Mapped[Decimal | None] = mapped_column(Money())
+    start: Mapped[date | None] = mapped_column(Date)  # defaults to the campaign's dates
+    end: Mapped[date | None] = mapped_column(Date)
+    tolerance: Mapped[Decimal | None] = mapped_column(Money())
+    make_good: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="items")
+
+
+class ExternalId(Base):
+    """Crosswalk: (source, kind, external id) → our id. The universal key against double counting."""
+
+    __tablename__ = "external_ids"
+    __table_args__ = (UniqueConstraint("source", "kind", "external_id", name="uq_external_ids_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))  # item | advertiser | affiliate | employee
+    external_id: Mapped[str] = mapped_column(String(128))
+    our_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
+# --------------------------------------------------------------------------- delivery data
+
+
+class DeliveryFact(Base):
+    """Delivered figures per campaign item, day and source.
+
+    ``party`` is ``first_party`` (our ad server / tracker, the billing basis) or ``third_party``
+    (the client's or an auditor's counts, compared by the variance checks).
+    """
+
+    __tablename__ = "delivery_facts"
+    __table_args__ = (
+        UniqueConstraint("item_id", "day", "source", "party", name="uq_delivery_facts_key"),
+        Index("ix_delivery_facts_item_day", "item_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("campaign_items.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(64))
+    party: Mapped[str] = mapped_column(String(16), default="first_party")
+    impressions: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    conversions: Mapped[int] = mapped_column(Integer, default=0)
+    revenue: Mapped[Decimal | None] = mapped_column(Money())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    sync_run_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Conversion(Base):
+    """One conversion or logged billable event (e.g. a booked test drive). Counted once per
+    (source, external_id); only ``approved`` ones are billed for cpa/cpl items."""
+
+    __tablename__ = "conversions"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_conversions_key"),
+        Index("ix_conversions_item_day", "item_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default="conversion")  # conversion | event
+    item_id: Mapped[str | None] = mapped_column(ForeignKey("campaign_items.id", ondelete="CASCADE"))
+    affiliate_id: Mapped[str | None] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="approved")
+    payout: Mapped[Decimal | None] = mapped_column(Money())
+    revenue: Mapped[Decimal | None] = mapped_column(Money())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    sync_run_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    mode: Mapped[str] = mapped_column(String(16))  # standard | partial | report | logs | scenario
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_by: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    watermark_before: Mapped[str | None] = mapped_column(String(64))
+    watermark_after: Mapped[str | None] = mapped_column(String(64))
+    data_until: Mapped[date | None] = mapped_column(Date)
+    error: Mapped[str | None] = mapped_column(Text)
+    file_name: Mapped[str | None] = mapped_column(String(500))
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
+    lock_key: Mapped[str | None] = mapped_column(String(100), unique=True)  # set while running
+
+
+class SourceState(Base):
+    """Per source: the incremental watermark and the freshness of its data."""
+
+    __tablename__ = "source_states"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    watermark: Mapped[str | None] = mapped_column(String(64))
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_sync_run_id: Mapped[int | None] = mapped_column(Integer)
+    data_until: Mapped[date | None] = mapped_column(Date)
+
+
+class QuarantineRow(Base):
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), index=True)
+    location: Mapped[str] = mapped_column(String(500))  # file:line or page:row
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    sync_run_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ExchangeRate(Base):
+    """``rate`` units of ``quote`` per 1 unit of ``base`` on ``day`` (ECB style: EUR→USD 1.0812)."""
+
+    __tablename__ = "exchange_rates"
+    __table_args__ = (UniqueConstraint("day", "base", "quote", "source", name="uq_exchange_rates_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)
+    base: Mapped[str] = mapped_column(String(3))
+    quote: Mapped[str] = mapped_column(String(3))
+    rate: Mapped[Decimal] = mapped_column(Money(24, 10))
+    source: Mapped[str] = mapped_column(String(32), default="ECB")
+
+
+# --------------------------------------------------------------------------- billing
+
+
+PREINVOICE_STATES = ("draft", "pending", "approved", "invoiced", "held", "cancelled")
+
+
+class PreInvoice(Base):
+    __tablename__ = "preinvoices"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "period_start", "period_end", name="uq_preinvoices_period"),
+        Index("ix_preinvoices_state_adv", "state", "advertiser_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    currency: Mapped[str] = mapped_column(String(3))
+    net: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    approved_hash: Mapped[str | None] = mapped_column(String(64))
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    edited_by: Mapped[str | None] = mapped_column(String(64))
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    problems: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    invoice_id: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    campaign: Mapped[Campaign] = relationship()
+    advertiser: Mapped[Advertiser] = relationship()
+    lines: Mapped[list[PreInvoiceLine]] = relationship(
+        back_populates="preinvoice", order_by="PreInvoiceLine.position", cascade="all, delete-orphan"
+    )
+
+
+class PreInvoiceLine(Base):
+    __tablename__ = "preinvoice_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    preinvoice_id: Mapped[int] = mapped_column(ForeignKey("preinvoices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    item_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="item")  # item | bonus | discount | manual
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[Decimal] = mapped_column(Money(), default=Decimal("1"))
+    unit: Mapped[str] = mapped_column(String(16), default="unit")
+    unit_price: Mapped[Decimal] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+    computation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    edited: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    preinvoice: Mapped[PreInvoice] = relationship(back_populates="lines")
+
+
+class NumberSequence(Base):
+    """Next number per legal entity, series and year. Locked (``FOR UPDATE`` / ``BEGIN IMMEDIATE``)
+    in the finalizing transaction, so numbers are gapless: a rolled-back finalization rolls the
+    counter back too."""
+
+    __tablename__ = "number_sequences"
+
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"), primary_key=True)
+    series: Mapped[str] = mapped_column(String(64), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Invoice(Base):
+    """An immutable, numbered invoice or credit note. Never updated after insert except for the
+    rendering bookkeeping columns listed in ``storage.guards.MUTABLE_INVOICE_COLUMNS``."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("legal_entity_id", "number", name="uq_invoices_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="invoice")  # invoice | credit_note
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
+    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
+    series: Mapped[str] = mapped_column(String(64))
+    year: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    issue_date: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date] = mapped_column(Date)
+    service_start: Mapped[date | None] = mapped_column(Date)
+    service_end: Mapped[date | None] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    net: Mapped[Decimal] = mapped_column(Money())
+    vat: Mapped[Decimal] = mapped_column(Money())
+    gross: Mapped[Decimal] = mapped_column(Money())
+    vat_rate: Mapped[Decimal] = mapped_column(Money())
+    vat_category: Mapped[str] = mapped_column(String(8))  # EN 16931 UNCL5305: S, AE, G, Z, E
+    vat_note: Mapped[str | None] = mapped_column(Text)
+    fx: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # locked rate: rate, date, source, to
+    references_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    billing_run_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    parties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # seller/buyer snapshot
+    approvals: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # rendering bookkeeping (mutable, not part of the legal content)
+    pdf_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    pdf_path: Mapped[str | None] = mapped_column(String(500))
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64))
+    pdf_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    pdf_error: Mapped[str | None] = mapped_column(Text)
+
+    advertiser: Mapped[Advertiser] = relationship()
+    legal_entity: Mapped[LegalEntity] = relationship()
+    lines: Mapped[list[InvoiceLine]] = relationship(back_populates="invoice", order_by="InvoiceLine.position")
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    preinvoice_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    preinvoice_line_id: Mapped[int | None] = mapped_column(Integer)
+    item_id: Mapped[str | None] = mapped_column(String(64))
+    campaign: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    unit: Mapped[str] = mapped_column(String(16))
+    unit_price: Mapped[Decimal] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+    period_start: Mapped[date | None] = mapped_column(Date)
+    period_end: Mapped[date | None] = mapped_column(Date)
+    computation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    credited_line_id: Mapped[int | None] = mapped_column(Integer)  # credit notes: the cancelled line
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class BillingRun(Base):
+    __tablename__ = "billing_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    period: Mapped[str] = mapped_column(String(16))  # 2026-02, 2026-W07, 2026-Q1
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    advertisers: Mapped[list[Any]] = mapped_column(JSON, default=list)  # filter, empty = all
+    started_by: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    channel: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    lock_key: Mapped[str | None] = mapped_column(String(100), unique=True)  # set while running
+
+
+class JobLog(Base):
+    """Human-readable job log lines of billing runs and syncs, in order."""
+
+    __tablename__ = "job_log"
+    __table_args__ = (Index("ix_job_log_run", "run_kind", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_kind: Mapped[str] = mapped_column(String(16))  # billing | sync
+    run_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    level: Mapped[str] = mapped_column(String(8), default="info")
+    message: Mapped[str] = mapped_column(Text)
+
+
+EXCEPTION_STATES = ("pending", "escalated", "approved", "rejected", "forced", "closed")
+OPEN_EXCEPTION_STATES = ("pending", "escalated")
+
+
+class BillingException(Base):
+    """An exception waiting for a human: a variance on a pre-invoice or a below-threshold skip.
+
+    ``key`` makes re-running checks update instead of duplicate. SLA timers are data: the sweep
+    moves rows whose ``remind_at`` / ``due_at`` passed with one conditional UPDATE each.
+    """
+
+    __tablename__ = "exceptions"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_exceptions_key"),
+        Index("ix_exceptions_state_due", "state", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))  # variance | below_threshold
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
+    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
+    preinvoice_id: Mapped[int | None] = mapped_column(ForeignKey("preinvoices.id"))
+    billing_run_id: Mapped[int | None] = mapped_column(Integer)
+    period_start: Mapped[date | None] = mapped_column(Date)
+    period_end: Mapped[date | None] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    currency: Mapped[str] = mapped_column(String(3))
+    cause: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    subject_hash: Mapped[str] = mapped_column(String(64), default="")  # what a decision binds to
+    approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
+    approvals: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{user, at}] before the last one
+    started_by: Mapped[str | None] = mapped_column(String(64))  # who started the run / edited
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    advertiser: Mapped[Advertiser] = relationship()
+    preinvoice: Mapped[PreInvoice | None] = relationship()
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    exception_id: Mapped[int] = mapped_column(ForeignKey("exceptions.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))  # approve | reject | force
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_name: Mapped[str | None] = mapped_column(String(200))
+    actor_email: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    audit_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class AuditLog(Base):
+    """Append-only, hash-chained, Ed25519-signed log of every state change.
+
+    ``record_hash`` = SHA-256 over the canonical JSON of (seq, at, actor, action, subject, payload,
+    prev_hash); ``signature`` signs ``record_hash``. ``billbot audit verify`` recomputes both.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON text, hashed as stored
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    record_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    signature: Mapped[str | None] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class AuditHead(Base):
+    """One row: the hash of the last audit record. Updated in the same transaction as the insert
+    (row lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) so the chain never forks."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Schedule(Base):
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("task", "args_key", "cron", name="uq_schedules_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    args_key: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Setting(Base):
+    """Small key/value state (e.g. ``digest.last_sent_at``)."""
+
+    __tablename__ = "kv"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
