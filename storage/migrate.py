@@ -21,9 +21,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(db: Database, revision: str = "head") -> None:
     cfg = alembic_config(db.url)
-    with db.engine.connect() as conn:
-        if db.dialect == "sqlite":
-            conn = conn.execution_options(sqlite_begin="DEFERRED")
+    engine = db.engine.execution_options(sqlite_begin="DEFERRED") if db.dialect == "sqlite" else db.engine
+    with engine.connect() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
