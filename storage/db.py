@@ -86,6 +86,5 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self.ReadSession() as s:
+        with self.ReadSession() as s:  # closing ends the transaction; loaded objects stay readable
             yield s
-            s.rollback()

@@ -304,7 +304,7 @@ class ExchangeRate(Base):
     day: Mapped[date] = mapped_column(Date)
     base: Mapped[str] = mapped_column(String(3))
     quote: Mapped[str] = mapped_column(String(3))
-    rate: Mapped[Decimal] = mapped_column(Money(24, 10))
+    rate: Mapped[Decimal] = mapped_column(Money())  # 6 decimals: ECB publishes 4-5
     source: Mapped[str] = mapped_column(String(32), default="ECB")
 
 

@@ -102,6 +102,12 @@ def db(_template: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
         _reset_pg(database)
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("BILLBOT_VAR_DIR", str(tmp_path / "var"))
+    # a deployment key made up front, as production (distributed mode) requires one to exist
+    from bot.signing import load_key
+
+    key_path = tmp_path / "var" / "signing_key.pem"
+    load_key(str(key_path), generate=True)
+    monkeypatch.setenv("SIGNING_KEY_PATH", str(key_path))
     context.reset()
     yield database
     context.reset()

@@ -19,6 +19,7 @@ _MODULES = (
     "bot.cli.documents_cmds",
     "bot.cli.slack_cmds",
     "bot.cli.schedule_cmds",
+    "bot.cli.serve_cmds",
 )
 
 for _m in _MODULES:
@@ -26,4 +27,12 @@ for _m in _MODULES:
 
 
 def main() -> None:
-    app()
+    from bot.settings import SettingsError
+
+    try:
+        app()
+    except SettingsError as e:  # a wrong setting fails at start, naming it
+        import sys
+
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None

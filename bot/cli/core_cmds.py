@@ -1,3 +1,110 @@
-"""CLI commands (core)."""
+"""Core commands: schema, scenario loading, demo data, advertisers."""
 
 from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from bot.cli.groups import advertisers_app, app, db_app
+from bot.cli.output import emit_json, handle_errors, money_str, out_console
+
+
+def cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade() -> None:
+    """Migrate the database to the latest schema (start-up does this too)."""
+    from bot.context import get_db
+    from storage.migrate import current
+
+    db = get_db(migrate=True)
+    out_console.print(f"database at revision {current(db)} ({db.dialect})")
+
+
+@app.command("load")
+@handle_errors
+def load(
+    file: Annotated[Path, typer.Argument(help="Scenario YAML file (see shared/scenarios/example.yaml).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Load a scenario file: validated, atomic, idempotent (reloading the same file changes nothing)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.load import load as load_wf
+
+    res = load_wf(get_db(), file, actor=cli_actor(), signing_key=get_key(), what=file.name)
+    _print_load(res.as_dict(), json_out)
+
+
+def _print_load(counts: dict[str, dict[str, int]], json_out: bool) -> None:
+    if json_out:
+        emit_json(counts)
+        return
+    kinds = sorted({k for bucket in counts.values() for k in bucket})
+    if not any(counts["inserted"].values()) and not any(counts["updated"].values()):
+        out_console.print("nothing changed")
+    for k in kinds:
+        out_console.print(f"{k}: {counts['inserted'].get(k, 0)} inserted, {counts['updated'].get(k, 0)} updated, "
+                          f"{counts['unchanged'].get(k, 0)} unchanged")
+
+
+@app.command("demo")
+@handle_errors
+def demo(
+    size: Annotated[int, typer.Option(help="Number of dealer branches (one advertiser each).", min=1)] = 1124,
+    seed: Annotated[int, typer.Option(help="Changes the data reproducibly.")] = 1,
+    write: Annotated[Path | None, typer.Option(help="Also write the scenario as YAML to this file.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Load the demo: a car maker's regional campaign for its dealers' branches (October 2026)."""
+    import yaml
+
+    from bot.cli.output import progress
+    from bot.context import get_db, get_key
+    from bot.workflows.load import load as load_wf
+    from storage.demo import build_demo
+
+    with progress("Building demo", None, quiet=json_out):
+        data = build_demo(size=size, seed=seed)
+    if write is not None:
+        write.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    with progress(f"Loading {size} branches", None, quiet=json_out):
+        res = load_wf(get_db(), data, actor=cli_actor(), signing_key=get_key(), what=f"demo size={size} seed={seed}")
+    _print_load(res.as_dict(), json_out)
+
+
+@advertisers_app.command("list")
+@handle_errors
+def advertisers_list(
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    legal_entity: Annotated[str | None, typer.Option(help="Only this legal entity.")] = None,
+) -> None:
+    """List advertisers with their legal entity, currency and billing threshold."""
+    from bot.context import get_db
+    from storage.models import Advertiser
+
+    with get_db().read() as s:
+        q = select(Advertiser).order_by(Advertiser.id)
+        if legal_entity:
+            q = q.where(Advertiser.legal_entity_id == legal_entity)
+        rows = [
+            {"id": a.id, "name": a.name, "legal_entity": a.legal_entity_id, "currency": a.currency,
+             "billing_threshold": money_str(a.billing_threshold), "country": a.country, "vat_id": a.vat_id,
+             "payment_terms_days": a.payment_terms_days, "locale": a.locale}
+            for a in s.execute(q).scalars()
+        ]
+    if json_out:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table("id", "name", "legal entity", "currency", "threshold")
+    for r in rows:
+        t.add_row(r["id"], r["name"], r["legal_entity"], r["currency"], r["billing_threshold"])
+    out_console.print(t)

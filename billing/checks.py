@@ -1,0 +1,106 @@
+"""Checks of a pre-invoice before it may be approved and finalized (STYLE.md #2).
+
+Each ``check_*`` function takes a :class:`CheckInput` and returns its problems as values (a list of
+strings, empty when fine). :data:`CHECKS` names them all; :func:`run_checks` runs every one, so the
+operator sees all problems at once. A pre-invoice with problems is never approved or finalized.
+
+>>> from datetime import date
+>>> ci = CheckInput(currency="EUR", lines=(), seller_country="DE", seller_currency="EUR",
+...                 seller_vat_id="DE811907980", buyer_country="DE", buyer_vat_id=None)
+>>> run_checks(ci)
+['has no lines', 'total is 0.00 EUR: nothing to bill']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from billing.fx import LockedRate
+from billing.money import fmt, is_currency, quantum
+from billing.preinvoice import LineDraft, net_of
+from billing.tax import VatProblem, vat_treatment
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    currency: str
+    lines: Sequence[LineDraft]
+    seller_country: str
+    seller_currency: str
+    seller_vat_id: str | None
+    buyer_country: str
+    buyer_vat_id: str | None
+    fx: LockedRate | None = None  # the rate found for currency → seller currency (when they differ)
+    fx_day: date | None = None  # the day the rate was looked up for
+
+
+Check = Callable[[CheckInput], list[str]]
+
+
+def check_currency(ci: CheckInput) -> list[str]:
+    bad = [c for c in {ci.currency, ci.seller_currency} if not is_currency(c)]
+    return [f"unknown currency {c!r}" for c in sorted(bad)]
+
+
+def check_lines(ci: CheckInput) -> list[str]:
+    if not ci.lines:
+        return ["has no lines"]
+    if not is_currency(ci.currency):
+        return []
+    q = quantum(ci.currency)
+    return [f"line {i + 1} ({x.description}): amount {x.amount} has more decimals than {ci.currency} allows"
+            for i, x in enumerate(ci.lines) if x.amount != x.amount.quantize(q)]
+
+
+def check_total(ci: CheckInput) -> list[str]:
+    total = net_of(ci.lines)
+    if total > 0 or not is_currency(ci.currency):
+        return []
+    what = "0.00" if total == 0 else fmt(total, ci.currency)
+    return [f"total is {what} {ci.currency}: nothing to bill" if total == 0
+            else f"total is negative ({what} {ci.currency})"]
+
+
+def check_delivery_data(ci: CheckInput) -> list[str]:
+    return [f"no delivery data for {x.description} ({x.item_id}) in this period"
+            for x in ci.lines
+            if x.kind == "item" and not x.edited and x.computation.get("billing") == "delivery"
+            and not x.computation.get("has_data", True)]
+
+
+def check_vat_data(ci: CheckInput) -> list[str]:
+    problems = []
+    if not ci.seller_vat_id:
+        problems.append("missing VAT data: the legal entity has no VAT id")
+    if not ci.buyer_country:
+        problems.append("missing VAT data: the advertiser has no country")
+        return problems
+    t = vat_treatment(seller_country=ci.seller_country, buyer_country=ci.buyer_country,
+                      buyer_vat_id=ci.buyer_vat_id)
+    if isinstance(t, VatProblem):
+        problems.append(t.message)
+    return problems
+
+
+def check_exchange_rate(ci: CheckInput) -> list[str]:
+    if ci.currency == ci.seller_currency or ci.fx is not None:
+        return []
+    when = f" on or before {ci.fx_day.isoformat()}" if ci.fx_day else ""
+    return [f"missing exchange rate {ci.currency}→{ci.seller_currency}{when}"]
+
+
+CHECKS: tuple[Check, ...] = (
+    check_currency,
+    check_lines,
+    check_total,
+    check_delivery_data,
+    check_vat_data,
+    check_exchange_rate,
+)
+
+
+def run_checks(ci: CheckInput, checks: Sequence[Check] = CHECKS) -> list[str]:
+    """Every problem of every check, in the order of :data:`CHECKS`."""
+    return [p for check in checks for p in check(ci)]

@@ -1,0 +1,132 @@
+"""Exchange rates: parse the ECB reference-rate CSV, find the rate to lock at finalization.
+
+A rate is ``rate`` units of ``quote`` per 1 ``base`` (ECB: base EUR, ``USD 1.0812``). An invoice in a
+currency other than its legal entity's locks one rate (with its date and source) when it is
+finalized. There is no fallback to 1.0: a missing rate is a check problem.
+
+>>> rates = parse_ecb_csv("Date,USD,JPY,\\n2026-02-27,1.0812,162.5,\\n")
+>>> find_rate(rates, "USD", "EUR", on=date(2026, 3, 1)).rate
+Decimal('0.9248982612')
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from billing.errors import Invalid
+from billing.money import is_currency, quantum
+
+MAX_AGE_DAYS = 7  # ECB publishes on TARGET working days; a week covers weekends and Easter
+RATE_PLACES = Decimal("0.0000000001")
+
+
+@dataclass(frozen=True)
+class Rate:
+    day: date
+    base: str
+    quote: str
+    rate: Decimal
+    source: str = "ECB"
+
+
+@dataclass(frozen=True)
+class LockedRate:
+    """``rate`` units of ``to`` per 1 ``from_`` as of ``day`` (what an invoice stores in ``fx``)."""
+
+    from_: str
+    to: str
+    rate: Decimal
+    day: date
+    source: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"from": self.from_, "to": self.to, "rate": str(self.rate), "date": self.day.isoformat(),
+                "source": self.source}
+
+
+def _parse_day(text: str) -> date:
+    t = text.strip()
+    try:
+        return date.fromisoformat(t)
+    except ValueError:
+        return datetime.strptime(t, "%d %B %Y").date()  # noqa: DTZ007 - a calendar date, no time
+
+
+def parse_ecb_csv(text: str, *, source: str = "ECB", base: str = "EUR") -> list[Rate]:
+    """Parse the ECB file (``eurofxref.csv`` or ``eurofxref-hist.csv``): a ``Date,USD,JPY,…`` header,
+    one row per day, ``N/A`` or empty cells for currencies not quoted that day. Every bad cell is
+    reported with its line, not only the first one."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    rows = [r for r in reader if any(c.strip() for c in r)]
+    if not rows or rows[0][0].strip().lower() != "date":
+        raise Invalid("not an ECB rates file: the first column must be 'Date'", code="fx_file")
+    header = [h.strip().upper() for h in rows[0]]
+    problems: list[str] = []
+    for col, code in enumerate(header[1:], start=1):
+        if code and not is_currency(code):
+            problems.append(f"header column {col + 1}: unknown currency {code!r}")
+    out: list[Rate] = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        try:
+            day = _parse_day(row[0])
+        except ValueError:
+            problems.append(f"line {lineno}: bad date {row[0]!r}")
+            continue
+        for col, cell in enumerate(row[1:], start=1):
+            code = header[col] if col < len(header) else ""
+            value = cell.strip()
+            if not code or not value or value.upper() == "N/A":
+                continue
+            try:
+                rate = Decimal(value)
+            except InvalidOperation:
+                problems.append(f"line {lineno}, {code}: not a rate {value!r}")
+                continue
+            if not rate.is_finite() or rate <= 0:
+                problems.append(f"line {lineno}, {code}: rate must be positive, got {value!r}")
+                continue
+            out.append(Rate(day, base, code, rate, source))
+    if problems:
+        raise Invalid(problems, code="fx_file")
+    return out
+
+
+def find_rate(
+    rates: Iterable[Rate], from_: str, to: str, *, on: date, max_age_days: int = MAX_AGE_DAYS
+) -> LockedRate | None:
+    """The most recent rate ``from_`` → ``to`` published on or before ``on`` (at most
+    ``max_age_days`` old): direct, inverse, or crossed through a common base (e.g. GBP→USD via EUR)."""
+    if from_ == to:
+        return LockedRate(from_, to, Decimal(1), on, "identity")
+    oldest = on - timedelta(days=max_age_days)
+    by_day: dict[date, dict[tuple[str, str], Rate]] = {}
+    for r in rates:
+        if oldest <= r.day <= on:
+            by_day.setdefault(r.day, {})[(r.base, r.quote)] = r
+    for day in sorted(by_day, reverse=True):
+        found = _on_day(by_day[day], from_, to)
+        if found is not None:
+            value, source = found
+            return LockedRate(from_, to, value.quantize(RATE_PLACES, rounding=ROUND_HALF_UP), day, source)
+    return None
+
+
+def _on_day(table: dict[tuple[str, str], Rate], from_: str, to: str) -> tuple[Decimal, str] | None:
+    if (r := table.get((from_, to))) is not None:
+        return r.rate, r.source
+    if (r := table.get((to, from_))) is not None:
+        return 1 / r.rate, r.source
+    for (b, q), r1 in table.items():  # cross: b→from_ and b→to on the same day
+        if q == from_ and (r2 := table.get((b, to))) is not None:
+            return r2.rate / r1.rate, r1.source
+    return None
+
+
+def convert(amount: Decimal, locked: LockedRate) -> Decimal:
+    """``amount`` in ``locked.from_`` expressed in ``locked.to``, half-up to its minor unit."""
+    return (amount * locked.rate).quantize(quantum(locked.to), rounding=ROUND_HALF_UP)

@@ -1,0 +1,58 @@
+"""Small formatting helpers shared by the Block Kit builders."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject
+
+from billing.money import is_currency, quantum
+
+MAX_BLOCKS = 50  # Slack refuses messages with more blocks
+SECTION_TEXT_MAX = 3000
+FIELD_TEXT_MAX = 2000
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def money_text(value: Decimal | None, currency: str) -> str:
+    """``7,000.00 EUR`` — grouped, rounded to the currency's minor unit."""
+    if value is None:
+        return "—"
+    q = quantum(currency) if is_currency(currency) else Decimal("0.01")
+    return f"{value.quantize(q):,} {currency}"
+
+
+def slack_date(at: datetime | None, fmt: str = "{date_short_pretty} {time}") -> str:
+    """``<!date^…>``: each reader sees the time in their own time zone; the fallback is UTC."""
+    if at is None:
+        return "—"
+    at = at.astimezone(UTC)
+    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at.timestamp())}^{fmt}|{fallback}>"
+
+
+def period_text(start: date | None, end: date | None) -> str:
+    if start is None and end is None:
+        return "—"
+    if start is None or end is None:
+        return str(start or end)
+    return f"{start.isoformat()} – {end.isoformat()}"
+
+
+def mention(slack_id: str | None) -> str:
+    if not slack_id:
+        return "someone"
+    return f"<@{slack_id}>" if slack_id[:1] in {"U", "W"} else slack_id
+
+
+def cap_blocks(blocks: list[Block], *, what: str = "more") -> list[Block]:
+    """Never more than :data:`MAX_BLOCKS`; the last kept block says how many were left out."""
+    if len(blocks) <= MAX_BLOCKS:
+        return blocks
+    kept = blocks[: MAX_BLOCKS - 1]
+    kept.append(ContextBlock(elements=[MarkdownTextObject(text=f"… and {len(blocks) - len(kept)} {what} not shown")]))
+    return kept

@@ -1,0 +1,89 @@
+"""Block Kit for the managers' digest (slack_sdk models, which validate lengths)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.workflows.digest import DigestData
+
+MAX_BREACH_LINES = 10
+
+
+def money_text(amount: Decimal, currency: str) -> str:
+    return f"{amount.quantize(Decimal('0.01')):,} {currency}"
+
+
+def totals_text(totals: dict[str, Decimal]) -> str:
+    return ", ".join(money_text(v, c) for c, v in totals.items()) or "—"
+
+
+def _when(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _age(d: timedelta) -> str:
+    hours = int(d.total_seconds() // 3600)
+    return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h"
+
+
+def digest_text(d: DigestData) -> str:
+    """The notification / fallback text."""
+    return (f"Billing digest {d.now.date().isoformat()}: {d.open_count} open exceptions, "
+            f"{len(d.breaches)} SLA breaches, {d.invoices_created} invoices created")
+
+
+def digest_blocks(d: DigestData) -> list[Block]:
+    """Header, window, open exceptions by age, SLA breaches, invoices, skipped, source freshness."""
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Billing digest — {d.now.date().isoformat()}"),
+        ContextBlock(elements=[MarkdownTextObject(
+            text=("First digest: covering the last 24 hours" if d.first else f"Since {_when(d.since)}")
+            + f" · as of {_when(d.now)}")]),
+        SectionBlock(
+            text=MarkdownTextObject(text=f"*Open exceptions:* {d.open_count} · {totals_text(d.open_totals)}"),
+            fields=[MarkdownTextObject(text=f"*{b.label}*\n{b.count} · {totals_text(b.totals)}") for b in d.buckets],
+        ),
+    ]
+    if d.breaches:
+        lines = [
+            f"• #{b.exception_id} {b.kind.replace('_', ' ')} — {b.advertiser}, {money_text(b.amount, b.currency)}, "
+            f"overdue {_age(b.overdue)}{' (escalated)' if b.state == 'escalated' else ''}"
+            for b in d.breaches[:MAX_BREACH_LINES]
+        ]
+        if len(d.breaches) > MAX_BREACH_LINES:
+            lines.append(f"… and {len(d.breaches) - MAX_BREACH_LINES} more")
+        breach_text = f":rotating_light: *SLA breaches:* {len(d.breaches)}\n" + "\n".join(lines)
+    else:
+        breach_text = ":white_check_mark: *SLA breaches:* none"
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=breach_text)))
+    blocks.append(DividerBlock())
+    invoiced = f"*Invoices created:* {d.invoices_created}"
+    if d.credit_notes_created:
+        invoiced += f" (+ {d.credit_notes_created} credit notes)"
+    blocks.append(SectionBlock(fields=[
+        MarkdownTextObject(text=f"{invoiced}\n{totals_text(d.invoiced_totals)}"),
+        MarkdownTextObject(text=f"*Skipped below threshold:* {d.skipped_count}\n{totals_text(d.skipped_totals)}"),
+    ]))
+    if d.sources:
+        lines = []
+        for f in d.sources:
+            mark = ":warning:" if f.stale else ":white_check_mark:"
+            last = _when(f.last_success_at) if f.last_success_at else "never synced"
+            until = f", data until {f.data_until}" if f.data_until else ""
+            lines.append(f"{mark} *{f.source}* — last sync {last}{until}")
+        source_text = "*Source freshness*\n" + "\n".join(lines)
+    else:
+        source_text = "*Source freshness*\nno sources synced yet"
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=source_text)))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text="Chart: open exceptions by age, in the thread.")]))
+    return blocks

@@ -1,0 +1,227 @@
+"""The exception message: one per exception in the exceptions channel, updated in place.
+
+Open: header, advertiser / period / amount at stake / SLA, the variance in one line with a
+"Details" button, and Approve / Reject / Force with confirm dialogs. Decided: the buttons are
+replaced by "Approved by @x at t" with the reason. Never over 50 blocks.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.blocks.common import (
+    FIELD_TEXT_MAX,
+    SECTION_TEXT_MAX,
+    cap_blocks,
+    clip,
+    mention,
+    money_text,
+    period_text,
+    slack_date,
+)
+from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
+
+KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold"}
+
+# What each button does, per kind (DESIGN.md decision table).
+BUTTON_TEXT = {
+    ("variance", "approve"): ("Approve", "Bill the computed amount."),
+    ("variance", "reject"): ("Reject", "Hold the pre-invoice for correction. You will be asked for a reason."),
+    ("variance", "force"): ("Force", "Bill the booked amount, overriding the check. You will be asked for a reason."),
+    ("below_threshold", "approve"): ("Approve", "Accept the skip; the items carry over to the next run."),
+    ("below_threshold", "reject"): ("Reject", "Withdraw the items from billing. You will be asked for a reason."),
+    ("below_threshold", "force"): ("Force", "Invoice now, below the threshold. You will be asked for a reason."),
+}
+DECIDED_ICON = {"approved": ":white_check_mark:", "rejected": ":no_entry_sign:", "forced": ":zap:",
+                "closed": ":heavy_minus_sign:"}
+DECIDED_VERB = {"approved": "Approved", "rejected": "Rejected", "forced": "Forced", "closed": "Closed"}
+
+ACTION_IDS = {"approve": "decide_approve", "reject": "decide_reject", "force": "decide_force"}
+DETAILS_ACTION_ID = "exception_details"
+
+
+def button_value(exception_id: int, digest: str) -> str:
+    """``<exception id>:<sha256 of what is decided on>`` — the click binds to what the reader saw."""
+    return f"{exception_id}:{digest}"
+
+
+def parse_button_value(value: str) -> tuple[int, str]:
+    ident, _, digest = (value or "").partition(":")
+    return int(ident), digest
+
+
+def _dec(v: Any) -> Decimal | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return Decimal(str(v))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def tolerance_text(v: Any) -> str:
+    d = _dec(v)
+    if d is None:
+        return str(v) if v is not None else "—"
+    return f"{(d * 100).normalize():f} %" if d <= 1 else f"{d:f}"
+
+
+def evidence_line(exc: BillingException) -> str:
+    """The variance and its evidence in one short line."""
+    ev = exc.evidence or {}
+    parts: list[str] = []
+    booked, computed = _dec(ev.get("booked_amount")), _dec(ev.get("computed_amount"))
+    if booked is not None or computed is not None:
+        parts.append(f"booked {money_text(booked, exc.currency)} vs computed {money_text(computed, exc.currency)}")
+    total, threshold = _dec(ev.get("total")), _dec(ev.get("threshold"))
+    if total is not None and threshold is not None:
+        parts.append(f"total {money_text(total, exc.currency)} below threshold {money_text(threshold, exc.currency)}")
+    if ev.get("rule"):
+        parts.append(f"rule `{ev['rule']}`")
+    if ev.get("tolerance") is not None:
+        parts.append(f"tolerance {tolerance_text(ev['tolerance'])}")
+    days = ev.get("days")
+    if isinstance(days, list) and days:
+        parts.append(f"{len(days)} day(s) involved")
+    line = "; ".join(parts) or (exc.summary or "no evidence recorded")
+    return clip(line[:1].upper() + line[1:], 1500)
+
+
+def fallback_text(exc: BillingException, advertiser_name: str | None = None) -> str:
+    """Notification text (push, screen readers) for the message."""
+    who = advertiser_name or exc.advertiser_id
+    return clip(f"{KIND_TITLE.get(exc.kind, exc.kind)} for {who}: {money_text(exc.amount, exc.currency)} at stake "
+                f"({exc.state})", 300)
+
+
+def _confirm(kind: str, decision: str, exc: BillingException) -> ConfirmObject:
+    label, what = BUTTON_TEXT[(kind, decision)]
+    return ConfirmObject(
+        title=PlainTextObject(text=f"{label} exception #{exc.id}?"),
+        text=MarkdownTextObject(text=clip(what, 300)),
+        confirm=PlainTextObject(text=label),
+        deny=PlainTextObject(text="Cancel"),
+        style="danger" if decision != "approve" else "primary",
+    )
+
+
+def decision_buttons(exc: BillingException, digest: str) -> ActionsBlock:
+    kind = exc.kind if (exc.kind, "approve") in BUTTON_TEXT else "variance"
+    styles = {"approve": "primary", "reject": "danger", "force": None}
+    elements = []
+    for decision in ("approve", "reject", "force"):
+        label, _ = BUTTON_TEXT[(kind, decision)]
+        elements.append(ButtonElement(
+            text=PlainTextObject(text=label), action_id=ACTION_IDS[decision],
+            value=button_value(exc.id, digest), style=styles[decision], confirm=_confirm(kind, decision, exc),
+        ))
+    return ActionsBlock(block_id=f"decide:{exc.id}", elements=elements)
+
+
+def approvals_text(exc: BillingException) -> str | None:
+    if exc.approvals_needed <= 1:
+        return None
+    got = len(exc.approvals or [])
+    names = ", ".join(mention(str(a.get("user"))) for a in exc.approvals or [] if isinstance(a, dict))
+    return f"{got} of {exc.approvals_needed} approvals" + (f" ({names})" if names else "")
+
+
+def exception_message(
+    exc: BillingException, *, digest: str, advertiser_name: str | None = None,
+    last_decision: Decision | None = None,
+) -> list[Block]:
+    """Blocks for the exception's channel message, open or decided."""
+    title = f"{KIND_TITLE.get(exc.kind, exc.kind)} — {advertiser_name or exc.advertiser_id}"
+    fields = [
+        MarkdownTextObject(text=f"*Advertiser*\n{clip(advertiser_name or exc.advertiser_id, 200)}"),
+        MarkdownTextObject(text=f"*Period*\n{period_text(exc.period_start, exc.period_end)}"),
+        MarkdownTextObject(text=f"*Amount at stake*\n{money_text(exc.amount, exc.currency)}"),
+        MarkdownTextObject(text=f"*Cause*\n{clip(exc.cause or '—', 200)}"),
+    ]
+    if exc.preinvoice_id is not None:
+        fields.append(MarkdownTextObject(text=f"*Pre-invoice*\n#{exc.preinvoice_id}"))
+    if exc.state in OPEN_EXCEPTION_STATES:
+        sla = slack_date(exc.due_at)
+        fields.append(MarkdownTextObject(
+            text=f"*SLA due*\n{sla}" + (" :rotating_light: escalated" if exc.state == "escalated" else "")))
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=clip(title, 150))),
+        SectionBlock(block_id=f"facts:{exc.id}", fields=fields[:10]),
+        SectionBlock(
+            block_id=f"evidence:{exc.id}",
+            text=MarkdownTextObject(text=clip(evidence_line(exc), FIELD_TEXT_MAX)),
+            accessory=ButtonElement(text=PlainTextObject(text="Details"), action_id=DETAILS_ACTION_ID,
+                                    value=str(exc.id)),
+        ),
+    ]
+    context = [f"Exception #{exc.id}"]
+    if exc.started_by:
+        context.append(f"started by {mention(exc.started_by)}")
+    approvals = approvals_text(exc)
+    if approvals:
+        context.append(approvals)
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), 2000))]))
+    if exc.state in OPEN_EXCEPTION_STATES:
+        blocks.append(decision_buttons(exc, digest))
+    else:
+        blocks.append(DividerBlock())
+        blocks.append(SectionBlock(block_id=f"decided:{exc.id}",
+                                   text=MarkdownTextObject(text=decided_text(exc, last_decision))))
+    return cap_blocks(blocks)
+
+
+def decided_text(exc: BillingException, last_decision: Decision | None = None) -> str:
+    icon = DECIDED_ICON.get(exc.state, "")
+    verb = DECIDED_VERB.get(exc.state, exc.state.capitalize())
+    if exc.state == "closed" and not exc.decided_by:
+        return clip(f"{icon} Closed: the check no longer fires.", SECTION_TEXT_MAX)
+    text = f"{icon} *{verb}* by {mention(exc.decided_by)} at {slack_date(exc.decided_at)}"
+    if exc.approvals_needed > 1 and exc.state == "approved":
+        others = [mention(str(a.get("user"))) for a in exc.approvals or [] if isinstance(a, dict)]
+        text += f" ({len(others)} of {exc.approvals_needed} approvals: {', '.join(others)})"
+    if exc.reason:
+        text += f"\n>{clip(exc.reason, 2000)}"
+    return clip(text, SECTION_TEXT_MAX)
+
+
+
+def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool) -> str:
+    """The threaded reply after a decision."""
+    who = mention(decision.actor_id)
+    if not final:
+        return clip(f":ballot_box_with_check: Approval {len(exc.approvals or [])} of {exc.approvals_needed} "
+                    f"by {who} at {slack_date(decision.decided_at)}; a second, different approver is needed.",
+                    SECTION_TEXT_MAX)
+    verb = DECIDED_VERB.get(exc.state, exc.state)
+    consequence = {
+        ("variance", "approved"): "The computed amount will be billed.",
+        ("variance", "rejected"): "The pre-invoice is held for correction.",
+        ("variance", "forced"): "The booked amount will be billed, overriding the check.",
+        ("below_threshold", "approved"): "The skip stands; the items carry over to the next run.",
+        ("below_threshold", "rejected"): "The items were withdrawn from billing.",
+        ("below_threshold", "forced"): "Invoiced now, below the threshold.",
+    }.get((exc.kind, exc.state), "")
+    text = f"{DECIDED_ICON.get(exc.state, '')} {verb} by {who} at {slack_date(decision.decided_at)}. {consequence}"
+    if decision.reason:
+        text += f"\nReason: {clip(decision.reason, 2000)}"
+    text += f"\nSigned record: SHA-256 `{decision.subject_hash[:16]}…`"
+    return clip(text, SECTION_TEXT_MAX)
+
+
+def evidence_json(exc: BillingException) -> str:
+    return json.dumps(exc.evidence or {}, indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,31 @@
+"""Help text for ``/billing``."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+
+COMMANDS = (
+    ("sync [standard|partial] [source]", "pull delivery data from a source (operators)"),
+    ("run [period] [advertiser…]", "billing run for a period, e.g. `2026-02` (operators)"),
+    ("preinvoices [period]", "pre-invoices of a period and their state"),
+    ("exceptions", "exceptions waiting for a decision"),
+    ("invoice NUMBER", "one invoice"),
+    ("status", "last sync per source and the last billing run"),
+    ("schedule list|add|remove …", "cron schedules for syncs, runs and the digest"),
+    ("help", "this text"),
+)
+
+
+def help_text() -> str:
+    return "Usage: /billing " + " | ".join(c for c, _ in COMMANDS)
+
+
+def help_blocks(problem: str | None = None) -> list[Block]:
+    lines = "\n".join(f"• `/billing {cmd}` — {what}" for cmd, what in COMMANDS)
+    blocks: list[Block] = []
+    if problem:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":grey_question: {problem[:2900]}")))
+    blocks.append(SectionBlock(text=MarkdownTextObject(text="*billbot — the billing desk*\n" + lines)))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text="Exceptions are decided with the buttons on their message or in the App Home.")]))
+    return blocks

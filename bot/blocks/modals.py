@@ -1,0 +1,94 @@
+"""Modals: the reason a Reject or Force needs, and an exception's full evidence."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from bot.blocks.common import cap_blocks, clip, money_text, period_text, slack_date
+from bot.blocks.exceptions import BUTTON_TEXT, KIND_TITLE, evidence_json, evidence_line, tolerance_text
+from storage.models import BillingException
+
+REASON_CALLBACK_ID = "decision_reason"
+REASON_BLOCK_ID = "reason"
+REASON_ACTION_ID = "reason_input"
+DETAILS_CALLBACK_ID = "exception_details_modal"
+
+
+def reason_modal(exc: BillingException, decision: str, metadata: dict[str, Any]) -> View:
+    """The modal a Reject or Force opens; the reason input is required (Slack will not submit it
+    empty, and the server checks again)."""
+    kind = exc.kind if (exc.kind, decision) in BUTTON_TEXT else "variance"
+    label, what = BUTTON_TEXT[(kind, decision)]
+    return View(
+        type="modal",
+        callback_id=REASON_CALLBACK_ID,
+        title=PlainTextObject(text=clip(f"{label} exception #{exc.id}", 24)),
+        submit=PlainTextObject(text=label),
+        close=PlainTextObject(text="Cancel"),
+        private_metadata=json.dumps(metadata, separators=(",", ":")),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=clip(
+                f"*{KIND_TITLE.get(exc.kind, exc.kind)}* — {money_text(exc.amount, exc.currency)} at stake\n"
+                f"{what}", 3000))),
+            InputBlock(
+                block_id=REASON_BLOCK_ID,
+                label=PlainTextObject(text="Reason"),
+                element=PlainTextInputElement(action_id=REASON_ACTION_ID, multiline=True, min_length=3,
+                                              max_length=2000,
+                                              placeholder=PlainTextObject(text="Why? This goes into the signed record.")),
+                optional=False,
+            ),
+        ],
+    )
+
+
+def _kv(label: str, value: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=clip(f"*{label}*\n{value}", 2000))
+
+
+def details_modal(exc: BillingException, advertiser_name: str | None = None) -> View:
+    """Everything the message leaves out: each figure compared, the days involved, the rule."""
+    ev = exc.evidence or {}
+    blocks: list[Block] = [
+        SectionBlock(fields=[
+            _kv("Advertiser", advertiser_name or exc.advertiser_id),
+            _kv("Period", period_text(exc.period_start, exc.period_end)),
+            _kv("Amount at stake", money_text(exc.amount, exc.currency)),
+            _kv("State", exc.state),
+            _kv("Cause", str(ev.get("cause") or exc.cause or "—")),
+            _kv("Rule", str(ev.get("rule") or "—")),
+            _kv("Tolerance", tolerance_text(ev.get("tolerance"))),
+            _kv("SLA due", slack_date(exc.due_at)),
+        ]),
+        SectionBlock(text=MarkdownTextObject(text=clip(evidence_line(exc), 3000))),
+    ]
+    if exc.summary:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(exc.summary, 3000))))
+    figures = ev.get("figures")
+    if isinstance(figures, dict) and figures:
+        blocks.append(DividerBlock())
+        lines = [f"• {k}: {v}" for k, v in figures.items()]
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=clip("*Figures*\n" + "\n".join(lines), 3000))))
+    days = ev.get("days")
+    if isinstance(days, list) and days:
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text=clip("*Days involved*\n" + ", ".join(str(d) for d in days), 3000))))
+    blocks.append(DividerBlock())
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(f"```{evidence_json(exc)}```", 3000))))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Exception #{exc.id} · key `{clip(exc.key, 150)}`")]))
+    return View(type="modal", callback_id=DETAILS_CALLBACK_ID,
+                title=PlainTextObject(text=clip(f"Exception #{exc.id}", 24)),
+                close=PlainTextObject(text="Close"), blocks=cap_blocks(blocks))

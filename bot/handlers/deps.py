@@ -1,0 +1,32 @@
+"""What handlers need besides the payload: settings, the database, the signing key, and a way to run
+work in the background. Bolt puts it into each request's ``context["billbot"]`` (see ``bot.app``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bot.settings import Settings
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    db: Callable[[], Database]
+    key: Callable[[], Ed25519PrivateKey]
+    background: Callable[..., Any]  # background(fn, *args, **kwargs): runs fn later, off the request
+
+    def today(self, now: datetime) -> date:
+        """Business date in the deployment's time zone (invoice dates, default periods)."""
+        return now.astimezone(self.settings.tz).date()
+
+
+def deps_of(context: Any) -> Deps:
+    d = context["billbot"]
+    assert isinstance(d, Deps)
+    return d

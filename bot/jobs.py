@@ -1,0 +1,451 @@
+"""The jobs facade: ``submit``, ``schedule_at`` and per-key ``lock`` — one API, three modes.
+
+- **inline** (``BILLBOT_JOBS=inline``, tests): the task runs synchronously inside ``submit``; its
+  result or error is kept in the returned handle.
+- **embedded** (default; ``DATABASE_URL`` unset or SQLite): a thread pool runs tasks in this
+  process; ``cpu_bound`` tasks (PDF rendering) go to a process pool so they do not hold the GIL
+  against the web threads.
+- **distributed** (``DATABASE_URL=postgresql…`` and ``BILLBOT_MODE=distributed``): tasks are deferred
+  to Procrastinate's queue on PostgreSQL; ``billbot worker`` processes (any number, any machine) run
+  them. Jobs survive restarts; a job of a worker that died (SIGKILL, lost machine) is put back to
+  ``todo`` by :func:`retry_stalled_jobs` once its worker stopped heartbeating.
+
+Per-key locks (:func:`lock`) live in the database (``kv`` rows named ``lock:<key>``), so "one sync
+per source" and "one billing run per period" hold across threads, processes and machines in every
+mode. A lock carries an expiry, so a process that died while holding one does not block the key
+forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from billing.errors import Conflict
+from bot.tasks import TASKS, TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+#: Environment passed to process-pool children (they start from a fork server, whose environment
+#: is frozen at its own start; tests change these between cases).
+_CHILD_ENV = ("DATABASE_URL", "BILLBOT_VAR_DIR", "SIGNING_KEY_PATH", "SLACK_API_URL", "SLACK_BOT_TOKEN",
+              "BILLBOT_TIMEZONE", "MANAGERS_CHANNEL", "EXCEPTIONS_CHANNEL")
+
+DEFAULT_LOCK_TTL = timedelta(hours=6)
+
+
+# --------------------------------------------------------------------------- modes
+
+
+def mode() -> str:
+    """``inline`` | ``embedded`` | ``distributed`` (read on every call; tests switch it)."""
+    if os.environ.get("BILLBOT_JOBS", "").lower() == "inline":
+        return "inline"
+    from bot.settings import get_settings
+
+    url = get_settings().db_url
+    if url.startswith("postgresql") and os.environ.get("BILLBOT_MODE", "").lower() == "distributed":
+        return "distributed"
+    return "embedded"
+
+
+@dataclass
+class JobHandle:
+    """What ``submit`` returns. ``result()`` waits (inline/embedded); distributed jobs are only
+    identified (their result stays with the worker; look at the workflow's rows instead)."""
+
+    id: str
+    task: str
+    mode: str
+    args: dict[str, Any] = field(default_factory=dict)
+    future: Future[Any] | None = None
+
+    def done(self) -> bool:
+        return self.future.done() if self.future is not None else False
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.future is None:
+            raise RuntimeError(f"job {self.id} runs on a Procrastinate worker; its result is not returned here")
+        return self.future.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self.future is None:
+            return None
+        return self.future.exception(timeout)
+
+
+# --------------------------------------------------------------------------- running one task
+
+
+def run_task(name: str, kwargs: Mapping[str, Any]) -> Any:
+    """Run task ``name`` here and now, holding its per-key lock if it has one."""
+    spec = get_task(name)
+    key = spec.lock(kwargs) if spec.lock is not None else None
+    if key is None:
+        return spec.fn(**kwargs)
+    with lock(key, holder=f"{name}:{os.getpid()}"):
+        return spec.fn(**kwargs)
+
+
+def _run_in_child(name: str, kwargs: dict[str, Any], env: dict[str, str]) -> Any:
+    """Process-pool entry point: adopt the parent's settings, then run the task."""
+    from bot import context
+
+    os.environ.update(env)
+    context.reset()
+    try:
+        return run_task(name, kwargs)
+    finally:
+        from storage.db import dispose_all
+
+        dispose_all()
+
+
+_pool_lock = threading.Lock()
+_threads: ThreadPoolExecutor | None = None
+_procs: ProcessPoolExecutor | None = None
+_inline_pending: list[tuple[datetime, str, dict[str, Any]]] = []
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _threads  # noqa: PLW0603 - one pool per process
+    with _pool_lock:
+        if _threads is None:
+            from bot.settings import get_settings
+
+            _threads = ThreadPoolExecutor(max_workers=max(2, get_settings().workers * 2),
+                                          thread_name_prefix="billbot-job")
+        return _threads
+
+
+def _process_pool() -> ProcessPoolExecutor:
+    global _procs  # noqa: PLW0603 - one pool per process
+    with _pool_lock:
+        if _procs is None:
+            from bot.settings import get_settings
+
+            # forkserver: forking a process that runs threads (web server, scheduler) can copy a held lock
+            ctx = multiprocessing.get_context("forkserver")
+            _procs = ProcessPoolExecutor(max_workers=get_settings().workers, mp_context=ctx)
+        return _procs
+
+
+def shutdown(wait: bool = True) -> None:
+    """Stop the embedded pools (process exit, tests)."""
+    global _threads, _procs  # noqa: PLW0603
+    with _pool_lock:
+        threads, procs, _threads, _procs = _threads, _procs, None, None
+    if threads is not None:
+        threads.shutdown(wait=wait)
+    if procs is not None:
+        procs.shutdown(wait=wait)
+    _inline_pending.clear()
+
+
+def _logged(name: str, fut: Future[Any]) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        log.error("job %s failed: %s", name, exc, exc_info=exc)
+
+
+# --------------------------------------------------------------------------- the facade
+
+
+def submit(task_name: str, **kwargs: Any) -> JobHandle:
+    """Run ``task_name(**kwargs)`` in the background (or now, inline). Arguments must be JSON-able."""
+    spec = get_task(task_name)
+    args = json.loads(json.dumps(kwargs, default=str))  # what a queue would store: fail early, not in a worker
+    m = mode()
+    if m == "distributed":
+        job_id = _defer(spec, args)
+        return JobHandle(id=str(job_id), task=task_name, mode=m, args=args)
+    handle_id = uuid.uuid4().hex[:12]
+    if m == "inline":
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(run_task(task_name, args))
+        except Exception as e:  # kept in the handle, like a pool would; the caller decides
+            log.exception("job %s failed", task_name)
+            fut.set_exception(e)
+        return JobHandle(id=handle_id, task=task_name, mode=m, args=args, future=fut)
+    if spec.cpu_bound:
+        env = {k: v for k, v in os.environ.items() if k in _CHILD_ENV}
+        fut = _process_pool().submit(_run_in_child, task_name, args, env)
+    else:
+        fut = _thread_pool().submit(run_task, task_name, args)
+    fut.add_done_callback(lambda f: _logged(task_name, f))
+    return JobHandle(id=handle_id, task=task_name, mode=m, args=args, future=fut)
+
+
+def schedule_at(when: datetime, task_name: str, **kwargs: Any) -> JobHandle:
+    """Run ``task_name(**kwargs)`` at ``when`` (aware datetime).
+
+    Distributed: a Procrastinate job with ``schedule_at`` — durable. Embedded: a timer in this
+    process — NOT durable across restarts; anything that must survive a restart is data (SLA timers
+    are columns swept every minute, cron schedules are ``schedules`` rows). Inline: due jobs run
+    now, later ones wait for :func:`run_due`.
+    """
+    if when.tzinfo is None:
+        raise ValueError("schedule_at needs an aware datetime")
+    spec = get_task(task_name)
+    args = json.loads(json.dumps(kwargs, default=str))
+    m = mode()
+    now = datetime.now(UTC)
+    if m == "distributed":
+        job_id = _defer(spec, args, schedule_at=when)
+        return JobHandle(id=str(job_id), task=task_name, mode=m, args=args)
+    if m == "inline":
+        if when <= now:
+            return submit(task_name, **args)
+        _inline_pending.append((when, task_name, args))
+        return JobHandle(id=uuid.uuid4().hex[:12], task=task_name, mode=m, args=args)
+    delay = max(0.0, (when - now).total_seconds())
+    fut: Future[Any] = Future()
+
+    def fire() -> None:
+        h = submit(task_name, **args)
+        if h.future is not None:
+            h.future.add_done_callback(lambda f: _chain(f, fut))
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()
+    return JobHandle(id=uuid.uuid4().hex[:12], task=task_name, mode=m, args=args, future=fut)
+
+
+def _chain(src: Future[Any], dst: Future[Any]) -> None:
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
+
+
+def run_due(now: datetime | None = None) -> list[JobHandle]:
+    """Inline mode: run the ``schedule_at`` jobs whose time has come (tests move the clock)."""
+    now = now or datetime.now(UTC)
+    due = [p for p in _inline_pending if p[0] <= now]
+    for p in due:
+        _inline_pending.remove(p)
+    return [submit(name, **args) for _when, name, args in sorted(due, key=lambda p: p[0])]
+
+
+# --------------------------------------------------------------------------- per-key locks
+
+
+def _lock_row_key(key: str) -> str:
+    k = f"lock:{key}"
+    if len(k) > 100:
+        raise ValueError(f"lock key too long: {key!r}")
+    return k
+
+
+def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None,
+                 now: datetime | None = None) -> str:
+    """Take lock ``key`` or raise :class:`Conflict` naming who holds it. Returns the token for
+    :func:`release_lock`.
+
+    One transaction: read the row ``FOR UPDATE`` (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+    serializes writers); free or expired → write our token. Two first-time takers racing on
+    PostgreSQL collide on the primary key: the loser's ``IntegrityError`` means "held".
+    """
+    from bot import context
+    from storage.models import Setting
+
+    db = db or context.get_db()
+    now = now or datetime.now(UTC)
+    token = uuid.uuid4().hex
+    value = json.dumps({"token": token, "holder": holder, "since": now.isoformat(),
+                        "expires": (now + ttl).isoformat()})
+    k = _lock_row_key(key)
+    try:
+        with db.transaction() as s:
+            row = s.execute(select(Setting).where(Setting.key == k).with_for_update()).scalar_one_or_none()
+            if row is None:
+                s.add(Setting(key=k, value=value))
+            else:
+                held = json.loads(row.value)
+                if datetime.fromisoformat(held["expires"]) > now:
+                    raise Conflict(f"{key} is busy (held by {held.get('holder') or 'another job'} since "
+                                   f"{held['since'][:19].replace('T', ' ')} UTC)", code="locked")
+                log.warning("lock %s of %s expired; taking it over", key, held.get("holder"))
+                row.value = value
+    except IntegrityError:
+        raise Conflict(f"{key} is busy (taken by another job just now)", code="locked") from None
+    return token
+
+
+def release_lock(key: str, token: str, *, db: Any = None) -> bool:
+    """Release lock ``key`` if ``token`` still owns it (an expired, taken-over lock is left alone)."""
+    from bot import context
+    from storage.models import Setting
+
+    db = db or context.get_db()
+    k = _lock_row_key(key)
+    with db.transaction() as s:
+        row = s.execute(select(Setting).where(Setting.key == k).with_for_update()).scalar_one_or_none()
+        if row is None or json.loads(row.value).get("token") != token:
+            return False
+        s.execute(delete(Setting).where(Setting.key == k))
+    return True
+
+
+@contextmanager
+def lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None) -> Iterator[str]:
+    """``with lock("sync:tracker"): …`` — exclusive across processes; raises :class:`Conflict` if held."""
+    token = acquire_lock(key, holder=holder, ttl=ttl, db=db)
+    try:
+        yield token
+    finally:
+        release_lock(key, token, db=db)
+
+
+def is_locked(key: str, *, db: Any = None, now: datetime | None = None) -> bool:
+    from bot import context
+    from storage.models import Setting
+
+    db = db or context.get_db()
+    with db.read() as s:
+        row = s.get(Setting, _lock_row_key(key))
+        if row is None:
+            return False
+        return bool(datetime.fromisoformat(json.loads(row.value)["expires"]) > (now or datetime.now(UTC)))
+
+
+# --------------------------------------------------------------------------- distributed (Procrastinate)
+
+_app_lock = threading.RLock()
+_apps: dict[str, Any] = {}
+
+
+def conninfo(url: str | None = None) -> str:
+    """SQLAlchemy's ``postgresql+psycopg://`` URL as a libpq conninfo for Procrastinate."""
+    if url is None:
+        from bot.settings import get_settings
+
+        url = get_settings().db_url
+    if not url.startswith("postgresql"):
+        raise ValueError("distributed mode needs DATABASE_URL=postgresql+psycopg://…")
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def _runner(name: str) -> Any:
+    def run(**kwargs: Any) -> Any:
+        return run_task(name, kwargs)
+
+    run.__name__ = f"billbot_{name}"
+    run.__qualname__ = run.__name__
+    return run
+
+
+def _register_tasks(app: Any) -> None:
+    """Mirror our registry into the Procrastinate app (idempotent; picks up tasks registered late)."""
+    for spec in list(TASKS.values()):
+        if spec.name not in app.tasks:
+            app.task(name=spec.name, queue=spec.queue, retry=spec.retry, pass_context=False)(_runner(spec.name))
+
+
+def get_app(url: str | None = None) -> Any:
+    """The Procrastinate app for ``url`` (default: the configured database), tasks registered."""
+    import procrastinate
+
+    info = conninfo(url)
+    with _app_lock:
+        app = _apps.get(info)
+        if app is None:
+            app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=info),
+                                    import_paths=["bot.tasks"])
+            _apps[info] = app
+        _register_tasks(app)
+        return app
+
+
+def _opened_app() -> Any:
+    app = get_app()
+    with _app_lock:
+        if not getattr(app, "_billbot_open", False):
+            app.open()
+            app._billbot_open = True
+    return app
+
+
+def _defer(spec: TaskSpec, args: dict[str, Any], schedule_at: datetime | None = None) -> int:
+    app = _opened_app()
+    options: dict[str, Any] = {}
+    if spec.lock is not None:
+        # Procrastinate's own lock runs same-key jobs one after another; our DB lock still guards
+        # against the same work started elsewhere (CLI, embedded process).
+        key = spec.lock(args)
+        if key:
+            options["lock"] = key
+    if schedule_at is not None:
+        options["schedule_at"] = schedule_at
+    t = app.tasks[spec.name]
+    job_id: int = t.configure(**options).defer(**args) if options else t.defer(**args)
+    return job_id
+
+
+def close_apps() -> None:
+    with _app_lock:
+        for app in _apps.values():
+            if getattr(app, "_billbot_open", False):
+                app.close()
+                app._billbot_open = False
+        _apps.clear()
+
+
+def apply_schema(url: str | None = None) -> bool:
+    """Install Procrastinate's tables/functions in the database if missing. Returns True if applied."""
+    app = get_app(url)
+    with app.open():
+        if app.check_connection():
+            return False
+        app.schema_manager.apply_schema()
+    return True
+
+
+def retry_stalled_jobs(*, seconds_since_heartbeat: float = 60.0, url: str | None = None) -> list[int]:
+    """Put ``doing`` jobs whose worker stopped heartbeating back to ``todo`` (Procrastinate's
+    documented stalled-jobs recipe). Returns the job ids retried."""
+    import asyncio
+
+    app = get_app(url)
+
+    async def go() -> list[int]:
+        async with app.open_async():
+            stalled = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)
+            ids = []
+            for job in stalled:
+                await app.job_manager.retry_job(job)
+                ids.append(job.id)
+            return ids
+
+    ids = asyncio.run(go())
+    if ids:
+        log.warning("retried stalled jobs %s", ids)
+    return ids
+
+
+def run_worker(*, queues: list[str] | None = None, concurrency: int = 1, name: str | None = None,
+               wait: bool = True, heartbeat: float = 10.0, stalled_after: float = 30.0,
+               url: str | None = None) -> None:
+    """Run a Procrastinate worker in the foreground (``billbot worker``). At start-up it retries
+    the jobs of workers that died (no heartbeat for ``stalled_after`` seconds)."""
+    retry_stalled_jobs(seconds_since_heartbeat=stalled_after, url=url)
+    app = get_app(url)
+    app.run_worker(queues=queues, concurrency=concurrency, name=name, wait=wait,
+                   update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
+                   install_signal_handlers=threading.current_thread() is threading.main_thread())

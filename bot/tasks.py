@@ -1,0 +1,169 @@
+"""The task registry: every piece of background work billbot runs, by name.
+
+A task is a plain function taking JSON-able keyword arguments (they travel through Procrastinate's
+``procrastinate_jobs.args`` in distributed mode). It fetches the database and signing key from
+:mod:`bot.context` and calls ONE workflow. Workflow imports are lazy (inside the function) so this
+registry imports fast and without the whole application.
+
+``@task("name", queue=…, cpu_bound=…, retry=…, lock=…)`` registers a function; ``lock`` maps the
+arguments to a per-key lock (``sync:tracker``, ``run:2026-02``) that :mod:`bot.jobs` holds in the
+database while the task runs, so the key is exclusive across threads, processes and machines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LockFn = Callable[[Mapping[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    fn: Callable[..., Any]
+    queue: str = "default"
+    cpu_bound: bool = False  # embedded mode runs it in the process pool
+    retry: int = 0  # Procrastinate retries (distributed); embedded mode does not retry
+    lock: LockFn | None = None
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def task(
+    name: str, *, queue: str = "default", cpu_bound: bool = False, retry: int = 0, lock: LockFn | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as task ``name`` (re-registering the same name replaces it)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        TASKS[name] = TaskSpec(name=name, fn=fn, queue=queue, cpu_bound=cpu_bound, retry=retry, lock=lock)
+        return fn
+
+    return deco
+
+
+def get_task(name: str) -> TaskSpec:
+    from billing.errors import NotFound
+
+    try:
+        return TASKS[name]
+    except KeyError:
+        known = ", ".join(sorted(TASKS))
+        raise NotFound(f"unknown task {name!r} (known: {known})") from None
+
+
+def plain(o: Any) -> Any:
+    """A JSON-able copy of a workflow result (dataclasses, Decimal, dates)."""
+    if is_dataclass(o) and not isinstance(o, type):
+        return plain(asdict(o))
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, Mapping):
+        return {str(k): plain(v) for k, v in o.items()}
+    if isinstance(o, list | tuple | set | frozenset):
+        return [plain(v) for v in o]
+    if o is None or isinstance(o, str | int | float | bool):
+        return o
+    return repr(o)
+
+
+def _ctx() -> tuple[Any, Any]:
+    from bot import context
+
+    return context.get_db(), context.get_key()
+
+
+def _today(value: str | None) -> date:
+    if value:
+        return date.fromisoformat(value)
+    from bot.settings import get_settings
+
+    return datetime.now(get_settings().tz).date()
+
+
+def _now(value: str | None) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC) if value else datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+@task("sync", queue="sync", retry=2, lock=lambda kw: f"sync:{kw.get('source')}")
+def sync(*, source: str, mode: str = "standard", actor: str = "scheduler") -> Any:
+    """One sync of ``source`` (standard or partial); one at a time per source."""
+    from bot.workflows.sync import run_sync  # type: ignore[import-not-found,unused-ignore]
+
+    db, key = _ctx()
+    return plain(run_sync(db, source=source, mode=mode, actor=actor, signing_key=key))
+
+
+@task("billing_run", queue="billing", lock=lambda kw: f"run:{kw.get('period')}")
+def billing_run(
+    *, period: str, advertisers: list[str] | None = None, actor: str = "scheduler", today: str | None = None
+) -> Any:
+    """A billing run for ``period`` (``2026-02``, ``2026-W07``, ``2026-Q1``); one at a time per period.
+    ``period`` may be ``previous_month`` (what a monthly schedule stores)."""
+    from bot.workflows.billing_run import run_billing  # type: ignore[import-not-found,unused-ignore]
+
+    db, key = _ctx()
+    day = _today(today)
+    return plain(
+        run_billing(db, period=resolve_period(period, day), advertisers=advertisers or [], actor=actor,
+                    key=key, today=day)
+    )
+
+
+def resolve_period(period: str, today: date) -> str:
+    """Schedules store relative periods: ``previous_month`` / ``current_month`` → ``YYYY-MM``."""
+    if period == "current_month":
+        return f"{today.year:04d}-{today.month:02d}"
+    if period == "previous_month":
+        y, m = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+        return f"{y:04d}-{m:02d}"
+    return period
+
+
+@task("render_pdf", queue="documents", cpu_bound=True, retry=2, lock=lambda kw: f"pdf:{kw.get('invoice_id')}")
+def render_pdf(*, invoice_id: int) -> Any:
+    """Render (or re-render) the PDF of one invoice: CPU-heavy, so a process pool in embedded mode."""
+    from bot.workflows.documents import render_invoice_pdf  # type: ignore[import-not-found,unused-ignore]
+
+    db, _key = _ctx()
+    return plain(render_invoice_pdf(db, invoice_id))
+
+
+@task("sla_sweep", queue="sla")
+def sla_sweep(*, now: str | None = None) -> Any:
+    """Remind and escalate exceptions whose timers passed. Safe to run anywhere, any number of times."""
+    from bot.slack_client import get_client
+    from bot.workflows.sla import sweep
+
+    db, key = _ctx()
+    return plain(sweep(db, now=_now(now), client=get_client(), key=key))
+
+
+@task("digest", queue="default", lock=lambda _kw: "digest")
+def digest(*, now: str | None = None, dry_run: bool = False) -> Any:
+    """The managers' daily digest."""
+    from bot.slack_client import get_client
+    from bot.workflows.digest import send_digest
+
+    db, key = _ctx()
+    return plain(send_digest(db, now=_now(now), client=get_client(), key=key, dry_run=dry_run))
+
+
+@task("retry_stalled", queue="sla")
+def retry_stalled(*, seconds_since_heartbeat: float = 60.0) -> Any:
+    """Distributed mode: put jobs of dead workers (no heartbeat) back to ``todo``."""
+    from bot import jobs
+
+    return jobs.retry_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)

@@ -1,0 +1,307 @@
+"""Run the variance checks on pre-invoices and keep their ``variance`` exceptions in step.
+
+:func:`run_variance_checks` runs inside the caller's transaction (``create_preinvoices`` calls it
+after writing the drafts): it loads the pre-invoices, their campaign items, first- and third-party
+delivery rows of this and the prior period, approved conversions and exchange rates, runs the pure
+:func:`billing.variance.check_variances`, and then per pre-invoice:
+
+- findings beyond tolerance → ONE ``variance`` exception per pre-invoice, key
+  ``variance:preinvoice:<id>``, holding every finding (the one with the most money at stake is the
+  primary: its rule, cause and figures are at the top of the evidence, all of them under
+  ``findings``). One per pre-invoice because the decision is per pre-invoice: Approve bills the
+  computed amount, Force bills the booked amount of the whole pre-invoice. A ``draft`` pre-invoice
+  becomes ``pending``;
+- no findings → an open variance exception of the pre-invoice is closed ("no longer breached").
+
+Re-running is idempotent: the same data gives the same evidence and subject hash, so nothing is
+written; changed data updates the open exception in place (or reopens a decided one).
+Pre-invoices that are ``approved``, ``invoiced`` or ``cancelled`` are not checked (listed as skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from billing.fx import MAX_AGE_DAYS, Rate, find_rate
+from billing.money import ZERO
+from billing.variance import (
+    METRICS,
+    ItemPeriod,
+    PreInvoiceFindings,
+    check_variances,
+    findings_by_preinvoice,
+    overlap_days,
+    prior_period,
+    resolve_tolerance,
+)
+from bot.settings import get_settings
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from bot.workflows.exceptions import close_exception, open_exception
+from storage.models import (
+    Advertiser,
+    BillingException,
+    Campaign,
+    CampaignItem,
+    Conversion,
+    DeliveryFact,
+    ExchangeRate,
+    LegalEntity,
+    PreInvoice,
+)
+
+CHECKED_STATES = ("draft", "pending", "held")
+KIND = "variance"
+
+
+def exception_key(preinvoice_id: int) -> str:
+    return f"variance:preinvoice:{preinvoice_id}"
+
+
+@dataclass(frozen=True)
+class VarianceRunResult:
+    """What one check run did. Exception ids in ``opened`` include reopened ones."""
+
+    checked: tuple[int, ...] = ()
+    skipped: tuple[int, ...] = ()
+    pending: tuple[int, ...] = ()  # pre-invoices with an open variance exception after the run
+    opened: tuple[int, ...] = ()
+    updated: tuple[int, ...] = ()
+    unchanged: tuple[int, ...] = ()
+    closed: tuple[int, ...] = ()
+    variances: int = 0
+    findings: tuple[PreInvoiceFindings, ...] = ()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _facts_frame(s: Session, item_ids: Sequence[str], start: date, end: date) -> pd.DataFrame:
+    """First- and third-party delivery rows plus approved conversions (as first-party rows of table
+    ``conversions``) of ``item_ids`` between ``start`` and ``end``."""
+    cols = ["id", "item_id", "day", "party", "impressions", "clicks", "conversions", "table"]
+    if not item_ids:
+        return pd.DataFrame(columns=cols)
+    facts = s.execute(
+        select(DeliveryFact.id, DeliveryFact.item_id, DeliveryFact.day, DeliveryFact.party,
+               DeliveryFact.impressions, DeliveryFact.clicks, DeliveryFact.conversions)
+        .where(DeliveryFact.item_id.in_(item_ids), DeliveryFact.day >= start, DeliveryFact.day <= end)
+    ).all()
+    convs = s.execute(
+        select(Conversion.id, Conversion.item_id, Conversion.day)
+        .where(Conversion.item_id.in_(item_ids), Conversion.day >= start, Conversion.day <= end,
+               Conversion.status == "approved")
+    ).all()
+    rows: list[tuple[Any, ...]] = [(*r, "delivery_facts") for r in facts]
+    rows += [(c.id, c.item_id, c.day, "first_party", 0, 0, 1, "conversions") for c in convs]
+    frame = pd.DataFrame(rows, columns=cols)
+    frame["day"] = pd.to_datetime(frame["day"])
+    for c in ("impressions", "clicks", "conversions"):
+        frame[c] = frame[c].fillna(0).astype("int64")
+    return frame
+
+
+def _rates(s: Session, currencies: Iterable[str], start: date, end: date) -> list[Rate]:
+    cur = sorted(set(currencies))
+    rows = s.execute(
+        select(ExchangeRate).where(ExchangeRate.day >= start - timedelta(days=MAX_AGE_DAYS),
+                                   ExchangeRate.day <= end,
+                                   ExchangeRate.base.in_(cur) | ExchangeRate.quote.in_(cur))
+        .order_by(ExchangeRate.day, ExchangeRate.id)
+    ).scalars()
+    return [Rate(r.day, r.base, r.quote, r.rate, r.source) for r in rows]
+
+
+def _rate(rates: Sequence[Rate], from_: str, to: str, on: date) -> Decimal | None:
+    if from_ == to:
+        return None
+    found = find_rate(rates, from_, to, on=on)
+    return found.rate if found is not None else None
+
+
+def _unit_price(item: CampaignItem, amount: Decimal, qty: Decimal | None) -> Decimal | None:
+    """Price of one unit of the item's metric (a CPM rate per impression)."""
+    if item.rate is not None and (item.rate_type or "") in METRICS:
+        return item.rate / 1000 if item.rate_type == "cpm" else item.rate
+    if qty:
+        return amount / qty
+    return None
+
+
+def _item_periods(
+    pi: PreInvoice, *, campaign: Campaign, items: Sequence[CampaignItem], adv: Advertiser, le: LegalEntity,
+    prior_lines: dict[str, Decimal] | None, rates: Sequence[Rate], default_tol: Decimal,
+) -> list[ItemPeriod]:
+    prior_start, prior_end = prior_period(pi.period_start, pi.period_end, campaign.payment_interval)
+    amounts: dict[str, Decimal] = {}
+    quantities: dict[str, Decimal] = {}
+    for ln in pi.lines:
+        if ln.item_id is None or ln.kind != "item":
+            continue
+        amounts[ln.item_id] = amounts.get(ln.item_id, ZERO) + ln.amount
+        q = (ln.computation or {}).get("quantity")
+        if q is not None:  # the distributed quantity (a CPM line's own quantity is per 1,000)
+            quantities[ln.item_id] = quantities.get(ln.item_id, ZERO) + Decimal(str(q))
+    r_cur = _rate(rates, pi.currency, le.currency, pi.period_end)
+    r_prior = _rate(rates, pi.currency, le.currency, prior_end)
+    out: list[ItemPeriod] = []
+    for it in items:
+        start, end = it.start or campaign.start, it.end or campaign.end
+        if it.id not in amounts and overlap_days(pi.period_start, pi.period_end, start, end) == 0:
+            continue
+        tol, src = resolve_tolerance(item=it.tolerance, campaign=campaign.tolerance, advertiser=adv.tolerance,
+                                     legal_entity=le.tolerance, default=default_tol)
+        amount = amounts.get(it.id, ZERO)
+        qty = quantities.get(it.id) if it.unit == "quantity" and it.billing == "linear" else None
+        out.append(ItemPeriod(
+            preinvoice_id=pi.id, item_id=it.id, billing=it.billing, unit=it.unit, rate_type=it.rate_type,
+            item_start=start, item_end=end, period_start=pi.period_start, period_end=pi.period_end,
+            prior_start=prior_start, prior_end=prior_end, tolerance=tol, tolerance_source=src,
+            currency=pi.currency, amount=amount, unit_price=_unit_price(it, amount, qty),
+            booked_quantity=it.booked_quantity, expected_quantity=qty, period_basis=it.period,
+            make_good=bool(it.make_good),
+            prior_amount=(prior_lines or {}).get(it.id) if prior_lines is not None else None,
+            le_currency=le.currency, rate_current=r_cur, rate_prior=r_prior, description=it.description,
+        ))
+    return out
+
+
+def _prior_amounts(
+    s: Session, pis: Sequence[PreInvoice], campaigns: dict[str, Campaign]
+) -> dict[int, dict[str, Decimal]]:
+    """Item amounts of each pre-invoice's prior-period pre-invoice, where one exists."""
+    out: dict[int, dict[str, Decimal]] = {}
+    for pi in pis:
+        ps, pe = prior_period(pi.period_start, pi.period_end, campaigns[pi.campaign_id].payment_interval)
+        prior = s.execute(
+            select(PreInvoice).options(selectinload(PreInvoice.lines))
+            .where(PreInvoice.campaign_id == pi.campaign_id, PreInvoice.period_start <= pe,
+                   PreInvoice.period_end >= ps, PreInvoice.state != "cancelled")
+        ).scalars().all()
+        if not prior:
+            continue
+        amounts: dict[str, Decimal] = {}
+        for p in prior:
+            for ln in p.lines:
+                if ln.item_id is not None and ln.kind == "item":
+                    amounts[ln.item_id] = amounts.get(ln.item_id, ZERO) + ln.amount
+        out[pi.id] = amounts
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_variance_checks(
+    s: Session,
+    preinvoice_ids: list[int],
+    *,
+    actor: str,
+    signing_key: Ed25519PrivateKey | None,
+    now: datetime,
+) -> VarianceRunResult:
+    """Check ``preinvoice_ids`` and open, update or close their ``variance`` exceptions.
+
+    Runs in the caller's transaction. Deterministic for the same data (no clock in the evidence),
+    so a re-run writes nothing. See the module docstring for the one-exception-per-pre-invoice rule.
+    """
+    settings = get_settings()
+    pis = list(s.execute(
+        select(PreInvoice).options(selectinload(PreInvoice.lines))
+        .where(PreInvoice.id.in_(preinvoice_ids)).order_by(PreInvoice.id)
+    ).scalars())
+    checked = [p for p in pis if p.state in CHECKED_STATES]
+    skipped = tuple(p.id for p in pis if p.state not in CHECKED_STATES)
+    if not checked:
+        return VarianceRunResult(skipped=skipped)
+
+    campaigns = {c.id: c for c in s.execute(
+        select(Campaign).where(Campaign.id.in_({p.campaign_id for p in checked}))).scalars()}
+    items_by_campaign: dict[str, list[CampaignItem]] = {}
+    for it in s.execute(select(CampaignItem).where(CampaignItem.campaign_id.in_(campaigns))
+                        .order_by(CampaignItem.campaign_id, CampaignItem.position, CampaignItem.id)).scalars():
+        items_by_campaign.setdefault(it.campaign_id, []).append(it)
+    advertisers = {a.id: a for a in s.execute(
+        select(Advertiser).where(Advertiser.id.in_({p.advertiser_id for p in checked}))).scalars()}
+    entities = {e.id: e for e in s.execute(
+        select(LegalEntity).where(LegalEntity.id.in_({p.legal_entity_id for p in checked}))).scalars()}
+
+    priors = {p.id: prior_period(p.period_start, p.period_end, campaigns[p.campaign_id].payment_interval)
+              for p in checked}
+    window_start = min(ps for ps, _ in priors.values())
+    window_end = max(p.period_end for p in checked)
+    currencies = {p.currency for p in checked} | {e.currency for e in entities.values()}
+    rates = _rates(s, currencies, window_start, window_end) if len(currencies) > 1 else []
+    prior_amounts = _prior_amounts(s, checked, campaigns)
+
+    item_periods: list[ItemPeriod] = []
+    for p in checked:
+        item_periods += _item_periods(
+            p, campaign=campaigns[p.campaign_id], items=items_by_campaign.get(p.campaign_id, []),
+            adv=advertisers[p.advertiser_id], le=entities[p.legal_entity_id], prior_lines=prior_amounts.get(p.id),
+            rates=rates, default_tol=settings.default_tolerance)
+    facts = _facts_frame(s, sorted({ip.item_id for ip in item_periods}), window_start, window_end)
+    variances = check_variances(item_periods, facts)
+    found = findings_by_preinvoice(item_periods, variances, {p.id: p.net for p in checked},
+                                   {p.id: p.currency for p in checked})
+
+    existing = {e.key: (e.state, e.version) for e in s.execute(
+        select(BillingException).where(BillingException.key.in_([exception_key(p.id) for p in checked]))
+    ).scalars()}
+    opened: list[int] = []
+    updated: list[int] = []
+    unchanged: list[int] = []
+    closed: list[int] = []
+    pending: list[int] = []
+    for p in checked:
+        key = exception_key(p.id)
+        f = found.get(p.id)
+        if f is None:
+            before = existing.get(key)
+            if before is not None and before[0] in ("pending", "escalated"):
+                exc = s.execute(select(BillingException).where(BillingException.key == key)).scalar_one()
+                close_exception(s, exc.id, reason="no longer breached: the variance checks pass", actor=actor,
+                                signing_key=signing_key, now=now)
+                closed.append(exc.id)
+            continue
+        primary = f.primary
+        exc = open_exception(
+            s, kind=KIND, key=key, legal_entity_id=p.legal_entity_id, advertiser_id=p.advertiser_id,
+            preinvoice_id=p.id, billing_run_id=None, period_start=p.period_start, period_end=p.period_end,
+            amount=f.amount_at_stake, currency=p.currency, cause=primary.cause, summary=f.summary(),
+            evidence=f.evidence(), subject_hash=f.subject_hash(), started_by=actor, now=now,
+            signing_key=signing_key,
+        )
+        before = existing.get(key)
+        if before is None or (before[0] not in ("pending", "escalated") and exc.state == "pending"
+                               and exc.version != before[1]):
+            opened.append(exc.id)
+        elif exc.version != before[1]:
+            updated.append(exc.id)
+        else:
+            unchanged.append(exc.id)
+        if exc.state in ("pending", "escalated"):
+            pending.append(p.id)
+            if p.state == "draft":
+                p.state = "pending"
+                p.updated_at = now
+                s.flush()
+                audit.record(s, key=signing_key, actor=actor, action="preinvoice.pending", subject_type="preinvoice",
+                             subject_id=p.id, now=now,
+                             payload={"preinvoice_id": p.id, "from": "draft", "to": "pending",
+                                      "exception_id": exc.id, "cause": exc.cause})
+                notify(s, "preinvoice.changed", preinvoice_id=p.id)
+    return VarianceRunResult(
+        checked=tuple(p.id for p in checked), skipped=skipped, pending=tuple(pending), opened=tuple(opened),
+        updated=tuple(updated), unchanged=tuple(unchanged), closed=tuple(closed), variances=len(variances),
+        findings=tuple(found[k] for k in sorted(found)),
+    )

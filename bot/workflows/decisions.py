@@ -1,0 +1,406 @@
+"""Decisions on exceptions: Approve, Reject, Force (DESIGN.md "Exceptions and decisions").
+
+| kind              | approve                          | reject                   | force                              |
+|-------------------|----------------------------------|--------------------------|------------------------------------|
+| ``variance``      | bill the computed amount         | hold the pre-invoice     | bill the booked amount (override)  |
+| ``below_threshold`` | accept the skip; items carry over | withdraw the items     | invoice now, below the threshold   |
+
+Reject and Force need a reason; Force needs ``finance_manager``; nobody decides on work they started
+or edited; above the two-approver amount two different approvers must approve. Every decision is
+one atomic conditional UPDATE (see :func:`decide`), writes a :class:`~storage.models.Decision` row
+and a signed audit record, and queues ``exception.decided`` for after commit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
+from billing.signatures import content_hash
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from bot.workflows.users import display_name, ensure_user
+from storage.db import Database
+from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision, PreInvoice, User
+
+DECISIONS = ("approve", "reject", "force")
+DECIDED_STATE = {"approve": "approved", "reject": "rejected", "force": "forced"}
+NEEDS_REASON = frozenset({"reject", "force"})
+APPROVER_ROLES = frozenset({"approver", "finance_manager"})
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    exception_id: int
+    decision: str
+    final: bool  # False while more approvals are needed ("1 of 2 approvals")
+    approvals: int
+    approvals_needed: int
+    decision_id: int
+    audit_id: int
+    subject_hash: str
+    actor: str
+    invoice_ids: tuple[int, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- what is decided on
+
+
+def _num(d: Decimal | None) -> str | None:
+    """Canonical text of a number: the same on SQLite (exact text) and PostgreSQL (NUMERIC(20,6))."""
+    return None if d is None else format(d.normalize(), "f")
+
+
+def subject_document(exc: BillingException) -> dict[str, Any]:
+    """What a decision on ``exc`` binds to: the exception's figures and, for a variance, the
+    pre-invoice content. Its SHA-256 travels in the button value; any change makes the message stale."""
+    doc: dict[str, Any] = {
+        "exception": {
+            "id": exc.id, "kind": exc.kind, "key": exc.key, "advertiser": exc.advertiser_id,
+            "amount": _num(exc.amount), "currency": exc.currency, "cause": exc.cause,
+            "subject_hash": exc.subject_hash,
+            "period_start": exc.period_start.isoformat() if exc.period_start else None,
+            "period_end": exc.period_end.isoformat() if exc.period_end else None,
+        }
+    }
+    pi = exc.preinvoice
+    if pi is not None:
+        doc["preinvoice"] = {
+            "id": pi.id, "content_hash": pi.content_hash, "net": _num(pi.net), "currency": pi.currency,
+            "period_start": pi.period_start.isoformat(), "period_end": pi.period_end.isoformat(),
+            "edited_by": pi.edited_by,
+            "lines": [
+                {"description": ln.description, "quantity": _num(ln.quantity),
+                 "unit_price": _num(ln.unit_price), "amount": _num(ln.amount)}
+                for ln in pi.lines
+            ],
+        }
+    return doc
+
+
+def subject_digest(exc: BillingException) -> str:
+    return content_hash(subject_document(exc))
+
+
+# --------------------------------------------------------------------------- who may decide
+
+
+def _when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "an earlier time"
+
+
+def already_decided_message(exc: BillingException) -> str:
+    """"Already approved by <@U…> at 2026-03-02 10:15 UTC" (Slack renders the mention)."""
+    who = f"<@{exc.decided_by}>" if exc.decided_by else "someone"
+    state = exc.state if exc.state != "closed" else "closed"
+    return f"Already {state} by {who} at {_when(exc.decided_at or exc.updated_at)}."
+
+
+def approvers_so_far(exc: BillingException) -> list[str]:
+    return [str(a.get("user")) for a in (exc.approvals or []) if isinstance(a, dict)]
+
+
+def access_exception_for_decision(s: Session, user: User, exception_id: int, decision: str) -> BillingException:
+    """The exception ``user`` may ``decide`` on, or the reason they may not (one condition per line).
+
+    Raises NotFound, Invalid, Conflict (already decided — tells by whom), NotAllowed (role,
+    separation of duties; the caller audits those as ``decision.refused``).
+    """
+    exc = s.get(BillingException, exception_id)
+    roles = user.role_names
+    if exc is None:
+        raise NotFound(f"exception {exception_id} does not exist")
+    if decision not in DECISIONS:
+        raise Invalid(f"decision: must be one of {', '.join(DECISIONS)} (got {decision!r})")
+    if exc.state not in OPEN_EXCEPTION_STATES:
+        raise Conflict(already_decided_message(exc), code="already_decided")
+    if decision == "force" and "finance_manager" not in roles:
+        raise NotAllowed("Force needs the finance_manager role.", code="finance_manager_required")
+    if decision != "force" and not roles & APPROVER_ROLES:
+        raise NotAllowed(f"{decision.capitalize()} needs the approver role.", code="approver_required")
+    if exc.started_by == user.slack_id:
+        raise NotAllowed("You started this work, so someone else must decide it.", code="own_work")
+    if exc.preinvoice is not None and exc.preinvoice.created_by == user.slack_id:
+        raise NotAllowed("You created this pre-invoice, so someone else must decide it.", code="own_work")
+    if exc.preinvoice is not None and exc.preinvoice.edited_by == user.slack_id:
+        raise NotAllowed("You edited this pre-invoice, so someone else must decide it.", code="own_work")
+    if decision == "approve" and user.slack_id in approvers_so_far(exc):
+        raise Conflict(
+            f"You already approved this ({len(approvers_so_far(exc))} of {exc.approvals_needed} approvals); "
+            "a second, different approver is needed.", code="already_approved_by_you")
+    return exc
+
+
+# --------------------------------------------------------------------------- consequences
+
+
+def _module(name: str) -> Any:
+    # Imported when a decision takes effect: the billing workflows are heavy and optional for the CLI.
+    return importlib.import_module(name)
+
+
+def _open_exceptions_on(s: Session, preinvoice_id: int, *, other_than: int) -> int:
+    rows = s.execute(
+        select(BillingException.id).where(
+            BillingException.preinvoice_id == preinvoice_id,
+            BillingException.state.in_(OPEN_EXCEPTION_STATES),
+            BillingException.id != other_than,
+        )
+    ).all()
+    return len(rows)
+
+
+def _carried_items(s: Session, exc: BillingException) -> list[int]:
+    """The pre-invoices a below-threshold skip held back: named in the evidence, else every approved,
+    not yet invoiced pre-invoice of the advertiser up to the skipped period."""
+    named = (exc.evidence or {}).get("preinvoice_ids")
+    if named:
+        return [int(i) for i in named]
+    q = select(PreInvoice.id).where(
+        PreInvoice.advertiser_id == exc.advertiser_id,
+        PreInvoice.state == "approved",
+        PreInvoice.invoice_id.is_(None),
+    )
+    if exc.period_end is not None:
+        q = q.where(PreInvoice.period_end <= exc.period_end)
+    return [int(i) for i in s.execute(q.order_by(PreInvoice.id)).scalars()]
+
+
+def _apply(
+    s: Session, exc: BillingException, decision: str, *, actor: str, reason: str | None,
+    key: Ed25519PrivateKey | None, now: datetime, today: date,
+) -> tuple[int, ...]:
+    """Move the pre-invoice / items on, per the decision table. Returns invoice ids created (Force
+    on a below-threshold skip)."""
+    if exc.kind == "variance":
+        if exc.preinvoice_id is None:
+            raise Invalid(f"exception {exc.id}: a variance without a pre-invoice cannot be decided")
+        pre = _module("bot.workflows.preinvoices")
+        if decision == "approve":
+            # the pre-invoice becomes billable only once none of its other exceptions is open
+            if _open_exceptions_on(s, exc.preinvoice_id, other_than=exc.id) == 0:
+                pre.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+        elif decision == "reject":
+            pre.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+        else:
+            pre.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+        return ()
+    if exc.kind == "below_threshold":
+        if decision == "approve":
+            return ()  # the skip stands; the items wait for the next run
+        run = _module("bot.workflows.billing_run")
+        if decision == "reject":
+            run.withdraw_items(s, advertiser_id=exc.advertiser_id, preinvoice_ids=_carried_items(s, exc),
+                               actor=actor, signing_key=key, reason=reason, now=now)
+            return ()
+        if exc.period_end is None:
+            raise Invalid(f"exception {exc.id}: a below-threshold skip without a period cannot be invoiced")
+        invoices = run.finalize_for_advertiser(
+            s, advertiser_id=exc.advertiser_id, period_end=exc.period_end, actor=actor, signing_key=key,
+            today=today, billing_run_id=exc.billing_run_id, ignore_threshold=True,
+        )
+        return tuple(int(inv.id) for inv in invoices or ())
+    raise Invalid(f"exception {exc.id}: unknown kind {exc.kind!r}")
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def _refresh_profile(db: Database, actor: str, client: Any, now: datetime) -> None:
+    """Cache the actor's Slack name/email in its own short transaction, so the decision transaction
+    never waits on a Slack round trip while holding its lock."""
+    with db.read() as r:
+        user = r.get(User, actor)
+        fresh = user is not None and user.profile_fetched_at is not None and (
+            now - user.profile_fetched_at).total_seconds() < 86400
+    if user is None or (client is not None and not fresh):
+        with db.transaction() as s:
+            ensure_user(s, actor, client=client, now=now)
+
+
+def _record_refusal(
+    db: Database, *, exception_id: int, decision: str, actor: str, refusal: BillingError,
+    key: Ed25519PrivateKey | None, now: datetime,
+) -> None:
+    with db.transaction() as s:
+        audit.record(s, key=key, actor=actor, action="decision.refused", subject_type="exception",
+                     subject_id=exception_id, now=now,
+                     payload={"exception_id": exception_id, "decision": decision, "actor": actor,
+                              "code": refusal.code, "reason": refusal.message, "at": now.isoformat()})
+
+
+def _check_stale(exc: BillingException, subject_hash: str) -> str:
+    digest = subject_digest(exc)
+    if subject_hash != digest:
+        raise Conflict("This message was out of date (the figures changed since it was posted); "
+                       "it has been refreshed, please look again.", code="stale")
+    return digest
+
+
+def preflight(
+    db: Database, *, exception_id: int, decision: str, actor: str, subject_hash: str,
+    signing_key: Ed25519PrivateKey | None, now: datetime | None = None, client: Any = None,
+) -> BillingException:
+    """The checks of :func:`decide` without deciding — run before a reason modal opens, so a refused
+    click is told (and audited) at once instead of after typing a reason."""
+    now = now or datetime.now(UTC)
+    _refresh_profile(db, actor, client, now)
+    try:
+        with db.read() as s:
+            user = s.get(User, actor)
+            assert user is not None  # _refresh_profile created it
+            exc = access_exception_for_decision(s, user, exception_id, decision)
+            _check_stale(exc, subject_hash)
+            return exc
+    except NotAllowed as refusal:
+        _record_refusal(db, exception_id=exception_id, decision=decision, actor=actor, refusal=refusal,
+                        key=signing_key, now=now)
+        raise
+
+
+def decide(
+    db: Database, *, exception_id: int, decision: str, actor: str, subject_hash: str,
+    reason: str | None = None, signing_key: Ed25519PrivateKey | None, now: datetime | None = None,
+    today: date | None = None, client: Any = None,
+) -> DecisionOutcome:
+    """Record ``actor``'s ``decision`` on the exception and move its pre-invoice / items on.
+
+    Locking: ONE atomic conditional UPDATE —
+    ``UPDATE exceptions SET state=…, version=version+1 WHERE id=:id AND state IN ('pending',
+    'escalated') AND version=:v`` — rather than ``SELECT … FOR UPDATE``, because the version guard
+    also catches a change made between the click's read and its write (a first approval, a refreshed
+    subject) and needs no lock held across the permission checks. On PostgreSQL a concurrent decider
+    blocks on the row, re-evaluates the WHERE after the winner commits and matches 0 rows; on SQLite
+    the write transaction is ``BEGIN IMMEDIATE`` so deciders queue. rowcount 0 → Conflict naming
+    who decided first; nothing of the loser is written.
+
+    Refusals (role, own work) are audited as ``decision.refused`` in a transaction of their own
+    and re-raised; conflicts (double click, retry, stale message) change nothing.
+    """
+    now = now or datetime.now(UTC)
+    today = today or now.date()
+    reason = (reason or "").strip() or None
+    if decision in NEEDS_REASON and reason is None:
+        raise Invalid(f"reason: a reason is required to {decision}", code="reason_required")
+    _refresh_profile(db, actor, client, now)
+    try:
+        with db.transaction() as s:
+            return _decide(s, exception_id=exception_id, decision=decision, actor=actor,
+                           subject_hash=subject_hash, reason=reason, key=signing_key, now=now, today=today)
+    except NotAllowed as refusal:
+        _record_refusal(db, exception_id=exception_id, decision=decision, actor=actor, refusal=refusal,
+                        key=signing_key, now=now)
+        raise
+
+
+def _decide(
+    s: Session, *, exception_id: int, decision: str, actor: str, subject_hash: str, reason: str | None,
+    key: Ed25519PrivateKey | None, now: datetime, today: date,
+) -> DecisionOutcome:
+    user = ensure_user(s, actor, now=now)
+    exc = access_exception_for_decision(s, user, exception_id, decision)
+    digest = _check_stale(exc, subject_hash)
+    name = display_name(user, actor)
+
+    approvals = list(exc.approvals or [])
+    if decision == "approve":
+        approvals.append({"user": actor, "name": name, "at": now.isoformat()})
+    final = decision != "approve" or len(approvals) >= exc.approvals_needed
+    values: dict[str, Any] = {"approvals": approvals, "version": exc.version + 1, "updated_at": now}
+    if final:
+        values.update(state=DECIDED_STATE[decision], decision=decision, decided_by=actor, decided_at=now,
+                      reason=reason)
+    result = s.execute(
+        update(BillingException)
+        .where(BillingException.id == exc.id,
+               BillingException.state.in_(OPEN_EXCEPTION_STATES),
+               BillingException.version == exc.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        winner = s.execute(
+            select(BillingException).where(BillingException.id == exc.id)
+            .execution_options(populate_existing=True)
+        ).scalar_one()
+        if winner.state in OPEN_EXCEPTION_STATES:
+            raise Conflict("Someone recorded an approval at the same moment; please look again.",
+                           code="concurrent_approval")
+        raise Conflict(already_decided_message(winner), code="already_decided")
+    s.refresh(exc)
+
+    invoice_ids = _apply(s, exc, decision, actor=actor, reason=reason, key=key, now=now, today=today) if final else ()
+
+    row = Decision(exception_id=exc.id, decision=decision, actor_id=actor, actor_name=name,
+                   actor_email=user.email, reason=reason, decided_at=now, subject_hash=digest)
+    s.add(row)
+    s.flush()
+    pi = exc.preinvoice
+    entry = audit.record(
+        s, key=key, actor=actor, action="decision.recorded", subject_type="exception", subject_id=exc.id,
+        now=now,
+        payload={
+            "decision_id": row.id, "exception_id": exc.id, "kind": exc.kind, "decision": decision,
+            "final": final, "approvals": len(approvals) if decision == "approve" else None,
+            "approvals_needed": exc.approvals_needed,
+            "actor": {"id": actor, "name": name, "email": user.email},
+            "at": now.astimezone(UTC).isoformat(), "reason": reason, "subject_sha256": digest,
+            "amount": _num(exc.amount), "currency": exc.currency,
+            "preinvoice_id": pi.id if pi is not None else None, "invoice_ids": list(invoice_ids),
+        },
+    )
+    row.audit_id = entry.id
+    notify(s, "exception.decided", exception_id=exc.id, decision_id=row.id)
+    if invoice_ids:
+        notify(s, "exception.invoiced", exception_id=exc.id, invoice_ids=list(invoice_ids))
+    return DecisionOutcome(
+        exception_id=exc.id, decision=decision, final=final,
+        approvals=len(approvals), approvals_needed=exc.approvals_needed, decision_id=row.id,
+        audit_id=entry.id, subject_hash=digest, actor=actor, invoice_ids=invoice_ids,
+    )
+
+
+# --------------------------------------------------------------------------- queries for the surfaces
+
+
+def may_decide(s: Session, user: User, exc: BillingException) -> list[str]:
+    """Which decisions ``user`` could take on ``exc`` now (for the App Home queue)."""
+    allowed = []
+    for d in DECISIONS:
+        try:
+            access_exception_for_decision(s, user, exc.id, d)
+        except BillingError:
+            continue
+        allowed.append(d)
+    return allowed
+
+
+def queue_for(s: Session, user: User, *, limit: int = 20) -> list[BillingException]:
+    """Open exceptions ``user`` may decide, oldest first."""
+    rows = s.execute(
+        select(BillingException)
+        .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
+        .order_by(BillingException.created_at, BillingException.id)
+    ).scalars()
+    out = []
+    for exc in rows:
+        if may_decide(s, user, exc):
+            out.append(exc)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def recent_decisions(s: Session, slack_id: str, *, limit: int = 10) -> list[Decision]:
+    return list(s.execute(
+        select(Decision).where(Decision.actor_id == slack_id)
+        .order_by(Decision.decided_at.desc(), Decision.id.desc()).limit(limit)
+    ).scalars())

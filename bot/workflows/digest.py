@@ -1,0 +1,223 @@
+"""The managers' daily digest: what waits, what breached its SLA, what was billed or skipped, and
+how fresh each source is — one Slack message plus a small PNG chart in its thread.
+
+"Since the last digest" is the ``kv`` setting ``digest.last_sent_at`` (the first digest looks back
+one day). The digest is read-only except for that setting and its audit record, both written after
+the message was posted: a failed post leaves the window open for the next digest.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.workflows.audit import record
+from storage.db import Database
+from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Invoice, Setting, SourceState
+
+LAST_SENT_KEY = "digest.last_sent_at"
+#: (label, lower bound inclusive, upper bound exclusive) of an open exception's age
+AGE_BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
+    ("< 1 day", timedelta(0), timedelta(days=1)),
+    ("1–3 days", timedelta(days=1), timedelta(days=3)),
+    ("3–7 days", timedelta(days=3), timedelta(days=7)),
+    ("> 7 days", timedelta(days=7), None),
+)
+#: a source whose last successful sync is older than this is flagged (nightly sync + margin)
+STALE_AFTER = timedelta(hours=26)
+
+
+@dataclass(frozen=True)
+class AgeBucket:
+    label: str
+    count: int
+    totals: dict[str, Decimal]  # currency → amount
+
+
+@dataclass(frozen=True)
+class Breach:
+    exception_id: int
+    kind: str
+    advertiser: str
+    amount: Decimal
+    currency: str
+    due_at: datetime
+    overdue: timedelta
+    state: str
+
+
+@dataclass(frozen=True)
+class Freshness:
+    source: str
+    last_success_at: datetime | None
+    data_until: str | None
+    stale: bool
+
+
+@dataclass(frozen=True)
+class DigestData:
+    now: datetime
+    since: datetime
+    first: bool
+    open_count: int
+    open_totals: dict[str, Decimal]
+    buckets: list[AgeBucket]
+    breaches: list[Breach]
+    invoices_created: int
+    credit_notes_created: int
+    invoiced_totals: dict[str, Decimal]  # gross per currency, invoices minus credit notes
+    skipped_count: int
+    skipped_totals: dict[str, Decimal]
+    sources: list[Freshness]
+
+
+@dataclass(frozen=True)
+class DigestResult:
+    data: DigestData
+    blocks: list[dict[str, Any]]
+    text: str
+    chart_png: bytes
+    sent: bool
+    channel: str | None = None
+    ts: str | None = None
+    file_id: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = defaultdict(lambda: Decimal("0"))
+    for cur, amount in pairs:
+        out[cur] += amount  # money is TEXT on SQLite: summed here in Decimal, never in SQL
+    return dict(sorted(out.items()))
+
+
+def last_sent_at(s: Session) -> datetime | None:
+    row = s.get(Setting, LAST_SENT_KEY)
+    return datetime.fromisoformat(row.value).astimezone(UTC) if row is not None else None
+
+
+def collect(s: Session, *, now: datetime, since: datetime | None = None,
+            stale_after: timedelta = STALE_AFTER) -> DigestData:
+    """Everything the digest shows, as data."""
+    last = last_sent_at(s) if since is None else since
+    window_start = last or now - timedelta(days=1)
+    names = dict(s.execute(select(Advertiser.id, Advertiser.name)).tuples().all())
+
+    open_rows = list(s.execute(
+        select(BillingException).where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
+        .order_by(BillingException.id)).scalars())
+    buckets = []
+    for label, lo, hi in AGE_BUCKETS:
+        rows = [e for e in open_rows if now - e.created_at >= lo and (hi is None or now - e.created_at < hi)]
+        buckets.append(AgeBucket(label, len(rows), _sum((e.currency, e.amount) for e in rows)))
+    breaches = [
+        Breach(e.id, e.kind, names.get(e.advertiser_id, e.advertiser_id), e.amount, e.currency, e.due_at,
+               now - e.due_at, e.state)
+        for e in open_rows if e.due_at is not None and e.due_at <= now
+    ]
+    breaches.sort(key=lambda b: b.due_at)
+
+    invoices = list(s.execute(select(Invoice).where(Invoice.created_at >= window_start,
+                                                    Invoice.created_at < now)).scalars())
+    skipped = list(s.execute(
+        select(BillingException).where(BillingException.kind == "below_threshold",
+                                       BillingException.created_at >= window_start,
+                                       BillingException.created_at < now)).scalars())
+    sources = [
+        Freshness(st.source, st.last_success_at, st.data_until.isoformat() if st.data_until else None,
+                  st.last_success_at is None or now - st.last_success_at > stale_after)
+        for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()
+    ]
+    return DigestData(
+        now=now, since=window_start, first=last is None,
+        open_count=len(open_rows), open_totals=_sum((e.currency, e.amount) for e in open_rows),
+        buckets=buckets, breaches=breaches,
+        invoices_created=sum(1 for i in invoices if i.kind == "invoice"),
+        credit_notes_created=sum(1 for i in invoices if i.kind == "credit_note"),
+        invoiced_totals=_sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices),
+        skipped_count=len(skipped), skipped_totals=_sum((e.currency, e.amount) for e in skipped),
+        sources=sources,
+    )
+
+
+def render_chart(data: DigestData) -> bytes:
+    """A small PNG: open exceptions per age bucket. matplotlib's object API on the Agg canvas (no
+    pyplot global state, so it is safe in worker threads)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.8, 2.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    labels = [b.label for b in data.buckets]
+    counts = [b.count for b in data.buckets]
+    colors = ["#2eb67d", "#ecb22e", "#e8912d", "#e01e5a"][: len(labels)]
+    bars = ax.bar(labels, counts, color=colors)
+    ax.bar_label(bars, labels=[str(c) for c in counts], padding=2, fontsize=8)
+    ax.set_title("Open exceptions by age", fontsize=10)
+    ax.set_ylim(0, max([*counts, 1]) * 1.25)
+    ax.tick_params(labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def send_digest(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    client: Any = None,
+    key: Ed25519PrivateKey | None = None,
+    channel: str | None = None,
+    dry_run: bool = False,
+    actor: str = "scheduler",
+) -> DigestResult:
+    """Build the digest; unless ``dry_run``, post it to the managers channel, upload the chart into
+    its thread with ``files_upload_v2``, then record ``digest.last_sent_at`` (audited)."""
+    from bot.blocks.digest import digest_blocks, digest_text
+
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with db.read() as s:
+        data = collect(s, now=now)
+    blocks = [b.to_dict() for b in digest_blocks(data)]
+    text = digest_text(data)
+    png = render_chart(data)
+    if dry_run or client is None:
+        return DigestResult(data, blocks, text, png, sent=False)
+    if channel is None:
+        from bot.settings import get_settings
+
+        channel = get_settings().managers_channel
+    resp = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    channel_id, ts = resp["channel"], resp["ts"]
+    problems = []
+    file_id = None
+    try:
+        up = client.files_upload_v2(channel=channel_id, thread_ts=ts, content=png,
+                                    filename=f"digest-{now.date().isoformat()}.png", title="Open exceptions by age")
+        file_id = (up.get("file") or {}).get("id")
+    except Exception as err:  # the message is out; a missing chart is reported, not retried
+        problems.append(f"chart upload failed: {err}")
+    with db.transaction() as s:
+        row = s.get(Setting, LAST_SENT_KEY)
+        if row is None:
+            s.add(Setting(key=LAST_SENT_KEY, value=now.isoformat()))
+        else:
+            row.value = now.isoformat()
+        record(s, key=key, actor=actor, action="digest.sent", subject_type="digest", subject_id=now.date().isoformat(),
+               payload={"channel": channel_id, "ts": ts, "since": data.since.isoformat(),
+                        "open": data.open_count, "breaches": len(data.breaches),
+                        "invoices": data.invoices_created, "file": file_id}, now=now)
+    return DigestResult(data, blocks, text, png, sent=True, channel=channel_id, ts=ts, file_id=file_id,
+                        problems=problems)

@@ -1,0 +1,223 @@
+"""The exception lifecycle: open (upsert by key), update in place, reopen, close.
+
+An exception is keyed (``BillingException.key`` is unique), so re-running a check never duplicates:
+
+- no row with the key → a new ``pending`` exception with its SLA timers
+  (``remind_at = now + SLA/2``, ``due_at = now + SLA``) and the number of approvals it needs;
+- an open one (``pending``/``escalated``) → its amount, evidence, summary, cause and subject hash
+  are updated in place; SLA timers, Slack message and approvals so far are kept;
+- a decided one (``approved``/``rejected``/``forced``) whose subject hash is unchanged → left alone:
+  the decision stands for what was decided on;
+- a decided one whose subject changed, or a ``closed`` one (the condition had gone and is back) →
+  reopened as ``pending`` with new SLA timers and without the old decision.
+
+Locking: the row is read ``SELECT … FOR UPDATE`` (PostgreSQL; SQLite write transactions are
+``BEGIN IMMEDIATE``), and an insert that loses a race on the unique key is retried as an update
+inside a savepoint, so two concurrent checks of one pre-invoice still leave one row.
+Every change writes an audit record and queues ``exception.opened`` / ``exception.updated`` /
+``exception.closed`` (payload ``exception_id``) for after commit.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from billing.errors import Conflict, NotFound
+from billing.signatures import canonical_json
+from bot.settings import get_settings
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from storage.models import OPEN_EXCEPTION_STATES, BillingException, LegalEntity
+
+DECIDED_STATES = ("approved", "rejected", "forced")
+
+
+def _jsonable(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The evidence as the database will hand it back (tuples → lists, Decimals → strings)."""
+    out: dict[str, Any] = json.loads(canonical_json(evidence))
+    return out
+
+
+def _approvals_needed(amount: Decimal) -> int:
+    return 2 if amount >= get_settings().two_approver_amount else 1
+
+
+def _sla(now: datetime) -> tuple[datetime, datetime]:
+    hours = get_settings().sla_hours
+    return now + timedelta(hours=hours / 2), now + timedelta(hours=hours)
+
+
+def _channel(s: Session, legal_entity_id: str) -> str:
+    le = s.get(LegalEntity, legal_entity_id)
+    return (le.exceptions_channel if le is not None else None) or get_settings().exceptions_channel
+
+
+def _audit_payload(e: BillingException, **extra: Any) -> dict[str, Any]:
+    return {
+        "key": e.key, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
+        "advertiser_id": e.advertiser_id, "amount": format(e.amount.normalize(), "f"), "currency": e.currency,
+        "cause": e.cause, "subject_hash": e.subject_hash,
+        "due_at": e.due_at.isoformat() if e.due_at else None, **extra,
+    }
+
+
+def _by_key(s: Session, key: str) -> BillingException | None:
+    return s.execute(select(BillingException).where(BillingException.key == key).with_for_update()).scalar_one_or_none()
+
+
+def open_exception(
+    s: Session,
+    *,
+    kind: str,
+    key: str,
+    legal_entity_id: str,
+    advertiser_id: str,
+    preinvoice_id: int | None,
+    billing_run_id: int | None,
+    period_start: date | None,
+    period_end: date | None,
+    amount: Decimal,
+    currency: str,
+    cause: str,
+    summary: str,
+    evidence: dict[str, Any],
+    subject_hash: str,
+    started_by: str | None,
+    now: datetime,
+    signing_key: Ed25519PrivateKey | None,
+) -> BillingException:
+    """Open, update, reopen or leave the exception with ``key`` (see the module docstring).
+
+    Returns the row (flushed). ``started_by`` is who started the work (separation of duties: they
+    may not decide it); an update keeps the original starter unless it was unknown.
+    """
+    ev = _jsonable(evidence)
+    actor = started_by or "system"
+    row = _by_key(s, key)
+    if row is None:
+        remind_at, due_at = _sla(now)
+        row = BillingException(
+            key=key, kind=kind, state="pending", legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
+            preinvoice_id=preinvoice_id, billing_run_id=billing_run_id, period_start=period_start,
+            period_end=period_end, amount=amount, currency=currency, cause=cause, summary=summary, evidence=ev,
+            subject_hash=subject_hash, approvals_needed=_approvals_needed(amount), approvals=[],
+            started_by=started_by, created_at=now, updated_at=now, remind_at=remind_at, due_at=due_at,
+            channel=_channel(s, legal_entity_id), version=1,
+        )
+        try:
+            with s.begin_nested():
+                s.add(row)
+                s.flush()
+        except IntegrityError:  # a concurrent check inserted the same key first: update that one
+            existing = _by_key(s, key)
+            if existing is None:
+                raise
+            row = existing
+        else:
+            audit.record(s, key=signing_key, actor=actor, action="exception.opened", subject_type="exception",
+                         subject_id=row.id, payload=_audit_payload(row), now=now)
+            notify(s, "exception.opened", exception_id=row.id)
+            return row
+
+    if row.state in DECIDED_STATES and row.subject_hash == subject_hash:
+        return row  # the decision stands for exactly this subject
+
+    reopen = row.state not in OPEN_EXCEPTION_STATES
+    changed = (
+        reopen
+        or row.amount != amount
+        or row.cause != cause
+        or row.summary != summary
+        or row.subject_hash != subject_hash
+        or row.currency != currency
+        or _jsonable(row.evidence or {}) != ev
+    )
+    if not changed:
+        return row  # an unchanged re-run: nothing to record
+    previous = {"state": row.state, "amount": format(row.amount.normalize(), "f"), "subject_hash": row.subject_hash,
+                "decision": row.decision, "decided_by": row.decided_by}
+    row.amount = amount
+    row.currency = currency
+    row.cause = cause
+    row.summary = summary
+    row.evidence = ev
+    row.subject_hash = subject_hash
+    row.approvals_needed = _approvals_needed(amount)
+    row.billing_run_id = billing_run_id if billing_run_id is not None else row.billing_run_id
+    row.period_start = period_start if period_start is not None else row.period_start
+    row.period_end = period_end if period_end is not None else row.period_end
+    if row.started_by is None:
+        row.started_by = started_by
+    row.updated_at = now
+    row.version = row.version + 1
+    if reopen:
+        row.state = "pending"
+        row.remind_at, row.due_at = _sla(now)
+        row.reminded_at = None
+        row.escalated_at = None
+        row.decided_at = None
+        row.decided_by = None
+        row.decision = None
+        row.reason = None
+        row.approvals = []
+        row.channel = _channel(s, legal_entity_id)
+    s.flush()
+    action = "exception.opened" if reopen else "exception.updated"
+    audit.record(s, key=signing_key, actor=actor, action=action, subject_type="exception", subject_id=row.id,
+                 payload=_audit_payload(row, reopened=reopen, previous=previous), now=now)
+    notify(s, action, exception_id=row.id)
+    return row
+
+
+def close_exception(
+    s: Session,
+    exception_id: int,
+    *,
+    reason: str,
+    actor: str,
+    signing_key: Ed25519PrivateKey | None,
+    now: datetime,
+) -> None:
+    """Close an open exception whose condition is gone (e.g. a re-run no longer finds the variance).
+
+    The row is locked ``SELECT … FOR UPDATE`` so a decision racing with the close sees one or the
+    other: closing a decided exception raises :class:`Conflict`; closing a closed one is a no-op.
+    """
+    row = s.execute(
+        select(BillingException).where(BillingException.id == exception_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"exception {exception_id} does not exist")
+    if row.state == "closed":
+        return
+    if row.state not in OPEN_EXCEPTION_STATES:
+        raise Conflict(f"exception {exception_id} is already {row.state}; it cannot be closed")
+    previous = row.state
+    row.state = "closed"
+    row.reason = reason
+    row.updated_at = now
+    row.version = row.version + 1
+    s.flush()
+    audit.record(s, key=signing_key, actor=actor, action="exception.closed", subject_type="exception",
+                 subject_id=row.id, payload=_audit_payload(row, reason=reason, previous_state=previous), now=now)
+    notify(s, "exception.closed", exception_id=row.id)
+
+
+def open_exceptions_for(s: Session, preinvoice_id: int) -> list[BillingException]:
+    """The open (pending or escalated) exceptions of a pre-invoice, oldest first."""
+    return list(
+        s.execute(
+            select(BillingException)
+            .where(BillingException.preinvoice_id == preinvoice_id,
+                   BillingException.state.in_(OPEN_EXCEPTION_STATES))
+            .order_by(BillingException.id)
+        ).scalars()
+    )

@@ -1,0 +1,121 @@
+"""Slack users billbot knows, and their roles.
+
+Roles come from the ``users`` table (scenario file, ``billbot users grant``); names and emails are
+looked up with Slack's ``users.info`` and cached on the row for :data:`PROFILE_TTL`, so a decision
+record names the person without a Slack round trip on every click.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billing.errors import Invalid, NotFound
+from bot.workflows import audit
+from storage.db import Database
+from storage.models import ROLES, User, UserRole
+
+log = logging.getLogger(__name__)
+
+PROFILE_TTL = timedelta(hours=24)
+
+
+def _profile_is_fresh(user: User, now: datetime) -> bool:
+    return user.profile_fetched_at is not None and now - user.profile_fetched_at < PROFILE_TTL
+
+
+def _fetch_profile(client: Any, slack_id: str) -> dict[str, Any] | None:
+    """``users.info`` → the user object, or None when Slack cannot tell (the cache stays as it was)."""
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    try:
+        resp = client.users_info(user=slack_id)
+    except SlackApiError as e:
+        log.warning("users.info %s failed: %s", slack_id, e.response.get("error"))
+        return None
+    except SlackClientError as e:  # connection refused, retries exhausted
+        log.warning("users.info %s failed: %s", slack_id, e)
+        return None
+    user = resp.get("user")
+    return user if isinstance(user, dict) else None
+
+
+def ensure_user(s: Session, slack_id: str, *, client: Any = None, now: datetime | None = None) -> User:
+    """The ``User`` row for ``slack_id``, created on first sight, its name and email refreshed from
+    ``users.info`` when the cached profile is older than 24 hours (only when a client is given).
+
+    The profile cache is bookkeeping, not a business state change, so it is not audited.
+    """
+    if not slack_id:
+        raise Invalid("a Slack user id is required")
+    now = now or datetime.now(UTC)
+    user = s.get(User, slack_id)
+    if user is None:
+        user = User(slack_id=slack_id, name="")
+        s.add(user)
+    if client is not None and not _profile_is_fresh(user, now):
+        info = _fetch_profile(client, slack_id)
+        if info is not None:
+            profile = info.get("profile") or {}
+            user.name = str(
+                profile.get("real_name") or info.get("real_name") or profile.get("display_name")
+                or info.get("name") or user.name or slack_id
+            )[:200]
+            email = profile.get("email")
+            user.email = str(email)[:200] if email else user.email
+            user.profile_fetched_at = now
+    s.flush()
+    return user
+
+
+def display_name(user: User | None, slack_id: str) -> str:
+    return (user.name if user is not None and user.name else "") or slack_id
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise Invalid(f"role: unknown role {role!r} (one of {', '.join(ROLES)})")
+
+
+def grant_role(
+    db: Database, slack_id: str, role: str, *, actor: str, signing_key: Ed25519PrivateKey | None,
+    now: datetime | None = None,
+) -> bool:
+    """Give ``slack_id`` the ``role``; True when it was new. Granting twice changes nothing."""
+    _check_role(role)
+    with db.transaction() as s:
+        user = ensure_user(s, slack_id, now=now)
+        if role in user.role_names:
+            return False
+        user.roles.append(UserRole(slack_id=slack_id, role=role))
+        audit.record(s, key=signing_key, actor=actor, action="role.granted", subject_type="user",
+                     subject_id=slack_id, payload={"user": slack_id, "role": role}, now=now)
+        return True
+
+
+def revoke_role(
+    db: Database, slack_id: str, role: str, *, actor: str, signing_key: Ed25519PrivateKey | None,
+    now: datetime | None = None,
+) -> bool:
+    """Take ``role`` from ``slack_id``; True when they had it."""
+    _check_role(role)
+    with db.transaction() as s:
+        user = s.get(User, slack_id)
+        if user is None:
+            raise NotFound(f"user {slack_id} is not known")
+        row = next((r for r in user.roles if r.role == role), None)
+        if row is None:
+            return False
+        user.roles.remove(row)  # delete-orphan removes the row
+        audit.record(s, key=signing_key, actor=actor, action="role.revoked", subject_type="user",
+                     subject_id=slack_id, payload={"user": slack_id, "role": role}, now=now)
+        return True
+
+
+def list_users(s: Session) -> list[User]:
+    return list(s.execute(select(User).order_by(User.slack_id)).scalars())

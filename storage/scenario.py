@@ -1,0 +1,275 @@
+"""The scenario-file contract (``billbot load FILE.yaml``), as pydantic models.
+
+``../shared/scenarios/example.yaml`` is the reference. Validation collects *every* problem and
+names each by its path in the file (``campaigns[3].items[0].rate: …``); cross references
+(advertiser → legal entity, campaign → advertiser, delivery → item) are checked against the file
+and, for ids not in the file, against the database by the loader.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from billing.errors import Invalid
+from billing.money import check_currency, money
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _money(v: Any) -> Decimal:
+    if isinstance(v, float):
+        # YAML turns 250.00 into a float; money must be written as a string ("250.00").
+        raise ValueError(f"write money as a string in quotes, e.g. \"{v:.2f}\" (floats are inexact)")
+    try:
+        return money(v)
+    except Invalid as e:  # pydantic collects ValueErrors with their path
+        raise ValueError(e.message) from None
+
+
+def _currency(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be an ISO 4217 code such as EUR")
+    try:
+        return check_currency(v)
+    except Invalid as e:
+        raise ValueError(e.message) from None
+
+
+MoneyField = Annotated[Decimal, BeforeValidator(_money)]
+Currency = Annotated[str, BeforeValidator(_currency)]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LegalEntityIn(_Model):
+    id: Id
+    name: str
+    country: Country
+    currency: Currency
+    vat_id: str | None = None
+    start_of_week: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = "monday"
+    invoice_series: str = "INV-{year}-{seq:06d}"
+    credit_note_series: str = "CN-{year}-{seq:06d}"
+    address: str | None = None
+    exceptions_channel: str | None = None
+    tolerance: MoneyField | None = None
+    iban: str | None = None
+
+    @field_validator("invoice_series", "credit_note_series")
+    @classmethod
+    def _series(cls, v: str) -> str:
+        if "{seq" not in v:
+            raise ValueError("a number series needs a {seq} placeholder, e.g. INV-{year}-{seq:06d}")
+        try:
+            v.format(year=2026, seq=1)
+        except (KeyError, ValueError, IndexError) as e:
+            raise ValueError(f"bad series template: {e}") from None
+        return v
+
+
+class AdvertiserIn(_Model):
+    id: Id
+    name: str
+    legal_entity: Id
+    currency: Currency
+    country: Country
+    vat_id: str | None = None
+    billing_threshold: MoneyField = Decimal("0")
+    payment_terms_days: int = Field(default=30, ge=0, le=365)
+    locale: str = "en"
+    address: str | None = None
+    email: str | None = None
+    tolerance: MoneyField | None = None
+
+    @field_validator("billing_threshold")
+    @classmethod
+    def _nonneg(cls, v: Decimal) -> Decimal:
+        if v < 0:
+            raise ValueError("must not be negative")
+        return v
+
+
+class ItemIn(_Model):
+    id: Id
+    description: str
+    billing: Literal["linear", "delivery"] = "linear"
+    unit: Literal["amount", "quantity"] = "amount"
+    period: Literal["day_based", "even"] = "day_based"
+    amount: MoneyField | None = None
+    rate_type: Literal["cpm", "cpc", "cpa", "cpl", "flat"] | None = None
+    rate: MoneyField | None = None
+    booked_quantity: Annotated[Decimal, BeforeValidator(_money)] | None = None
+    start: date | None = None
+    end: date | None = None
+    tolerance: MoneyField | None = None
+    make_good: bool = False
+    external_ids: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ItemIn:
+        if self.billing == "linear" and self.unit == "amount" and self.amount is None:
+            raise ValueError("a linear item with unit amount needs `amount`")
+        if self.billing == "linear" and self.unit == "quantity" and (self.booked_quantity is None or self.rate is None):
+            raise ValueError("a linear item with unit quantity needs `booked_quantity` and `rate`")
+        if self.billing == "delivery" and (self.rate_type is None or self.rate is None):
+            raise ValueError("a delivery item needs `rate_type` and `rate`")
+        if self.amount is not None and self.amount < 0:
+            raise ValueError("amount must not be negative")
+        if self.start and self.end and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class CampaignIn(_Model):
+    id: Id
+    advertiser: Id
+    name: str
+    bill_me: bool = True
+    payment_interval: Literal["weekly", "monthly", "quarterly", "total"] = "monthly"
+    start: date
+    end: date
+    tolerance: MoneyField | None = None
+    items: list[ItemIn] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _dates(self) -> CampaignIn:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class UserIn(_Model):
+    slack_id: Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]
+    name: str = ""
+    email: str | None = None
+    roles: list[Literal["approver", "finance_manager", "operator", "admin"]] = Field(default_factory=list)
+
+
+class DeliveryIn(_Model):
+    item: Id
+    date: date
+    source: Literal["first_party", "third_party"] = "first_party"
+    impressions: int = Field(default=0, ge=0)
+    clicks: int = Field(default=0, ge=0)
+    conversions: int = Field(default=0, ge=0)
+    status: Literal["approved", "pending", "rejected"] = "approved"
+    revenue: MoneyField | None = None
+
+
+class RateIn(_Model):
+    date: date
+    base: Currency
+    quote: Currency
+    rate: MoneyField
+    source: str = "ECB"
+
+    @field_validator("rate")
+    @classmethod
+    def _pos(cls, v: Decimal) -> Decimal:
+        if v <= 0:
+            raise ValueError("must be positive")
+        return v
+
+
+class Scenario(_Model):
+    legal_entities: list[LegalEntityIn] = Field(default_factory=list)
+    advertisers: list[AdvertiserIn] = Field(default_factory=list)
+    campaigns: list[CampaignIn] = Field(default_factory=list)
+    users: list[UserIn] = Field(default_factory=list)
+    delivery: list[DeliveryIn] = Field(default_factory=list)
+    exchange_rates: list[RateIn] = Field(default_factory=list)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "literal[", "constrained-")):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out or "(file)"
+
+
+def parse_scenario(data: Any) -> Scenario:
+    """Validate ``data`` (parsed YAML). Raises :class:`Invalid` with one problem per bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise Invalid("(file): a scenario is a mapping with keys legal_entities, advertisers, campaigns, …")
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            problems.append(f"{_path(err['loc'])}: {msg}")
+        raise Invalid(problems) from None
+    return sc
+
+
+def cross_check(sc: Scenario, known: dict[str, set[str]]) -> list[str]:
+    """Reference and uniqueness problems; ``known`` holds ids already in the database by kind."""
+    problems: list[str] = []
+    les = {le.id for le in sc.legal_entities} | known.get("legal_entities", set())
+    advs = {a.id for a in sc.advertisers} | known.get("advertisers", set())
+    items = {it.id for c in sc.campaigns for it in c.items} | known.get("items", set())
+
+    def dupes(kind: str, ids: list[str]) -> None:
+        seen: set[str] = set()
+        for i, x in enumerate(ids):
+            if x in seen:
+                problems.append(f"{kind}[{i}].id: duplicate id {x!r}")
+            seen.add(x)
+
+    dupes("legal_entities", [x.id for x in sc.legal_entities])
+    dupes("advertisers", [x.id for x in sc.advertisers])
+    dupes("campaigns", [x.id for x in sc.campaigns])
+    all_items: dict[str, str] = {}
+    for ci, c in enumerate(sc.campaigns):
+        for ii, it in enumerate(c.items):
+            if it.id in all_items:
+                problems.append(f"campaigns[{ci}].items[{ii}].id: duplicate item id {it.id!r}")
+            all_items[it.id] = c.id
+    for i, a in enumerate(sc.advertisers):
+        if a.legal_entity not in les:
+            problems.append(f"advertisers[{i}].legal_entity: unknown legal entity {a.legal_entity!r}")
+    for i, c in enumerate(sc.campaigns):
+        if c.advertiser not in advs:
+            problems.append(f"campaigns[{i}].advertiser: unknown advertiser {c.advertiser!r}")
+    for i, d in enumerate(sc.delivery):
+        if d.item not in items:
+            problems.append(f"delivery[{i}].item: unknown campaign item {d.item!r}")
+    for i, le in enumerate(sc.legal_entities):
+        if le.vat_id and not _vat_ok(le.vat_id):
+            problems.append(f"legal_entities[{i}].vat_id: {le.vat_id!r} is not a valid VAT id")
+    for i, a in enumerate(sc.advertisers):
+        if a.vat_id and not _vat_ok(a.vat_id):
+            problems.append(f"advertisers[{i}].vat_id: {a.vat_id!r} is not a valid VAT id")
+    return problems
+
+
+def _vat_ok(v: str) -> bool:
+    from stdnum.ch import vat as ch_vat
+    from stdnum.eu import vat as eu_vat
+    from stdnum.gb import vat as gb_vat
+
+    v = v.strip()
+    if v.upper().startswith("CHE"):
+        return bool(ch_vat.is_valid(v))
+    if v.upper().startswith("GB"):
+        return bool(gb_vat.is_valid(v))
+    if v[:2].isalpha() and v[:2].upper() in {"US", "CA", "NO", "AU", "JP"}:
+        return True  # no EU-style VAT id; kept as given
+    return bool(eu_vat.is_valid(v))
