@@ -609,6 +609,8 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
                          if doc.payment_terms_days > 0 else LABELS["en"]["terms_now"])
     if doc.service_start and doc.service_end:
         data["BT-73"], data["BT-74"] = doc.service_start, doc.service_end
+    # the date the service was completed (German §14 UStG wants it; it also keeps the delivery group non-empty)
+    data["BT-72"] = doc.service_end or doc.issue_date
     if doc.seller.iban and not doc.is_credit_note:
         data["BT-81"], data["BT-84"] = "58", doc.seller.iban.replace(" ", "")
         data["BT-83"] = doc.number

@@ -1,3 +1,170 @@
-"""CLI commands (exceptions)."""
+"""CLI commands (exceptions): ``billbot exceptions list`` and ``billbot exceptions show ID``.
+
+``list --json`` prints an array of objects with at least ``id, kind, state, advertiser,
+preinvoice, amount, currency, cause, due_at`` (references are our ids; money two-decimal strings).
+``show`` prints the exception and its evidence (every finding's figures, days and row ids).
+"""
 
 from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+
+from billing.errors import Invalid, NotFound
+from bot.cli.groups import exceptions_app
+from bot.cli.output import emit_json, handle_errors, money_str, out_console
+from storage.models import EXCEPTION_STATES, OPEN_EXCEPTION_STATES, BillingException
+
+STATE_CHOICES = (*EXCEPTION_STATES, "open")
+
+
+def exception_json(e: BillingException, *, evidence: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": e.id,
+        "key": e.key,
+        "kind": e.kind,
+        "state": e.state,
+        "advertiser": e.advertiser_id,
+        "advertiser_name": e.advertiser.name if e.advertiser is not None else None,
+        "legal_entity": e.legal_entity_id,
+        "preinvoice": e.preinvoice_id,
+        "billing_run": e.billing_run_id,
+        "period_start": e.period_start,
+        "period_end": e.period_end,
+        "amount": money_str(e.amount),
+        "currency": e.currency,
+        "cause": e.cause,
+        "summary": e.summary,
+        "due_at": e.due_at,
+        "remind_at": e.remind_at,
+        "approvals_needed": e.approvals_needed,
+        "decision": e.decision,
+        "decided_by": e.decided_by,
+        "decided_at": e.decided_at,
+        "reason": e.reason,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    }
+    if evidence:
+        out["evidence"] = e.evidence or {}
+        out["subject_hash"] = e.subject_hash
+    return out
+
+
+@exceptions_app.command("list")
+@handle_errors
+def list_exceptions(
+    state: Annotated[str | None, typer.Option(help=f"Only this state: {', '.join(STATE_CHOICES)} "
+                                                   "(open = pending or escalated).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: variance or below_threshold.")] = None,
+    advertiser: Annotated[str | None, typer.Option(help="Only this advertiser (id).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Exceptions, newest first: what waits for a decision, and what was decided."""
+    from sqlalchemy.orm import selectinload
+
+    from bot.context import get_db
+
+    if state is not None and state not in STATE_CHOICES:
+        raise Invalid(f"--state: unknown state {state!r} (expected one of {', '.join(STATE_CHOICES)})")
+    q = select(BillingException).options(selectinload(BillingException.advertiser))
+    if state == "open":
+        q = q.where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
+    elif state is not None:
+        q = q.where(BillingException.state == state)
+    if kind is not None:
+        q = q.where(BillingException.kind == kind)
+    if advertiser is not None:
+        q = q.where(BillingException.advertiser_id == advertiser)
+    with get_db().read() as s:
+        rows = [exception_json(e) for e in s.execute(q.order_by(BillingException.id.desc())).scalars()]
+    if json_out:
+        emit_json(rows)
+        return
+    if not rows:
+        out_console.print("no exceptions")
+        return
+    from rich.table import Table
+
+    t = Table("id", "kind", "state", "advertiser", "pre-invoice", "amount", "cause", "due (UTC)")
+    for r in rows:
+        due = r["due_at"].strftime("%Y-%m-%d %H:%M") if r["due_at"] else ""
+        t.add_row(str(r["id"]), r["kind"], r["state"], r["advertiser_name"] or r["advertiser"],
+                  str(r["preinvoice"] or ""), f"{r['amount']} {r['currency']}", r["cause"], due)
+    out_console.print(t)
+
+
+@exceptions_app.command("show")
+@handle_errors
+def show_exception(
+    exception_id: Annotated[int, typer.Argument(help="The exception's id (see `billbot exceptions list`).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the exception with its evidence as JSON.")] = False,
+) -> None:
+    """One exception and its evidence: the rule and tolerance that fired, figures, days and rows."""
+    from bot.context import get_db
+
+    with get_db().read() as s:
+        e = s.get(BillingException, exception_id)
+        if e is None:
+            raise NotFound(f"exception {exception_id} does not exist")
+        data = exception_json(e, evidence=True)
+    if json_out:
+        emit_json(data)
+        return
+    _print_exception(data)
+
+
+def _print_exception(d: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    head = Table(show_header=False, title=f"Exception {d['id']} ({d['kind']}, {d['state']})", title_justify="left")
+    head.add_column(style="bold")
+    head.add_column()
+    due = d["due_at"].isoformat() if d["due_at"] else ""
+    ev: dict[str, Any] = d["evidence"]
+    rows: list[tuple[str, str]] = [
+        ("advertiser", f"{d['advertiser_name'] or ''} ({d['advertiser']})"),
+        ("pre-invoice", str(d["preinvoice"] or "")),
+        ("period", f"{d['period_start'] or ''} .. {d['period_end'] or ''}"),
+        ("amount at stake", f"{d['amount']} {d['currency']}"),
+        ("cause", d["cause"]),
+        ("summary", d["summary"] or ""),
+        ("due", due),
+        ("approvals needed", str(d["approvals_needed"])),
+    ]
+    if "booked_amount" in ev:
+        rows += [("computed amount (Approve)", f"{ev.get('computed_amount')} {d['currency']}"),
+                 ("booked amount (Force)", f"{ev.get('booked_amount')} {d['currency']}")]
+    if d["decision"]:
+        rows.append(("decision", f"{d['decision']} by {d['decided_by']} at {d['decided_at']}"))
+    if d["reason"]:
+        rows.append(("reason", d["reason"]))
+    for k, v in rows:
+        head.add_row(k, v)
+    out_console.print(head)
+    findings = ev.get("findings") or ([ev] if ev.get("rule") else [])
+    for i, f in enumerate(findings, start=1):
+        t = Table(show_header=False, title=f"Finding {i}: {f.get('rule')} → {f.get('cause')}", title_justify="left")
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("item", f"{f.get('item') or ''} ({f.get('item_id')})")
+        t.add_row("tolerance", f"{f.get('tolerance')} ({f.get('tolerance_source')})")
+        for name, value in (f.get("figures") or {}).items():
+            t.add_row(name, str(value))
+        days = f.get("days") or []
+        t.add_row("days", ", ".join(days) if len(days) <= 12 else f"{', '.join(days[:12])} … ({len(days)} days)")
+        ids = f.get("row_ids") or []
+        t.add_row("delivery rows", _ids(ids))
+        if f.get("conversion_ids"):
+            t.add_row("conversion rows", _ids(f["conversion_ids"]))
+        t.add_row("at stake", f"{f.get('amount_at_stake')} {d['currency']}")
+        out_console.print(t)
+    if not findings and ev:
+        out_console.print_json(data=ev)
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:20])
+    return shown + (f" … ({len(ids)} rows)" if len(ids) > 20 else "") if ids else "—"

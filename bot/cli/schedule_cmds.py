@@ -65,7 +65,7 @@ def schedule_list(json_out: Annotated[bool, typer.Option("--json", help="Print a
         args = " ".join(f"{k}={v}" for k, v in sorted(r["args"].items()))
         nxt = r["next_run_at"].strftime("%Y-%m-%d %H:%M UTC") if r["next_run_at"] else "-"
         out_console.print(f"{r['id']:>4}  {r['cron']:<16} {r['timezone']:<14} {r['task']} {args}  next {nxt}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
 
 
 @schedule_app.command("add")
@@ -93,7 +93,7 @@ def schedule_add(  # noqa: PLR0917 - Typer options
         emit_json({**schedule_json(row), "created": not existed})
     else:
         out_console.print(f"schedule {row.id} {'already existed' if existed else 'added'}: {row.cron} {row.task}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
 
 
 @schedule_app.command("remove")

@@ -1,0 +1,75 @@
+"""Approve / Reject / Force buttons (on exception messages and in the App Home).
+
+Approve decides at once; Reject and Force first check the clicker may decide (a refusal is told and
+audited right away) and then open the reason modal (:mod:`bot.handlers.views.reason` decides).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.errors import Conflict
+from bot.handlers.deps import Deps, deps_of
+from bot.handlers.payloads import DecisionClick, Where
+
+ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
+
+
+def refresh_surface(deps: Deps, client: Any, where: Where, exception_id: int) -> None:
+    """Bring what the user looked at up to date: the channel message, or their App Home."""
+    from bot.workflows.notify_slack import refresh_exception_message
+
+    refresh_exception_message(exception_id)
+    if where.from_home:
+        from bot.handlers.home import publish_home
+
+        publish_home(deps, client, where.user_id)
+
+
+def decide_and_render(deps: Deps, client: Any, *, exception_id: int, decision: str, subject_hash: str,
+                      reason: str | None, where: Where) -> None:
+    """Run the decision workflow; the message update and thread reply follow from
+    ``exception.decided`` after commit. A stale click refreshes what the user saw, then is told."""
+    from bot.workflows.decisions import decide
+
+    now = datetime.now(UTC)
+    try:
+        decide(deps.db(), exception_id=exception_id, decision=decision, actor=where.user_id,
+               subject_hash=subject_hash, reason=reason, signing_key=deps.key(), now=now,
+               today=deps.today(now), client=client)
+    except Conflict as e:
+        if e.code == "stale":
+            refresh_surface(deps, client, where, exception_id)
+        raise
+    if where.from_home:
+        from bot.handlers.home import publish_home
+
+        publish_home(deps, client, where.user_id)
+
+
+def on_decide(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
+    ack()
+    deps = deps_of(context)
+    click = DecisionClick.parse(body, action)
+    if click.decision == "approve":
+        decide_and_render(deps, client, exception_id=click.exception_id, decision="approve",
+                          subject_hash=click.subject_hash, reason=None, where=click.where)
+        return
+    from bot.blocks.modals import reason_modal
+    from bot.workflows.decisions import preflight
+
+    try:
+        exc = preflight(deps.db(), exception_id=click.exception_id, decision=click.decision,
+                        actor=click.where.user_id, subject_hash=click.subject_hash, signing_key=deps.key(),
+                        client=client)
+    except Conflict as e:
+        if e.code == "stale":
+            refresh_surface(deps, client, click.where, click.exception_id)
+        raise
+    client.views_open(trigger_id=click.trigger_id, view=reason_modal(exc, click.decision, click.metadata()))
+
+
+def register(app: Any) -> None:
+    app.action(ACTION_PATTERN)(on_decide)

@@ -1,0 +1,33 @@
+"""The "Details" button: a modal with the exception's full evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing.errors import Invalid, NotFound
+from bot.handlers.deps import deps_of
+
+
+def on_details(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
+    ack()
+    from bot.blocks.exceptions import DETAILS_ACTION_ID  # noqa: F401  (documents the action id)
+    from bot.blocks.modals import details_modal
+    from storage.models import Advertiser, BillingException
+
+    try:
+        exception_id = int(action.get("value", ""))
+    except ValueError:
+        raise Invalid("this button carries no exception id") from None
+    with deps_of(context).db().read() as s:
+        exc = s.get(BillingException, exception_id)
+        if exc is None:
+            raise NotFound(f"exception {exception_id} does not exist")
+        adv = s.get(Advertiser, exc.advertiser_id)
+        view = details_modal(exc, adv.name if adv is not None else None)
+    client.views_open(trigger_id=body.get("trigger_id"), view=view)
+
+
+def register(app: Any) -> None:
+    from bot.blocks.exceptions import DETAILS_ACTION_ID
+
+    app.action(DETAILS_ACTION_ID)(on_details)

@@ -1,0 +1,30 @@
+"""Submission of the reason modal (Reject / Force): check the reason, close the modal, decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.handlers.actions.decide import decide_and_render
+from bot.handlers.deps import deps_of
+from bot.handlers.payloads import ReasonSubmission
+
+MIN_REASON = 3
+
+
+def on_reason(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any, context: Any) -> None:
+    from bot.blocks.modals import REASON_BLOCK_ID
+
+    sub = ReasonSubmission.parse(body, view)
+    if len(sub.reason.strip()) < MIN_REASON:
+        ack(response_action="errors",
+            errors={REASON_BLOCK_ID: "Please give a reason; it goes into the signed decision record."})
+        return
+    ack()
+    decide_and_render(deps_of(context), client, exception_id=sub.exception_id, decision=sub.decision,
+                      subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
+
+
+def register(app: Any) -> None:
+    from bot.blocks.modals import REASON_CALLBACK_ID
+
+    app.view(REASON_CALLBACK_ID)(on_reason)

@@ -1,0 +1,756 @@
+"""Pre-invoices: create/update drafts per campaign and period, edit lines, approve, hold, override.
+
+States (DESIGN.md): ``draft`` → ``pending`` (open exceptions) → ``approved`` → ``invoiced``; side states
+``held`` (rejected, needs correction) and ``cancelled``.
+
+- :func:`create_preinvoices` is idempotent: one pre-invoice per campaign and billing period (the
+  unique key), updated in place; manual and edited lines survive a recomputation.
+- Approval binds to the content hash. Any change of content (a recomputation with new delivery data,
+  an edit) voids the approval and is recorded; the pre-invoice is then checked again.
+- People handle exceptions only: after checks and variance checks, a pre-invoice with no problems
+  and no open exception is approved by the system (actor ``system``), recorded like any other.
+
+Every state change writes an audit record in the caller's transaction and queues
+``preinvoice.changed`` (preinvoice_id) for after commit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from billing.checks import CheckInput, run_checks
+from billing.delivery import DayFigures
+from billing.errors import Invalid, NotAllowed, NotFound
+from billing.fx import Rate, find_rate
+from billing.money import ZERO, check_currency, money, quantum
+from billing.periods import Period, parse_period
+from billing.preinvoice import (
+    MANUAL_KINDS,
+    CampaignSpec,
+    ItemSpec,
+    LineDraft,
+    booked_share,
+    content_hash,
+    draft_campaign,
+    merge_lines,
+    net_of,
+)
+from billing.tax import VatProblem, vat_amount, vat_treatment
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from bot.workflows.fx import rates_around
+from storage.db import Database
+from storage.models import (
+    OPEN_EXCEPTION_STATES,
+    Advertiser,
+    BillingException,
+    Campaign,
+    Conversion,
+    DeliveryFact,
+    LegalEntity,
+    PreInvoice,
+    PreInvoiceLine,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system"
+EDITABLE_STATES = ("draft", "pending", "approved", "held")
+_BIG_IN = 5000  # above this many ids, filter in Python instead of a huge IN list
+
+
+# --------------------------------------------------------------------------- mapping rows ↔ data
+
+
+def campaign_spec(c: Campaign) -> CampaignSpec:
+    le = c.advertiser.legal_entity
+    return CampaignSpec(
+        id=c.id, name=c.name, advertiser_id=c.advertiser_id, currency=c.advertiser.currency,
+        payment_interval=c.payment_interval, start=c.start, end=c.end, start_of_week=le.start_of_week,
+        items=tuple(ItemSpec(
+            id=i.id, description=i.description, position=i.position, billing=i.billing, unit=i.unit,
+            basis=i.period, amount=i.amount, rate_type=i.rate_type, rate=i.rate, booked_quantity=i.booked_quantity,
+            start=i.start, end=i.end,
+        ) for i in c.items),
+    )
+
+
+def line_draft(x: PreInvoiceLine) -> LineDraft:
+    return LineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
+                     amount=x.amount, item_id=x.item_id, kind=x.kind, computation=dict(x.computation or {}),
+                     edited=bool(x.edited), id=x.id)
+
+
+def _drafts(pi: PreInvoice) -> list[LineDraft]:
+    return [line_draft(x) for x in sorted(pi.lines, key=lambda x: (x.position, x.id or 0))]
+
+
+def preinvoice_hash(pi: PreInvoice) -> str:
+    """The content hash an approval of ``pi`` binds to (campaign, period, currency, canonical lines)."""
+    return content_hash(campaign_id=pi.campaign_id, period_start=pi.period_start, period_end=pi.period_end,
+                        currency=pi.currency, lines=_drafts(pi))
+
+
+def _set_lines(pi: PreInvoice, lines: Sequence[LineDraft]) -> None:
+    """Make ``pi.lines`` equal ``lines`` in order, updating rows in place where ids match."""
+    by_id = {x.id: x for x in pi.lines}
+    keep: list[PreInvoiceLine] = []
+    for pos, d in enumerate(lines):
+        row = by_id.get(d.id) if d.id is not None else None
+        if row is None:
+            row = PreInvoiceLine(preinvoice=pi)
+        _assign(row, pos, d)
+        keep.append(row)
+    pi.lines[:] = keep
+
+
+def _assign(row: PreInvoiceLine, pos: int, d: LineDraft) -> None:
+    values: dict[str, Any] = {
+        "position": pos, "item_id": d.item_id, "kind": d.kind, "description": d.description,
+        "quantity": d.quantity, "unit": d.unit, "unit_price": d.unit_price, "amount": d.amount,
+        "computation": dict(d.computation), "edited": d.edited,
+    }
+    for k, v in values.items():
+        if getattr(row, k) != v:
+            setattr(row, k, v)
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def resolve_advertisers(s: Session, refs: Iterable[str] | None) -> list[str] | None:
+    """Advertiser ids for ids or names given by an operator (case-insensitive names); None = all."""
+    wanted = [r.strip() for r in (refs or ()) if r and r.strip()]
+    if not wanted:
+        return None
+    rows = s.execute(select(Advertiser.id, Advertiser.name)).all()
+    by_id = {r.id: r.id for r in rows}
+    by_name = {r.name.casefold(): r.id for r in rows}
+    out, missing = [], []
+    for w in wanted:
+        aid = by_id.get(w) or by_name.get(w.casefold())
+        if aid is None:
+            missing.append(w)
+        else:
+            out.append(aid)
+    if missing:
+        raise NotFound(f"unknown advertiser(s): {', '.join(missing)}")
+    return sorted(set(out))
+
+
+def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> dict[str, list[DayFigures]]:
+    """First-party figures per item and day in ``[lo, hi]`` — one query for the facts, one for the
+    conversions (the only source of approved conversions for cpa/cpl)."""
+    if not item_ids:
+        return {}
+    wanted = set(item_ids)
+    fq = (select(DeliveryFact.item_id, DeliveryFact.day, func.sum(DeliveryFact.impressions),
+                 func.sum(DeliveryFact.clicks), func.count())
+          .where(DeliveryFact.party == "first_party", DeliveryFact.day >= lo, DeliveryFact.day <= hi)
+          .group_by(DeliveryFact.item_id, DeliveryFact.day))
+    cq = (select(Conversion.item_id, Conversion.day, Conversion.status, func.count())
+          .where(Conversion.day >= lo, Conversion.day <= hi, Conversion.item_id.is_not(None))
+          .group_by(Conversion.item_id, Conversion.day, Conversion.status))
+    if len(wanted) <= _BIG_IN:
+        fq = fq.where(DeliveryFact.item_id.in_(wanted))
+        cq = cq.where(Conversion.item_id.in_(wanted))
+    days: dict[tuple[str, date], list[int]] = {}
+    for item_id, day, imps, clicks, n in s.execute(fq):
+        if item_id in wanted:
+            days[(item_id, day)] = [int(imps or 0), int(clicks or 0), int(n), 0, 0]
+    for item_id, day, status, n in s.execute(cq):
+        if item_id in wanted:
+            acc = days.setdefault((item_id, day), [0, 0, 0, 0, 0])
+            acc[4] += int(n)
+            if status == "approved":
+                acc[3] += int(n)
+    out: dict[str, list[DayFigures]] = {}
+    for (item_id, day), (imps, clicks, facts, conv, conv_rows) in days.items():
+        out.setdefault(item_id, []).append(DayFigures(day, imps, clicks, facts, conv, conv_rows))
+    return out
+
+
+def open_exception_counts(s: Session, preinvoice_ids: Iterable[int] | None = None) -> dict[int, int]:
+    q = (select(BillingException.preinvoice_id, func.count())
+         .where(BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.preinvoice_id.is_not(None))
+         .group_by(BillingException.preinvoice_id))
+    ids = set(preinvoice_ids) if preinvoice_ids is not None else None
+    if ids is not None and len(ids) <= _BIG_IN:
+        q = q.where(BillingException.preinvoice_id.in_(ids))
+    return {int(pid): int(n) for pid, n in s.execute(q) if ids is None or pid in ids}
+
+
+def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequence[Rate], on: date) -> CheckInput:
+    fx = find_rate(rates, pi.currency, le.currency, on=on) if pi.currency != le.currency else None
+    return CheckInput(currency=pi.currency, lines=_drafts(pi), seller_country=le.country,
+                      seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
+                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=on)
+
+
+# --------------------------------------------------------------------------- state changes
+
+
+def _audit(s: Session, key: Ed25519PrivateKey | None, actor: str, action: str, pi: PreInvoice,
+           payload: dict[str, Any], now: datetime) -> None:
+    audit.record(s, key=key, actor=actor, action=action, subject_type="preinvoice", subject_id=pi.id,
+                 payload=payload, now=now)
+    notify(s, "preinvoice.changed", preinvoice_id=pi.id)
+
+
+def _approve(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime) -> None:
+    pi.state = "approved"
+    pi.approved_hash = pi.content_hash
+    pi.approved_by = actor
+    pi.approved_at = now
+    pi.updated_at = now
+    _audit(s, key, actor, "preinvoice.approved", pi, {"content_hash": pi.content_hash, "net": str(pi.net)}, now)
+
+
+def _void_approval(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
+                   why: str) -> None:
+    old = pi.approved_hash
+    pi.state = "draft"
+    pi.approved_hash = None
+    pi.approved_by = None
+    pi.approved_at = None
+    _audit(s, key, actor, "preinvoice.approval_voided", pi,
+           {"approved_hash": old, "content_hash": pi.content_hash, "why": why}, now)
+
+
+def _recompute(pi: PreInvoice) -> bool:
+    """Refresh net and content hash from the lines; True when the content changed."""
+    new = preinvoice_hash(pi)
+    pi.net = net_of(_drafts(pi))
+    if new == pi.content_hash:
+        return False
+    pi.content_hash = new
+    pi.version = (pi.version or 0) + 1
+    return True
+
+
+def evaluate(
+    s: Session, pis: Sequence[PreInvoice], *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
+    rates: Sequence[Rate] | None = None,
+) -> None:
+    """Check → variance checks → system approval, for pre-invoices in draft or pending.
+
+    Problems are stored on the pre-invoice (shown, never raised one by one); the variance checks
+    (another module, optional) open exceptions; a pre-invoice without problems and without open
+    exceptions is approved by the system, one with open exceptions is ``pending``.
+    """
+    todo = [p for p in pis if p.state in ("draft", "pending")]
+    if not todo:
+        return
+    on = now.date()
+    rates = list(rates) if rates is not None else rates_around(s, on)
+    for pi in todo:
+        problems = run_checks(check_input(pi, pi.advertiser, pi.advertiser.legal_entity, rates, on))
+        if list(pi.problems or []) != problems:
+            pi.problems = problems
+    s.flush()
+    clean = [p for p in todo if not p.problems]
+    _run_variance_checks(s, [p.id for p in clean], actor=actor, key=key, now=now)
+    open_counts = open_exception_counts(s, [p.id for p in clean])
+    for pi in clean:
+        if open_counts.get(pi.id):
+            if pi.state != "pending":
+                pi.state = "pending"
+                pi.updated_at = now
+                _audit(s, key, SYSTEM, "preinvoice.pending", pi, {"open_exceptions": open_counts[pi.id]}, now)
+        else:
+            _approve(s, pi, actor=SYSTEM, key=key, now=now)
+    for pi in todo:
+        if pi.problems and pi.state == "pending":
+            pi.state = "draft"
+
+
+def _run_variance_checks(s: Session, ids: list[int], *, actor: str, key: Ed25519PrivateKey | None,
+                         now: datetime) -> None:
+    if not ids:
+        return
+    try:
+        checks = importlib.import_module("bot.workflows.checks")
+    except ImportError:
+        return  # variance checks not installed: only the pure checks apply
+    run = getattr(checks, "run_variance_checks", None)
+    if run is not None:
+        run(s, ids, actor=actor, key=key, now=now)
+
+
+# --------------------------------------------------------------------------- create / update
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    period: str
+    created: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    unchanged: list[int] = field(default_factory=list)
+    voided: list[int] = field(default_factory=list)
+    approved: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    problems: dict[int, list[str]] = field(default_factory=dict)
+
+
+def create_preinvoices(
+    db: Database, *, period: str, advertisers: list[str] | None = None, actor: str,
+    key: Ed25519PrivateKey | None, now: datetime,
+) -> CreateResult:
+    """Create or update the pre-invoices of every billing period that ends within ``period``
+    (e.g. ``2026-02``), in one transaction. Idempotent: running it twice changes nothing."""
+    p = parse_period(period)
+    with db.transaction() as s:
+        return create_preinvoices_in(s, p, advertisers=advertisers, actor=actor, key=key, now=now)
+
+
+def create_preinvoices_in(
+    s: Session, p: Period, *, advertisers: list[str] | None, actor: str, key: Ed25519PrivateKey | None,
+    now: datetime,
+) -> CreateResult:
+    adv_ids = resolve_advertisers(s, advertisers)
+    cq = (select(Campaign)
+          .options(selectinload(Campaign.items),
+                   joinedload(Campaign.advertiser).joinedload(Advertiser.legal_entity))
+          .where(Campaign.bill_me.is_(True), Campaign.start <= p.end, Campaign.end >= p.start)
+          .order_by(Campaign.id))
+    if adv_ids is not None:
+        cq = cq.where(Campaign.advertiser_id.in_(adv_ids))
+    campaigns = list(s.execute(cq).unique().scalars())
+    specs = {c.id: campaign_spec(c) for c in campaigns}
+
+    def wanted(per: Period) -> bool:
+        return p.start <= per.end <= p.end
+
+    # the delivery of every delivery item, over the whole span of the periods we build
+    lo = min((c.start for c in campaigns), default=p.start)
+    dq_items = [i.id for c in campaigns for i in c.items if i.billing == "delivery"]
+    delivery = delivery_days(s, dq_items, max(lo, _span_start(specs.values(), p)), p.end)
+    drafts = {cid: draft_campaign(spec, wanted, delivery) for cid, spec in specs.items()}
+
+    existing: dict[str, list[PreInvoice]] = {}
+    eq = (select(PreInvoice).options(selectinload(PreInvoice.lines))
+          .where(PreInvoice.period_end >= _span_start(specs.values(), p), PreInvoice.period_start <= p.end))
+    if adv_ids is not None:
+        eq = eq.where(PreInvoice.advertiser_id.in_(adv_ids))
+    for pi in s.execute(eq).scalars():
+        if pi.campaign_id in specs:
+            existing.setdefault(pi.campaign_id, []).append(pi)
+
+    res = CreateResult(period=p.label)
+    touched: list[PreInvoice] = []
+    by_campaign = {c.id: c for c in campaigns}
+    for cid, period_drafts in drafts.items():
+        c = by_campaign[cid]
+        for d in period_drafts:
+            pi = _match(existing.get(cid, ()), d.period)
+            if pi is None:
+                pi = _new_preinvoice(s, c, d.period, d.lines, actor=actor, key=key, now=now)
+                res.created.append(pi.id)
+                touched.append(pi)
+                continue
+            if pi.state in ("invoiced", "cancelled"):
+                res.unchanged.append(pi.id)
+                continue
+            if _update(s, pi, d.period, d.lines, actor=actor, key=key, now=now, res=res):
+                res.updated.append(pi.id)
+            else:
+                res.unchanged.append(pi.id)
+            touched.append(pi)
+    s.flush()
+    rates = rates_around(s, now.date())
+    before = {pi.id: pi.state for pi in touched}
+    evaluate(s, touched, actor=actor, key=key, now=now, rates=rates)
+    for pi in touched:
+        if pi.state == "approved" and before[pi.id] != "approved":
+            res.approved.append(pi.id)
+        elif pi.state == "pending":
+            res.pending.append(pi.id)
+        if pi.problems:
+            res.problems[pi.id] = list(pi.problems)
+    return res
+
+
+def _span_start(specs: Iterable[CampaignSpec], p: Period) -> date:
+    """The earliest start of any billing period ending within ``p`` (weeks and quarters reach back)."""
+    starts = [per.start for c in specs for per in c.periods() if p.start <= per.end <= p.end]
+    return min(starts, default=p.start)
+
+
+def _match(candidates: Iterable[PreInvoice], per: Period) -> PreInvoice | None:
+    """The stored pre-invoice for this billing period: same dates, else one that overlaps (the
+    campaign's dates moved, which clips its first or last period differently)."""
+    overlap = None
+    for pi in candidates:
+        if pi.period_start == per.start and pi.period_end == per.end:
+            return pi
+        if pi.period_start <= per.end and pi.period_end >= per.start and pi.state not in ("invoiced", "cancelled"):
+            overlap = pi
+    return overlap
+
+
+def _new_preinvoice(s: Session, c: Campaign, per: Period, lines: Sequence[LineDraft], *, actor: str,
+                    key: Ed25519PrivateKey | None, now: datetime) -> PreInvoice:
+    pi = PreInvoice(campaign_id=c.id, advertiser_id=c.advertiser_id, legal_entity_id=c.advertiser.legal_entity_id,
+                    period_start=per.start, period_end=per.end, state="draft", currency=c.advertiser.currency,
+                    created_by=actor, problems=[], version=1, created_at=now, updated_at=now)
+    pi.campaign = c
+    pi.advertiser = c.advertiser
+    _set_lines(pi, lines)
+    s.add(pi)
+    _recompute(pi)
+    pi.version = 1
+    s.flush()
+    _audit(s, None if key is None else key, actor, "preinvoice.created", pi,
+           {"campaign": c.id, "period": [per.start.isoformat(), per.end.isoformat()], "net": str(pi.net),
+            "content_hash": pi.content_hash}, now)
+    return pi
+
+
+def _update(s: Session, pi: PreInvoice, per: Period, computed: Sequence[LineDraft], *, actor: str,
+            key: Ed25519PrivateKey | None, now: datetime, res: CreateResult) -> bool:
+    if (pi.period_start, pi.period_end) != (per.start, per.end):
+        pi.period_start, pi.period_end = per.start, per.end
+    _set_lines(pi, merge_lines(_drafts(pi), computed))
+    old = pi.content_hash
+    if not _recompute(pi):
+        return False
+    pi.updated_at = now
+    _audit(s, key, actor, "preinvoice.updated", pi, {"old_hash": old, "content_hash": pi.content_hash,
+                                                     "net": str(pi.net)}, now)
+    if pi.state == "approved":
+        _void_approval(s, pi, actor=actor, key=key, now=now, why="recomputed with changed content")
+        res.voided.append(pi.id)
+    elif pi.state == "held":
+        pi.state = "draft"  # the correction a hold asked for: check it again
+    return True
+
+
+# --------------------------------------------------------------------------- edits
+
+
+def _editable(s: Session, preinvoice_id: int) -> PreInvoice:
+    pi = s.execute(
+        select(PreInvoice).options(selectinload(PreInvoice.lines),
+                                   joinedload(PreInvoice.advertiser).joinedload(Advertiser.legal_entity))
+        .where(PreInvoice.id == preinvoice_id).with_for_update(of=PreInvoice)
+    ).unique().scalar_one_or_none()
+    if pi is None:
+        raise NotFound(f"pre-invoice {preinvoice_id} not found")
+    if pi.state not in EDITABLE_STATES:
+        raise NotAllowed(f"pre-invoice {preinvoice_id} is {pi.state} and can no longer be edited", code="state")
+    return pi
+
+
+def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
+                action: str, payload: dict[str, Any]) -> None:
+    """An edit changes content: record it, void any approval, check the pre-invoice again."""
+    old = pi.content_hash
+    _recompute(pi)
+    pi.edited_by = actor
+    pi.updated_at = now
+    _audit(s, key, actor, action, pi, {**payload, "old_hash": old, "content_hash": pi.content_hash}, now)
+    if pi.state == "approved":
+        _void_approval(s, pi, actor=actor, key=key, now=now, why=action)
+    pi.state = "draft"
+    pi.hold_reason = None
+    s.flush()
+    evaluate(s, [pi], actor=actor, key=key, now=now)
+
+
+def _amount(value: str | Decimal | None, currency: str, what: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return money(value if isinstance(value, Decimal) else str(value), currency)
+    except Invalid as e:
+        raise Invalid(f"{what}: {e.message}") from None
+
+
+def _decimal(value: str | Decimal | None, what: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return money(value if isinstance(value, Decimal) else str(value))
+    except Invalid as e:
+        raise Invalid(f"{what}: {e.message}") from None
+
+
+def edit_line(
+    db: Database, preinvoice_id: int, line_id: int, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
+    description: str | None = None, quantity: str | Decimal | None = None, unit_price: str | Decimal | None = None,
+    amount: str | Decimal | None = None,
+) -> int:
+    """Change a line. Without an explicit amount it becomes quantity × unit price (half-up).
+    The line is marked edited, so recomputations keep it; an approval is voided."""
+    with db.transaction() as s:
+        pi = _editable(s, preinvoice_id)
+        row = next((x for x in pi.lines if x.id == line_id), None)
+        if row is None:
+            raise NotFound(f"line {line_id} is not on pre-invoice {preinvoice_id}")
+        before = {"description": row.description, "quantity": str(row.quantity),
+                  "unit_price": str(row.unit_price), "amount": str(row.amount)}
+        q = _decimal(quantity, "quantity")
+        up = _decimal(unit_price, "unit price")
+        amt = _amount(amount, pi.currency, "amount")
+        if description is not None:
+            if not description.strip():
+                raise Invalid("description must not be empty")
+            row.description = description.strip()
+        if q is not None:
+            row.quantity = q
+        if up is not None:
+            row.unit_price = up
+        if amt is not None:
+            row.amount = amt
+        elif q is not None or up is not None:
+            row.amount = (row.quantity * row.unit_price).quantize(quantum(pi.currency), rounding=ROUND_HALF_UP)
+        row.edited = True
+        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_edited",
+                    payload={"line": line_id, "before": before,
+                             "after": {"description": row.description, "quantity": str(row.quantity),
+                                       "unit_price": str(row.unit_price), "amount": str(row.amount)}})
+        return pi.id
+
+
+def add_line(
+    db: Database, preinvoice_id: int, *, kind: str, description: str, amount: str | Decimal | None = None,
+    quantity: str | Decimal = "1", unit_price: str | Decimal | None = None, unit: str = "unit", actor: str,
+    key: Ed25519PrivateKey | None, now: datetime,
+) -> int:
+    """Add a ``bonus``, ``discount`` or ``manual`` line (discounts are always negative). Returns the line id."""
+    if kind not in MANUAL_KINDS:
+        raise Invalid(f"kind must be one of {', '.join(MANUAL_KINDS)}, got {kind!r}")
+    if not description.strip():
+        raise Invalid("description must not be empty")
+    with db.transaction() as s:
+        pi = _editable(s, preinvoice_id)
+        q = _decimal(quantity, "quantity") or Decimal(1)
+        up = _decimal(unit_price, "unit price")
+        amt = _amount(amount, pi.currency, "amount")
+        if amt is None and up is None:
+            raise Invalid("give an amount or a unit price")
+        if amt is None:
+            assert up is not None
+            amt = (q * up).quantize(quantum(pi.currency), rounding=ROUND_HALF_UP)
+        if kind == "discount":
+            amt = -abs(amt)
+        if up is None:
+            up = amt / q if q else amt
+        row = PreInvoiceLine(preinvoice=pi, position=len(pi.lines), kind=kind, description=description.strip(),
+                             quantity=q, unit=unit, unit_price=up, amount=amt, computation={}, edited=False)
+        pi.lines.append(row)
+        s.flush()
+        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_added",
+                    payload={"line": row.id, "kind": kind, "description": row.description, "amount": str(amt)})
+        return int(row.id)
+
+
+def delete_line(db: Database, preinvoice_id: int, line_id: int, *, actor: str, key: Ed25519PrivateKey | None,
+                now: datetime) -> int:
+    """Delete a line. A computed item line comes back on the next recomputation unless the
+    pre-invoice is edited otherwise; manual lines are gone for good."""
+    with db.transaction() as s:
+        pi = _editable(s, preinvoice_id)
+        row = next((x for x in pi.lines if x.id == line_id), None)
+        if row is None:
+            raise NotFound(f"line {line_id} is not on pre-invoice {preinvoice_id}")
+        pi.lines.remove(row)
+        for pos, x in enumerate(sorted(pi.lines, key=lambda r: r.position)):
+            x.position = pos
+        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_deleted",
+                    payload={"line": line_id, "kind": row.kind, "description": row.description,
+                             "amount": str(row.amount)})
+        return pi.id
+
+
+# --------------------------------------------------------------------------- decisions' consequences
+
+
+def _locked(s: Session, preinvoice_id: int) -> PreInvoice:
+    pi = s.execute(select(PreInvoice).options(selectinload(PreInvoice.lines))
+                   .where(PreInvoice.id == preinvoice_id).with_for_update()).scalar_one_or_none()
+    if pi is None:
+        raise NotFound(f"pre-invoice {preinvoice_id} not found")
+    return pi
+
+
+def approve_preinvoice(s: Session, preinvoice_id: int, *, actor: str, signing_key: Ed25519PrivateKey | None,
+                       now: datetime) -> PreInvoice:
+    """Approve the pre-invoice's current content (the approval binds to its content hash).
+
+    Locks the row (``SELECT … FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite) so a concurrent edit
+    cannot slip between the hash and the approval. Refused for invoiced/cancelled pre-invoices and
+    for pre-invoices with problems.
+    """
+    pi = _locked(s, preinvoice_id)
+    if pi.state in ("invoiced", "cancelled"):
+        raise NotAllowed(f"pre-invoice {preinvoice_id} is {pi.state}", code="state")
+    if pi.problems:
+        raise NotAllowed(f"pre-invoice {preinvoice_id} has problems: {'; '.join(pi.problems)}", code="has_problems")
+    _recompute(pi)
+    pi.hold_reason = None
+    _approve(s, pi, actor=actor, key=signing_key, now=now)
+    return pi
+
+
+def hold_preinvoice(s: Session, preinvoice_id: int, *, reason: str | None, actor: str,
+                    signing_key: Ed25519PrivateKey | None, now: datetime) -> PreInvoice:
+    """Hold a pre-invoice for correction (a rejected variance): it is not billed until edited or
+    recomputed and checked again."""
+    pi = _locked(s, preinvoice_id)
+    if pi.state in ("invoiced", "cancelled"):
+        raise NotAllowed(f"pre-invoice {preinvoice_id} is {pi.state}", code="state")
+    pi.state = "held"
+    pi.hold_reason = reason or "held for correction"
+    pi.approved_hash = None
+    pi.approved_by = None
+    pi.approved_at = None
+    pi.updated_at = now
+    _audit(s, signing_key, actor, "preinvoice.held", pi, {"reason": pi.hold_reason}, now)
+    return pi
+
+
+def override_to_booked(s: Session, preinvoice_id: int, *, actor: str, signing_key: Ed25519PrivateKey | None,
+                       now: datetime) -> PreInvoice:
+    """Force on a variance: bill the booked amount. Every delivery-item line is set to the item's
+    booked amount pro rata (by days) for the period, marked edited so recomputations keep it, and
+    the new content is approved by ``actor``."""
+    pi = _locked(s, preinvoice_id)
+    if pi.state in ("invoiced", "cancelled"):
+        raise NotAllowed(f"pre-invoice {preinvoice_id} is {pi.state}", code="state")
+    campaign = s.execute(select(Campaign).options(selectinload(Campaign.items),
+                                                  joinedload(Campaign.advertiser).joinedload(Advertiser.legal_entity))
+                         .where(Campaign.id == pi.campaign_id)).unique().scalar_one()
+    spec = campaign_spec(campaign)
+    items = {i.id: i for i in spec.items}
+    per = Period(pi.period_start, pi.period_end)
+    changes = []
+    for row in pi.lines:
+        item = items.get(row.item_id or "")
+        if row.kind != "item" or item is None or item.billing != "delivery":
+            continue
+        booked = booked_share(spec, item, per).quantize(quantum(pi.currency), rounding=ROUND_HALF_UP)
+        changes.append({"line": row.id, "from": str(row.amount), "to": str(booked)})
+        row.amount = booked
+        row.quantity = Decimal(1)
+        row.unit = "booked"
+        row.unit_price = booked
+        row.computation = {**(row.computation or {}), "override": "booked", "has_data": True}
+        row.edited = True
+    old = pi.content_hash
+    _recompute(pi)
+    pi.edited_by = actor
+    _audit(s, signing_key, actor, "preinvoice.overridden_to_booked", pi,
+           {"changes": changes, "old_hash": old, "content_hash": pi.content_hash}, now)
+    pi.problems = [p for p in (pi.problems or []) if not p.startswith("no delivery data")]
+    if pi.problems:
+        raise NotAllowed(f"pre-invoice {preinvoice_id} has problems: {'; '.join(pi.problems)}", code="has_problems")
+    pi.hold_reason = None
+    _approve(s, pi, actor=actor, key=signing_key, now=now)
+    return pi
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class LineView:
+    id: int
+    position: int
+    item: str | None
+    kind: str
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    amount: Decimal
+    edited: bool
+
+
+@dataclass(frozen=True)
+class PreInvoiceView:
+    id: int
+    campaign_id: str
+    campaign: str
+    advertiser_id: str
+    advertiser: str
+    legal_entity_id: str
+    period_start: date
+    period_end: date
+    state: str
+    currency: str
+    net: Decimal
+    vat: Decimal
+    gross: Decimal
+    vat_rate: Decimal | None
+    content_hash: str
+    approved_hash: str | None
+    approved_by: str | None
+    approved_at: datetime | None
+    problems: list[str]
+    hold_reason: str | None
+    invoice_id: int | None
+    lines: list[LineView]
+
+
+def view(pi: PreInvoice) -> PreInvoiceView:
+    adv, le = pi.advertiser, pi.advertiser.legal_entity
+    t = vat_treatment(seller_country=le.country, buyer_country=adv.country, buyer_vat_id=adv.vat_id)
+    rate = None if isinstance(t, VatProblem) else t.rate
+    vat = vat_amount(pi.net, rate, pi.currency) if rate is not None else ZERO
+    return PreInvoiceView(
+        id=pi.id, campaign_id=pi.campaign_id, campaign=pi.campaign.name, advertiser_id=adv.id, advertiser=adv.name,
+        legal_entity_id=pi.legal_entity_id, period_start=pi.period_start, period_end=pi.period_end, state=pi.state,
+        currency=pi.currency, net=pi.net, vat=vat, gross=pi.net + vat, vat_rate=rate, content_hash=pi.content_hash,
+        approved_hash=pi.approved_hash, approved_by=pi.approved_by, approved_at=pi.approved_at,
+        problems=list(pi.problems or []), hold_reason=pi.hold_reason, invoice_id=pi.invoice_id,
+        lines=[LineView(x.id, x.position, x.item_id, x.kind, x.description, x.quantity, x.unit, x.unit_price,
+                        x.amount, bool(x.edited)) for x in sorted(pi.lines, key=lambda r: r.position)],
+    )
+
+
+def _view_query() -> Any:
+    return select(PreInvoice).options(
+        selectinload(PreInvoice.lines), joinedload(PreInvoice.campaign),
+        joinedload(PreInvoice.advertiser).joinedload(Advertiser.legal_entity))
+
+
+def list_preinvoices(db: Database, *, period: str | None = None, advertisers: list[str] | None = None,
+                     states: list[str] | None = None) -> list[PreInvoiceView]:
+    with db.read() as s:
+        q = _view_query()
+        if period:
+            p = parse_period(period)
+            q = q.where(PreInvoice.period_end >= p.start, PreInvoice.period_end <= p.end)
+        adv_ids = resolve_advertisers(s, advertisers)
+        if adv_ids is not None:
+            q = q.where(PreInvoice.advertiser_id.in_(adv_ids))
+        if states:
+            q = q.where(or_(*[PreInvoice.state == st for st in states]))
+        q = q.order_by(PreInvoice.advertiser_id, PreInvoice.campaign_id, PreInvoice.period_start)
+        return [view(pi) for pi in s.execute(q).unique().scalars()]
+
+
+def get_preinvoice(db: Database, preinvoice_id: int) -> PreInvoiceView:
+    with db.read() as s:
+        pi = s.execute(_view_query().where(PreInvoice.id == preinvoice_id)).unique().scalar_one_or_none()
+        if pi is None:
+            raise NotFound(f"pre-invoice {preinvoice_id} not found")
+        return view(pi)
+
+
+__all__ = [
+    "CreateResult", "PreInvoiceView", "add_line", "approve_preinvoice", "check_currency", "create_preinvoices",
+    "delete_line", "edit_line", "evaluate", "get_preinvoice", "hold_preinvoice", "list_preinvoices",
+    "override_to_booked", "preinvoice_hash",
+]
