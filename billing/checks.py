@@ -85,7 +85,7 @@ def check_vat_data(ci: CheckInput) -> list[str]:
 
 
 def check_exchange_rate(ci: CheckInput) -> list[str]:
-    if ci.currency == ci.seller_currency or ci.fx is not None:
+    if ci.currency == ci.seller_currency or ci.fx is not None or not is_currency(ci.currency):
         return []
     when = f" on or before {ci.fx_day.isoformat()}" if ci.fx_day else ""
     return [f"missing exchange rate {ci.currency}→{ci.seller_currency}{when}"]

@@ -93,7 +93,8 @@ def vat_treatment(
         return VatTreatment(rate, "S", None, "domestic")
     if seller in EU_COUNTRIES and buyer in EU_COUNTRIES:
         if not buyer_vat_id:
-            return VatProblem(f"missing VAT id: an EU business customer in {buyer} needs one for reverse charge")
+            return VatProblem(
+                f"missing VAT data: the advertiser has no VAT id (needed for reverse charge to {buyer})")
         if not valid_vat_id(buyer_vat_id, buyer):
             return VatProblem(f"invalid VAT id {buyer_vat_id!r} for {buyer}: reverse charge needs a valid one")
         return VatTreatment(Decimal(0), "AE", REVERSE_CHARGE_NOTE, "reverse_charge")

@@ -172,6 +172,7 @@ class ItemPeriod:
     rate_current: Decimal | None = None
     rate_prior: Decimal | None = None
     description: str = ""
+    booked: Decimal | None = None  # the booked amount for the period when the caller knows it better
 
     @property
     def metric(self) -> str:
@@ -205,6 +206,8 @@ class ItemPeriod:
 
     def booked_amount(self) -> Decimal:
         """What the item would bill at its booked quantity (Force on a variance bills this)."""
+        if self.booked is not None:
+            return self.booked
         exp = self.expected()
         if self.bills_delivery and exp is not None and self.unit_price is not None:
             return round_money(exp * self.unit_price, self.currency)
@@ -399,36 +402,31 @@ def _rows_for(items: Sequence[ItemPeriod], ctx: dict[str, Any], wanted: set[int]
         it = items[k]
         idx = per_k.get(k, np.zeros(0, dtype=np.int64))
         m = _METRIC_CODES[it.metric]
-        cur_first: dict[date, Decimal] = {}
-        cur_third: dict[date, Decimal] = {}
-        cur_ids: list[int] = []
-        cur_cv: list[int] = []
-        f_ids: list[int] = []
-        f_cv: list[int] = []
-        p_ids: list[int] = []
-        p_cv: list[int] = []
         ps, pe, qs, qe = (_dn(it.period_start), _dn(it.period_end), _dn(it.prior_start), _dn(it.prior_end))
-        uses_cv = bool(ctx["uses_cv"][codes[idx[0]]]) if idx.size else False
-        for i in idx.tolist():
-            dn = int(ctx["day"][i])
-            is_first = bool(ctx["first"][i])
-            is_cv = bool(ctx["is_cv"][i])
-            rid = int(ctx["ids"][i])
-            v = Decimal(int(ctx["values"][m, i]))
-            if is_first and not is_cv and m == 2 and uses_cv:
-                v = ZERO
-            if ps <= dn <= pe:
-                dd = _EPOCH + timedelta(days=dn)
-                (cur_cv if is_cv else cur_ids).append(rid)
-                if is_first:
-                    cur_first[dd] = cur_first.get(dd, ZERO) + v
-                    (f_cv if is_cv else f_ids).append(rid)
-                elif bool(ctx["third"][i]):
-                    cur_third[dd] = cur_third.get(dd, ZERO) + v
-            elif qs <= dn <= qe and is_first:
-                (p_cv if is_cv else p_ids).append(rid)
-        out[k] = _Rows(cur_first, cur_third, tuple(sorted(cur_ids)), tuple(sorted(cur_cv)), tuple(sorted(f_ids)),
-                       tuple(sorted(f_cv)), tuple(sorted(p_ids)), tuple(sorted(p_cv)))
+        d = ctx["day"][idx]
+        f = ctx["first"][idx]
+        t = ctx["third"][idx]
+        cv = ctx["is_cv"][idx]
+        rid = ctx["ids"][idx]
+        v = ctx["values"][m, idx]
+        if m == 2 and idx.size and bool(ctx["uses_cv"][codes[idx[0]]]):
+            v = np.where(f & ~cv, 0.0, v)
+        cur = (d >= ps) & (d <= pe)
+        pri = (d >= qs) & (d <= qe) & f
+        span = pe - ps + 1
+
+        def per_day(mask: npt.NDArray[np.bool_], d: npt.NDArray[np.int64] = d, v: npt.NDArray[np.float64] = v,
+                    ps: int = ps, span: int = span) -> dict[date, Decimal]:
+            off = d[mask] - ps
+            sums = np.bincount(off, weights=v[mask], minlength=span)
+            present = np.bincount(off, minlength=span) > 0
+            return {_EPOCH + timedelta(days=ps + i): Decimal(int(sums[i])) for i in np.flatnonzero(present).tolist()}
+
+        def ids(mask: npt.NDArray[np.bool_], rid: npt.NDArray[np.int64] = rid) -> tuple[int, ...]:
+            return tuple(sorted(rid[mask].tolist()))
+
+        out[k] = _Rows(per_day(cur & f), per_day(cur & t), ids(cur & ~cv), ids(cur & cv), ids(cur & f & ~cv),
+                       ids(cur & f & cv), ids(pri & ~cv), ids(pri & cv))
     return out
 
 

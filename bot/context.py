@@ -3,6 +3,7 @@ surfaces (CLI, Slack handlers, jobs) get them here."""
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,9 +22,14 @@ def _db(url: str, migrate: bool) -> Database:
     return db
 
 
+_db_lock = threading.Lock()
+
+
 def get_db(migrate: bool = True) -> Database:
-    """The configured database; start-up migrates it to the latest revision."""
-    return _db(get_settings().db_url, migrate)
+    """The configured database; start-up migrates it to the latest revision. Locked: two threads'
+    first calls (web thread + job thread) must not run Alembic at the same time."""
+    with _db_lock:
+        return _db(get_settings().db_url, migrate)
 
 
 def get_key() -> Ed25519PrivateKey:

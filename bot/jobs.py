@@ -100,11 +100,15 @@ def run_task(name: str, kwargs: Mapping[str, Any]) -> Any:
         return spec.fn(**kwargs)
 
 
-def _run_in_child(name: str, kwargs: dict[str, Any], env: dict[str, str]) -> Any:
-    """Process-pool entry point: adopt the parent's settings, then run the task."""
+def _run_in_child(name: str, kwargs: dict[str, Any], env: dict[str, str], module: str) -> Any:
+    """Process-pool entry point: adopt the parent's settings, import the task's module (it registers
+    the task in this fresh interpreter), then run the task."""
+    import importlib
+
     from bot import context
 
     os.environ.update(env)
+    importlib.import_module(module)
     context.reset()
     try:
         return run_task(name, kwargs)
@@ -183,7 +187,7 @@ def submit(task_name: str, **kwargs: Any) -> JobHandle:
         return JobHandle(id=handle_id, task=task_name, mode=m, args=args, future=fut)
     if spec.cpu_bound:
         env = {k: v for k, v in os.environ.items() if k in _CHILD_ENV}
-        fut = _process_pool().submit(_run_in_child, task_name, args, env)
+        fut = _process_pool().submit(_run_in_child, task_name, args, env, spec.fn.__module__)
     else:
         fut = _thread_pool().submit(run_task, task_name, args)
     fut.add_done_callback(lambda f: _logged(task_name, f))
@@ -358,17 +362,19 @@ def _register_tasks(app: Any) -> None:
             app.task(name=spec.name, queue=spec.queue, retry=spec.retry, pass_context=False)(_runner(spec.name))
 
 
-def get_app(url: str | None = None) -> Any:
-    """The Procrastinate app for ``url`` (default: the configured database), tasks registered."""
+def get_app(url: str | None = None, *, fresh: bool = False) -> Any:
+    """The Procrastinate app for ``url`` (default: the configured database), tasks registered.
+    ``fresh`` makes a new, uncached app (one per worker thread: an app's connector opens once)."""
     import procrastinate
 
     info = conninfo(url)
     with _app_lock:
-        app = _apps.get(info)
+        app = None if fresh else _apps.get(info)
         if app is None:
             app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=info),
                                     import_paths=["bot.tasks"])
-            _apps[info] = app
+            if not fresh:
+                _apps[info] = app
         _register_tasks(app)
         return app
 
@@ -422,7 +428,7 @@ def retry_stalled_jobs(*, seconds_since_heartbeat: float = 60.0, url: str | None
     documented stalled-jobs recipe). Returns the job ids retried."""
     import asyncio
 
-    app = get_app(url)
+    app = get_app(url, fresh=True)
 
     async def go() -> list[int]:
         async with app.open_async():
@@ -445,7 +451,7 @@ def run_worker(*, queues: list[str] | None = None, concurrency: int = 1, name: s
     """Run a Procrastinate worker in the foreground (``billbot worker``). At start-up it retries
     the jobs of workers that died (no heartbeat for ``stalled_after`` seconds)."""
     retry_stalled_jobs(seconds_since_heartbeat=stalled_after, url=url)
-    app = get_app(url)
+    app = get_app(url, fresh=True)
     app.run_worker(queues=queues, concurrency=concurrency, name=name, wait=wait,
                    update_heartbeat_interval=heartbeat, stalled_worker_timeout=stalled_after,
                    install_signal_handlers=threading.current_thread() is threading.main_thread())

@@ -137,8 +137,8 @@ def render_pdf(*, invoice_id: int) -> Any:
     """Render (or re-render) the PDF of one invoice: CPU-heavy, so a process pool in embedded mode."""
     from bot.workflows.documents import render_invoice_pdf  # type: ignore[import-not-found,unused-ignore]
 
-    db, _key = _ctx()
-    return plain(render_invoice_pdf(db, invoice_id))
+    db, key = _ctx()
+    return plain(render_invoice_pdf(db, invoice_id, key=key))
 
 
 @task("sla_sweep", queue="sla")

@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Integer, Table, and_, bindparam, insert, or_, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -176,6 +178,13 @@ class _Reasons:
         return self.s == ""
 
 
+def _s(v: Any) -> str:
+    """A cell as stripped text; None and NaN (pandas' missing value) are empty."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return str(v).strip()
+
+
 def _quoted(col: pd.Series) -> pd.Series:
     return col.map(lambda v: repr("" if v is None else str(v)))
 
@@ -211,60 +220,56 @@ def _days(col: pd.Series) -> pd.Series:
     return col.map(table)
 
 
+def _arrow_text(col: pd.Series) -> pa.Array:
+    """A text column as a trimmed Arrow string array, missing values as ""."""
+    arr = pa.array(col.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    return pc.utf8_trim_whitespace(pc.fill_null(arr, ""))
+
+
+def _series(arr: pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(arr.to_numpy(zero_copy_only=False), index=index)
+
+
 def _counts(col: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Text → int64 (empty = 0); second value: True where the text is no whole number."""
-    txt = col.fillna("").astype(str).str.strip()
-    empty = txt == ""
-    num = pd.to_numeric(txt.where(~empty, "0"), errors="coerce")
-    bad = num.isna() | (num != np.floor(num.fillna(0)))
-    return num.fillna(0).astype("int64"), bad
-
-
-_AMOUNT_RE = r"^(-?)(\d+)(?:\.(\d*))?$"
+    a = _arrow_text(col)
+    empty = pc.equal(a, "")
+    fmt = pc.match_substring_regex(a, r"^-?\d{1,18}(\.0*)?$")
+    bad = pc.and_(pc.invert(empty), pc.invert(fmt))
+    whole = pc.replace_substring_regex(pc.if_else(fmt, a, "0"), r"\.0*$", "")
+    return _series(pc.cast(whole, pa.int64()), col.index), _series(bad, col.index).astype(bool)
 
 
 def _micros(col: pd.Series, *, already_micros: bool) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Text amounts → exact integer micros (nullable Int64). Returns (micros, bad_format, negative)."""
-    txt = col.fillna("").astype(str).str.strip()
-    empty = txt == ""
-    parts = txt.str.extract(_AMOUNT_RE)
-    bad = parts[1].isna() & ~empty
-    frac = parts[2].fillna("")
+    """Text amounts → exact integer micros (nullable Int64) without ever passing through a float.
+    Returns (micros, bad_format, negative). At most 6 decimals (the Money column's scale)."""
+    a = _arrow_text(col)
+    empty = pc.equal(a, "")
+    fmt = pc.match_substring_regex(a, r"^-?\d{1,18}$" if already_micros else r"^-?\d{1,13}(\.\d{1,6})?$")
+    bad = pc.and_(pc.invert(empty), pc.invert(fmt))
+    safe = pc.if_else(fmt, a, "0")
     if already_micros:
-        bad |= (frac.str.rstrip("0") != "") & ~bad
-        frac = pd.Series("", index=txt.index)
+        micros = pc.cast(safe, pa.int64())
     else:
-        bad |= (frac.str.len() > 6) & (frac.str[6:].str.rstrip("0") != "")
-        frac = frac.str[:6]
-    ok = ~bad & ~empty
-    out = pd.Series(pd.NA, index=txt.index, dtype="Int64")
-    if ok.any():
-        whole = parts.loc[ok, 1].astype("int64")
-        if already_micros:
-            val = whole
-        else:
-            f = frac[ok].str.ljust(6, "0")
-            val = whole * MICROS + f.astype("int64")
-        neg = parts.loc[ok, 0] == "-"
-        val = val.where(~neg, -val)
-        out[ok] = val
+        dec = pc.cast(safe, pa.decimal128(24, 6))
+        micros = pc.cast(pc.multiply(dec, pa.scalar(Decimal(MICROS), pa.decimal128(7, 0))), pa.int64())
+    out = _series(micros, col.index).astype("Int64").where(_series(fmt, col.index).astype(bool), None)
     negative = out.fillna(0) < 0
-    return out, bad, negative
+    return out, _series(bad, col.index).astype(bool), negative
 
 
 def micros_to_text(m: pd.Series) -> pd.Series:
-    """Exact canonical decimal text from integer micros: 12500000 → "12.5", 0 → "0"."""
-    res = pd.Series(None, index=m.index, dtype=object)
-    ok = m.notna()
-    if ok.any():
-        v = m[ok].astype("int64")
-        sign = np.where(v < 0, "-", "")
-        a = v.abs()
-        q = (a // MICROS).astype(str)
-        r = (a % MICROS).astype(str).str.zfill(6).str.rstrip("0")
-        txt = sign + q + np.where(r != "", "." + r, "")
-        res[ok] = pd.Series(txt, index=v.index)
-    return res
+    """Exact canonical decimal text from integer micros: 12500000 → "12.5", 0 → "0" (None stays None)."""
+    mask = m.isna().to_numpy()
+    v = m.fillna(0).to_numpy(dtype=np.int64)
+    words = np.empty(2 * len(v), dtype=np.int64)
+    words[0::2] = v
+    words[1::2] = np.where(v < 0, -1, 0)  # two's complement high word of the 128-bit unscaled value
+    dec = pa.Array.from_buffers(pa.decimal128(38, 6), len(v), [None, pa.py_buffer(words)])
+    txt = pc.replace_substring_regex(pc.replace_substring_regex(pc.cast(dec, pa.string()), r"0+$", ""), r"\.$", "")
+    out = pd.Series(txt.to_numpy(zero_copy_only=False), index=m.index, dtype=object)
+    out[mask] = None
+    return out
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -333,8 +338,7 @@ def ingest_stats(s: Session, frame: pd.DataFrame, ctx: IngestContext, *, revenue
     parsed_days = day.dropna()
     if len(parsed_days):
         res.max_day = date.fromisoformat(str(parsed_days.max()))
-    bad = _bad_rows(f, why.s)
-    res.counts.quarantined = quarantine(s, bad, ctx)
+    res.counts.quarantined = quarantine(s, _bad_rows(f, why.s), ctx)
 
     ok = why.ok
     g = pd.DataFrame({
@@ -361,11 +365,11 @@ def ingest_stats(s: Session, frame: pd.DataFrame, ctx: IngestContext, *, revenue
         "revenue": micros_to_text(g["rev"].astype("Int64")).to_numpy(),
         "currency": g["currency"].where(g["currency"] != "", None).to_numpy(),
     })
-    c = upsert(s, DeliveryFact.__table__, rows, key=("item_id", "day", "source", "party"),
+    done = upsert(s, _table(DeliveryFact), rows, key=("item_id", "day", "source", "party"),
                compare=("impressions", "clicks", "conversions", "revenue", "currency"),
                const={"source": ctx.source, "party": ctx.party},
                touch={"sync_run_id": ctx.sync_run_id, "updated_at": ctx.now})
-    res.counts.add(c)
+    res.counts.add(done)
     return res
 
 
@@ -388,11 +392,11 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
     bad: list[BadRow] = []
     seen: dict[str, int] = {}
     for rec in frame.to_dict("records"):
-        kind = str(rec.get("kind") or "conversion")
+        kind = _s(rec.get("kind")) or "conversion"
         what = "event" if kind == "event" else "conversion"
-        loc, raw = str(rec.get("_loc")), "" if rec.get("_raw") is None else str(rec.get("_raw"))
-        ext_id = str(rec.get("external_id") or "").strip()
-        when_txt = str(rec.get("occurred_at") or "").strip()
+        loc, raw = _s(rec.get("_loc")), _s(rec.get("_raw"))
+        ext_id = _s(rec.get("external_id"))
+        when_txt = _s(rec.get("occurred_at"))
         try:
             when = datetime.fromisoformat(when_txt.replace("Z", "+00:00")) if when_txt else None
         except ValueError:
@@ -403,16 +407,16 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
             stamp = local.strftime("%Y-%m-%d %H:%M:%S")
             if res.max_occurred is None or stamp > res.max_occurred:
                 res.max_occurred = stamp
-        status = str(rec.get("status") or "").strip().lower()
-        ext_item = str(rec.get("external_item") or "").strip()
+        status = _s(rec.get("status")).lower()
+        ext_item = _s(rec.get("external_item"))
         reason = ""
         try:
-            payout = _decimal(rec.get("payout"))
-            revenue = _decimal(rec.get("revenue"))
+            payout = _decimal(_s(rec.get("payout")))
+            revenue = _decimal(_s(rec.get("revenue")))
         except ValueError as e:
             reason = str(e)
             payout = revenue = None
-        currency = str(rec.get("currency") or "").strip().upper() or None
+        currency = _s(rec.get("currency")).upper() or None
         if reason:
             pass
         elif not ext_id:
@@ -435,7 +439,7 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
         assert local is not None
         if (payout is not None or revenue is not None) and currency is None:
             currency = ctx.currency
-        aff = str(rec.get("affiliate") or "").strip()
+        aff = _s(rec.get("affiliate"))
         row = {"external_id": ext_id, "kind": kind, "item_id": xwalk[ext_item],
                "affiliate_id": f"{ctx.source}-{aff}" if aff else None, "day": local.date().isoformat(),
                "occurred_at": local.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"),
@@ -455,7 +459,7 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
         for sub, update in ((rows[~events], True), (rows[events], False)):
             if not sub.empty:
                 res.counts.add(upsert(
-                    s, Conversion.__table__, sub.reset_index(drop=True), key=("source", "external_id"),
+                    s, _table(Conversion), sub.reset_index(drop=True), key=("source", "external_id"),
                     compare=("kind", "item_id", "affiliate_id", "day", "occurred_at", "status", "payout", "revenue",
                              "currency"),
                     const={"source": ctx.source}, touch={"sync_run_id": ctx.sync_run_id, "updated_at": ctx.now},
@@ -481,8 +485,8 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
     seen: set[str] = set()
     le = s.get(LegalEntity, ctx.legal_entity) if (kind == "advertisers" and ctx.legal_entity) else None
     for rec in frame.to_dict("records"):
-        loc, raw = str(rec.get("_loc")), "" if rec.get("_raw") is None else str(rec.get("_raw"))
-        ext = str(rec.get("external_id") or "").strip()
+        loc, raw = _s(rec.get("_loc")), _s(rec.get("_raw"))
+        ext = _s(rec.get("external_id"))
         if not ext:
             bad.append(BadRow(loc, raw, f"no {xkind} id"))
             continue
@@ -490,12 +494,12 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
             res.counts.duplicates += 1
             continue
         our = xwalk.get(ext) or f"{ctx.source}-{ext}"[:64]
-        name = str(rec.get("name") or "").strip()
+        name = _s(rec.get("name"))
         if kind == "employees":
-            rows.append({"id": our, "name": name or str(rec.get("email") or f"Employee {ext}"),
-                         "email": rec.get("email") or None})
+            rows.append({"id": our, "name": name or _s(rec.get("email")) or f"Employee {ext}",
+                         "email": _s(rec.get("email")) or None})
         elif kind == "affiliates":
-            rows.append({"id": our, "name": name or f"Affiliate {ext}", "status": rec.get("status") or None})
+            rows.append({"id": our, "name": name or f"Affiliate {ext}", "status": _s(rec.get("status")) or None})
         else:
             if not ctx.legal_entity:
                 bad.append(BadRow(loc, raw, f"no legal entity for advertisers of source {ctx.source!r} "
@@ -504,23 +508,23 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
             if le is None:
                 bad.append(BadRow(loc, raw, f"unknown legal entity {ctx.legal_entity!r}"))
                 continue
-            cur = str(rec.get("currency") or ctx.currency or le.currency).strip().upper()
+            cur = (_s(rec.get("currency")) or ctx.currency or le.currency).upper()
             if not is_currency(cur):
                 bad.append(BadRow(loc, raw, f"unknown currency {rec.get('currency')!r}"))
                 continue
-            country = str(rec.get("country") or "").strip().upper()
+            country = _s(rec.get("country")).upper()
             rows.append({"id": our, "name": name or f"Advertiser {ext}", "legal_entity_id": le.id, "currency": cur,
                          "country": country if len(country) == 2 else le.country})
         seen.add(ext)
         links.append({"external_id": ext, "our_id": our})
     res.counts.quarantined = quarantine(s, bad, ctx)
     if rows:
-        table: Table = {"employees": Employee, "advertisers": Advertiser, "affiliates": Affiliate}[kind].__table__  # type: ignore[assignment]
+        table = _table({"employees": Employee, "advertisers": Advertiser, "affiliates": Affiliate}[kind])
         compare = {"employees": ("name", "email"), "advertisers": ("name", "country"),
                    "affiliates": ("name", "status")}[kind]
         res.counts.add(upsert(s, table, pd.DataFrame(rows), key=("id",), compare=compare,
                               const={"source": ctx.source}, only_if_same=("source",)))
-        upsert(s, ExternalId.__table__, pd.DataFrame(links), key=("source", "kind", "external_id"),
+        upsert(s, _table(ExternalId), pd.DataFrame(links), key=("source", "kind", "external_id"),
                compare=("our_id",), const={"source": ctx.source, "kind": xkind})
     return res
 
@@ -528,6 +532,12 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
 # --------------------------------------------------------------------------- upsert
 
 _stage_seq = itertools.count(1)
+
+
+def _table(model: type[Any]) -> Table:
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t
 
 
 def upsert(s: Session, table: Table, rows: pd.DataFrame, *, key: Sequence[str], compare: Sequence[str],
@@ -546,8 +556,10 @@ def upsert(s: Session, table: Table, rows: pd.DataFrame, *, key: Sequence[str], 
     if rows.empty:
         return Counts()
     if s.get_bind().dialect.name == "postgresql":
-        return _upsert_pg(s, table, rows, key, compare, const, touch, only_if_same, update)
-    return _upsert_sqlite(s, table, rows, key, compare, const, touch, only_if_same, update)
+        return _upsert_pg(s, table, rows, key=key, compare=compare, const=const, touch=touch,
+                          only_if_same=only_if_same, update=update)
+    return _upsert_sqlite(s, table, rows, key=key, compare=compare, const=const, touch=touch,
+                          only_if_same=only_if_same, update=update)
 
 
 def _scalar_defaults(table: Table, given: set[str]) -> dict[str, Any]:
@@ -561,7 +573,7 @@ def _scalar_defaults(table: Table, given: set[str]) -> dict[str, Any]:
     return out
 
 
-def _upsert_pg(s: Session, table: Table, rows: pd.DataFrame, key: Sequence[str], compare: Sequence[str],
+def _upsert_pg(s: Session, table: Table, rows: pd.DataFrame, *, key: Sequence[str], compare: Sequence[str],
                const: dict[str, Any], touch: dict[str, Any], only_if_same: Sequence[str], update: bool) -> Counts:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -621,7 +633,7 @@ def _typed(table: Table, name: str, v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _upsert_sqlite(s: Session, table: Table, rows: pd.DataFrame, key: Sequence[str], compare: Sequence[str],
+def _upsert_sqlite(s: Session, table: Table, rows: pd.DataFrame, *, key: Sequence[str], compare: Sequence[str],
                    const: dict[str, Any], touch: dict[str, Any], only_if_same: Sequence[str],
                    update: bool) -> Counts:
     cols = list(rows.columns)

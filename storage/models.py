@@ -360,7 +360,7 @@ class PreInvoiceLine(Base):
     kind: Mapped[str] = mapped_column(String(16), default="item")  # item | bonus | discount | manual
     description: Mapped[str] = mapped_column(String(500))
     quantity: Mapped[Decimal] = mapped_column(Money(), default=Decimal("1"))
-    unit: Mapped[str] = mapped_column(String(16), default="unit")
+    unit: Mapped[str] = mapped_column(String(40), default="unit")
     unit_price: Mapped[Decimal] = mapped_column(Money())
     amount: Mapped[Decimal] = mapped_column(Money())
     computation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -441,7 +441,7 @@ class InvoiceLine(Base):
     campaign: Mapped[str | None] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(500))
     quantity: Mapped[Decimal] = mapped_column(Money())
-    unit: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(40))
     unit_price: Mapped[Decimal] = mapped_column(Money())
     amount: Mapped[Decimal] = mapped_column(Money())
     period_start: Mapped[date | None] = mapped_column(Date)

@@ -15,12 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from storage.db import Database, dispose_all
 from storage.migrate import upgrade
 
 DEFAULT_PG = "postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot"
+
+# Property tests: no per-example deadline (CI machines vary in speed; correctness is what we test).
+settings.register_profile("billbot", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "billbot"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,7 +42,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # per xdist worker; a plain run gets its own name too, so parallel runs never share a database
+    return os.environ.get("PYTEST_XDIST_WORKER", f"main{os.getpid()}")
 
 
 def create_pg_database(name: str) -> str:

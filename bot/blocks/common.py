@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject
 
@@ -23,7 +23,7 @@ def money_text(value: Decimal | None, currency: str) -> str:
     if value is None:
         return "—"
     q = quantum(currency) if is_currency(currency) else Decimal("0.01")
-    return f"{value.quantize(q):,} {currency}"
+    return f"{value.quantize(q, rounding=ROUND_HALF_UP):,} {currency}"
 
 
 def slack_date(at: datetime | None, fmt: str = "{date_short_pretty} {time}") -> str:

@@ -1,3 +1,389 @@
-"""CLI commands (billing)."""
+"""CLI commands (billing): pre-invoices, billing runs, invoices, credit notes, exchange rates.
+
+Each command calls one workflow; JSON output follows DESIGN.md "Interfaces" (money as two-decimal
+strings, ISO dates).
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from bot.cli.core_cmds import cli_actor
+from bot.cli.groups import app, fx_app, invoices_app, preinvoices_app
+from bot.cli.output import emit_json, fail, handle_errors, money_str, out_console, progress
+
+if TYPE_CHECKING:  # typing only (keeps CLI start-up light)
+    from bot.workflows.invoices import InvoiceView
+    from bot.workflows.preinvoices import PreInvoiceView
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _today() -> date:
+    return datetime.now(UTC).astimezone().date()  # the desk's local calendar day
+
+
+def _num(d: Any) -> str | None:
+    """Quantities and unit prices: exact, at least two decimals for prices (``4.20``, ``0.0042``)."""
+    if d is None:
+        return None
+    n = d.normalize()
+    text = format(n, "f")
+    return text if "." in text and len(text.split(".")[1]) >= 2 else f"{n:.2f}"
+
+
+def _qty(d: Any) -> str:
+    return format(d.normalize(), "f") if d != 0 else "0"
+
+
+# --------------------------------------------------------------------------- pre-invoices
+
+
+def preinvoice_json(v: PreInvoiceView) -> dict[str, Any]:
+    return {
+        "id": v.id, "campaign": v.campaign, "campaign_id": v.campaign_id, "advertiser": v.advertiser,
+        "advertiser_id": v.advertiser_id, "legal_entity": v.legal_entity_id, "period_start": v.period_start,
+        "period_end": v.period_end, "state": v.state, "currency": v.currency, "net": money_str(v.net),
+        "vat": money_str(v.vat), "gross": money_str(v.gross), "problems": v.problems, "hold_reason": v.hold_reason,
+        "content_hash": v.content_hash, "approved_by": v.approved_by, "approved_at": v.approved_at,
+        "invoice_id": v.invoice_id,
+        "lines": [{"id": x.id, "item": x.item, "kind": x.kind, "description": x.description,
+                   "quantity": _qty(x.quantity), "unit": x.unit, "unit_price": _num(x.unit_price),
+                   "amount": money_str(x.amount), "edited": x.edited} for x in v.lines],
+    }
+
+
+def _print_preinvoice(v: PreInvoiceView) -> None:
+    out_console.print(f"[bold]Pre-invoice {v.id}[/bold] {v.advertiser} · {v.campaign} · "
+                      f"{v.period_start}..{v.period_end} · {v.state}", highlight=False)
+    for x in v.lines:
+        mark = " (edited)" if x.edited else ""
+        out_console.print(f"  [{x.id}] {x.kind:<8} {x.description:<40} {_qty(x.quantity):>12} {x.unit:<18} "
+                          f"{_num(x.unit_price):>10} {money_str(x.amount):>12}{mark}", highlight=False)
+    out_console.print(f"  net {money_str(v.net)} {v.currency} · VAT {money_str(v.vat)} · gross {money_str(v.gross)}",
+                      highlight=False)
+    for p in v.problems:
+        out_console.print(f"  [red]problem:[/red] {p}", highlight=False)
+    if v.hold_reason:
+        out_console.print(f"  held: {v.hold_reason}", highlight=False)
+
+
+@preinvoices_app.command("create")
+@handle_errors
+def preinvoices_create(
+    period: Annotated[str, typer.Option(help="Billing period: 2026-02, 2026-W07, 2026-Q1, 2026 or a..b.")],
+    advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create or update the pre-invoices of every billing period ending within PERIOD (idempotent)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.preinvoices import create_preinvoices
+
+    with progress(f"Pre-invoices for {period}", None, quiet=json_out):
+        r = create_preinvoices(get_db(), period=period, advertisers=advertiser or None, actor=cli_actor(),
+                               key=get_key(), now=_now())
+    data = {"period": r.period, "created": r.created, "updated": r.updated, "unchanged": r.unchanged,
+            "voided": r.voided, "approved": r.approved, "pending": r.pending,
+            "problems": [{"id": k, "problems": v} for k, v in sorted(r.problems.items())]}
+    if json_out:
+        emit_json(data)
+        return
+    out_console.print(f"{r.period}: {len(r.created)} created, {len(r.updated)} updated, {len(r.unchanged)} unchanged, "
+                      f"{len(r.approved)} approved by the system, {len(r.pending)} pending, "
+                      f"{len(r.problems)} with problems", highlight=False)
+    for k, v in sorted(r.problems.items()):
+        out_console.print(f"  pre-invoice {k}: {'; '.join(v)}", highlight=False)
+
+
+@preinvoices_app.command("list")
+@handle_errors
+def preinvoices_list(
+    period: Annotated[str | None, typer.Option(help="Only billing periods ending within this period.")] = None,
+    advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
+    state: Annotated[list[str] | None,
+                     typer.Option(help="draft, pending, approved, invoiced, held, cancelled.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List pre-invoices with their lines."""
+    from bot.context import get_db
+    from bot.workflows.preinvoices import list_preinvoices
+
+    views = list_preinvoices(get_db(), period=period, advertisers=advertiser or None, states=state or None)
+    if json_out:
+        emit_json([preinvoice_json(v) for v in views])
+        return
+    for v in views:
+        flag = f"  [red]{len(v.problems)} problem(s)[/red]" if v.problems else ""
+        out_console.print(f"{v.id:>6} {v.state:<9} {v.period_start}..{v.period_end} {v.advertiser} · {v.campaign} "
+                          f"{money_str(v.net)} {v.currency}{flag}", highlight=False)
+    if not views:
+        out_console.print("no pre-invoices")
+
+
+@preinvoices_app.command("show")
+@handle_errors
+def preinvoices_show(
+    preinvoice_id: Annotated[int, typer.Argument(help="Pre-invoice id.")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one pre-invoice with its lines, problems and state."""
+    from bot.context import get_db
+    from bot.workflows.preinvoices import get_preinvoice
+
+    v = get_preinvoice(get_db(), preinvoice_id)
+    if json_out:
+        emit_json(preinvoice_json(v))
+    else:
+        _print_preinvoice(v)
+
+
+def _show_after(preinvoice_id: int, json_out: bool) -> None:
+    from bot.context import get_db
+    from bot.workflows.preinvoices import get_preinvoice
+
+    v = get_preinvoice(get_db(), preinvoice_id)
+    if json_out:
+        emit_json(preinvoice_json(v))
+    else:
+        _print_preinvoice(v)
+
+
+@preinvoices_app.command("edit-line")
+@handle_errors
+def preinvoices_edit_line(  # noqa: PLR0917 - Typer maps parameters to options
+    preinvoice_id: Annotated[int, typer.Argument(help="Pre-invoice id.")],
+    line_id: Annotated[int, typer.Argument(help="Line id (see `preinvoices show`).")],
+    description: Annotated[str | None, typer.Option()] = None,
+    quantity: Annotated[str | None, typer.Option()] = None,
+    unit_price: Annotated[str | None, typer.Option()] = None,
+    amount: Annotated[str | None, typer.Option(help="Amount (default: quantity × unit price).")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Edit a line. Voids an approval; the pre-invoice is checked again."""
+    from bot.context import get_db, get_key
+    from bot.workflows.preinvoices import edit_line
+
+    if description is None and quantity is None and unit_price is None and amount is None:
+        fail("nothing to change: give --description, --quantity, --unit-price or --amount", 2)
+    edit_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now(),
+              description=description, quantity=quantity, unit_price=unit_price, amount=amount)
+    _show_after(preinvoice_id, json_out)
+
+
+@preinvoices_app.command("add-line")
+@handle_errors
+def preinvoices_add_line(  # noqa: PLR0917 - Typer maps parameters to options
+    preinvoice_id: Annotated[int, typer.Argument(help="Pre-invoice id.")],
+    description: Annotated[str, typer.Option()],
+    kind: Annotated[str, typer.Option(help="bonus, discount or manual.")] = "manual",
+    amount: Annotated[str | None, typer.Option(help="Amount (discounts are made negative).")] = None,
+    quantity: Annotated[str, typer.Option()] = "1",
+    unit_price: Annotated[str | None, typer.Option()] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Add a bonus, discount or manual line."""
+    from bot.context import get_db, get_key
+    from bot.workflows.preinvoices import add_line
+
+    add_line(get_db(), preinvoice_id, kind=kind, description=description, amount=amount, quantity=quantity,
+             unit_price=unit_price, actor=cli_actor(), key=get_key(), now=_now())
+    _show_after(preinvoice_id, json_out)
+
+
+@preinvoices_app.command("delete-line")
+@handle_errors
+def preinvoices_delete_line(
+    preinvoice_id: Annotated[int, typer.Argument(help="Pre-invoice id.")],
+    line_id: Annotated[int, typer.Argument(help="Line id.")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Delete a line."""
+    from bot.context import get_db, get_key
+    from bot.workflows.preinvoices import delete_line
+
+    delete_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now())
+    _show_after(preinvoice_id, json_out)
+
+
+# --------------------------------------------------------------------------- billing run
+
+
+@app.command("run")
+@handle_errors
+def run(
+    period: Annotated[str, typer.Option(help="Bill everything approved up to the end of this period.")],
+    advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and report; write nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run billing: approved pre-invoices → numbered invoices, per advertiser, legal entity and currency."""
+    from bot.context import get_db, get_key
+    from bot.workflows.billing_run import run_billing
+
+    with progress(f"Billing {period}", None, quiet=json_out) as advance:
+        r = run_billing(get_db(), period=period, advertisers=advertiser or None, actor=cli_actor(), key=get_key(),
+                        today=_today(), dry_run=dry_run, on_progress=lambda _d, _t: advance(1))
+    if json_out:
+        emit_json({"run": r.run_id, "period": r.period, "dry_run": r.dry_run, "created": r.created,
+                   "skipped": r.skipped, "held": r.held, "log": r.log})
+        return
+    for line in r.log:
+        out_console.print(line, highlight=False)
+    head = "dry run: " if r.dry_run else f"run {r.run_id}: "
+    out_console.print(f"{head}{len(r.created)} created, {len(r.skipped)} skipped, {len(r.held)} held",
+                      highlight=False)
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+def invoice_json(v: InvoiceView, *, lines: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "number": v.number, "kind": v.kind, "advertiser": v.advertiser, "advertiser_id": v.advertiser_id,
+        "legal_entity": v.legal_entity, "issue_date": v.issue_date, "due_date": v.due_date,
+        "service_start": v.service_start, "service_end": v.service_end, "currency": v.currency,
+        "net": money_str(v.net), "vat": money_str(v.vat), "gross": money_str(v.gross),
+        "vat_rate": _num(v.vat_rate), "vat_category": v.vat_category, "vat_note": v.vat_note, "fx": v.fx,
+        "references": v.references, "reason": v.reason, "billing_run": v.billing_run_id,
+        "content_hash": v.content_hash, "pdf_state": v.pdf_state,
+    }
+    if lines:
+        out["lines"] = [{"id": x.id, "campaign": x.campaign, "item": x.item, "description": x.description,
+                         "quantity": _qty(x.quantity), "unit": x.unit, "unit_price": _num(x.unit_price),
+                         "amount": money_str(x.amount), "period_start": x.period_start, "period_end": x.period_end,
+                         "credited_line": x.credited_line_id} for x in v.lines]
+    return out
+
+
+@invoices_app.command("list")
+@handle_errors
+def invoices_list(
+    advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
+    kind: Annotated[str | None, typer.Option(help="invoice or credit_note.")] = None,
+    run_id: Annotated[int | None, typer.Option("--run", help="Only invoices of this billing run.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List invoices and credit notes in number order."""
+    from bot.context import get_db
+    from bot.workflows.invoices import list_invoices
+
+    views = list_invoices(get_db(), advertisers=advertiser or None, kind=kind, billing_run_id=run_id)
+    if json_out:
+        emit_json([invoice_json(v) for v in views])
+        return
+    for v in views:
+        ref = f" (credits {v.references})" if v.references else ""
+        out_console.print(f"{v.number:<20} {v.issue_date} {v.advertiser:<40} {money_str(v.gross):>12} "
+                          f"{v.currency}{ref}", highlight=False)
+    if not views:
+        out_console.print("no invoices")
+
+
+@invoices_app.command("show")
+@handle_errors
+def invoices_show(
+    number: Annotated[str, typer.Argument(help="Invoice or credit note number.")],
+    legal_entity: Annotated[str | None, typer.Option(help="Legal entity id, if numbers repeat across them.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one invoice or credit note with its lines."""
+    from bot.context import get_db
+    from bot.workflows.invoices import get_invoice
+
+    v = get_invoice(get_db(), number, legal_entity_id=legal_entity)
+    if json_out:
+        emit_json(invoice_json(v, lines=True))
+        return
+    out_console.print(f"[bold]{v.number}[/bold] ({v.kind}) {v.advertiser} · issued {v.issue_date} · due {v.due_date}",
+                      highlight=False)
+    for x in v.lines:
+        out_console.print(f"  [{x.id}] {x.campaign or '':<30} {x.description:<40} {_qty(x.quantity):>12} {x.unit:<18} "
+                          f"{money_str(x.amount):>12}", highlight=False)
+    out_console.print(f"  net {money_str(v.net)} · VAT {_num(v.vat_rate)} % {money_str(v.vat)} · "
+                      f"gross {money_str(v.gross)} {v.currency}", highlight=False)
+    if v.vat_note:
+        out_console.print(f"  {v.vat_note}", highlight=False)
+
+
+@app.command("credit-note")
+@handle_errors
+def credit_note_cmd(
+    number: Annotated[str, typer.Argument(help="The invoice number to correct.")],
+    reason: Annotated[str, typer.Option(help="Why (printed on the credit note).")],
+    line: Annotated[list[int] | None, typer.Option(help="Invoice line id to cancel (repeatable; default all).")] = None,
+    legal_entity: Annotated[str | None, typer.Option(help="Legal entity id, if numbers repeat across them.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Cancel all or some lines of an invoice with a credit note (own series, references the original)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.invoices import credit_note, get_invoice
+
+    db = get_db()
+    cn = credit_note(db, number=number, line_ids=line or None, reason=reason, actor=cli_actor(), key=get_key(),
+                     today=_today(), legal_entity_id=legal_entity)
+    v = get_invoice(db, cn.number, legal_entity_id=cn.legal_entity_id)
+    if json_out:
+        emit_json(invoice_json(v, lines=True))
+    else:
+        out_console.print(f"Document {v.number} created for {v.advertiser} (credits {number}: "
+                          f"{money_str(v.gross)} {v.currency})", highlight=False)
+
+
+# --------------------------------------------------------------------------- exchange rates
+
+
+@fx_app.command("import")
+@handle_errors
+def fx_import(
+    file: Annotated[Path, typer.Argument(help="ECB reference rates CSV (eurofxref.csv or eurofxref-hist.csv).")],
+    source: Annotated[str, typer.Option(help="Source name stored with each rate.")] = "ECB",
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import exchange rates (base EUR) from an ECB CSV; re-importing changes nothing."""
+    from bot.context import get_db, get_key
+    from bot.workflows.fx import import_ecb_csv
+
+    if not file.is_file():
+        fail(f"{file}: no such file", 2)
+    r = import_ecb_csv(get_db(), text=file.read_text(encoding="utf-8"), actor=cli_actor(), key=get_key(),
+                       now=_now(), source=source, file_name=file.name)
+    data = {"inserted": r.inserted, "updated": r.updated, "unchanged": r.unchanged, "from": r.first_day,
+            "to": r.last_day}
+    if json_out:
+        emit_json(data)
+    else:
+        out_console.print(f"{r.inserted} inserted, {r.updated} updated, {r.unchanged} unchanged "
+                          f"({r.first_day}..{r.last_day})", highlight=False)
+
+
+@fx_app.command("list")
+@handle_errors
+def fx_list(
+    quote: Annotated[str | None, typer.Option(help="Only this currency, e.g. USD.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only rates from this day (YYYY-MM-DD).")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List exchange rates, newest first."""
+    from billing.errors import Invalid
+    from bot.context import get_db
+    from bot.workflows.fx import list_rates
+
+    try:
+        since_day = date.fromisoformat(since) if since else None
+    except ValueError:
+        raise Invalid(f"--since {since!r} is not a date (YYYY-MM-DD)") from None
+    rows = list_rates(get_db(), quote=quote, since=since_day)
+    if json_out:
+        emit_json([{"date": r.day, "base": r.base, "quote": r.quote, "rate": format(r.rate.normalize(), "f"),
+                    "source": r.source} for r in rows])
+        return
+    for r in rows:
+        out_console.print(f"{r.day} {r.base}/{r.quote} {format(r.rate.normalize(), 'f')} ({r.source})", highlight=False)
+    if not rows:
+        out_console.print("no exchange rates")

@@ -24,8 +24,10 @@ from billing.errors import BillingError, Invalid
 P = ParamSpec("P")
 R = TypeVar("R")
 
-err_console = Console(stderr=True)
-out_console = Console()
+# Piped output (scripts, CI logs) gets wide tables instead of truncated cells; a terminal its own width.
+_WIDTH = None if sys.stdout.isatty() else 200
+err_console = Console(stderr=True, width=_WIDTH)
+out_console = Console(width=_WIDTH)
 
 
 def jsonable(o: Any) -> Any:
@@ -76,11 +78,19 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 def progress(description: str, total: int | None, quiet: bool = False) -> Iterator[Callable[[int], None]]:
     """``with progress("Loading", n, quiet=json) as advance: advance(1)``."""
     if quiet or not sys.stderr.isatty():
-        yield lambda _n=1: None
+
+        def nothing(_n: int = 1) -> None:
+            return None
+
+        yield nothing
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield advance

@@ -1,3 +1,78 @@
-"""CLI commands (slack)."""
+"""CLI commands (slack): ``billbot audit verify`` and ``billbot users grant|revoke|list``."""
 
 from __future__ import annotations
+
+import typer
+
+from bot.cli.groups import audit_app, users_app
+from bot.cli.output import emit_json, handle_errors, out_console
+
+
+@audit_app.command("verify")
+@handle_errors
+def audit_verify() -> None:
+    """Recompute the audit chain (hashes, links, Ed25519 signatures); name the first broken record."""
+    from bot import context
+    from bot.workflows.audit import verify_chain
+
+    db = context.get_db()
+    public = context.get_key().public_key()
+    with db.read() as s:
+        result = verify_chain(s, public)
+    if result.ok:
+        out_console.print(f"OK: {result.records} audit record(s) verified (hashes, chain, signatures)",
+                          highlight=False)
+        return
+    typer.echo(f"audit log broken at record {result.first_bad}: {result.problem}", err=True)
+    raise typer.Exit(1)
+
+
+@users_app.command("grant")
+@handle_errors
+def users_grant(
+    slack_id: str = typer.Argument(..., help="Slack user id, e.g. U123ABC"),
+    role: str = typer.Argument(..., help="approver | finance_manager | operator | admin"),
+    actor: str = typer.Option("cli", help="Who grants (recorded in the audit log)."),
+) -> None:
+    """Give a Slack user a role."""
+    from bot import context
+    from bot.workflows.users import grant_role
+
+    changed = grant_role(context.get_db(), slack_id, role, actor=actor, signing_key=context.get_key())
+    out_console.print(f"{slack_id}: {role} {'granted' if changed else 'already held'}", highlight=False)
+
+
+@users_app.command("revoke")
+@handle_errors
+def users_revoke(
+    slack_id: str = typer.Argument(..., help="Slack user id"),
+    role: str = typer.Argument(..., help="the role to take away"),
+    actor: str = typer.Option("cli", help="Who revokes (recorded in the audit log)."),
+) -> None:
+    """Take a role from a Slack user."""
+    from bot import context
+    from bot.workflows.users import revoke_role
+
+    changed = revoke_role(context.get_db(), slack_id, role, actor=actor, signing_key=context.get_key())
+    out_console.print(f"{slack_id}: {role} {'revoked' if changed else 'was not held'}", highlight=False)
+
+
+@users_app.command("list")
+@handle_errors
+def users_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON array.")) -> None:
+    """Slack users billbot knows, with their roles."""
+    from bot import context
+    from bot.workflows.users import list_users
+
+    with context.get_db().read() as s:
+        rows = [{"slack_id": u.slack_id, "name": u.name, "email": u.email, "roles": sorted(u.role_names),
+                 "profile_fetched_at": u.profile_fetched_at} for u in list_users(s)]
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("slack id", "name", "email", "roles")
+    for r in rows:
+        table.add_row(r["slack_id"], r["name"] or "", r["email"] or "", ", ".join(r["roles"]))
+    out_console.print(table)

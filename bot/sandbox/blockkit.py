@@ -12,7 +12,16 @@ from typing import Any
 MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100
 KNOWN_BLOCKS = {
-    "header", "section", "context", "divider", "actions", "image", "input", "rich_text", "file", "video",
+    "header",
+    "section",
+    "context",
+    "divider",
+    "actions",
+    "image",
+    "input",
+    "rich_text",
+    "file",
+    "video",
     "markdown",
 }
 TEXT_TYPES = {"plain_text", "mrkdwn"}

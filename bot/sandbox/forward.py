@@ -266,8 +266,11 @@ class Forwarder:
         if status != 200:
             out = self._failed(status, content, elapsed)
             self.ws.post_ephemeral(
-                ch["id"], user_id, text=f"{command} failed with the error \"dispatch_failed\" ({out.message})",
-                subtype="slackbot", from_user="USLACKBOT",
+                ch["id"],
+                user_id,
+                text=f'{command} failed with the error "dispatch_failed" ({out.message})',
+                subtype="slackbot",
+                from_user="USLACKBOT",
             )
             return out
         self._apply_message_ack(content, ch["id"], user_id)
@@ -430,8 +433,9 @@ class Forwarder:
         action = body.get("response_action")
         if action == "errors":
             errors = {str(k): str(v) for k, v in (body.get("errors") or {}).items()}
-            return Outcome(ok=False, status=status, elapsed_ms=elapsed, message="billbot refused the input",
-                           errors=errors)
+            return Outcome(
+                ok=False, status=status, elapsed_ms=elapsed, message="billbot refused the input", errors=errors
+            )
         if action == "update":
             self.ws.update_view(body["view"], view_id=view_id)
         elif action == "push":

@@ -64,8 +64,9 @@ def _multipart(body: bytes, content_type: str) -> dict[str, Any]:
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
-            payload = part.get_payload(decode=True) or b""
-            out[str(name)] = payload if part.get_filename() else payload.decode(errors="replace")
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+            out[str(name)] = data if part.get_filename() else data.decode(errors="replace")
     return out
 
 
@@ -89,7 +90,7 @@ def api_params(environ: dict[str, Any], body: bytes) -> dict[str, Any]:
 
 
 def _token(environ: dict[str, Any], params: dict[str, Any]) -> str | None:
-    auth = environ.get("HTTP_AUTHORIZATION", "")
+    auth = str(environ.get("HTTP_AUTHORIZATION", ""))
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     tok = params.pop("token", None)
@@ -133,7 +134,7 @@ class SandboxApp:
                 raise HttpError("400 Bad Request", "invalid_json") from None
             return _json(self.api.respond(path[10:], data))
         if path.startswith("/files/"):
-            f = self.ws.file(path[7:].split("/")[0])
+            f = self.ws.file(path[7:].split("/", maxsplit=1)[0])
             ctype = mimetypes.guess_type(f["name"])[0] or "application/octet-stream"
             return "200 OK", [("Content-Type", ctype)], f["content"] or b""
         if path in ("/", "/index.html"):
@@ -247,7 +248,14 @@ class SandboxApp:
 
 
 def _user(u: SandboxUser) -> dict[str, Any]:
-    return {"id": u.id, "name": u.name, "handle": u.handle, "email": u.email, "roles": list(u.roles), "is_bot": u.is_bot}
+    return {
+        "id": u.id,
+        "name": u.name,
+        "handle": u.handle,
+        "email": u.email,
+        "roles": list(u.roles),
+        "is_bot": u.is_bot,
+    }
 
 
 def _json(data: Any) -> tuple[str, list[tuple[str, str]], bytes]:

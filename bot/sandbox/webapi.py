@@ -129,11 +129,13 @@ class WebApi:
             elif not channel:
                 raise SlackError("channel_not_found")  # an interaction in a modal has no channel to answer in
             elif body.get("response_type") == "in_channel":
-                self.ws.post_message(channel, text=text, blocks=blocks, attachments=attachments,
-                                     thread_ts=body.get("thread_ts"))
+                self.ws.post_message(
+                    channel, text=text, blocks=blocks, attachments=attachments, thread_ts=body.get("thread_ts")
+                )
             else:
-                self.ws.post_ephemeral(channel, user, text=text, blocks=blocks, attachments=attachments,
-                                       thread_ts=body.get("thread_ts"))
+                self.ws.post_ephemeral(
+                    channel, user, text=text, blocks=blocks, attachments=attachments, thread_ts=body.get("thread_ts")
+                )
         except SlackError as e:
             return {"ok": False, "error": e.error, **e.extra}
         return {"ok": True}
@@ -285,7 +287,9 @@ def conversations_history(api: WebApi, params: dict[str, Any]) -> dict[str, Any]
 
 @method("conversations.replies")
 def conversations_replies(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
-    msgs = api.ws.replies(_required(params, "channel", "channel_not_found"), _required(params, "ts", "thread_not_found"))
+    msgs = api.ws.replies(
+        _required(params, "channel", "channel_not_found"), _required(params, "ts", "thread_not_found")
+    )
     page, meta = _page(msgs, params, default=1000)
     return {"messages": page, "has_more": bool(meta["next_cursor"]), "response_metadata": meta}
 

@@ -90,7 +90,11 @@ class SandboxUser:
 
     def as_slack(self) -> dict[str, Any]:
         """The ``user`` object of ``users.info`` / ``users.list``."""
-        profile: dict[str, Any] = {"real_name": self.name, "display_name": self.handle, "real_name_normalized": self.name}
+        profile: dict[str, Any] = {
+            "real_name": self.name,
+            "display_name": self.handle,
+            "real_name_normalized": self.name,
+        }
         if self.email:
             profile["email"] = self.email
         if self.is_bot:
@@ -137,8 +141,8 @@ def with_ids(blocks: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None
     if blocks is None:
         return None
     out = []
-    for b in blocks:
-        b = json.loads(json.dumps(b))
+    for given in blocks:
+        b = json.loads(json.dumps(given))  # a copy: the caller's blocks stay as they were
         if isinstance(b, dict):
             b.setdefault("block_id", secrets.token_urlsafe(4))
             els = list(b.get("elements", [])) if b.get("type") == "actions" else []
@@ -289,7 +293,13 @@ class Workspace:
     @staticmethod
     def channel_as_slack(ch: dict[str, Any]) -> dict[str, Any]:
         if ch["kind"] == "im":
-            return {"id": ch["id"], "is_im": True, "is_channel": False, "user": ch["user_id"], "created": int(ch["created"])}
+            return {
+                "id": ch["id"],
+                "is_im": True,
+                "is_channel": False,
+                "user": ch["user_id"],
+                "created": int(ch["created"]),
+            }
         return {
             "id": ch["id"],
             "name": ch["name"],
@@ -358,8 +368,17 @@ class Workspace:
                 "INSERT INTO messages (channel, ts, thread_ts, user_id, bot_id, text, blocks, attachments, files, "
                 "subtype, reply_broadcast) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    ch["id"], ts, thread_ts, user or BOT_USER_ID, None if user else BOT_ID, text or "",
-                    _dumps(with_ids(blocks)), _dumps(attachments), _dumps(files), subtype, int(reply_broadcast),
+                    ch["id"],
+                    ts,
+                    thread_ts,
+                    user or BOT_USER_ID,
+                    None if user else BOT_ID,
+                    text or "",
+                    _dumps(with_ids(blocks)),
+                    _dumps(attachments),
+                    _dumps(files),
+                    subtype,
+                    int(reply_broadcast),
                 ),
             )
             self._bump()
@@ -442,8 +461,16 @@ class Workspace:
                 "INSERT INTO messages (channel, ts, thread_ts, user_id, bot_id, text, blocks, attachments, "
                 "ephemeral_for, subtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    ch["id"], ts, thread_ts, from_user or BOT_USER_ID, None if from_user else BOT_ID, text or "",
-                    _dumps(with_ids(blocks)), _dumps(attachments), user, subtype,
+                    ch["id"],
+                    ts,
+                    thread_ts,
+                    from_user or BOT_USER_ID,
+                    None if from_user else BOT_ID,
+                    text or "",
+                    _dumps(with_ids(blocks)),
+                    _dumps(attachments),
+                    user,
+                    subtype,
                 ),
             )
             self._bump()
@@ -596,8 +623,16 @@ class Workspace:
         self._conn.execute(
             "INSERT INTO views (id, type, user_id, body, hash, root_view_id, previous_view_id, external_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (vid, vtype, user, json.dumps({**view, "blocks": with_ids(view.get("blocks", []))}), secrets.token_hex(8),
-             root, previous, external_id),
+            (
+                vid,
+                vtype,
+                user,
+                json.dumps({**view, "blocks": with_ids(view.get("blocks", []))}),
+                secrets.token_hex(8),
+                root,
+                previous,
+                external_id,
+            ),
         )
         self._bump()
         return self._view(self._conn.execute("SELECT * FROM views WHERE id = ?", (vid,)).fetchone())
@@ -637,7 +672,12 @@ class Workspace:
             return str(self._find_view(view_id, None)["user_id"])
 
     def update_view(
-        self, view: dict[str, Any], *, view_id: str | None = None, external_id: str | None = None, hash: str | None = None
+        self,
+        view: dict[str, Any],
+        *,
+        view_id: str | None = None,
+        external_id: str | None = None,
+        hash: str | None = None,
     ) -> dict[str, Any]:
         """``views.update``: a stale ``hash`` is ``hash_conflict`` (someone else updated the view meanwhile)."""
         with self._lock:
@@ -693,7 +733,8 @@ class Workspace:
         fid = self._new_id("F")
         with self._lock:
             self._conn.execute(
-                "INSERT INTO files (id, name, length, created) VALUES (?, ?, ?, ?)", (fid, filename, length, time.time())
+                "INSERT INTO files (id, name, length, created) VALUES (?, ?, ?, ?)",
+                (fid, filename, length, time.time()),
             )
         return fid
 
@@ -702,7 +743,9 @@ class Workspace:
             row = self._conn.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
             if row is None:
                 raise SlackError("file_not_found")
-            self._conn.execute("UPDATE files SET content = ?, length = ? WHERE id = ?", (content, len(content), file_id))
+            self._conn.execute(
+                "UPDATE files SET content = ?, length = ? WHERE id = ?", (content, len(content), file_id)
+            )
 
     def file(self, file_id: str) -> dict[str, Any]:
         with self._lock:
@@ -739,7 +782,9 @@ class Workspace:
                 row = self.file(str(f.get("id", "")))
                 if row["content"] is None:
                     raise SlackError("file_not_found")
-                self._conn.execute("UPDATE files SET title = ? WHERE id = ?", (f.get("title") or row["name"], row["id"]))
+                self._conn.execute(
+                    "UPDATE files SET title = ? WHERE id = ?", (f.get("title") or row["name"], row["id"])
+                )
                 shown.append(self.file_as_slack(self.file(row["id"]), base_url))
             if channel:
                 ch_id, msg = self.post_message(

@@ -32,7 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from billing.fx import MAX_AGE_DAYS, Rate, find_rate
-from billing.money import ZERO
+from billing.money import ZERO, round_money
+from billing.periods import Period
+from billing.preinvoice import booked_share
 from billing.variance import (
     METRICS,
     ItemPeriod,
@@ -47,6 +49,7 @@ from bot.settings import get_settings
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from bot.workflows.exceptions import close_exception, open_exception
+from bot.workflows.preinvoices import campaign_spec
 from storage.models import (
     Advertiser,
     BillingException,
@@ -151,6 +154,10 @@ def _item_periods(
         q = (ln.computation or {}).get("quantity")
         if q is not None:  # the distributed quantity (a CPM line's own quantity is per 1,000)
             quantities[ln.item_id] = quantities.get(ln.item_id, ZERO) + Decimal(str(q))
+    # what Force bills for a delivery item: its booked amount pro rata (bot.workflows.preinvoices.override_to_booked)
+    spec = campaign_spec(campaign)
+    specs = {i.id: i for i in spec.items}
+    period = Period(pi.period_start, pi.period_end)
     r_cur = _rate(rates, pi.currency, le.currency, pi.period_end)
     r_prior = _rate(rates, pi.currency, le.currency, prior_end)
     out: list[ItemPeriod] = []
@@ -171,6 +178,8 @@ def _item_periods(
             make_good=bool(it.make_good),
             prior_amount=(prior_lines or {}).get(it.id) if prior_lines is not None else None,
             le_currency=le.currency, rate_current=r_cur, rate_prior=r_prior, description=it.description,
+            booked=(round_money(booked_share(spec, specs[it.id], period), pi.currency)
+                    if it.billing == "delivery" and it.id in specs else None),
         ))
     return out
 

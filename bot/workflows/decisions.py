@@ -37,6 +37,11 @@ NEEDS_REASON = frozenset({"reject", "force"})
 APPROVER_ROLES = frozenset({"approver", "finance_manager"})
 
 
+class Refused(NotAllowed):
+    """The actor may not decide this (role, separation of duties): told, and audited as
+    ``decision.refused``. Other NotAllowed errors (e.g. a pre-invoice with problems) are not refusals."""
+
+
 @dataclass(frozen=True)
 class DecisionOutcome:
     exception_id: int
@@ -111,7 +116,7 @@ def approvers_so_far(exc: BillingException) -> list[str]:
 def access_exception_for_decision(s: Session, user: User, exception_id: int, decision: str) -> BillingException:
     """The exception ``user`` may ``decide`` on, or the reason they may not (one condition per line).
 
-    Raises NotFound, Invalid, Conflict (already decided — tells by whom), NotAllowed (role,
+    Raises NotFound, Invalid, Conflict (already decided — tells by whom), Refused (role,
     separation of duties; the caller audits those as ``decision.refused``).
     """
     exc = s.get(BillingException, exception_id)
@@ -123,15 +128,15 @@ def access_exception_for_decision(s: Session, user: User, exception_id: int, dec
     if exc.state not in OPEN_EXCEPTION_STATES:
         raise Conflict(already_decided_message(exc), code="already_decided")
     if decision == "force" and "finance_manager" not in roles:
-        raise NotAllowed("Force needs the finance_manager role.", code="finance_manager_required")
+        raise Refused("Force needs the finance_manager role.", code="finance_manager_required")
     if decision != "force" and not roles & APPROVER_ROLES:
-        raise NotAllowed(f"{decision.capitalize()} needs the approver role.", code="approver_required")
+        raise Refused(f"{decision.capitalize()} needs the approver role.", code="approver_required")
     if exc.started_by == user.slack_id:
-        raise NotAllowed("You started this work, so someone else must decide it.", code="own_work")
+        raise Refused("You started this work, so someone else must decide it.", code="own_work")
     if exc.preinvoice is not None and exc.preinvoice.created_by == user.slack_id:
-        raise NotAllowed("You created this pre-invoice, so someone else must decide it.", code="own_work")
+        raise Refused("You created this pre-invoice, so someone else must decide it.", code="own_work")
     if exc.preinvoice is not None and exc.preinvoice.edited_by == user.slack_id:
-        raise NotAllowed("You edited this pre-invoice, so someone else must decide it.", code="own_work")
+        raise Refused("You edited this pre-invoice, so someone else must decide it.", code="own_work")
     if decision == "approve" and user.slack_id in approvers_so_far(exc):
         raise Conflict(
             f"You already approved this ({len(approvers_so_far(exc))} of {exc.approvals_needed} approvals); "
@@ -260,7 +265,7 @@ def preflight(
             exc = access_exception_for_decision(s, user, exception_id, decision)
             _check_stale(exc, subject_hash)
             return exc
-    except NotAllowed as refusal:
+    except Refused as refusal:
         _record_refusal(db, exception_id=exception_id, decision=decision, actor=actor, refusal=refusal,
                         key=signing_key, now=now)
         raise
@@ -295,7 +300,7 @@ def decide(
         with db.transaction() as s:
             return _decide(s, exception_id=exception_id, decision=decision, actor=actor,
                            subject_hash=subject_hash, reason=reason, key=signing_key, now=now, today=today)
-    except NotAllowed as refusal:
+    except Refused as refusal:
         _record_refusal(db, exception_id=exception_id, decision=decision, actor=actor, refusal=refusal,
                         key=signing_key, now=now)
         raise

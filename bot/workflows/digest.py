@@ -110,7 +110,7 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
     """Everything the digest shows, as data."""
     last = last_sent_at(s) if since is None else since
     window_start = last or now - timedelta(days=1)
-    names = dict(s.execute(select(Advertiser.id, Advertiser.name)).tuples().all())
+    names: dict[str, str] = {r.id: r.name for r in s.execute(select(Advertiser.id, Advertiser.name))}
 
     open_rows = list(s.execute(
         select(BillingException).where(BillingException.state.in_(OPEN_EXCEPTION_STATES))

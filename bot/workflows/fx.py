@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from billing.fx import MAX_AGE_DAYS, Rate, parse_ecb_csv
@@ -53,7 +53,7 @@ def import_ecb_csv(
             else:
                 same += 1
         if new:
-            s.execute(ExchangeRate.__table__.insert(), new)
+            s.execute(insert(ExchangeRate), new)
         if ins or upd:
             audit.record(s, key=key, actor=actor, action="fx.imported", subject_type="exchange_rates",
                          subject_id=source, now=now,

@@ -51,11 +51,29 @@ def register_slack_subscribers(
     _wiring.db = db
     if default_channel:
         _wiring.default_channel = default_channel
-    subscribe("exception.opened", on_exception_changed)
-    subscribe("exception.updated", on_exception_changed)
-    subscribe("exception.closed", on_exception_changed)
-    subscribe("exception.decided", on_exception_decided)
-    subscribe("exception.invoiced", on_exception_invoiced)
+    for name, fn in _subscriptions():
+        subscribe(name, fn)
+
+
+def unregister_slack_subscribers() -> None:
+    """Undo :func:`register_slack_subscribers` (tests; a process that stops talking to Slack)."""
+    from bot.workflows import effects
+
+    for name, fn in _subscriptions():
+        subs = effects._subscribers.get(name)
+        if subs and fn in subs:
+            subs.remove(fn)
+    _wiring.client = None
+
+
+def _subscriptions() -> tuple[tuple[str, Callable[..., None]], ...]:
+    return (
+        ("exception.opened", on_exception_changed),
+        ("exception.updated", on_exception_changed),
+        ("exception.closed", on_exception_changed),
+        ("exception.decided", on_exception_decided),
+        ("exception.invoiced", on_exception_invoiced),
+    )
 
 
 def set_invoice_delivery(fn: InvoiceDelivery | None) -> None:

@@ -17,6 +17,7 @@ Every state change writes an audit record in the caller's transaction and queues
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from billing.checks import CheckInput, run_checks
 from billing.delivery import DayFigures
 from billing.errors import Invalid, NotAllowed, NotFound
 from billing.fx import Rate, find_rate
-from billing.money import ZERO, check_currency, money, quantum
+from billing.money import ZERO, money, quantum
 from billing.periods import Period, parse_period
 from billing.preinvoice import (
     MANUAL_KINDS,
@@ -168,9 +169,9 @@ def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> di
     for item_id, day, imps, clicks, n in s.execute(fq):
         if item_id in wanted:
             days[(item_id, day)] = [int(imps or 0), int(clicks or 0), int(n), 0, 0]
-    for item_id, day, status, n in s.execute(cq):
-        if item_id in wanted:
-            acc = days.setdefault((item_id, day), [0, 0, 0, 0, 0])
+    for citem, cday, status, n in s.execute(cq):
+        if citem in wanted:
+            acc = days.setdefault((citem, cday), [0, 0, 0, 0, 0])
             acc[4] += int(n)
             if status == "approved":
                 acc[3] += int(n)
@@ -187,7 +188,7 @@ def open_exception_counts(s: Session, preinvoice_ids: Iterable[int] | None = Non
     ids = set(preinvoice_ids) if preinvoice_ids is not None else None
     if ids is not None and len(ids) <= _BIG_IN:
         q = q.where(BillingException.preinvoice_id.in_(ids))
-    return {int(pid): int(n) for pid, n in s.execute(q) if ids is None or pid in ids}
+    return {int(pid): int(n) for pid, n in s.execute(q) if pid is not None and (ids is None or pid in ids)}
 
 
 def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequence[Rate], on: date) -> CheckInput:
@@ -200,7 +201,7 @@ def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequenc
 # --------------------------------------------------------------------------- state changes
 
 
-def _audit(s: Session, key: Ed25519PrivateKey | None, actor: str, action: str, pi: PreInvoice,
+def _audit(s: Session, key: Ed25519PrivateKey | None, actor: str, action: str, pi: PreInvoice,  # noqa: PLR0917
            payload: dict[str, Any], now: datetime) -> None:
     audit.record(s, key=key, actor=actor, action=action, subject_type="preinvoice", subject_id=pi.id,
                  payload=payload, now=now)
@@ -283,8 +284,11 @@ def _run_variance_checks(s: Session, ids: list[int], *, actor: str, key: Ed25519
     except ImportError:
         return  # variance checks not installed: only the pure checks apply
     run = getattr(checks, "run_variance_checks", None)
-    if run is not None:
-        run(s, ids, actor=actor, key=key, now=now)
+    if run is None:
+        return
+    # the key's keyword is ``signing_key`` (as in the other workflows); older drafts called it ``key``
+    kw = "signing_key" if "signing_key" in inspect.signature(run).parameters else "key"
+    run(s, ids, actor=actor, now=now, **{kw: key})
 
 
 # --------------------------------------------------------------------------- create / update
@@ -348,16 +352,16 @@ def create_preinvoices_in(
 
     res = CreateResult(period=p.label)
     touched: list[PreInvoice] = []
+    created: list[PreInvoice] = []
     by_campaign = {c.id: c for c in campaigns}
     for cid, period_drafts in drafts.items():
         c = by_campaign[cid]
         for d in period_drafts:
-            pi = _match(existing.get(cid, ()), d.period)
-            if pi is None:
-                pi = _new_preinvoice(s, c, d.period, d.lines, actor=actor, key=key, now=now)
-                res.created.append(pi.id)
-                touched.append(pi)
+            found = _match(existing.get(cid, ()), d.period)
+            if found is None:
+                created.append(_new_preinvoice(s, c, d.period, d.lines, actor=actor, now=now))
                 continue
+            pi = found
             if pi.state in ("invoiced", "cancelled"):
                 res.unchanged.append(pi.id)
                 continue
@@ -366,7 +370,13 @@ def create_preinvoices_in(
             else:
                 res.unchanged.append(pi.id)
             touched.append(pi)
-    s.flush()
+    s.flush()  # one flush inserts every new pre-invoice and its lines
+    for pi in created:
+        _audit(s, key, actor, "preinvoice.created", pi,
+               {"campaign": pi.campaign_id, "period": [pi.period_start.isoformat(), pi.period_end.isoformat()],
+                "net": str(pi.net), "content_hash": pi.content_hash}, now)
+        res.created.append(pi.id)
+    touched = created + touched
     rates = rates_around(s, now.date())
     before = {pi.id: pi.state for pi in touched}
     evaluate(s, touched, actor=actor, key=key, now=now, rates=rates)
@@ -399,7 +409,7 @@ def _match(candidates: Iterable[PreInvoice], per: Period) -> PreInvoice | None:
 
 
 def _new_preinvoice(s: Session, c: Campaign, per: Period, lines: Sequence[LineDraft], *, actor: str,
-                    key: Ed25519PrivateKey | None, now: datetime) -> PreInvoice:
+                    now: datetime) -> PreInvoice:
     pi = PreInvoice(campaign_id=c.id, advertiser_id=c.advertiser_id, legal_entity_id=c.advertiser.legal_entity_id,
                     period_start=per.start, period_end=per.end, state="draft", currency=c.advertiser.currency,
                     created_by=actor, problems=[], version=1, created_at=now, updated_at=now)
@@ -409,10 +419,6 @@ def _new_preinvoice(s: Session, c: Campaign, per: Period, lines: Sequence[LineDr
     s.add(pi)
     _recompute(pi)
     pi.version = 1
-    s.flush()
-    _audit(s, None if key is None else key, actor, "preinvoice.created", pi,
-           {"campaign": c.id, "period": [per.start.isoformat(), per.end.isoformat()], "net": str(pi.net),
-            "content_hash": pi.content_hash}, now)
     return pi
 
 
@@ -546,7 +552,7 @@ def add_line(
             amt = -abs(amt)
         if up is None:
             up = amt / q if q else amt
-        row = PreInvoiceLine(preinvoice=pi, position=len(pi.lines), kind=kind, description=description.strip(),
+        row = PreInvoiceLine(position=len(pi.lines), kind=kind, description=description.strip(),
                              quantity=q, unit=unit, unit_price=up, amount=amt, computation={}, edited=False)
         pi.lines.append(row)
         s.flush()
@@ -748,9 +754,3 @@ def get_preinvoice(db: Database, preinvoice_id: int) -> PreInvoiceView:
             raise NotFound(f"pre-invoice {preinvoice_id} not found")
         return view(pi)
 
-
-__all__ = [
-    "CreateResult", "PreInvoiceView", "add_line", "approve_preinvoice", "check_currency", "create_preinvoices",
-    "delete_line", "edit_line", "evaluate", "get_preinvoice", "hold_preinvoice", "list_preinvoices",
-    "override_to_booked", "preinvoice_hash",
-]

@@ -76,11 +76,8 @@ def make_frame(kind: BatchKind, rows: list[dict[str, Any]]) -> pd.DataFrame:
     cols = [*SCHEMAS[kind], *META_COLUMNS]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    frame = pd.DataFrame.from_records(rows)
-    for c in cols:
-        if c not in frame.columns:
-            frame[c] = None
-    return frame[cols]
+    frame = pd.DataFrame.from_records(rows, columns=cols).astype(object)
+    return frame.where(frame.notna(), None)
 
 
 # --------------------------------------------------------------------------- configuration

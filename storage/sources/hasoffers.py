@@ -33,7 +33,7 @@ CONVERSION_FIELDS = ("Stat.id", "Stat.datetime", "Stat.status", "Stat.offer_id",
                      "Stat.payout", "Stat.revenue", "Stat.currency")
 ID_CHUNK = 100  # Stat.id values per re-check request
 
-Params = list[tuple[str, str]]
+Params = list[tuple[str, str | int | float | bool | None]]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -111,7 +111,8 @@ class HasOffersClient:
         if resp.get("status") != 1:
             errs = resp.get("errors") or []
             msg = "; ".join(str(e.get("err_msg") or e) for e in errs if isinstance(e, dict))
-            raise SourceError(f"{what}: API error: {msg or resp.get('errorMessage') or 'status ' + str(resp.get('status'))}")
+            msg = msg or str(resp.get("errorMessage") or f"status {resp.get('status')}")
+            raise SourceError(f"{what}: API error: {msg}")
         data = resp.get("data")
         return data if isinstance(data, dict) else {"data": data}
 
@@ -200,6 +201,7 @@ class HasOffersSource:
             items = data.values() if isinstance(data, dict) else (data or [])
             for n, item in enumerate(items, start=1):
                 obj = item.get(target, item) if isinstance(item, dict) else {}
+                name: str | None
                 if kind == "employees":
                     name = " ".join(p for p in (obj.get("first_name"), obj.get("last_name")) if p)
                 else:
@@ -210,7 +212,7 @@ class HasOffersSource:
                              "_loc": f"{target}::findAll page {page}:{n}", "_raw": _raw(obj)})
         return Batch(kind, make_frame(kind, rows), label=f"{target}::findAll")
 
-    def _report(self, method: str, fields: tuple[str, ...], params: Params, on_progress: ProgressFn | None,
+    def _report(self, method: str, *, fields: tuple[str, ...], params: Params, on_progress: ProgressFn | None,
                 rows_out: list[dict[str, Any]], convert: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         base: Params = [("fields[]", f) for f in fields] + params
         for page, data in self.client.pages("Report", method, base, limit=self.config.page_limit,
@@ -240,7 +242,8 @@ class HasOffersSource:
                     "clicks": _text(st.get("clicks")), "conversions": _text(st.get("conversions")),
                     "revenue": _text(st.get("revenue")), "currency": _text(st.get("currency")) or cur}
 
-        self._report("getStats", STATS_FIELDS, params, on_progress, rows, conv)
+        self._report("getStats", fields=STATS_FIELDS, params=params, on_progress=on_progress, rows_out=rows,
+                     convert=conv)
         return Batch("stats", make_frame("stats", rows), label="Report::getStats", item_label="offer")
 
     def _conv_row(self, st: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +261,8 @@ class HasOffersSource:
             ("sort[Stat.datetime]", "asc"),
         ]
         rows: list[dict[str, Any]] = []
-        self._report("getConversions", CONVERSION_FIELDS, params, on_progress, rows, self._conv_row)
+        self._report("getConversions", fields=CONVERSION_FIELDS, params=params, on_progress=on_progress,
+                         rows_out=rows, convert=self._conv_row)
         return Batch("conversions", make_frame("conversions", rows), label="Report::getConversions")
 
     def _recheck(self, ids: list[str], start: date, end: date, on_progress: ProgressFn | None) -> Batch:
@@ -266,7 +270,8 @@ class HasOffersSource:
         for i in range(0, len(ids), ID_CHUNK):
             params: Params = [("filters[Stat.id][conditional]", "EQUAL_TO")]
             params += [("filters[Stat.id][values][]", x) for x in ids[i:i + ID_CHUNK]]
-            self._report("getConversions", CONVERSION_FIELDS, params, on_progress, rows, self._conv_row)
+            self._report("getConversions", fields=CONVERSION_FIELDS, params=params, on_progress=on_progress,
+                         rows_out=rows, convert=self._conv_row)
         return Batch("conversions", make_frame("conversions", rows), label="Report::getConversions (pending re-check)")
 
 

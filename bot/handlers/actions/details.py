@@ -10,7 +10,6 @@ from bot.handlers.deps import deps_of
 
 def on_details(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
     ack()
-    from bot.blocks.exceptions import DETAILS_ACTION_ID  # noqa: F401  (documents the action id)
     from bot.blocks.modals import details_modal
     from storage.models import Advertiser, BillingException
 

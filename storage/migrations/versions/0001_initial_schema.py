@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 13:17:14.966362
+Create Date: 2026-11-23 13:46:01.915468
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ def upgrade() -> None:
         sa.Column("campaign", sa.String(length=200), nullable=True),
         sa.Column("description", sa.String(length=500), nullable=False),
         sa.Column("quantity", storage.types.Money(), nullable=False),
-        sa.Column("unit", sa.String(length=16), nullable=False),
+        sa.Column("unit", sa.String(length=40), nullable=False),
         sa.Column("unit_price", storage.types.Money(), nullable=False),
         sa.Column("amount", storage.types.Money(), nullable=False),
         sa.Column("period_start", sa.Date(), nullable=True),
@@ -515,7 +515,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("description", sa.String(length=500), nullable=False),
         sa.Column("quantity", storage.types.Money(), nullable=False),
-        sa.Column("unit", sa.String(length=16), nullable=False),
+        sa.Column("unit", sa.String(length=40), nullable=False),
         sa.Column("unit_price", storage.types.Money(), nullable=False),
         sa.Column("amount", storage.types.Money(), nullable=False),
         sa.Column("computation", sa.JSON(), nullable=False),

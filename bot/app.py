@@ -1,0 +1,223 @@
+"""The Bolt app: factory, WSGI endpoint, Socket Mode.
+
+- HTTP mode: ``POST /slack/events`` through Bolt's WSGI adapter (request signatures verified by
+  Bolt's middleware; a bad or five-minute-old signature gets 401) plus ``GET /healthz``. gunicorn
+  serves ``bot.app:application``, created lazily on the first request of each worker.
+- Socket Mode when ``SLACK_APP_TOKEN`` is set (no public URL needed).
+- Fast ack: ``process_before_response=False`` — each listener acks first, Bolt answers Slack as soon
+  as ``ack()`` is called, and the rest of the listener runs on :class:`TrackedExecutor`.
+- Slack retries (``X-Slack-Retry-Num``) are acknowledged and ignored: the first delivery is
+  already being handled, and decisions are idempotent anyway.
+- The Web API client comes from :func:`bot.slack_client.make_client` (slack_sdk retry handlers for
+  429 / 5xx / connection errors), with ``SLACK_API_URL`` as base URL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+
+from bot.settings import Settings, SettingsError, get_settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+# Used only when no Slack credentials are set (the local sandbox workspace signs with it).
+SANDBOX_SIGNING_SECRET = "billbot-sandbox-signing-secret"  # noqa: S105 - not a secret: sandbox only
+
+
+class TrackedExecutor(ThreadPoolExecutor):
+    """A thread pool that knows how much work is in flight (tests and shutdown wait for idle)."""
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=name)
+        self._inflight = 0
+        self._cv = threading.Condition()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._cv:
+            self._inflight += 1
+        try:
+            fut = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._done(None)
+            raise
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _fut: Future[Any] | None) -> None:
+        with self._cv:
+            self._inflight -= 1
+            self._cv.notify_all()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+
+def ignore_slack_retries(request: Any, next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
+    """Ack Slack's retries without handling them again (the first delivery is being handled)."""
+    if request.headers.get("x-slack-retry-num"):
+        return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
+    return next()
+
+
+def _signing_secret(settings: Settings) -> str:
+    if settings.slack_signing_secret:
+        return settings.slack_signing_secret
+    if settings.sandbox:
+        return SANDBOX_SIGNING_SECRET
+    if settings.slack_app_token:
+        return SANDBOX_SIGNING_SECRET  # Socket Mode does not sign requests; HTTP is not served
+    raise SettingsError("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP")
+
+
+def _background(name: str, **kwargs: Any) -> Any:
+    """Hand a task to the jobs facade (thread pool, or Procrastinate in distributed mode)."""
+    from bot import jobs
+
+    return jobs.submit(name, **kwargs)
+
+
+def create_app(settings: Settings | None = None, client: WebClient | None = None) -> App:
+    """The Bolt app with every handler registered and the Slack side effects subscribed."""
+    from bot import context
+    from bot.handlers import register_all
+    from bot.handlers.deps import Deps
+    from bot.slack_client import make_client
+    from bot.workflows.notify_slack import register_slack_subscribers
+
+    settings = settings or get_settings()
+    client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
+    executor = TrackedExecutor(max_workers=16, name="billbot-listener")
+    app = App(
+        name="billbot",
+        client=client,
+        signing_secret=_signing_secret(settings),
+        process_before_response=False,
+        request_verification_enabled=True,
+        token_verification_enabled=False,  # auth.test runs on the first request, not at import
+        listener_executor=executor,
+        logger=logging.getLogger("billbot.bolt"),
+    )
+    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=_background)
+
+    def provide_deps(context: Any, next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
+        context["billbot"] = deps
+        return next()
+
+    app.use(ignore_slack_retries)
+    app.use(provide_deps)
+    register_all(app)
+    register_slack_subscribers(client, db=context.get_db, default_channel=settings.exceptions_channel)
+    app.billbot_executor = executor  # type: ignore[attr-defined]
+    return app
+
+
+def _health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    from sqlalchemy import text
+
+    from bot.context import get_db
+
+    try:
+        with get_db(migrate=False).read() as s:
+            s.execute(text("SELECT 1"))
+        status, body = "200 OK", {"ok": True}
+    except Exception as e:  # the health check reports any failure as unhealthy
+        status, body = "503 Service Unavailable", {"ok": False, "error": type(e).__name__}
+    data = json.dumps(body).encode()
+    start_response(status, [("content-type", "application/json"), ("content-length", str(len(data)))])
+    return [data]
+
+
+def create_wsgi(settings: Settings | None = None, app: App | None = None) -> Callable[..., Iterable[bytes]]:
+    """A WSGI callable: ``POST /slack/events`` (Bolt) and ``GET /healthz``."""
+    bolt = app or create_app(settings)
+    handler = SlackRequestHandler(bolt, path=EVENTS_PATH)
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return _health(environ, start_response)
+        return handler(environ, start_response)
+
+    wsgi.bolt_app = bolt  # type: ignore[attr-defined]
+    return wsgi
+
+
+class _LazyApplication:
+    """gunicorn's ``bot.app:application``: the app is built on the first request of each worker
+    (after the fork), so nothing connects to the database or Slack at import time."""
+
+    def __init__(self) -> None:
+        self._wsgi: Callable[..., Iterable[bytes]] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self._wsgi is None:
+            with self._lock:
+                if self._wsgi is None:
+                    self._wsgi = create_wsgi()
+        return self._wsgi(environ, start_response)
+
+
+application = _LazyApplication()
+
+
+def start_socket_mode(app: App, settings: Settings) -> None:
+    """Connect over Socket Mode (blocks)."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    SocketModeHandler(app, app_token=settings.slack_app_token).start()
+
+
+def serve(settings: Settings | None = None, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    """``billbot serve``: Socket Mode when ``SLACK_APP_TOKEN`` is set, else HTTP on ``PORT`` with a
+    small threaded WSGI server (use gunicorn ``bot.app:application`` in production)."""
+    settings = settings or get_settings()
+    if settings.slack_app_token:
+        start_socket_mode(create_app(settings), settings)
+        return
+    server = make_threaded_server(host, port or settings.port, create_wsgi(settings))
+    log.info("billbot listening on http://%s:%s%s", host, server.server_port, EVENTS_PATH)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def make_threaded_server(host: str, port: int, wsgi_app: Callable[..., Iterable[bytes]], *, quiet: bool = True) -> Any:
+    """A stdlib threaded WSGI server (port 0 = any free port; see ``server.server_port``)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 128
+
+    class _Handler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+            if not quiet:
+                super().log_message(format, *args)
+
+    return make_server(host, port, wsgi_app, server_class=_Server, handler_class=_Handler)

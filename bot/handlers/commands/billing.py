@@ -1,0 +1,250 @@
+"""``/billing`` — sync, run, preinvoices, exceptions, invoice, status, schedule, help.
+
+Acks at once. Reads answer through ``response_url`` (ephemeral); ``sync`` and ``run`` (operators
+only) post a progress message and hand the work to the jobs facade (task ``slack_command``), which
+keeps that message updated. Unknown input gets the help text, never an error page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+from sqlalchemy import select
+
+from billing.errors import Invalid, NotAllowed, NotFound
+from bot.handlers.deps import Deps, deps_of
+from bot.handlers.payloads import SlashCommand
+
+log = logging.getLogger(__name__)
+
+OPERATOR_ROLES = frozenset({"operator", "admin"})
+SYNC_MODES = ("standard", "partial")
+LIST_LIMIT = 30
+
+
+def previous_month(today: date) -> str:
+    y, m = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+    return f"{y:04d}-{m:02d}"
+
+
+def _require_operator(deps: Deps, user_id: str) -> None:
+    from storage.models import User
+
+    with deps.db().read() as s:
+        user = s.get(User, user_id)
+        roles = user.role_names if user is not None else set()
+    if not roles & OPERATOR_ROLES:
+        raise NotAllowed("Only operators may start syncs and billing runs or change schedules.",
+                         code="operator_required")
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=text[:3000]))
+
+
+# --------------------------------------------------------------------------- background work
+
+
+def _start_job(deps: Deps, client: Any, cmd: SlashCommand, title: str, **job: Any) -> None:
+    """Post the progress message, then submit the job that keeps it updated."""
+    from bot.blocks.progress import progress_fallback, run_progress
+
+    blocks = run_progress(title, state="queued", started_by=cmd.user_id)
+    try:
+        resp = client.chat_postMessage(channel=cmd.channel_id or cmd.user_id, blocks=blocks,
+                                       text=progress_fallback(title, "queued"))
+    except SlackApiError:  # e.g. not in that channel: report in a DM instead
+        resp = client.chat_postMessage(channel=cmd.user_id, blocks=blocks, text=progress_fallback(title, "queued"))
+    deps.background("slack_command", channel=str(resp["channel"]), ts=str(resp["ts"]), actor=cmd.user_id,
+                    title=title, **job)
+
+
+def cmd_sync(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    _require_operator(deps, cmd.user_id)
+    mode = "standard"
+    if args and args[0].lower() in SYNC_MODES:
+        mode = args.pop(0).lower()
+    sources = args
+    if not sources:
+        from storage.models import SourceState
+
+        with deps.db().read() as s:
+            sources = list(s.execute(select(SourceState.source).order_by(SourceState.source)).scalars())
+    if not sources:
+        raise Invalid("sync: name the source, e.g. `/billing sync partial tracker`")
+    for source in sources:
+        _start_job(deps, client, cmd, f"{mode.capitalize()} sync of {source}", kind="sync", source=source, mode=mode)
+
+
+def cmd_run(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    from billing.periods import parse_period
+
+    _require_operator(deps, cmd.user_id)
+    today = deps.today(datetime.now(UTC))
+    period = previous_month(today)
+    if args:
+        try:
+            period = parse_period(args[0]).label or args[0]
+            args = args[1:]
+        except Invalid:
+            pass  # the first word is an advertiser
+    title = f"Billing run {period}" + (f" for {', '.join(args)}" if args else "")
+    _start_job(deps, client, cmd, title, kind="run", period=period, advertisers=args or None,
+               today=today.isoformat())
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def cmd_preinvoices(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    from billing.periods import parse_period
+    from bot.blocks.common import money_text, period_text
+    from storage.models import Advertiser, PreInvoice
+
+    q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
+    label = "all periods"
+    if args:
+        p = parse_period(args[0])
+        q = q.where(PreInvoice.period_start >= p.start, PreInvoice.period_end <= p.end)
+        label = p.label or args[0]
+    with deps.db().read() as s:
+        rows = s.execute(q.order_by(PreInvoice.period_start, PreInvoice.id)).all()
+        lines = [f"• #{pi.id} {name} · {period_text(pi.period_start, pi.period_end)} · *{pi.state}* · "
+                 f"{money_text(pi.net, pi.currency)}" for pi, name in rows[:LIST_LIMIT]]
+    blocks: list[Block] = [_section(f"*Pre-invoices, {label}* ({len(rows)})")]
+    blocks.append(_section("\n".join(lines) if lines else "None."))
+    if len(rows) > LIST_LIMIT:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(
+            text=f"… and {len(rows) - LIST_LIMIT} more: `billbot preinvoices list --json`")]))
+    respond(blocks=blocks, text=f"Pre-invoices, {label}", response_type="ephemeral")
+
+
+def cmd_exceptions(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    from bot.blocks.common import money_text, slack_date
+    from bot.blocks.exceptions import KIND_TITLE
+    from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException
+
+    with deps.db().read() as s:
+        rows = s.execute(
+            select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
+            .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
+            .order_by(BillingException.created_at, BillingException.id)
+        ).all()
+        lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {name} · {money_text(e.amount, e.currency)} · "
+                 f"SLA {slack_date(e.due_at)}" + (" · escalated" if e.state == "escalated" else "")
+                 for e, name in rows[:LIST_LIMIT]]
+    blocks: list[Block] = [_section(f"*Open exceptions* ({len(rows)})"),
+                           _section("\n".join(lines) if lines else ":tada: None.")]
+    respond(blocks=blocks, text="Open exceptions", response_type="ephemeral")
+
+
+def cmd_invoice(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    from bot.blocks.common import money_text, period_text
+    from storage.models import Advertiser, Invoice
+
+    if not args:
+        raise Invalid("invoice: give the invoice number, e.g. `/billing invoice INV-2026-000123`")
+    with deps.db().read() as s:
+        inv = s.execute(select(Invoice).where(Invoice.number == args[0]).limit(1)).scalar_one_or_none()
+        if inv is None:
+            raise NotFound(f"invoice {args[0]} does not exist")
+        adv = s.get(Advertiser, inv.advertiser_id)
+        text = (f"*{'Credit note' if inv.kind == 'credit_note' else 'Invoice'} {inv.number}* — "
+                f"{adv.name if adv else inv.advertiser_id}\n"
+                f"Issued {inv.issue_date.isoformat()}, due {inv.due_date.isoformat()} · service "
+                f"{period_text(inv.service_start, inv.service_end)}\n"
+                f"Net {money_text(inv.net, inv.currency)} · VAT {money_text(inv.vat, inv.currency)} · "
+                f"*Gross {money_text(inv.gross, inv.currency)}* · {len(inv.lines)} line(s) · PDF {inv.pdf_state}")
+    respond(blocks=[_section(text)], text=f"Invoice {args[0]}", response_type="ephemeral")
+
+
+def cmd_status(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    from bot.blocks.common import slack_date
+    from storage.models import OPEN_EXCEPTION_STATES, BillingException, BillingRun, SourceState
+
+    with deps.db().read() as s:
+        sources = [f"• *{st.source}*: last sync {slack_date(st.last_success_at)}"
+                   + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
+                   for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()]
+        run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
+        open_count = len(s.execute(select(BillingException.id).where(
+            BillingException.state.in_(OPEN_EXCEPTION_STATES))).all())
+        run_text = (f"*Last billing run* {run.period}: {run.state}, started {slack_date(run.started_at)}"
+                    if run is not None else "*Last billing run*: none yet")
+    blocks: list[Block] = [
+        _section("*Sources*\n" + ("\n".join(sources) if sources else "No sync has run yet.")),
+        _section(run_text),
+        _section(f"*Open exceptions*: {open_count}"),
+    ]
+    respond(blocks=blocks, text="billbot status", response_type="ephemeral")
+
+
+def _schedule_list(deps: Deps) -> list[Block]:
+    from bot.workflows.schedules import list_schedules
+
+    lines = [f"• #{r.id} *{r.name}* `{r.cron}` ({r.timezone}) → {r.task}" + ("" if r.enabled else " (disabled)")
+             for r in list_schedules(deps.db())]
+    return [_section("*Schedules*\n" + ("\n".join(lines) if lines else "None."))]
+
+
+def cmd_schedule(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+    """``schedule list`` · ``schedule add TASK M H DOM MON DOW [key=value…]`` · ``schedule remove ID``
+    (adding and removing: operators only; the schedules workflow validates and audits)."""
+    from bot.workflows.schedules import add_schedule, remove_schedule
+
+    verb = args[0].lower() if args else "list"
+    if verb == "list":
+        respond(blocks=_schedule_list(deps), text="Schedules", response_type="ephemeral")
+        return
+    _require_operator(deps, cmd.user_id)
+    if verb == "add":
+        if len(args) < 7:
+            raise Invalid("schedule add: give the task and five cron fields, e.g. "
+                          "`/billing schedule add sync 0 2 * * * source=tracker mode=partial`")
+        task, cron, rest = args[1], " ".join(args[2:7]), args[7:]
+        bad = [w for w in rest if "=" not in w]
+        if bad:
+            raise Invalid(f"schedule add: arguments are key=value (got {', '.join(bad)})")
+        row = add_schedule(deps.db(), task=task, args=dict(w.split("=", 1) for w in rest), cron=cron,
+                           actor=cmd.user_id, signing_key=deps.key(), timezone=deps.settings.timezone)
+        respond(text=f"Schedule #{row.id} {row.name} `{row.cron}` ({row.timezone})", response_type="ephemeral")
+        return
+    if verb == "remove" and len(args) == 2 and args[1].lstrip("#").isdigit():
+        row = remove_schedule(deps.db(), int(args[1].lstrip("#")), actor=cmd.user_id, signing_key=deps.key())
+        respond(text=f"Schedule #{row.id} {row.name} removed", response_type="ephemeral")
+        return
+    raise Invalid("schedule: use `list`, `add TASK CRON… [key=value…]` or `remove ID`")
+
+
+Sub = Callable[[Deps, Any, SlashCommand, list[str], Any], None]
+SUBCOMMANDS: dict[str, Sub] = {
+    "sync": cmd_sync, "run": cmd_run, "preinvoices": cmd_preinvoices, "exceptions": cmd_exceptions,
+    "invoice": cmd_invoice, "status": cmd_status, "schedule": cmd_schedule,
+}
+
+
+def on_billing(ack: Any, command: dict[str, Any], client: Any, context: Any, respond: Any) -> None:
+    from bot.blocks.help import help_blocks, help_text
+
+    cmd = SlashCommand(text=str(command.get("text") or ""), user_id=str(command.get("user_id") or ""),
+                       channel_id=command.get("channel_id"), response_url=command.get("response_url"))
+    words = cmd.words
+    sub = words[0].lower() if words else "help"
+    handler = SUBCOMMANDS.get(sub)
+    if handler is None:
+        problem = None if sub == "help" else f"`/billing {cmd.text.strip()[:200]}` is not a command I know."
+        ack(blocks=help_blocks(problem), text=help_text())
+        return
+    ack()
+    handler(deps_of(context), client, cmd, words[1:], respond)
+
+
+def register(app: Any) -> None:
+    import bot.handlers.commands.jobs  # noqa: F401  (registers the ``slack_command`` task)
+
+    app.command("/billing")(on_billing)

@@ -1,0 +1,620 @@
+"""The billing run: collect → check → threshold → finalize (DESIGN.md "Billing run", STYLE.md #2).
+
+``run_billing(db, period="2026-02", …)`` bills, per advertiser × legal entity × currency, every
+approved, not yet invoiced pre-invoice whose billing period ends on or before the run's period end
+(items carried over from earlier runs included):
+
+- **collect** the advertiser's open pre-invoices (locked ``FOR UPDATE`` on PostgreSQL; SQLite write
+  transactions are ``BEGIN IMMEDIATE``);
+- **check** each again as of the issue date (VAT data, exchange rate, hash still the approved one);
+  anything not approved, with open exceptions or with problems is *held* and reported;
+- **threshold**: below the advertiser's threshold nothing is created, the items wait, and a
+  ``below_threshold`` exception is opened;
+- **finalize**: a gapless number from the legal entity's series, the invoice with its lines, the
+  pre-invoices marked invoiced, audit records, ``invoice.finalized`` after commit.
+
+Each advertiser is settled in its own transaction, so a crash loses at most the advertiser in
+flight; running the same period again completes the rest without duplicates or gaps (already
+invoiced pre-invoices are simply no longer collected). One run per period at a time:
+``BillingRun.lock_key`` is unique while a run is running; a run whose heartbeat is older than
+:data:`STALE_AFTER` (its process died) is taken over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from billing.checks import run_checks
+from billing.errors import Conflict, NotAllowed, NotFound
+from billing.fx import Rate, find_rate
+from billing.invoice import InvoiceDraft, InvoiceLineDraft, build_invoice, invoice_hash
+from billing.money import ZERO
+from billing.numbering import format_number
+from billing.periods import Period, parse_period
+from billing.signatures import content_hash
+from billing.tax import VatProblem, VatTreatment, vat_treatment
+from billing.threshold import below_threshold, created_line, held_line, skipped_line
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from bot.workflows.fx import rates_around
+from bot.workflows.preinvoices import _audit as _audit_preinvoice
+from bot.workflows.preinvoices import check_input, open_exception_counts, preinvoice_hash, resolve_advertisers
+from storage.db import Database, is_sqlite
+from storage.models import (
+    OPEN_EXCEPTION_STATES,
+    Advertiser,
+    BillingException,
+    BillingRun,
+    Decision,
+    Invoice,
+    InvoiceLine,
+    JobLog,
+    LegalEntity,
+    NumberSequence,
+    PreInvoice,
+)
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=15)
+COLLECTED_STATES = ("approved", "draft", "pending", "held")
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by ``fail_after`` to simulate a crash in the middle of a run (tests, drills)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int | None
+    period: str
+    created: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    invoice_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What settling one advertiser did (mutable while it is being settled)."""
+
+    invoices: list[Invoice] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Billable pre-invoices of one advertiser × legal entity × currency: one invoice (or one skip)."""
+
+    advertiser: Advertiser
+    legal_entity: LegalEntity
+    currency: str
+    preinvoices: tuple[PreInvoice, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((p.net for p in self.preinvoices), ZERO)
+
+
+@dataclass(frozen=True)
+class Context:
+    period_end: date
+    period_label: str | None
+    actor: str
+    key: Ed25519PrivateKey | None
+    today: date
+    now: datetime
+    billing_run_id: int | None
+    rates: Sequence[Rate]
+    ignore_threshold: bool = False
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_billing(
+    db: Database,
+    *,
+    period: str,
+    advertisers: list[str] | None = None,
+    actor: str,
+    key: Ed25519PrivateKey | None,
+    today: date,
+    dry_run: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+    fail_after: int | None = None,
+    now: datetime | None = None,
+) -> RunResult:
+    """Bill ``period`` (``2026-02``, ``2026-Q1``, …) for all or the given advertisers.
+
+    ``dry_run`` computes everything in one transaction that is rolled back: nothing is written,
+    numbers shown are the ones a real run would take now. ``fail_after=N`` raises
+    :class:`InjectedFailure` once N invoices are committed (to prove resumability).
+    """
+    p = parse_period(period)
+    now = now or datetime.now(UTC)
+    with db.read() as s:
+        adv_filter = resolve_advertisers(s, advertisers)
+        todo, waiting = survey(s, p.end, adv_filter)
+        rates = rates_around(s, today)
+    if dry_run:
+        return _dry_run(db, p, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
+                        on_progress=on_progress)
+    run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now)
+    ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
+                  billing_run_id=run_id, rates=rates)
+    total = Outcome()
+    unwritten: list[str] = []  # log lines of advertisers with nothing billable, written with the next commit
+    try:
+        for done, adv_id in enumerate(todo, start=1):
+            if adv_id in waiting:  # nothing approved: report the held items, no transaction needed
+                _merge(total, waiting[adv_id])
+                unwritten.extend(waiting[adv_id].log)
+            else:
+                with db.transaction() as s:
+                    out = settle_advertiser(s, adv_id, ctx)
+                    _write_log(s, run_id, [*unwritten, *out.log], now)
+                    _heartbeat(s, run_id, done, len(todo), now)
+                unwritten.clear()
+                _merge(total, out)
+            if on_progress is not None:
+                on_progress(done, len(todo))
+            if fail_after is not None and len(total.invoices) >= fail_after and done < len(todo):
+                raise InjectedFailure(f"injected failure after {len(total.invoices)} invoices")
+    except BaseException as e:
+        _finish_run(db, run_id, total, unwritten, state="failed", error=f"{type(e).__name__}: {e}", actor=actor,
+                    key=key)
+        raise
+    _finish_run(db, run_id, total, unwritten, state="done", error=None, actor=actor, key=key)
+    return _result(run_id, p, total, dry_run=False)
+
+
+def survey(s: Session, period_end: date, advertiser_ids: list[str] | None) -> tuple[list[str], dict[str, Outcome]]:
+    """Advertisers with open pre-invoices up to ``period_end`` (in order), and — for those without any
+    approved pre-invoice — what is held and why (they need no transaction of their own)."""
+    q = (select(PreInvoice).options(joinedload(PreInvoice.campaign), joinedload(PreInvoice.advertiser))
+         .where(PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(COLLECTED_STATES),
+                PreInvoice.period_end <= period_end)
+         .order_by(PreInvoice.advertiser_id, PreInvoice.period_start, PreInvoice.id))
+    if advertiser_ids is not None:
+        q = q.where(PreInvoice.advertiser_id.in_(advertiser_ids))
+    pis = list(s.execute(q).unique().scalars())
+    by_adv: dict[str, list[PreInvoice]] = {}
+    for pi in pis:
+        by_adv.setdefault(pi.advertiser_id, []).append(pi)
+    opened = open_exception_counts(s, [p.id for p in pis])
+    waiting: dict[str, Outcome] = {}
+    for adv_id, group in by_adv.items():
+        if any(p.state == "approved" for p in group):
+            continue
+        out = Outcome()
+        for pi in group:
+            _report_held(out, pi, pi.advertiser, _hold_reason(pi, opened.get(pi.id, 0)) or "not approved")
+        waiting[adv_id] = out
+    return sorted(by_adv), waiting
+
+
+def _dry_run(db: Database, p: Period, todo: list[str], waiting: dict[str, Outcome], *, actor: str,
+             key: Ed25519PrivateKey | None, today: date, now: datetime, rates: Sequence[Rate],
+             on_progress: Callable[[int, int], None] | None) -> RunResult:
+    ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
+                  billing_run_id=None, rates=rates)
+    total = Outcome()
+    with db.Session() as s:
+        s.begin()
+        try:
+            for done, adv_id in enumerate(todo, start=1):
+                _merge(total, waiting[adv_id] if adv_id in waiting else settle_advertiser(s, adv_id, ctx))
+                if on_progress is not None:
+                    on_progress(done, len(todo))
+        finally:
+            s.rollback()  # a dry run writes nothing: numbers, invoices, exceptions, audit all roll back
+    return _result(None, p, total, dry_run=True)
+
+
+def _merge(total: Outcome, out: Outcome) -> None:
+    total.invoices.extend(out.invoices)
+    total.skipped.extend(out.skipped)
+    total.held.extend(out.held)
+    total.log.extend(out.log)
+
+
+def _result(run_id: int | None, p: Period, total: Outcome, *, dry_run: bool) -> RunResult:
+    return RunResult(run_id=run_id, period=p.label, created=[i.number for i in total.invoices],
+                     skipped=list(total.skipped), held=list(total.held), log=list(total.log), dry_run=dry_run,
+                     invoice_ids=[i.id for i in total.invoices] if not dry_run else [])
+
+
+# --------------------------------------------------------------------------- run bookkeeping
+
+
+def _lock_key(p: Period) -> str:
+    return f"billing:{p.start.isoformat()}..{p.end.isoformat()}"
+
+
+def _start_run(db: Database, p: Period, advertisers: list[str] | None, *, actor: str,
+               key: Ed25519PrivateKey | None, now: datetime) -> int:
+    """Insert the run with its lock key; a running run of the same period → :class:`Conflict`
+    (unless its heartbeat is stale: its process died, so it is marked failed and taken over)."""
+    lock = _lock_key(p)
+    with db.transaction() as s:
+        running = s.execute(
+            select(BillingRun).where(BillingRun.lock_key == lock).with_for_update()).scalar_one_or_none()
+        if running is not None:
+            beat = _beat_of(running)
+            if now - beat < STALE_AFTER:
+                raise Conflict(f"billing run {running.id} for {running.period} is already running "
+                               f"(started by {running.started_by} at {running.started_at:%Y-%m-%d %H:%M} UTC)",
+                               code="run_running")
+            running.state = "failed"
+            running.lock_key = None
+            running.finished_at = now
+            running.summary = {**(running.summary or {}), "error": "abandoned (no heartbeat), taken over"}
+            s.flush()
+            audit.record(s, key=key, actor=actor, action="billing_run.abandoned", subject_type="billing_run",
+                         subject_id=running.id, payload={"last_heartbeat": beat.isoformat()}, now=now)
+        run = BillingRun(period=p.label, period_start=p.start, period_end=p.end, state="running",
+                         advertisers=list(advertisers or []), started_by=actor, started_at=now,
+                         summary={"heartbeat": now.isoformat()}, lock_key=lock)
+        s.add(run)
+        try:
+            with s.begin_nested():
+                s.flush()
+        except IntegrityError:
+            raise Conflict(f"a billing run for {p.label} was started at the same moment", code="run_running") from None
+        audit.record(s, key=key, actor=actor, action="billing_run.started", subject_type="billing_run",
+                     subject_id=run.id, payload={"period": p.label, "advertisers": list(advertisers or [])}, now=now)
+        return int(run.id)
+
+
+def _beat_of(run: BillingRun) -> datetime:
+    beat = (run.summary or {}).get("heartbeat")
+    return datetime.fromisoformat(beat) if beat else run.started_at
+
+
+def _heartbeat(s: Session, run_id: int, done: int, total: int, now: datetime) -> None:
+    run = s.get(BillingRun, run_id)
+    if run is not None:
+        beat = max(now, datetime.now(UTC))
+        run.summary = {**(run.summary or {}), "heartbeat": beat.isoformat(), "done": done, "total": total}
+    if done % 50 == 0 or done == total:
+        notify(s, "run.progress", billing_run_id=run_id)
+
+
+def _write_log(s: Session, run_id: int | None, lines: Sequence[str], now: datetime, level: str = "info") -> None:
+    if run_id is None or not lines:
+        return
+    s.execute(insert(JobLog), [{"run_kind": "billing", "run_id": run_id, "at": now, "level": level, "message": m}
+                               for m in lines])
+
+
+def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[str], *, state: str,
+                error: str | None, actor: str, key: Ed25519PrivateKey | None) -> None:
+    now = datetime.now(UTC)
+    with db.transaction() as s:
+        run = s.get(BillingRun, run_id)
+        if run is None:
+            return
+        _write_log(s, run_id, unwritten, now)
+        summary = {"created": len(total.invoices), "skipped": len(total.skipped), "held": len(total.held),
+                   "invoices": [i.number for i in total.invoices]}
+        if error:
+            summary["error"] = error
+            _write_log(s, run_id, [f"Run failed: {error}"], now, level="error")
+        run.state = state
+        run.lock_key = None
+        run.finished_at = now
+        run.summary = {**(run.summary or {}), **summary}
+        audit.record(s, key=key, actor=actor, action=f"billing_run.{state}", subject_type="billing_run",
+                     subject_id=run_id, payload={k: v for k, v in summary.items() if k != "invoices"}, now=now)
+        notify(s, "run.finished", billing_run_id=run_id)
+
+
+# --------------------------------------------------------------------------- one advertiser
+
+
+def finalize_for_advertiser(
+    s: Session, *, advertiser_id: str, period_end: date, actor: str, signing_key: Ed25519PrivateKey | None,
+    today: date, billing_run_id: int | None, ignore_threshold: bool, now: datetime | None = None,
+) -> list[Invoice]:
+    """Invoice an advertiser now, in the caller's transaction (Force on a below-threshold skip:
+    ``ignore_threshold=True``). Returns the invoices created (none if nothing is billable)."""
+    now = now or datetime.now(UTC)
+    ctx = Context(period_end=period_end, period_label=None, actor=actor, key=signing_key, today=today, now=now,
+                  billing_run_id=billing_run_id, rates=rates_around(s, today), ignore_threshold=ignore_threshold)
+    out = settle_advertiser(s, advertiser_id, ctx)
+    _write_log(s, billing_run_id, out.log, now)
+    return out.invoices
+
+
+def settle_advertiser(s: Session, advertiser_id: str, ctx: Context) -> Outcome:
+    """collect → check → threshold → finalize for one advertiser, in the caller's transaction."""
+    adv = s.execute(select(Advertiser).options(joinedload(Advertiser.legal_entity))
+                    .where(Advertiser.id == advertiser_id)).scalar_one_or_none()
+    if adv is None:
+        raise NotFound(f"advertiser {advertiser_id} not found")
+    out = Outcome()
+    pis = collect(s, advertiser_id, ctx.period_end)
+    billable = check(s, adv, pis, ctx, out)
+    for (le_id, currency), group in sorted(billable.items()):
+        le = adv.legal_entity if le_id == adv.legal_entity_id else s.get(LegalEntity, le_id)
+        if le is None:
+            raise NotFound(f"legal entity {le_id} not found")
+        batch = Batch(adv, le, currency, tuple(group))
+        if (not ctx.ignore_threshold and currency == adv.currency
+                and below_threshold(batch.total, adv.billing_threshold)):
+            skip(s, batch, ctx, out)
+            continue
+        out.invoices.append(finalize(s, batch, ctx, out))
+    return out
+
+
+def collect(s: Session, advertiser_id: str, period_end: date) -> list[PreInvoice]:
+    """The advertiser's open pre-invoices up to ``period_end``, locked for this transaction."""
+    q = (select(PreInvoice)
+         .options(selectinload(PreInvoice.lines), joinedload(PreInvoice.campaign))
+         .where(PreInvoice.advertiser_id == advertiser_id, PreInvoice.invoice_id.is_(None),
+                PreInvoice.state.in_(COLLECTED_STATES), PreInvoice.period_end <= period_end)
+         .order_by(PreInvoice.period_start, PreInvoice.id))
+    if not is_sqlite(s):
+        q = q.with_for_update(of=PreInvoice)
+    return list(s.execute(q).unique().scalars())
+
+
+def _hold_reason(pi: PreInvoice, open_count: int) -> str | None:
+    if pi.state == "held":
+        return f"held: {pi.hold_reason or 'needs correction'}"
+    if pi.problems:
+        return "problems: " + "; ".join(pi.problems)
+    if open_count or pi.state == "pending":
+        return f"waiting for a decision on {open_count or 'an'} open exception{'s' if open_count > 1 else ''}"
+    if pi.state != "approved":
+        return f"not approved ({pi.state})"
+    if pi.approved_hash != pi.content_hash or preinvoice_hash(pi) != pi.approved_hash:
+        return "content changed after approval"
+    return None
+
+
+def _report_held(out: Outcome, pi: PreInvoice, adv: Advertiser, reason: str) -> None:
+    out.held.append({"preinvoice": pi.id, "advertiser": adv.name, "campaign": pi.campaign.name,
+                     "period_start": pi.period_start.isoformat(), "period_end": pi.period_end.isoformat(),
+                     "state": pi.state, "reason": reason})
+    out.log.append(held_line(pi.id, pi.campaign.name, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
+
+
+def check(s: Session, adv: Advertiser, pis: Sequence[PreInvoice], ctx: Context,
+          out: Outcome) -> dict[tuple[str, str], list[PreInvoice]]:
+    """Split collected pre-invoices into billable groups (legal entity, currency) and held ones.
+    Approved ones are checked again as of the issue date (exchange rate, VAT data)."""
+    opened = open_exception_counts(s, [p.id for p in pis])
+    billable: dict[tuple[str, str], list[PreInvoice]] = {}
+    for pi in pis:
+        reason = _hold_reason(pi, opened.get(pi.id, 0))
+        if reason is None:
+            le = adv.legal_entity if pi.legal_entity_id == adv.legal_entity_id else s.get(LegalEntity,
+                                                                                         pi.legal_entity_id)
+            problems = run_checks(check_input(pi, adv, le, ctx.rates, ctx.today)) if le else ["unknown legal entity"]
+            if problems:
+                reason = "problems: " + "; ".join(problems)
+        if reason is not None:
+            _report_held(out, pi, adv, reason)
+            continue
+        billable.setdefault((pi.legal_entity_id, pi.currency), []).append(pi)
+    return billable
+
+
+def skip(s: Session, batch: Batch, ctx: Context, out: Outcome) -> None:
+    """Below the threshold: create nothing, let the items wait, open a ``below_threshold`` exception."""
+    adv, le, currency, group, total = (batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices,
+                                       batch.total)
+    threshold = adv.billing_threshold
+    line = skipped_line(total, currency, adv.name, threshold)
+    out.log.append(line)
+    out.skipped.append({"advertiser": adv.name, "advertiser_id": adv.id, "total": f"{total:.2f}",
+                        "threshold": f"{threshold:.2f}", "currency": currency})
+    ids = [p.id for p in group]
+    subject = content_hash({"preinvoices": [[p.id, p.content_hash] for p in group], "total": str(total),
+                            "threshold": str(threshold)})
+    from bot.workflows.exceptions import close_exception, open_exception
+
+    key = f"below_threshold:{adv.id}:{le.id}:{currency}:{ctx.period_label or ctx.period_end.isoformat()}"
+    exc = open_exception(
+        s, kind="below_threshold", key=key, legal_entity_id=le.id, advertiser_id=adv.id, preinvoice_id=None,
+        billing_run_id=ctx.billing_run_id, period_start=min(p.period_start for p in group),
+        period_end=ctx.period_end, amount=total, currency=currency, cause="below_threshold", summary=line,
+        evidence={"preinvoice_ids": ids, "total": str(total), "threshold": str(threshold),
+                  "periods": [[p.period_start.isoformat(), p.period_end.isoformat()] for p in group]},
+        subject_hash=subject, started_by=ctx.actor, now=ctx.now, signing_key=ctx.key,
+    )
+    for old in _open_threshold_exceptions(s, adv.id, exclude=exc.id):  # superseded by this run's skip
+        close_exception(s, old.id, reason=f"superseded by exception {exc.id}", actor=ctx.actor,
+                        signing_key=ctx.key, now=ctx.now)
+
+
+def _open_threshold_exceptions(s: Session, advertiser_id: str, *, exclude: int | None) -> list[BillingException]:
+    q = select(BillingException).where(BillingException.advertiser_id == advertiser_id,
+                                       BillingException.kind == "below_threshold",
+                                       BillingException.state.in_(OPEN_EXCEPTION_STATES))
+    if exclude is not None:
+        q = q.where(BillingException.id != exclude)
+    return list(s.execute(q).scalars())
+
+
+# --------------------------------------------------------------------------- finalize
+
+
+def next_number(s: Session, legal_entity_id: str, series: str, year: int) -> tuple[int, str]:
+    """Advance the gapless sequence of (legal entity, series, year) and format the number.
+
+    The sequence row is read ``FOR UPDATE`` (PostgreSQL) inside the finalizing transaction; on SQLite
+    the transaction is ``BEGIN IMMEDIATE``. A rollback gives the number back, so there are no gaps.
+    """
+    q = (select(NumberSequence).where(NumberSequence.legal_entity_id == legal_entity_id,
+                                      NumberSequence.series == series, NumberSequence.year == year)
+         .with_for_update().execution_options(populate_existing=True))
+    row = s.execute(q).scalar_one_or_none()
+    if row is None:
+        _insert_sequence(s, legal_entity_id, series, year)
+        row = s.execute(q).scalar_one()
+    row.last_seq += 1
+    s.flush()
+    return row.last_seq, format_number(series, year=year, seq=row.last_seq)
+
+
+def _insert_sequence(s: Session, legal_entity_id: str, series: str, year: int) -> None:
+    values = {"legal_entity_id": legal_entity_id, "series": series, "year": year, "last_seq": 0}
+    if is_sqlite(s):
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+    s.execute(dialect_insert(NumberSequence).values(**values).on_conflict_do_nothing())
+
+
+def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
+    """Seller and buyer as they are at finalization (the document must not change when master data does)."""
+    return {
+        "seller": {"id": le.id, "name": le.name, "country": le.country, "vat_id": le.vat_id, "address": le.address,
+                   "iban": le.iban, "currency": le.currency},
+        "buyer": {"id": adv.id, "name": adv.name, "country": adv.country, "vat_id": adv.vat_id,
+                  "address": adv.address, "email": adv.email, "locale": adv.locale,
+                  "payment_terms_days": adv.payment_terms_days},
+    }
+
+
+def approvals_of(s: Session, group: Sequence[PreInvoice]) -> list[dict[str, Any]]:
+    """Who approved what: each pre-invoice's approval (hash-bound) and the decisions on its exceptions."""
+    out: list[dict[str, Any]] = [
+        {"preinvoice_id": p.id, "approved_by": p.approved_by,
+         "approved_at": p.approved_at.isoformat() if p.approved_at else None, "content_hash": p.approved_hash}
+        for p in group
+    ]
+    ids = [p.id for p in group]
+    rows = s.execute(select(Decision, BillingException.preinvoice_id, BillingException.kind)
+                     .join(BillingException, BillingException.id == Decision.exception_id)
+                     .where(BillingException.preinvoice_id.in_(ids)).order_by(Decision.id)).all()
+    for d, pid, kind in rows:
+        out.append({"preinvoice_id": pid, "exception_id": d.exception_id, "kind": kind, "decision": d.decision,
+                    "actor_id": d.actor_id, "actor_name": d.actor_name, "reason": d.reason,
+                    "decided_at": d.decided_at.isoformat(), "subject_hash": d.subject_hash})
+    return out
+
+
+def invoice_lines(group: Sequence[PreInvoice]) -> list[InvoiceLineDraft]:
+    return [
+        InvoiceLineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
+                         amount=x.amount, campaign=p.campaign.name, item_id=x.item_id, period_start=p.period_start,
+                         period_end=p.period_end, preinvoice_id=p.id, preinvoice_line_id=x.id,
+                         computation=dict(x.computation or {}))
+        for p in group for x in sorted(p.lines, key=lambda r: r.position)
+    ]
+
+
+def _vat(adv: Advertiser, le: LegalEntity) -> VatTreatment:
+    t = vat_treatment(seller_country=le.country, buyer_country=adv.country, buyer_vat_id=adv.vat_id)
+    if isinstance(t, VatProblem):  # the check stage holds these; reaching here is a bug
+        raise NotAllowed(f"{adv.name}: {t.message}", code="vat")
+    return t
+
+
+def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
+    """Number and store one invoice for the batch; mark its pre-invoices invoiced."""
+    adv, le, currency, group = batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices
+    fx = find_rate(ctx.rates, currency, le.currency, on=ctx.today) if currency != le.currency else None
+    draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
+                          issue_date=ctx.today, payment_terms_days=adv.payment_terms_days,
+                          parties=parties(adv, le), approvals=approvals_of(s, group))
+    inv = store_invoice(s, draft, le=le, advertiser_id=adv.id, series=le.invoice_series, ctx=ctx)
+    for p in group:
+        p.state = "invoiced"
+        p.invoice_id = inv.id
+        p.updated_at = ctx.now
+        _audit_preinvoice(s, ctx.key, ctx.actor, "preinvoice.invoiced", p,
+                          {"invoice": inv.number, "invoice_id": inv.id, "content_hash": p.content_hash}, ctx.now)
+    out.log.append(created_line(inv.number, adv.name))
+    if ctx.period_label is not None and not ctx.ignore_threshold:
+        from bot.workflows.exceptions import close_exception
+
+        for old in _open_threshold_exceptions(s, adv.id, exclude=None):  # the waiting items are billed now
+            close_exception(s, old.id, reason=f"invoiced in {inv.number}", actor=ctx.actor, signing_key=ctx.key,
+                            now=ctx.now)
+    return inv
+
+
+def store_invoice(s: Session, draft: InvoiceDraft, *, le: LegalEntity, advertiser_id: str, series: str,
+                  ctx: Context, references_invoice_id: int | None = None) -> Invoice:
+    """Take the next number, insert the invoice and its lines, audit, and notify after commit."""
+    year = draft.issue_date.year
+    seq, number = next_number(s, le.id, series, year)
+    inv = Invoice(
+        number=number, kind=draft.kind, legal_entity_id=le.id, advertiser_id=advertiser_id, series=series,
+        year=year, seq=seq, issue_date=draft.issue_date, due_date=draft.due_date, service_start=draft.service_start,
+        service_end=draft.service_end, currency=draft.currency, net=draft.net, vat=draft.vat, gross=draft.gross,
+        vat_rate=draft.vat_rate, vat_category=draft.vat_category, vat_note=draft.vat_note, fx=draft.fx,
+        references_invoice_id=references_invoice_id, reason=draft.reason, billing_run_id=ctx.billing_run_id,
+        parties=dict(draft.parties), approvals=[dict(a) for a in draft.approvals],
+        content_hash=invoice_hash(draft, number=number, legal_entity_id=le.id, advertiser_id=advertiser_id),
+        created_by=ctx.actor, created_at=ctx.now,
+    )
+    inv.lines = [
+        InvoiceLine(position=i, preinvoice_id=x.preinvoice_id, preinvoice_line_id=x.preinvoice_line_id,
+                    item_id=x.item_id, campaign=x.campaign, description=x.description, quantity=x.quantity,
+                    unit=x.unit, unit_price=x.unit_price, amount=x.amount, period_start=x.period_start,
+                    period_end=x.period_end, computation=dict(x.computation), credited_line_id=x.credited_line_id)
+        for i, x in enumerate(draft.lines)
+    ]
+    s.add(inv)
+    s.flush()
+    audit.record(s, key=ctx.key, actor=ctx.actor, action=f"{draft.kind}.finalized", subject_type="invoice",
+                 subject_id=inv.id, now=ctx.now,
+                 payload={"number": number, "content_hash": inv.content_hash, "currency": inv.currency,
+                          "net": str(inv.net), "vat": str(inv.vat), "gross": str(inv.gross),
+                          "preinvoices": sorted({x.preinvoice_id for x in draft.lines if x.preinvoice_id}),
+                          "references": references_invoice_id, "billing_run_id": ctx.billing_run_id})
+    notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
+    return inv
+
+
+# --------------------------------------------------------------------------- withdraw
+
+
+def withdraw_items(s: Session, *, advertiser_id: str, preinvoice_ids: list[int], actor: str,
+                   signing_key: Ed25519PrivateKey | None, reason: str | None, now: datetime) -> list[int]:
+    """Reject on a below-threshold skip: the waiting pre-invoices are cancelled (never billed).
+    Returns the ids cancelled; pre-invoices already invoiced or of another advertiser are refused."""
+    if not preinvoice_ids:
+        return []
+    pis = list(s.execute(select(PreInvoice).where(PreInvoice.id.in_(preinvoice_ids)).with_for_update()).scalars())
+    found = {p.id for p in pis}
+    missing = sorted(set(preinvoice_ids) - found)
+    if missing:
+        raise NotFound(f"pre-invoice(s) not found: {', '.join(map(str, missing))}")
+    out = []
+    for p in sorted(pis, key=lambda x: x.id):
+        if p.advertiser_id != advertiser_id:
+            raise NotAllowed(f"pre-invoice {p.id} belongs to another advertiser", code="advertiser")
+        if p.state == "cancelled":
+            continue
+        if p.state == "invoiced":
+            raise NotAllowed(f"pre-invoice {p.id} is already invoiced", code="state")
+        previous = p.state
+        p.state = "cancelled"
+        p.hold_reason = reason
+        p.updated_at = now
+        _audit_preinvoice(s, signing_key, actor, "preinvoice.cancelled", p,
+                          {"reason": reason, "previous_state": previous}, now)
+        out.append(p.id)
+    return out

@@ -1,0 +1,195 @@
+"""Invoices: read them, and correct them with credit notes (never by rewriting).
+
+A credit note cancels all or some lines of an issued invoice: it repeats them with negated amounts,
+under the original's VAT treatment and locked exchange rate, is numbered in the legal entity's own
+credit-note series (gapless, like invoices), and references the original. A line is credited at
+most once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from billing.errors import Invalid, NotAllowed, NotFound
+from billing.invoice import InvoiceLineDraft, build_invoice, credit_lines, locked_from_json
+from billing.tax import VatTreatment
+from bot.workflows.billing_run import Context, store_invoice
+from bot.workflows.preinvoices import resolve_advertisers
+from storage.db import Database
+from storage.models import Invoice, InvoiceLine, LegalEntity
+
+
+def find_invoice(s: Session, number: str, *, legal_entity_id: str | None = None) -> Invoice:
+    q = (select(Invoice).options(selectinload(Invoice.lines), joinedload(Invoice.advertiser),
+                                 joinedload(Invoice.legal_entity))
+         .where(Invoice.number == number.strip()))
+    if legal_entity_id:
+        q = q.where(Invoice.legal_entity_id == legal_entity_id)
+    rows = list(s.execute(q).unique().scalars())
+    if not rows:
+        raise NotFound(f"invoice {number} not found")
+    if len(rows) > 1:
+        raise Invalid(f"invoice number {number} exists for several legal entities "
+                      f"({', '.join(r.legal_entity_id for r in rows)}): name the legal entity")
+    return rows[0]
+
+
+def credit_note(
+    db: Database, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
+    key: Ed25519PrivateKey | None, today: date, legal_entity_id: str | None = None, now: datetime | None = None,
+) -> Invoice:
+    """Cancel all (``line_ids=None``) or the given lines of invoice ``number`` with a credit note."""
+    if not reason or not reason.strip():
+        raise Invalid("a credit note needs a reason")
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        original = find_invoice(s, number, legal_entity_id=legal_entity_id)
+        if original.kind != "invoice":
+            raise NotAllowed(f"{number} is a {original.kind.replace('_', ' ')}; only invoices can be credited",
+                             code="kind")
+        credited = set(s.execute(
+            select(InvoiceLine.credited_line_id)
+            .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+            .where(Invoice.references_invoice_id == original.id, InvoiceLine.credited_line_id.is_not(None))
+        ).scalars())
+        lines = _lines_to_credit(original, line_ids, credited)
+        le = s.get(LegalEntity, original.legal_entity_id)
+        assert le is not None
+        vat = VatTreatment(original.vat_rate, original.vat_category, original.vat_note, "as original")
+        draft = build_invoice(
+            lines=credit_lines([_line_draft(x) for x in lines]), currency=original.currency, vat=vat,
+            fx=locked_from_json(original.fx), issue_date=today, payment_terms_days=0,
+            parties=dict(original.parties or {}), approvals=[{"credit_note_by": actor, "at": now.isoformat()}],
+            kind="credit_note", reason=reason.strip(), references=original.number,
+        )
+        ctx = Context(period_end=today, period_label=None, actor=actor, key=key, today=today, now=now,
+                      billing_run_id=None, rates=())
+        cn = store_invoice(s, draft, le=le, advertiser_id=original.advertiser_id, series=le.credit_note_series,
+                           ctx=ctx, references_invoice_id=original.id)
+        return cn
+
+
+def _lines_to_credit(original: Invoice, line_ids: list[int] | None, credited: set[int | None]) -> list[InvoiceLine]:
+    by_id = {x.id: x for x in original.lines}
+    if line_ids is None:
+        lines = [x for x in original.lines if x.id not in credited]
+        if not lines:
+            raise NotAllowed(f"every line of {original.number} is already credited", code="credited")
+        return lines
+    problems = [f"line {i} is not on invoice {original.number}" for i in line_ids if i not in by_id]
+    problems += [f"line {i} of {original.number} is already credited" for i in line_ids if i in credited]
+    if len(set(line_ids)) != len(line_ids):
+        problems.append("a line is named twice")
+    if not line_ids:
+        problems.append("name at least one line")
+    if problems:
+        raise Invalid(problems)
+    return [by_id[i] for i in sorted(line_ids, key=lambda i: by_id[i].position)]
+
+
+def _line_draft(x: InvoiceLine) -> InvoiceLineDraft:
+    return InvoiceLineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
+                            amount=x.amount, campaign=x.campaign, item_id=x.item_id, period_start=x.period_start,
+                            period_end=x.period_end, preinvoice_id=x.preinvoice_id,
+                            preinvoice_line_id=x.preinvoice_line_id, credited_line_id=x.id,
+                            computation=dict(x.computation or {}))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class InvoiceLineView:
+    id: int
+    position: int
+    campaign: str | None
+    item: str | None
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    amount: Decimal
+    period_start: date | None
+    period_end: date | None
+    credited_line_id: int | None
+
+
+@dataclass(frozen=True)
+class InvoiceView:
+    id: int
+    number: str
+    kind: str
+    advertiser_id: str
+    advertiser: str
+    legal_entity: str
+    issue_date: date
+    due_date: date
+    service_start: date | None
+    service_end: date | None
+    currency: str
+    net: Decimal
+    vat: Decimal
+    gross: Decimal
+    vat_rate: Decimal
+    vat_category: str
+    vat_note: str | None
+    fx: dict[str, Any] | None
+    references: str | None
+    reason: str | None
+    billing_run_id: int | None
+    content_hash: str
+    pdf_state: str
+    lines: list[InvoiceLineView]
+
+
+def _view(inv: Invoice, refs: dict[int, str]) -> InvoiceView:
+    return InvoiceView(
+        id=inv.id, number=inv.number, kind=inv.kind, advertiser_id=inv.advertiser_id, advertiser=inv.advertiser.name,
+        legal_entity=inv.legal_entity_id, issue_date=inv.issue_date, due_date=inv.due_date,
+        service_start=inv.service_start, service_end=inv.service_end, currency=inv.currency, net=inv.net,
+        vat=inv.vat, gross=inv.gross, vat_rate=inv.vat_rate, vat_category=inv.vat_category, vat_note=inv.vat_note,
+        fx=inv.fx, references=refs.get(inv.references_invoice_id) if inv.references_invoice_id else None,
+        reason=inv.reason, billing_run_id=inv.billing_run_id, content_hash=inv.content_hash, pdf_state=inv.pdf_state,
+        lines=[InvoiceLineView(x.id, x.position, x.campaign, x.item_id, x.description, x.quantity, x.unit,
+                               x.unit_price, x.amount, x.period_start, x.period_end, x.credited_line_id)
+               for x in sorted(inv.lines, key=lambda r: r.position)],
+    )
+
+
+def _refs(s: Session, invoices: list[Invoice]) -> dict[int, str]:
+    ids = {i.references_invoice_id for i in invoices if i.references_invoice_id}
+    if not ids:
+        return {}
+    return {int(i): str(n) for i, n in s.execute(select(Invoice.id, Invoice.number).where(Invoice.id.in_(ids)))}
+
+
+def list_invoices(db: Database, *, advertisers: list[str] | None = None, kind: str | None = None,
+                  billing_run_id: int | None = None, since: date | None = None) -> list[InvoiceView]:
+    with db.read() as s:
+        q = select(Invoice).options(selectinload(Invoice.lines), joinedload(Invoice.advertiser))
+        adv_ids = resolve_advertisers(s, advertisers)
+        if adv_ids is not None:
+            q = q.where(Invoice.advertiser_id.in_(adv_ids))
+        if kind:
+            q = q.where(Invoice.kind == kind)
+        if billing_run_id is not None:
+            q = q.where(Invoice.billing_run_id == billing_run_id)
+        if since is not None:
+            q = q.where(Invoice.issue_date >= since)
+        rows = list(s.execute(q.order_by(Invoice.legal_entity_id, Invoice.series, Invoice.year, Invoice.seq))
+                    .unique().scalars())
+        refs = _refs(s, rows)
+        return [_view(i, refs) for i in rows]
+
+
+def get_invoice(db: Database, number: str, *, legal_entity_id: str | None = None) -> InvoiceView:
+    with db.read() as s:
+        inv = find_invoice(s, number, legal_entity_id=legal_entity_id)
+        return _view(inv, _refs(s, [inv]))

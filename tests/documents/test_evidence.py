@@ -1,0 +1,139 @@
+"""Evidence packs: what is inside, that a fresh pack verifies, and that it stops verifying after any
+byte changes — in any member, and anywhere in the zip itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.workflows import documents as wf
+from bot.workflows.documents import _canonical_zip, build_evidence_pack, verify_evidence_pack
+
+
+def _members(path: Path) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(path) as z:
+        return [(i.filename, z.read(i)) for i in z.infolist()]
+
+
+@pytest.fixture
+def pack(db, key, world, tmp_path: Path, out_dir: Path) -> Path:
+    return build_evidence_pack(db, world.numbers["reverse"], tmp_path / "INV-2026-000002.zip", key=key,
+                               out_dir=out_dir)
+
+
+def test_pack_holds_pdf_xml_source_rows_manifest_decisions_and_sums(db, key, world, pack) -> None:
+    assert verify_evidence_pack(pack) == []
+    assert verify_evidence_pack(pack, public_key=key.public_key()) == []
+    files = dict(_members(pack))
+    assert set(files) == {"INV-2026-000002.pdf", "factur-x.xml", "lines/001-delivery.csv", "decisions.json",
+                          "audit.jsonl", "public_key.pem", "manifest.json", "SHA256SUMS", "SHA256SUMS.sig"}
+    rows = list(csv.DictReader(io.StringIO(files["lines/001-delivery.csv"].decode())))
+    assert len(rows) == 28 and {r["item_id"] for r in rows} == {"lyon-cpm"} and rows[0]["day"] == "2026-02-01"
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["invoice"]["number"] == "INV-2026-000002" and manifest["invoice"]["gross"] == "2037.00"
+    assert [r["source"] for r in manifest["sync_runs"]] == ["gam"]
+    assert manifest["sync_runs"][0]["file_sha256"] == "a" * 64
+    assert manifest["lines"][0]["computation"] == {"impressions": 485000, "per": 1000, "rate": "4.20",
+                                                   "rate_type": "cpm"}
+    assert manifest["lines"][0]["delivery_rows"] == 28
+    decisions = json.loads(files["decisions.json"])
+    assert [d["actor_name"] for d in decisions["decisions"]] == ["Arne Approver"]
+    assert decisions["exceptions"][0]["kind"] == "variance"
+    audit_actions = [json.loads(line)["action"] for line in files["audit.jsonl"].decode().splitlines()]
+    assert "exception.decided" in audit_actions and "invoice.finalized" in audit_actions
+    sums = files["SHA256SUMS"].decode().splitlines()
+    assert len(sums) == len(files) - 2 and all(len(line.split("  ")[0]) == 64 for line in sums)
+
+
+def test_foreign_and_linear_packs_carry_fx_and_distribution(db, key, world, tmp_path, out_dir) -> None:
+    path = build_evidence_pack(db, world.numbers["foreign"], tmp_path / "f.zip", key=key, out_dir=out_dir)
+    assert verify_evidence_pack(path) == []
+    files = dict(_members(path))
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["fx"] == {"rate": "1.0812", "date": "2026-02-27", "source": "ECB", "base": "EUR",
+                              "quote": "USD"}
+    dist = dict(csv.reader(io.StringIO(files["lines/001-distribution.csv"].decode())))
+    assert dist["basis"] == "even" and dist["fx_rate"] == "1.0812"
+    dom = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "d.zip", key=key, out_dir=out_dir)
+    files = dict(_members(dom))
+    assert {"lines/001-distribution.csv", "lines/002-delivery.csv", "lines/002-conversions.csv"} <= set(files)
+    conv = list(csv.DictReader(io.StringIO(files["lines/002-conversions.csv"].decode())))
+    assert len(conv) == 17 and sum(r["status"] == "approved" for r in conv) == 16
+    assert [r["source"] for r in json.loads(files["manifest.json"])["sync_runs"]] == ["dealer-logs"]
+
+
+def test_changing_any_member_breaks_verification(pack) -> None:
+    members = _members(pack)
+    for i, (name, data) in enumerate(members):
+        for where in {0, len(data) // 2, len(data) - 1}:
+            changed = bytearray(data)
+            changed[where] ^= 0x01
+            tampered = [*members[:i], (name, bytes(changed)), *members[i + 1:]]
+            pack.write_bytes(_canonical_zip(tampered))
+            problems = verify_evidence_pack(pack)
+            assert problems, f"flipping byte {where} of {name} went unnoticed"
+            assert any(name in p or "SHA256SUMS" in p or "audit" in p for p in problems), (name, problems)
+
+
+def test_changing_any_byte_of_the_zip_breaks_verification(pack) -> None:
+    raw = pack.read_bytes()
+    # every byte of the zip's own structures (local headers, central directory, end record) …
+    structure: set[int] = set()
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        for info in z.infolist():
+            structure.update(range(info.header_offset, info.header_offset + 30 + len(info.filename)))
+        cd_start = min(info.header_offset for info in z.infolist()) + sum(
+            30 + len(i.filename) + i.compress_size for i in z.infolist())
+    structure.update(range(cd_start, len(raw)))
+    # … and a sample of content bytes
+    rng = random.Random(8)
+    offsets = sorted(structure | {rng.randrange(len(raw)) for _ in range(60)})
+    for off in offsets:
+        changed = bytearray(raw)
+        changed[off] ^= 0x20
+        pack.write_bytes(bytes(changed))
+        assert verify_evidence_pack(pack), f"flipping byte {off} of the zip went unnoticed"
+
+
+def test_a_pack_resigned_with_another_key_is_refused_when_the_deployment_key_is_given(db, key, world, tmp_path,
+                                                                                       out_dir) -> None:
+    other = Ed25519PrivateKey.generate()
+    path = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "o.zip", key=other, out_dir=out_dir)
+    problems = verify_evidence_pack(path, public_key=key.public_key())
+    assert any("another key" in p for p in problems)
+
+
+def test_unknown_number_is_named(db, world, tmp_path) -> None:
+    with pytest.raises(wf.NotFound, match="no invoice numbered NOPE"):
+        build_evidence_pack(db, "NOPE", tmp_path / "x.zip")
+
+
+def test_cli_writes_and_verifies_packs_and_pdfs(db, key, world, tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "pack.zip"
+    res = runner.invoke(app, ["evidence", world.numbers["credit"], "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evidence", "verify", str(out), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == {"file": str(out), "ok": True, "problems": []}
+    raw = bytearray(out.read_bytes())
+    raw[100] ^= 0x01
+    out.write_bytes(bytes(raw))
+    res = runner.invoke(app, ["evidence", "verify", str(out)])
+    assert res.exit_code == 1 and "does not verify" in res.output
+    res = runner.invoke(app, ["evidence", "verify", str(tmp_path / "missing.zip")])
+    assert res.exit_code == 2
+    pdf = tmp_path / "inv.pdf"
+    res = runner.invoke(app, ["invoices", "pdf", world.numbers["domestic"], "-o", str(pdf), "--json"])
+    assert res.exit_code == 0, res.output
+    assert pdf.read_bytes().startswith(b"%PDF-1.7") and json.loads(res.stdout)["bytes"] == pdf.stat().st_size
+    res = runner.invoke(app, ["invoices", "pdf", "INV-1999-999999", "-o", str(pdf)])
+    assert res.exit_code == 2 and "no invoice numbered INV-1999-999999" in res.output

@@ -1,0 +1,180 @@
+"""The decision flows (tests/sandbox/flows.py) against both fakes of the Slack Web API: the sandbox workspace
+and tests/fakes/slack_api.py. Same signed requests into billbot's real /slack/events, same expectations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from storage.db import Database
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.sandbox import flows
+from tests.sandbox.scenario import APPROVER, FINANCE, OPERATOR
+from tests.slack.harness import AppServer, SlackUser
+
+SECRET = "0123456789abcdef0123456789abcdef"
+PROFILES = {
+    OPERATOR: {"name": "olivia", "real_name": "Olivia Operator", "email": "olivia@northwind.example"},
+    APPROVER: {"name": "arne", "real_name": "Arne Approver", "email": "arne@northwind.example"},
+    FINANCE: {"name": "fiona", "real_name": "Fiona Finance", "email": "fiona@northwind.example"},
+}
+COMMAND_CHANNEL = "CBILLING"
+
+
+class SandboxSurface:
+    """Through the sandbox: what the page does, minus the browser."""
+
+    name = "sandbox"
+
+    def __init__(self, db: Database, session: Any) -> None:
+        self.db = db
+        self.session = session
+        self.ws = session.sandbox.workspace
+        self.fwd = session.sandbox.forwarder
+        self.channel = self.ws.channel("billing-exceptions")["id"]
+
+    def command(self, user: str, text: str) -> None:
+        assert self.fwd.command(user, self.channel, f"/billing {text}").ok
+
+    def channel_messages(self) -> list[dict[str, Any]]:
+        return self.ws.history(self.channel)[0]
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        return self.ws.message(channel, ts)
+
+    def thread(self, channel: str, ts: str) -> list[str]:
+        return [m["text"] for m in self.ws.replies(channel, ts)[1:]]
+
+    def click(self, user: str, channel: str, ts: str, action_id: str) -> None:
+        block_id, _ = flows.buttons(self.ws.message(channel, ts))[action_id]
+        out = self.fwd.action(user, block_id=block_id, action_id=action_id, channel=channel, message_ts=ts)
+        assert out.ok, out
+
+    def modal(self, user: str) -> dict[str, Any] | None:
+        stack = self.ws.modal_stack(user)
+        return stack[-1] if stack else None
+
+    def submit(self, user: str, view: dict[str, Any], values: dict[str, dict[str, str]]) -> None:
+        out = self.fwd.submit(user, view["id"], values)
+        assert out.ok, out
+        assert self.modal(user) is None  # billbot's empty ack closed it
+
+    def ephemerals(self, user: str) -> list[str]:
+        return [m["text"] for m in self.ws.history(self.channel, viewer=user)[0] if m.get("ephemeral_for") == user]
+
+    def wait(self) -> None:
+        assert self.session.wait_idle(30)
+
+
+class FakeApiSurface:
+    """Through tests/slack/harness.py against tests/fakes/slack_api.py."""
+
+    name = "fake"
+
+    def __init__(self, db: Database, api: FakeSlackAPI, server: AppServer) -> None:
+        self.db = db
+        self.api = api
+        self.server = server
+        self.users: dict[str, SlackUser] = {}
+        self.marks: dict[str, int] = {}
+
+    def as_user(self, uid: str) -> SlackUser:
+        if uid not in self.users:
+            self.users[uid] = SlackUser(self.server.url, SECRET, uid, response_url=self.api.response_url(uid))
+        return self.users[uid]
+
+    def command(self, user: str, text: str) -> None:
+        assert self.as_user(user).command(text, channel=COMMAND_CHANNEL).status == 200
+
+    def channel_messages(self) -> list[dict[str, Any]]:
+        return [m for (ch, _), m in self.api.messages.items() if ch == COMMAND_CHANNEL]
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        return self.api.message(channel, ts)
+
+    def thread(self, channel: str, ts: str) -> list[str]:
+        return [str(r.get("text")) for r in self.api.message(channel, ts)["replies"]]
+
+    def click(self, user: str, channel: str, ts: str, action_id: str) -> None:
+        _, value = flows.buttons(self.api.message(channel, ts))[action_id]
+        self.marks[user] = len(self.api.calls_to("views.open"))
+        assert self.as_user(user).click(action_id, value, channel=channel, message_ts=ts).status == 200
+
+    def modal(self, user: str) -> dict[str, Any] | None:
+        """The reason modal opened since ``user``'s last click (the fake does not know whose trigger it was)."""
+        since = self.api.calls_to("views.open")[self.marks.get(user, 10**9):]
+        opened = [c["view"] for c in since if c.get("view", {}).get("callback_id") == "decision_reason"]
+        return opened[-1] if opened else None
+
+    def submit(self, user: str, view: dict[str, Any], values: dict[str, dict[str, str]]) -> None:
+        assert self.as_user(user).submit_view(view, values).status == 200
+        self.marks[user] = 10**9  # submitted: nothing open any more
+
+    def ephemerals(self, user: str) -> list[str]:
+        return [str(c.get("text")) for c in self.api.calls_to("chat.postEphemeral") if c.get("user") == user]
+
+    def wait(self) -> None:
+        self.server.wait_idle(30)
+
+
+@pytest.fixture
+def prepared(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch) -> Database:
+    monkeypatch.setenv("BILLBOT_JOBS", "inline")
+    flows.prepare(db)
+    return db
+
+
+@pytest.fixture
+def sandbox_surface(prepared: Database, tmp_path: Any) -> Iterator[SandboxSurface]:
+    from bot.sandbox.session import start_session
+
+    session = start_session(sandbox_db=tmp_path / "sandbox.db")
+    try:
+        yield SandboxSurface(prepared, session)
+    finally:
+        session.stop()
+
+
+@pytest.fixture
+def fake_surface(prepared: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiSurface]:
+    from bot import context
+    from bot.app import create_app, create_wsgi
+    from bot.workflows.notify_slack import unregister_slack_subscribers
+
+    with FakeSlackAPI(users=PROFILES) as api:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+        monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+        monkeypatch.setenv("SLACK_API_URL", api.url)
+        context.reset()
+        from bot.slack_client import _client
+
+        _client.cache_clear()
+        server = AppServer(create_wsgi(app=create_app()))
+        # exception messages of the pre-invoices made before the app existed
+        from bot.sandbox.session import post_missing_exception_messages
+
+        post_missing_exception_messages(prepared)
+        surface = FakeApiSurface(prepared, api, server)
+        try:
+            yield surface
+        finally:
+            server.wait_idle()
+            server.stop()
+            for u in surface.users.values():
+                u.close()
+            unregister_slack_subscribers()
+            _client.cache_clear()
+
+
+@pytest.fixture(params=["sandbox", "fake"])
+def surface(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(f"{request.param}_surface")
+
+
+def test_decision_flows_behave_the_same_on_both_fakes(surface: Any) -> None:
+    flows.run_billing_step(surface)
+    flows.approve_variance_step(surface)
+    flows.approver_force_refused_step(surface)
+    flows.finance_force_step(surface)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.schedules.fake_slack import FakeSlack
+
+
+@pytest.fixture
+def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:  # type: ignore[no-untyped-def]
+    """A fake Slack Web API; ``bot.slack_client.get_client()`` talks to it."""
+    from bot.settings import get_settings
+
+    fake = FakeSlack()
+    monkeypatch.setenv("SLACK_API_URL", fake.url)
+    monkeypatch.setenv("MANAGERS_CHANNEL", "billing-managers")
+    get_settings.cache_clear()
+    yield fake
+    fake.stop()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(slack: FakeSlack):  # type: ignore[no-untyped-def]
+    from bot.slack_client import make_client
+
+    return make_client("xoxb-test", slack.url)
+
+
+def pytest_ignore_collect(collection_path, config):  # type: ignore[no-untyped-def]
+    """The distributed-mode tests need PostgreSQL: collected only under ``--db postgres``."""
+    if collection_path.name == "test_distributed.py" and config.getoption("--db") != "postgres":
+        return True
+    return None

@@ -1,0 +1,80 @@
+"""Fixtures: a fake Slack Web API, billbot's real WSGI app on a local port, signed users."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.db import Database
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.slack import factories as f
+from tests.slack.harness import AppServer, SlackUser
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlackAPI]:
+    with FakeSlackAPI(users=f.PROFILES) as api:
+        yield api
+
+
+@pytest.fixture
+def signing_key(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The deployment key, made up front (on PostgreSQL billbot never generates one itself)."""
+    from bot import context
+    from bot.signing import load_key
+
+    path = tmp_path / "keys" / "signing_key.pem"
+    load_key(str(path), generate=True)
+    monkeypatch.setenv("SIGNING_KEY_PATH", str(path))
+    context.reset()
+    return context.get_key()
+
+
+@dataclass
+class World:
+    db: Database
+    api: FakeSlackAPI
+    server: AppServer
+    key: Any
+    users: dict[str, SlackUser] = field(default_factory=dict)
+
+    def as_user(self, slack_id: str) -> SlackUser:
+        if slack_id not in self.users:
+            self.users[slack_id] = SlackUser(self.server.url, SECRET, slack_id,
+                                             response_url=self.api.response_url(slack_id))
+        return self.users[slack_id]
+
+    def wait(self) -> None:
+        self.server.wait_idle()
+
+
+@pytest.fixture
+def world(db: Database, fake_slack: FakeSlackAPI, signing_key: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    from bot import context
+    from bot.app import create_app, create_wsgi
+    from bot.workflows.notify_slack import unregister_slack_subscribers
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("SLACK_API_URL", fake_slack.url)
+    monkeypatch.setenv("EXCEPTIONS_CHANNEL", f.CHANNEL)
+    monkeypatch.setenv("BILLBOT_JOBS", "inline")
+    context.reset()
+    app = create_app()
+    server = AppServer(create_wsgi(app=app))
+    w = World(db, fake_slack, server, context.get_key())
+    f.seed(db)
+    try:
+        yield w
+    finally:
+        server.wait_idle()
+        server.stop()
+        for u in w.users.values():
+            u.close()
+        unregister_slack_subscribers()

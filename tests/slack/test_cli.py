@@ -1,0 +1,86 @@
+"""``billbot audit verify`` and ``billbot users grant|revoke|list``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from bot.cli import app
+from tests.slack import factories as f
+
+runner = CliRunner()
+
+
+def _decided_log(db, key):
+    """A realistic log: an exception opened and decided."""
+    from bot.workflows.decisions import decide, subject_digest
+    from storage.models import BillingException
+
+    f.seed(db)
+    f.add_user(db, f.APPROVER, ["approver"], cached=True)
+    pid = f.preinvoice(db)
+    eid = f.open_exception(db, key, preinvoice_id=pid)
+    with db.read() as s:
+        digest = subject_digest(s.get(BillingException, eid))
+    decide(db, exception_id=eid, decision="approve", actor=f.APPROVER, subject_hash=digest, signing_key=key)
+
+
+def test_audit_verify_passes_on_a_clean_log(db, signing_key):
+    _decided_log(db, signing_key)
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("OK: ") and "audit record(s) verified" in r.output
+
+
+def test_audit_verify_names_the_record_after_a_one_byte_change(db, signing_key, backend):
+    _decided_log(db, signing_key)
+    with db.engine.begin() as c:
+        row = c.execute(text("SELECT id, payload FROM audit_log WHERE action = 'decision.recorded'")).one()
+        tampered = row.payload.replace('"approve"', '"apprOve"', 1)  # one byte
+        assert len(tampered) == len(row.payload) and tampered != row.payload
+        if backend == "postgres":
+            c.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_immutable"))
+        c.execute(text("UPDATE audit_log SET payload = :p WHERE id = :i"), {"p": tampered, "i": row.id})
+        if backend == "postgres":
+            c.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_immutable"))
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1
+    assert f"audit log broken at record {row.id}: record {row.id} was changed (hash mismatch)" in r.output
+
+
+def test_users_grant_revoke_and_list(db, signing_key):
+    r = runner.invoke(app, ["users", "grant", "U123", "approver"])
+    assert r.exit_code == 0 and "approver granted" in r.output
+    assert "already held" in runner.invoke(app, ["users", "grant", "U123", "approver"]).output
+    runner.invoke(app, ["users", "grant", "U123", "finance_manager"])
+    bad = runner.invoke(app, ["users", "grant", "U123", "emperor"])
+    assert bad.exit_code == 2 and "unknown role 'emperor'" in bad.output
+    r = runner.invoke(app, ["users", "revoke", "U123", "approver"])
+    assert r.exit_code == 0 and "revoked" in r.output
+    missing = runner.invoke(app, ["users", "revoke", "U999", "approver"])
+    assert missing.exit_code == 2 and "U999 is not known" in missing.output
+    listed = json.loads(runner.invoke(app, ["users", "list", "--json"]).output)
+    assert listed == [{"slack_id": "U123", "name": "", "email": None, "roles": ["finance_manager"],
+                       "profile_fetched_at": None}]
+    with db.read() as s:
+        actions = [a for (a,) in s.execute(text("SELECT action FROM audit_log ORDER BY id"))]
+    assert actions == ["role.granted", "role.granted", "role.revoked"]
+
+
+def test_profiles_are_looked_up_once_and_refreshed_after_a_day(db, fake_slack):
+    from bot.slack_client import make_client
+    from bot.workflows.users import ensure_user
+
+    client = make_client("xoxb-test", fake_slack.url)
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for at in (t0, t0 + timedelta(hours=23), t0 + timedelta(hours=25)):
+        with db.transaction() as s:
+            u = ensure_user(s, f.APPROVER, client=client, now=at)
+            assert (u.name, u.email) == ("Arne Approver", "arne@northwind.example")
+    assert len(fake_slack.calls_to("users.info")) == 2
+    with db.transaction() as s:  # Slack does not know the user: the row stays, nameless
+        u = ensure_user(s, "UGHOST", client=client, now=t0)
+        assert (u.name, u.profile_fetched_at) == ("", None)
