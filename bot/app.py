@@ -139,6 +139,7 @@ def _health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
 
     from bot.context import get_db
 
+    body: dict[str, Any]
     try:
         with get_db(migrate=False).read() as s:
             s.execute(text("SELECT 1"))
@@ -187,7 +188,7 @@ def start_socket_mode(app: App, settings: Settings) -> None:
     """Connect over Socket Mode (blocks)."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    SocketModeHandler(app, app_token=settings.slack_app_token).start()
+    SocketModeHandler(app, app_token=settings.slack_app_token).start()  # type: ignore[no-untyped-call]
 
 
 def serve(settings: Settings | None = None, *, host: str = "127.0.0.1", port: int | None = None) -> None:

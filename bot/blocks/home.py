@@ -47,7 +47,9 @@ def _queue_blocks(items: Sequence[QueueItem]) -> list[Block]:
         exc = it.exc
         text = (f"*{KIND_TITLE.get(exc.kind, exc.kind)}* — {clip(it.advertiser_name, 150)} · "
                 f"{money_text(exc.amount, exc.currency)} · {period_text(exc.period_start, exc.period_end)}\n"
-                f"SLA due {slack_date(exc.due_at)}" + (" :rotating_light: escalated" if exc.state == "escalated" else ""))
+                f"SLA due {slack_date(exc.due_at)}")
+        if exc.state == "escalated":
+            text += " :rotating_light: escalated"
         blocks.append(SectionBlock(block_id=f"home:{exc.id}", text=MarkdownTextObject(text=clip(text, 3000))))
         blocks.append(decision_buttons(exc, it.digest))
     if len(items) > MAX_QUEUE:

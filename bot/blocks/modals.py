@@ -46,9 +46,9 @@ def reason_modal(exc: BillingException, decision: str, metadata: dict[str, Any])
             InputBlock(
                 block_id=REASON_BLOCK_ID,
                 label=PlainTextObject(text="Reason"),
-                element=PlainTextInputElement(action_id=REASON_ACTION_ID, multiline=True, min_length=3,
-                                              max_length=2000,
-                                              placeholder=PlainTextObject(text="Why? This goes into the signed record.")),
+                element=PlainTextInputElement(
+                    action_id=REASON_ACTION_ID, multiline=True, min_length=3, max_length=2000,
+                    placeholder=PlainTextObject(text="Why? This goes into the signed record.")),
                 optional=False,
             ),
         ],

@@ -106,5 +106,5 @@ def advertisers_list(
 
     t = Table("id", "name", "legal entity", "currency", "threshold")
     for r in rows:
-        t.add_row(r["id"], r["name"], r["legal_entity"], r["currency"], r["billing_threshold"])
+        t.add_row(*(str(r[k]) for k in ("id", "name", "legal_entity", "currency", "billing_threshold")))
     out_console.print(t)

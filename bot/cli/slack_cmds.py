@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from bot.cli.groups import audit_app, users_app
@@ -65,8 +67,11 @@ def users_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON 
     from bot.workflows.users import list_users
 
     with context.get_db().read() as s:
-        rows = [{"slack_id": u.slack_id, "name": u.name, "email": u.email, "roles": sorted(u.role_names),
-                 "profile_fetched_at": u.profile_fetched_at} for u in list_users(s)]
+        rows: list[dict[str, Any]] = [
+            {"slack_id": u.slack_id, "name": u.name, "email": u.email, "roles": sorted(u.role_names),
+             "profile_fetched_at": u.profile_fetched_at}
+            for u in list_users(s)
+        ]
     if as_json:
         emit_json(rows)
         return
@@ -74,5 +79,5 @@ def users_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON 
 
     table = Table("slack id", "name", "email", "roles")
     for r in rows:
-        table.add_row(r["slack_id"], r["name"] or "", r["email"] or "", ", ".join(r["roles"]))
+        table.add_row(str(r["slack_id"]), str(r["name"] or ""), str(r["email"] or ""), ", ".join(r["roles"]))
     out_console.print(table)

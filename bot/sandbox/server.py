@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,14 @@ class SandboxApp:
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
         try:
+            if self.ws.closed:
+                raise HttpError("503 Service Unavailable", "the sandbox has stopped")
             status, headers, body = self.route(method, path, environ)
+        except sqlite3.ProgrammingError:
+            if not self.ws.closed:
+                raise
+            # stopped while this request waited (a long-poll): no answer is useful any more
+            status, headers, body = "503 Service Unavailable", [("Content-Type", "text/plain")], b"stopped"
         except HttpError as e:
             status, headers, body = e.status, [("Content-Type", "text/plain; charset=utf-8")], e.message.encode()
         except SlackError as e:

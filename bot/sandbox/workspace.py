@@ -175,6 +175,7 @@ class Workspace:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self.version = 0
+        self.closed = False
         self._users_provider = users_provider
         self._users: dict[str, SandboxUser] = {}
         self._clock = _Clock()
@@ -188,7 +189,10 @@ class Workspace:
         self.refresh_users()
 
     def close(self) -> None:
+        """Close the store; long-polls still waiting are woken (and the server answers 503 from now on)."""
         with self._lock:
+            self.closed = True
+            self._changed.notify_all()
             self._conn.close()
 
     # --- change notification -------------------------------------------------------------------------------
@@ -200,7 +204,7 @@ class Workspace:
     def wait_for_change(self, since: int, timeout: float) -> int:
         """Block until :attr:`version` differs from ``since`` (or ``timeout`` seconds); return the version."""
         with self._changed:
-            self._changed.wait_for(lambda: self.version != since, timeout=timeout)
+            self._changed.wait_for(lambda: self.version != since or self.closed, timeout=timeout)
             return self.version
 
     # --- users ----------------------------------------------------------------------------------------------

@@ -20,12 +20,20 @@ from storage.models import AuditHead, AuditLog
 
 
 def _head(s: Session) -> AuditHead:
-    head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
-    if head is None:  # the migration seeds it; this covers databases made with create_all
-        head = AuditHead(id=1, last_id=0, last_hash=GENESIS)
-        s.add(head)
+    """The chain head, locked once per transaction and then reused: a billing run writes thousands
+    of records and must not pay a round trip (or a flush) for each."""
+    tx = s.get_transaction()
+    cached = s.info.get("_audit_head")
+    if cached is not None and cached[0] is tx:
+        head: AuditHead = cached[1]
+        return head
+    found = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
+    if found is None:  # the migration seeds it; this covers databases made with create_all
+        found = AuditHead(id=1, last_id=0, last_hash=GENESIS)
+        s.add(found)
         s.flush()
-    return head
+    s.info["_audit_head"] = (tx, found)
+    return found
 
 
 def record(
@@ -39,7 +47,8 @@ def record(
     payload: dict[str, Any],
     now: datetime | None = None,
 ) -> AuditLog:
-    """Append one signed record; returns it (flushed, with its id)."""
+    """Append one signed record; returns it (its id is the chain sequence number; it is written
+    with the caller's transaction)."""
     head = _head(s)
     at = (now or datetime.now(UTC)).astimezone(UTC)
     text = canonical_json(payload)
@@ -56,7 +65,6 @@ def record(
     s.add(row)
     head.last_id = seq
     head.last_hash = h
-    s.flush()
     return row
 
 

@@ -121,6 +121,8 @@ class Context:
     billing_run_id: int | None
     rates: Sequence[Rate]
     ignore_threshold: bool = False
+    threshold_waiting: frozenset[str] = frozenset()  # advertisers with an open below_threshold exception
+    decided: frozenset[int] | None = None  # pre-invoices with decisions on record (None: look them up)
 
 
 # --------------------------------------------------------------------------- the run
@@ -151,12 +153,18 @@ def run_billing(
         adv_filter = resolve_advertisers(s, advertisers)
         todo, waiting = survey(s, p.end, adv_filter)
         rates = rates_around(s, today)
+        threshold_waiting = frozenset(str(a) for a in s.execute(
+            select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
+                                                         BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars())
+        decided = frozenset(int(i) for i in s.execute(
+            select(BillingException.preinvoice_id).distinct().join(Decision, Decision.exception_id == BillingException.id)
+            .where(BillingException.preinvoice_id.is_not(None))).scalars())
     if dry_run:
         return _dry_run(db, p, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
                         on_progress=on_progress)
     run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now)
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
-                  billing_run_id=run_id, rates=rates)
+                  billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided)
     total = Outcome()
     unwritten: list[str] = []  # log lines of advertisers with nothing billable, written with the next commit
     try:
@@ -287,6 +295,8 @@ def _beat_of(run: BillingRun) -> datetime:
 
 
 def _heartbeat(s: Session, run_id: int, done: int, total: int, now: datetime) -> None:
+    if done % 25 and done != total:
+        return  # every 25 advertisers is plenty for a staleness limit of minutes
     run = s.get(BillingRun, run_id)
     if run is not None:
         beat = max(now, datetime.now(UTC))
@@ -366,7 +376,7 @@ def settle_advertiser(s: Session, advertiser_id: str, ctx: Context) -> Outcome:
 def collect(s: Session, advertiser_id: str, period_end: date) -> list[PreInvoice]:
     """The advertiser's open pre-invoices up to ``period_end``, locked for this transaction."""
     q = (select(PreInvoice)
-         .options(selectinload(PreInvoice.lines), joinedload(PreInvoice.campaign))
+         .options(joinedload(PreInvoice.lines), joinedload(PreInvoice.campaign))
          .where(PreInvoice.advertiser_id == advertiser_id, PreInvoice.invoice_id.is_(None),
                 PreInvoice.state.in_(COLLECTED_STATES), PreInvoice.period_end <= period_end)
          .order_by(PreInvoice.period_start, PreInvoice.id))
@@ -495,7 +505,7 @@ def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
     }
 
 
-def approvals_of(s: Session, group: Sequence[PreInvoice]) -> list[dict[str, Any]]:
+def approvals_of(s: Session, group: Sequence[PreInvoice], decided: frozenset[int] | None = None) -> list[dict[str, Any]]:
     """Who approved what: each pre-invoice's approval (hash-bound) and the decisions on its exceptions."""
     out: list[dict[str, Any]] = [
         {"preinvoice_id": p.id, "approved_by": p.approved_by,
@@ -503,6 +513,8 @@ def approvals_of(s: Session, group: Sequence[PreInvoice]) -> list[dict[str, Any]
         for p in group
     ]
     ids = [p.id for p in group]
+    if decided is not None and not decided.intersection(ids):
+        return out  # known up front: no decisions on these pre-invoices
     rows = s.execute(select(Decision, BillingException.preinvoice_id, BillingException.kind)
                      .join(BillingException, BillingException.id == Decision.exception_id)
                      .where(BillingException.preinvoice_id.in_(ids)).order_by(Decision.id)).all()
@@ -536,16 +548,15 @@ def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
     fx = find_rate(ctx.rates, currency, le.currency, on=ctx.today) if currency != le.currency else None
     draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
                           issue_date=ctx.today, payment_terms_days=adv.payment_terms_days,
-                          parties=parties(adv, le), approvals=approvals_of(s, group))
+                          parties=parties(adv, le), approvals=approvals_of(s, group, ctx.decided))
     inv = store_invoice(s, draft, le=le, advertiser_id=adv.id, series=le.invoice_series, ctx=ctx)
-    for p in group:
+    for p in group:  # the invoice's audit record names these pre-invoices and their hashes
         p.state = "invoiced"
         p.invoice_id = inv.id
         p.updated_at = ctx.now
-        _audit_preinvoice(s, ctx.key, ctx.actor, "preinvoice.invoiced", p,
-                          {"invoice": inv.number, "invoice_id": inv.id, "content_hash": p.content_hash}, ctx.now)
+        notify(s, "preinvoice.changed", preinvoice_id=p.id)
     out.log.append(created_line(inv.number, adv.name))
-    if ctx.period_label is not None and not ctx.ignore_threshold:
+    if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
         from bot.workflows.exceptions import close_exception
 
         for old in _open_threshold_exceptions(s, adv.id, exclude=None):  # the waiting items are billed now
@@ -582,6 +593,7 @@ def store_invoice(s: Session, draft: InvoiceDraft, *, le: LegalEntity, advertise
                  subject_id=inv.id, now=ctx.now,
                  payload={"number": number, "content_hash": inv.content_hash, "currency": inv.currency,
                           "net": str(inv.net), "vat": str(inv.vat), "gross": str(inv.gross),
+                          # these pre-invoices move to ``invoiced`` in this same record's transaction
                           "preinvoices": sorted({x.preinvoice_id for x in draft.lines if x.preinvoice_id}),
                           "references": references_invoice_id, "billing_run_id": ctx.billing_run_id})
     notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)

@@ -1,9 +1,9 @@
 """Decisions on exceptions: Approve, Reject, Force (DESIGN.md "Exceptions and decisions").
 
-| kind              | approve                          | reject                   | force                              |
-|-------------------|----------------------------------|--------------------------|------------------------------------|
-| ``variance``      | bill the computed amount         | hold the pre-invoice     | bill the booked amount (override)  |
-| ``below_threshold`` | accept the skip; items carry over | withdraw the items     | invoice now, below the threshold   |
+| kind              | approve                         | reject               | force                             |
+|-------------------|---------------------------------|----------------------|-----------------------------------|
+| ``variance``      | bill the computed amount        | hold the pre-invoice | bill the booked amount (override) |
+| ``below_threshold`` | accept the skip (items carry) | withdraw the items   | invoice now, below the threshold  |
 
 Reject and Force need a reason; Force needs ``finance_manager``; nobody decides on work they started
 or edited; above the two-approver amount two different approvers must approve. Every decision is

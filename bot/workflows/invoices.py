@@ -183,7 +183,7 @@ def list_invoices(db: Database, *, advertisers: list[str] | None = None, kind: s
             q = q.where(Invoice.billing_run_id == billing_run_id)
         if since is not None:
             q = q.where(Invoice.issue_date >= since)
-        rows = list(s.execute(q.order_by(Invoice.legal_entity_id, Invoice.series, Invoice.year, Invoice.seq))
+        rows = list(s.execute(q.order_by(Invoice.issue_date, Invoice.id))
                     .unique().scalars())
         refs = _refs(s, rows)
         return [_view(i, refs) for i in rows]

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -42,6 +42,9 @@ from storage.sources.base import (
     get_source_config,
     make_source,
 )
+
+if TYPE_CHECKING:
+    from storage.sources.server_logs import LogRule
 
 MODES = ("standard", "partial")
 STALE_LOCK = timedelta(hours=6)  # a run that held the lock this long died with its process
@@ -272,7 +275,7 @@ def import_report(db: Database, *, path: Path | str, source: str, third_party: b
                    actor=actor, signing_key=signing_key, now=now)
 
 
-def import_logs(db: Database, *, path: Path | str, source: str, rule: Any = None, actor: str,
+def import_logs(db: Database, *, path: Path | str, source: str, rule: LogRule | Path | str | None = None, actor: str,
                 signing_key: Ed25519PrivateKey | None, now: datetime | None = None) -> SyncResult:
     """Import billable events from a server log (combined log format or JSON lines). ``rule`` is a
     :class:`~storage.sources.server_logs.LogRule`, a path to its YAML file, or ``None`` for the default

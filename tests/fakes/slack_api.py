@@ -312,7 +312,7 @@ class FakeSlackAPI:
 
     def _conversations_open(self, call: Call) -> dict[str, Any]:
         users = str(call.params.get("users") or "")
-        return {"ok": True, "channel": {"id": "D" + users.split(",")[0][1:]}}
+        return {"ok": True, "channel": {"id": "D" + users.split(",", maxsplit=1)[0][1:]}}
 
     def _conversations_info(self, call: Call) -> dict[str, Any]:
         return {"ok": True, "channel": {"id": call.params.get("channel"), "name": call.params.get("channel")}}

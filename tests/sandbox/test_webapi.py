@@ -238,3 +238,23 @@ def test_page_long_poll_wakes_on_change(sandbox: SandboxServer, client) -> None:
     ).json()
     assert state["version"] > v and state["user"] == "U02APPROVER"
     assert [u["id"] for u in state["users"]] == ["U02APPROVER", "U03FINANCE"]
+
+
+def test_stopping_wakes_a_waiting_long_poll(sandbox: SandboxServer) -> None:
+    import threading
+
+    got: list[int] = []
+    v = sandbox.workspace.version
+
+    def poll() -> None:
+        r = httpx.get(f"{sandbox.url}sandbox/state", params={"since": v, "wait": 20, "user": "U02APPROVER"}, timeout=30)
+        got.append(r.status_code)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    import time
+
+    time.sleep(0.3)
+    sandbox.workspace.close()
+    t.join(5)
+    assert got == [503]

@@ -77,17 +77,28 @@ def seed(db: Database, *, threshold: str = "250.00") -> None:
         add_user(db, uid, roles)
 
 
+def add_campaign(db: Database, campaign_id: str) -> str:
+    with db.transaction() as s:
+        c = Campaign(id=campaign_id, advertiser_id=ADV, name=f"Campaign {campaign_id}", payment_interval="monthly",
+                     start=date(2026, 1, 10), end=date(2026, 3, 20))
+        c.items.append(CampaignItem(id=f"{campaign_id}-item", description="Regional search ads", billing="linear",
+                                    unit="amount", period="day_based", amount=Decimal("7000.00")))
+        s.add(c)
+    return campaign_id
+
+
 def preinvoice(db: Database, *, net: str = "3000.00", state: str = "pending", created_by: str | None = OPERATOR,
-               month: int = 2) -> int:
+               month: int = 2, campaign: str = CAMPAIGN) -> int:
     from bot.workflows.preinvoices import preinvoice_hash
 
     start = date(2026, month, 1)
     end = date(2026, month, 28) if month == 2 else date(2026, month, 30)
     with db.transaction() as s:
-        pi = PreInvoice(campaign_id=CAMPAIGN, advertiser_id=ADV, legal_entity_id=LE, period_start=start,
+        pi = PreInvoice(campaign_id=campaign, advertiser_id=ADV, legal_entity_id=LE, period_start=start,
                         period_end=end, state=state, currency="EUR", net=Decimal(net), created_by=created_by,
                         created_at=NOW, updated_at=NOW)
-        pi.lines.append(PreInvoiceLine(position=0, item_id="elbe-winter-search", kind="item",
+        item = "elbe-winter-search" if campaign == CAMPAIGN else f"{campaign}-item"
+        pi.lines.append(PreInvoiceLine(position=0, item_id=item, kind="item",
                                        description="Regional search ads", quantity=Decimal(1), unit="unit",
                                        unit_price=Decimal(net), amount=Decimal(net)))
         s.add(pi)

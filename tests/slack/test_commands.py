@@ -31,7 +31,7 @@ def test_reads_answer_ephemerally_through_the_response_url(world):
     user = world.as_user(f.NOBODY)
     for text in ("exceptions", "preinvoices 2026-02", "status", "schedule"):
         assert user.command(text).status == 200
-    world.wait()
+        world.wait()
     answers = world.api.calls_to("response_url")
     assert [a["response_type"] for a in answers] == ["ephemeral"] * 4
     exceptions, preinvoices, status, schedule = (_texts(a["blocks"]) for a in answers)
@@ -131,7 +131,9 @@ def test_app_home_shows_the_viewers_queue_decisions_and_runs(world):
 def test_schedules_are_listed_added_and_removed_by_operators(world):
     op = world.as_user(f.OPERATOR)
     op.command("schedule add sync 0 2 * * * source=tracker mode=partial")
+    world.wait()
     world.as_user(f.APPROVER).command("schedule remove 1")
+    world.wait()
     op.command("schedule list")
     world.wait()
     added, listed = (c for c in world.api.calls_to("response_url"))

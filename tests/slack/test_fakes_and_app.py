@@ -57,3 +57,19 @@ def test_the_lazy_gunicorn_application_builds_the_app_on_first_request(world):
         assert lazy._wsgi is not None
     finally:
         server.stop()
+
+
+def test_manifest_creates_everything_the_app_uses():
+    from pathlib import Path
+
+    import yaml
+
+    m = yaml.safe_load((Path(__file__).resolve().parents[2] / "manifest.yaml").read_text())
+    [cmd] = m["features"]["slash_commands"]
+    assert cmd["command"] == "/billing" and cmd["url"].endswith("/slack/events")
+    assert m["settings"]["interactivity"]["is_enabled"] is True
+    assert m["settings"]["interactivity"]["request_url"].endswith("/slack/events")
+    assert m["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert m["features"]["app_home"]["home_tab_enabled"] and m["features"]["app_home"]["messages_tab_enabled"]
+    scopes = set(m["oauth_config"]["scopes"]["bot"])
+    assert {"commands", "chat:write", "users:read", "users:read.email", "files:write", "im:write"} <= scopes

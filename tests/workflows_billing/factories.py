@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from storage.db import Database
@@ -58,7 +59,7 @@ def load(db: Database, data: dict[str, Any]) -> None:
 def monthly_advertisers(n: int, *, amount: str = "1000.00", threshold: str = "0.00",
                         prefix: str = "adv") -> dict[str, Any]:
     """``n`` domestic advertisers, each with one linear campaign over 2026 billing ``amount`` a month."""
-    yearly = f"{int(amount.split('.')[0]) * 12}.00"
+    yearly = str(Decimal(amount) * 12)
     return scenario(
         advertisers=[advertiser(f"{prefix}-{i:03d}", f"Autohaus {prefix} {i:03d}", threshold=threshold)
                      for i in range(n)],

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from billing.errors import BillingError
+from billing.errors import BillingError, Invalid
 from bot.tasks import task
 
 log = logging.getLogger(__name__)
@@ -110,16 +110,21 @@ def slack_command(
     msg = ProgressMessage(get_client(), channel, ts, title, actor)
     msg.update("running")
     db, key = context.get_db(), context.get_key()
+    result: Any
     try:
         with jobs.lock(_lock_key(kind, source, period), holder=f"slack:{actor}"):
             if kind == "sync":
-                from bot.workflows import sync as sync_wf  # type: ignore[attr-defined,unused-ignore]
+                from bot.workflows import sync as sync_wf
 
+                if not source:
+                    raise Invalid("sync: no source given")
                 result = sync_wf.run_sync(db, source=source, mode=mode, actor=actor, signing_key=key,
                                           now=datetime.now(UTC), on_progress=msg.on_progress)
             else:
-                from bot.workflows import billing_run  # type: ignore[attr-defined,unused-ignore]
+                from bot.workflows import billing_run
 
+                if not period:
+                    raise Invalid("run: no period given")
                 day = date.fromisoformat(today) if today else datetime.now(UTC).date()
                 result = billing_run.run_billing(db, period=period, advertisers=advertisers or None, actor=actor,
                                                  key=key, today=day, on_progress=msg.on_progress)

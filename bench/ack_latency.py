@@ -1,0 +1,250 @@
+"""Ack latency of button clicks: billbot under gunicorn vs a bare Bolt app that only acks.
+
+Both run in the same way in the same run: gunicorn (gthread workers) on 127.0.0.1, Slack's Web API
+faked locally (tests/fakes/slack_api.py), SQLite in a temp dir. 500 signed ``block_actions`` clicks
+(Approve on 500 different exceptions, so every click starts a real decision after its ack) are sent
+20 at a time; the latency is the HTTP round trip up to the ack. Last line:
+``{"p50_ms": …, "p99_ms": …, "baseline_p50_ms": …, "baseline_p99_ms": …, "ratio": …}``
+(ratio = p99 / baseline p99; target p99 < 100 ms and ratio ≤ 2).
+
+    .venv/bin/python bench/ack_latency.py [--clicks 500] [--concurrency 20] [--workers 2] [--threads 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-signing-secret"
+APPROVER = "U02APPROVER"
+
+# --------------------------------------------------------------------------- the baseline app
+
+_bare_wsgi: Any = None
+_bare_lock = threading.Lock()
+
+
+def bare_application(environ: dict[str, Any], start_response: Any) -> Any:
+    """gunicorn ``ack_latency:bare_application``: Bolt with the same client, signature check and
+    WSGI adapter as billbot, and one listener that only acks."""
+    global _bare_wsgi
+    if _bare_wsgi is None:
+        with _bare_lock:
+            if _bare_wsgi is None:
+                from slack_bolt import App
+                from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+                from bot.slack_client import make_client
+
+                app = App(client=make_client(os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_API_URL"]),
+                          signing_secret=os.environ["SLACK_SIGNING_SECRET"], token_verification_enabled=False,
+                          process_before_response=False)
+
+                @app.action(re.compile(".*"))
+                def only_ack(ack: Any) -> None:
+                    ack()
+
+                handler = SlackRequestHandler(app)
+
+                def wsgi(env: dict[str, Any], sr: Any) -> Any:
+                    if env.get("PATH_INFO") == "/healthz":
+                        sr("200 OK", [("content-type", "application/json")])
+                        return [b'{"ok": true}']
+                    return handler(env, sr)
+
+                _bare_wsgi = wsgi
+    return _bare_wsgi(environ, start_response)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed(env: dict[str, str], n: int) -> list[str]:
+    """Master data, an approver, and ``n`` pending variance exceptions; returns the Approve values."""
+    os.environ.update(env)
+    from bot import context
+    from bot.blocks.exceptions import button_value
+    from bot.workflows.decisions import subject_digest
+    from storage.models import BillingException
+    from tests.slack import factories as f
+
+    context.reset()
+    db, key = context.get_db(), context.get_key()
+    f.seed(db)
+    f.add_user(db, APPROVER, ["approver"], cached=True)
+    values = []
+    for i in range(n):
+        pid = f.preinvoice(db, campaign=f.add_campaign(db, f"bench-{i}"))
+        eid = f.open_exception(db, key, preinvoice_id=pid, name=f"bench-{i}")
+        with db.read() as s:
+            values.append(button_value(eid, subject_digest(s.get(BillingException, eid))))
+    return values
+
+
+def start_gunicorn(target: str, port: int, env: dict[str, str], args: argparse.Namespace,
+                   pythonpath: str | None = None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "gunicorn", target, "-b", f"127.0.0.1:{port}", "-k", "gthread",
+           "-w", str(args.workers), "--threads", str(args.threads), "--log-level", "warning",
+           "--backlog", "256", "--keep-alive", "5"]
+    if pythonpath:
+        cmd += ["--pythonpath", pythonpath]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"gunicorn {target} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- load
+
+
+def fire(url: str, values: list[str], concurrency: int) -> list[float]:
+    """Send one signed click per value, ``concurrency`` at a time; return latencies in ms."""
+    import httpx
+
+    from tests.slack.harness import sign
+
+    local = threading.local()
+
+    def one(i_value: tuple[int, str]) -> float:
+        i, value = i_value
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=10)
+        payload = {
+            "type": "block_actions", "team": {"id": "T0BILLBOT"}, "api_app_id": "A0BILLBOT",
+            "user": {"id": APPROVER, "username": "arne", "team_id": "T0BILLBOT"},
+            "trigger_id": f"{i}.trigger", "response_url": "http://127.0.0.1:9/response",
+            "container": {"type": "message", "message_ts": "1700000001.000001", "channel_id": "CEXCEPTIONS"},
+            "channel": {"id": "CEXCEPTIONS"}, "message": {"ts": "1700000001.000001"},
+            "actions": [{"type": "button", "action_id": "decide_approve", "value": value, "block_id": "b",
+                         "action_ts": f"{time.time():.6f}"}],
+        }
+        from urllib.parse import urlencode
+
+        body = urlencode({"payload": json.dumps(payload)})
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(SECRET, body)}
+        t0 = time.perf_counter()
+        r = local.client.post(url, content=body.encode(), headers=headers)
+        ms = (time.perf_counter() - t0) * 1000
+        if r.status_code != 200:
+            raise SystemExit(f"click {i}: HTTP {r.status_code} {r.text[:200]}")
+        return ms
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, enumerate(values)))
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    k = max(0, min(len(xs) - 1, round(p / 100 * (len(xs) - 1))))
+    return xs[k]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clicks", type=int, default=500)
+    ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=8)
+    args = ap.parse_args()
+
+    from tests.fakes.slack_api import FakeSlackAPI
+
+    tmp = Path(tempfile.mkdtemp(prefix="billbot-ack-"))
+    with FakeSlackAPI(users={APPROVER: {"name": "arne", "real_name": "Arne Approver",
+                                        "email": "arne@example.com"}}) as api:
+        env = {"DATABASE_URL": f"sqlite:///{tmp / 'billbot.db'}", "BILLBOT_VAR_DIR": str(tmp / "var"),
+               "SIGNING_KEY_PATH": str(tmp / "signing_key.pem"), "SLACK_BOT_TOKEN": "xoxb-bench",
+               "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": api.url, "EXCEPTIONS_CHANNEL": "CEXCEPTIONS",
+               "BILLBOT_JOBS": "embedded"}
+        t0 = time.perf_counter()
+        values = seed(env, args.clicks)
+        print(f"seeded {len(values)} pending exceptions in {time.perf_counter() - t0:.1f} s", flush=True)
+        warm = values[:0]
+
+        results: dict[str, list[float]] = {}
+        for name, target, pypath in (("baseline", "ack_latency:bare_application", str(ROOT / "bench")),
+                                     ("billbot", "bot.app:application", None)):
+            port = free_port()
+            proc = start_gunicorn(target, port, env, args, pythonpath=pypath)
+            try:
+                url = f"http://127.0.0.1:{port}/slack/events"
+                fire(url, ["0:" + "0" * 64] * (args.workers * args.threads * 2) + warm, args.concurrency)  # warm-up
+                t0 = time.perf_counter()
+                lat = fire(url, values, args.concurrency)
+                wall = time.perf_counter() - t0
+                results[name] = lat
+                print(f"{name:8s}: {len(lat)} clicks in {wall:.2f} s, p50 {pct(lat, 50):.1f} ms, "
+                      f"p90 {pct(lat, 90):.1f} ms, p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms, "
+                      f"mean {statistics.fmean(lat):.1f} ms", flush=True)
+                if name == "billbot":
+                    decided = wait_for_decisions(env, len(values))
+                    print(f"billbot : {decided} of {len(values)} decisions recorded after the acks", flush=True)
+            finally:
+                stop(proc)
+
+    ours, base = results["billbot"], results["baseline"]
+    out = {"p50_ms": round(pct(ours, 50), 1), "p99_ms": round(pct(ours, 99), 1),
+           "baseline_p50_ms": round(pct(base, 50), 1), "baseline_p99_ms": round(pct(base, 99), 1),
+           "ratio": round(pct(ours, 99) / pct(base, 99), 2), "clicks": len(ours), "concurrency": args.concurrency}
+    print(json.dumps(out))
+
+
+def wait_for_decisions(env: dict[str, str], n: int, timeout: float = 120) -> int:
+    from sqlalchemy import func, select
+
+    from bot import context
+    from storage.models import Decision
+
+    os.environ.update(env)
+    db = context.get_db()
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        with db.read() as s:
+            count = int(s.execute(select(func.count()).select_from(Decision)).scalar_one())
+        if count >= n:
+            break
+        time.sleep(0.2)
+    return count
+
+
+if __name__ == "__main__":
+    main()
