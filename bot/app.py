@@ -4,8 +4,9 @@
   Bolt's middleware; a bad or five-minute-old signature gets 401) plus ``GET /healthz``. gunicorn
   serves ``bot.app:application``, created lazily on the first request of each worker.
 - Socket Mode when ``SLACK_APP_TOKEN`` is set (no public URL needed).
-- Fast ack: ``process_before_response=False`` — each listener acks first, Bolt answers Slack as soon
-  as ``ack()`` is called, and the rest of the listener runs on :class:`TrackedExecutor`.
+- Fast ack: ``process_before_response=False`` — each listener acks first and Bolt answers Slack as
+  soon as ``ack()`` is called. Listeners run on one :class:`TrackedExecutor`; decisions are handed
+  on to a second one (``Deps.defer``), so listener threads are never all busy when a click arrives.
 - Slack retries (``X-Slack-Retry-Num``) are acknowledged and ignored: the first delivery is
   already being handled, and decisions are idempotent anyway.
 - The Web API client comes from :func:`bot.slack_client.make_client` (slack_sdk retry handlers for
@@ -109,7 +110,8 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
 
     settings = settings or get_settings()
     client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
-    executor = TrackedExecutor(max_workers=16, name="billbot-listener")
+    executor = TrackedExecutor(max_workers=16, name="billbot-listener")  # acks (and quick reads)
+    work = TrackedExecutor(max_workers=8, name="billbot-work")  # decisions after their ack
     app = App(
         name="billbot",
         client=client,
@@ -120,7 +122,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
         listener_executor=executor,
         logger=logging.getLogger("billbot.bolt"),
     )
-    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=_background)
+    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=_background, work=work)
 
     def provide_deps(context: Any, next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
         context["billbot"] = deps
@@ -130,7 +132,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     app.use(provide_deps)
     register_all(app)
     register_slack_subscribers(client, db=context.get_db, default_channel=settings.exceptions_channel)
-    app.billbot_executor = executor  # type: ignore[attr-defined]
+    app.billbot_executors = (executor, work)  # type: ignore[attr-defined]
     return app
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from billing.checks import run_checks
 from billing.errors import Conflict, NotAllowed, NotFound
@@ -157,8 +157,9 @@ def run_billing(
             select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
                                                          BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars())
         decided = frozenset(int(i) for i in s.execute(
-            select(BillingException.preinvoice_id).distinct().join(Decision, Decision.exception_id == BillingException.id)
-            .where(BillingException.preinvoice_id.is_not(None))).scalars())
+            select(BillingException.preinvoice_id).distinct()
+            .join(Decision, Decision.exception_id == BillingException.id)
+            .where(BillingException.preinvoice_id.is_not(None))).scalars() if i is not None)
     if dry_run:
         return _dry_run(db, p, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
                         on_progress=on_progress)
@@ -505,7 +506,8 @@ def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
     }
 
 
-def approvals_of(s: Session, group: Sequence[PreInvoice], decided: frozenset[int] | None = None) -> list[dict[str, Any]]:
+def approvals_of(s: Session, group: Sequence[PreInvoice],
+                 decided: frozenset[int] | None = None) -> list[dict[str, Any]]:
     """Who approved what: each pre-invoice's approval (hash-bound) and the decisions on its exceptions."""
     out: list[dict[str, Any]] = [
         {"preinvoice_id": p.id, "approved_by": p.approved_by,

@@ -55,9 +55,15 @@ class AppServer:
         """Wait until the work after every ack has finished. Background jobs run inside it when
         ``BILLBOT_JOBS=inline`` (what the tests set), so this covers them too."""
         bolt = getattr(self.wsgi, "bolt_app", None)
-        executor = getattr(bolt, "billbot_executor", None)
-        if executor is not None and not executor.wait_idle(timeout):
-            raise AssertionError("the app did not become idle")
+        executors = getattr(bolt, "billbot_executors", ())
+        deadline = time.monotonic() + timeout
+        # listeners hand work on to the work pool: wait until both are idle, twice in a row
+        quiet = 0
+        while quiet < 2:
+            busy = any(not ex.wait_idle(max(0.0, deadline - time.monotonic())) for ex in executors)
+            if busy:
+                raise AssertionError("the app did not become idle")
+            quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) else 0
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -54,9 +54,10 @@ def on_decide(ack: Any, body: dict[str, Any], action: dict[str, Any], client: An
     deps = deps_of(context)
     click = DecisionClick.parse(body, action)
     if click.decision == "approve":
-        decide_and_render(deps, client, exception_id=click.exception_id, decision="approve",
-                          subject_hash=click.subject_hash, reason=None, where=click.where)
+        deps.defer(body, client, decide_and_render, deps, client, exception_id=click.exception_id,
+                   decision="approve", subject_hash=click.subject_hash, reason=None, where=click.where)
         return
+    # Reject / Force: the modal must open while the trigger id is fresh (3 s), so here, not deferred
     from bot.blocks.modals import reason_modal
     from bot.workflows.decisions import preflight
 

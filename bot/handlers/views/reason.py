@@ -20,8 +20,9 @@ def on_reason(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any,
             errors={REASON_BLOCK_ID: "Please give a reason; it goes into the signed decision record."})
         return
     ack()
-    decide_and_render(deps_of(context), client, exception_id=sub.exception_id, decision=sub.decision,
-                      subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
+    deps = deps_of(context)
+    deps.defer(body, client, decide_and_render, deps, client, exception_id=sub.exception_id,
+               decision=sub.decision, subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
 
 
 def register(app: Any) -> None:
