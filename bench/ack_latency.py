@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ _bare_lock = threading.Lock()
 def bare_application(environ: dict[str, Any], start_response: Any) -> Any:
     """gunicorn ``ack_latency:bare_application``: Bolt with the same client, signature check and
     WSGI adapter as billbot, and one listener that only acks."""
-    global _bare_wsgi
+    global _bare_wsgi  # noqa: PLW0603 - one app per gunicorn worker
     if _bare_wsgi is None:
         with _bare_lock:
             if _bare_wsgi is None:

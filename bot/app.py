@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     settings = settings or get_settings()
     client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
     executor = TrackedExecutor(max_workers=16, name="billbot-listener")  # acks (and quick reads)
-    work = TrackedExecutor(max_workers=8, name="billbot-work")  # decisions after their ack
+    # decisions after their ack: few threads (SQLite serializes writers anyway; fewer GIL hand-offs)
+    work = TrackedExecutor(max_workers=max(2, settings.workers), name="billbot-work")
     app = App(
         name="billbot",
         client=client,

@@ -167,3 +167,12 @@ def retry_stalled(*, seconds_since_heartbeat: float = 60.0) -> Any:
     from bot import jobs
 
     return jobs.retry_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)
+
+
+def _register_surface_tasks() -> None:
+    """Tasks defined next to the surface that submits them (the `/billing` command's background job)
+    must be known to every process that runs tasks, distributed workers included."""
+    import bot.handlers.commands.jobs  # noqa: F401  (registers "slack_command")
+
+
+_register_surface_tasks()

@@ -60,11 +60,11 @@ def invoices_pdf(
     if output.resolve() != path.resolve():
         shutil.copyfile(path, output)
     data = output.read_bytes()
-    result = {"number": number, "file": str(output), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    sha = hashlib.sha256(data).hexdigest()
     if json_out:
-        emit_json(result)
+        emit_json({"number": number, "file": str(output), "bytes": len(data), "sha256": sha})
     else:
-        out_console.print(f"{number}: wrote {output} ({len(data)} bytes, sha256 {result['sha256'][:16]}…)")
+        out_console.print(f"{number}: wrote {output} ({len(data)} bytes, sha256 {sha[:16]}…)")
 
 
 @evidence_app.command("create", hidden=True)

@@ -38,7 +38,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from billing.documents import (
@@ -54,7 +54,7 @@ from billing.documents import (
     xsd_problems,
 )
 from billing.errors import BillingError, Invalid, NotFound
-from billing.money import quantum
+from billing.money import fmt, quantum
 from billing.signatures import canonical_json, chain_hash, key_id, sha256_hex, sign, verify
 from bot.workflows import audit
 from bot.workflows.effects import notify
@@ -275,32 +275,42 @@ def _sha_file(path: Path) -> str | None:
         return None
 
 
-def record_render(
-    db: Database, invoice_id: int, *, path: Path | None, sha256: str | None, error: str | None, final: bool,
-    key: Ed25519PrivateKey | None, actor: str = "system", now: datetime | None = None,
-) -> None:
-    """Record one render attempt on the invoice's bookkeeping columns, with its audit record.
+@dataclass(frozen=True)
+class RenderOutcome:
+    """One render attempt: ``path``/``sha256`` on success, ``error`` on failure (``final`` = no retry left)."""
 
-    Success: ``pdf_state='done'`` and the event ``invoice.rendered``. Failure: ``pdf_error`` and
-    ``pdf_state='failed'`` once no attempt is left (``'pending'`` while retries remain)."""
+    invoice_id: int
+    path: Path | None = None
+    sha256: str | None = None
+    error: str | None = None
+    final: bool = True
+
+
+def record_renders(db: Database, outcomes: Sequence[RenderOutcome], *, key: Ed25519PrivateKey | None,
+                   actor: str = "system", now: datetime | None = None) -> None:
+    """Record render attempts on the invoices' bookkeeping columns, one audit record each, in one
+    transaction. Success: ``pdf_state='done'`` and the event ``invoice.rendered`` (after commit).
+    Failure: ``pdf_error``, and ``pdf_state='failed'`` once no attempt is left (``'pending'`` before)."""
     with db.transaction() as s:
-        inv = s.get(Invoice, invoice_id)
-        if inv is None:
-            raise NotFound(f"invoice {invoice_id} not found")
-        inv.pdf_attempts = (inv.pdf_attempts or 0) + 1
-        if error is None and path is not None:
-            inv.pdf_state, inv.pdf_path, inv.pdf_sha256, inv.pdf_error = "done", str(path), sha256, None
-            action = "invoice.pdf_rendered"
-            payload: dict[str, Any] = {"number": inv.number, "pdf_sha256": sha256, "attempt": inv.pdf_attempts}
-        else:
-            inv.pdf_state = "failed" if final else "pending"
-            inv.pdf_error = (error or "unknown error")[:2000]
-            action = "invoice.pdf_failed"
-            payload = {"number": inv.number, "error": inv.pdf_error, "attempt": inv.pdf_attempts, "final": final}
-        audit.record(s, key=key, actor=actor, action=action, subject_type="invoice", subject_id=inv.id,
-                     payload=payload, now=now)
-        if error is None and path is not None:
-            notify(s, "invoice.rendered", invoice_id=inv.id, pdf_path=str(path))
+        for o in outcomes:
+            inv = s.get(Invoice, o.invoice_id)
+            if inv is None:
+                raise NotFound(f"invoice {o.invoice_id} not found")
+            inv.pdf_attempts = (inv.pdf_attempts or 0) + 1
+            if o.error is None and o.path is not None:
+                inv.pdf_state, inv.pdf_path, inv.pdf_sha256, inv.pdf_error = "done", str(o.path), o.sha256, None
+                action = "invoice.pdf_rendered"
+                payload: dict[str, Any] = {"number": inv.number, "pdf_sha256": o.sha256, "attempt": inv.pdf_attempts}
+            else:
+                inv.pdf_state = "failed" if o.final else "pending"
+                inv.pdf_error = (o.error or "unknown error")[:2000]
+                action = "invoice.pdf_failed"
+                payload = {"number": inv.number, "error": inv.pdf_error, "attempt": inv.pdf_attempts,
+                           "final": o.final}
+            audit.record(s, key=key, actor=actor, action=action, subject_type="invoice", subject_id=inv.id,
+                         payload=payload, now=now)
+            if o.error is None and o.path is not None:
+                notify(s, "invoice.rendered", invoice_id=inv.id, pdf_path=str(o.path))
 
 
 def render_invoice_pdf(
@@ -331,22 +341,24 @@ def render_invoice_pdf(
         doc = document_for_invoice(s, invoice_id)
         target = pdf_path_for(out_dir, inv.legal_entity_id, inv.number)
     problems = check_document(doc)
+    if problems:  # the stored content itself is wrong: retrying cannot help
+        error = "; ".join(problems)
+        record_renders(db, [RenderOutcome(invoice_id, error=error, final=True)], key=key)
+        raise RenderFailed(f"invoice {doc.number}: {error}")
     last = ""
     for attempt in range(1, max(1, attempts) + 1):
         try:
-            if problems:
-                raise Invalid([f"{doc.number}: {p}" for p in problems], code="document")
             pdf, _xml = render_pdf(doc)
             _write_atomic(target, pdf)
         except Exception as e:  # noqa: BLE001 - recorded on the invoice and re-raised after the last attempt
             last = f"{type(e).__name__}: {e}"
             log.warning("rendering %s failed (attempt %d of %d): %s", doc.number, attempt, attempts, last)
-            record_render(db, invoice_id, path=None, sha256=None, error=last, final=attempt >= attempts, key=key)
+            record_renders(db, [RenderOutcome(invoice_id, error=last, final=attempt >= attempts)], key=key)
             if attempt < attempts:
                 time.sleep(retry_delay * attempt)
             continue
-        record_render(db, invoice_id, path=target, sha256=hashlib.sha256(pdf).hexdigest(), error=None,
-                      final=True, key=key)
+        record_renders(db, [RenderOutcome(invoice_id, path=target, sha256=hashlib.sha256(pdf).hexdigest())],
+                       key=key)
         return target
     raise RenderFailed(f"invoice {doc.number}: PDF not rendered after {attempts} attempts ({last})")
 
@@ -403,63 +415,72 @@ def render_many(
     attempts: int = 3,
     key: Ed25519PrivateKey | None = None,
     record: bool = True,
-    start_method: str = "forkserver",
+    start_method: str | None = None,
 ) -> dict[str, Any]:
     """Render many invoices in parallel across ``processes`` worker processes.
 
-    The parent reads the documents, workers only render (stylesheets and fonts prepared once per
-    worker by the pool initializer) and the parent records each outcome as it arrives, so the
-    database sees one writer. Failed renders are retried up to ``attempts`` times. Workers start from
-    a fork server that has the renderer's modules imported (``forkserver``: safe in a threaded web
-    process, and only the first pool pays for the imports).
+    Workers only render: the pool initializer parses the stylesheets and loads the fonts once per
+    worker. The parent reads each document and hands it over at once (workers start rendering while
+    the parent still reads), then records the outcomes as they arrive, each batch in one transaction,
+    so the database sees a single writer. Failed renders are retried up to ``attempts`` times.
+    Workers are forked when this process runs a single thread (they inherit the imported, warmed-up
+    renderer), else started from a fork server (forking a threaded process can deadlock).
 
     Returns ``{"rendered": {id: path}, "failed": {id: error}, "seconds": …, "processes": …,
     "per_pdf_ms": …, "per_core_ms": …}`` (``per_core_ms`` = wall time × processes / PDFs)."""
+    import threading
+    from multiprocessing import get_all_start_methods
+
     out_dir = out_dir or default_out_dir()
-    docs: dict[int, tuple[InvoiceDocument, Path]] = {}
-    with db.read() as s:
-        for iid in invoice_ids:
-            inv = s.get(Invoice, iid)
-            if inv is None:
-                raise NotFound(f"invoice {iid} not found")
-            docs[iid] = (document_for_invoice(s, iid), pdf_path_for(out_dir, inv.legal_entity_id, inv.number))
-    rendered: dict[int, str] = {}
-    failed: dict[int, str] = {}
-    tries: dict[int, int] = dict.fromkeys(docs, 0)
-    started = time.perf_counter()
+    if start_method is None:
+        single = threading.active_count() == 1
+        start_method = "fork" if single and "fork" in get_all_start_methods() else "forkserver"
     ctx = get_context(start_method)
     if start_method == "forkserver":
         ctx.set_forkserver_preload(["billing.documents", "bot.workflows.documents"])
+    docs: dict[int, tuple[InvoiceDocument, Path]] = {}
+    rendered: dict[int, str] = {}
+    failed: dict[int, str] = {}
+    tries: dict[int, int] = {}
+    started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, processes), mp_context=ctx, initializer=_init_worker) as pool:
         pending: dict[Future[tuple[str, str]], int] = {}
 
         def submit(iid: int) -> None:
-            tries[iid] += 1
+            tries[iid] = tries.get(iid, 0) + 1
             doc, path = docs[iid]
             pending[pool.submit(_render_to_file, doc, str(path))] = iid
 
-        for iid in docs:
-            submit(iid)
+        with db.read() as s:
+            for iid in invoice_ids:
+                inv = s.get(Invoice, iid)
+                if inv is None:
+                    raise NotFound(f"invoice {iid} not found")
+                docs[iid] = (document_for_invoice(s, iid), pdf_path_for(out_dir, inv.legal_entity_id, inv.number))
+                submit(iid)
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            outcomes: list[RenderOutcome] = []
+            retry: list[int] = []
             for fut in done:
                 iid = pending.pop(fut)
                 exc = fut.exception()
                 if exc is None:
                     path, sha = fut.result()
                     rendered[iid] = path
-                    failed.pop(iid, None)
-                    if record:
-                        record_render(db, iid, path=Path(path), sha256=sha, error=None, final=True, key=key)
+                    outcomes.append(RenderOutcome(iid, path=Path(path), sha256=sha))
                     continue
                 error = f"{type(exc).__name__}: {exc}"
                 final = tries[iid] >= attempts
-                if record:
-                    record_render(db, iid, path=None, sha256=None, error=error, final=final, key=key)
+                outcomes.append(RenderOutcome(iid, error=error, final=final))
                 if final:
                     failed[iid] = error
                 else:
-                    submit(iid)
+                    retry.append(iid)
+            for iid in retry:
+                submit(iid)
+            if record and outcomes:
+                record_renders(db, outcomes, key=key)
     seconds = time.perf_counter() - started
     n = max(1, len(rendered))
     return {
@@ -467,6 +488,7 @@ def render_many(
         "failed": failed,
         "seconds": seconds,
         "processes": processes,
+        "start_method": start_method,
         "per_pdf_ms": seconds * 1000 / n,
         "per_core_ms": seconds * 1000 * max(1, processes) / n,
     }
@@ -499,6 +521,12 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
             _flatten(f"{prefix}[{i}]", v, out)
     else:
         out.append((prefix, value if isinstance(value, str) else canonical_json(value)))
+
+
+def _plain(d: Decimal) -> str:
+    """A decimal without trailing zeros or exponent (PostgreSQL NUMERIC(20,6) gives 485000.000000)."""
+    text = format(d.normalize(), "f")
+    return text
 
 
 def _canonical_zip(members: Sequence[tuple[str, bytes]]) -> bytes:
@@ -569,8 +597,10 @@ def build_evidence_pack(
         raise Invalid(f"the PDF of {number} carries no {FACTURX_FILENAME}")
     pack = _Pack()
     with db.read() as s:
-        inv = s.get(Invoice, invoice_id)
-        assert inv is not None
+        found = s.get(Invoice, invoice_id)
+        if found is None:
+            raise NotFound(f"invoice {invoice_id} not found")
+        inv = found
         base = _safe(inv.number)
         pack.add(f"{base}.pdf", pdf)
         pack.add(FACTURX_FILENAME, bytes(xml))
@@ -580,8 +610,8 @@ def build_evidence_pack(
             item = s.get(CampaignItem, li.item_id) if li.item_id else None
             entry: dict[str, Any] = {
                 "position": pos, "line_id": li.id, "item_id": li.item_id, "description": li.description,
-                "quantity": str(li.quantity), "unit": li.unit, "unit_price": str(li.unit_price),
-                "amount": str(li.amount), "period_start": li.period_start, "period_end": li.period_end,
+                "quantity": _plain(li.quantity), "unit": li.unit, "unit_price": _plain(li.unit_price),
+                "amount": fmt(li.amount, inv.currency), "period_start": li.period_start, "period_end": li.period_end,
                 "preinvoice_id": li.preinvoice_id, "billing": item.billing if item else "manual",
                 "computation": li.computation or {}, "files": [],
             }
@@ -604,7 +634,8 @@ def build_evidence_pack(
                                         ([getattr(c, k) for k in CONVERSION_COLUMNS] for c in convs)))
                     entry["files"].append(name)
                     entry["conversion_rows"] = len(convs)
-                sync_ids.update(r.sync_run_id for r in [*facts, *convs] if r.sync_run_id)
+                sync_ids.update(f.sync_run_id for f in facts if f.sync_run_id)
+                sync_ids.update(c.sync_run_id for c in convs if c.sync_run_id)
             else:
                 flat: list[tuple[str, str]] = []
                 _flatten("", li.computation or {}, flat)
@@ -620,7 +651,7 @@ def build_evidence_pack(
         ] if sync_ids else []
         # the decisions behind the invoice: its pre-invoices' exceptions, and threshold skips of the run
         pre_ids = sorted({li.preinvoice_id for li in inv.lines if li.preinvoice_id})
-        conds = []
+        conds: list[ColumnElement[bool]] = []
         if pre_ids:
             conds.append(BillingException.preinvoice_id.in_(pre_ids))
         if inv.billing_run_id:
@@ -644,7 +675,8 @@ def build_evidence_pack(
         decisions_doc = {
             "exceptions": [
                 {"id": e.id, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
-                 "cause": e.cause, "amount": str(e.amount), "currency": e.currency, "subject_hash": e.subject_hash,
+                 "cause": e.cause, "amount": fmt(e.amount, e.currency), "currency": e.currency,
+                 "subject_hash": e.subject_hash,
                  "decision": e.decision, "decided_by": e.decided_by, "decided_at": e.decided_at, "reason": e.reason}
                 for e in excs
             ],
@@ -662,8 +694,9 @@ def build_evidence_pack(
         summary = {
             "number": inv.number, "kind": inv.kind, "legal_entity": inv.legal_entity_id,
             "advertiser": inv.advertiser_id, "issue_date": inv.issue_date, "due_date": inv.due_date,
-            "currency": inv.currency, "net": str(inv.net), "vat": str(inv.vat), "gross": str(inv.gross),
-            "vat_rate": str(inv.vat_rate), "vat_category": inv.vat_category, "content_hash": inv.content_hash,
+            "currency": inv.currency, "net": fmt(inv.net, inv.currency), "vat": fmt(inv.vat, inv.currency),
+            "gross": fmt(inv.gross, inv.currency), "vat_rate": _plain(inv.vat_rate),
+            "vat_category": inv.vat_category, "content_hash": inv.content_hash,
             "billing_run_id": inv.billing_run_id, "pdf_sha256": hashlib.sha256(pdf).hexdigest(),
             "references": s.get(Invoice, inv.references_invoice_id).number  # type: ignore[union-attr]
             if inv.references_invoice_id else None,

@@ -222,3 +222,13 @@ def test_view_formats_money_and_dates_per_locale() -> None:
     assert docs.fmt_price(Decimal("0.0042"), "EUR", "en") == "€0.0042"
     assert docs.fmt_qty(Decimal("7800000"), "de") == "7.800.000"
     assert docs.doc_locale("de_AT") == "de" and docs.doc_locale("fr") == "en"
+
+
+def test_an_inconsistent_invoice_fails_once_without_retrying(db, key, world, out_dir, monkeypatch) -> None:
+    # what check_document would say about a row no finalization writes (lines not adding up to the net)
+    monkeypatch.setattr(wf, "check_document", lambda doc: ["lines add up to 2037.00, the net is 1.00"])
+    with pytest.raises(wf.RenderFailed, match="lines add up to 2037.00"):
+        wf.render_invoice_pdf(db, world.reverse, out_dir=out_dir, key=key)
+    with db.read() as s:
+        inv = s.get(Invoice, world.reverse)
+        assert inv.pdf_state == "failed" and inv.pdf_attempts == 1 and "the net is 1.00" in inv.pdf_error

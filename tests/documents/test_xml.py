@@ -167,3 +167,12 @@ def test_any_consistent_invoice_gives_valid_xml_that_adds_up(lines, vat) -> None
     line_total = sum(Decimal(x) for x in _t(root, "//ram:SpecifiedTradeSettlementLineMonetarySummation/"
                                                    "ram:LineTotalAmount"))
     assert line_total == net
+
+
+def test_module_examples_hold() -> None:
+    import doctest
+
+    import billing.documents
+
+    result = doctest.testmod(billing.documents)
+    assert result.attempted > 5 and result.failed == 0

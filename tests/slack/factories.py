@@ -104,6 +104,8 @@ def preinvoice(db: Database, *, net: str = "3000.00", state: str = "pending", cr
         s.add(pi)
         s.flush()
         pi.content_hash = preinvoice_hash(pi)
+        if state == "approved":
+            pi.approved_hash, pi.approved_by, pi.approved_at = pi.content_hash, "system", NOW
         return pi.id
 
 

@@ -4,6 +4,7 @@ progress message that is kept updated, and an ack that never waits for the work.
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -143,3 +144,31 @@ def test_schedules_are_listed_added_and_removed_by_operators(world):
     op.command("schedule remove 1")
     world.wait()
     assert world.api.calls_to("response_url")[-1]["text"].endswith("removed")
+
+
+def test_whole_flow_run_skips_below_threshold_and_force_invoices_now(world):
+    """The real billing run and finalization (no spies): `/billing run` skips an advertiser below its
+    threshold, the skip is posted as an exception, a finance manager forces it with a reason, and the
+    invoice is created and named in the exception's thread."""
+    from sqlalchemy import select
+
+    from storage.models import BillingException, Invoice
+    from tests.slack.helpers import click, message_of, submit_reason
+
+    f.preinvoice(world.db, net="180.00", state="approved")
+    world.as_user(f.OPERATOR).command("run 2026-02")
+    world.wait()
+    progress = world.api.calls_to("chat.update")[-1]
+    assert "Skipped items with a total of 180.00 EUR for Autohaus Elbe KG (threshold 250.00 EUR)" in _texts(
+        progress["blocks"])
+    with world.db.read() as s:
+        [exc] = s.execute(select(BillingException)).scalars().all()
+        assert (exc.kind, exc.state, exc.started_by) == ("below_threshold", "pending", f.OPERATOR)
+    click(world, f.MANAGER, exc.id, "force")
+    submit_reason(world, f.MANAGER, "Client asked for the February invoice now")
+    with world.db.read() as s:
+        [inv] = s.execute(select(Invoice)).scalars().all()
+        assert inv.net == Decimal("180.00") and s.get(BillingException, exc.id).state == "forced"
+    replies = [r["text"] for r in message_of(world, exc.id)["replies"]]
+    assert replies[0].startswith(":zap: Forced by <@U04FINANCE>") and "Invoiced now, below the threshold." in replies[0]
+    assert replies[1] == f"Invoice(s) created: {inv.number}"

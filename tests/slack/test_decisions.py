@@ -378,3 +378,32 @@ def test_subject_hash_is_the_sha256_of_what_was_decided_on(world):
     assert doc["preinvoice"]["lines"][0]["amount"] == "3000"
     click(world, f.APPROVER, eid, "approve")
     assert decisions(world, eid)[0].subject_hash == content_hash(doc)
+
+
+def test_a_refusal_in_the_app_home_arrives_as_a_dm(world):
+    _pid, eid = _variance(world)
+    value = buttons(message_of(world, eid)["blocks"])["decide_approve"]
+    world.as_user(f.NOBODY).click("decide_approve", value, from_home=True)
+    world.wait()
+    dms = [c for c in world.api.calls_to("chat.postMessage") if c["channel"] == f.NOBODY]
+    assert [c["text"] for c in dms] == [":no_entry: Approve needs the approver role."]
+    assert f.exception_row(world.db, eid).state == "pending"
+
+
+def test_closed_and_reopened_exceptions_update_the_same_message(world):
+    from datetime import UTC, datetime
+
+    from bot.workflows.exceptions import close_exception
+
+    _pid, eid = _variance(world)
+    ts = f.exception_row(world.db, eid).message_ts
+    with world.db.transaction() as s:
+        close_exception(s, eid, reason="variance gone after re-import", actor="system", signing_key=world.key,
+                        now=datetime.now(UTC))
+    msg = message_of(world, eid)
+    assert msg["ts"] == ts and buttons(msg["blocks"]) == {}
+    assert "Closed: the check no longer fires." in _section_texts(msg["blocks"])
+    f.open_exception(world.db, world.key, preinvoice_id=_pid, amount="950.00")  # the same key reopens it
+    msg = message_of(world, eid)
+    assert msg["ts"] == ts and "950.00 EUR" in _section_texts(msg["blocks"]) and buttons(msg["blocks"])
+    assert len(world.api.calls_to("chat.postMessage")) == 1
