@@ -1,6 +1,6 @@
 # The README's two commands are `make run` and `make test`.
 PERIOD ?= 2026-10
-SIZE ?= 1124
+SIZE ?= 100
 BILLBOT = .venv/bin/billbot
 
 .PHONY: setup run cycle test lint bench clean

@@ -2,7 +2,7 @@
 printing the same HTML from one long-lived browser (the approach hosted billing engines use).
 
 The same 200 invoices (1–8 lines, de/en, domestic / reverse charge / export in USD) are rendered
-1. by billbot in one process (``billing.documents.render_pdf``: XML built and XSD-checked, PDF/A-3b
+1. by billbot in one process, interleaved invoice by invoice with Chromium (same ambient load) (``billing.documents.render_pdf``: XML built and XSD-checked, PDF/A-3b
    with the XML embedded),
 2. by billbot's ``render_many`` over 2 worker processes (the production path: pool start-up, warm-up
    and the bookkeeping rows included), reported per PDF per core (wall × processes / PDFs),
@@ -111,46 +111,43 @@ def _cpu_ms(pids: list[int]) -> float:
     return total * 1000 / tick
 
 
-def bench_billbot_single(docs) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    from billing.documents import get_renderer, render_pdf
-
-    get_renderer().warm_up()
-    for d in docs[:3]:
-        render_pdf(d)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for i, d in enumerate(docs, start=1):
-        render_pdf(d)
-        if i % 50 == 0:
-            print(f"  billbot 1 process: {i}/{len(docs)}", flush=True)
-    return (time.perf_counter() - wall) * 1000 / len(docs), (time.process_time() - cpu) * 1000 / len(docs)
-
-
-def bench_chromium(docs) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def bench_single_vs_chromium(docs) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """billbot in this process and Chromium, interleaved invoice by invoice so that both see the same
+    load from whatever else runs on the machine. Wall and CPU milliseconds per PDF for each."""
     from playwright.sync_api import sync_playwright
 
-    from billing.documents import render_html
+    from billing.documents import get_renderer, render_html, render_pdf
 
+    get_renderer().warm_up()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
 
-        def one(doc) -> bytes:  # type: ignore[no-untyped-def]
+        def chromium(doc) -> bytes:  # type: ignore[no-untyped-def]
             page.set_content(render_html(doc, inline_css=True))
             return page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
 
         for d in docs[:3]:
-            one(d)
+            chromium(d)
+            render_pdf(d)
         tree = _descendants(os.getpid())
-        cpu0 = _cpu_ms(tree)
-        wall = time.perf_counter()
+        b_wall = b_cpu = c_wall = c_cpu = 0.0
         for i, d in enumerate(docs, start=1):
-            one(d)
+            w, c = time.perf_counter(), time.process_time()
+            render_pdf(d)
+            b_wall += time.perf_counter() - w
+            b_cpu += time.process_time() - c
+            c0 = _cpu_ms(tree)
+            w = time.perf_counter()
+            chromium(d)
+            c_wall += time.perf_counter() - w
+            c_cpu += (_cpu_ms(tree) - c0) / 1000
             if i % 50 == 0:
-                print(f"  chromium: {i}/{len(docs)}", flush=True)
-        wall_ms = (time.perf_counter() - wall) * 1000 / len(docs)
-        cpu_ms = (_cpu_ms(_descendants(os.getpid())) - cpu0) / len(docs)
+                print(f"  interleaved billbot / chromium: {i}/{len(docs)}", flush=True)
         browser.close()
-    return wall_ms, cpu_ms
+    n = len(docs)
+    return {"billbot_wall": b_wall * 1000 / n, "billbot_cpu": b_cpu * 1000 / n,
+            "chromium_wall": c_wall * 1000 / n, "chromium_cpu": c_cpu * 1000 / n}
 
 
 def main() -> None:
@@ -176,33 +173,34 @@ def main() -> None:
         print(f"{len(docs)} invoices built in {time.perf_counter() - t:.1f}s "
               f"({sum(len(d.lines) for d in docs)} lines)", flush=True)
 
-        single_ms, single_cpu = bench_billbot_single(docs)
-        print(f"billbot, 1 process: {single_ms:.1f} ms/PDF wall, {single_cpu:.1f} ms/PDF CPU", flush=True)
-
         res = render_many(db, ids, processes=args.processes, out_dir=Path(tmp) / "pdf", key=key)
         if res["failed"]:
             print(f"render_many failures: {res['failed']}", flush=True)
-        many_wall = res["per_pdf_ms"]
         per_core = res["per_core_ms"]
-        print(f"billbot, render_many over {args.processes} processes: {res['seconds']:.1f}s for "
-              f"{len(res['rendered'])} PDFs = {many_wall:.1f} ms/PDF wall, {per_core:.1f} ms/PDF per core "
-              "(pool start-up, warm-up and bookkeeping included)", flush=True)
-
-        chrome_ms, chrome_cpu = bench_chromium(docs)
-        print(f"chromium (one browser, one page): {chrome_ms:.1f} ms/PDF wall, {chrome_cpu:.1f} ms/PDF CPU "
-              "(all its processes)", flush=True)
+        print(f"billbot, render_many over {args.processes} processes ({res['start_method']}): {res['seconds']:.1f}s "
+              f"for {len(res['rendered'])} PDFs = {res['per_pdf_ms']:.1f} ms/PDF wall, {per_core:.1f} ms/PDF per "
+              f"core (pool start-up, warm-up and bookkeeping included); workers' CPU {res['worker_cpu_ms']:.1f} "
+              "ms/PDF", flush=True)
+        m = bench_single_vs_chromium(docs)
+        print(f"billbot, 1 process: {m['billbot_wall']:.1f} ms/PDF wall, {m['billbot_cpu']:.1f} ms/PDF CPU", flush=True)
+        print(f"chromium (one browser, one page): {m['chromium_wall']:.1f} ms/PDF wall, {m['chromium_cpu']:.1f} "
+              "ms/PDF CPU (all its processes)", flush=True)
+        chrome_ms = m["chromium_wall"]
 
     ratio = per_core / chrome_ms
-    print(f"ratio billbot per core / chromium: {ratio:.2f} (CPU: {single_cpu / chrome_cpu:.2f})", flush=True)
+    cpu_ratio = res["worker_cpu_ms"] / m["chromium_cpu"]
+    print(f"ratio billbot per core / chromium: {ratio:.2f} (CPU per PDF, render_many workers / all of "
+          f"Chromium: {cpu_ratio:.2f})", flush=True)
     print(json.dumps({
         "billbot_ms": round(per_core, 1),
         "chromium_ms": round(chrome_ms, 1),
         "ratio": round(ratio, 3),
-        "billbot_single_process_ms": round(single_ms, 1),
-        "billbot_parallel_wall_ms": round(many_wall, 1),
-        "billbot_cpu_ms": round(single_cpu, 1),
-        "chromium_cpu_ms": round(chrome_cpu, 1),
-        "cpu_ratio": round(single_cpu / chrome_cpu, 3),
+        "billbot_parallel_wall_ms": round(res["per_pdf_ms"], 1),
+        "billbot_single_process_ms": round(m["billbot_wall"], 1),
+        "billbot_cpu_ms": round(res["worker_cpu_ms"], 1),
+        "billbot_single_cpu_ms": round(m["billbot_cpu"], 1),
+        "chromium_cpu_ms": round(m["chromium_cpu"], 1),
+        "cpu_ratio": round(cpu_ratio, 3),
         "processes": args.processes,
         "pdfs": len(docs),
     }))

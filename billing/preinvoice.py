@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from billing.delivery import DayFigures, delivery_line, sum_days
@@ -61,7 +62,14 @@ class CampaignSpec:
         return item.start or self.start, item.end or self.end
 
     def periods(self) -> list[Period]:
-        return billing_periods(self.start, self.end, self.payment_interval, self.start_of_week)
+        return list(_periods(self.start, self.end, self.payment_interval, self.start_of_week))
+
+
+@lru_cache(maxsize=4096)
+def _periods(start: date, end: date, interval: str, start_of_week: int) -> tuple[Period, ...]:
+    """Memoised :func:`billing_periods` (pure; asked for again and again for the same campaign
+    when a thousand pre-invoices are built and checked)."""
+    return tuple(billing_periods(start, end, interval, start_of_week))
 
 
 @dataclass(frozen=True)

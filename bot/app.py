@@ -133,6 +133,10 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     app.use(provide_deps)
     register_all(app)
     register_slack_subscribers(client, db=context.get_db, default_channel=settings.exceptions_channel)
+    # PDFs rendered after each finalizing commit (jobs facade), uploaded into Slack threads when asked there
+    from bot.workflows.delivery import wire as wire_documents
+
+    wire_documents(lambda: client, get_db=context.get_db, get_key=context.get_key, submit=_background)
     app.billbot_executors = (executor, work)  # type: ignore[attr-defined]
     return app
 

@@ -134,9 +134,15 @@ def resolve_period(period: str, today: date) -> str:
 
 @task("render_pdf", queue="documents", cpu_bound=True, retry=2, lock=lambda kw: f"pdf:{kw.get('invoice_id')}")
 def render_pdf(*, invoice_id: int) -> Any:
-    """Render (or re-render) the PDF of one invoice: CPU-heavy, so a process pool in embedded mode."""
+    """Render (or re-render) the PDF of one invoice: CPU-heavy, so a process pool in embedded mode.
+    The process that renders also delivers: its ``invoice.rendered`` uploads the PDF into the Slack
+    thread the invoice was finalized from, if any (:mod:`bot.workflows.delivery`)."""
+    from bot import context
+    from bot.slack_client import get_client
+    from bot.workflows.delivery import listen
     from bot.workflows.documents import render_invoice_pdf  # type: ignore[import-not-found,unused-ignore]
 
+    listen(get_client, get_db=context.get_db, get_key=context.get_key, replace=False)
     db, key = _ctx()
     return plain(render_invoice_pdf(db, invoice_id, key=key))
 

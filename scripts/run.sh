@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (SQLite in var/): load the demo and run a full headless
-# billing cycle on it, printing the job log. Usage: scripts/run.sh [PERIOD] [SIZE]
+# `make run`: the demo through billbot's real data paths, then the sandbox workspace.
+#   1. migrate the embedded database (SQLite in var/);
+#   2. `billbot demo`: load the master data and write October's delivery as files into var/demo/
+#      (tracker stats, ad-server report, the client's report, booking log);
+#   3. `billbot cycle`: demo tracker → partial sync → report and log imports → pre-invoices → billing run,
+#      printing the job log; variance exceptions and below-threshold skips are left waiting;
+#   4. `billbot serve`: the sandbox workspace (prints its URL; no browser under CI or without a display).
+# Rerunning is safe (everything is idempotent); `rm -rf var/` starts from scratch.
+# Usage: scripts/run.sh [PERIOD] [SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 period="${1:-2026-10}"
-size="${2:-1124}"
+size="${2:-100}"
 billbot=.venv/bin/billbot
 $billbot db upgrade
 $billbot demo --size "$size"
-$billbot preinvoices create --period "$period"
-$billbot run --period "$period"
+$billbot cycle --period "$period"
+serve_args=()
+if [[ -n "${CI:-}" ]] || { [[ "$(uname -s)" != Darwin && -z "${DISPLAY:-}" && -z "${WAYLAND_DISPLAY:-}" ]]; }; then
+  serve_args+=(--no-browser)
+fi
+exec $billbot serve ${serve_args[@]+"${serve_args[@]}"}

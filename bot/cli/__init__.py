@@ -20,6 +20,7 @@ _MODULES = (
     "bot.cli.slack_cmds",
     "bot.cli.schedule_cmds",
     "bot.cli.serve_cmds",
+    "bot.cli.cycle_cmds",
 )
 
 for _m in _MODULES:

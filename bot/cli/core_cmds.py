@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import select
 
+from billing.errors import Invalid
 from bot.cli.groups import advertisers_app, app, db_app
 from bot.cli.output import emit_json, handle_errors, money_str, out_console
 
@@ -56,27 +57,60 @@ def _print_load(counts: dict[str, dict[str, int]], json_out: bool) -> None:
 
 @app.command("demo")
 @handle_errors
-def demo(
+def demo(  # noqa: PLR0917 - Typer maps parameters to options
     size: Annotated[int, typer.Option(help="Number of dealer branches (one advertiser each).", min=1)] = 1124,
     seed: Annotated[int, typer.Option(help="Changes the data reproducibly.")] = 1,
     write: Annotated[Path | None, typer.Option(help="Also write the scenario as YAML to this file.")] = None,
+    inline_delivery: Annotated[bool, typer.Option(
+        "--inline-delivery", help="Load the delivery into the database instead of writing its files.")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--dir", help="Where delivery files go (default var/demo).")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Load the demo: a car maker's regional campaign for its dealers' branches (October 2026)."""
+    """Load the demo: a car maker's regional campaign for its dealers' branches (October 2026).
+
+    Loads the master data and writes October's delivery as the files a billing desk receives
+    (tracker stats, ad-server report, the client's report, booking log) into var/demo/; `billbot cycle`
+    then syncs, imports and bills them. --inline-delivery loads the delivery directly instead.
+    """
     import yaml
 
     from bot.cli.output import progress
-    from bot.context import get_db, get_key
+    from bot.context import get_db, get_key, settings
     from bot.workflows.load import load as load_wf
-    from storage.demo import build_demo
+    from storage.demo import build_demo, demo_files, has_mixed_delivery, master_data
 
     with progress("Building demo", None, quiet=json_out):
         data = build_demo(size=size, seed=seed)
     if write is not None:
         write.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    db = get_db()
+    with db.read() as s:
+        if has_mixed_delivery(s, inline=inline_delivery):
+            other = "imported from the demo's files" if inline_delivery else "loaded inline (--inline-delivery)"
+            raise Invalid(f"the database already holds the demo's delivery {other}; loading it the other way too "
+                          "would count it twice — start from scratch (`rm -rf var/`) or keep to one way")
+    what = f"demo size={size} seed={seed}" + (" inline" if inline_delivery else "")
     with progress(f"Loading {size} branches", None, quiet=json_out):
-        res = load_wf(get_db(), data, actor=cli_actor(), signing_key=get_key(), what=f"demo size={size} seed={seed}")
+        res = load_wf(db, data if inline_delivery else master_data(data), actor=cli_actor(), signing_key=get_key(),
+                      what=what)
+    files = None if inline_delivery else demo_files(data, out_dir or settings().var_dir / "demo")
+    if json_out:
+        out = res.as_dict()
+        if files is not None:
+            out["files"] = {**files.manifest(), "directory": str(files.directory)}
+        emit_json(out)
+        return
     _print_load(res.as_dict(), json_out)
+    if files is not None:
+        c = files.counts
+        out_console.print(
+            f"delivery files in {files.directory}/ (bill them with `billbot cycle`):\n"
+            f"  {files.tracker.name}: {c['stats_rows']} tracker stats rows, served by the demo tracker\n"
+            f"  {files.gam_report.name}: {c['display_rows']} display rows (Google Ad Manager API dump)\n"
+            f"  {files.third_party_report.name}: {c['third_party_rows']} rows of the client's clicks (GAM UI export)\n"
+            f"  {files.dealer_log.name}: {c['bookings']} test-drive bookings in {c['log_lines']} log lines "
+            f"({c['pending_test_drives_left_out']} pending test drives not logged)",
+            highlight=False, soft_wrap=True)
 
 
 @advertisers_app.command("list")

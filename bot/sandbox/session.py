@@ -58,8 +58,18 @@ class SandboxSession:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until the work billbot does after each ack has finished."""
-        executor = getattr(self.bolt_app, "billbot_executor", None)
-        return True if executor is None else bool(executor.wait_idle(timeout))
+        import time
+
+        # the app's listener and work pools (``create_app``): listeners hand work on, so wait until
+        # both are idle twice in a row
+        executors = getattr(self.bolt_app, "billbot_executors", ())
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while executors and quiet < 2:
+            if not all(ex.wait_idle(max(0.0, deadline - time.monotonic())) for ex in executors):
+                return False
+            quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) else 0
+        return True
 
     def stop(self) -> None:
         if self.clock is not None:

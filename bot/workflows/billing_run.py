@@ -13,10 +13,12 @@ approved, not yet invoiced pre-invoice whose billing period ends on or before th
 - **finalize**: a gapless number from the legal entity's series, the invoice with its lines, the
   pre-invoices marked invoiced, audit records, ``invoice.finalized`` after commit.
 
-Each advertiser is settled in its own transaction, so a crash loses at most the advertiser in
-flight; running the same period again completes the rest without duplicates or gaps (already
-invoiced pre-invoices are simply no longer collected). One run per period at a time:
-``BillingRun.lock_key`` is unique while a run is running; a run whose heartbeat is older than
+Advertisers are settled in chunks of :data:`CHUNK_SIZE`, one transaction per chunk: everything a
+chunk reads is loaded with a few set-based queries, its invoices are numbered from the sequence
+row locked once and inserted with one flush. A crash rolls back the chunk in flight, numbers
+included, so numbers stay gapless; running the same period again completes the rest without
+duplicates or gaps (already invoiced pre-invoices are simply no longer collected). One run per
+period at a time: ``BillingRun.lock_key`` is unique while a run is running; a run whose heartbeat is older than
 :data:`STALE_AFTER` (its process died) is taken over.
 """
 
@@ -32,7 +34,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billing.checks import run_checks
 from billing.errors import Conflict, NotAllowed, NotFound
@@ -67,6 +70,7 @@ from storage.models import (
 log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(minutes=15)
+CHUNK_SIZE = 100  # advertisers settled per transaction
 COLLECTED_STATES = ("approved", "draft", "pending", "held")
 
 
@@ -145,7 +149,8 @@ def run_billing(
 
     ``dry_run`` computes everything in one transaction that is rolled back: nothing is written,
     numbers shown are the ones a real run would take now. ``fail_after=N`` raises
-    :class:`InjectedFailure` once N invoices are committed (to prove resumability).
+    :class:`InjectedFailure` once N invoices are committed (to prove resumability): the chunk in
+    flight is cut short after the advertiser that reached N, committed, and the run stops there.
     """
     p = parse_period(period)
     now = now or datetime.now(UTC)
@@ -161,27 +166,37 @@ def run_billing(
             .join(Decision, Decision.exception_id == BillingException.id)
             .where(BillingException.preinvoice_id.is_not(None))).scalars() if i is not None)
     if dry_run:
-        return _dry_run(db, p, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
+        return _dry_run(db, p, todo, actor=actor, key=key, today=today, now=now, rates=rates,
                         on_progress=on_progress)
     run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now)
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
                   billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided)
     total = Outcome()
-    unwritten: list[str] = []  # log lines of advertisers with nothing billable, written with the next commit
+    unwritten: list[str] = []  # log lines of chunks with nothing billable, written with the next commit
+    done = 0
     try:
-        for done, adv_id in enumerate(todo, start=1):
-            if adv_id in waiting:  # nothing approved: report the held items, no transaction needed
-                _merge(total, waiting[adv_id])
-                unwritten.extend(waiting[adv_id].log)
+        while done < len(todo):
+            chunk = todo[done:done + CHUNK_SIZE]
+            if all(a in waiting for a in chunk):
+                # nothing approved in this chunk: report the held items; the log lines are written
+                # with the next commit (or when the run finishes)
+                settled = [(a, waiting[a]) for a in _cut(chunk, waiting, fail_after, len(total.invoices))]
+                for _, out in settled:
+                    _merge(total, out)
+                    unwritten.extend(out.log)
             else:
+                stop_at = None if fail_after is None else fail_after - len(total.invoices)
                 with db.transaction() as s:
-                    out = settle_advertiser(s, adv_id, ctx)
-                    _write_log(s, run_id, [*unwritten, *out.log], now)
-                    _heartbeat(s, run_id, done, len(todo), now)
+                    settled = settle_advertisers(s, chunk, ctx, stop_at=stop_at)
+                    _write_log(s, run_id, [*unwritten, *(m for _, out in settled for m in out.log)], now)
+                    _heartbeat(s, run_id, done + len(settled), len(todo), now)
                 unwritten.clear()
-                _merge(total, out)
-            if on_progress is not None:
-                on_progress(done, len(todo))
+                for _, out in settled:
+                    _merge(total, out)
+            for i in range(len(settled)):
+                if on_progress is not None:
+                    on_progress(done + i + 1, len(todo))
+            done += len(settled)
             if fail_after is not None and len(total.invoices) >= fail_after and done < len(todo):
                 raise InjectedFailure(f"injected failure after {len(total.invoices)} invoices")
     except BaseException as e:
@@ -192,47 +207,53 @@ def run_billing(
     return _result(run_id, p, total, dry_run=False)
 
 
+def _cut(chunk: list[str], waiting: dict[str, Outcome], fail_after: int | None, invoiced: int) -> list[str]:
+    """The advertisers of an all-waiting chunk that run before an injected failure would stop it."""
+    if fail_after is None or invoiced < fail_after:
+        return chunk
+    return chunk[:1]
+
+
 def survey(s: Session, period_end: date, advertiser_ids: list[str] | None) -> tuple[list[str], dict[str, Outcome]]:
     """Advertisers with open pre-invoices up to ``period_end`` (in order), and — for those without any
     approved pre-invoice — what is held and why (they need no transaction of their own)."""
-    q = (select(PreInvoice).options(joinedload(PreInvoice.campaign), joinedload(PreInvoice.advertiser))
-         .where(PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(COLLECTED_STATES),
-                PreInvoice.period_end <= period_end)
-         .order_by(PreInvoice.advertiser_id, PreInvoice.period_start, PreInvoice.id))
+    where = [PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(COLLECTED_STATES),
+             PreInvoice.period_end <= period_end]
     if advertiser_ids is not None:
-        q = q.where(PreInvoice.advertiser_id.in_(advertiser_ids))
-    pis = list(s.execute(q).unique().scalars())
-    by_adv: dict[str, list[PreInvoice]] = {}
-    for pi in pis:
-        by_adv.setdefault(pi.advertiser_id, []).append(pi)
-    opened = open_exception_counts(s, [p.id for p in pis])
+        where.append(PreInvoice.advertiser_id.in_(advertiser_ids))
+    approved: dict[str, bool] = {}
+    for adv_id, state in s.execute(select(PreInvoice.advertiser_id, PreInvoice.state).where(*where).distinct()):
+        approved[adv_id] = approved.get(adv_id, False) or state == "approved"
+    waiting_ids = sorted(a for a, ok in approved.items() if not ok)
     waiting: dict[str, Outcome] = {}
-    for adv_id, group in by_adv.items():
-        if any(p.state == "approved" for p in group):
-            continue
-        out = Outcome()
-        for pi in group:
-            _report_held(out, pi, pi.advertiser, _hold_reason(pi, opened.get(pi.id, 0)) or "not approved")
-        waiting[adv_id] = out
-    return sorted(by_adv), waiting
+    if waiting_ids:  # load only these in full, to report why their items are held
+        pis = list(s.execute(
+            select(PreInvoice).options(joinedload(PreInvoice.campaign), joinedload(PreInvoice.advertiser))
+            .where(*where, PreInvoice.advertiser_id.in_(waiting_ids))
+            .order_by(PreInvoice.advertiser_id, PreInvoice.period_start, PreInvoice.id)).unique().scalars())
+        opened = open_exception_counts(s, [p.id for p in pis])
+        for pi in pis:
+            _report_held(waiting.setdefault(pi.advertiser_id, Outcome()), pi, pi.advertiser,
+                         _hold_reason(pi, opened.get(pi.id, 0)) or "not approved")
+    return sorted(approved), waiting
 
 
-def _dry_run(db: Database, p: Period, todo: list[str], waiting: dict[str, Outcome], *, actor: str,
-             key: Ed25519PrivateKey | None, today: date, now: datetime, rates: Sequence[Rate],
-             on_progress: Callable[[int, int], None] | None) -> RunResult:
+def _dry_run(db: Database, p: Period, todo: list[str], *, actor: str, key: Ed25519PrivateKey | None, today: date,
+             now: datetime, rates: Sequence[Rate], on_progress: Callable[[int, int], None] | None) -> RunResult:
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
                   billing_run_id=None, rates=rates)
     total = Outcome()
     with db.Session() as s:
         s.begin()
         try:
-            for done, adv_id in enumerate(todo, start=1):
-                _merge(total, waiting[adv_id] if adv_id in waiting else settle_advertiser(s, adv_id, ctx))
-                if on_progress is not None:
-                    on_progress(done, len(todo))
+            for start in range(0, len(todo), CHUNK_SIZE):
+                for i, (_, out) in enumerate(settle_advertisers(s, todo[start:start + CHUNK_SIZE], ctx)):
+                    _merge(total, out)
+                    if on_progress is not None:
+                        on_progress(start + i + 1, len(todo))
+            return _result(None, p, total, dry_run=True)  # read before the rollback expires the invoices
         finally:
             s.rollback()  # a dry run writes nothing: numbers, invoices, exceptions, audit all roll back
-    return _result(None, p, total, dry_run=True)
 
 
 def _merge(total: Outcome, out: Outcome) -> None:
@@ -296,14 +317,12 @@ def _beat_of(run: BillingRun) -> datetime:
 
 
 def _heartbeat(s: Session, run_id: int, done: int, total: int, now: datetime) -> None:
-    if done % 25 and done != total:
-        return  # every 25 advertisers is plenty for a staleness limit of minutes
+    """Once per chunk: plenty for a staleness limit of minutes."""
     run = s.get(BillingRun, run_id)
     if run is not None:
         beat = max(now, datetime.now(UTC))
         run.summary = {**(run.summary or {}), "heartbeat": beat.isoformat(), "done": done, "total": total}
-    if done % 50 == 0 or done == total:
-        notify(s, "run.progress", billing_run_id=run_id)
+    notify(s, "run.progress", billing_run_id=run_id)
 
 
 def _write_log(s: Session, run_id: int | None, lines: Sequence[str], now: datetime, level: str = "info") -> None:
@@ -335,7 +354,8 @@ def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[s
         notify(s, "run.finished", billing_run_id=run_id)
 
 
-# --------------------------------------------------------------------------- one advertiser
+
+# --------------------------------------------------------------------------- settling advertisers
 
 
 def finalize_for_advertiser(
@@ -354,36 +374,112 @@ def finalize_for_advertiser(
 
 def settle_advertiser(s: Session, advertiser_id: str, ctx: Context) -> Outcome:
     """collect → check → threshold → finalize for one advertiser, in the caller's transaction."""
-    adv = s.execute(select(Advertiser).options(joinedload(Advertiser.legal_entity))
-                    .where(Advertiser.id == advertiser_id)).scalar_one_or_none()
-    if adv is None:
-        raise NotFound(f"advertiser {advertiser_id} not found")
-    out = Outcome()
-    pis = collect(s, advertiser_id, ctx.period_end)
-    billable = check(s, adv, pis, ctx, out)
-    for (le_id, currency), group in sorted(billable.items()):
-        le = adv.legal_entity if le_id == adv.legal_entity_id else s.get(LegalEntity, le_id)
-        if le is None:
-            raise NotFound(f"legal entity {le_id} not found")
-        batch = Batch(adv, le, currency, tuple(group))
-        if (not ctx.ignore_threshold and currency == adv.currency
-                and below_threshold(batch.total, adv.billing_threshold)):
-            skip(s, batch, ctx, out)
-            continue
-        out.invoices.append(finalize(s, batch, ctx, out))
-    return out
+    return settle_advertisers(s, [advertiser_id], ctx)[0][1]
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """Everything settling a chunk of advertisers reads, loaded with a few set-based queries."""
+
+    advertisers: dict[str, Advertiser]
+    preinvoices: dict[str, list[PreInvoice]]  # per advertiser, locked, in billing order
+    open_counts: dict[int, int]  # open exceptions per pre-invoice
+    entities: dict[str, LegalEntity]
+    decisions: dict[int, list[tuple[int, dict[str, Any]]]]  # (decision id, decision) per pre-invoice
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A numbered invoice not yet inserted (a chunk inserts all of them at once), for ``out``."""
+
+    row: dict[str, Any]
+    lines: list[dict[str, Any]]
+    batch: Batch
+    draft: InvoiceDraft
+    out: Outcome
+
+
+def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, *,
+                       stop_at: int | None = None) -> list[tuple[str, Outcome]]:
+    """collect → check → threshold → finalize for several advertisers, in the caller's transaction.
+
+    Reads are set-based (:func:`prefetch`); invoices are numbered in advertiser order from the
+    sequence row locked once for the transaction, inserted together, and then recorded (audit,
+    pre-invoices marked invoiced, events). Numbers stay gapless because all of it commits or rolls
+    back together. ``stop_at``: stop after the advertiser with which this call has created that
+    many invoices (an injected failure follows; see :func:`run_billing`).
+    """
+    pre = prefetch(s, advertiser_ids, ctx)
+    done: list[tuple[str, Outcome]] = []
+    pending: list[Pending] = []
+    for adv_id in advertiser_ids:
+        adv = pre.advertisers.get(adv_id)
+        if adv is None:
+            raise NotFound(f"advertiser {adv_id} not found")
+        out = Outcome()
+        billable = check(s, adv, pre.preinvoices.get(adv_id, []), ctx, out, pre=pre)
+        for (le_id, currency), group in sorted(billable.items()):
+            le = pre.entities.get(le_id)
+            if le is None:
+                raise NotFound(f"legal entity {le_id} not found")
+            batch = Batch(adv, le, currency, tuple(group))
+            if (not ctx.ignore_threshold and currency == adv.currency
+                    and below_threshold(batch.total, adv.billing_threshold)):
+                skip(s, batch, ctx, out)
+                continue
+            pending.append(_prepare_invoice(s, batch, ctx, out, pre))
+        done.append((adv_id, out))
+        if stop_at is not None and len(pending) >= stop_at:
+            break
+    _record_finalized(s, pending, _insert_invoices(s, pending), ctx)
+    return done
+
+
+def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetched:
+    """Load the advertisers, their open pre-invoices (locked), open exception counts, legal entities
+    and decisions of a chunk in a few queries."""
+    ids = sorted(set(advertiser_ids))
+    advertisers = {a.id: a for a in s.execute(
+        select(Advertiser).options(joinedload(Advertiser.legal_entity)).where(Advertiser.id.in_(ids))
+    ).unique().scalars()}
+    by_adv = collect_many(s, ids, ctx.period_end)
+    pids = [p.id for group in by_adv.values() for p in group]
+    open_counts = open_exception_counts(s, pids)
+    entities = {a.legal_entity.id: a.legal_entity for a in advertisers.values()}
+    missing = {p.legal_entity_id for group in by_adv.values() for p in group} - set(entities)
+    if missing:
+        entities.update({e.id: e for e in s.execute(select(LegalEntity).where(LegalEntity.id.in_(missing))).scalars()})
+    decisions: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    wanted = pids if ctx.decided is None else sorted(ctx.decided.intersection(pids))
+    if wanted:
+        rows = s.execute(select(Decision, BillingException.preinvoice_id, BillingException.kind)
+                         .join(BillingException, BillingException.id == Decision.exception_id)
+                         .where(BillingException.preinvoice_id.in_(wanted)).order_by(Decision.id)).all()
+        for d, pid, kind in rows:
+            if pid is not None:
+                decisions.setdefault(int(pid), []).append((int(d.id), _decision_json(d, pid, kind)))
+    return Prefetched(advertisers, by_adv, open_counts, entities, decisions)
 
 
 def collect(s: Session, advertiser_id: str, period_end: date) -> list[PreInvoice]:
     """The advertiser's open pre-invoices up to ``period_end``, locked for this transaction."""
+    return collect_many(s, [advertiser_id], period_end).get(advertiser_id, [])
+
+
+def collect_many(s: Session, advertiser_ids: Sequence[str], period_end: date) -> dict[str, list[PreInvoice]]:
+    """The open pre-invoices up to ``period_end`` of each advertiser, locked for this transaction
+    (``FOR UPDATE`` on PostgreSQL; SQLite write transactions are ``BEGIN IMMEDIATE``)."""
     q = (select(PreInvoice)
-         .options(joinedload(PreInvoice.lines), joinedload(PreInvoice.campaign))
-         .where(PreInvoice.advertiser_id == advertiser_id, PreInvoice.invoice_id.is_(None),
+         .options(selectinload(PreInvoice.lines), joinedload(PreInvoice.campaign))
+         .where(PreInvoice.advertiser_id.in_(advertiser_ids), PreInvoice.invoice_id.is_(None),
                 PreInvoice.state.in_(COLLECTED_STATES), PreInvoice.period_end <= period_end)
-         .order_by(PreInvoice.period_start, PreInvoice.id))
+         .order_by(PreInvoice.advertiser_id, PreInvoice.period_start, PreInvoice.id))
     if not is_sqlite(s):
         q = q.with_for_update(of=PreInvoice)
-    return list(s.execute(q).unique().scalars())
+    out: dict[str, list[PreInvoice]] = {}
+    for pi in s.execute(q).unique().scalars():
+        out.setdefault(pi.advertiser_id, []).append(pi)
+    return out
 
 
 def _hold_reason(pi: PreInvoice, open_count: int) -> str | None:
@@ -407,17 +503,18 @@ def _report_held(out: Outcome, pi: PreInvoice, adv: Advertiser, reason: str) -> 
     out.log.append(held_line(pi.id, pi.campaign.name, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
 
 
-def check(s: Session, adv: Advertiser, pis: Sequence[PreInvoice], ctx: Context,
-          out: Outcome) -> dict[tuple[str, str], list[PreInvoice]]:
+def check(s: Session, adv: Advertiser, pis: Sequence[PreInvoice], ctx: Context, out: Outcome, *,
+          pre: Prefetched | None = None) -> dict[tuple[str, str], list[PreInvoice]]:
     """Split collected pre-invoices into billable groups (legal entity, currency) and held ones.
     Approved ones are checked again as of the issue date (exchange rate, VAT data)."""
-    opened = open_exception_counts(s, [p.id for p in pis])
+    opened = pre.open_counts if pre is not None else open_exception_counts(s, [p.id for p in pis])
     billable: dict[tuple[str, str], list[PreInvoice]] = {}
     for pi in pis:
         reason = _hold_reason(pi, opened.get(pi.id, 0))
         if reason is None:
-            le = adv.legal_entity if pi.legal_entity_id == adv.legal_entity_id else s.get(LegalEntity,
-                                                                                         pi.legal_entity_id)
+            le = (adv.legal_entity if pi.legal_entity_id == adv.legal_entity_id
+                  else pre.entities.get(pi.legal_entity_id) if pre is not None
+                  else s.get(LegalEntity, pi.legal_entity_id))
             problems = run_checks(check_input(pi, adv, le, ctx.rates, ctx.today)) if le else ["unknown legal entity"]
             if problems:
                 reason = "problems: " + "; ".join(problems)
@@ -472,8 +569,26 @@ def next_number(s: Session, legal_entity_id: str, series: str, year: int) -> tup
     """Advance the gapless sequence of (legal entity, series, year) and format the number.
 
     The sequence row is read ``FOR UPDATE`` (PostgreSQL) inside the finalizing transaction; on SQLite
-    the transaction is ``BEGIN IMMEDIATE``. A rollback gives the number back, so there are no gaps.
+    the transaction is ``BEGIN IMMEDIATE``. It is locked once per transaction and then advanced in
+    memory (flushed with the invoices): a chunk of a billing run numbers all its invoices from one
+    lock. A rollback gives every number of the transaction back, so there are no gaps.
     """
+    row = _sequence(s, legal_entity_id, series, year)
+    row.last_seq += 1
+    return row.last_seq, format_number(series, year=year, seq=row.last_seq)
+
+
+def _sequence(s: Session, legal_entity_id: str, series: str, year: int) -> NumberSequence:
+    """The sequence row, locked for this transaction (cached in the session for the transaction)."""
+    tx = s.get_transaction()
+    cache = s.info.get("_number_sequences")
+    if cache is None or cache[0] is not tx:
+        cache = (tx, {})
+        s.info["_number_sequences"] = cache
+    rows: dict[tuple[str, str, int], NumberSequence] = cache[1]
+    found = rows.get((legal_entity_id, series, year))
+    if found is not None:
+        return found
     q = (select(NumberSequence).where(NumberSequence.legal_entity_id == legal_entity_id,
                                       NumberSequence.series == series, NumberSequence.year == year)
          .with_for_update().execution_options(populate_existing=True))
@@ -481,9 +596,8 @@ def next_number(s: Session, legal_entity_id: str, series: str, year: int) -> tup
     if row is None:
         _insert_sequence(s, legal_entity_id, series, year)
         row = s.execute(q).scalar_one()
-    row.last_seq += 1
-    s.flush()
-    return row.last_seq, format_number(series, year=year, seq=row.last_seq)
+    rows[(legal_entity_id, series, year)] = row
+    return row
 
 
 def _insert_sequence(s: Session, legal_entity_id: str, series: str, year: int) -> None:
@@ -506,25 +620,35 @@ def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
     }
 
 
+def _approval_json(p: PreInvoice) -> dict[str, Any]:
+    return {"preinvoice_id": p.id, "approved_by": p.approved_by,
+            "approved_at": p.approved_at.isoformat() if p.approved_at else None, "content_hash": p.approved_hash}
+
+
+def _decision_json(d: Decision, pid: int | None, kind: str) -> dict[str, Any]:
+    return {"preinvoice_id": pid, "exception_id": d.exception_id, "kind": kind, "decision": d.decision,
+            "actor_id": d.actor_id, "actor_name": d.actor_name, "reason": d.reason,
+            "decided_at": d.decided_at.isoformat(), "subject_hash": d.subject_hash}
+
+
 def approvals_of(s: Session, group: Sequence[PreInvoice],
                  decided: frozenset[int] | None = None) -> list[dict[str, Any]]:
     """Who approved what: each pre-invoice's approval (hash-bound) and the decisions on its exceptions."""
-    out: list[dict[str, Any]] = [
-        {"preinvoice_id": p.id, "approved_by": p.approved_by,
-         "approved_at": p.approved_at.isoformat() if p.approved_at else None, "content_hash": p.approved_hash}
-        for p in group
-    ]
+    out = [_approval_json(p) for p in group]
     ids = [p.id for p in group]
     if decided is not None and not decided.intersection(ids):
         return out  # known up front: no decisions on these pre-invoices
     rows = s.execute(select(Decision, BillingException.preinvoice_id, BillingException.kind)
                      .join(BillingException, BillingException.id == Decision.exception_id)
                      .where(BillingException.preinvoice_id.in_(ids)).order_by(Decision.id)).all()
-    for d, pid, kind in rows:
-        out.append({"preinvoice_id": pid, "exception_id": d.exception_id, "kind": kind, "decision": d.decision,
-                    "actor_id": d.actor_id, "actor_name": d.actor_name, "reason": d.reason,
-                    "decided_at": d.decided_at.isoformat(), "subject_hash": d.subject_hash})
+    out.extend(_decision_json(d, pid, kind) for d, pid, kind in rows)
     return out
+
+
+def _approvals_prefetched(group: Sequence[PreInvoice], pre: Prefetched) -> list[dict[str, Any]]:
+    """:func:`approvals_of` from prefetched decisions (in decision order, as its query gives them)."""
+    decisions = sorted((d for p in group for d in pre.decisions.get(p.id, ())), key=lambda d: d[0])
+    return [_approval_json(p) for p in group] + [d for _, d in decisions]
 
 
 def invoice_lines(group: Sequence[PreInvoice]) -> list[InvoiceLineDraft]:
@@ -546,60 +670,126 @@ def _vat(adv: Advertiser, le: LegalEntity) -> VatTreatment:
 
 def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
     """Number and store one invoice for the batch; mark its pre-invoices invoiced."""
+    item = _prepare_invoice(s, batch, ctx, out, None)
+    inv = _insert_invoices(s, [item])[0]
+    _record_finalized(s, [item], [inv], ctx)
+    return inv
+
+
+def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: Prefetched | None) -> Pending:
+    """Build and number the invoice of a batch (inserted by :func:`_insert_invoices`)."""
     adv, le, currency, group = batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices
     fx = find_rate(ctx.rates, currency, le.currency, on=ctx.today) if currency != le.currency else None
+    approvals = _approvals_prefetched(group, pre) if pre is not None else approvals_of(s, group, ctx.decided)
     draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
                           issue_date=ctx.today, payment_terms_days=adv.payment_terms_days,
-                          parties=parties(adv, le), approvals=approvals_of(s, group, ctx.decided))
-    inv = store_invoice(s, draft, le=le, advertiser_id=adv.id, series=le.invoice_series, ctx=ctx)
-    for p in group:  # the invoice's audit record names these pre-invoices and their hashes
-        p.state = "invoiced"
-        p.invoice_id = inv.id
-        p.updated_at = ctx.now
-        notify(s, "preinvoice.changed", preinvoice_id=p.id)
-    out.log.append(created_line(inv.number, adv.name))
-    if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
-        from bot.workflows.exceptions import close_exception
+                          parties=parties(adv, le), approvals=approvals)
+    seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
+    row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
+                       ctx=ctx)
+    out.log.append(created_line(number, adv.name))
+    return Pending(row, _line_rows(draft), batch, draft, out)
 
-        for old in _open_threshold_exceptions(s, adv.id, exclude=None):  # the waiting items are billed now
-            close_exception(s, old.id, reason=f"invoiced in {inv.number}", actor=ctx.actor, signing_key=ctx.key,
-                            now=ctx.now)
-    return inv
+
+def _insert_invoices(s: Session, pending: Sequence[Pending]) -> list[Invoice]:
+    """Insert the invoices and their lines with two bulk INSERTs (RETURNING the rows as persistent
+    objects, in order), instead of a unit-of-work flush of thousands of objects."""
+    if not pending:
+        return []
+    invoices = list(s.scalars(insert(Invoice).returning(Invoice, sort_by_parameter_order=True),
+                              [p.row for p in pending]))
+    rows = [{**x, "invoice_id": inv.id} for p, inv in zip(pending, invoices, strict=True) for x in p.lines]
+    by_invoice: dict[int, list[InvoiceLine]] = {inv.id: [] for inv in invoices}
+    if rows:
+        for line in s.scalars(insert(InvoiceLine).returning(InvoiceLine, sort_by_parameter_order=True), rows):
+            by_invoice[line.invoice_id].append(line)
+    for inv in invoices:
+        set_committed_value(inv, "lines", by_invoice[inv.id])
+    return invoices
+
+
+def _record_finalized(s: Session, pending: Sequence[Pending], invoices: Sequence[Invoice], ctx: Context) -> None:
+    """After the invoices' insert, in order: each one's audit record (written in groups with one
+    INSERT), its pre-invoices marked invoiced, carried-over threshold exceptions closed, events."""
+    entries: list[audit.Entry] = []
+    for item, inv in zip(pending, invoices, strict=True):
+        item.out.invoices.append(inv)
+        entries.append(_invoice_entry(inv, item.draft, ctx, None))
+        notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
+        for p in item.batch.preinvoices:  # the invoice's audit record names these pre-invoices and their hashes
+            p.state = "invoiced"
+            p.invoice_id = inv.id
+            p.updated_at = ctx.now
+            notify(s, "preinvoice.changed", preinvoice_id=p.id)
+        adv = item.batch.advertiser
+        if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
+            from bot.workflows.exceptions import close_exception
+
+            audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)  # keep the records in order
+            entries = []
+            for old in _open_threshold_exceptions(s, adv.id, exclude=None):  # the waiting items are billed now
+                close_exception(s, old.id, reason=f"invoiced in {inv.number}", actor=ctx.actor,
+                                signing_key=ctx.key, now=ctx.now)
+    audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)
 
 
 def store_invoice(s: Session, draft: InvoiceDraft, *, le: LegalEntity, advertiser_id: str, series: str,
                   ctx: Context, references_invoice_id: int | None = None) -> Invoice:
     """Take the next number, insert the invoice and its lines, audit, and notify after commit."""
-    year = draft.issue_date.year
-    seq, number = next_number(s, le.id, series, year)
-    inv = Invoice(
-        number=number, kind=draft.kind, legal_entity_id=le.id, advertiser_id=advertiser_id, series=series,
-        year=year, seq=seq, issue_date=draft.issue_date, due_date=draft.due_date, service_start=draft.service_start,
-        service_end=draft.service_end, currency=draft.currency, net=draft.net, vat=draft.vat, gross=draft.gross,
-        vat_rate=draft.vat_rate, vat_category=draft.vat_category, vat_note=draft.vat_note, fx=draft.fx,
-        references_invoice_id=references_invoice_id, reason=draft.reason, billing_run_id=ctx.billing_run_id,
-        parties=dict(draft.parties), approvals=[dict(a) for a in draft.approvals],
-        content_hash=invoice_hash(draft, number=number, legal_entity_id=le.id, advertiser_id=advertiser_id),
-        created_by=ctx.actor, created_at=ctx.now,
-    )
-    inv.lines = [
-        InvoiceLine(position=i, preinvoice_id=x.preinvoice_id, preinvoice_line_id=x.preinvoice_line_id,
-                    item_id=x.item_id, campaign=x.campaign, description=x.description, quantity=x.quantity,
-                    unit=x.unit, unit_price=x.unit_price, amount=x.amount, period_start=x.period_start,
-                    period_end=x.period_end, computation=dict(x.computation), credited_line_id=x.credited_line_id)
-        for i, x in enumerate(draft.lines)
-    ]
+    seq, number = next_number(s, le.id, series, draft.issue_date.year)
+    inv = Invoice(**_invoice_row(draft, le_id=le.id, advertiser_id=advertiser_id, series=series, seq=seq,
+                                 number=number, ctx=ctx, references_invoice_id=references_invoice_id))
+    inv.lines = [InvoiceLine(**x) for x in _line_rows(draft)]
     s.add(inv)
     s.flush()
-    audit.record(s, key=ctx.key, actor=ctx.actor, action=f"{draft.kind}.finalized", subject_type="invoice",
-                 subject_id=inv.id, now=ctx.now,
-                 payload={"number": number, "content_hash": inv.content_hash, "currency": inv.currency,
-                          "net": str(inv.net), "vat": str(inv.vat), "gross": str(inv.gross),
-                          # these pre-invoices move to ``invoiced`` in this same record's transaction
-                          "preinvoices": sorted({x.preinvoice_id for x in draft.lines if x.preinvoice_id}),
-                          "references": references_invoice_id, "billing_run_id": ctx.billing_run_id})
-    notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
+    _audit_invoice(s, inv, draft, ctx, references_invoice_id)
     return inv
+
+
+def _invoice_row(draft: InvoiceDraft, *, le_id: str, advertiser_id: str, series: str, seq: int, number: str,
+                 ctx: Context, references_invoice_id: int | None = None) -> dict[str, Any]:
+    """The invoice's column values (every column, so bulk inserts batch uniformly)."""
+    return {
+        "number": number, "kind": draft.kind, "legal_entity_id": le_id, "advertiser_id": advertiser_id,
+        "series": series, "year": draft.issue_date.year, "seq": seq, "issue_date": draft.issue_date,
+        "due_date": draft.due_date, "service_start": draft.service_start, "service_end": draft.service_end,
+        "currency": draft.currency, "net": draft.net, "vat": draft.vat, "gross": draft.gross,
+        "vat_rate": draft.vat_rate, "vat_category": draft.vat_category, "vat_note": draft.vat_note, "fx": draft.fx,
+        "references_invoice_id": references_invoice_id, "reason": draft.reason,
+        "billing_run_id": ctx.billing_run_id, "parties": dict(draft.parties),
+        "approvals": [dict(a) for a in draft.approvals],
+        "content_hash": invoice_hash(draft, number=number, legal_entity_id=le_id, advertiser_id=advertiser_id),
+        "created_by": ctx.actor, "created_at": ctx.now, "pdf_state": "pending", "pdf_path": None,
+        "pdf_sha256": None, "pdf_attempts": 0, "pdf_error": None,
+    }
+
+
+def _line_rows(draft: InvoiceDraft) -> list[dict[str, Any]]:
+    return [
+        {"position": i, "preinvoice_id": x.preinvoice_id, "preinvoice_line_id": x.preinvoice_line_id,
+         "item_id": x.item_id, "campaign": x.campaign, "description": x.description, "quantity": x.quantity,
+         "unit": x.unit, "unit_price": x.unit_price, "amount": x.amount, "period_start": x.period_start,
+         "period_end": x.period_end, "computation": dict(x.computation), "credited_line_id": x.credited_line_id}
+        for i, x in enumerate(draft.lines)
+    ]
+
+
+def _invoice_entry(inv: Invoice, draft: InvoiceDraft, ctx: Context, references_invoice_id: int | None) -> audit.Entry:
+    return audit.Entry(
+        actor=ctx.actor, action=f"{draft.kind}.finalized", subject_type="invoice", subject_id=inv.id,
+        payload={"number": inv.number, "content_hash": inv.content_hash, "currency": inv.currency,
+                 "net": str(inv.net), "vat": str(inv.vat), "gross": str(inv.gross),
+                 # these pre-invoices move to ``invoiced`` in this same record's transaction
+                 "preinvoices": sorted({x.preinvoice_id for x in draft.lines if x.preinvoice_id}),
+                 "references": references_invoice_id, "billing_run_id": ctx.billing_run_id})
+
+
+def _audit_invoice(s: Session, inv: Invoice, draft: InvoiceDraft, ctx: Context,
+                   references_invoice_id: int | None) -> None:
+    e = _invoice_entry(inv, draft, ctx, references_invoice_id)
+    audit.record(s, key=ctx.key, actor=e.actor, action=e.action, subject_type=e.subject_type,
+                 subject_id=e.subject_id, payload=e.payload, now=ctx.now)
+    notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
 
 
 # --------------------------------------------------------------------------- withdraw
@@ -632,3 +822,4 @@ def withdraw_items(s: Session, *, advertiser_id: str, preinvoice_ids: list[int],
                           {"reason": reason, "previous_state": previous}, now)
         out.append(p.id)
     return out
+

@@ -10,7 +10,9 @@ Events used across billbot (payload keys in parentheses):
 - ``exception.opened`` / ``exception.updated`` / ``exception.closed`` (exception_id)
 - ``exception.decided`` (exception_id, decision_id)
 - ``preinvoice.changed`` (preinvoice_id)
+- ``exception.invoiced`` (exception_id, invoice_ids) — a Force on a below-threshold skip invoiced now
 - ``invoice.finalized`` (invoice_id, billing_run_id)
+- ``invoice.rendered`` (invoice_id, pdf_path) — the PDF exists (delivery to Slack threads listens)
 - ``run.progress`` / ``run.finished`` (billing_run_id)
 - ``sync.finished`` (sync_run_id)
 """

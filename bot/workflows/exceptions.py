@@ -21,6 +21,7 @@ Every change writes an audit record and queues ``exception.opened`` / ``exceptio
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -103,15 +104,10 @@ def open_exception(
     actor = started_by or "system"
     row = _by_key(s, key)
     if row is None:
-        remind_at, due_at = _sla(now)
-        row = BillingException(
-            key=key, kind=kind, state="pending", legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
-            preinvoice_id=preinvoice_id, billing_run_id=billing_run_id, period_start=period_start,
-            period_end=period_end, amount=amount, currency=currency, cause=cause, summary=summary, evidence=ev,
-            subject_hash=subject_hash, approvals_needed=_approvals_needed(amount), approvals=[],
-            started_by=started_by, created_at=now, updated_at=now, remind_at=remind_at, due_at=due_at,
-            channel=_channel(s, legal_entity_id), version=1,
-        )
+        row = _new_row(s, kind=kind, key=key, legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
+                       preinvoice_id=preinvoice_id, billing_run_id=billing_run_id, period_start=period_start,
+                       period_end=period_end, amount=amount, currency=currency, cause=cause, summary=summary,
+                       evidence=ev, subject_hash=subject_hash, started_by=started_by, now=now)
         try:
             with s.begin_nested():
                 s.add(row)
@@ -122,9 +118,7 @@ def open_exception(
                 raise
             row = existing
         else:
-            audit.record(s, key=signing_key, actor=actor, action="exception.opened", subject_type="exception",
-                         subject_id=row.id, payload=_audit_payload(row), now=now)
-            notify(s, "exception.opened", exception_id=row.id)
+            _record_opened(s, row, actor=actor, signing_key=signing_key, now=now)
             return row
 
     if row.state in DECIDED_STATES and row.subject_hash == subject_hash:
@@ -175,6 +169,63 @@ def open_exception(
                  payload=_audit_payload(row, reopened=reopen, previous=previous), now=now)
     notify(s, action, exception_id=row.id)
     return row
+
+
+def _new_row(s: Session, *, kind: str, key: str, legal_entity_id: str, advertiser_id: str,
+             preinvoice_id: int | None, billing_run_id: int | None, period_start: date | None,
+             period_end: date | None, amount: Decimal, currency: str, cause: str, summary: str,
+             evidence: dict[str, Any], subject_hash: str, started_by: str | None, now: datetime) -> BillingException:
+    """A new ``pending`` exception with its SLA timers (not yet added to the session)."""
+    remind_at, due_at = _sla(now)
+    return BillingException(
+        key=key, kind=kind, state="pending", legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
+        preinvoice_id=preinvoice_id, billing_run_id=billing_run_id, period_start=period_start,
+        period_end=period_end, amount=amount, currency=currency, cause=cause, summary=summary, evidence=evidence,
+        subject_hash=subject_hash, approvals_needed=_approvals_needed(amount), approvals=[],
+        started_by=started_by, created_at=now, updated_at=now, remind_at=remind_at, due_at=due_at,
+        channel=_channel(s, legal_entity_id), version=1,
+    )
+
+
+def _record_opened(s: Session, row: BillingException, *, actor: str, signing_key: Ed25519PrivateKey | None,
+                   now: datetime) -> None:
+    audit.record(s, key=signing_key, actor=actor, action="exception.opened", subject_type="exception",
+                 subject_id=row.id, payload=_audit_payload(row), now=now)
+    notify(s, "exception.opened", exception_id=row.id)
+
+
+def insert_new(s: Session, specs: Sequence[dict[str, Any]]) -> dict[str, BillingException]:
+    """Insert, with one flush, a ``pending`` exception for every spec whose key has no row yet.
+
+    ``specs`` are :func:`open_exception`'s keyword arguments. The rows are returned by key WITHOUT
+    their audit records: the caller passes each to :func:`record_opened` (in its own order, in
+    this transaction) and takes :func:`open_exception` for the other specs. The insert runs in a
+    savepoint: if a concurrent check inserted one of the keys first (unique key), it is rolled back
+    and nothing is returned, so every spec takes :func:`open_exception`, which handles the race.
+    """
+    keys = [str(sp["key"]) for sp in specs]
+    if not keys:
+        return {}
+    existing = set(s.execute(select(BillingException.key).where(BillingException.key.in_(keys))).scalars())
+    new: dict[str, BillingException] = {}
+    for sp in specs:
+        if sp["key"] not in existing and sp["key"] not in new:
+            args = {k: v for k, v in sp.items() if k != "signing_key"}
+            new[sp["key"]] = _new_row(s, **{**args, "evidence": _jsonable(sp["evidence"])})
+    if new:
+        try:
+            with s.begin_nested():
+                s.add_all(new.values())
+                s.flush()
+        except IntegrityError:
+            return {}
+    return new
+
+
+def record_opened(s: Session, row: BillingException, *, started_by: str | None,
+                  signing_key: Ed25519PrivateKey | None, now: datetime) -> None:
+    """The audit record and event of an exception inserted by :func:`insert_new`."""
+    _record_opened(s, row, actor=started_by or "system", signing_key=signing_key, now=now)
 
 
 def close_exception(

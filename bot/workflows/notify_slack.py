@@ -64,6 +64,9 @@ def unregister_slack_subscribers() -> None:
         if subs and fn in subs:
             subs.remove(fn)
     _wiring.client = None
+    from bot.workflows.delivery import unwire  # the app wires PDF rendering and delivery with these
+
+    unwire()
 
 
 def _subscriptions() -> tuple[tuple[str, Callable[..., None]], ...]:

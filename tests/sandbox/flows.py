@@ -6,6 +6,7 @@ tests/slack/harness.py — and read back what a Slack user would see.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -102,8 +103,17 @@ def run_billing_step(s: Surface) -> None:
     """An operator types ``/billing run 2026-02``: a progress message ends with the job log."""
     s.command(OPERATOR, f"run {PERIOD}")
     s.wait()
+
+    def finished() -> str | None:
+        texts = [block_text(m) for m in s.channel_messages()]
+        return next((t for t in texts if f"Billing run {PERIOD}" in t and "done" in t), None)
+
+    # the run is background work: its message may be updated just after the pools look idle
+    deadline = time.monotonic() + 30
+    while (log := finished()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        s.wait()
     texts = [block_text(m) for m in s.channel_messages()]
-    log = next((t for t in texts if f"Billing run {PERIOD}" in t and "done" in t), None)
     assert log is not None, f"no finished run message among {texts}"
     assert "Document INV-2026-000001 created for Autohaus Elbe KG" in log
     assert "Skipped items with a total of 180.00 EUR for Kiosk Alster (threshold 250.00 EUR)" in log

@@ -139,4 +139,22 @@ def slack_command(
     msg.lines = summary_lines(kind, result)
     msg.progress = None
     msg.update("done")
+    if kind == "run":
+        deliver_run_documents(db, key, msg, result)
     return {"ok": True}
+
+
+def deliver_run_documents(db: Any, key: Any, msg: ProgressMessage, result: Any) -> None:
+    """The run's invoice PDFs into its progress message's thread (capped; see bot.workflows.delivery).
+    Best effort: the run is done and committed whatever happens here."""
+    from slack_sdk.errors import SlackClientError
+
+    from bot.workflows.delivery import deliver_run
+
+    run_id, invoice_ids = _get(result, "run_id"), _get(result, "invoice_ids")
+    if run_id is None or not invoice_ids:
+        return
+    try:
+        deliver_run(db, msg.client, int(run_id), list(invoice_ids), channel=msg.channel, ts=msg.ts, key=key)
+    except (BillingError, SlackClientError):
+        log.warning("could not deliver the PDFs of billing run %s to Slack", run_id, exc_info=True)
