@@ -328,6 +328,8 @@ class DemoFiles:
     dealer_log: Path  # booking service request log, JSON lines (source "dealer-logs")
     period: str = DEMO_PERIOD
     tracker_token: str = TRACKER_TOKEN
+    size: int | None = None  # branches
+    seed: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     def manifest(self) -> dict[str, Any]:
@@ -347,14 +349,14 @@ class DemoFiles:
         return cls(directory=d, tracker=d / m["tracker"], gam_report=d / m["gam_report"],
                    third_party_report=d / m["third_party_report"], dealer_log=d / m["dealer_log"],
                    period=m.get("period", DEMO_PERIOD), tracker_token=m.get("tracker_token", TRACKER_TOKEN),
-                   counts=dict(m.get("counts") or {}))
+                   counts=dict(m.get("counts") or {}), size=m.get("size"), seed=m.get("seed"))
 
 
 def _iso(d: Any) -> date:
     return d if isinstance(d, date) else date.fromisoformat(str(d))
 
 
-def demo_files(scenario: dict[str, Any], out_dir: Path | str) -> DemoFiles:
+def demo_files(scenario: dict[str, Any], out_dir: Path | str, *, seed: int | None = None) -> DemoFiles:
     """Split the scenario's inline ``delivery`` into the files a billing desk really receives
     (see the module docstring) and write them, with ``manifest.json``, into ``out_dir``.
 
@@ -370,7 +372,7 @@ def demo_files(scenario: dict[str, Any], out_dir: Path | str) -> DemoFiles:
     for c in scenario["campaigns"]:
         for it in c["items"]:
             ext[it["id"]] = dict(it.get("external_ids") or {})
-            names[it["id"]] = f"{c['name']} – {it['description']}"
+            names[it["id"]] = f"{c['name']} | {str(it.get('rate_type') or 'flat').upper()}"
     counts: dict[str, int] = {}
 
     stats: list[dict[str, Any]] = []
@@ -396,7 +398,8 @@ def demo_files(scenario: dict[str, Any], out_dir: Path | str) -> DemoFiles:
             pending += int(row.get("conversions", 0))
 
     files = DemoFiles(directory=out, tracker=out / "tracker.json", gam_report=out / "gam-display.csv",
-                      third_party_report=out / "client-analytics.csv", dealer_log=out / "bookings.jsonl")
+                      third_party_report=out / "client-analytics.csv", dealer_log=out / "bookings.jsonl",
+                      size=len(scenario["advertisers"]), seed=seed)
     counts["stats_rows"] = _write_tracker(files.tracker, stats)
     counts["display_rows"] = _write_gam_api_dump(files.gam_report, display)
     counts["third_party_rows"] = _write_gam_ui_export(files.third_party_report, third)
@@ -511,8 +514,8 @@ def _write_booking_log(path: Path, bookings: list[tuple[date, str, int]], rng: r
             lines.append((again, entry(again, "POST", "/test-drive/bookings", 201, body)))
         elif roll < 0.08:  # a form sent twice or incomplete: refused, nothing booked
             failed += 1
-            bad = when - timedelta(seconds=rng.randint(5, 120))
-            status = rng.choice([409, 422])
+            status = rng.choice([409, 422])  # 409: the booking sent again after it was made; 422: incomplete
+            bad = when + timedelta(seconds=rng.randint(5, 120) * (1 if status == 409 else -1))
             lines.append((bad, entry(bad, "POST", "/test-drive/bookings", status,
                                      {"campaign": campaign, "booking_id": booking if status == 409 else None})))
         if roll < 0.25:
@@ -538,13 +541,9 @@ def has_mixed_delivery(s: Any, *, inline: bool) -> bool:
 
     from storage.models import Conversion, DeliveryFact
 
-    file_sources = (TRACKER_SOURCE, GAM_SOURCE, THIRD_PARTY_SOURCE, LOGS_SOURCE)
-    if inline:
-        facts = DeliveryFact.source.in_(file_sources)
-        convs = Conversion.source.in_(file_sources)
-    else:
-        facts = DeliveryFact.source == "scenario"
-        convs = Conversion.source == "scenario"
+    other = (TRACKER_SOURCE, GAM_SOURCE, THIRD_PARTY_SOURCE, LOGS_SOURCE) if inline else ("scenario",)
+    facts = DeliveryFact.source.in_(other)
+    convs = Conversion.source.in_(other)
     q1 = select(DeliveryFact.id).where(facts, DeliveryFact.item_id.like("branch-%")).limit(1)
     q2 = select(Conversion.id).where(convs, Conversion.item_id.like("branch-%")).limit(1)
     return s.execute(q1).first() is not None or s.execute(q2).first() is not None

@@ -84,16 +84,19 @@ def demo(  # noqa: PLR0917 - Typer maps parameters to options
     if write is not None:
         write.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     db = get_db()
+    folder = out_dir or settings().var_dir / "demo"
     with db.read() as s:
         if has_mixed_delivery(s, inline=inline_delivery):
             other = "imported from the demo's files" if inline_delivery else "loaded inline (--inline-delivery)"
             raise Invalid(f"the database already holds the demo's delivery {other}; loading it the other way too "
                           "would count it twice — start from scratch (`rm -rf var/`) or keep to one way")
+        if not inline_delivery and has_mixed_delivery(s, inline=True):
+            _same_demo_or_fail(folder, size, seed)
     what = f"demo size={size} seed={seed}" + (" inline" if inline_delivery else "")
     with progress(f"Loading {size} branches", None, quiet=json_out):
         res = load_wf(db, data if inline_delivery else master_data(data), actor=cli_actor(), signing_key=get_key(),
                       what=what)
-    files = None if inline_delivery else demo_files(data, out_dir or settings().var_dir / "demo")
+    files = None if inline_delivery else demo_files(data, folder, seed=seed)
     if json_out:
         out = res.as_dict()
         if files is not None:
@@ -111,6 +114,20 @@ def demo(  # noqa: PLR0917 - Typer maps parameters to options
             f"  {files.dealer_log.name}: {c['bookings']} test-drive bookings in {c['log_lines']} log lines "
             f"({c['pending_test_drives_left_out']} pending test drives not logged)",
             highlight=False, soft_wrap=True)
+
+
+def _same_demo_or_fail(folder: Path, size: int, seed: int) -> None:
+    """Delivery of the demo's files is in the database already: only the same demo may be reloaded.
+    Another size or seed changes every branch's figures, and bookings already imported would stay."""
+    from storage.demo import DemoFiles
+
+    try:
+        before = DemoFiles.read(folder)
+    except FileNotFoundError:
+        return
+    if (before.size, before.seed) not in ((size, seed), (None, None)):
+        raise Invalid(f"the database holds the demo with --size {before.size} --seed {before.seed}, already synced; "
+                      f"another size or seed changes every branch — start from scratch (`rm -rf var/`)")
 
 
 @advertisers_app.command("list")

@@ -144,10 +144,10 @@ class DemoTracker:
         groups = [g.removeprefix("Stat.") for g in params.get("groups[]", [])]
         if groups:
             rows = _group(rows, groups)
-        for k, v in params.items():
-            if k.startswith("sort[") and k.endswith("]"):
-                col = k[5:-1].removeprefix("Stat.")
-                rows = sorted(rows, key=lambda r, c=col: _sortable(r.get(c)), reverse=v[0].lower() == "desc")
+        sorts = [(k[5:-1].removeprefix("Stat."), v[0].lower() == "desc") for k, v in params.items()
+                 if k.startswith("sort[") and k.endswith("]")]
+        for col, desc in reversed(sorts):  # stable sorts, last key first: the first sort[] is the primary one
+            rows = sorted(rows, key=_sort_key(col), reverse=desc)
         out = [{f: _text(r.get(f)) for f in fields} for r in rows]
         with self._lock:
             self._cache[key] = out
@@ -176,7 +176,12 @@ def _text(v: Any) -> Any:
     return v if v is None or isinstance(v, str) else str(v)
 
 
+def _sort_key(col: str) -> Callable[[dict[str, Any]], tuple[int, float, str]]:
+    return lambda row: _sortable(row.get(col))
+
+
 def _sortable(v: Any) -> tuple[int, float, str]:
+    """Numbers by value, everything else (dates, ids with letters) as text after them."""
     t = "" if v is None else str(v)
     try:
         return (0, float(t), t)

@@ -180,7 +180,7 @@ def run_billing(
             if all(a in waiting for a in chunk):
                 # nothing approved in this chunk: report the held items; the log lines are written
                 # with the next commit (or when the run finishes)
-                settled = [(a, waiting[a]) for a in _cut(chunk, waiting, fail_after, len(total.invoices))]
+                settled = [(a, waiting[a]) for a in _cut(chunk, fail_after, len(total.invoices))]
                 for _, out in settled:
                     _merge(total, out)
                     unwritten.extend(out.log)
@@ -207,7 +207,7 @@ def run_billing(
     return _result(run_id, p, total, dry_run=False)
 
 
-def _cut(chunk: list[str], waiting: dict[str, Outcome], fail_after: int | None, invoiced: int) -> list[str]:
+def _cut(chunk: list[str], fail_after: int | None, invoiced: int) -> list[str]:
     """The advertisers of an all-waiting chunk that run before an injected failure would stop it."""
     if fail_after is None or invoiced < fail_after:
         return chunk
@@ -411,7 +411,8 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
     """
     pre = prefetch(s, advertiser_ids, ctx)
     done: list[tuple[str, Outcome]] = []
-    pending: list[Pending] = []
+    steps: list[Pending | Skipped] = []  # written after the loop, in this order
+    invoiced = 0
     for adv_id in advertiser_ids:
         adv = pre.advertisers.get(adv_id)
         if adv is None:
@@ -425,13 +426,14 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
             batch = Batch(adv, le, currency, tuple(group))
             if (not ctx.ignore_threshold and currency == adv.currency
                     and below_threshold(batch.total, adv.billing_threshold)):
-                skip(s, batch, ctx, out)
+                steps.append(_note_skip(batch, out))
                 continue
-            pending.append(_prepare_invoice(s, batch, ctx, out, pre))
+            steps.append(_prepare_invoice(s, batch, ctx, out, pre))
+            invoiced += 1
         done.append((adv_id, out))
-        if stop_at is not None and len(pending) >= stop_at:
+        if stop_at is not None and invoiced >= stop_at:
             break
-    _record_finalized(s, pending, _insert_invoices(s, pending), ctx)
+    _write_steps(s, steps, ctx)
     return done
 
 
@@ -527,13 +529,33 @@ def check(s: Session, adv: Advertiser, pis: Sequence[PreInvoice], ctx: Context, 
 
 def skip(s: Session, batch: Batch, ctx: Context, out: Outcome) -> None:
     """Below the threshold: create nothing, let the items wait, open a ``below_threshold`` exception."""
+    _open_skip_exception(s, _note_skip(batch, out), ctx)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A below-threshold batch whose exception is opened after the chunk's invoices are inserted."""
+
+    batch: Batch
+    line: str
+
+
+def _note_skip(batch: Batch, out: Outcome) -> Skipped:
+    """The skip's log line and report entry."""
+    adv, total = batch.advertiser, batch.total
+    line = skipped_line(total, batch.currency, adv.name, adv.billing_threshold)
+    out.log.append(line)
+    out.skipped.append({"advertiser": adv.name, "advertiser_id": adv.id, "total": f"{total:.2f}",
+                        "threshold": f"{adv.billing_threshold:.2f}", "currency": batch.currency})
+    return Skipped(batch, line)
+
+
+def _open_skip_exception(s: Session, skipped: Skipped, ctx: Context) -> None:
+    """Open (or refresh) the ``below_threshold`` exception of a skip; close the ones it supersedes."""
+    batch, line = skipped.batch, skipped.line
     adv, le, currency, group, total = (batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices,
                                        batch.total)
     threshold = adv.billing_threshold
-    line = skipped_line(total, currency, adv.name, threshold)
-    out.log.append(line)
-    out.skipped.append({"advertiser": adv.name, "advertiser_id": adv.id, "total": f"{total:.2f}",
-                        "threshold": f"{threshold:.2f}", "currency": currency})
     ids = [p.id for p in group]
     subject = content_hash({"preinvoices": [[p.id, p.content_hash] for p in group], "total": str(total),
                             "threshold": str(threshold)})
@@ -670,10 +692,8 @@ def _vat(adv: Advertiser, le: LegalEntity) -> VatTreatment:
 
 def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
     """Number and store one invoice for the batch; mark its pre-invoices invoiced."""
-    item = _prepare_invoice(s, batch, ctx, out, None)
-    inv = _insert_invoices(s, [item])[0]
-    _record_finalized(s, [item], [inv], ctx)
-    return inv
+    _write_steps(s, [_prepare_invoice(s, batch, ctx, out, None)], ctx)
+    return out.invoices[-1]
 
 
 def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: Prefetched | None) -> Pending:
@@ -708,24 +728,33 @@ def _insert_invoices(s: Session, pending: Sequence[Pending]) -> list[Invoice]:
     return invoices
 
 
-def _record_finalized(s: Session, pending: Sequence[Pending], invoices: Sequence[Invoice], ctx: Context) -> None:
-    """After the invoices' insert, in order: each one's audit record (written in groups with one
-    INSERT), its pre-invoices marked invoiced, carried-over threshold exceptions closed, events."""
+def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -> None:
+    """Insert the invoices (at once), then, in the order the advertisers were settled: each invoice's
+    audit record (written in groups with one INSERT), its pre-invoices marked invoiced, carried-over
+    threshold exceptions closed, events; each skip's exception. The audit chain reads as if every
+    advertiser had been settled on its own."""
+    invoices = iter(_insert_invoices(s, [x for x in steps if isinstance(x, Pending)]))
     entries: list[audit.Entry] = []
-    for item, inv in zip(pending, invoices, strict=True):
-        item.out.invoices.append(inv)
-        entries.append(_invoice_entry(inv, item.draft, ctx, None))
+    for step in steps:
+        if isinstance(step, Skipped):
+            audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)  # keep the records in order
+            entries = []
+            _open_skip_exception(s, step, ctx)
+            continue
+        inv = next(invoices)
+        step.out.invoices.append(inv)
+        entries.append(_invoice_entry(inv, step.draft, ctx, None))
         notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
-        for p in item.batch.preinvoices:  # the invoice's audit record names these pre-invoices and their hashes
+        for p in step.batch.preinvoices:  # the invoice's audit record names these pre-invoices and their hashes
             p.state = "invoiced"
             p.invoice_id = inv.id
             p.updated_at = ctx.now
             notify(s, "preinvoice.changed", preinvoice_id=p.id)
-        adv = item.batch.advertiser
+        adv = step.batch.advertiser
         if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
             from bot.workflows.exceptions import close_exception
 
-            audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)  # keep the records in order
+            audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)
             entries = []
             for old in _open_threshold_exceptions(s, adv.id, exclude=None):  # the waiting items are billed now
                 close_exception(s, old.id, reason=f"invoiced in {inv.number}", actor=ctx.actor,

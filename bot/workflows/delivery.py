@@ -135,7 +135,8 @@ def _claim(db: Database, invoice_id: int, now: datetime) -> _Claim | None:
         if inv is None or inv.pdf_state != "done" or not inv.pdf_path:
             return None  # not rendered yet: ``invoice.rendered`` calls again
         adv = s.get(Advertiser, inv.advertiser_id)
-        title = f"{inv.number} · {adv.name if adv is not None else inv.advertiser_id} · {fmt(inv.gross, inv.currency)}"
+        name = adv.name if adv is not None else inv.advertiser_id
+        title = f"{inv.number} · {name} · {fmt(inv.gross, inv.currency)} {inv.currency}"
         row.value = json.dumps({**target, "state": "sending", "since": now.isoformat()}, sort_keys=True)
         return _Claim(target, inv.number, title, inv.pdf_path, inv.pdf_sha256)
 

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from billing.money import fmt
 from storage.models import AuditLog, BillingRun, Invoice
 from tests.delivery.conftest import FINANCE, OPERATOR, PERIOD, Desk
 from tests.slack.helpers import click, submit_reason
@@ -52,7 +53,7 @@ def _assert_pdf_of(upload: dict[str, Any], inv: Invoice) -> None:
     assert upload["data"].startswith(b"%PDF")
     assert upload["length"] == len(upload["data"])
     assert hashlib.sha256(upload["data"]).hexdigest() == inv.pdf_sha256
-    assert upload["title"].startswith(inv.number)
+    assert upload["title"].startswith(f"{inv.number} · ") and upload["title"].endswith(f" · {fmt(inv.gross, 'EUR')} EUR")
 
 
 def test_a_run_from_slack_uploads_capped_pdfs_into_its_thread_and_a_force_into_the_exceptions_thread(
@@ -209,3 +210,27 @@ def test_embedded_mode_renders_in_the_process_pool_and_the_rendering_process_del
     assert forced["filename"] == f"{invoices['kiosk-alster'].number}.pdf"
     for u in uploads:
         _assert_pdf_of(u, by_number[u["filename"].removesuffix(".pdf")])
+
+
+def test_a_failed_upload_waits_and_goes_out_on_the_next_try(desk: Desk) -> None:
+    from bot import context
+    from bot.slack_client import get_client
+    from bot.workflows.delivery import Target, deliver_invoice, set_targets, target_of
+
+    _cli_run(desk)
+    inv = desk.invoices()["autohaus-elbe"]
+    with desk.db.transaction() as s:
+        assert set_targets(s, [inv.id], Target("CBILLING", "1700000000.000100", "run", 1)) == [inv.id]
+        assert set_targets(s, [inv.id], Target("COTHER", "1", "exception")) == []  # one thread per invoice
+    desk.api.fail_next("files.completeUploadExternal", status=500, times=3)  # the client's retries run out
+    assert deliver_invoice(desk.db, inv.id, client=get_client(), key=context.get_key()) is False
+    target = target_of(desk.db, inv.id)
+    assert target is not None and target["state"] == "waiting" and "500" in target["error"]
+    assert _audit(desk, "invoice.delivered") == []
+
+    assert deliver_invoice(desk.db, inv.id, client=get_client(), key=context.get_key()) is True
+    [done] = desk.api.calls_to("files.completeUploadExternal")
+    assert (done.params["channel_id"], done.params["thread_ts"]) == ("CBILLING", "1700000000.000100")
+    assert target_of(desk.db, inv.id)["state"] == "sent"  # type: ignore[index]
+    assert deliver_invoice(desk.db, inv.id, client=get_client(), key=context.get_key()) is False
+    assert len(desk.api.calls_to("files.completeUploadExternal")) == 1

@@ -53,11 +53,11 @@ def _figures(db: Database, sources: tuple[str, ...]) -> Figures:
                 row[1] += int(clicks)
             else:
                 row[3] += int(clicks)
-        for item, day, n in s.execute(
+        for citem, cday, n in s.execute(
                 select(Conversion.item_id, Conversion.day, func.count())
                 .where(Conversion.source.in_(sources), Conversion.status == "approved")
                 .group_by(Conversion.item_id, Conversion.day)):
-            acc.setdefault((item, day), [0, 0, 0, 0])[2] += int(n)
+            acc.setdefault((str(citem), cday), [0, 0, 0, 0])[2] += int(n)
     # a day of zeros is no figure (the inline delivery states zero-click days, files may leave them out)
     return {k: (v[0], v[1], v[2], v[3]) for k, v in acc.items() if any(v)}
 
