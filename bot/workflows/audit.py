@@ -3,6 +3,7 @@
 :func:`record` is called by every workflow inside its own transaction. It locks the single
 ``audit_head`` row (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the write transaction is
 already ``BEGIN IMMEDIATE``), so concurrent writers queue up and the chain never forks.
+:func:`record_many` appends the same records for a batch of state changes with one INSERT.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from billing.signatures import GENESIS, canonical_json, chain_hash, key_id, sign, verify
 from storage.models import AuditHead, AuditLog
+
+_AUDIT_LOG = cast(Table, AuditLog.__table__)
 
 
 def _head(s: Session) -> AuditHead:
@@ -72,8 +75,8 @@ def record_many(s: Session, *, key: Ed25519PrivateKey | None, entries: Sequence[
     hashes, signatures) that calling :func:`record` for each entry in turn would write — for the
     thousands of state changes of a pre-invoice batch or a billing run."""
     rows = [_next(s, key, e, now) for e in entries]
-    if rows:
-        s.execute(insert(AuditLog), rows)
+    if rows:  # a Core executemany: the rows carry their ids, no ORM bookkeeping needed
+        s.connection().execute(insert(_AUDIT_LOG), rows)
 
 
 def _next(s: Session, key: Ed25519PrivateKey | None, e: Entry, now: datetime | None) -> dict[str, Any]:

@@ -34,8 +34,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 
 from billing.checks import run_checks
 from billing.errors import Conflict, NotAllowed, NotFound
@@ -712,19 +711,20 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
 
 
 def _insert_invoices(s: Session, pending: Sequence[Pending]) -> list[Invoice]:
-    """Insert the invoices and their lines with two bulk INSERTs (RETURNING the rows as persistent
-    objects, in order), instead of a unit-of-work flush of thousands of objects."""
+    """Insert the invoices and their lines with two bulk INSERTs instead of a unit-of-work flush of
+    thousands of objects. Only the invoices' ids come back; the invoices are then attached to the
+    session as persistent objects (their ``lines`` load on first access)."""
     if not pending:
         return []
-    invoices = list(s.scalars(insert(Invoice).returning(Invoice, sort_by_parameter_order=True),
-                              [p.row for p in pending]))
-    rows = [{**x, "invoice_id": inv.id} for p, inv in zip(pending, invoices, strict=True) for x in p.lines]
-    by_invoice: dict[int, list[InvoiceLine]] = {inv.id: [] for inv in invoices}
-    if rows:
-        for line in s.scalars(insert(InvoiceLine).returning(InvoiceLine, sort_by_parameter_order=True), rows):
-            by_invoice[line.invoice_id].append(line)
-    for inv in invoices:
-        set_committed_value(inv, "lines", by_invoice[inv.id])
+    ids = s.scalars(insert(Invoice).returning(Invoice.id, sort_by_parameter_order=True),
+                    [p.row for p in pending]).all()
+    s.execute(insert(InvoiceLine), [{**x, "invoice_id": i} for p, i in zip(pending, ids, strict=True) for x in p.lines])
+    invoices = []
+    for p, i in zip(pending, ids, strict=True):
+        inv = Invoice(id=i, **p.row)
+        make_transient_to_detached(inv)  # it is in the database: attach it as it is, nothing to write
+        s.add(inv)
+        invoices.append(inv)
     return invoices
 
 

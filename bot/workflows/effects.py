@@ -62,6 +62,8 @@ def dispatch(name: str, **payload: Any) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(s: Session) -> None:
+    if s.in_nested_transaction():  # a SAVEPOINT was released (SQLAlchemy fires this for it too): not committed yet
+        return
     pending = s.info.pop("_after_commit", [])
     for fn, args, kwargs in pending:
         fn(*args, **kwargs)
@@ -69,4 +71,6 @@ def _run_after_commit(s: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_after_rollback(s: Session) -> None:
+    if s.in_nested_transaction():  # only the SAVEPOINT rolled back; the transaction's events still stand
+        return
     s.info.pop("_after_commit", None)

@@ -157,7 +157,8 @@ def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> di
         return {}
     wanted = set(item_ids)
     f, c = DeliveryFact.__table__.c, Conversion.__table__.c
-    fq = (select(f.item_id, f.day, func.sum(f.impressions), func.sum(f.clicks), func.count())
+    fq = (select(f.item_id, f.day, func.coalesce(func.sum(f.impressions), 0), func.coalesce(func.sum(f.clicks), 0),
+                 func.count())
           .where(f.party == "first_party", f.day >= lo, f.day <= hi)
           .group_by(f.item_id, f.day))
     cq = (select(c.item_id, c.day, func.count(), func.count().filter(c.status == "approved"))
@@ -169,13 +170,13 @@ def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> di
     conn = s.connection()
     convs: dict[tuple[str, date], tuple[int, int]] = {
         (item_id, day): (int(n), int(approved or 0))
-        for item_id, day, n, approved in conn.execute(cq) if item_id in wanted}
+        for item_id, day, n, approved in conn.execute(cq).all() if item_id in wanted}
     out: dict[str, list[DayFigures]] = {}
-    for item_id, day, imps, clicks, n in conn.execute(fq):
+    none = (0, 0)
+    for item_id, day, imps, clicks, n in conn.execute(fq).all():  # fetchall: far cheaper than row by row
         if item_id in wanted:
-            rows, approved = convs.pop((item_id, day), (0, 0))
-            out.setdefault(item_id, []).append(
-                DayFigures(day, int(imps or 0), int(clicks or 0), int(n), approved, rows))
+            rows, approved = convs.pop((item_id, day), none) if convs else none
+            out.setdefault(item_id, []).append(DayFigures(day, int(imps), int(clicks), n, approved, rows))
     for (item_id, day), (rows, approved) in convs.items():  # conversions on days without facts
         out.setdefault(item_id, []).append(DayFigures(day, 0, 0, 0, approved, rows))
     return out

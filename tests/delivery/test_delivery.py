@@ -225,7 +225,8 @@ def test_a_failed_upload_waits_and_goes_out_on_the_next_try(desk: Desk) -> None:
     desk.api.fail_next("files.completeUploadExternal", status=500, times=3)  # the client's retries run out
     assert deliver_invoice(desk.db, inv.id, client=get_client(), key=context.get_key()) is False
     target = target_of(desk.db, inv.id)
-    assert target is not None and target["state"] == "waiting" and "500" in target["error"]
+    assert target is not None and target["state"] == "waiting" and "fatal_error" in target["error"]
+    assert len(desk.api.calls_to("files.completeUploadExternal#fault")) == 3
     assert _audit(desk, "invoice.delivered") == []
 
     assert deliver_invoice(desk.db, inv.id, client=get_client(), key=context.get_key()) is True
