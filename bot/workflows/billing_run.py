@@ -718,7 +718,9 @@ def _insert_invoices(s: Session, pending: Sequence[Pending]) -> list[Invoice]:
         return []
     ids = s.scalars(insert(Invoice).returning(Invoice.id, sort_by_parameter_order=True),
                     [p.row for p in pending]).all()
-    s.execute(insert(InvoiceLine), [{**x, "invoice_id": i} for p, i in zip(pending, ids, strict=True) for x in p.lines])
+    lines = [{**x, "invoice_id": i} for p, i in zip(pending, ids, strict=True) for x in p.lines]
+    if lines:
+        s.execute(insert(InvoiceLine), lines)
     invoices = []
     for p, i in zip(pending, ids, strict=True):
         inv = Invoice(id=i, **p.row)

@@ -239,6 +239,11 @@ def _prior_amounts(
     return out
 
 
+def _usable(pi: PreInvoice) -> bool:
+    st = inspect(pi)
+    return not (st.expired or st.deleted or st.was_deleted) and "lines" not in st.unloaded
+
+
 def _load(s: Session, preinvoice_ids: Sequence[int]) -> list[PreInvoice]:
     """The pre-invoices with their lines, in id order: those the session already holds with their
     lines loaded (``create_preinvoices`` just wrote them) are taken from it, the rest are queried."""
@@ -246,7 +251,7 @@ def _load(s: Session, preinvoice_ids: Sequence[int]) -> list[PreInvoice]:
     missing: list[int] = []
     for pid in dict.fromkeys(preinvoice_ids):
         obj = s.identity_map.get(identity_key(PreInvoice, pid))
-        if isinstance(obj, PreInvoice) and not inspect(obj).expired and "lines" not in inspect(obj).unloaded:
+        if isinstance(obj, PreInvoice) and _usable(obj):
             found.append(obj)
         else:
             missing.append(pid)

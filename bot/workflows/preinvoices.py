@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, insert, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from billing.checks import CheckInput, run_checks
@@ -63,6 +63,7 @@ from storage.models import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SYSTEM = "system"
 EDITABLE_STATES = ("draft", "pending", "approved", "held")
@@ -416,10 +417,11 @@ def _match(candidates: Iterable[PreInvoice], per: Period) -> PreInvoice | None:
 
 def _insert_preinvoices(s: Session, new: Sequence[tuple[Campaign, Period, Sequence[LineDraft]]], *, actor: str,
                         now: datetime) -> list[PreInvoice]:
-    """Insert new drafts with their lines: two bulk INSERTs (RETURNING the rows as persistent
-    objects, in order) instead of a unit-of-work flush of thousands of objects. Net and content hash
-    come straight from the drafts — the values :func:`_recompute` derives from the rows (the hash
-    covers neither ids nor positions)."""
+    """Insert new drafts with their lines: two bulk INSERTs instead of a unit-of-work flush of
+    thousands of objects. Only the ids come back; the objects are built from the values written
+    (as a flush leaves them: the same Decimals, not the database's rendering of them) and attached
+    to the session as persistent. Net and content hash come straight from the drafts — the values
+    :func:`_recompute` derives from the rows (the hash covers neither ids nor positions)."""
     if not new:
         return []
     rows: list[dict[str, Any]] = [{
@@ -431,20 +433,30 @@ def _insert_preinvoices(s: Session, new: Sequence[tuple[Campaign, Period, Sequen
         "approved_hash": None, "approved_by": None, "approved_at": None, "created_by": actor, "edited_by": None,
         "hold_reason": None, "problems": [], "invoice_id": None, "version": 1, "created_at": now, "updated_at": now,
     } for c, per, lines in new]
-    pis = list(s.scalars(insert(PreInvoice).returning(PreInvoice, sort_by_parameter_order=True), rows))
-    line_rows = [{
-        "preinvoice_id": pi.id, "position": pos, "item_id": d.item_id, "kind": d.kind, "description": d.description,
+    pi_ids = s.scalars(insert(PreInvoice).returning(PreInvoice.id, sort_by_parameter_order=True), rows).all()
+    line_rows: list[dict[str, Any]] = [{
+        "preinvoice_id": pid, "position": pos, "item_id": d.item_id, "kind": d.kind, "description": d.description,
         "quantity": d.quantity, "unit": d.unit, "unit_price": d.unit_price, "amount": d.amount,
         "computation": dict(d.computation), "edited": d.edited,
-    } for pi, (_, _, lines) in zip(pis, new, strict=True) for pos, d in enumerate(lines)]
-    by_pi: dict[int, list[PreInvoiceLine]] = {pi.id: [] for pi in pis}
-    if line_rows:
-        for row in s.scalars(insert(PreInvoiceLine).returning(PreInvoiceLine, sort_by_parameter_order=True),
-                             line_rows):
-            by_pi[row.preinvoice_id].append(row)
-    for pi in pis:
-        set_committed_value(pi, "lines", by_pi[pi.id])
+    } for pid, (_, _, lines) in zip(pi_ids, new, strict=True) for pos, d in enumerate(lines)]
+    line_ids = s.scalars(insert(PreInvoiceLine).returning(PreInvoiceLine.id, sort_by_parameter_order=True),
+                         line_rows).all() if line_rows else []
+    by_pi: dict[int, list[PreInvoiceLine]] = {pid: [] for pid in pi_ids}
+    for line_id, values in zip(line_ids, line_rows, strict=True):
+        by_pi[values["preinvoice_id"]].append(_persistent(PreInvoiceLine(id=line_id, **values)))
+    pis = []
+    for pid, values in zip(pi_ids, rows, strict=True):
+        pi = _persistent(PreInvoice(id=pid, **values))
+        set_committed_value(pi, "lines", by_pi[pid])
+        s.add(pi)  # cascades to its lines
+        pis.append(pi)
     return pis
+
+
+def _persistent(obj: _T) -> _T:
+    """Mark an object built with its primary key as one that is in the database (nothing to write)."""
+    make_transient_to_detached(obj)
+    return obj
 
 
 def _update(s: Session, pi: PreInvoice, per: Period, computed: Sequence[LineDraft], *, actor: str,
