@@ -24,18 +24,20 @@ import multiprocessing
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from billing.errors import Conflict
 from bot.tasks import TASKS, TaskSpec, get_task
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -423,10 +425,23 @@ def apply_schema(url: str | None = None) -> bool:
     return True
 
 
+def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, also when this thread already has a running
+    event loop (a host that embeds us, such as a notebook or Playwright's sync API): then the
+    coroutine runs on a fresh loop in a short-lived thread."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        return ex.submit(lambda: asyncio.run(make())).result()
+
+
 def retry_stalled_jobs(*, seconds_since_heartbeat: float = 60.0, url: str | None = None) -> list[int]:
     """Put ``doing`` jobs whose worker stopped heartbeating back to ``todo`` (Procrastinate's
     documented stalled-jobs recipe). Returns the job ids retried."""
-    import asyncio
 
     app = get_app(url, fresh=True)
 
@@ -439,7 +454,7 @@ def retry_stalled_jobs(*, seconds_since_heartbeat: float = 60.0, url: str | None
                 ids.append(job.id)
             return ids
 
-    ids = asyncio.run(go())
+    ids = run_async(go)
     if ids:
         log.warning("retried stalled jobs %s", ids)
     return ids

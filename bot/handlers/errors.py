@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from slack_sdk.errors import SlackClientError
@@ -55,6 +57,20 @@ def on_error(error: Exception, body: dict[str, Any], client: Any) -> None:
     if not isinstance(error, BillingError):
         log.error("unhandled error in a Slack handler", exc_info=error)
     tell(client, _where(body or {}), error_text(error))
+
+
+@contextmanager
+def after_ack(body: dict[str, Any], client: Any) -> Iterator[None]:
+    """Render errors raised after ``ack()`` here instead of re-raising them into Bolt.
+
+    slack_bolt's thread runner, when a listener raises after it acked, sets the acknowledged
+    response back to ``None`` (``run_ack_function_asynchronously``); if the request thread looks
+    after that, Slack gets a 404 "unhandled request" instead of the ack. A refusal (Force without
+    the role) is exactly such an error, so it must not travel through Bolt."""
+    try:
+        yield
+    except Exception as e:  # rendered to the user (and logged if unexpected) by the one mapping
+        on_error(e, body, client)
 
 
 def register(app: Any) -> None:

@@ -22,8 +22,10 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "sandbox"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
+    # module scope: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, and later tests in the same worker (asyncio.run in Procrastinate's tools) need it gone
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -48,3 +50,11 @@ def page(browser):  # type: ignore[no-untyped-def]
 def shots() -> Iterator[Path]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def _no_pdf_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox flows are about messages and decisions; rendering every invoice's PDF inline
+    (BILLBOT_JOBS=inline) in the app's process only competes with Bolt's 3-second ack under CI load.
+    PDF rendering and delivery are covered by tests/delivery."""
+    monkeypatch.setattr("bot.workflows.delivery.wire", lambda *a, **k: None)

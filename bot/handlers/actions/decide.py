@@ -12,6 +12,7 @@ from typing import Any
 
 from billing.errors import Conflict
 from bot.handlers.deps import Deps, deps_of
+from bot.handlers.errors import after_ack
 from bot.handlers.payloads import DecisionClick, Where
 
 ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
@@ -51,6 +52,11 @@ def decide_and_render(deps: Deps, client: Any, *, exception_id: int, decision: s
 
 def on_decide(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
     ack()
+    with after_ack(body, client):
+        _decide_clicked(body, action, client, context)
+
+
+def _decide_clicked(body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
     deps = deps_of(context)
     click = DecisionClick.parse(body, action)
     if click.decision == "approve":

@@ -6,10 +6,16 @@ from typing import Any
 
 from billing.errors import Invalid, NotFound
 from bot.handlers.deps import deps_of
+from bot.handlers.errors import after_ack
 
 
 def on_details(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
     ack()
+    with after_ack(body, client):
+        _open_details(body, action, client, context)
+
+
+def _open_details(body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
     from bot.blocks.modals import details_modal
     from storage.models import Advertiser, BillingException
 

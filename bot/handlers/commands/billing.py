@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
 from bot.handlers.deps import Deps, deps_of
+from bot.handlers.errors import after_ack
 from bot.handlers.payloads import SlashCommand
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,8 @@ def on_billing(ack: Any, command: dict[str, Any], client: Any, context: Any, res
         ack(blocks=help_blocks(problem), text=help_text())
         return
     ack()
-    handler(deps_of(context), client, cmd, words[1:], respond)
+    with after_ack(command, client):
+        handler(deps_of(context), client, cmd, words[1:], respond)
 
 
 def register(app: Any) -> None:
