@@ -150,3 +150,40 @@ def test_schedule_at_defers_a_durable_job(pg):
     h = jobs.schedule_at(when, "test_sync", source="adserver", n=99)
     (status, at), = rows(pg, "SELECT status, scheduled_at FROM procrastinate_jobs WHERE id = :i", i=int(h.id))
     assert status == "todo" and abs((at - when).total_seconds()) < 1
+
+
+def test_two_workers_run_the_real_sync_and_billing_run_each_once(pg, tmp_path, monkeypatch):
+    """The real ``sync`` and ``billing_run`` tasks, submitted from the web role, on two workers."""
+    from datetime import UTC, datetime
+
+    from bot.signing import load_key
+    from bot.workflows.preinvoices import create_preinvoices
+    from storage.loader import load_scenario
+    from tests.fakes.tracker import FakeTracker
+    from tests.sandbox.scenario import PERIOD, scenario
+
+    key_path = tmp_path / "signing_key.pem"
+    load_key(str(key_path), generate=True)  # distributed mode never generates one itself
+    monkeypatch.setenv("SIGNING_KEY_PATH", str(key_path))
+    context.reset()
+    load_scenario(pg, scenario())
+    create_preinvoices(pg, period=PERIOD, actor="cli:test", key=context.get_key(), now=datetime.now(UTC))
+    with FakeTracker(token="t0ken") as tracker:
+        tracker.advertisers[17] = {"company": "Autohaus Elbe KG", "country": "DE", "status": "active"}
+        for k, v in {"URL": tracker.url, "TOKEN": "t0ken", "KIND": "hasoffers", "TIMEZONE": "Europe/Berlin",
+                     "CURRENCY": "EUR", "LEGAL_ENTITY": "northwind-media"}.items():
+            monkeypatch.setenv(f"BILLBOT_SOURCE_TRACKER_{k}", v)
+        jobs.submit("sync", source="tracker", mode="standard", actor="U01OPERATOR")
+        jobs.submit("billing_run", period=PERIOD, actor="U01OPERATOR", today="2026-03-02")
+        assert rows(pg, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")[0][0] == 2
+        workers = [threading.Thread(target=jobs.run_worker,
+                                    kwargs={"queues": ["sync", "billing"], "name": f"real{i}", "wait": False})
+                   for i in (1, 2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(90)
+    assert rows(pg, "SELECT status, count(*) FROM procrastinate_jobs GROUP BY status") == [("succeeded", 2)]
+    assert rows(pg, "SELECT source, mode, state FROM sync_runs") == [("tracker", "standard", "done")]
+    assert rows(pg, "SELECT period, state FROM billing_runs") == [(PERIOD, "done")]
+    assert rows(pg, "SELECT number FROM invoices ORDER BY number") == [("INV-2026-000001",)]
