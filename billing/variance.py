@@ -501,6 +501,16 @@ def check_variances(items: Sequence[ItemPeriod], facts: pd.DataFrame) -> list[Va
     return out
 
 
+def _delivery_cause(diff: Decimal, missing: tuple[date, ...], *, make_good: bool) -> str:
+    """Likely cause of a delivery variance: a flagged make-good wins; a shortfall with days
+    without data is a tracking gap; otherwise under- or over-delivery by the sign."""
+    if make_good:
+        return "make_good"
+    if diff < 0 and missing:
+        return "tracking_gap"
+    return "under_delivery" if diff < 0 else "over_delivery"
+
+
 def _delivery(it: ItemPeriod, exp: Decimal | None, delivered: Decimal, missing: tuple[date, ...],
               r: _Rows) -> Variance | None:
     if exp is None or exp <= 0:
@@ -508,14 +518,7 @@ def _delivery(it: ItemPeriod, exp: Decimal | None, delivered: Decimal, missing: 
     diff = delivered - exp
     if abs(diff) <= it.tolerance * exp:
         return None
-    if it.make_good:
-        cause = "make_good"
-    elif diff < 0 and missing:
-        cause = "tracking_gap"
-    elif diff < 0:
-        cause = "under_delivery"
-    else:
-        cause = "over_delivery"
+    cause = _delivery_cause(diff, missing, make_good=it.make_good)
     days = missing if cause == "tracking_gap" else tuple(sorted(r.cur_first))
     figures = {
         "metric": it.metric,
@@ -576,14 +579,7 @@ def _prior(it: ItemPeriod, cur: Decimal, prior: Decimal, missing: tuple[date, ..
     diff = cur_per_day - prior_per_day
     if abs(cur * pd_ - prior * ad) <= it.tolerance * prior * ad:
         return None
-    if it.make_good:
-        cause = "make_good"
-    elif diff < 0 and missing:
-        cause = "tracking_gap"
-    elif diff < 0:
-        cause = "under_delivery"
-    else:
-        cause = "over_delivery"
+    cause = _delivery_cause(diff, missing, make_good=it.make_good)
     days = missing if cause == "tracking_gap" else tuple(sorted(r.cur_first))
     figures = {
         "metric": it.metric,
