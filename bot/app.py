@@ -6,7 +6,8 @@
 - Socket Mode when ``SLACK_APP_TOKEN`` is set (no public URL needed).
 - Fast ack: ``process_before_response=False`` — each listener acks first and Bolt answers Slack as
   soon as ``ack()`` is called. Listeners run on one :class:`TrackedExecutor`; decisions are handed
-  on to a second one (``Deps.defer``), so listener threads are never all busy when a click arrives.
+  on to the jobs facade's ``decide`` task (its own niced process pool in embedded mode, a
+  Procrastinate worker in distributed mode), so the web process's threads and GIL are left to acks.
 - Slack retries (``X-Slack-Retry-Num``) are acknowledged and ignored: the first delivery is
   already being handled, and decisions are idempotent anyway.
 - The Web API client comes from :func:`bot.slack_client.make_client` (slack_sdk retry handlers for
@@ -111,8 +112,6 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     settings = settings or get_settings()
     client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
     executor = TrackedExecutor(max_workers=16, name="billbot-listener")  # acks (and quick reads)
-    # decisions after their ack: few threads (SQLite serializes writers anyway; fewer GIL hand-offs)
-    work = TrackedExecutor(max_workers=max(2, settings.workers), name="billbot-work")
     app = App(
         name="billbot",
         client=client,
@@ -123,7 +122,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
         listener_executor=executor,
         logger=logging.getLogger("billbot.bolt"),
     )
-    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=_background, work=work)
+    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=_background)
 
     def provide_deps(context: Any, next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
         context["billbot"] = deps
@@ -137,7 +136,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     from bot.workflows.delivery import wire as wire_documents
 
     wire_documents(lambda: client, get_db=context.get_db, get_key=context.get_key, submit=_background)
-    app.billbot_executors = (executor, work)  # type: ignore[attr-defined]
+    app.billbot_executors = (executor,)  # type: ignore[attr-defined]
     return app
 
 

@@ -3,8 +3,9 @@
 - **inline** (``BILLBOT_JOBS=inline``, tests): the task runs synchronously inside ``submit``; its
   result or error is kept in the returned handle.
 - **embedded** (default; ``DATABASE_URL`` unset or SQLite): a thread pool runs tasks in this
-  process; ``cpu_bound`` tasks (PDF rendering) go to a process pool so they do not hold the GIL
-  against the web threads.
+  process; ``own_process`` tasks (PDF rendering, the decision after a Slack ack) go to their queue's
+  process pool, at a lower priority, so they neither hold the GIL against the web threads nor take
+  the CPU from them.
 - **distributed** (``DATABASE_URL=postgresql…`` and ``BILLBOT_MODE=distributed``): tasks are deferred
   to Procrastinate's queue on PostgreSQL; ``billbot worker`` processes (any number, any machine) run
   them. Jobs survive restarts; a job of a worker that died (SIGKILL, lost machine) is put back to
@@ -40,11 +41,6 @@ from bot.tasks import TASKS, TaskSpec, get_task
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-#: Environment passed to process-pool children (they start from a fork server, whose environment
-#: is frozen at its own start; tests change these between cases).
-_CHILD_ENV = ("DATABASE_URL", "BILLBOT_VAR_DIR", "SIGNING_KEY_PATH", "SLACK_API_URL", "SLACK_BOT_TOKEN",
-              "BILLBOT_TIMEZONE", "MANAGERS_CHANNEL", "EXCEPTIONS_CHANNEL")
 
 DEFAULT_LOCK_TTL = timedelta(hours=6)
 
@@ -103,27 +99,61 @@ def run_task(name: str, kwargs: Mapping[str, Any]) -> Any:
 
 
 def _run_in_child(name: str, kwargs: dict[str, Any], env: dict[str, str], module: str) -> Any:
-    """Process-pool entry point: adopt the parent's settings, import the task's module (it registers
-    the task in this fresh interpreter), then run the task."""
+    """Process-pool entry point: adopt the submitting process's environment (a fork server's
+    environment is frozen at its own start; tests change it between cases) — forgetting cached
+    settings, database and Slack wiring only when it changed — import the task's module (it
+    registers the task in this interpreter), then run the task."""
     import importlib
 
-    from bot import context
+    global _child_env  # noqa: PLW0603 - one per pool process
+    if env != _child_env:
+        from bot import context
 
-    os.environ.update(env)
+        os.environ.clear()
+        os.environ.update(env)
+        context.reset()
+        _forget_process_wiring()
+        _child_env = env
     importlib.import_module(module)
-    context.reset()
     try:
         return run_task(name, kwargs)
     finally:
         from storage.db import dispose_all
 
-        dispose_all()
+        dispose_all()  # no connection kept between tasks (tests truncate and copy databases)
 
+
+def _child_init(niceness: int) -> None:
+    """Pool processes run below the web server's priority: on a small machine the OS then gives the
+    CPU to the threads that ack Slack (3-second deadline) before decisions and PDFs."""
+    global _in_pool_child  # noqa: PLW0603 - one per pool process
+    _in_pool_child = True
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:  # not allowed here: run at normal priority
+            log.warning("could not lower the priority of job process %s", os.getpid())
+
+
+def _forget_process_wiring() -> None:
+    """A pool process wires its Slack side effects on first need (:func:`bot.tasks.wire_worker`);
+    a new environment means a new Slack API and channel, so that is done again."""
+    from bot.tasks import unwire_worker
+
+    unwire_worker()
+
+
+#: Niceness of each embedded pool's processes (``queue`` → pool); decisions come before documents.
+_POOL_NICENESS = {"decisions": 10, "documents": 15}
 
 _pool_lock = threading.Lock()
 _threads: ThreadPoolExecutor | None = None
-_procs: ProcessPoolExecutor | None = None
+_procs: dict[str, ProcessPoolExecutor] = {}
 _inline_pending: list[tuple[datetime, str, dict[str, Any]]] = []
+_child_env: dict[str, str] | None = None
+_in_pool_child = False  # this process is an embedded pool's worker: it runs nested tasks on threads
+_inflight = 0
+_idle = threading.Condition()
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -137,28 +167,65 @@ def _thread_pool() -> ThreadPoolExecutor:
         return _threads
 
 
-def _process_pool() -> ProcessPoolExecutor:
-    global _procs  # noqa: PLW0603 - one pool per process
+def _process_pool(queue: str) -> ProcessPoolExecutor:
+    """One pool per queue, so a run's hundreds of PDFs never queue ahead of a person's decision."""
     with _pool_lock:
-        if _procs is None:
+        pool = _procs.get(queue)
+        if pool is None:
             from bot.settings import get_settings
 
             # forkserver: forking a process that runs threads (web server, scheduler) can copy a held lock
             ctx = multiprocessing.get_context("forkserver")
-            _procs = ProcessPoolExecutor(max_workers=get_settings().workers, mp_context=ctx)
-        return _procs
+            pool = ProcessPoolExecutor(max_workers=get_settings().workers, mp_context=ctx,
+                                       initializer=_child_init, initargs=(_POOL_NICENESS.get(queue, 10),))
+            _procs[queue] = pool
+        return pool
 
 
 def shutdown(wait: bool = True) -> None:
     """Stop the embedded pools (process exit, tests)."""
-    global _threads, _procs  # noqa: PLW0603
+    global _threads  # noqa: PLW0603
     with _pool_lock:
-        threads, procs, _threads, _procs = _threads, _procs, None, None
+        threads, procs, _threads = _threads, list(_procs.values()), None
+        _procs.clear()
     if threads is not None:
         threads.shutdown(wait=wait)
-    if procs is not None:
-        procs.shutdown(wait=wait)
+    for pool in procs:
+        pool.shutdown(wait=wait)
     _inline_pending.clear()
+
+
+def _track(fut: Future[Any]) -> None:
+    global _inflight  # noqa: PLW0603 - this process's count of embedded jobs
+    with _idle:
+        _inflight += 1
+
+    def done(_f: Future[Any]) -> None:
+        global _inflight  # noqa: PLW0603
+        with _idle:
+            _inflight -= 1
+            _idle.notify_all()
+
+    fut.add_done_callback(done)
+
+
+def inflight() -> int:
+    """Embedded jobs submitted by this process that have not finished yet."""
+    return _inflight
+
+
+def wait_idle(timeout: float = 30.0) -> bool:
+    """Wait until every embedded job this process submitted has finished (tests, shutdown)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with _idle:
+        while _inflight:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _idle.wait(left)
+    return True
 
 
 def _logged(name: str, fut: Future[Any]) -> None:
@@ -187,11 +254,12 @@ def submit(task_name: str, **kwargs: Any) -> JobHandle:
             log.exception("job %s failed", task_name)
             fut.set_exception(e)
         return JobHandle(id=handle_id, task=task_name, mode=m, args=args, future=fut)
-    if spec.cpu_bound:
-        env = {k: v for k, v in os.environ.items() if k in _CHILD_ENV}
-        fut = _process_pool().submit(_run_in_child, task_name, args, env, spec.fn.__module__)
+    if spec.own_process and not _in_pool_child:
+        fut = _process_pool(spec.queue).submit(_run_in_child, task_name, args, dict(os.environ),
+                                               spec.fn.__module__)
     else:
         fut = _thread_pool().submit(run_task, task_name, args)
+    _track(fut)
     fut.add_done_callback(lambda f: _logged(task_name, f))
     return JobHandle(id=handle_id, task=task_name, mode=m, args=args, future=fut)
 

@@ -5,7 +5,7 @@ A task is a plain function taking JSON-able keyword arguments (they travel throu
 :mod:`bot.context` and calls ONE workflow. Workflow imports are lazy (inside the function) so this
 registry imports fast and without the whole application.
 
-``@task("name", queue=…, cpu_bound=…, retry=…, lock=…)`` registers a function; ``lock`` maps the
+``@task("name", queue=…, own_process=…, retry=…, lock=…)`` registers a function; ``lock`` maps the
 arguments to a per-key lock (``sync:tracker``, ``run:2026-02``) that :mod:`bot.jobs` holds in the
 database while the task runs, so the key is exclusive across threads, processes and machines.
 """
@@ -29,7 +29,9 @@ class TaskSpec:
     name: str
     fn: Callable[..., Any]
     queue: str = "default"
-    cpu_bound: bool = False  # embedded mode runs it in the process pool
+    # embedded mode runs it in its queue's process pool, away from the web server's GIL (CPU-heavy
+    # work, and the work after a Slack ack); distributed mode runs every task on a worker anyway
+    own_process: bool = False
     retry: int = 0  # Procrastinate retries (distributed); embedded mode does not retry
     lock: LockFn | None = None
 
@@ -38,12 +40,12 @@ TASKS: dict[str, TaskSpec] = {}
 
 
 def task(
-    name: str, *, queue: str = "default", cpu_bound: bool = False, retry: int = 0, lock: LockFn | None = None
+    name: str, *, queue: str = "default", own_process: bool = False, retry: int = 0, lock: LockFn | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as task ``name`` (re-registering the same name replaces it)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        TASKS[name] = TaskSpec(name=name, fn=fn, queue=queue, cpu_bound=cpu_bound, retry=retry, lock=lock)
+        TASKS[name] = TaskSpec(name=name, fn=fn, queue=queue, own_process=own_process, retry=retry, lock=lock)
         return fn
 
     return deco
@@ -132,7 +134,7 @@ def resolve_period(period: str, today: date) -> str:
     return period
 
 
-@task("render_pdf", queue="documents", cpu_bound=True, retry=2, lock=lambda kw: f"pdf:{kw.get('invoice_id')}")
+@task("render_pdf", queue="documents", own_process=True, retry=2, lock=lambda kw: f"pdf:{kw.get('invoice_id')}")
 def render_pdf(*, invoice_id: int) -> Any:
     """Render (or re-render) the PDF of one invoice: CPU-heavy, so a process pool in embedded mode.
     The process that renders also delivers: its ``invoice.rendered`` uploads the PDF into the Slack
@@ -175,9 +177,37 @@ def retry_stalled(*, seconds_since_heartbeat: float = 60.0) -> Any:
     return jobs.retry_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)
 
 
+def wire_worker() -> None:
+    """A process that runs tasks (``billbot worker``, an embedded pool process) tells Slack what its
+    workflows did, like the web process does: exception messages and their updates after a decision,
+    PDFs rendered after a finalizing commit and uploaded into their threads. Once per process; a
+    process that serves Slack (``create_app``) is wired already and keeps its own client."""
+    from bot.workflows.notify_slack import is_wired
+
+    if is_wired():
+        return
+    from bot import context, jobs
+    from bot.settings import get_settings
+    from bot.slack_client import get_client
+    from bot.workflows.delivery import wire
+    from bot.workflows.notify_slack import register_slack_subscribers
+
+    register_slack_subscribers(get_client(), db=context.get_db, default_channel=get_settings().exceptions_channel)
+    wire(get_client, get_db=context.get_db, get_key=context.get_key, submit=jobs.submit)
+
+
+def unwire_worker() -> None:
+    """Forget :func:`wire_worker` (a pool process whose environment changed)."""
+    from bot.workflows.notify_slack import is_wired, unregister_slack_subscribers
+
+    if is_wired():
+        unregister_slack_subscribers()
+
+
 def _register_surface_tasks() -> None:
     """Tasks defined next to the surface that submits them (the `/billing` command's background job)
     must be known to every process that runs tasks, distributed workers included."""
+    import bot.handlers.actions.decide  # noqa: F401  (registers "decide")
     import bot.handlers.commands.jobs  # noqa: F401  (registers "slack_command")
 
 

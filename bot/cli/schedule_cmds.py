@@ -116,17 +116,6 @@ def _distributed_only(role: str) -> None:
     os.environ["BILLBOT_MODE"] = "distributed"  # this role only makes sense distributed
 
 
-def _wire_documents() -> None:
-    """A worker runs billing runs (``/billing run``): their invoices are rendered by ``render_pdf`` jobs
-    after each commit and delivered to Slack threads by the worker that renders them."""
-    from bot import jobs
-    from bot.context import get_db, get_key
-    from bot.slack_client import get_client
-    from bot.workflows.delivery import wire
-
-    wire(get_client, get_db=get_db, get_key=get_key, submit=jobs.submit)
-
-
 @app.command("worker")
 @handle_errors
 def worker(  # noqa: PLR0917 - Typer options
@@ -146,13 +135,14 @@ def worker(  # noqa: PLR0917 - Typer options
 
     from bot import jobs
     from bot.context import get_db
+    from bot.tasks import wire_worker
 
     _distributed_only("worker")
     for m in import_ or []:
         importlib.import_module(m)
     get_db()  # migrate our schema
     jobs.apply_schema()
-    _wire_documents()
+    wire_worker()  # decisions, runs and PDFs it runs are told in Slack (messages, updates, uploads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs.run_worker(queues=queue or None, concurrency=concurrency, name=name, wait=not once,
                     heartbeat=heartbeat, stalled_after=stalled_after)

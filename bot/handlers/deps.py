@@ -4,7 +4,6 @@ work in the background. Bolt puts it into each request's ``context["billbot"]`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -21,22 +20,14 @@ class Deps:
     db: Callable[[], Database]
     key: Callable[[], Ed25519PrivateKey]
     background: Callable[..., Any]  # background(task_name, **kwargs): a jobs-facade task (bot.tasks)
-    work: Executor  # this process's pool for the work after an ack (decisions)
 
-    def defer(self, body: dict[str, Any], client: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
-        """Run ``fn`` on the work pool, so Bolt's listener threads only ever ack: a burst of clicks is
-        acked at once even while earlier decisions still wait for the database. Errors go to the
-        same mapping as ``@app.error`` (an ephemeral message to the clicker)."""
+    @classmethod
+    def from_context(cls) -> Deps:
+        """The process-wide wiring (:mod:`bot.context`, the jobs facade): for tasks, which run where
+        no Bolt request context exists."""
+        from bot import context, jobs
 
-        def run() -> None:
-            try:
-                fn(*args, **kwargs)
-            except Exception as e:  # rendered to the user by the one error mapping, never swallowed
-                from bot.handlers.errors import on_error
-
-                on_error(e, body, client)
-
-        self.work.submit(run)
+        return cls(settings=context.settings(), db=context.get_db, key=context.get_key, background=jobs.submit)
 
     def today(self, now: datetime) -> date:
         """Business date in the deployment's time zone (invoice dates, default periods)."""

@@ -60,15 +60,19 @@ class SandboxSession:
         """Wait until the work billbot does after each ack has finished."""
         import time
 
-        # the app's listener and work pools (``create_app``): listeners hand work on, so wait until
+        from bot import jobs
+
+        # the app's listener pool (``create_app``) hands decisions on to the jobs facade: wait until
         # both are idle twice in a row
         executors = getattr(self.bolt_app, "billbot_executors", ())
         deadline = time.monotonic() + timeout
         quiet = 0
-        while executors and quiet < 2:
+        while quiet < 2:
             if not all(ex.wait_idle(max(0.0, deadline - time.monotonic())) for ex in executors):
                 return False
-            quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) else 0
+            if not jobs.wait_idle(max(0.0, deadline - time.monotonic())):
+                return False
+            quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) and jobs.inflight() == 0 else 0
         return True
 
     def stop(self) -> None:

@@ -55,6 +55,18 @@ def register_slack_subscribers(
         subscribe(name, fn)
 
 
+def is_wired() -> bool:
+    """Whether this process posts its workflows' effects to Slack (:func:`register_slack_subscribers`)."""
+    return _wiring.client is not None
+
+
+def wired_client() -> Any:
+    """The Slack client this process's side effects post with (its Bolt app's, in a web process)."""
+    if _wiring.client is None:
+        raise RuntimeError("Slack side effects are not wired in this process (register_slack_subscribers)")
+    return _wiring.client
+
+
 def unregister_slack_subscribers() -> None:
     """Undo :func:`register_slack_subscribers` (tests; a process that stops talking to Slack)."""
     from bot.workflows import effects

@@ -59,7 +59,7 @@ def _work() -> None:
 
 def test_a_worker_runs_the_slack_run_renders_each_pdf_as_a_job_and_uploads_into_the_runs_thread(
         distributed: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.cli.schedule_cmds import _wire_documents
+    from bot.tasks import wire_worker
 
     desk = distributed
     assert jobs.mode() == "distributed"
@@ -71,7 +71,7 @@ def test_a_worker_runs_the_slack_run_renders_each_pdf_as_a_job_and_uploads_into_
     assert queued == ["slack_command"]  # the web role only queued the run
     assert desk.invoices() == {}
 
-    _wire_documents()  # what `billbot worker` does before it starts
+    wire_worker()  # what `billbot worker` does before it starts (this process is wired by its app already)
     _work()
     with desk.db.engine.connect() as c:
         done = c.execute(text("SELECT task_name, status FROM procrastinate_jobs ORDER BY id")).all()

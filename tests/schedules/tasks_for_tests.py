@@ -29,8 +29,13 @@ def boom() -> None:
     raise ValueError("boom")
 
 
-@task("test_pid", cpu_bound=True)
+@task("test_pid", queue="documents", own_process=True)
 def pid() -> dict:
     from bot import context
 
-    return {"pid": os.getpid(), "db": context.get_db().url, "t": time.time()}
+    return {"pid": os.getpid(), "db": context.get_db().url, "t": time.time(), "niceness": os.nice(0)}
+
+
+@task("test_niceness", queue="decisions", own_process=True)
+def niceness(*, queue_name: str) -> dict:
+    return {"pid": os.getpid(), "queue": queue_name, "niceness": os.nice(0)}

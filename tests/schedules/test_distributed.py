@@ -187,3 +187,57 @@ def test_two_workers_run_the_real_sync_and_billing_run_each_once(pg, tmp_path, m
     assert rows(pg, "SELECT source, mode, state FROM sync_runs") == [("tracker", "standard", "done")]
     assert rows(pg, "SELECT period, state FROM billing_runs") == [(PERIOD, "done")]
     assert rows(pg, "SELECT number FROM invoices ORDER BY number") == [("INV-2026-000001",)]
+
+
+def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_path, monkeypatch):
+    """Distributed: the web role only acks and queues the ``decide`` job; a ``billbot worker`` process
+    decides it, signs it, and updates the Slack message itself (its own wiring, no web process)."""
+    from bot.app import create_app, create_wsgi
+    from bot.signing import load_key
+    from bot.workflows.notify_slack import unregister_slack_subscribers
+    from tests.conftest import _reset_pg
+    from tests.fakes.slack_api import FakeSlackAPI
+    from tests.slack import factories as f
+    from tests.slack.conftest import SECRET
+    from tests.slack.harness import AppServer, SlackUser
+    from tests.slack.helpers import buttons
+
+    _reset_pg(pg)  # the module's database: the real sync and run above left their master data
+    key_path = tmp_path / "signing_key.pem"
+    load_key(str(key_path), generate=True)
+    with FakeSlackAPI(users=f.PROFILES) as api:
+        for k, v in {"SIGNING_KEY_PATH": str(key_path), "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET,
+                     "SLACK_API_URL": api.url, "EXCEPTIONS_CHANNEL": f.CHANNEL}.items():
+            monkeypatch.setenv(k, v)
+        context.reset()
+        server = AppServer(create_wsgi(app=create_app()))
+        try:
+            f.seed(pg)
+            eid = f.open_exception(pg, context.get_key(), preinvoice_id=f.preinvoice(pg))
+            posted = api.wait_for("chat.postMessage", where=lambda c: c.get("thread_ts") is None)[-1]
+            value = buttons(posted["blocks"])["decide_approve"]
+            row = f.exception_row(pg, eid)
+            user = SlackUser(server.url, SECRET, f.APPROVER, response_url=api.response_url(f.APPROVER))
+            r = user.click("decide_approve", value, channel=row.channel, message_ts=row.message_ts)
+            user.close()
+            server.wait_idle()
+            assert r.status == 200
+            assert rows(pg, "SELECT queue_name, task_name, status FROM procrastinate_jobs") == [
+                ("decisions", "decide", "todo")]
+            assert f.exception_row(pg, eid).state == "pending"  # nothing decided in the web role
+            unregister_slack_subscribers()  # what the web role posts is done; the worker posts the rest
+            worker = subprocess.run(
+                [BILLBOT, "worker", "--queue", "decisions", "--once", "--name", "decider"],
+                check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                timeout=120)
+            assert worker.returncode == 0, worker.stderr
+        finally:
+            server.stop()
+            unregister_slack_subscribers()
+        assert rows(pg, "SELECT status FROM procrastinate_jobs") == [("succeeded",)]
+        row = f.exception_row(pg, eid)
+        assert (row.state, row.decided_by) == ("approved", f.APPROVER)
+        update = api.wait_for("chat.update", where=lambda c: c.get("ts") == row.message_ts)[-1]
+        assert buttons(update["blocks"]) == {}
+        reply = api.wait_for("chat.postMessage", where=lambda c: c.get("thread_ts") == row.message_ts)[-1]
+        assert reply["text"].startswith(f":white_check_mark: Approved by <@{f.APPROVER}>")

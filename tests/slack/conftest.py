@@ -54,21 +54,24 @@ class World:
         self.server.wait_idle()
 
 
-@pytest.fixture
-def world(db: Database, fake_slack: FakeSlackAPI, signing_key: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    from bot import context
+def _world(db: Database, api: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch, jobs_mode: str | None) -> Iterator[World]:
+    from bot import context, jobs
     from bot.app import create_app, create_wsgi
     from bot.workflows.notify_slack import unregister_slack_subscribers
 
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
-    monkeypatch.setenv("SLACK_API_URL", fake_slack.url)
+    monkeypatch.setenv("SLACK_API_URL", api.url)
     monkeypatch.setenv("EXCEPTIONS_CHANNEL", f.CHANNEL)
-    monkeypatch.setenv("BILLBOT_JOBS", "inline")
+    if jobs_mode is None:
+        monkeypatch.delenv("BILLBOT_JOBS", raising=False)
+        monkeypatch.delenv("BILLBOT_MODE", raising=False)
+    else:
+        monkeypatch.setenv("BILLBOT_JOBS", jobs_mode)
     context.reset()
     app = create_app()
     server = AppServer(create_wsgi(app=app))
-    w = World(db, fake_slack, server, context.get_key())
+    w = World(db, api, server, context.get_key())
     f.seed(db)
     try:
         yield w
@@ -78,3 +81,18 @@ def world(db: Database, fake_slack: FakeSlackAPI, signing_key: Any, monkeypatch:
         for u in w.users.values():
             u.close()
         unregister_slack_subscribers()
+        if jobs_mode is None:
+            jobs.shutdown()
+
+
+@pytest.fixture
+def world(db: Database, fake_slack: FakeSlackAPI, signing_key: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The app with background work inline (it runs in the listener thread, after the ack)."""
+    yield from _world(db, fake_slack, monkeypatch, "inline")
+
+
+@pytest.fixture
+def embedded_world(db: Database, fake_slack: FakeSlackAPI, signing_key: Any,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The app as ``billbot serve`` runs it: decisions in the jobs facade's ``decisions`` process pool."""
+    yield from _world(db, fake_slack, monkeypatch, None)

@@ -2,6 +2,11 @@
 
 Approve decides at once; Reject and Force first check the clicker may decide (a refusal is told and
 audited right away) and then open the reason modal (:mod:`bot.handlers.views.reason` decides).
+
+The decision itself is the ``decide`` task of the jobs facade, submitted right after the ack: the
+web process only acks, parses and hands on (in embedded mode the task runs in the ``decisions``
+process pool at a lower priority, on a Procrastinate worker in distributed mode), so a burst of
+clicks is acked at once while earlier decisions still wait for the database and Slack.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from billing.errors import Conflict
+from billing.errors import BillingError, Conflict
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import DecisionClick, Where
+from bot.tasks import task
 
 ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
 
@@ -50,6 +56,39 @@ def decide_and_render(deps: Deps, client: Any, *, exception_id: int, decision: s
         publish_home(deps, client, where.user_id)
 
 
+@task("decide", queue="decisions", own_process=True)
+def decide_task(*, exception_id: int, decision: str, subject_hash: str, reason: str | None,
+                where: dict[str, Any]) -> dict[str, Any]:
+    """Decide one exception for the person who clicked (``where``), then tell them how it went: the
+    message update and thread reply follow the commit; a refusal or conflict ("already approved by
+    @x at t") is an ephemeral message, and so is an unexpected failure (which also fails the job)."""
+    from bot.handlers.errors import error_text, tell
+    from bot.tasks import wire_worker
+    from bot.workflows.notify_slack import wired_client
+
+    wire_worker()
+    client = wired_client()
+    deps = Deps.from_context()
+    w = Where.model_validate(where)
+    try:
+        decide_and_render(deps, client, exception_id=exception_id, decision=decision, subject_hash=subject_hash,
+                          reason=reason, where=w)
+    except BillingError as e:
+        tell(client, w, error_text(e))
+        return {"decided": False, "code": getattr(e, "code", None), "message": e.message}
+    except Exception as e:
+        tell(client, w, error_text(e))
+        raise
+    return {"decided": True}
+
+
+def request_decision(deps: Deps, *, exception_id: int, decision: str, subject_hash: str, reason: str | None,
+                     where: Where) -> None:
+    """Hand the decision to the ``decide`` task (called right after the ack)."""
+    deps.background("decide", exception_id=exception_id, decision=decision, subject_hash=subject_hash,
+                    reason=reason, where=where.model_dump())
+
+
 def on_decide(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
     ack()
     with after_ack(body, client):
@@ -60,8 +99,8 @@ def _decide_clicked(body: dict[str, Any], action: dict[str, Any], client: Any, c
     deps = deps_of(context)
     click = DecisionClick.parse(body, action)
     if click.decision == "approve":
-        deps.defer(body, client, decide_and_render, deps, client, exception_id=click.exception_id,
-                   decision="approve", subject_hash=click.subject_hash, reason=None, where=click.where)
+        request_decision(deps, exception_id=click.exception_id, decision="approve",
+                         subject_hash=click.subject_hash, reason=None, where=click.where)
         return
     # Reject / Force: the modal must open while the trigger id is fresh (3 s), so here, not deferred
     from bot.blocks.modals import reason_modal

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.handlers.actions.decide import decide_and_render
+from bot.handlers.actions.decide import request_decision
 from bot.handlers.deps import deps_of
+from bot.handlers.errors import after_ack
 from bot.handlers.payloads import ReasonSubmission
 
 MIN_REASON = 3
@@ -20,9 +21,9 @@ def on_reason(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any,
             errors={REASON_BLOCK_ID: "Please give a reason; it goes into the signed decision record."})
         return
     ack()
-    deps = deps_of(context)
-    deps.defer(body, client, decide_and_render, deps, client, exception_id=sub.exception_id,
-               decision=sub.decision, subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
+    with after_ack(body, client):
+        request_decision(deps_of(context), exception_id=sub.exception_id, decision=sub.decision,
+                         subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
 
 
 def register(app: Any) -> None:
