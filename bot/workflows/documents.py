@@ -289,11 +289,17 @@ class RenderOutcome:
 def record_renders(db: Database, outcomes: Sequence[RenderOutcome], *, key: Ed25519PrivateKey | None,
                    actor: str = "system", now: datetime | None = None) -> None:
     """Record render attempts on the invoices' bookkeeping columns, one audit record each, in one
-    transaction. Success: ``pdf_state='done'`` and the event ``invoice.rendered`` (after commit).
-    Failure: ``pdf_error``, and ``pdf_state='failed'`` once no attempt is left (``'pending'`` before)."""
+    transaction (the invoices read with one query, the audit records written with one INSERT).
+    Success: ``pdf_state='done'`` and the event ``invoice.rendered`` (after commit). Failure:
+    ``pdf_error``, and ``pdf_state='failed'`` once no attempt is left (``'pending'`` before)."""
+    if not outcomes:
+        return
     with db.transaction() as s:
+        ids = sorted({o.invoice_id for o in outcomes})
+        invoices = {i.id: i for i in s.scalars(select(Invoice).where(Invoice.id.in_(ids)))}
+        entries: list[audit.Entry] = []
         for o in outcomes:
-            inv = s.get(Invoice, o.invoice_id)
+            inv = invoices.get(o.invoice_id)
             if inv is None:
                 raise NotFound(f"invoice {o.invoice_id} not found")
             inv.pdf_attempts = (inv.pdf_attempts or 0) + 1
@@ -307,10 +313,12 @@ def record_renders(db: Database, outcomes: Sequence[RenderOutcome], *, key: Ed25
                 action = "invoice.pdf_failed"
                 payload = {"number": inv.number, "error": inv.pdf_error, "attempt": inv.pdf_attempts,
                            "final": o.final}
-            audit.record(s, key=key, actor=actor, action=action, subject_type="invoice", subject_id=inv.id,
-                         payload=payload, now=now)
+            entries.append(audit.Entry(actor=actor, action=action, subject_type="invoice", subject_id=inv.id,
+                                       payload=payload))
+        audit.record_many(s, key=key, entries=entries, now=now)
+        for o in outcomes:
             if o.error is None and o.path is not None:
-                notify(s, "invoice.rendered", invoice_id=inv.id, pdf_path=str(o.path))
+                notify(s, "invoice.rendered", invoice_id=o.invoice_id, pdf_path=str(o.path))
 
 
 def render_invoice_pdf(
@@ -393,6 +401,10 @@ def subscribe_rendering(get_db: Callable[[], Database], get_key: Callable[[], Ed
 # --------------------------------------------------------------------------- parallel rendering
 
 
+RECORD_BATCH = 50  # render outcomes recorded per transaction by render_many
+RECORD_EVERY_S = 1.0  # … or at least this often
+
+
 def _init_worker() -> None:
     """Pool initializer: parse the stylesheets, configure fonts and warm harfbuzz once per process."""
     from billing.documents import get_renderer
@@ -461,9 +473,10 @@ def render_many(
                     raise NotFound(f"invoice {iid} not found")
                 docs[iid] = (document_for_invoice(s, iid), pdf_path_for(out_dir, inv.legal_entity_id, inv.number))
                 submit(iid)
+        outcomes: list[RenderOutcome] = []
+        flushed = time.monotonic()
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            outcomes: list[RenderOutcome] = []
             retry: list[int] = []
             for fut in done:
                 iid = pending.pop(fut)
@@ -483,8 +496,11 @@ def render_many(
                     retry.append(iid)
             for iid in retry:
                 submit(iid)
-            if record and outcomes:
+            # recorded in batches (a PDF on disk but not yet recorded is rendered again by a rerun)
+            if record and outcomes and (not pending or len(outcomes) >= RECORD_BATCH
+                                        or time.monotonic() - flushed >= RECORD_EVERY_S):
                 record_renders(db, outcomes, key=key)
+                outcomes, flushed = [], time.monotonic()
     seconds = time.perf_counter() - started
     n = max(1, len(rendered))
     return {
