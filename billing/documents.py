@@ -467,6 +467,8 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         "buyer": {"name": doc.buyer.name, "address": list(doc.buyer.address),
                   "vat_id": doc.buyer.vat_id or ""},
         "meta": meta,
+        # one cell, a label and its value per line, the values at a tab stop (invoice.css .meta)
+        "meta_text": "\n".join(f"{k}\t{str(x).replace(chr(9), ' ')}" for k, x in meta),
         "lines": lines,
         "line_rows": line_rows(lines),
         "net": money(doc.net),

@@ -401,15 +401,40 @@ def subscribe_rendering(get_db: Callable[[], Database], get_key: Callable[[], Ed
 # --------------------------------------------------------------------------- parallel rendering
 
 
+def start_render_pool(processes: int, *, start_method: str = "forkserver") -> ProcessPoolExecutor:
+    """A long-lived pool of ``processes`` rendering processes for :func:`render_many`, each started,
+    its renderer built and warmed up before this returns (what a service keeps between runs)."""
+    ctx = get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(["billing.documents", "bot.workflows.documents"])
+    pool = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=ctx, initializer=_init_worker)
+    # one task each while none is idle: the executor starts a process per task, up to ``processes``
+    started = [pool.submit(_ready, 0.2) for _ in range(max(1, processes))]
+    for f in started:
+        f.result()
+    return pool
+
+
+def _ready(hold: float) -> int:
+    time.sleep(hold)
+    return os.getpid()
+
+
 RECORD_BATCH = 50  # render outcomes recorded per transaction by render_many
 RECORD_EVERY_S = 1.0  # … or at least this often
 
 
 def _init_worker() -> None:
-    """Pool initializer: parse the stylesheets, configure fonts and warm harfbuzz once per process."""
+    """Pool initializer: parse the stylesheets, configure fonts and warm harfbuzz once per process,
+    then move everything made so far out of the garbage collector's way (``gc.freeze``: later
+    collections only walk what rendering allocates, and forked pages stay shared)."""
+    import gc
+
     from billing.documents import get_renderer
 
     get_renderer().warm_up()
+    gc.collect()
+    gc.freeze()
 
 
 def _render_to_file(doc: InvoiceDocument, path: str) -> tuple[str, str, float]:
@@ -429,8 +454,10 @@ def render_many(
     key: Ed25519PrivateKey | None = None,
     record: bool = True,
     start_method: str | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> dict[str, Any]:
-    """Render many invoices in parallel across ``processes`` worker processes.
+    """Render many invoices in parallel across ``processes`` worker processes (or over ``pool``, a
+    long-lived pool from :func:`start_render_pool`, e.g. a service's).
 
     Workers only render: the pool initializer parses the stylesheets and loads the fonts once per
     worker. The parent reads each document and hands it over at once (workers start rendering while
@@ -446,25 +473,32 @@ def render_many(
     from multiprocessing import get_all_start_methods
 
     out_dir = out_dir or default_out_dir()
-    if start_method is None:
-        single = threading.active_count() == 1
-        start_method = "fork" if single and "fork" in get_all_start_methods() else "forkserver"
-    ctx = get_context(start_method)
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(["billing.documents", "bot.workflows.documents"])
+    if pool is None:
+        if start_method is None:
+            single = threading.active_count() == 1
+            start_method = "fork" if single and "fork" in get_all_start_methods() else "forkserver"
+        ctx = get_context(start_method)
+        if start_method == "forkserver":
+            ctx.set_forkserver_preload(["billing.documents", "bot.workflows.documents"])
+        own: ProcessPoolExecutor | None = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=ctx,
+                                                              initializer=_init_worker)
+    else:
+        own, start_method = None, "given pool"
     docs: dict[int, tuple[InvoiceDocument, Path]] = {}
     rendered: dict[int, str] = {}
     failed: dict[int, str] = {}
     tries: dict[int, int] = {}
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, processes), mp_context=ctx, initializer=_init_worker) as pool:
+    workers = own or pool
+    assert workers is not None
+    try:
         pending: dict[Future[tuple[str, str, float]], int] = {}
         worker_cpu_ms = 0.0
 
         def submit(iid: int) -> None:
             tries[iid] = tries.get(iid, 0) + 1
             doc, path = docs[iid]
-            pending[pool.submit(_render_to_file, doc, str(path))] = iid
+            pending[workers.submit(_render_to_file, doc, str(path))] = iid
 
         with db.read() as s:
             for iid in invoice_ids:
@@ -501,6 +535,9 @@ def render_many(
                                         or time.monotonic() - flushed >= RECORD_EVERY_S):
                 record_renders(db, outcomes, key=key)
                 outcomes, flushed = [], time.monotonic()
+    finally:
+        if own is not None:
+            own.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - started
     n = max(1, len(rendered))
     return {

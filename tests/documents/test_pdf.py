@@ -214,6 +214,26 @@ def test_render_many_renders_in_parallel_processes_and_records_each(db, key, wor
     assert docs.render_pdf(doc)[0] == Path(inv.pdf_path).read_bytes()
 
 
+def test_render_many_over_a_long_lived_pool_records_every_round(db, key, world, out_dir) -> None:
+    """A service keeps its rendering processes (started and warmed once) between runs."""
+    ids = [world.domestic, world.reverse, world.foreign, world.credit]
+    pool = wf.start_render_pool(2)
+    try:
+        first = wf.render_many(db, ids, processes=2, out_dir=out_dir / "a", key=key, pool=pool)
+        again = wf.render_many(db, ids, processes=2, out_dir=out_dir / "b", key=key, pool=pool)
+    finally:
+        pool.shutdown()
+    assert first["failed"] == again["failed"] == {} and first["start_method"] == "given pool"
+    assert {Path(p).read_bytes() for p in first["rendered"].values()} == \
+        {Path(p).read_bytes() for p in again["rendered"].values()}
+    with db.read() as s:
+        assert [s.get(Invoice, i).pdf_attempts for i in ids] == [2, 2, 2, 2]
+        assert all(s.get(Invoice, i).pdf_path.startswith(str(out_dir / "b")) for i in ids)
+    with db.read() as s:
+        rendered = s.scalars(select(AuditLog).where(AuditLog.action == "invoice.pdf_rendered")).all()
+    assert len(rendered) == 8
+
+
 def test_view_formats_money_and_dates_per_locale() -> None:
     de = docs.view(docs.sample_document("de"))
     en = docs.view(docs.sample_document("en"))
