@@ -184,7 +184,18 @@ class _LazyApplication:
             with self._lock:
                 if self._wsgi is None:
                     self._wsgi = create_wsgi()
+                    _freeze_startup_objects()
         return self._wsgi(environ, start_response)
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything imported and built at start-up out of the garbage collector's view
+    (``gc.freeze``): a full collection in a request's path then walks only what requests made —
+    milliseconds less at the tail of ack latency."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 application = _LazyApplication()
