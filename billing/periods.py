@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing.errors import Invalid
 
@@ -142,3 +143,13 @@ def billing_periods(start: date, end: date, interval: str, start_of_week: int = 
         out.append(Period(max(cal.start, start), min(cal.end, end), cal.label))
         d = cal.end + timedelta(days=1)
     return out
+
+
+def check_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone (``Europe/Berlin``), else ``ValueError`` naming it — for
+    the settings and source validators that take a zone from configuration."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+    return name

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from billing.errors import BillingError, Invalid
 from billing.money import is_currency
+from billing.periods import check_zone
 
 SourceKind = Literal["hasoffers", "gam", "logs"]
 BatchKind = Literal["employees", "advertisers", "affiliates", "stats", "conversions"]
@@ -113,11 +114,7 @@ class SourceConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
+        return check_zone(v)
 
     @field_validator("currency")
     @classmethod
