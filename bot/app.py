@@ -77,6 +77,24 @@ class TrackedExecutor(ThreadPoolExecutor):
         return True
 
 
+def wait_until_idle(bolt: Any, timeout: float = 30.0) -> bool:
+    """Wait until the work after each ack has finished: ``bolt``'s listener threads (``create_app``)
+    and the jobs they handed on (decisions; inline jobs run inside the listener). Both must be idle
+    twice in a row, since a listener may still be submitting when the pool looks empty."""
+    from bot import jobs
+
+    executors = getattr(bolt, "billbot_executors", ())
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        if not all(ex.wait_idle(max(0.0, deadline - time.monotonic())) for ex in executors):
+            return False
+        if not jobs.wait_idle(max(0.0, deadline - time.monotonic())):
+            return False
+        quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) and jobs.inflight() == 0 else 0
+    return True
+
+
 def ignore_slack_retries(request: Any, next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
     """Ack Slack's retries without handling them again (the first delivery is being handled)."""
     if request.headers.get("x-slack-retry-num"):

@@ -58,22 +58,9 @@ class SandboxSession:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until the work billbot does after each ack has finished."""
-        import time
+        from bot.app import wait_until_idle
 
-        from bot import jobs
-
-        # the app's listener pool (``create_app``) hands decisions on to the jobs facade: wait until
-        # both are idle twice in a row
-        executors = getattr(self.bolt_app, "billbot_executors", ())
-        deadline = time.monotonic() + timeout
-        quiet = 0
-        while quiet < 2:
-            if not all(ex.wait_idle(max(0.0, deadline - time.monotonic())) for ex in executors):
-                return False
-            if not jobs.wait_idle(max(0.0, deadline - time.monotonic())):
-                return False
-            quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) and jobs.inflight() == 0 else 0
-        return True
+        return wait_until_idle(self.bolt_app, timeout)
 
     def stop(self) -> None:
         if self.clock is not None:

@@ -54,18 +54,10 @@ class AppServer:
     def wait_idle(self, timeout: float = 15.0) -> None:
         """Wait until the work after every ack has finished: Bolt's listener threads and the jobs
         they submitted (decisions; with ``BILLBOT_JOBS=inline`` those run inside the listener)."""
-        from bot import jobs
+        from bot.app import wait_until_idle
 
-        bolt = getattr(self.wsgi, "bolt_app", None)
-        executors = getattr(bolt, "billbot_executors", ())
-        deadline = time.monotonic() + timeout
-        # listeners hand work on to the jobs facade: wait until both are idle, twice in a row
-        quiet = 0
-        while quiet < 2:
-            busy = any(not ex.wait_idle(max(0.0, deadline - time.monotonic())) for ex in executors)
-            if busy or not jobs.wait_idle(max(0.0, deadline - time.monotonic())):
-                raise AssertionError("the app did not become idle")
-            quiet = quiet + 1 if all(ex.inflight == 0 for ex in executors) and jobs.inflight() == 0 else 0
+        if not wait_until_idle(getattr(self.wsgi, "bolt_app", None), timeout):
+            raise AssertionError("the app did not become idle")
 
     def stop(self) -> None:
         self.server.shutdown()
