@@ -67,16 +67,6 @@ def source_env(name: str, values: dict[str, str]) -> Iterator[None]:
                 os.environ[prefix + k] = old
 
 
-def _counts(r: dict[str, Any]) -> str:
-    text = (f"{r['inserted']} inserted, {r['updated']} updated, {r['unchanged']} unchanged, "
-            f"{r['quarantined']} quarantined")
-    if r.get("duplicates"):
-        text += f", {r['duplicates']} duplicates"
-    if r.get("ignored"):
-        text += f", {r['ignored']} ignored"
-    return text
-
-
 def _demo_dir(directory: Path | None) -> Path:
     if directory is not None:
         return directory
@@ -99,7 +89,7 @@ def cycle(
     from bot.sandbox.tracker import DemoTracker
     from bot.workflows.billing_run import run_billing
     from bot.workflows.preinvoices import create_preinvoices
-    from bot.workflows.sync import import_logs, import_report, run_sync
+    from bot.workflows.sync import format_counts, import_logs, import_report, run_sync
     from storage.demo import DemoFiles, has_mixed_delivery
     from storage.sources.base import get_source_config, make_source
 
@@ -145,7 +135,8 @@ def cycle(
     finally:
         tracker.stop()
     until = f"; data until {res['data_until']}" if res.get("data_until") else ""
-    step(f"Partial sync #{res['sync_run_id']} of {name} ({calls} API calls; tracker stopped): {_counts(res)}{until}")
+    step(f"Partial sync #{res['sync_run_id']} of {name} ({calls} API calls; tracker stopped): "
+         f"{format_counts(res)}{until}")
 
     imports: list[tuple[str, Path, str, Callable[[Path, str], Any]]] = [
         ("Display report", files.gam_report, str(sources["gam_report"]),
@@ -159,7 +150,7 @@ def cycle(
         r = run_import(path, src).as_dict()
         syncs.append(r)
         party = " (third party)" if path == files.third_party_report else ""
-        step(f"{label} {path.name} → {src}{party}, sync #{r['sync_run_id']}: {_counts(r)}")
+        step(f"{label} {path.name} → {src}{party}, sync #{r['sync_run_id']}: {format_counts(r)}")
 
     with progress(f"Pre-invoices for {period}", None, quiet=json_out):
         pre = create_preinvoices(db, period=period, actor=actor, key=key, now=datetime.now(UTC))

@@ -144,7 +144,8 @@ def _fail(db: Database, run_id: int, error: BaseException, *, actor: str, key: E
         notify(s, "sync.finished", sync_run_id=run_id)
 
 
-def _fmt_counts(c: dict[str, int]) -> str:
+def format_counts(c: dict[str, Any]) -> str:
+    """``12 inserted, 3 updated, 0 unchanged, 1 quarantined`` (+ duplicates / ignored when any)."""
     text = (f"{c.get('inserted', 0)} inserted, {c.get('updated', 0)} updated, {c.get('unchanged', 0)} unchanged, "
             f"{c.get('quarantined', 0)} quarantined")
     if c.get("duplicates"):
@@ -167,7 +168,7 @@ def _finish(db: Database, run_id: int, batches: Iterable[Batch], *, cfg: SourceC
             r = ingest_batch(s, b, ctx)
             total.merge(b.kind, r)
             log.append(_log(s, run_id, now, f"{b.label or b.kind}: {len(b.frame) + len(b.bad)} rows — "
-                                            f"{_fmt_counts(r.counts.as_dict())}"))
+                                            f"{format_counts(r.counts.as_dict())}"))
         state = s.get(SourceState, cfg.name)
         if state is None:
             state = SourceState(source=cfg.name)
@@ -194,7 +195,7 @@ def _finish(db: Database, run_id: int, batches: Iterable[Batch], *, cfg: SourceC
         run.data_until = data_until
         run.lock_key = None
         until = f"; data until {data_until.isoformat()}" if data_until else ""
-        log.append(_log(s, run_id, now, f"Sync #{run_id} of {cfg.name} finished: {_fmt_counts(counts)}{until}"))
+        log.append(_log(s, run_id, now, f"Sync #{run_id} of {cfg.name} finished: {format_counts(counts)}{until}"))
         record(s, key=key, actor=actor, action="sync.finished", subject_type="sync_run", subject_id=run_id,
                payload={"source": cfg.name, "mode": run.mode, "state": "done", "counts": counts,
                         "watermark_before": before, "watermark_after": after,
