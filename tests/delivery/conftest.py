@@ -21,7 +21,7 @@ from sqlalchemy import select
 from storage.db import Database
 from storage.models import BillingException, Invoice
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.slack.harness import AppServer, SlackUser
+from tests.slack.harness import AppServer, SlackUser, shut_down, signed_user
 
 SECRET = "delivery-tests-signing-secret-0001"
 PERIOD = "2026-02"
@@ -71,10 +71,7 @@ class Desk:
     users: dict[str, SlackUser] = field(default_factory=dict)
 
     def as_user(self, slack_id: str) -> SlackUser:
-        if slack_id not in self.users:
-            self.users[slack_id] = SlackUser(self.server.url, SECRET, slack_id,
-                                             response_url=self.api.response_url(slack_id))
-        return self.users[slack_id]
+        return signed_user(self.users, self.server, self.api, SECRET, slack_id)
 
     def wait(self) -> None:
         self.server.wait_idle(30)
@@ -130,7 +127,6 @@ def open_desk(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch, *, jobs: 
     from bot import context
     from bot.app import create_app, create_wsgi
     from bot.slack_client import _client
-    from bot.workflows.notify_slack import unregister_slack_subscribers
     from bot.workflows.preinvoices import create_preinvoices
     from storage.loader import load_scenario
 
@@ -152,12 +148,7 @@ def open_desk(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch, *, jobs: 
         try:
             yield d
         finally:
-            server.wait_idle()
-            server.stop()
-            for u in d.users.values():
-                u.close()
-            unregister_slack_subscribers()
-            _client.cache_clear()
+            shut_down(server, d.users)
 
 
 @pytest.fixture

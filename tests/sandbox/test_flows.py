@@ -12,7 +12,7 @@ from storage.db import Database
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.sandbox import flows
 from tests.sandbox.scenario import APPROVER, FINANCE, OPERATOR
-from tests.slack.harness import AppServer, SlackUser
+from tests.slack.harness import AppServer, SlackUser, shut_down, signed_user
 
 SECRET = "0123456789abcdef0123456789abcdef"
 PROFILES = {
@@ -81,9 +81,7 @@ class FakeApiSurface:
         self.marks: dict[str, int] = {}
 
     def as_user(self, uid: str) -> SlackUser:
-        if uid not in self.users:
-            self.users[uid] = SlackUser(self.server.url, SECRET, uid, response_url=self.api.response_url(uid))
-        return self.users[uid]
+        return signed_user(self.users, self.server, self.api, SECRET, uid)
 
     def command(self, user: str, text: str) -> None:
         assert self.as_user(user).command(text, channel=COMMAND_CHANNEL).status == 200
@@ -141,7 +139,6 @@ def sandbox_surface(prepared: Database, tmp_path: Any) -> Iterator[SandboxSurfac
 def fake_surface(prepared: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiSurface]:
     from bot import context
     from bot.app import create_app, create_wsgi
-    from bot.workflows.notify_slack import unregister_slack_subscribers
 
     with FakeSlackAPI(users=PROFILES) as api:
         monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
@@ -160,12 +157,7 @@ def fake_surface(prepared: Database, monkeypatch: pytest.MonkeyPatch) -> Iterato
         try:
             yield surface
         finally:
-            server.wait_idle()
-            server.stop()
-            for u in surface.users.values():
-                u.close()
-            unregister_slack_subscribers()
-            _client.cache_clear()
+            shut_down(server, surface.users)
 
 
 @pytest.fixture(params=["sandbox", "fake"])

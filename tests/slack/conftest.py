@@ -12,7 +12,7 @@ import pytest
 from storage.db import Database
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.slack import factories as f
-from tests.slack.harness import AppServer, SlackUser
+from tests.slack.harness import AppServer, SlackUser, shut_down, signed_user
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -45,10 +45,7 @@ class World:
     users: dict[str, SlackUser] = field(default_factory=dict)
 
     def as_user(self, slack_id: str) -> SlackUser:
-        if slack_id not in self.users:
-            self.users[slack_id] = SlackUser(self.server.url, SECRET, slack_id,
-                                             response_url=self.api.response_url(slack_id))
-        return self.users[slack_id]
+        return signed_user(self.users, self.server, self.api, SECRET, slack_id)
 
     def wait(self) -> None:
         self.server.wait_idle()
@@ -57,7 +54,6 @@ class World:
 def _world(db: Database, api: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch, jobs_mode: str | None) -> Iterator[World]:
     from bot import context, jobs
     from bot.app import create_app, create_wsgi
-    from bot.workflows.notify_slack import unregister_slack_subscribers
 
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
@@ -76,11 +72,7 @@ def _world(db: Database, api: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch, job
     try:
         yield w
     finally:
-        server.wait_idle()
-        server.stop()
-        for u in w.users.values():
-            u.close()
-        unregister_slack_subscribers()
+        shut_down(server, w.users)
         if jobs_mode is None:
             jobs.shutdown()
 

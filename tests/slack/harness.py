@@ -159,3 +159,25 @@ class SlackUser:
     def open_home(self, **kw: Any) -> Response:
         return self.event({"type": "app_home_opened", "user": self.user, "channel": "D" + self.user[1:],
                            "tab": "home", "event_ts": f"{time.time():.6f}"}, **kw)
+
+
+def signed_user(users: dict[str, SlackUser], server: AppServer, api: Any, secret: str, slack_id: str) -> SlackUser:
+    """``slack_id``'s signed client for ``server`` (made once, kept in ``users``), its response URL on the
+    fake Web API ``api``."""
+    if slack_id not in users:
+        users[slack_id] = SlackUser(server.url, secret, slack_id, response_url=api.response_url(slack_id))
+    return users[slack_id]
+
+
+def shut_down(server: AppServer, users: dict[str, SlackUser]) -> None:
+    """End a test's app: let the work after its acks finish, stop the server, close the users' clients,
+    forget the Slack wiring and the cached Web API client."""
+    from bot.slack_client import _client
+    from bot.workflows.notify_slack import unregister_slack_subscribers
+
+    server.wait_idle()
+    server.stop()
+    for u in users.values():
+        u.close()
+    unregister_slack_subscribers()
+    _client.cache_clear()
