@@ -50,7 +50,7 @@ def bare_application(environ: dict[str, Any], start_response: Any) -> Any:
                 from slack_bolt import App
                 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-                from bot.slack_client import make_client
+                from bot.slack.client import make_client
 
                 app = App(client=make_client(os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_API_URL"]),
                           signing_secret=os.environ["SLACK_SIGNING_SECRET"], token_verification_enabled=False,
@@ -86,7 +86,7 @@ def seed(env: dict[str, str], n: int) -> list[str]:
     os.environ.update(env)
     from bot import context
     from bot.blocks.exceptions import button_value
-    from bot.workflows.decisions import subject_digest
+    from bot.workflows.decisions import subject_hash_of
     from storage.models import BillingException
     from tests.slack import factories as f
 
@@ -99,7 +99,7 @@ def seed(env: dict[str, str], n: int) -> list[str]:
         pid = f.preinvoice(db, campaign=f.add_campaign(db, f"bench-{i}"))
         eid = f.open_exception(db, key, preinvoice_id=pid, name=f"bench-{i}")
         with db.read() as s:
-            values.append(button_value(eid, subject_digest(s.get(BillingException, eid))))
+            values.append(button_value(eid, subject_hash_of(s.get(BillingException, eid))))
     return values
 
 

@@ -10,7 +10,7 @@
   Procrastinate worker in distributed mode), so the web process's threads and GIL are left to acks.
 - Slack retries (``X-Slack-Retry-Num``) are acknowledged and ignored: the first delivery is
   already being handled, and decisions are idempotent anyway.
-- The Web API client comes from :func:`bot.slack_client.make_client` (slack_sdk retry handlers for
+- The Web API client comes from :func:`bot.slack.client.make_client` (slack_sdk retry handlers for
   429 / 5xx / connection errors), with ``SLACK_API_URL`` as base URL.
 """
 
@@ -28,7 +28,12 @@ from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
+from bot import context, jobs, runtime
+from bot.handlers import register_all
+from bot.handlers.deps import Deps
+from bot.runtime import Role
 from bot.settings import Settings, SettingsError, get_settings
+from bot.slack.client import make_client
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,6 @@ def wait_until_idle(bolt: Any, timeout: float = 30.0) -> bool:
     """Wait until the work after each ack has finished: ``bolt``'s listener threads (``create_app``)
     and the jobs they handed on (decisions; inline jobs run inside the listener). Both must be idle
     twice in a row, since a listener may still be submitting when the pool looks empty."""
-    from bot import jobs
-
     executors = getattr(bolt, "billbot_executors", ())
     deadline = time.monotonic() + timeout
     quiet = 0
@@ -112,21 +115,10 @@ def _signing_secret(settings: Settings) -> str:
     raise SettingsError("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP")
 
 
-def _background(name: str, **kwargs: Any) -> Any:
-    """Hand a task to the jobs facade (thread pool, or Procrastinate in distributed mode)."""
-    from bot import jobs
-
-    return jobs.submit(name, **kwargs)
-
-
-def create_app(settings: Settings | None = None, client: WebClient | None = None) -> App:
-    """The Bolt app with every handler registered and the Slack side effects subscribed."""
-    from bot import context
-    from bot.handlers import register_all
-    from bot.handlers.deps import Deps
-    from bot.slack_client import make_client
-    from bot.workflows.notify_slack import register_slack_subscribers
-
+def create_app(settings: Settings | None = None, client: WebClient | None = None, *,
+               role: Role = "web") -> App:
+    """The Bolt app with every handler registered; wires this process (:func:`bot.runtime.wire`)
+    with the app's client, so what its workflows do after commit is told through it."""
     settings = settings or get_settings()
     client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
     executor = TrackedExecutor(max_workers=16, name="billbot-listener")  # acks (and quick reads)
@@ -140,7 +132,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
         listener_executor=executor,
         logger=logging.getLogger("billbot.bolt"),
     )
-    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=_background)
+    deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=jobs.submit)
 
     def provide_deps(context: Any, next: Callable[[], Any]) -> Any:  # noqa: A002 - Bolt's name
         context["billbot"] = deps
@@ -149,11 +141,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     app.use(ignore_slack_retries)
     app.use(provide_deps)
     register_all(app)
-    register_slack_subscribers(client, db=context.get_db, default_channel=settings.exceptions_channel)
-    # PDFs rendered after each finalizing commit (jobs facade), uploaded into Slack threads when asked there
-    from bot.workflows.delivery import wire as wire_documents
-
-    wire_documents(lambda: client, get_db=context.get_db, get_key=context.get_key, submit=_background)
+    runtime.wire(role, client=client)
     app.billbot_executors = (executor,)  # type: ignore[attr-defined]
     return app
 
@@ -161,11 +149,9 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
 def _health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     from sqlalchemy import text
 
-    from bot.context import get_db
-
     body: dict[str, Any]
     try:
-        with get_db(migrate=False).read() as s:
+        with context.get_db(migrate=False).read() as s:
             s.execute(text("SELECT 1"))
         status, body = "200 OK", {"ok": True}
     except Exception as e:  # the health check reports any failure as unhealthy

@@ -35,8 +35,9 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from billing.errors import Conflict
-from bot.tasks import TASKS, TaskSpec, get_task
+from billing.errors import Conflict, NotFound
+from bot.tasks.registry import TASKS, TaskSpec, UnknownTask
+from bot.tasks.registry import get_task as _lookup
 
 T = TypeVar("T")
 
@@ -88,6 +89,25 @@ class JobHandle:
 # --------------------------------------------------------------------------- running one task
 
 
+def get_task(name: str) -> TaskSpec:
+    """The registered task ``name``, or :class:`NotFound` naming the known ones."""
+    try:
+        return _lookup(name)
+    except UnknownTask as e:
+        raise NotFound(str(e)) from None
+
+
+#: Called in an embedded pool process before each task (:func:`bot.runtime.wire` sets it): the
+#: process wires itself as a worker the first time. A module-level function, so it pickles by name.
+_process_init: Callable[[], None] | None = None
+
+
+def configure(*, process_init: Callable[[], None] | None) -> None:
+    """Set what an embedded pool process runs before each task (the composition root's call)."""
+    global _process_init  # noqa: PLW0603 - one per process
+    _process_init = process_init
+
+
 def run_task(name: str, kwargs: Mapping[str, Any]) -> Any:
     """Run task ``name`` here and now, holding its per-key lock if it has one."""
     spec = get_task(name)
@@ -98,13 +118,12 @@ def run_task(name: str, kwargs: Mapping[str, Any]) -> Any:
         return spec.fn(**kwargs)
 
 
-def _run_in_child(name: str, kwargs: dict[str, Any], env: dict[str, str], module: str) -> Any:
+def _run_in_child(fn: Callable[..., Any], name: str, kwargs: dict[str, Any], env: dict[str, str],
+                  init: Callable[[], None] | None) -> Any:
     """Process-pool entry point: adopt the submitting process's environment (a fork server's
-    environment is frozen at its own start; tests change it between cases) — forgetting cached
-    settings, database and Slack wiring only when it changed — import the task's module (it
-    registers the task in this interpreter), then run the task."""
-    import importlib
-
+    environment is frozen at its own start; tests change it between cases), forgetting cached
+    settings and database only when it changed; wire the process (``init``); run the task ``fn``
+    (pickled by reference, so its module is imported here) under the task's lock."""
     global _child_env  # noqa: PLW0603 - one per pool process
     if env != _child_env:
         from bot import context
@@ -112,11 +131,16 @@ def _run_in_child(name: str, kwargs: dict[str, Any], env: dict[str, str], module
         os.environ.clear()
         os.environ.update(env)
         context.reset()
-        _forget_process_wiring()
         _child_env = env
-    importlib.import_module(module)
+    if init is not None:
+        init()
+    spec = TASKS.get(name) or TaskSpec(name=name, fn=fn)
     try:
-        return run_task(name, kwargs)
+        key = spec.lock(kwargs) if spec.lock is not None else None
+        if key is None:
+            return fn(**kwargs)
+        with lock(key, holder=f"{name}:{os.getpid()}"):
+            return fn(**kwargs)
     finally:
         from storage.db import dispose_all
 
@@ -133,14 +157,6 @@ def _child_init(niceness: int) -> None:
             os.nice(niceness)
         except OSError:  # not allowed here: run at normal priority
             log.warning("could not lower the priority of job process %s", os.getpid())
-
-
-def _forget_process_wiring() -> None:
-    """A pool process wires its Slack side effects on first need (:func:`bot.tasks.wire_worker`);
-    a new environment means a new Slack API and channel, so that is done again."""
-    from bot.tasks import unwire_worker
-
-    unwire_worker()
 
 
 #: Niceness of each embedded pool's processes (``queue`` → pool); decisions come before documents.
@@ -255,8 +271,8 @@ def submit(task_name: str, **kwargs: Any) -> JobHandle:
             fut.set_exception(e)
         return JobHandle(id=handle_id, task=task_name, mode=m, args=args, future=fut)
     if spec.own_process and not _in_pool_child:
-        fut = _process_pool(spec.queue).submit(_run_in_child, task_name, args, dict(os.environ),
-                                               spec.fn.__module__)
+        fut = _process_pool(spec.queue).submit(_run_in_child, spec.fn, task_name, args, dict(os.environ),
+                                               _process_init)
     else:
         fut = _thread_pool().submit(run_task, task_name, args)
     _track(fut)
@@ -441,8 +457,8 @@ def get_app(url: str | None = None, *, fresh: bool = False) -> Any:
     with _app_lock:
         app = None if fresh else _apps.get(info)
         if app is None:
-            app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=info),
-                                    import_paths=["bot.tasks"])
+            # no import_paths: the tasks are registered by the process's wiring and mirrored here
+            app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=info))
             if not fresh:
                 _apps[info] = app
         _register_tasks(app)

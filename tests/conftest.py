@@ -18,6 +18,7 @@ import pytest
 from hypothesis import settings
 from sqlalchemy import create_engine, text
 
+import bot.runtime  # noqa: F401 - registers the task families, as every entry point does
 from storage.db import Database, dispose_all
 from storage.migrate import upgrade
 
@@ -126,3 +127,15 @@ def key(db: Database):  # type: ignore[no-untyped-def]
     from bot import context
 
     return context.get_key()
+
+
+@pytest.fixture(autouse=True)
+def _forget_cli_wiring() -> Iterator[None]:
+    """A CLI command run in-process wires this process as ``cli`` (when nothing else did); the next
+    test starts unwired, like a new process. Apps (web, sandbox) unwire in their own fixtures."""
+    yield
+    from bot import runtime
+
+    w = runtime.wiring()
+    if w is not None and w.role in ("cli", "worker"):
+        runtime.reset()

@@ -55,14 +55,14 @@ ACTION_IDS = {"approve": "decide_approve", "reject": "decide_reject", "force": "
 DETAILS_ACTION_ID = "exception_details"
 
 
-def button_value(exception_id: int, digest: str) -> str:
+def button_value(exception_id: int, subject_hash: str) -> str:
     """``<exception id>:<sha256 of what is decided on>`` — the click binds to what the reader saw."""
-    return f"{exception_id}:{digest}"
+    return f"{exception_id}:{subject_hash}"
 
 
 def parse_button_value(value: str) -> tuple[int, str]:
-    ident, _, digest = (value or "").partition(":")
-    return int(ident), digest
+    ident, _, subject_hash = (value or "").partition(":")
+    return int(ident), subject_hash
 
 
 def _dec(v: Any) -> Decimal | None:
@@ -120,7 +120,7 @@ def _confirm(kind: str, decision: str, exc: BillingException) -> ConfirmObject:
     )
 
 
-def decision_buttons(exc: BillingException, digest: str) -> ActionsBlock:
+def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
     kind = exc.kind if (exc.kind, "approve") in BUTTON_TEXT else "variance"
     styles = {"approve": "primary", "reject": "danger", "force": None}
     elements = []
@@ -128,7 +128,7 @@ def decision_buttons(exc: BillingException, digest: str) -> ActionsBlock:
         label, _ = BUTTON_TEXT[(kind, decision)]
         elements.append(ButtonElement(
             text=PlainTextObject(text=label), action_id=ACTION_IDS[decision],
-            value=button_value(exc.id, digest), style=styles[decision], confirm=_confirm(kind, decision, exc),
+            value=button_value(exc.id, subject_hash), style=styles[decision], confirm=_confirm(kind, decision, exc),
         ))
     return ActionsBlock(block_id=f"decide:{exc.id}", elements=elements)
 
@@ -142,7 +142,7 @@ def approvals_text(exc: BillingException) -> str | None:
 
 
 def exception_message(
-    exc: BillingException, *, digest: str, advertiser_name: str | None = None,
+    exc: BillingException, *, subject_hash: str, advertiser_name: str | None = None,
     last_decision: Decision | None = None,
 ) -> list[Block]:
     """Blocks for the exception's channel message, open or decided."""
@@ -177,7 +177,7 @@ def exception_message(
         context.append(approvals)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), 2000))]))
     if exc.state in OPEN_EXCEPTION_STATES:
-        blocks.append(decision_buttons(exc, digest))
+        blocks.append(decision_buttons(exc, subject_hash))
     else:
         blocks.append(DividerBlock())
         blocks.append(SectionBlock(block_id=f"decided:{exc.id}",

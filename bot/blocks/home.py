@@ -27,7 +27,7 @@ MAX_QUEUE = 10  # 3 blocks each; keeps the view under Slack's 50-block limit wit
 @dataclass(frozen=True)
 class QueueItem:
     exc: BillingException
-    digest: str
+    subject_hash: str
     advertiser_name: str
 
 
@@ -51,7 +51,7 @@ def _queue_blocks(items: Sequence[QueueItem]) -> list[Block]:
         if exc.state == "escalated":
             text += " :rotating_light: escalated"
         blocks.append(SectionBlock(block_id=f"home:{exc.id}", text=MarkdownTextObject(text=clip(text, 3000))))
-        blocks.append(decision_buttons(exc, it.digest))
+        blocks.append(decision_buttons(exc, it.subject_hash))
     if len(items) > MAX_QUEUE:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(
             text=f"… and {len(items) - MAX_QUEUE} more — `/billing exceptions` lists them all.")]))

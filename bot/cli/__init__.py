@@ -7,24 +7,34 @@ Command groups live in :mod:`bot.cli.groups`; each ``bot/cli/*_cmds.py`` module 
 
 from __future__ import annotations
 
-import importlib
+import typer
 
+from bot.cli import (  # noqa: F401 - each module adds its commands to the groups
+    billing_cmds,
+    core_cmds,
+    cycle_cmds,
+    documents_cmds,
+    exceptions_cmds,
+    schedule_cmds,
+    serve_cmds,
+    slack_cmds,
+    sync_cmds,
+)
 from bot.cli.groups import app
 
-_MODULES = (
-    "bot.cli.core_cmds",
-    "bot.cli.billing_cmds",
-    "bot.cli.sync_cmds",
-    "bot.cli.exceptions_cmds",
-    "bot.cli.documents_cmds",
-    "bot.cli.slack_cmds",
-    "bot.cli.schedule_cmds",
-    "bot.cli.serve_cmds",
-    "bot.cli.cycle_cmds",
-)
+#: Commands whose process is not a plain CLI: they wire themselves for their role.
+SELF_WIRED = frozenset({"serve", "worker", "clock"})
 
-for _m in _MODULES:
-    importlib.import_module(_m)
+
+@app.callback()
+def _wire(ctx: typer.Context) -> None:
+    """billbot — the billing desk of media agencies and ad networks, in Slack and on the terminal."""
+    if ctx.invoked_subcommand in SELF_WIRED or ctx.resilient_parsing:
+        return
+    from bot import runtime  # lazy: `billbot --help` and completion stay fast without Slack and workflows
+
+    if runtime.wiring() is None:  # a process hosting an app (tests, notebooks) keeps the app's wiring
+        runtime.wire("cli")
 
 
 def main() -> None:

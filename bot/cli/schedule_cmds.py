@@ -133,16 +133,16 @@ def worker(  # noqa: PLR0917 - Typer options
     import importlib
     import logging
 
-    from bot import jobs
+    from bot import jobs, runtime
     from bot.context import get_db
-    from bot.tasks import wire_worker
 
     _distributed_only("worker")
     for m in import_ or []:
-        importlib.import_module(m)
+        importlib.import_module(m)  # a deployment's own task modules, named on the command line
     get_db()  # migrate our schema
     jobs.apply_schema()
-    wire_worker()  # decisions, runs and PDFs it runs are told in Slack (messages, updates, uploads)
+    # decisions, runs and PDFs it runs are told in Slack (messages, updates, uploads)
+    runtime.wire("decider" if queue == ["decisions"] else "worker")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jobs.run_worker(queues=queue or None, concurrency=concurrency, name=name, wait=not once,
                     heartbeat=heartbeat, stalled_after=stalled_after)
@@ -154,10 +154,11 @@ def clock() -> None:
     """Distributed mode: the ONE clock process — runs the schedules and the SLA sweep, only enqueues."""
     import logging
 
-    from bot import jobs
+    from bot import jobs, runtime
     from bot.scheduler import run_clock
 
     _distributed_only("clock")
+    runtime.wire("clock")
     jobs.apply_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -171,8 +172,8 @@ def clock() -> None:
 def sweep_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
     """Run one SLA sweep now: remind and escalate what is due (safe next to a running clock)."""
     from bot.context import get_db, get_key
-    from bot.slack_client import get_client
-    from bot.workflows.sla import sweep
+    from bot.slack.client import get_client
+    from bot.slack.sla import sweep
 
     res = sweep(get_db(), now=datetime.now(UTC), client=get_client(), key=get_key())
     if json_out:
@@ -195,8 +196,8 @@ def digest_cmd(
     from pathlib import Path
 
     from bot.context import get_db, get_key
-    from bot.slack_client import get_client
-    from bot.workflows.digest import send_digest
+    from bot.slack.client import get_client
+    from bot.slack.digest import send_digest
 
     res = send_digest(get_db(), now=datetime.now(UTC), client=None if dry_run else get_client(), key=get_key(),
                       dry_run=dry_run, actor=_actor())

@@ -1,24 +1,22 @@
 """Slack handlers: one module per interaction, each with ``register(app)``.
 
-Handlers are thin: ack first, parse the payload into a pydantic model, call one workflow, render
-with ``bot.blocks``. Domain errors propagate to the single ``@app.error`` in :mod:`bot.handlers.errors`.
+Handlers are thin: ack first, parse the payload into a pydantic model, then submit a task by name
+(:mod:`bot.tasks`) or call one workflow, and render with ``bot.blocks``. Domain errors propagate to
+the single ``@app.error`` in :mod:`bot.handlers.errors`.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-MODULES = (
-    "bot.handlers.errors",
-    "bot.handlers.commands.billing",
-    "bot.handlers.actions.decide",
-    "bot.handlers.actions.details",
-    "bot.handlers.views.reason",
-    "bot.handlers.home",
-)
+from bot.handlers import errors, home
+from bot.handlers.actions import decide, details
+from bot.handlers.commands import billing
+from bot.handlers.views import reason
+
+MODULES = (errors, billing, decide, details, reason, home)
 
 
 def register_all(app: Any) -> None:
-    for name in MODULES:
-        importlib.import_module(name).register(app)
+    for module in MODULES:
+        module.register(app)

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from slack_bolt import BoltContext
 
 from bot.settings import Settings
 from storage.db import Database
@@ -19,22 +20,14 @@ class Deps:
     settings: Settings
     db: Callable[[], Database]
     key: Callable[[], Ed25519PrivateKey]
-    background: Callable[..., Any]  # background(task_name, **kwargs): a jobs-facade task (bot.tasks)
-
-    @classmethod
-    def from_context(cls) -> Deps:
-        """The process-wide wiring (:mod:`bot.context`, the jobs facade): for tasks, which run where
-        no Bolt request context exists."""
-        from bot import context, jobs
-
-        return cls(settings=context.settings(), db=context.get_db, key=context.get_key, background=jobs.submit)
+    background: Callable[..., Any]  # background(task_name, **kwargs): submits a task (bot.tasks) by name
 
     def today(self, now: datetime) -> date:
         """Business date in the deployment's time zone (invoice dates, default periods)."""
         return now.astimezone(self.settings.tz).date()
 
 
-def deps_of(context: Any) -> Deps:
+def deps_of(context: BoltContext) -> Deps:
     d = context["billbot"]
     assert isinstance(d, Deps)
     return d

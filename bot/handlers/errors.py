@@ -1,5 +1,6 @@
 """The one error handler: the BillingError family becomes an ephemeral message to the person who
-clicked or typed; anything else is logged and the person is told something went wrong."""
+clicked or typed (:mod:`bot.slack.replies`); anything else is logged and the person is told
+something went wrong."""
 
 from __future__ import annotations
 
@@ -9,24 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from slack_sdk.errors import SlackClientError
+from slack_sdk import WebClient
 
-from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
-from bot.handlers.payloads import Where, where_of
+from billing.errors import BillingError
+from bot.handlers.payloads import where_of
+from bot.slack.replies import Where, error_text, tell
 
 log = logging.getLogger(__name__)
-
-ICON = {Conflict: ":raised_hand:", NotAllowed: ":no_entry:", NotFound: ":mag:", Invalid: ":warning:"}
-
-
-def error_text(error: Exception) -> str:
-    if isinstance(error, Invalid):
-        return ":warning: " + "\n".join(f"• {p}" for p in error.problems) if len(error.problems) > 1 \
-            else f":warning: {error.message}"
-    if isinstance(error, BillingError):
-        icon = next((i for cls, i in ICON.items() if isinstance(error, cls)), ":warning:")
-        return f"{icon} {error.message}"
-    return ":boom: Something went wrong on our side; it has been logged. Please try again."
 
 
 def _where(body: dict[str, Any]) -> Where:
@@ -42,25 +32,14 @@ def _where(body: dict[str, Any]) -> Where:
     return where_of(body)
 
 
-def tell(client: Any, where: Where, text: str) -> None:
-    """Ephemeral in the channel; from the App Home (no channel) as a DM."""
-    try:
-        if where.channel_id:
-            client.chat_postEphemeral(channel=where.channel_id, user=where.user_id, text=text)
-        elif where.user_id:
-            client.chat_postMessage(channel=where.user_id, text=text)
-    except SlackClientError:
-        log.exception("could not tell %s: %s", where.user_id, text)
-
-
-def on_error(error: Exception, body: dict[str, Any], client: Any) -> None:
+def on_error(error: Exception, body: dict[str, Any], client: WebClient) -> None:
     if not isinstance(error, BillingError):
         log.error("unhandled error in a Slack handler", exc_info=error)
     tell(client, _where(body or {}), error_text(error))
 
 
 @contextmanager
-def after_ack(body: dict[str, Any], client: Any) -> Iterator[None]:
+def after_ack(body: dict[str, Any], client: WebClient) -> Iterator[None]:
     """Render errors raised after ``ack()`` here instead of re-raising them into Bolt.
 
     slack_bolt's thread runner, when a listener raises after it acked, sets the acknowledged

@@ -8,19 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from billing.errors import Invalid
-
-
-class Where(BaseModel):
-    """Where a reply to the user goes: the channel (ephemeral) or, from the App Home, a DM."""
-
-    user_id: str
-    channel_id: str | None = None
-    message_ts: str | None = None
-    from_home: bool = False
+from bot.blocks.exceptions import parse_button_value
+from bot.blocks.modals import REASON_ACTION_ID, REASON_BLOCK_ID
+from bot.slack.replies import Where
+from bot.workflows.decisions import DecisionKind
 
 
 class DecisionClick(BaseModel):
-    decision: str
+    decision: DecisionKind
     exception_id: int
     subject_hash: str
     trigger_id: str | None = None
@@ -28,15 +23,16 @@ class DecisionClick(BaseModel):
 
     @classmethod
     def parse(cls, body: dict[str, Any], action: dict[str, Any]) -> DecisionClick:
-        from bot.blocks.exceptions import parse_button_value
-
         try:
             exception_id, digest = parse_button_value(str(action.get("value", "")))
         except ValueError:
             raise Invalid("this button carries no exception; the message may be from an older billbot") from None
         decision = str(action.get("action_id", "")).removeprefix("decide_")
-        return cls(decision=decision, exception_id=exception_id, subject_hash=digest,
-                   trigger_id=body.get("trigger_id"), where=where_of(body))
+        try:
+            return cls(decision=decision, exception_id=exception_id, subject_hash=digest,  # type: ignore[arg-type]
+                       trigger_id=body.get("trigger_id"), where=where_of(body))
+        except ValidationError:
+            raise Invalid(f"unknown decision {decision!r}; the message may be from an older billbot") from None
 
     def metadata(self) -> dict[str, Any]:
         return {"e": self.exception_id, "h": self.subject_hash, "d": self.decision,
@@ -44,7 +40,7 @@ class DecisionClick(BaseModel):
 
 
 class ReasonSubmission(BaseModel):
-    decision: str
+    decision: DecisionKind
     exception_id: int
     subject_hash: str
     reason: str
@@ -52,8 +48,6 @@ class ReasonSubmission(BaseModel):
 
     @classmethod
     def parse(cls, body: dict[str, Any], view: dict[str, Any]) -> ReasonSubmission:
-        from bot.blocks.modals import REASON_ACTION_ID, REASON_BLOCK_ID
-
         try:
             meta = json.loads(view.get("private_metadata") or "{}")
             values = view.get("state", {}).get("values", {})

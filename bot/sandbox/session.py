@@ -25,9 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot import context, runtime
+from bot.app import create_app, create_wsgi, wait_until_idle
 from bot.sandbox.server import SandboxServer, start_sandbox
 from bot.sandbox.users import users_from_db
 from bot.sandbox.wsgi import RunningServer, serve_in_thread
+from bot.settings import get_settings
+from bot.slack import exceptions as slack_exceptions
+from bot.slack.client import forget_clients
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,6 @@ class SandboxSession:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until the work billbot does after each ack has finished."""
-        from bot.app import wait_until_idle
-
         return wait_until_idle(self.bolt_app, timeout)
 
     def stop(self) -> None:
@@ -68,12 +71,7 @@ class SandboxSession:
         self.wait_idle(10)
         self.app_server.stop()
         self.sandbox.stop()
-        try:
-            from bot.workflows.notify_slack import unregister_slack_subscribers
-
-            unregister_slack_subscribers()
-        except ImportError:  # pragma: no cover - the Slack side effects are part of the app
-            pass
+        runtime.reset()  # this process no longer talks to the sandbox
         for k, v in self._saved_env.items():
             if v is None:
                 self._environ.pop(k, None)
@@ -83,31 +81,8 @@ class SandboxSession:
 
 
 def _forget_settings() -> None:
-    from bot.settings import get_settings
-    from bot.slack_client import _client
-
     get_settings.cache_clear()
-    _client.cache_clear()
-
-
-def post_missing_exception_messages(db: Any) -> list[int]:
-    """Open exceptions without a Slack message yet get one now (one ``chat.postMessage`` each)."""
-    from sqlalchemy import select
-
-    from bot.workflows.notify_slack import refresh_exception_message
-    from storage.models import OPEN_EXCEPTION_STATES, BillingException
-
-    with db.read() as s:
-        ids = list(
-            s.execute(
-                select(BillingException.id)
-                .where(BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.message_ts.is_(None))
-                .order_by(BillingException.id)
-            ).scalars()
-        )
-    for exception_id in ids:
-        refresh_exception_message(exception_id)
-    return ids
+    forget_clients()
 
 
 def start_session(
@@ -121,8 +96,6 @@ def start_session(
     environ: MutableMapping[str, str] | None = None,
 ) -> SandboxSession:
     """Start the sandbox and billbot's app against it (ports 0 = free ports). See the module docstring."""
-    from bot import context
-
     env = os.environ if environ is None else environ
     db = context.get_db()
     settings = context.settings()
@@ -135,9 +108,7 @@ def start_session(
         env["SLACK_API_URL"] = sandbox.api_url
         env.pop("SLACK_APP_TOKEN", None)  # the sandbox speaks HTTP, not Socket Mode
         _forget_settings()
-        from bot.app import create_app, create_wsgi
-
-        bolt = create_app(context.settings())
+        bolt = create_app(context.settings(), role="sandbox")
         wsgi = create_wsgi(app=bolt)
         app_server = serve_in_thread(wsgi, host=host, port=port, name="billbot-app")
     except BaseException:
@@ -151,8 +122,9 @@ def start_session(
         raise
     session = SandboxSession(sandbox=sandbox, app_server=app_server, wsgi=wsgi, _saved_env=saved, _environ=env)
     sandbox.set_events_url(session.events_url)
-    if post_missing:
-        session.posted = post_missing_exception_messages(db)
+    wiring = runtime.wiring()
+    if post_missing and wiring is not None:
+        session.posted = slack_exceptions.post_missing(wiring.slack)
     if with_clock:
         try:
             from bot import jobs

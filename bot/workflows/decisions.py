@@ -13,11 +13,10 @@ and a signed audit record, and queues ``exception.decided`` for after commit.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
@@ -25,14 +24,15 @@ from sqlalchemy.orm import Session
 
 from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
 from billing.signatures import content_hash
-from bot.workflows import audit
+from bot.workflows import audit, billing_run, preinvoices
 from bot.workflows.effects import notify
-from bot.workflows.users import display_name, ensure_user
+from bot.workflows.users import ProfileLookup, display_name, ensure_user
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision, PreInvoice, User
 
-DECISIONS = ("approve", "reject", "force")
-DECIDED_STATE = {"approve": "approved", "reject": "rejected", "force": "forced"}
+DecisionKind = Literal["approve", "reject", "force"]
+DECISIONS: tuple[DecisionKind, ...] = get_args(DecisionKind)
+DECIDED_STATE: dict[str, str] = {"approve": "approved", "reject": "rejected", "force": "forced"}
 NEEDS_REASON = frozenset({"reject", "force"})
 APPROVER_ROLES = frozenset({"approver", "finance_manager"})
 
@@ -45,7 +45,7 @@ class Refused(NotAllowed):
 @dataclass(frozen=True)
 class DecisionOutcome:
     exception_id: int
-    decision: str
+    decision: DecisionKind
     final: bool  # False while more approvals are needed ("1 of 2 approvals")
     approvals: int
     approvals_needed: int
@@ -91,7 +91,7 @@ def subject_document(exc: BillingException) -> dict[str, Any]:
     return doc
 
 
-def subject_digest(exc: BillingException) -> str:
+def subject_hash_of(exc: BillingException) -> str:
     return content_hash(subject_document(exc))
 
 
@@ -113,7 +113,9 @@ def approvers_so_far(exc: BillingException) -> list[str]:
     return [str(a.get("user")) for a in (exc.approvals or []) if isinstance(a, dict)]
 
 
-def access_exception_for_decision(s: Session, user: User, exception_id: int, decision: str) -> BillingException:
+def access_exception_for_decision(
+    s: Session, user: User, exception_id: int, decision: DecisionKind
+) -> BillingException:
     """The exception ``user`` may ``decide`` on, or the reason they may not (one condition per line).
 
     Raises NotFound, Invalid, Conflict (already decided — tells by whom), Refused (role,
@@ -147,11 +149,6 @@ def access_exception_for_decision(s: Session, user: User, exception_id: int, dec
 # --------------------------------------------------------------------------- consequences
 
 
-def _module(name: str) -> Any:
-    # Imported when a decision takes effect: the billing workflows are heavy and optional for the CLI.
-    return importlib.import_module(name)
-
-
 def _open_exceptions_on(s: Session, preinvoice_id: int, *, other_than: int) -> int:
     rows = s.execute(
         select(BillingException.id).where(
@@ -180,7 +177,7 @@ def _carried_items(s: Session, exc: BillingException) -> list[int]:
 
 
 def _apply(
-    s: Session, exc: BillingException, decision: str, *, actor: str, reason: str | None,
+    s: Session, exc: BillingException, decision: DecisionKind, *, actor: str, reason: str | None,
     key: Ed25519PrivateKey | None, now: datetime, today: date,
 ) -> tuple[int, ...]:
     """Move the pre-invoice / items on, per the decision table. Returns invoice ids created (Force
@@ -188,27 +185,25 @@ def _apply(
     if exc.kind == "variance":
         if exc.preinvoice_id is None:
             raise Invalid(f"exception {exc.id}: a variance without a pre-invoice cannot be decided")
-        pre = _module("bot.workflows.preinvoices")
         if decision == "approve":
             # the pre-invoice becomes billable only once none of its other exceptions is open
             if _open_exceptions_on(s, exc.preinvoice_id, other_than=exc.id) == 0:
-                pre.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+                preinvoices.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         elif decision == "reject":
-            pre.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
         else:
-            pre.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+            preinvoices.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         return ()
     if exc.kind == "below_threshold":
         if decision == "approve":
             return ()  # the skip stands; the items wait for the next run
-        run = _module("bot.workflows.billing_run")
         if decision == "reject":
-            run.withdraw_items(s, advertiser_id=exc.advertiser_id, preinvoice_ids=_carried_items(s, exc),
+            billing_run.withdraw_items(s, advertiser_id=exc.advertiser_id, preinvoice_ids=_carried_items(s, exc),
                                actor=actor, signing_key=key, reason=reason, now=now)
             return ()
         if exc.period_end is None:
             raise Invalid(f"exception {exc.id}: a below-threshold skip without a period cannot be invoiced")
-        invoices = run.finalize_for_advertiser(
+        invoices = billing_run.finalize_for_advertiser(
             s, advertiser_id=exc.advertiser_id, period_end=exc.period_end, actor=actor, signing_key=key,
             today=today, billing_run_id=exc.billing_run_id, ignore_threshold=True,
         )
@@ -219,20 +214,20 @@ def _apply(
 # --------------------------------------------------------------------------- the decision
 
 
-def _refresh_profile(db: Database, actor: str, client: Any, now: datetime) -> None:
+def _refresh_profile(db: Database, actor: str, lookup: ProfileLookup | None, now: datetime) -> None:
     """Cache the actor's Slack name/email in its own short transaction, so the decision transaction
     never waits on a Slack round trip while holding its lock."""
     with db.read() as r:
         user = r.get(User, actor)
         fresh = user is not None and user.profile_fetched_at is not None and (
             now - user.profile_fetched_at).total_seconds() < 86400
-    if user is None or (client is not None and not fresh):
+    if user is None or (lookup is not None and not fresh):
         with db.transaction() as s:
-            ensure_user(s, actor, client=client, now=now)
+            ensure_user(s, actor, lookup=lookup, now=now)
 
 
 def _record_refusal(
-    db: Database, *, exception_id: int, decision: str, actor: str, refusal: BillingError,
+    db: Database, *, exception_id: int, decision: DecisionKind, actor: str, refusal: BillingError,
     key: Ed25519PrivateKey | None, now: datetime,
 ) -> None:
     with db.transaction() as s:
@@ -243,7 +238,7 @@ def _record_refusal(
 
 
 def _check_stale(exc: BillingException, subject_hash: str) -> str:
-    digest = subject_digest(exc)
+    digest = subject_hash_of(exc)
     if subject_hash != digest:
         raise Conflict("This message was out of date (the figures changed since it was posted); "
                        "it has been refreshed, please look again.", code="stale")
@@ -251,13 +246,14 @@ def _check_stale(exc: BillingException, subject_hash: str) -> str:
 
 
 def preflight(
-    db: Database, *, exception_id: int, decision: str, actor: str, subject_hash: str,
-    signing_key: Ed25519PrivateKey | None, now: datetime | None = None, client: Any = None,
+    db: Database, *, exception_id: int, decision: DecisionKind, actor: str, subject_hash: str,
+    signing_key: Ed25519PrivateKey | None, now: datetime | None = None,
+    lookup_profile: ProfileLookup | None = None,
 ) -> BillingException:
     """The checks of :func:`decide` without deciding — run before a reason modal opens, so a refused
     click is told (and audited) at once instead of after typing a reason."""
     now = now or datetime.now(UTC)
-    _refresh_profile(db, actor, client, now)
+    _refresh_profile(db, actor, lookup_profile, now)
     try:
         with db.read() as s:
             user = s.get(User, actor)
@@ -272,9 +268,9 @@ def preflight(
 
 
 def decide(
-    db: Database, *, exception_id: int, decision: str, actor: str, subject_hash: str,
+    db: Database, *, exception_id: int, decision: DecisionKind, actor: str, subject_hash: str,
     reason: str | None = None, signing_key: Ed25519PrivateKey | None, now: datetime | None = None,
-    today: date | None = None, client: Any = None,
+    today: date | None = None, lookup_profile: ProfileLookup | None = None,
 ) -> DecisionOutcome:
     """Record ``actor``'s ``decision`` on the exception and move its pre-invoice / items on.
 
@@ -295,7 +291,7 @@ def decide(
     reason = (reason or "").strip() or None
     if decision in NEEDS_REASON and reason is None:
         raise Invalid(f"reason: a reason is required to {decision}", code="reason_required")
-    _refresh_profile(db, actor, client, now)
+    _refresh_profile(db, actor, lookup_profile, now)
     try:
         with db.transaction() as s:
             return _decide(s, exception_id=exception_id, decision=decision, actor=actor,
@@ -307,7 +303,7 @@ def decide(
 
 
 def _decide(
-    s: Session, *, exception_id: int, decision: str, actor: str, subject_hash: str, reason: str | None,
+    s: Session, *, exception_id: int, decision: DecisionKind, actor: str, subject_hash: str, reason: str | None,
     key: Ed25519PrivateKey | None, now: datetime, today: date,
 ) -> DecisionOutcome:
     user = ensure_user(s, actor, now=now)

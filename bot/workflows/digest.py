@@ -11,10 +11,9 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
@@ -78,19 +77,6 @@ class DigestData:
     skipped_count: int
     skipped_totals: dict[str, Decimal]
     sources: list[Freshness]
-
-
-@dataclass(frozen=True)
-class DigestResult:
-    data: DigestData
-    blocks: list[dict[str, Any]]
-    text: str
-    chart_png: bytes
-    sent: bool
-    channel: str | None = None
-    ts: str | None = None
-    file_id: str | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
@@ -173,42 +159,9 @@ def render_chart(data: DigestData) -> bytes:
     return buf.getvalue()
 
 
-def send_digest(
-    db: Database,
-    *,
-    now: datetime | None = None,
-    client: Any = None,
-    key: Ed25519PrivateKey | None = None,
-    channel: str | None = None,
-    dry_run: bool = False,
-    actor: str = "scheduler",
-) -> DigestResult:
-    """Build the digest; unless ``dry_run``, post it to the managers channel, upload the chart into
-    its thread with ``files_upload_v2``, then record ``digest.last_sent_at`` (audited)."""
-    from bot.blocks.digest import digest_blocks, digest_text
-
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    with db.read() as s:
-        data = collect(s, now=now)
-    blocks = [b.to_dict() for b in digest_blocks(data)]
-    text = digest_text(data)
-    png = render_chart(data)
-    if dry_run or client is None:
-        return DigestResult(data, blocks, text, png, sent=False)
-    if channel is None:
-        from bot.settings import get_settings
-
-        channel = get_settings().managers_channel
-    resp = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-    channel_id, ts = resp["channel"], resp["ts"]
-    problems = []
-    file_id = None
-    try:
-        up = client.files_upload_v2(channel=channel_id, thread_ts=ts, content=png,
-                                    filename=f"digest-{now.date().isoformat()}.png", title="Open exceptions by age")
-        file_id = (up.get("file") or {}).get("id")
-    except Exception as err:  # the message is out; a missing chart is reported, not retried
-        problems.append(f"chart upload failed: {err}")
+def record_sent(db: Database, data: DigestData, *, now: datetime, key: Ed25519PrivateKey | None, actor: str,
+                channel: str, ts: str, file_id: str | None) -> None:
+    """The digest went out: remember when (the next digest covers what happened since), audited."""
     with db.transaction() as s:
         row = s.get(Setting, LAST_SENT_KEY)
         if row is None:
@@ -216,8 +169,6 @@ def send_digest(
         else:
             row.value = now.isoformat()
         record(s, key=key, actor=actor, action="digest.sent", subject_type="digest", subject_id=now.date().isoformat(),
-               payload={"channel": channel_id, "ts": ts, "since": data.since.isoformat(),
+               payload={"channel": channel, "ts": ts, "since": data.since.isoformat(),
                         "open": data.open_count, "breaches": len(data.breaches),
                         "invoices": data.invoices_created, "file": file_id}, now=now)
-    return DigestResult(data, blocks, text, png, sent=True, channel=channel_id, ts=ts, file_id=file_id,
-                        problems=problems)

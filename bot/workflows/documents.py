@@ -27,7 +27,7 @@ import os
 import re
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -375,30 +375,6 @@ def ensure_invoice_pdf(db: Database, invoice_id: int, *, key: Ed25519PrivateKey 
     """The invoice's PDF file, rendered now if it is missing (what a delivery, e.g. the Slack upload
     into the exception's or run's thread, calls)."""
     return render_invoice_pdf(db, invoice_id, key=key)
-
-
-def subscribe_rendering(get_db: Callable[[], Database], get_key: Callable[[], Ed25519PrivateKey | None],
-                        submit: Callable[..., Any] | None = None) -> None:
-    """Render each invoice after its finalizing transaction commits (event ``invoice.finalized``).
-
-    With ``submit`` (the jobs facade's ``submit``) the ``render_pdf`` job is queued; without it the PDF
-    is rendered in this process. Failures are recorded on the invoice and logged, never raised into the
-    finalizing workflow."""
-    from bot.workflows.effects import subscribe
-
-    def on_finalized(invoice_id: int, **_: Any) -> None:
-        if submit is not None:
-            submit("render_pdf", invoice_id=invoice_id)
-            return
-        try:
-            render_invoice_pdf(get_db(), invoice_id, key=get_key())
-        except RenderFailed as e:
-            log.error("%s", e)
-
-    subscribe("invoice.finalized", on_finalized)
-
-
-# --------------------------------------------------------------------------- parallel rendering
 
 
 def start_render_pool(processes: int, *, start_method: str = "forkserver") -> ProcessPoolExecutor:

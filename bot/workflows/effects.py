@@ -1,10 +1,10 @@
-"""Side effects after commit, and a tiny in-process event bus.
+"""Events after commit.
 
 Workflows never call Slack or render PDFs inside their transaction. They call
-``notify(session, "exception.opened", exception_id=…)``; after the transaction commits, every
-subscriber of that event runs (Slack posting, PDF rendering, …). A rollback discards the events.
-Subscribers are registered by the surfaces that care (the Slack app, the jobs facade); with none
-registered (plain CLI use) events are simply dropped.
+``notify(session, "exception.opened", exception_id=…)``; after the transaction commits, the
+process's dispatcher runs the event's reactions (the static table in :mod:`bot.runtime`, installed
+once per process by ``runtime.wire``). A rollback discards the events. With no dispatcher installed
+(a bare script) events are dropped.
 
 Events used across billbot (payload keys in parentheses):
 - ``exception.opened`` / ``exception.updated`` / ``exception.closed`` (exception_id)
@@ -20,8 +20,8 @@ Events used across billbot (payload keys in parentheses):
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -29,17 +29,16 @@ from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[..., None]
-_subscribers: dict[str, list[Subscriber]] = defaultdict(list)
+Dispatcher = Callable[[str, Mapping[str, Any]], None]
+_dispatcher: Dispatcher | None = None
 
 
-def subscribe(name: str, fn: Subscriber) -> None:
-    if fn not in _subscribers[name]:
-        _subscribers[name].append(fn)
-
-
-def unsubscribe_all() -> None:
-    _subscribers.clear()
+def install(dispatcher: Dispatcher | None) -> Dispatcher | None:
+    """Make ``dispatcher(name, payload)`` receive every event after commit; returns the previous one.
+    Called by the composition root (``bot.runtime.wire``); tests install a recorder."""
+    global _dispatcher  # noqa: PLW0603 - one per process
+    previous, _dispatcher = _dispatcher, dispatcher
+    return previous
 
 
 def after_commit(s: Session, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -53,11 +52,8 @@ def notify(s: Session, name: str, **payload: Any) -> None:
 
 
 def dispatch(name: str, **payload: Any) -> None:
-    for fn in list(_subscribers.get(name, ())):
-        try:
-            fn(**payload)
-        except Exception:  # a failed side effect must not undo a committed decision; it is logged
-            log.exception("subscriber %s of %s failed", getattr(fn, "__name__", fn), name)
+    if _dispatcher is not None:
+        _dispatcher(name, payload)
 
 
 @event.listens_for(Session, "after_commit")
@@ -74,3 +70,14 @@ def _drop_after_rollback(s: Session) -> None:
     if s.in_nested_transaction():  # only the SAVEPOINT rolled back; the transaction's events still stand
         return
     s.info.pop("_after_commit", None)
+
+
+@contextmanager
+def recorded() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Record the events dispatched inside the block, instead of reacting to them (tests)."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    previous = install(lambda name, payload: seen.append((name, dict(payload))))
+    try:
+        yield seen
+    finally:
+        install(previous)

@@ -193,3 +193,12 @@ def get_invoice(db: Database, number: str, *, legal_entity_id: str | None = None
     with db.read() as s:
         inv = find_invoice(s, number, legal_entity_id=legal_entity_id)
         return _view(inv, _refs(s, [inv]))
+
+
+def unrendered_invoices(db: Database, *, finalized_before: datetime, limit: int = 500) -> list[int]:
+    """Invoices whose PDF is still ``pending`` although they were finalized before ``finalized_before``:
+    their render job was never queued (finalized by a CLI without workers) or was lost."""
+    with db.read() as s:
+        return [int(i) for i in s.execute(
+            select(Invoice.id).where(Invoice.pdf_state == "pending", Invoice.created_at < finalized_before)
+            .order_by(Invoice.id).limit(limit)).scalars()]

@@ -12,23 +12,21 @@ conditional UPDATE whose row count decides who acts:
 A concurrent sweeper's UPDATE waits for the winner's row lock (PostgreSQL) or its
 ``BEGIN IMMEDIATE`` (SQLite), re-evaluates the WHERE clause and matches nothing. Because the state
 lives in the row, a process that was down across ``due_at`` catches up on its first sweep — once.
-Slack is called after the claim commits; if the post fails the claim is handed back (another
-conditional UPDATE) so the next sweep retries, and nothing is ever posted twice for one claim.
+Slack is told after the claim commits (:mod:`bot.slack.sla` runs the sweep: it asks here what is due,
+claims each row, says it, and on a failed post hands the claim back with :func:`release`, another
+conditional UPDATE), so the next sweep retries and nothing is ever posted twice for one claim.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
-from billing.money import fmt
 from bot.workflows.audit import record
 from bot.workflows.effects import notify
 from storage.db import Database
@@ -37,14 +35,7 @@ from storage.models import OPEN_EXCEPTION_STATES, BillingException, User, UserRo
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SweepResult:
-    reminded: list[int] = field(default_factory=list)
-    escalated: list[int] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # "reminder 12: channel_not_found"
-
-
-def _claim_reminder(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
+def claim_reminder(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
     with db.transaction() as s:
         res = s.execute(
             update(BillingException)
@@ -60,7 +51,7 @@ def _claim_reminder(db: Database, exc_id: int, now: datetime, key: Ed25519Privat
     return True
 
 
-def _claim_escalation(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
+def claim_escalation(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
     with db.transaction() as s:
         res = s.execute(
             update(BillingException)
@@ -77,7 +68,7 @@ def _claim_escalation(db: Database, exc_id: int, now: datetime, key: Ed25519Priv
     return True
 
 
-def _release(db: Database, exc_id: int, now: datetime, what: str, *, error: str,
+def release(db: Database, exc_id: int, now: datetime, what: str, *, error: str,
              key: Ed25519PrivateKey | None) -> None:
     """Hand a claim back after a failed Slack post, only if nobody moved the row since."""
     with db.transaction() as s:
@@ -102,74 +93,18 @@ def _users_with_role(s: Session, role: str) -> list[str]:
     ).scalars())
 
 
-def _describe(e: BillingException) -> str:
-    who = e.advertiser.name if e.advertiser is not None else e.advertiser_id
-    period = f" {e.period_start}–{e.period_end}" if e.period_start and e.period_end else ""
-    return f"{e.kind.replace('_', ' ')} #{e.id} for {who}{period}: {money_text(e.amount, e.currency)} ({e.cause})"
+@dataclass(frozen=True)
+class Due:
+    """What a sweep at ``now`` has to do: exceptions to remind and to escalate, and who to tell."""
+
+    remind: list[int]
+    escalate: list[int]
+    approvers: list[str]
+    managers: list[str]
 
 
-def money_text(amount: Decimal, currency: str) -> str:
-    """``1,234.50 EUR`` for people (the CLI's JSON uses :func:`billing.money.fmt`)."""
-    return f"{Decimal(fmt(amount, currency)):,} {currency}"
-
-
-def _post_reminder(client: Any, e: BillingException, assignees: list[str], exceptions_channel: str) -> None:
-    mentions = " ".join(f"<@{u}>" for u in assignees if u != e.started_by) or "Approvers"
-    due = e.due_at.strftime("%Y-%m-%d %H:%M UTC") if e.due_at else "soon"
-    text = f":hourglass_flowing_sand: {mentions}: still waiting for a decision on {_describe(e)}. Due {due}."
-    if e.channel and e.message_ts:
-        client.chat_postMessage(channel=e.channel, thread_ts=e.message_ts, text=text)
-    else:  # never posted (Slack was down when it opened): remind in the exceptions channel
-        client.chat_postMessage(channel=e.channel or exceptions_channel, text=text)
-
-
-def _post_escalation(client: Any, e: BillingException, managers: list[str], managers_channel: str) -> list[str]:
-    """Channel post first (its failure hands the claim back: nothing was posted yet); then one DM per
-    finance manager — a failed DM is reported, never retried, so nobody gets the channel post twice."""
-    due = e.due_at.strftime("%Y-%m-%d %H:%M UTC") if e.due_at else "?"
-    text = f":rotating_light: SLA breached (due {due}): {_describe(e)} is escalated to the finance managers."
-    link = ""
-    if e.channel and e.message_ts:
-        try:
-            link = client.chat_getPermalink(channel=e.channel, message_ts=e.message_ts).get("permalink", "")
-        except Exception:  # a missing permalink only shortens the message
-            link = ""
-    if link:
-        text += f" <{link}|Open the exception>"
-    client.chat_postMessage(channel=managers_channel, text=text)
-    failed = []
-    for user in managers:
-        try:
-            dm = client.conversations_open(users=user)
-            client.chat_postMessage(channel=dm["channel"]["id"], text=text)
-        except Exception as err:  # one unreachable manager must not block the others
-            log.warning("escalation DM of exception %s to %s failed: %s", e.id, user, err)
-            failed.append(f"escalation {e.id} DM {user}: {err}")
-    return failed
-
-
-def sweep(
-    db: Database,
-    *,
-    now: datetime | None = None,
-    client: Any = None,
-    key: Ed25519PrivateKey | None = None,
-    managers_channel: str | None = None,
-    exceptions_channel: str | None = None,
-) -> SweepResult:
-    """Remind and escalate every open exception whose timer passed, each exactly once.
-
-    Reminders go into the exception's Slack thread (``chat.postMessage`` with ``thread_ts``),
-    mentioning the approvers; escalations post to the managers channel and DM every
-    ``finance_manager`` (``conversations.open`` + ``chat.postMessage``). ``client=None`` only
-    moves the rows (no Slack)."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    if managers_channel is None or exceptions_channel is None:
-        from bot.settings import get_settings
-
-        st = get_settings()
-        managers_channel = managers_channel or st.managers_channel
-        exceptions_channel = exceptions_channel or st.exceptions_channel
+def due(db: Database, now: datetime) -> Due:
+    """The exceptions whose reminder or due time has passed and that were not reminded/escalated yet."""
     with db.read() as s:
         remind_ids = list(s.execute(
             select(BillingException.id).where(
@@ -181,36 +116,13 @@ def sweep(
                 BillingException.state == "pending", BillingException.escalated_at.is_(None),
                 BillingException.due_at.is_not(None), BillingException.due_at <= now,
             ).order_by(BillingException.id)).scalars())
-        approvers = _users_with_role(s, "approver")
-        managers = _users_with_role(s, "finance_manager")
+        return Due(remind_ids, escalate_ids, _users_with_role(s, "approver"), _users_with_role(s, "finance_manager"))
 
-    result = SweepResult()
-    for exc_id in remind_ids:
-        if not _claim_reminder(db, exc_id, now, key):
-            continue
-        try:
-            if client is not None:
-                with db.read() as s:
-                    e = s.get(BillingException, exc_id)
-                    assert e is not None
-                    _post_reminder(client, e, approvers, exceptions_channel)
-            result.reminded.append(exc_id)
-        except Exception as err:  # Slack failed: hand the claim back so the next sweep retries
-            log.warning("reminder for exception %s failed: %s", exc_id, err)
-            _release(db, exc_id, now, "reminder", error=str(err), key=key)
-            result.failed.append(f"reminder {exc_id}: {err}")
-    for exc_id in escalate_ids:
-        if not _claim_escalation(db, exc_id, now, key):
-            continue
-        try:
-            if client is not None:
-                with db.read() as s:
-                    e = s.get(BillingException, exc_id)
-                    assert e is not None
-                    result.failed.extend(_post_escalation(client, e, managers, managers_channel))
-            result.escalated.append(exc_id)
-        except Exception as err:  # Slack failed: hand the claim back so the next sweep retries
-            log.warning("escalation of exception %s failed: %s", exc_id, err)
-            _release(db, exc_id, now, "escalation", error=str(err), key=key)
-            result.failed.append(f"escalation {exc_id}: {err}")
-    return result
+
+def load_exception(db: Database, exc_id: int) -> BillingException:
+    """The exception with its advertiser, detached for the message that names them."""
+    with db.read() as s:
+        e = s.execute(select(BillingException).options(joinedload(BillingException.advertiser))
+                      .where(BillingException.id == exc_id)).scalar_one()
+        s.expunge(e)
+        return e

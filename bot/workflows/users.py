@@ -8,6 +8,7 @@ record names the person without a Slack round trip on every click.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,25 +30,15 @@ def _profile_is_fresh(user: User, now: datetime) -> bool:
     return user.profile_fetched_at is not None and now - user.profile_fetched_at < PROFILE_TTL
 
 
-def _fetch_profile(client: Any, slack_id: str) -> dict[str, Any] | None:
-    """``users.info`` → the user object, or None when Slack cannot tell (the cache stays as it was)."""
-    from slack_sdk.errors import SlackApiError, SlackClientError
-
-    try:
-        resp = client.users_info(user=slack_id)
-    except SlackApiError as e:
-        log.warning("users.info %s failed: %s", slack_id, e.response.get("error"))
-        return None
-    except SlackClientError as e:  # connection refused, retries exhausted
-        log.warning("users.info %s failed: %s", slack_id, e)
-        return None
-    user = resp.get("user")
-    return user if isinstance(user, dict) else None
+#: ``lookup(slack_id)`` → Slack's user object (``users.info``'s ``user``), or None when it cannot tell.
+#: Given by the caller that talks to Slack (:func:`bot.slack.users.profile_lookup`).
+ProfileLookup = Callable[[str], dict[str, Any] | None]
 
 
-def ensure_user(s: Session, slack_id: str, *, client: Any = None, now: datetime | None = None) -> User:
+def ensure_user(s: Session, slack_id: str, *, lookup: ProfileLookup | None = None,
+                now: datetime | None = None) -> User:
     """The ``User`` row for ``slack_id``, created on first sight, its name and email refreshed from
-    ``users.info`` when the cached profile is older than 24 hours (only when a client is given).
+    Slack (``lookup``) when the cached profile is older than 24 hours (only when a lookup is given).
 
     The profile cache is bookkeeping, not a business state change, so it is not audited.
     """
@@ -58,8 +49,8 @@ def ensure_user(s: Session, slack_id: str, *, client: Any = None, now: datetime 
     if user is None:
         user = User(slack_id=slack_id, name="")
         s.add(user)
-    if client is not None and not _profile_is_fresh(user, now):
-        info = _fetch_profile(client, slack_id)
+    if lookup is not None and not _profile_is_fresh(user, now):
+        info = lookup(slack_id)
         if info is not None:
             profile = info.get("profile") or {}
             user.name = str(

@@ -126,7 +126,7 @@ def open_desk(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch, *, jobs: 
     """The scenario loaded into ``db``, its pre-invoices made, and the app serving against a fake Web API."""
     from bot import context
     from bot.app import create_app, create_wsgi
-    from bot.slack_client import _client
+    from bot.slack.client import _client
     from bot.workflows.preinvoices import create_preinvoices
     from storage.loader import load_scenario
 

@@ -58,7 +58,7 @@ def _assert_pdf_of(upload: dict[str, Any], inv: Invoice) -> None:
 
 def test_a_run_from_slack_uploads_capped_pdfs_into_its_thread_and_a_force_into_the_exceptions_thread(
         desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bot.workflows.delivery.RUN_UPLOAD_CAP", 2)
+    monkeypatch.setattr("bot.slack.invoice_pdfs.RUN_UPLOAD_CAP", 2)
     assert desk.as_user(OPERATOR).command(f"run {PERIOD}").status == 200
     desk.wait()
     channel, ts = desk.run_message()
@@ -113,8 +113,8 @@ def test_a_cli_run_uploads_nothing_and_a_force_from_slack_lands_in_the_exception
 
     # delivering again (a re-render, a retried job) uploads nothing more
     from bot import context
-    from bot.slack_client import get_client
-    from bot.workflows.delivery import deliver_invoice
+    from bot.slack.client import get_client
+    from bot.slack.invoice_pdfs import upload_invoice_pdf as deliver_invoice
     from bot.workflows.documents import render_invoice_pdf
 
     render_invoice_pdf(desk.db, forced.id, key=context.get_key(), force=True)
@@ -187,7 +187,7 @@ def test_embedded_mode_renders_in_the_process_pool_and_the_rendering_process_del
     from bot import jobs
 
     monkeypatch.delenv("BILLBOT_JOBS")
-    monkeypatch.setattr("bot.workflows.delivery.RUN_UPLOAD_CAP", 2)
+    monkeypatch.setattr("bot.slack.invoice_pdfs.RUN_UPLOAD_CAP", 2)
     try:
         assert desk.as_user(OPERATOR).command(f"run {PERIOD}").status == 200
         desk.api.wait_for("files.completeUploadExternal", 2, timeout=60)
@@ -214,8 +214,9 @@ def test_embedded_mode_renders_in_the_process_pool_and_the_rendering_process_del
 
 def test_a_failed_upload_waits_and_goes_out_on_the_next_try(desk: Desk) -> None:
     from bot import context
-    from bot.slack_client import get_client
-    from bot.workflows.delivery import Target, deliver_invoice, set_targets, target_of
+    from bot.slack.client import get_client
+    from bot.slack.invoice_pdfs import upload_invoice_pdf as deliver_invoice
+    from bot.workflows.invoice_uploads import Target, set_targets, target_of
 
     _cli_run(desk)
     inv = desk.invoices()["autohaus-elbe"]

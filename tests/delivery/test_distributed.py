@@ -59,11 +59,11 @@ def _work() -> None:
 
 def test_a_worker_runs_the_slack_run_renders_each_pdf_as_a_job_and_uploads_into_the_runs_thread(
         distributed: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.tasks import wire_worker
+    from bot import runtime
 
     desk = distributed
     assert jobs.mode() == "distributed"
-    monkeypatch.setattr("bot.workflows.delivery.RUN_UPLOAD_CAP", 2)
+    monkeypatch.setattr("bot.slack.invoice_pdfs.RUN_UPLOAD_CAP", 2)
     assert desk.as_user(OPERATOR).command(f"run {PERIOD}").status == 200
     desk.wait()
     with desk.db.engine.connect() as c:
@@ -71,7 +71,7 @@ def test_a_worker_runs_the_slack_run_renders_each_pdf_as_a_job_and_uploads_into_
     assert queued == ["slack_command"]  # the web role only queued the run
     assert desk.invoices() == {}
 
-    wire_worker()  # what `billbot worker` does before it starts (this process is wired by its app already)
+    runtime.wire("worker")  # what `billbot worker` does before it starts
     _work()
     with desk.db.engine.connect() as c:
         done = c.execute(text("SELECT task_name, status FROM procrastinate_jobs ORDER BY id")).all()

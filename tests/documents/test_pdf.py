@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 import billing.documents as docs
 from bot.workflows import documents as wf
-from bot.workflows.effects import dispatch, subscribe, unsubscribe_all
+from bot.workflows.effects import dispatch, recorded
 from storage.models import AuditLog, Invoice
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -124,13 +124,9 @@ def test_pdf_shows_parties_notes_and_the_approvals_that_released_it(db, key, wor
 
 
 def test_rendering_is_recorded_audited_and_announced(db, key, world, out_dir) -> None:
-    seen: list[dict] = []
-    unsubscribe_all()
-    subscribe("invoice.rendered", lambda **kw: seen.append(kw))
-    try:
+    with recorded() as events:
         path = wf.render_invoice_pdf(db, world.domestic, out_dir=out_dir, key=key)
-    finally:
-        unsubscribe_all()
+    seen = [payload for name, payload in events if name == "invoice.rendered"]
     with db.read() as s:
         inv = s.get(Invoice, world.domestic)
         assert inv.pdf_state == "done" and inv.pdf_attempts == 1 and inv.pdf_error is None
@@ -179,20 +175,23 @@ def test_a_failing_render_is_retried_recorded_and_never_touches_the_invoice(db, 
         assert inv.pdf_state == "done" and inv.pdf_attempts == 4 and inv.pdf_error is None
 
 
-def test_finalized_invoices_are_rendered_after_commit_by_the_subscriber(db, key, world, out_dir,
-                                                                        monkeypatch) -> None:
-    monkeypatch.setattr(wf, "default_out_dir", lambda: out_dir)
-    unsubscribe_all()
+def test_finalized_invoices_are_rendered_after_commit_by_the_runtime_reaction(db, key, world, out_dir,
+                                                                              monkeypatch) -> None:
+    from bot import jobs, runtime
+    from bot.settings import get_settings
+
+    monkeypatch.setenv("BILLBOT_JOBS", "inline")
     try:
-        wf.subscribe_rendering(lambda: db, lambda: key)
+        runtime.wire("worker")  # the render_pdf task runs here (inline)
         dispatch("invoice.finalized", invoice_id=world.reverse, billing_run_id=1)
         queued: list[tuple] = []
-        unsubscribe_all()
-        wf.subscribe_rendering(lambda: db, lambda: key, submit=lambda name, **kw: queued.append((name, kw)))
+        monkeypatch.setattr(jobs, "submit", lambda name, **kw: queued.append((name, kw)))
         dispatch("invoice.finalized", invoice_id=world.foreign, billing_run_id=1)
+        runtime.wire("cli")  # a CLI in embedded mode has no worker that outlives it: the sweep queues its PDFs
+        dispatch("invoice.finalized", invoice_id=world.credit, billing_run_id=1)
     finally:
-        unsubscribe_all()
-    assert (out_dir / "northwind" / "INV-2026-000002.pdf").is_file()
+        runtime.reset()
+    assert (get_settings().var_dir / "documents" / "northwind" / "INV-2026-000002.pdf").is_file()
     assert queued == [("render_pdf", {"invoice_id": world.foreign})]
 
 

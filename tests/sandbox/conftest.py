@@ -57,4 +57,6 @@ def _no_pdf_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sandbox flows are about messages and decisions; rendering every invoice's PDF inline
     (BILLBOT_JOBS=inline) in the app's process only competes with Bolt's 3-second ack under CI load.
     PDF rendering and delivery are covered by tests/delivery."""
-    monkeypatch.setattr("bot.workflows.delivery.wire", lambda *a, **k: None)
+    from bot import runtime
+
+    monkeypatch.setattr(runtime, "REACTIONS", {k: v for k, v in runtime.REACTIONS.items() if k != "invoice.finalized"})

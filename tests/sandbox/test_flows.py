@@ -145,14 +145,17 @@ def fake_surface(prepared: Database, monkeypatch: pytest.MonkeyPatch) -> Iterato
         monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
         monkeypatch.setenv("SLACK_API_URL", api.url)
         context.reset()
-        from bot.slack_client import _client
+        from bot.slack.client import _client
 
         _client.cache_clear()
         server = AppServer(create_wsgi(app=create_app()))
         # exception messages of the pre-invoices made before the app existed
-        from bot.sandbox.session import post_missing_exception_messages
+        from bot import runtime
+        from bot.slack.exceptions import post_missing
 
-        post_missing_exception_messages(prepared)
+        wiring = runtime.wiring()
+        assert wiring is not None
+        post_missing(wiring.slack)
         surface = FakeApiSurface(prepared, api, server)
         try:
             yield surface

@@ -11,7 +11,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox import SandboxServer, SandboxUser, start_sandbox
 from bot.sandbox.forward import sign
-from bot.slack_client import make_client
+from bot.slack.client import make_client
 from tests.sandbox.receiver import Receiver, Seen
 
 PEOPLE = [

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bot.sandbox import SandboxServer, SandboxUser, start_sandbox
-from bot.slack_client import make_client
+from bot.slack.client import make_client
 from tests.sandbox.receiver import Receiver, Seen
 from tests.sandbox.test_forward import REASON_MODAL
 

@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.sandbox import SandboxServer, SandboxUser, start_sandbox
 from bot.sandbox.workspace import BOT_USER_ID, Workspace
-from bot.slack_client import make_client
+from bot.slack.client import make_client
 
 PEOPLE = [
     SandboxUser("U02APPROVER", "Arne Approver", "arne@example.com", ("approver",)),

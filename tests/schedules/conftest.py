@@ -9,7 +9,7 @@ from tests.schedules.fake_slack import FakeSlack
 
 @pytest.fixture
 def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:  # type: ignore[no-untyped-def]
-    """A fake Slack Web API; ``bot.slack_client.get_client()`` talks to it."""
+    """A fake Slack Web API; ``bot.slack.client.get_client()`` talks to it."""
     from bot.settings import get_settings
 
     fake = FakeSlack()
@@ -23,7 +23,7 @@ def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:  # type: 
 
 @pytest.fixture
 def client(slack: FakeSlack):  # type: ignore[no-untyped-def]
-    from bot.slack_client import make_client
+    from bot.slack.client import make_client
 
     return make_client("xoxb-test", slack.url)
 

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import text
 
-from bot.tasks import task
+from bot.tasks.registry import task
 
 
 def _record(kind: str, n: int, phase: str) -> int:

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from bot.tasks import task
+from bot.tasks.registry import task
 
 RUNS: list[tuple[str, dict]] = []
 GATE = threading.Event()

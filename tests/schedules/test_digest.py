@@ -12,7 +12,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from bot.cli import app as cli
-from bot.workflows.digest import LAST_SENT_KEY, send_digest
+from bot.slack.digest import send_digest
+from bot.workflows.digest import LAST_SENT_KEY
 from storage.models import AuditLog, Setting
 from tests.schedules import factories as f
 

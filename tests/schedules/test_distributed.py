@@ -192,9 +192,9 @@ def test_two_workers_run_the_real_sync_and_billing_run_each_once(pg, tmp_path, m
 def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_path, monkeypatch):
     """Distributed: the web role only acks and queues the ``decide`` job; a ``billbot worker`` process
     decides it, signs it, and updates the Slack message itself (its own wiring, no web process)."""
+    from bot import runtime
     from bot.app import create_app, create_wsgi
     from bot.signing import load_key
-    from bot.workflows.notify_slack import unregister_slack_subscribers
     from tests.conftest import _reset_pg
     from tests.fakes.slack_api import FakeSlackAPI
     from tests.slack import factories as f
@@ -225,7 +225,7 @@ def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_pa
             assert rows(pg, "SELECT queue_name, task_name, status FROM procrastinate_jobs") == [
                 ("decisions", "decide", "todo")]
             assert f.exception_row(pg, eid).state == "pending"  # nothing decided in the web role
-            unregister_slack_subscribers()  # what the web role posts is done; the worker posts the rest
+            runtime.reset()  # what the web role posts is done; the worker posts the rest
             worker = subprocess.run(
                 [BILLBOT, "worker", "--queue", "decisions", "--once", "--name", "decider"],
                 check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
@@ -233,7 +233,7 @@ def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_pa
             assert worker.returncode == 0, worker.stderr
         finally:
             server.stop()
-            unregister_slack_subscribers()
+            runtime.reset()
         assert rows(pg, "SELECT status FROM procrastinate_jobs") == [("succeeded",)]
         row = f.exception_row(pg, eid)
         assert (row.state, row.decided_by) == ("approved", f.APPROVER)

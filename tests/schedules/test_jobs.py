@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
-import types
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -134,12 +132,10 @@ def test_one_task_per_key_in_the_embedded_pool(db, embedded):
 
 def test_billing_and_sync_tasks_call_their_workflows(db, inline, monkeypatch):
     calls = []
-    sync_mod = types.ModuleType("bot.workflows.sync")
-    sync_mod.run_sync = lambda db, **kw: calls.append(("sync", kw)) or {"rows": 3}  # type: ignore[attr-defined]
-    run_mod = types.ModuleType("bot.workflows.billing_run")
-    run_mod.run_billing = lambda db, **kw: calls.append(("run", kw)) or {"created": ["INV-1"]}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bot.workflows.sync", sync_mod)
-    monkeypatch.setitem(sys.modules, "bot.workflows.billing_run", run_mod)
+    from bot.tasks import scheduled
+
+    monkeypatch.setattr(scheduled, "run_sync", lambda db, **kw: calls.append(("sync", kw)) or {"rows": 3})
+    monkeypatch.setattr(scheduled, "run_billing", lambda db, **kw: calls.append(("run", kw)) or {"created": ["INV-1"]})
 
     assert jobs.submit("sync", source="tracker", mode="partial").result() == {"rows": 3}
     h = jobs.submit("billing_run", period="previous_month", today="2026-01-05", actor="UOPS")

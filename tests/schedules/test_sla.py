@@ -10,7 +10,7 @@ import time_machine
 from sqlalchemy import func, select
 
 from bot import context
-from bot.workflows.sla import sweep
+from bot.slack.sla import sweep
 from storage.db import Database
 from storage.models import AuditLog, BillingException
 from tests.schedules import factories as f

@@ -172,12 +172,12 @@ def signed_user(users: dict[str, SlackUser], server: AppServer, api: Any, secret
 def shut_down(server: AppServer, users: dict[str, SlackUser]) -> None:
     """End a test's app: let the work after its acks finish, stop the server, close the users' clients,
     forget the Slack wiring and the cached Web API client."""
-    from bot.slack_client import _client
-    from bot.workflows.notify_slack import unregister_slack_subscribers
+    from bot import runtime
+    from bot.slack.client import _client
 
     server.wait_idle()
     server.stop()
     for u in users.values():
         u.close()
-    unregister_slack_subscribers()
+    runtime.reset()
     _client.cache_clear()

@@ -43,7 +43,7 @@ def test_exception_message_is_valid_for_any_content(summary, cause, rule, reason
                decided_at=datetime(2026, 3, 2, 10, tzinfo=UTC),
                evidence={"rule": rule, "booked_amount": "10", "computed_amount": "x", "days": [str(d) for d in days],
                          "figures": {rule[:50]: reason[:100]}})
-    blocks = _dicts(exception_message(exc, digest="a" * 64, advertiser_name=name or "adv"))
+    blocks = _dicts(exception_message(exc, subject_hash="a" * 64, advertiser_name=name or "adv"))
     assert 1 <= len(blocks) <= MAX_BLOCKS
     details_modal(exc, name).to_dict()
     if state in ("pending", "escalated"):

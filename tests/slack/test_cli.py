@@ -16,7 +16,7 @@ runner = CliRunner()
 
 def _decided_log(db, key):
     """A realistic log: an exception opened and decided."""
-    from bot.workflows.decisions import decide, subject_digest
+    from bot.workflows.decisions import decide, subject_hash_of
     from storage.models import BillingException
 
     f.seed(db)
@@ -24,7 +24,7 @@ def _decided_log(db, key):
     pid = f.preinvoice(db)
     eid = f.open_exception(db, key, preinvoice_id=pid)
     with db.read() as s:
-        digest = subject_digest(s.get(BillingException, eid))
+        digest = subject_hash_of(s.get(BillingException, eid))
     decide(db, exception_id=eid, decision="approve", actor=f.APPROVER, subject_hash=digest, signing_key=key)
 
 
@@ -71,16 +71,17 @@ def test_users_grant_revoke_and_list(db, signing_key):
 
 
 def test_profiles_are_looked_up_once_and_refreshed_after_a_day(db, fake_slack):
-    from bot.slack_client import make_client
+    from bot.slack.client import make_client
+    from bot.slack.users import profile_lookup
     from bot.workflows.users import ensure_user
 
     client = make_client("xoxb-test", fake_slack.url)
     t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     for at in (t0, t0 + timedelta(hours=23), t0 + timedelta(hours=25)):
         with db.transaction() as s:
-            u = ensure_user(s, f.APPROVER, client=client, now=at)
+            u = ensure_user(s, f.APPROVER, lookup=profile_lookup(client), now=at)
             assert (u.name, u.email) == ("Arne Approver", "arne@northwind.example")
     assert len(fake_slack.calls_to("users.info")) == 2
     with db.transaction() as s:  # Slack does not know the user: the row stays, nameless
-        u = ensure_user(s, "UGHOST", client=client, now=t0)
+        u = ensure_user(s, "UGHOST", lookup=profile_lookup(client), now=t0)
         assert (u.name, u.profile_fetched_at) == ("", None)

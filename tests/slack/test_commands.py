@@ -66,7 +66,7 @@ def test_sync_posts_a_progress_message_and_finishes_with_the_job_log(world, monk
         return SimpleNamespace(log=["Fetched 2 pages from tracker", "Upserted 120 delivery rows"], counts={})
 
     spy_module(monkeypatch, "bot.workflows.sync", run_sync=run_sync)
-    monkeypatch.setattr("bot.handlers.commands.jobs.UPDATE_EVERY_S", 0.0)
+    monkeypatch.setattr("bot.slack.progress.UPDATE_EVERY_S", 0.0)
     r = world.as_user(f.OPERATOR).command("sync partial tracker")
     world.wait()
     assert r.status == 200

@@ -36,7 +36,7 @@ def _decide_all(db, key, eid, digest, deciders):
 
 
 def test_conflicting_decisions_record_exactly_one(db, signing_key, backend):
-    from bot.workflows.decisions import subject_digest
+    from bot.workflows.decisions import subject_hash_of
 
     n = 50 if backend == "postgres" else 12
     f.seed(db)
@@ -50,7 +50,7 @@ def test_conflicting_decisions_record_exactly_one(db, signing_key, backend):
     pid = f.preinvoice(db)
     eid = f.open_exception(db, signing_key, preinvoice_id=pid)
     with db.read() as s:
-        digest = subject_digest(s.get(BillingException, eid))
+        digest = subject_hash_of(s.get(BillingException, eid))
 
     results = _decide_all(db, signing_key, eid, digest, deciders)
 
@@ -93,7 +93,7 @@ def test_a_winner_between_the_checks_and_the_update_is_named(db, signing_key, mo
 
     monkeypatch.setattr(decisions, "_check_stale", winner_commits_first)
     with db.read() as s:
-        digest = decisions.subject_digest(s.get(BillingException, eid))
+        digest = decisions.subject_hash_of(s.get(BillingException, eid))
     try:
         decisions.decide(db, exception_id=eid, decision="approve", actor=f.APPROVER, subject_hash=digest,
                          signing_key=signing_key)

@@ -200,17 +200,19 @@ def test_below_threshold_reject_withdraws_the_items(world, monkeypatch):
 
 
 def test_below_threshold_force_invoices_now_and_hands_the_invoices_to_the_delivery_hook(world, monkeypatch):
-    from bot.workflows.notify_slack import set_invoice_delivery
+    from bot import runtime
 
     calls = _billing_run_spy(monkeypatch)
-    delivered: list[tuple[str, str, list[int]]] = []
-    set_invoice_delivery(lambda client, channel, ts, ids: delivered.append((channel, ts, ids)))
-    try:
-        _pid, eid = _below_threshold(world)
-        click(world, f.MANAGER, eid, "force")
-        submit_reason(world, f.MANAGER, "Year-end: invoice everything")
-    finally:
-        set_invoice_delivery(None)
+    delivered: list[tuple[str | None, str | None, list[int]]] = []
+
+    def deliver(_sc, *, exception_id, invoice_ids, **_):
+        exc = f.exception_row(world.db, exception_id)
+        delivered.append((exc.channel, exc.message_ts, list(invoice_ids)))
+
+    monkeypatch.setattr(runtime, "REACTIONS", {**runtime.REACTIONS, "exception.invoiced": (deliver,)})
+    _pid, eid = _below_threshold(world)
+    click(world, f.MANAGER, eid, "force")
+    submit_reason(world, f.MANAGER, "Year-end: invoice everything")
     row = f.exception_row(world.db, eid)
     assert row.state == "forced"
     [(name, kw)] = calls
@@ -261,9 +263,11 @@ def test_nobody_decides_a_preinvoice_they_edited(world):
     with world.db.transaction() as s:
         s.get(PreInvoice, pid).edited_by = f.APPROVER2
     world.api.reset()
-    from bot.workflows.notify_slack import refresh_exception_message
+    from bot.slack.client import get_client
+    from bot.slack.exceptions import show_exception
 
-    refresh_exception_message(eid)  # the message now binds to the edited pre-invoice
+    # the message now binds to the edited pre-invoice
+    show_exception(get_client(), world.db, eid, default_channel=f.CHANNEL)
     click(world, f.APPROVER2, eid, "approve")
     assert "You edited this pre-invoice" in ephemerals(world, f.APPROVER2)[-1]
     assert f.exception_row(world.db, eid).state == "pending"

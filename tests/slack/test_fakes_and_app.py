@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from bot.slack_client import make_client
+from bot.slack.client import make_client
 
 
 def test_rate_limits_are_retried_after_retry_after(fake_slack):

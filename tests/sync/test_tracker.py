@@ -59,12 +59,9 @@ def test_standard_sync_pulls_entities_stats_and_conversions(scenario: Database, 
                 stat("2026-02-09", "102", "5", 0, 30, conversions=2, revenue="50.00")]
     t.conversions += [conversion("c1", "2026-02-09 00:30:00", "approved"),
                       conversion("c2", "2026-02-09 10:00:00", "pending")]
-    seen: list[int] = []
-    effects.subscribe("sync.finished", lambda sync_run_id: seen.append(sync_run_id))  # noqa: PLW0108
-    try:
+    with effects.recorded() as events:
         res = _sync(scenario, key, sleeps)
-    finally:
-        effects.unsubscribe_all()
+    seen = [payload["sync_run_id"] for name, payload in events if name == "sync.finished"]
 
     assert t.called() == [*ENTITY_CALLS, "Report::getStats", "Report::getConversions"]
     assert res.state == "done" and seen == [res.sync_run_id]

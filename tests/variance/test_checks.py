@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from bot import context
+from bot.workflows import effects
 from bot.workflows.checks import exception_key, run_variance_checks
-from bot.workflows.effects import subscribe, unsubscribe_all
 from bot.workflows.exceptions import close_exception, open_exceptions_for
 from storage.models import AuditLog, BillingException, DeliveryFact, PreInvoice
 from tests.variance.factories import FEB, JAN, NOW, daily, item, master, preinvoice, rate
@@ -22,10 +24,15 @@ LINE = {"item_id": "display", "amount": "896.00", "quantity": "224", "unit_price
 @pytest.fixture
 def events():  # type: ignore[no-untyped-def]
     seen: list[tuple[str, int]] = []
-    for name in ("exception.opened", "exception.updated", "exception.closed", "preinvoice.changed"):
-        subscribe(name, lambda _n=name, **kw: seen.append((_n, kw.get("exception_id") or kw.get("preinvoice_id"))))
+    names = ("exception.opened", "exception.updated", "exception.closed", "preinvoice.changed")
+
+    def record(name: str, kw: Mapping[str, Any]) -> None:
+        if name in names:
+            seen.append((name, kw.get("exception_id") or kw.get("preinvoice_id")))
+
+    previous = effects.install(record)
     yield seen
-    unsubscribe_all()
+    effects.install(previous)
 
 
 def setup_under_delivery(db, **master_kw):  # type: ignore[no-untyped-def]

@@ -29,10 +29,10 @@ def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     from bot.workflows import effects
 
     got: list[tuple[str, dict[str, Any]]] = []
-    for name in ("invoice.finalized", "preinvoice.changed", "exception.opened", "run.finished"):
-        effects.subscribe(name, lambda _n=name, **kw: got.append((_n, kw)))
+    names = ("invoice.finalized", "preinvoice.changed", "exception.opened", "run.finished")
+    previous = effects.install(lambda name, kw: got.append((name, dict(kw))) if name in names else None)
     yield got
-    effects.unsubscribe_all()
+    effects.install(previous)
 
 
 @pytest.fixture

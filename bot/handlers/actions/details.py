@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from slack_bolt import Ack, BoltContext
+from slack_sdk import WebClient
+
 from billing.errors import Invalid, NotFound
+from bot.blocks.exceptions import DETAILS_ACTION_ID
+from bot.blocks.modals import details_modal
 from bot.handlers.deps import deps_of
 from bot.handlers.errors import after_ack
+from storage.models import Advertiser, BillingException
 
 
-def on_details(ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
+def on_details(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient,
+               context: BoltContext) -> None:
     ack()
     with after_ack(body, client):
         _open_details(body, action, client, context)
 
 
-def _open_details(body: dict[str, Any], action: dict[str, Any], client: Any, context: Any) -> None:
-    from bot.blocks.modals import details_modal
-    from storage.models import Advertiser, BillingException
-
+def _open_details(body: dict[str, Any], action: dict[str, Any], client: WebClient, context: BoltContext) -> None:
     try:
         exception_id = int(action.get("value", ""))
     except ValueError:
@@ -33,6 +37,4 @@ def _open_details(body: dict[str, Any], action: dict[str, Any], client: Any, con
 
 
 def register(app: Any) -> None:
-    from bot.blocks.exceptions import DETAILS_ACTION_ID
-
     app.action(DETAILS_ACTION_ID)(on_details)

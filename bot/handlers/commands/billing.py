@@ -17,9 +17,26 @@ from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, Sec
 from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
+from billing.periods import parse_period
+from bot.blocks.common import money_text, period_text, slack_date
+from bot.blocks.exceptions import KIND_TITLE
+from bot.blocks.help import help_blocks, help_text
+from bot.blocks.progress import progress_fallback, run_progress
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import SlashCommand
+from bot.tasks.slack_command import SLACK_COMMAND
+from bot.workflows.schedules import add_schedule, list_schedules, remove_schedule
+from storage.models import (
+    OPEN_EXCEPTION_STATES,
+    Advertiser,
+    BillingException,
+    BillingRun,
+    Invoice,
+    PreInvoice,
+    SourceState,
+    User,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +51,6 @@ def previous_month(today: date) -> str:
 
 
 def _require_operator(deps: Deps, user_id: str) -> None:
-    from storage.models import User
-
     with deps.db().read() as s:
         user = s.get(User, user_id)
         roles = user.role_names if user is not None else set()
@@ -53,15 +68,13 @@ def _section(text: str) -> SectionBlock:
 
 def _start_job(deps: Deps, client: Any, cmd: SlashCommand, title: str, **job: Any) -> None:
     """Post the progress message, then submit the job that keeps it updated."""
-    from bot.blocks.progress import progress_fallback, run_progress
-
     blocks = run_progress(title, state="queued", started_by=cmd.user_id)
     try:
         resp = client.chat_postMessage(channel=cmd.channel_id or cmd.user_id, blocks=blocks,
                                        text=progress_fallback(title, "queued"))
     except SlackApiError:  # e.g. not in that channel: report in a DM instead
         resp = client.chat_postMessage(channel=cmd.user_id, blocks=blocks, text=progress_fallback(title, "queued"))
-    deps.background("slack_command", channel=str(resp["channel"]), ts=str(resp["ts"]), actor=cmd.user_id,
+    deps.background(SLACK_COMMAND, channel=str(resp["channel"]), ts=str(resp["ts"]), actor=cmd.user_id,
                     title=title, **job)
 
 
@@ -72,8 +85,6 @@ def cmd_sync(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respon
         mode = args.pop(0).lower()
     sources = args
     if not sources:
-        from storage.models import SourceState
-
         with deps.db().read() as s:
             sources = list(s.execute(select(SourceState.source).order_by(SourceState.source)).scalars())
     if not sources:
@@ -83,8 +94,6 @@ def cmd_sync(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respon
 
 
 def cmd_run(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
-    from billing.periods import parse_period
-
     _require_operator(deps, cmd.user_id)
     today = deps.today(datetime.now(UTC))
     period = previous_month(today)
@@ -103,10 +112,6 @@ def cmd_run(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond
 
 
 def cmd_preinvoices(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
-    from billing.periods import parse_period
-    from bot.blocks.common import money_text, period_text
-    from storage.models import Advertiser, PreInvoice
-
     q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
     label = "all periods"
     if args:
@@ -126,10 +131,6 @@ def cmd_preinvoices(deps: Deps, client: Any, cmd: SlashCommand, args: list[str],
 
 
 def cmd_exceptions(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
-    from bot.blocks.common import money_text, slack_date
-    from bot.blocks.exceptions import KIND_TITLE
-    from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException
-
     with deps.db().read() as s:
         rows = s.execute(
             select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
@@ -145,9 +146,6 @@ def cmd_exceptions(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], 
 
 
 def cmd_invoice(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
-    from bot.blocks.common import money_text, period_text
-    from storage.models import Advertiser, Invoice
-
     if not args:
         raise Invalid("invoice: give the invoice number, e.g. `/billing invoice INV-2026-000123`")
     with deps.db().read() as s:
@@ -165,9 +163,6 @@ def cmd_invoice(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], res
 
 
 def cmd_status(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
-    from bot.blocks.common import slack_date
-    from storage.models import OPEN_EXCEPTION_STATES, BillingException, BillingRun, SourceState
-
     with deps.db().read() as s:
         sources = [f"• *{st.source}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
@@ -186,8 +181,6 @@ def cmd_status(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], resp
 
 
 def _schedule_list(deps: Deps) -> list[Block]:
-    from bot.workflows.schedules import list_schedules
-
     lines = [f"• #{r.id} *{r.name}* `{r.cron}` ({r.timezone}) → {r.task}" + ("" if r.enabled else " (disabled)")
              for r in list_schedules(deps.db())]
     return [_section("*Schedules*\n" + ("\n".join(lines) if lines else "None."))]
@@ -196,8 +189,6 @@ def _schedule_list(deps: Deps) -> list[Block]:
 def cmd_schedule(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
     """``schedule list`` · ``schedule add TASK M H DOM MON DOW [key=value…]`` · ``schedule remove ID``
     (adding and removing: operators only; the schedules workflow validates and audits)."""
-    from bot.workflows.schedules import add_schedule, remove_schedule
-
     verb = args[0].lower() if args else "list"
     if verb == "list":
         respond(blocks=_schedule_list(deps), text="Schedules", response_type="ephemeral")
@@ -230,8 +221,6 @@ SUBCOMMANDS: dict[str, Sub] = {
 
 
 def on_billing(ack: Any, command: dict[str, Any], client: Any, context: Any, respond: Any) -> None:
-    from bot.blocks.help import help_blocks, help_text
-
     cmd = SlashCommand(text=str(command.get("text") or ""), user_id=str(command.get("user_id") or ""),
                        channel_id=command.get("channel_id"), response_url=command.get("response_url"))
     words = cmd.words
@@ -247,6 +236,4 @@ def on_billing(ack: Any, command: dict[str, Any], client: Any, context: Any, res
 
 
 def register(app: Any) -> None:
-    import bot.handlers.commands.jobs  # noqa: F401  (registers the ``slack_command`` task)
-
     app.command("/billing")(on_billing)

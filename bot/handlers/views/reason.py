@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from slack_bolt import Ack, BoltContext
+from slack_sdk import WebClient
+
+from bot.blocks.modals import REASON_BLOCK_ID, REASON_CALLBACK_ID
 from bot.handlers.actions.decide import request_decision
 from bot.handlers.deps import deps_of
 from bot.handlers.errors import after_ack
@@ -12,9 +16,7 @@ from bot.handlers.payloads import ReasonSubmission
 MIN_REASON = 3
 
 
-def on_reason(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any, context: Any) -> None:
-    from bot.blocks.modals import REASON_BLOCK_ID
-
+def on_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient, context: BoltContext) -> None:
     sub = ReasonSubmission.parse(body, view)
     if len(sub.reason.strip()) < MIN_REASON:
         ack(response_action="errors",
@@ -27,6 +29,4 @@ def on_reason(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any,
 
 
 def register(app: Any) -> None:
-    from bot.blocks.modals import REASON_CALLBACK_ID
-
     app.view(REASON_CALLBACK_ID)(on_reason)

@@ -38,3 +38,8 @@ def _client(token: str | None, base_url: str) -> WebClient:
 def get_client() -> WebClient:
     s = get_settings()
     return _client(s.slack_bot_token or "xoxb-sandbox", s.slack_api_url)
+
+
+def forget_clients() -> None:
+    """Drop the cached clients (the Slack API or token in the environment changed)."""
+    _client.cache_clear()

@@ -1,0 +1,66 @@
+"""The managers' daily digest in Slack: one message to the managers channel and its chart in the
+thread (:mod:`bot.workflows.digest` collects the figures and records the sending)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
+
+from bot.blocks.digest import digest_blocks, digest_text
+from bot.settings import get_settings
+from bot.workflows.digest import DigestData, collect, record_sent, render_chart
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class DigestResult:
+    data: DigestData
+    blocks: list[dict[str, Any]]
+    text: str
+    chart_png: bytes
+    sent: bool
+    channel: str | None = None
+    ts: str | None = None
+    file_id: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def send_digest(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    client: WebClient | None = None,
+    key: Ed25519PrivateKey | None = None,
+    channel: str | None = None,
+    dry_run: bool = False,
+    actor: str = "scheduler",
+) -> DigestResult:
+    """Build the digest; unless ``dry_run``, post it to the managers channel, upload the chart into
+    its thread with ``files_upload_v2``, then record ``digest.last_sent_at`` (audited)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with db.read() as s:
+        data = collect(s, now=now)
+    blocks = [b.to_dict() for b in digest_blocks(data)]
+    text = digest_text(data)
+    png = render_chart(data)
+    if dry_run or client is None:
+        return DigestResult(data, blocks, text, png, sent=False)
+    channel = channel or get_settings().managers_channel
+    resp = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    channel_id, ts = str(resp["channel"]), str(resp["ts"])
+    problems = []
+    file_id = None
+    try:
+        up = client.files_upload_v2(channel=channel_id, thread_ts=ts, content=png,
+                                    filename=f"digest-{now.date().isoformat()}.png", title="Open exceptions by age")
+        file_id = (up.get("file") or {}).get("id")
+    except SlackClientError as err:  # the message is out; a missing chart is reported, not retried
+        problems.append(f"chart upload failed: {err}")
+    record_sent(db, data, now=now, key=key, actor=actor, channel=channel_id, ts=ts, file_id=file_id)
+    return DigestResult(data, blocks, text, png, sent=True, channel=channel_id, ts=ts, file_id=file_id,
+                        problems=problems)

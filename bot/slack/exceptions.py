@@ -1,0 +1,124 @@
+"""Exception messages in Slack: reactions to the exception events, run after commit.
+
+- ``exception.opened`` / ``exception.updated`` / ``exception.closed`` → the exception's message is
+  posted (once, across processes: :mod:`bot.workflows.exception_messages` claims the post) or
+  updated in place;
+- ``exception.decided`` → the message is updated in place (buttons replaced by "Approved by @x at
+  t", or "1 of 2 approvals") and a reply is posted in its thread;
+- the sweep (:func:`post_missing`) posts the messages that are still missing: exceptions opened by
+  a process without Slack (a CLI with no Slack settings), or while Slack was unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.blocks.exceptions import exception_message, fallback_text, thread_reply_text
+from bot.slack.context import SlackContext
+from bot.slack.home import publish_home
+from bot.slack.replies import Where
+from bot.workflows import exception_messages
+from bot.workflows.decisions import subject_hash_of
+from storage.db import Database
+from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Decision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    channel: str
+    message_ts: str | None
+    blocks: list[Any]
+    text: str
+
+
+def _render(s: Session, exc: BillingException, default_channel: str) -> _Rendered:
+    adv = s.get(Advertiser, exc.advertiser_id)
+    name = adv.name if adv is not None else exc.advertiser_id
+    last = s.execute(
+        select(Decision).where(Decision.exception_id == exc.id).order_by(Decision.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    blocks = exception_message(exc, subject_hash=subject_hash_of(exc), advertiser_name=name, last_decision=last)
+    return _Rendered(exc.channel or default_channel, exc.message_ts, list(blocks), fallback_text(exc, name))
+
+
+def show_exception(client: WebClient, db: Database, exception_id: int, *,
+                   default_channel: str) -> tuple[str, str] | None:
+    """Post the exception's message, or update it in place. Returns (channel, ts), or None when
+    there is nothing to show or another process is posting it right now."""
+    with db.read() as s:
+        exc = s.get(BillingException, exception_id)
+        if exc is None:
+            return None
+        r = _render(s, exc, default_channel)
+    if r.message_ts:
+        client.chat_update(channel=r.channel, ts=r.message_ts, blocks=r.blocks, text=r.text)
+        return r.channel, r.message_ts
+    if not exception_messages.claim_post(db, exception_id):
+        return None
+    try:
+        resp = client.chat_postMessage(channel=r.channel, blocks=r.blocks, text=r.text)
+    except BaseException:
+        exception_messages.release_post(db, exception_id)
+        raise
+    channel, ts = str(resp.get("channel") or r.channel), str(resp["ts"])
+    exception_messages.store_message(db, exception_id, channel, ts)
+    return channel, ts
+
+
+def refresh_surface(client: WebClient, db: Database, where: Where, exception_id: int, *,
+                    default_channel: str) -> None:
+    """Bring what a user looked at up to date after a stale click: the channel message, or their Home."""
+    show_exception(client, db, exception_id, default_channel=default_channel)
+    if where.from_home:
+        publish_home(client, db, where.user_id)
+
+
+def on_exception_changed(sc: SlackContext, *, exception_id: int, **_: Any) -> None:
+    client = sc.client
+    if client is not None:
+        show_exception(client, sc.db(), exception_id, default_channel=sc.exceptions_channel)
+
+
+def on_exception_decided(sc: SlackContext, *, exception_id: int, decision_id: int, **_: Any) -> None:
+    client = sc.client
+    if client is None:
+        return
+    db = sc.db()
+    where = show_exception(client, db, exception_id, default_channel=sc.exceptions_channel)
+    if where is None:
+        return
+    channel, ts = where
+    with db.read() as s:
+        exc = s.get(BillingException, exception_id)
+        decision = s.get(Decision, decision_id)
+        if exc is None or decision is None:
+            return
+        text = thread_reply_text(exc, decision, final=exc.state not in OPEN_EXCEPTION_STATES)
+    client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
+
+
+def post_missing(sc: SlackContext, *, limit: int = 200) -> list[int]:
+    """Post the messages of open exceptions that have none yet (the sweep; ``billbot serve`` at start).
+    Returns the exception ids posted now. A failure leaves the rest for the next sweep."""
+    client = sc.client
+    if client is None:
+        return []
+    db = sc.db()
+    posted = []
+    for exception_id in exception_messages.missing_messages(db, limit=limit):
+        try:
+            if show_exception(client, db, exception_id, default_channel=sc.exceptions_channel) is not None:
+                posted.append(exception_id)
+        except SlackClientError as e:  # Slack is still away: the next sweep tries again
+            log.warning("posting the message of exception %s failed: %s", exception_id, e)
+            break
+    return posted

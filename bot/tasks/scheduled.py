@@ -1,0 +1,86 @@
+"""Work that runs on a schedule or a timer: syncs, billing runs, the SLA sweep, the digest, and the
+distributed mode's stalled-job recovery."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from bot import context, jobs
+from bot.settings import get_settings
+from bot.slack.client import get_client
+from bot.slack.context import SlackContext
+from bot.slack.digest import send_digest
+from bot.slack.exceptions import post_missing
+from bot.slack.sla import sweep
+from bot.tasks.registry import plain, task
+from bot.workflows.billing_run import run_billing
+from bot.workflows.invoices import unrendered_invoices
+from bot.workflows.sync import run_sync
+
+#: A PDF still pending this long after its invoice was finalized had no render job: the sweep queues one.
+RENDER_GRACE = timedelta(minutes=10)
+
+
+def _today(value: str | None) -> date:
+    return date.fromisoformat(value) if value else datetime.now(get_settings().tz).date()
+
+
+def _now(value: str | None) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC) if value else datetime.now(UTC)
+
+
+def resolve_period(period: str, today: date) -> str:
+    """Schedules store relative periods: ``previous_month`` / ``current_month`` → ``YYYY-MM``."""
+    if period == "current_month":
+        return f"{today.year:04d}-{today.month:02d}"
+    if period == "previous_month":
+        y, m = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+        return f"{y:04d}-{m:02d}"
+    return period
+
+
+@task("sync", queue="sync", retry=2, lock=lambda kw: f"sync:{kw.get('source')}")
+def sync(*, source: str, mode: str = "standard", actor: str = "scheduler") -> Any:
+    """One sync of ``source`` (standard or partial); one at a time per source."""
+    return plain(run_sync(context.get_db(), source=source, mode=mode, actor=actor, signing_key=context.get_key()))
+
+
+@task("billing_run", queue="billing", lock=lambda kw: f"run:{kw.get('period')}")
+def billing_run(
+    *, period: str, advertisers: list[str] | None = None, actor: str = "scheduler", today: str | None = None
+) -> Any:
+    """A billing run for ``period`` (``2026-02``, ``2026-W07``, ``2026-Q1``); one at a time per period.
+    ``period`` may be ``previous_month`` (what a monthly schedule stores)."""
+    day = _today(today)
+    return plain(run_billing(context.get_db(), period=resolve_period(period, day), advertisers=advertisers or [],
+                             actor=actor, key=context.get_key(), today=day))
+
+
+@task("sla_sweep", queue="sla")
+def sla_sweep(*, now: str | None = None) -> Any:
+    """Every minute: remind and escalate exceptions whose timers passed; post the exception messages
+    still missing (opened where Slack was not reachable); queue the PDFs nobody queued. Safe to run
+    anywhere, any number of times."""
+    at = _now(now)
+    db, key = context.get_db(), context.get_key()
+    result = plain(sweep(db, now=at, client=get_client(), key=key))
+    result["posted"] = post_missing(SlackContext(get_client, context.get_db, context.get_key))
+    queued = unrendered_invoices(db, finalized_before=at - RENDER_GRACE)
+    for invoice_id in queued:
+        jobs.submit("render_pdf", invoice_id=invoice_id)
+    result["render_queued"] = queued
+    return result
+
+
+@task("digest", queue="default", lock=lambda _kw: "digest")
+def digest(*, now: str | None = None, dry_run: bool = False) -> Any:
+    """The managers' daily digest."""
+    return plain(send_digest(context.get_db(), now=_now(now), client=get_client(), key=context.get_key(),
+                             dry_run=dry_run))
+
+
+@task("retry_stalled", queue="sla")
+def retry_stalled(*, seconds_since_heartbeat: float = 60.0) -> Any:
+    """Distributed mode: put jobs of dead workers (no heartbeat) back to ``todo``."""
+    return jobs.retry_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)

@@ -1,0 +1,87 @@
+"""``/billing sync`` and ``/billing run`` typed in Slack, run in the background.
+
+The ``slack_command`` task runs in the embedded thread pool or on a Procrastinate worker with the
+same JSON-able arguments: one sync or billing run (one workflow), reported into the Slack message
+the command posted (:class:`bot.slack.progress.ProgressMessage`). The per-key lock
+(``sync:<source>``, ``run:<period>``) is the one the scheduled tasks use, so a typed sync never
+overlaps a scheduled one.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from slack_sdk.errors import SlackClientError
+
+from billing.errors import BillingError, Invalid
+from bot import context, jobs
+from bot.slack.client import get_client
+from bot.slack.invoice_pdfs import send_run_pdfs
+from bot.slack.progress import ProgressMessage, result_field, summary_lines
+from bot.tasks.registry import task
+from bot.workflows import billing_run, sync
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def _lock_key(kind: str, source: str | None, period: str | None) -> str:
+    return f"sync:{source}" if kind == "sync" else f"run:{period}"
+
+
+SLACK_COMMAND = "slack_command"
+
+
+@task(SLACK_COMMAND, queue="default")
+def slack_command(
+    *, kind: str, channel: str, ts: str, actor: str, title: str, source: str | None = None,
+    mode: str = "standard", period: str | None = None, advertisers: list[str] | None = None,
+    today: str | None = None,
+) -> dict[str, Any]:
+    """Run one ``/billing sync`` or ``/billing run`` and report into the message ``channel``/``ts``."""
+    msg = ProgressMessage(get_client(), channel, ts, title, actor)
+    msg.update("running")
+    db, key = context.get_db(), context.get_key()
+    result: Any
+    try:
+        with jobs.lock(_lock_key(kind, source, period), holder=f"slack:{actor}"):
+            if kind == "sync":
+                if not source:
+                    raise Invalid("sync: no source given")
+                result = sync.run_sync(db, source=source, mode=mode, actor=actor, signing_key=key,
+                                          now=datetime.now(UTC), on_progress=msg.on_progress)
+            else:
+                if not period:
+                    raise Invalid("run: no period given")
+                day = date.fromisoformat(today) if today else datetime.now(UTC).date()
+                result = billing_run.run_billing(db, period=period, advertisers=advertisers or None, actor=actor,
+                                                 key=key, today=day, on_progress=msg.on_progress)
+    except BillingError as e:
+        msg.lines.append(f"error: {e.message}")
+        msg.update("failed")
+        return {"ok": False, "error": e.message, "code": e.code}
+    except Exception as e:
+        msg.lines.append(f"error: {type(e).__name__}: the job failed; details are in the server log")
+        msg.update("failed")
+        raise
+    msg.lines = summary_lines(kind, result)
+    msg.progress = None
+    msg.update("done")
+    if kind == "run":
+        send_run_documents(db, key, msg, result)
+    return {"ok": True}
+
+
+def send_run_documents(db: Database, key: Ed25519PrivateKey, msg: ProgressMessage, result: Any) -> None:
+    """The run's invoice PDFs into its progress message's thread (capped; :mod:`bot.slack.invoice_pdfs`).
+    Best effort: the run is done and committed whatever happens here."""
+    run_id, invoice_ids = result_field(result, "run_id"), result_field(result, "invoice_ids")
+    if run_id is None or not invoice_ids:
+        return
+    try:
+        send_run_pdfs(db, msg.client, int(run_id), list(invoice_ids), channel=msg.channel, ts=msg.ts, key=key)
+    except (BillingError, SlackClientError):
+        log.warning("could not send the PDFs of billing run %s to Slack", run_id, exc_info=True)
