@@ -46,7 +46,8 @@ from billing.preinvoice import (
     net_of,
 )
 from billing.tax import VatProblem, vat_amount, vat_treatment
-from bot.workflows import audit, checks
+from billing.variance import DEFAULT_TOLERANCE
+from bot.workflows import audit, variance_checks
 from bot.workflows.effects import notify
 from bot.workflows.fx import rates_around
 from storage.db import Database
@@ -250,7 +251,7 @@ def _recompute(pi: PreInvoice) -> bool:
 
 def evaluate(
     s: Session, pis: Sequence[PreInvoice], *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
-    rates: Sequence[Rate] | None = None,
+    rates: Sequence[Rate] | None = None, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> None:
     """Check → variance checks → system approval, for pre-invoices in draft or pending.
 
@@ -269,7 +270,7 @@ def evaluate(
             pi.problems = problems
     s.flush()
     clean = [p for p in todo if not p.problems]
-    _run_variance_checks(s, [p.id for p in clean], actor=actor, key=key, now=now)
+    _run_variance_checks(s, [p.id for p in clean], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
     open_counts = open_exception_counts(s, [p.id for p in clean])
     entries: list[audit.Entry] = []  # recorded in this order with one INSERT
     for pi in clean:
@@ -290,9 +291,10 @@ def evaluate(
 
 
 def _run_variance_checks(s: Session, ids: list[int], *, actor: str, key: Ed25519PrivateKey | None,
-                         now: datetime) -> None:
+                         now: datetime, default_tolerance: Decimal) -> None:
     if ids:  # looked up on the module at call time (tests switch the variance checks off there)
-        checks.run_variance_checks(s, ids, actor=actor, now=now, signing_key=key)
+        variance_checks.run_variance_checks(s, ids, actor=actor, now=now, signing_key=key,
+                                            default_tolerance=default_tolerance)
 
 
 # --------------------------------------------------------------------------- create / update
@@ -312,18 +314,20 @@ class CreateResult:
 
 def create_preinvoices(
     db: Database, *, period: str, advertisers: list[str] | None = None, actor: str,
-    key: Ed25519PrivateKey | None, now: datetime,
+    key: Ed25519PrivateKey | None, now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> CreateResult:
     """Create or update the pre-invoices of every billing period that ends within ``period``
-    (e.g. ``2026-02``), in one transaction. Idempotent: running it twice changes nothing."""
+    (e.g. ``2026-02``), in one transaction. Idempotent: running it twice changes nothing.
+    ``default_tolerance``: the variance tolerance where no master data sets one."""
     p = parse_period(period)
     with db.transaction() as s:
-        return create_preinvoices_in(s, p, advertisers=advertisers, actor=actor, key=key, now=now)
+        return create_preinvoices_in(s, p, advertisers=advertisers, actor=actor, key=key, now=now,
+                                     default_tolerance=default_tolerance)
 
 
 def create_preinvoices_in(
     s: Session, p: Period, *, advertisers: list[str] | None, actor: str, key: Ed25519PrivateKey | None,
-    now: datetime,
+    now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> CreateResult:
     adv_ids = resolve_advertisers(s, advertisers)
     cq = (select(Campaign)
@@ -386,7 +390,7 @@ def create_preinvoices_in(
     touched = created + touched
     rates = rates_around(s, now.date())
     before = {pi.id: pi.state for pi in touched}
-    evaluate(s, touched, actor=actor, key=key, now=now, rates=rates)
+    evaluate(s, touched, actor=actor, key=key, now=now, rates=rates, default_tolerance=default_tolerance)
     for pi in touched:
         if pi.state == "approved" and before[pi.id] != "approved":
             res.approved.append(pi.id)
@@ -495,7 +499,7 @@ def _editable(s: Session, preinvoice_id: int) -> PreInvoice:
 
 
 def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
-                action: str, payload: dict[str, Any]) -> None:
+                action: str, payload: dict[str, Any], default_tolerance: Decimal) -> None:
     """An edit changes content: record it, void any approval, check the pre-invoice again."""
     old = pi.content_hash
     _recompute(pi)
@@ -507,7 +511,7 @@ def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKe
     pi.state = "draft"
     pi.hold_reason = None
     s.flush()
-    evaluate(s, [pi], actor=actor, key=key, now=now)
+    evaluate(s, [pi], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
 
 
 def _amount(value: str | Decimal | None, currency: str, what: str) -> Decimal | None:
@@ -531,7 +535,7 @@ def _decimal(value: str | Decimal | None, what: str) -> Decimal | None:
 def edit_line(
     db: Database, preinvoice_id: int, line_id: int, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
     description: str | None = None, quantity: str | Decimal | None = None, unit_price: str | Decimal | None = None,
-    amount: str | Decimal | None = None,
+    amount: str | Decimal | None = None, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> int:
     """Change a line. Without an explicit amount it becomes quantity × unit price (half-up).
     The line is marked edited, so recomputations keep it; an approval is voided."""
@@ -558,7 +562,8 @@ def edit_line(
         elif q is not None or up is not None:
             row.amount = (row.quantity * row.unit_price).quantize(quantum(pi.currency), rounding=ROUND_HALF_UP)
         row.edited = True
-        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_edited",
+        _after_edit(s, pi, actor=actor, key=key, now=now, default_tolerance=default_tolerance,
+                    action="preinvoice.line_edited",
                     payload={"line": line_id, "before": before,
                              "after": {"description": row.description, "quantity": str(row.quantity),
                                        "unit_price": str(row.unit_price), "amount": str(row.amount)}})
@@ -568,7 +573,7 @@ def edit_line(
 def add_line(
     db: Database, preinvoice_id: int, *, kind: str, description: str, amount: str | Decimal | None = None,
     quantity: str | Decimal = "1", unit_price: str | Decimal | None = None, unit: str = "unit", actor: str,
-    key: Ed25519PrivateKey | None, now: datetime,
+    key: Ed25519PrivateKey | None, now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> int:
     """Add a ``bonus``, ``discount`` or ``manual`` line (discounts are always negative). Returns the line id."""
     if kind not in MANUAL_KINDS:
@@ -593,13 +598,14 @@ def add_line(
                              quantity=q, unit=unit, unit_price=up, amount=amt, computation={}, edited=False)
         pi.lines.append(row)
         s.flush()
-        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_added",
+        _after_edit(s, pi, actor=actor, key=key, now=now, default_tolerance=default_tolerance,
+                    action="preinvoice.line_added",
                     payload={"line": row.id, "kind": kind, "description": row.description, "amount": str(amt)})
         return int(row.id)
 
 
 def delete_line(db: Database, preinvoice_id: int, line_id: int, *, actor: str, key: Ed25519PrivateKey | None,
-                now: datetime) -> int:
+                now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE) -> int:
     """Delete a line. A computed item line comes back on the next recomputation unless the
     pre-invoice is edited otherwise; manual lines are gone for good."""
     with db.transaction() as s:
@@ -610,7 +616,8 @@ def delete_line(db: Database, preinvoice_id: int, line_id: int, *, actor: str, k
         pi.lines.remove(row)
         for pos, x in enumerate(sorted(pi.lines, key=lambda r: r.position)):
             x.position = pos
-        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_deleted",
+        _after_edit(s, pi, actor=actor, key=key, now=now, default_tolerance=default_tolerance,
+                    action="preinvoice.line_deleted",
                     payload={"line": line_id, "kind": row.kind, "description": row.description,
                              "amount": str(row.amount)})
         return pi.id

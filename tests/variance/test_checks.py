@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot import context
-from bot.workflows.checks import exception_key, run_variance_checks
+from bot.workflows.variance_checks import exception_key, run_variance_checks
 from bot.workflows.effects import subscribe, unsubscribe_all
 from bot.workflows.exceptions import close_exception, open_exceptions_for
 from storage.models import AuditLog, BillingException, DeliveryFact, PreInvoice
