@@ -196,8 +196,8 @@ def main() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from billing.documents import render_html
-    from bot.workflows.documents import document_for_invoice
     from storage.db import Database
+    from storage.mapping import document_for_invoice
     from storage.migrate import upgrade
 
     with tempfile.TemporaryDirectory(prefix="billbot-bench-pdf-") as tmp:

@@ -35,7 +35,7 @@ app.add_typer(evidence_app, name="evidence")
 
 def _invoice_id(number: str, legal_entity: str | None) -> int:
     from bot.context import get_db
-    from bot.workflows.documents import find_invoice
+    from storage.queries import find_invoice
 
     with get_db().read() as s:
         return find_invoice(s, number, legal_entity).id

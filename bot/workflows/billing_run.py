@@ -49,9 +49,9 @@ from billing.threshold import below_threshold, created_line, held_line, skipped_
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from bot.workflows.fx import rates_around
-from bot.workflows.preinvoices import _audit as _audit_preinvoice
-from bot.workflows.preinvoices import check_input, open_exception_counts, preinvoice_hash, resolve_advertisers
+from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
+from storage.mapping import check_input, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
     Advertiser,
@@ -65,6 +65,7 @@ from storage.models import (
     NumberSequence,
     PreInvoice,
 )
+from storage.queries import open_exception_counts, resolve_advertisers
 
 log = logging.getLogger(__name__)
 
@@ -849,7 +850,7 @@ def withdraw_items(s: Session, *, advertiser_id: str, preinvoice_ids: list[int],
         p.state = "cancelled"
         p.hold_reason = reason
         p.updated_at = now
-        _audit_preinvoice(s, signing_key, actor, "preinvoice.cancelled", p,
+        record_preinvoice_change(s, signing_key, actor, "preinvoice.cancelled", p,
                           {"reason": reason, "previous_state": previous}, now)
         out.append(p.id)
     return out

@@ -52,6 +52,7 @@ from billing.variance import (
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from bot.workflows.exceptions import close_exception, insert_new, open_exception, record_opened
+from storage.mapping import campaign_spec
 from storage.models import (
     Advertiser,
     BillingException,
@@ -175,8 +176,6 @@ def _item_periods(
         if q is not None:  # the distributed quantity (a CPM line's own quantity is per 1,000)
             quantities[ln.item_id] = quantities.get(ln.item_id, ZERO) + Decimal(str(q))
     # what Force bills for a delivery item: its booked amount pro rata (bot.workflows.preinvoices.override_to_booked)
-    from bot.workflows.preinvoices import campaign_spec  # noqa: PLC0415 - preinvoices imports this module
-
     spec = campaign_spec(campaign)
     specs = {i.id: i for i in spec.items}
     period = Period(pi.period_start, pi.period_end)

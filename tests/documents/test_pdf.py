@@ -21,6 +21,7 @@ from sqlalchemy import select
 import billing.documents as docs
 from bot.workflows import documents as wf
 from bot.workflows.effects import dispatch, subscribe, unsubscribe_all
+from storage.mapping import document_for_invoice
 from storage.models import AuditLog, Invoice
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -209,7 +210,7 @@ def test_render_many_renders_in_parallel_processes_and_records_each(db, key, wor
             assert hashlib.sha256(Path(inv.pdf_path).read_bytes()).hexdigest() == inv.pdf_sha256
     # the worker produced the same bytes as this process would
     with db.read() as s:
-        doc = wf.document_for_invoice(s, world.reverse)
+        doc = document_for_invoice(s, world.reverse)
         inv = s.get(Invoice, world.reverse)
     assert docs.render_pdf(doc)[0] == Path(inv.pdf_path).read_bytes()
 

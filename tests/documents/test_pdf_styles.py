@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 
 from billing.documents import Renderer, facturx_xml, sample_document
-from bot.workflows.documents import document_for_invoice
+from storage.mapping import document_for_invoice
 
 
 def _documents(db, world):  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ from billing.documents import (
     vat_breakdown,
     xsd_problems,
 )
-from bot.workflows.documents import document_for_invoice
+from storage.mapping import document_for_invoice
 from storage.models import Invoice
 
 NS = {

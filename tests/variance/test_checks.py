@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bot import context
-from bot.workflows.variance_checks import exception_key, run_variance_checks
 from bot.workflows.effects import subscribe, unsubscribe_all
 from bot.workflows.exceptions import close_exception, open_exceptions_for
+from bot.workflows.variance_checks import exception_key, run_variance_checks
 from storage.models import AuditLog, BillingException, DeliveryFact, PreInvoice
 from tests.variance.factories import FEB, JAN, NOW, daily, item, master, preinvoice, rate
 
