@@ -146,7 +146,8 @@ def render_pdf(*, invoice_id: int) -> Any:
 
     listen(get_client, get_db=context.get_db, get_key=context.get_key, replace=False)
     db, key = _ctx()
-    return plain(render_invoice_pdf(db, invoice_id, key=key))
+    return plain(render_invoice_pdf(db, invoice_id, renderer=context.pdf_renderer(), out_dir=context.documents_dir(),
+                                    key=key))
 
 
 @task("sla_sweep", queue="sla")

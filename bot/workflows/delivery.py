@@ -160,6 +160,7 @@ def _finish(db: Database, invoice_id: int, target: dict[str, Any], *, sent: dict
 
 def _pdf_bytes(db: Database, invoice_id: int, c: _Claim, key: Ed25519PrivateKey | None) -> bytes:
     """The recorded PDF; rendered again (``ensure_invoice_pdf``) when the file is gone or changed."""
+    from bot import context
     from bot.workflows.documents import ensure_invoice_pdf
 
     try:
@@ -168,7 +169,8 @@ def _pdf_bytes(db: Database, invoice_id: int, c: _Claim, key: Ed25519PrivateKey 
             return data
     except OSError:
         pass
-    return ensure_invoice_pdf(db, invoice_id, key=key).read_bytes()
+    return ensure_invoice_pdf(db, invoice_id, renderer=context.pdf_renderer(), out_dir=context.documents_dir(),
+                              key=key).read_bytes()
 
 
 def deliver_invoice(db: Database, invoice_id: int, *, client: Any, key: Ed25519PrivateKey | None,
