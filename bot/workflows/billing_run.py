@@ -48,6 +48,7 @@ from billing.tax import VatProblem, VatTreatment, vat_treatment
 from billing.threshold import below_threshold, created_line, held_line, skipped_line
 from bot.workflows import audit
 from bot.workflows.effects import notify
+from bot.workflows.exceptions import close_exception, open_exception
 from bot.workflows.fx import rates_around
 from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
@@ -559,7 +560,6 @@ def _open_skip_exception(s: Session, skipped: Skipped, ctx: Context) -> None:
     ids = [p.id for p in group]
     subject = content_hash({"preinvoices": [[p.id, p.content_hash] for p in group], "total": str(total),
                             "threshold": str(threshold)})
-    from bot.workflows.exceptions import close_exception, open_exception
 
     key = f"below_threshold:{adv.id}:{le.id}:{currency}:{ctx.period_label or ctx.period_end.isoformat()}"
     exc = open_exception(
