@@ -160,13 +160,16 @@ def chromium(htmls: list[str], pages: int, rounds: int) -> dict[str, float]:
 def billbot(db, ids: list[int], processes: int, rounds: int, out: Path, key) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """billbot's ``render_many`` over a long-lived pool of ``processes`` warmed-up workers (as the
     browser and its pages are for Chromium); the best of ``rounds``. Bookkeeping rows included."""
-    from bot.workflows.documents import render_many, start_render_pool
+    from bot.documents import pdf
+    from bot.documents.pdf import start_render_pool
+    from bot.workflows.documents import render_many
 
     pool = start_render_pool(processes)
     best: dict[str, Any] | None = None
     try:
         for r in range(rounds):
-            res = render_many(db, ids, processes=processes, out_dir=out / f"p{processes}-{r}", key=key, pool=pool)
+            res = render_many(db, ids, renderer=pdf, processes=processes, out_dir=out / f"p{processes}-{r}", key=key,
+                              pool=pool)
             if res["failed"]:
                 raise SystemExit(f"render_many failures: {res['failed']}")
             if best is None or res["seconds"] < best["seconds"]:
@@ -179,9 +182,10 @@ def billbot(db, ids: list[int], processes: int, rounds: int, out: Path, key) -> 
 
 def billbot_cold(db, ids: list[int], processes: int, out: Path, key) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """``render_many`` starting its own pool (start-up and warm-up of every worker included), once."""
+    from bot.documents import pdf
     from bot.workflows.documents import render_many
 
-    res = render_many(db, ids, processes=processes, out_dir=out / "cold", key=key)
+    res = render_many(db, ids, renderer=pdf, processes=processes, out_dir=out / "cold", key=key)
     return {"wall_ms": res["per_pdf_ms"], "start_method": res["start_method"]}
 
 
@@ -195,9 +199,9 @@ def main() -> None:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from billing.documents import render_html
-    from bot.workflows.documents import document_for_invoice
+    from billing.documents.view import render_html
     from storage.db import Database
+    from storage.mapping import document_for_invoice
     from storage.migrate import upgrade
 
     with tempfile.TemporaryDirectory(prefix="billbot-bench-pdf-") as tmp:

@@ -68,6 +68,8 @@ RULES = (RULE_DELIVERY, RULE_PARTY, RULE_PRIOR)
 CAUSES = ("tracking_gap", "under_delivery", "over_delivery", "party_discrepancy", "fx_swing", "make_good")
 
 TOLERANCE_SOURCES = ("item", "campaign", "advertiser", "legal_entity", "default")
+#: The tolerance when no item, campaign, advertiser or legal entity sets one (a deployment may configure another).
+DEFAULT_TOLERANCE = Decimal("0.10")
 
 # rate type → the delivery figure it bills
 METRICS = {"cpm": "impressions", "cpc": "clicks", "cpa": "conversions", "cpl": "conversions"}

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.settings import Settings, get_settings
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from bot.workflows.documents import PdfRenderer
 
 
 @lru_cache(maxsize=4)
@@ -41,6 +46,18 @@ def get_key() -> Ed25519PrivateKey:
 
 def settings() -> Settings:
     return get_settings()
+
+
+def documents_dir() -> Path:
+    """Where rendered invoice PDFs are kept: ``<BILLBOT_VAR_DIR>/documents``."""
+    return get_settings().var_dir / "documents"
+
+
+def pdf_renderer() -> PdfRenderer:
+    """The PDF renderer the rendering workflows take (:mod:`bot.documents.pdf`, WeasyPrint)."""
+    from bot.documents import pdf  # lazy: only processes that render load the renderer's modules
+
+    return pdf
 
 
 def reset() -> None:

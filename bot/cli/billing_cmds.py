@@ -82,12 +82,12 @@ def preinvoices_create(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create or update the pre-invoices of every billing period ending within PERIOD (idempotent)."""
-    from bot.context import get_db, get_key
+    from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import create_preinvoices
 
     with progress(f"Pre-invoices for {period}", None, quiet=json_out):
         r = create_preinvoices(get_db(), period=period, advertisers=advertiser or None, actor=cli_actor(),
-                               key=get_key(), now=_now())
+                               key=get_key(), now=_now(), default_tolerance=settings().default_tolerance)
     data = {"period": r.period, "created": r.created, "updated": r.updated, "unchanged": r.unchanged,
             "voided": r.voided, "approved": r.approved, "pending": r.pending,
             "problems": [{"id": k, "problems": v} for k, v in sorted(r.problems.items())]}
@@ -166,13 +166,14 @@ def preinvoices_edit_line(  # noqa: PLR0917 - Typer maps parameters to options
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Edit a line. Voids an approval; the pre-invoice is checked again."""
-    from bot.context import get_db, get_key
+    from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import edit_line
 
     if description is None and quantity is None and unit_price is None and amount is None:
         fail("nothing to change: give --description, --quantity, --unit-price or --amount", 2)
     edit_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now(),
-              description=description, quantity=quantity, unit_price=unit_price, amount=amount)
+              description=description, quantity=quantity, unit_price=unit_price, amount=amount,
+              default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
 
 
@@ -188,11 +189,12 @@ def preinvoices_add_line(  # noqa: PLR0917 - Typer maps parameters to options
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Add a bonus, discount or manual line."""
-    from bot.context import get_db, get_key
+    from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import add_line
 
     add_line(get_db(), preinvoice_id, kind=kind, description=description, amount=amount, quantity=quantity,
-             unit_price=unit_price, actor=cli_actor(), key=get_key(), now=_now())
+             unit_price=unit_price, actor=cli_actor(), key=get_key(), now=_now(),
+             default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
 
 
@@ -204,10 +206,11 @@ def preinvoices_delete_line(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Delete a line."""
-    from bot.context import get_db, get_key
+    from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import delete_line
 
-    delete_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now())
+    delete_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now(),
+                default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
 
 

@@ -85,7 +85,7 @@ def cycle(
     """The full cycle on the demo: demo tracker → partial sync → report and log imports → pre-invoices → billing run."""
     from billing.periods import parse_period
     from bot.cli.core_cmds import cli_actor
-    from bot.context import get_db, get_key
+    from bot.context import get_db, get_key, settings
     from bot.sandbox.tracker import DemoTracker
     from bot.workflows.billing_run import run_billing
     from bot.workflows.preinvoices import create_preinvoices
@@ -101,6 +101,7 @@ def cycle(
     period = period or files.period
     p = parse_period(period)
     db, key, actor = get_db(), get_key(), cli_actor()
+    tolerance = settings().default_tolerance
     with db.read() as s:
         if has_mixed_delivery(s, inline=False):
             raise Invalid("the database holds the demo's delivery loaded inline (`billbot demo --inline-delivery`); "
@@ -153,7 +154,8 @@ def cycle(
         step(f"{label} {path.name} → {src}{party}, sync #{r['sync_run_id']}: {format_counts(r)}")
 
     with progress(f"Pre-invoices for {period}", None, quiet=json_out):
-        pre = create_preinvoices(db, period=period, actor=actor, key=key, now=datetime.now(UTC))
+        pre = create_preinvoices(db, period=period, actor=actor, key=key, now=datetime.now(UTC),
+                                 default_tolerance=tolerance)
     step(f"Pre-invoices {pre.period}: {len(pre.created)} created, {len(pre.updated)} updated, "
          f"{len(pre.unchanged)} unchanged; {len(pre.approved)} approved by the system, {len(pre.pending)} pending "
          f"(variance exceptions), {len(pre.problems)} with problems")

@@ -35,7 +35,7 @@ app.add_typer(evidence_app, name="evidence")
 
 def _invoice_id(number: str, legal_entity: str | None) -> int:
     from bot.context import get_db
-    from bot.workflows.documents import find_invoice
+    from storage.queries import find_invoice
 
     with get_db().read() as s:
         return find_invoice(s, number, legal_entity).id
@@ -52,10 +52,11 @@ def invoices_pdf(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed."""
-    from bot.context import get_db, get_key
+    from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.documents import render_invoice_pdf
 
-    path = render_invoice_pdf(get_db(), _invoice_id(number, legal_entity), key=get_key(), force=force)
+    path = render_invoice_pdf(get_db(), _invoice_id(number, legal_entity), renderer=pdf_renderer(),
+                              out_dir=documents_dir(), key=get_key(), force=force)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.resolve() != path.resolve():
         shutil.copyfile(path, output)
@@ -77,10 +78,11 @@ def evidence_create(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write the evidence pack of NUMBER: PDF, XML, source rows, manifest, signed decisions, SHA256SUMS."""
-    from bot.context import get_db, get_key
-    from bot.workflows.documents import build_evidence_pack
+    from bot.context import documents_dir, get_db, get_key, pdf_renderer
+    from bot.workflows.evidence import build_evidence_pack
 
-    path = build_evidence_pack(get_db(), number, output, legal_entity=legal_entity, key=get_key())
+    path = build_evidence_pack(get_db(), number, output, renderer=pdf_renderer(), out_dir=documents_dir(),
+                               legal_entity=legal_entity, key=get_key())
     data = path.read_bytes()
     result = {"number": number, "file": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     if json_out:
@@ -96,7 +98,7 @@ def evidence_verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Check an evidence pack: hashes, canonical archive, signatures, embedded XML. Exit 1 if it fails."""
-    from bot.workflows.documents import verify_evidence_pack
+    from bot.workflows.evidence import verify_evidence_pack
 
     if not file.is_file():
         fail(f"{file}: no such file", code=2)

@@ -29,6 +29,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from billing.errors import BillingError
+from bot import context
 from bot.slack.context import SlackContext
 from bot.workflows.documents import ensure_invoice_pdf
 from bot.workflows.invoice_uploads import (
@@ -59,7 +60,8 @@ def _pdf_bytes(db: Database, invoice_id: int, c: Claim, key: Ed25519PrivateKey |
             return data
     except OSError:
         pass
-    return ensure_invoice_pdf(db, invoice_id, key=key).read_bytes()
+    return ensure_invoice_pdf(db, invoice_id, renderer=context.pdf_renderer(), out_dir=context.documents_dir(),
+                              key=key).read_bytes()
 
 
 def upload_invoice_pdf(db: Database, invoice_id: int, *, client: WebClient, key: Ed25519PrivateKey | None,

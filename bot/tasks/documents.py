@@ -16,4 +16,5 @@ def render_pdf(*, invoice_id: int) -> Any:
     """Render (or re-render) the PDF of one invoice: CPU-heavy, so a process pool in embedded mode.
     Its ``invoice.rendered`` uploads the PDF into the Slack thread the invoice was finalized from,
     if any (a reaction wired by :mod:`bot.runtime` in the process that renders)."""
-    return plain(render_invoice_pdf(context.get_db(), invoice_id, key=context.get_key()))
+    return plain(render_invoice_pdf(context.get_db(), invoice_id, renderer=context.pdf_renderer(),
+                                    out_dir=context.documents_dir(), key=context.get_key()))

@@ -48,10 +48,11 @@ from billing.tax import VatProblem, VatTreatment, vat_treatment
 from billing.threshold import below_threshold, created_line, held_line, skipped_line
 from bot.workflows import audit
 from bot.workflows.effects import notify
+from bot.workflows.exceptions import close_exception, open_exception
 from bot.workflows.fx import rates_around
-from bot.workflows.preinvoices import _audit as _audit_preinvoice
-from bot.workflows.preinvoices import check_input, open_exception_counts, preinvoice_hash, resolve_advertisers
+from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
+from storage.mapping import check_input, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
     Advertiser,
@@ -65,6 +66,7 @@ from storage.models import (
     NumberSequence,
     PreInvoice,
 )
+from storage.queries import open_exception_counts, resolve_advertisers
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +560,6 @@ def _open_skip_exception(s: Session, skipped: Skipped, ctx: Context) -> None:
     ids = [p.id for p in group]
     subject = content_hash({"preinvoices": [[p.id, p.content_hash] for p in group], "total": str(total),
                             "threshold": str(threshold)})
-    from bot.workflows.exceptions import close_exception, open_exception
 
     key = f"below_threshold:{adv.id}:{le.id}:{currency}:{ctx.period_label or ctx.period_end.isoformat()}"
     exc = open_exception(
@@ -849,7 +850,7 @@ def withdraw_items(s: Session, *, advertiser_id: str, preinvoice_ids: list[int],
         p.state = "cancelled"
         p.hold_reason = reason
         p.updated_at = now
-        _audit_preinvoice(s, signing_key, actor, "preinvoice.cancelled", p,
+        record_preinvoice_change(s, signing_key, actor, "preinvoice.cancelled", p,
                           {"reason": reason, "previous_state": previous}, now)
         out.append(p.id)
     return out

@@ -1,274 +1,92 @@
-"""Invoice documents after finalization: PDF rendering, batch rendering, evidence packs.
+"""Invoice documents after finalization: rendering PDFs (one or many) and recording the outcomes.
 
-- :func:`document_for_invoice` maps an ``Invoice`` row (lines, parties snapshot, approvals, locked FX)
-  to the pure :class:`billing.documents.InvoiceDocument`.
+The PDF renderer is a parameter (``renderer``: :mod:`bot.documents.pdf`, passed by the entry point):
+workflows never import the rendering engine. The invoice row → document mapping is
+:func:`storage.mapping.document_for_invoice`.
+
 - :func:`render_invoice_pdf` renders AFTER the finalizing transaction committed (the invoice and its
   number exist whatever happens here), retries, and records only the rendering bookkeeping columns
   (``pdf_state``/``pdf_path``/``pdf_sha256``/``pdf_attempts``/``pdf_error``, the only mutable ones, see
   ``storage.guards``). A render that keeps failing leaves ``pdf_state='failed'``; numbering never waits.
   Each outcome is an audit record (the PDF's SHA-256 lands in the signed chain) and, on success,
   the event ``invoice.rendered`` (invoice_id, pdf_path) for whoever delivers it (the Slack app).
-- :func:`render_many` renders many invoices in parallel across processes; each worker parses the
-  stylesheets and loads the fonts once (pool initializer), the parent records the bookkeeping.
-- :func:`build_evidence_pack` / :func:`verify_evidence_pack`: a zip with the PDF, the XML, the source
-  rows behind each line, a manifest, the signed decisions and ``SHA256SUMS``; verification fails after
-  any byte of it changed (the zip is written in a canonical form and rebuilt on verification).
+- :func:`render_many` renders many invoices in parallel across the renderer's worker processes; each
+  worker parses the stylesheets and loads the fonts once, the parent records the bookkeeping.
+
+Evidence packs are :mod:`bot.workflows.evidence`.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import hashlib
-import io
-import json
 import logging
 import os
 import re
 import time
-import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
-from multiprocessing import get_context
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
-from sqlalchemy import ColumnElement, and_, or_, select
-from sqlalchemy.orm import Session
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
-from billing.documents import (
-    FACTURX_FILENAME,
-    Approval,
-    DocumentLine,
-    FxLock,
-    InvoiceDocument,
-    Party,
-    check_document,
-    doc_locale,
-    render_pdf,
-    xsd_problems,
-)
-from billing.errors import BillingError, Invalid, NotFound
-from billing.money import fmt, quantum
-from billing.signatures import canonical_json, chain_hash, key_id, sha256_hex, sign, verify
+from billing.documents import InvoiceDocument, check_document
+from billing.errors import BillingError, NotFound
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from storage.db import Database
+from storage.mapping import document_for_invoice
 from storage.models import (
-    Advertiser,
-    AuditLog,
-    BillingException,
-    CampaignItem,
-    Conversion,
-    Decision,
-    DeliveryFact,
     Invoice,
-    InvoiceLine,
-    LegalEntity,
-    SyncRun,
 )
 
 log = logging.getLogger(__name__)
-
-PACK_FORMAT = "billbot-evidence/1"
-SUMS = "SHA256SUMS"
-SUMS_SIG = "SHA256SUMS.sig"
-MANIFEST = "manifest.json"
-PUBLIC_KEY = "public_key.pem"
-
 
 class RenderFailed(BillingError):
     code = "render_failed"
 
 
-# --------------------------------------------------------------------------- invoice → document
+class PdfRenderer(Protocol):
+    """What the rendering workflows need from a PDF renderer. :mod:`bot.documents.pdf` is one: the
+    entry point passes the module itself (its functions are looked up at call time)."""
 
+    def render_pdf(self, doc: InvoiceDocument, *, check_xsd: bool = True) -> tuple[bytes, bytes]:
+        """``(pdf, xml)`` of ``doc``."""
+        ...
 
-def _address_lines(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    return tuple(p.strip() for p in re.split(r"[,\n]", text) if p.strip())
+    def render_to_file(self, doc: InvoiceDocument, path: str) -> tuple[str, str, float]:
+        """Render ``doc`` to ``path`` in a worker process: ``(path, sha256, CPU ms)``."""
+        ...
 
-
-def _party(snap: dict[str, Any], *, id_: str, name: str, address: str | None, country: str, vat_id: str | None,
-           currency: str | None = None, iban: str | None = None, email: str | None = None) -> Party:
-    """A party from the invoice's snapshot, falling back to today's master data for missing keys."""
-    addr = snap.get("address", address)
-    lines = tuple(str(x) for x in addr) if isinstance(addr, list | tuple) else _address_lines(addr)
-    return Party(
-        id=str(snap.get("id") or id_),
-        name=str(snap.get("name") or name),
-        address=lines,
-        country=str(snap.get("country") or country).upper(),
-        vat_id=snap.get("vat_id", vat_id) or None,
-        email=snap.get("email", email) or None,
-        iban=snap.get("iban", iban) or None,
-        currency=snap.get("currency", currency) or None,
-    )
-
-
-def _dt(v: Any) -> datetime | None:
-    if isinstance(v, datetime):
-        return v if v.tzinfo else v.replace(tzinfo=UTC)
-    if isinstance(v, str) and v:
-        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
-        return d if d.tzinfo else d.replace(tzinfo=UTC)
-    return None
-
-
-def _day(v: Any) -> date | None:
-    if isinstance(v, datetime):
-        return v.date()
-    if isinstance(v, date):
-        return v
-    if isinstance(v, str) and v:
-        return date.fromisoformat(v[:10])
-    return None
-
-
-def _dec(v: Any) -> Decimal | None:
-    if v is None or v == "":
-        return None
-    try:
-        return Decimal(str(v))
-    except InvalidOperation:
-        return None
-
-
-def _fx(inv: Invoice, seller_currency: str) -> FxLock | None:
-    fx = inv.fx
-    if not fx:
-        return None
-    rate = _dec(fx.get("rate"))
-    if rate is None:
-        return None
-    base = str(fx.get("base") or seller_currency)
-    quote = str(fx.get("quote") or fx.get("to") or inv.currency)
-    return FxLock(rate=rate, day=_day(fx.get("date") or fx.get("day")), source=str(fx.get("source") or ""),
-                  base=base, quote=quote)
-
-
-def _price_base(li: InvoiceLine, currency: str) -> Decimal:
-    """The quantity the unit price refers to: 1000 for CPM lines (price per mille), else 1.
-
-    Taken from the line's computation when it says so (``price_base`` / ``per`` / ``rate_type``), else
-    from the amounts: whichever base reproduces the stored amount to the cent."""
-    comp = li.computation or {}
-    for key in ("price_base", "per"):
-        if _dec(comp.get(key)):
-            return Decimal(str(comp[key]))
-    if str(comp.get("rate_type", "")).lower() == "cpm" or li.unit.lower() == "cpm":
-        return Decimal(1000)
-    q = quantum(currency)
-    if (li.quantity * li.unit_price).quantize(q) == li.amount.quantize(q):
-        return Decimal(1)
-    if (li.quantity * li.unit_price / 1000).quantize(q) == li.amount.quantize(q):
-        return Decimal(1000)
-    return Decimal(1)
-
-
-def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
-    """The printable document of invoice ``invoice_id`` as it was finalized (the parties snapshot,
-    approvals and the locked FX rate stored on the row; today's master data only fills gaps)."""
-    inv = s.get(Invoice, invoice_id)
-    if inv is None:
-        raise NotFound(f"invoice {invoice_id} not found")
-    le: LegalEntity = inv.legal_entity
-    adv: Advertiser = inv.advertiser
-    parties = inv.parties or {}
-    seller = _party(parties.get("seller") or {}, id_=le.id, name=le.name, address=le.address, country=le.country,
-                    vat_id=le.vat_id, currency=le.currency, iban=le.iban)
-    buyer_snap = parties.get("buyer") or {}
-    buyer = _party(buyer_snap, id_=adv.id, name=adv.name, address=adv.address, country=adv.country,
-                   vat_id=adv.vat_id, currency=adv.currency, email=adv.email)
-    locale = doc_locale(str(buyer_snap.get("locale") or adv.locale or "en"))
-    lines = tuple(
-        DocumentLine(
-            position=i,
-            description=li.description,
-            quantity=li.quantity,
-            unit=li.unit,
-            unit_price=li.unit_price,
-            amount=li.amount,
-            campaign=li.campaign,
-            item_id=li.item_id,
-            period_start=li.period_start,
-            period_end=li.period_end,
-            vat_category=inv.vat_category,
-            vat_rate=inv.vat_rate,
-            price_base=_price_base(li, inv.currency),
-        )
-        for i, li in enumerate(sorted(inv.lines, key=lambda x: (x.position, x.id)), start=1)
-    )
-    approvals = tuple(
-        Approval(
-            actor=str(a.get("actor") or ""),
-            name=str(a.get("name") or a.get("actor") or ""),
-            at=_dt(a.get("at")),
-            decision=str(a.get("decision") or "approve"),
-            signature_fingerprint=str(a.get("signature_fingerprint") or a.get("fingerprint") or ""),
-        )
-        for a in (inv.approvals or [])
-        if isinstance(a, dict)
-    )
-    ref_number = ref_date = None
-    if inv.references_invoice_id:
-        ref = s.get(Invoice, inv.references_invoice_id)
-        if ref is not None:
-            ref_number, ref_date = ref.number, ref.issue_date
-    return InvoiceDocument(
-        number=inv.number, kind=inv.kind, issue_date=inv.issue_date, due_date=inv.due_date, currency=inv.currency,
-        seller=seller, buyer=buyer, lines=lines, net=inv.net, vat=inv.vat, gross=inv.gross, vat_rate=inv.vat_rate,
-        vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
-        service_end=inv.service_end, fx=_fx(inv, le.currency), approvals=approvals, locale=locale,
-        references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
-    )
-
-
-def find_invoice(s: Session, number: str, legal_entity: str | None = None) -> Invoice:
-    """The invoice or credit note with ``number`` (numbers are unique per legal entity)."""
-    q = select(Invoice).where(Invoice.number == number)
-    if legal_entity:
-        q = q.where(Invoice.legal_entity_id == legal_entity)
-    rows = list(s.execute(q).scalars())
-    if not rows:
-        raise NotFound(f"no invoice numbered {number}" + (f" for {legal_entity}" if legal_entity else ""))
-    if len(rows) > 1:
-        les = ", ".join(sorted(r.legal_entity_id for r in rows))
-        raise Invalid(f"invoice number {number} exists for several legal entities ({les}); name one")
-    return rows[0]
+    def new_pool(self, processes: int, *, start_method: str | None = None) -> tuple[ProcessPoolExecutor, str]:
+        """Worker processes with a warmed-up renderer each, and the start method used."""
+        ...
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def default_out_dir() -> Path:
-    from bot.settings import get_settings
-
-    return get_settings().var_dir / "documents"
-
-
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` as a file name (anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``_``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "_"
 
 
 def pdf_path_for(out_dir: Path, legal_entity_id: str, number: str) -> Path:
-    return out_dir / _safe(legal_entity_id) / f"{_safe(number)}.pdf"
+    return out_dir / safe_name(legal_entity_id) / f"{safe_name(number)}.pdf"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
-def _sha_file(path: Path) -> str | None:
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at ``path``; None when it cannot be read."""
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
@@ -325,26 +143,26 @@ def render_invoice_pdf(
     db: Database,
     invoice_id: int,
     *,
-    out_dir: Path | None = None,
+    renderer: PdfRenderer,
+    out_dir: Path,
     attempts: int = 3,
     key: Ed25519PrivateKey | None = None,
     force: bool = False,
     retry_delay: float = 0.2,
 ) -> Path:
-    """Render invoice ``invoice_id`` to ``out_dir/<legal entity>/<number>.pdf`` and record it.
+    """Render invoice ``invoice_id`` with ``renderer`` to ``out_dir/<legal entity>/<number>.pdf`` and record it.
 
     Call it after the finalizing transaction committed (an ``invoice.finalized`` subscriber or the
     ``render_pdf`` job). Idempotent: an invoice already rendered, whose file still has the recorded
     hash, is not rendered again unless ``force``. Each failed attempt is recorded; after ``attempts``
     failures it raises :class:`RenderFailed` (the invoice itself stays valid and numbered)."""
-    out_dir = out_dir or default_out_dir()
     with db.read() as s:
         inv = s.get(Invoice, invoice_id)
         if inv is None:
             raise NotFound(f"invoice {invoice_id} not found")
         if not force and inv.pdf_state == "done" and inv.pdf_path and inv.pdf_sha256:
             existing = Path(inv.pdf_path)
-            if _sha_file(existing) == inv.pdf_sha256:
+            if file_sha256(existing) == inv.pdf_sha256:
                 return existing
         doc = document_for_invoice(s, invoice_id)
         target = pdf_path_for(out_dir, inv.legal_entity_id, inv.number)
@@ -356,8 +174,8 @@ def render_invoice_pdf(
     last = ""
     for attempt in range(1, max(1, attempts) + 1):
         try:
-            pdf, _xml = render_pdf(doc)
-            _write_atomic(target, pdf)
+            pdf, _xml = renderer.render_pdf(doc)
+            write_atomic(target, pdf)
         except Exception as e:  # noqa: BLE001 - recorded on the invoice and re-raised after the last attempt
             last = f"{type(e).__name__}: {e}"
             log.warning("rendering %s failed (attempt %d of %d): %s", doc.number, attempt, attempts, last)
@@ -371,93 +189,49 @@ def render_invoice_pdf(
     raise RenderFailed(f"invoice {doc.number}: PDF not rendered after {attempts} attempts ({last})")
 
 
-def ensure_invoice_pdf(db: Database, invoice_id: int, *, key: Ed25519PrivateKey | None = None) -> Path:
+def ensure_invoice_pdf(db: Database, invoice_id: int, *, renderer: PdfRenderer, out_dir: Path,
+                       key: Ed25519PrivateKey | None = None) -> Path:
     """The invoice's PDF file, rendered now if it is missing (what a delivery, e.g. the Slack upload
     into the exception's or run's thread, calls)."""
-    return render_invoice_pdf(db, invoice_id, key=key)
+    return render_invoice_pdf(db, invoice_id, renderer=renderer, out_dir=out_dir, key=key)
 
 
-def start_render_pool(processes: int, *, start_method: str = "forkserver") -> ProcessPoolExecutor:
-    """A long-lived pool of ``processes`` rendering processes for :func:`render_many`, each started,
-    its renderer built and warmed up before this returns (what a service keeps between runs)."""
-    ctx = get_context(start_method)
-    if start_method == "forkserver":
-        ctx.set_forkserver_preload(["billing.documents", "bot.workflows.documents"])
-    pool = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=ctx, initializer=_init_worker)
-    # one task each while none is idle: the executor starts a process per task, up to ``processes``
-    started = [pool.submit(_ready, 0.2) for _ in range(max(1, processes))]
-    for f in started:
-        f.result()
-    return pool
-
-
-def _ready(hold: float) -> int:
-    time.sleep(hold)
-    return os.getpid()
+# --------------------------------------------------------------------------- parallel rendering
 
 
 RECORD_BATCH = 50  # render outcomes recorded per transaction by render_many
 RECORD_EVERY_S = 1.0  # … or at least this often
 
 
-def _init_worker() -> None:
-    """Pool initializer: parse the stylesheets, configure fonts and warm harfbuzz once per process,
-    then move everything made so far out of the garbage collector's way (``gc.freeze``: later
-    collections only walk what rendering allocates, and forked pages stay shared)."""
-    import gc
-
-    from billing.documents import get_renderer
-
-    get_renderer().warm_up()
-    gc.collect()
-    gc.freeze()
-
-
-def _render_to_file(doc: InvoiceDocument, path: str) -> tuple[str, str, float]:
-    cpu = time.process_time()
-    pdf, _xml = render_pdf(doc)
-    _write_atomic(Path(path), pdf)
-    return path, hashlib.sha256(pdf).hexdigest(), (time.process_time() - cpu) * 1000
-
-
 def render_many(
     db: Database,
     invoice_ids: Sequence[int],
     *,
+    renderer: PdfRenderer,
     processes: int,
-    out_dir: Path | None = None,
+    out_dir: Path,
     attempts: int = 3,
     key: Ed25519PrivateKey | None = None,
     record: bool = True,
     start_method: str | None = None,
     pool: ProcessPoolExecutor | None = None,
 ) -> dict[str, Any]:
-    """Render many invoices in parallel across ``processes`` worker processes (or over ``pool``, a
-    long-lived pool from :func:`start_render_pool`, e.g. a service's).
+    """Render many invoices in parallel across ``processes`` worker processes of ``renderer`` (or over
+    ``pool``, a long-lived pool from ``bot.documents.pdf.start_render_pool``, e.g. a service's).
 
     Workers only render: the pool initializer parses the stylesheets and loads the fonts once per
     worker. The parent reads each document and hands it over at once (workers start rendering while
     the parent still reads), then records the outcomes as they arrive, each batch in one transaction,
     so the database sees a single writer. Failed renders are retried up to ``attempts`` times.
-    Workers are forked when this process runs a single thread (they inherit the imported, warmed-up
-    renderer), else started from a fork server (forking a threaded process can deadlock).
+    How workers start is the renderer's choice (``new_pool``: forked when this process runs a single
+    thread, so they inherit the imported, warmed-up renderer, else from a fork server).
 
     Returns ``{"rendered": {id: path}, "failed": {id: error}, "seconds": …, "processes": …,
     "per_pdf_ms": …, "per_core_ms": …, "worker_cpu_ms": …}`` (``per_core_ms`` = wall time × processes /
     PDFs; ``worker_cpu_ms`` = CPU time of the workers per PDF)."""
-    import threading
-    from multiprocessing import get_all_start_methods
-
-    out_dir = out_dir or default_out_dir()
+    own: ProcessPoolExecutor | None
     if pool is None:
-        if start_method is None:
-            single = threading.active_count() == 1
-            start_method = "fork" if single and "fork" in get_all_start_methods() else "forkserver"
-        ctx = get_context(start_method)
-        if start_method == "forkserver":
-            ctx.set_forkserver_preload(["billing.documents", "bot.workflows.documents"])
-        own: ProcessPoolExecutor | None = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=ctx,
-                                                              initializer=_init_worker)
+        own, start_method = renderer.new_pool(processes, start_method=start_method)
     else:
         own, start_method = None, "given pool"
     docs: dict[int, tuple[InvoiceDocument, Path]] = {}
@@ -474,7 +248,7 @@ def render_many(
         def submit(iid: int) -> None:
             tries[iid] = tries.get(iid, 0) + 1
             doc, path = docs[iid]
-            pending[workers.submit(_render_to_file, doc, str(path))] = iid
+            pending[workers.submit(renderer.render_to_file, doc, str(path))] = iid
 
         with db.read() as s:
             for iid in invoice_ids:
@@ -526,387 +300,3 @@ def render_many(
         "per_core_ms": seconds * 1000 * max(1, processes) / n,
         "worker_cpu_ms": worker_cpu_ms / n,  # CPU time a worker spent per PDF (steady on a busy machine)
     }
-
-
-# --------------------------------------------------------------------------- evidence packs
-
-
-def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        w.writerow(["" if v is None else v.isoformat() if isinstance(v, date | datetime) else str(v) for v in r])
-    return buf.getvalue().encode()
-
-
-DELIVERY_COLUMNS = ("id", "item_id", "day", "source", "party", "impressions", "clicks", "conversions", "revenue",
-                    "currency", "sync_run_id", "updated_at")
-CONVERSION_COLUMNS = ("id", "source", "external_id", "kind", "item_id", "affiliate_id", "day", "occurred_at",
-                      "status", "payout", "revenue", "currency", "sync_run_id", "updated_at")
-
-
-def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
-    if isinstance(value, dict):
-        for k in sorted(value):
-            _flatten(f"{prefix}.{k}" if prefix else str(k), value[k], out)
-    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        for i, v in enumerate(value):
-            _flatten(f"{prefix}[{i}]", v, out)
-    else:
-        out.append((prefix, value if isinstance(value, str) else canonical_json(value)))
-
-
-def _plain(d: Decimal) -> str:
-    """A decimal without trailing zeros or exponent (PostgreSQL NUMERIC(20,6) gives 485000.000000)."""
-    text = format(d.normalize(), "f")
-    return text
-
-
-def _canonical_zip(members: Sequence[tuple[str, bytes]]) -> bytes:
-    """A zip in one canonical form: members stored (no compression, so no zlib version can change a
-    byte), fixed timestamps and attributes, in the given order. Verification rebuilds it from the
-    members and compares byte for byte, so a change anywhere in the file is detected."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            info.create_system = 3
-            info.external_attr = 0o100644 << 16
-            z.writestr(info, data)
-    return buf.getvalue()
-
-
-def _sums(members: Sequence[tuple[str, bytes]]) -> bytes:
-    return "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members).encode()
-
-
-@dataclass
-class _Pack:
-    members: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def add(self, name: str, data: bytes) -> None:
-        self.members.append((name, data))
-
-
-def _audit_row(a: AuditLog) -> dict[str, Any]:
-    return {"id": a.id, "at": a.at.isoformat(), "actor": a.actor, "action": a.action,
-            "subject_type": a.subject_type, "subject_id": a.subject_id, "payload": a.payload,
-            "prev_hash": a.prev_hash, "record_hash": a.record_hash, "signature": a.signature, "key_id": a.key_id}
-
-
-def build_evidence_pack(
-    db: Database,
-    number: str,
-    out: Path,
-    *,
-    legal_entity: str | None = None,
-    key: Ed25519PrivateKey | None = None,
-    out_dir: Path | None = None,
-) -> Path:
-    """Write the evidence pack of invoice ``number`` to ``out`` (a zip) and return ``out``.
-
-    Members: the PDF (the recorded file when its hash still matches, else rendered now), the embedded
-    ``factur-x.xml``, per line the source rows behind it as CSV (delivery facts and conversions of the
-    line's item and period; for linear items the distribution computation), ``decisions.json`` (the
-    decisions on the invoice's pre-invoices and exceptions, with their signed audit records),
-    ``audit.jsonl``, ``manifest.json`` (sync runs with their file hashes, the FX rate used, the
-    computation per line, the hash of every member), the public key, ``SHA256SUMS`` and, with ``key``,
-    ``SHA256SUMS.sig`` (Ed25519 over the sums file)."""
-    from facturx import get_facturx_xml_from_pdf
-
-    with db.read() as s:
-        inv = find_invoice(s, number, legal_entity)
-        invoice_id = inv.id
-        pdf: bytes | None = None
-        if inv.pdf_state == "done" and inv.pdf_path and inv.pdf_sha256:
-            p = Path(inv.pdf_path)
-            if _sha_file(p) == inv.pdf_sha256:
-                pdf = p.read_bytes()
-    if pdf is None:
-        pdf = render_invoice_pdf(db, invoice_id, out_dir=out_dir, key=key, force=True).read_bytes()
-    _name, xml = get_facturx_xml_from_pdf(pdf, check_xsd=False)
-    if not xml:
-        raise Invalid(f"the PDF of {number} carries no {FACTURX_FILENAME}")
-    pack = _Pack()
-    with db.read() as s:
-        found = s.get(Invoice, invoice_id)
-        if found is None:
-            raise NotFound(f"invoice {invoice_id} not found")
-        inv = found
-        base = _safe(inv.number)
-        pack.add(f"{base}.pdf", pdf)
-        pack.add(FACTURX_FILENAME, bytes(xml))
-        line_entries: list[dict[str, Any]] = []
-        sync_ids: set[int] = set()
-        for pos, li in enumerate(sorted(inv.lines, key=lambda x: (x.position, x.id)), start=1):
-            item = s.get(CampaignItem, li.item_id) if li.item_id else None
-            entry: dict[str, Any] = {
-                "position": pos, "line_id": li.id, "item_id": li.item_id, "description": li.description,
-                "quantity": _plain(li.quantity), "unit": li.unit, "unit_price": _plain(li.unit_price),
-                "amount": fmt(li.amount, inv.currency), "period_start": li.period_start, "period_end": li.period_end,
-                "preinvoice_id": li.preinvoice_id, "billing": item.billing if item else "manual",
-                "computation": li.computation or {}, "files": [],
-            }
-            if item is not None and item.billing == "delivery" and li.period_start and li.period_end:
-                facts = list(s.execute(
-                    select(DeliveryFact).where(DeliveryFact.item_id == item.id,
-                                               DeliveryFact.day >= li.period_start, DeliveryFact.day <= li.period_end)
-                    .order_by(DeliveryFact.day, DeliveryFact.source, DeliveryFact.party, DeliveryFact.id)).scalars())
-                convs = list(s.execute(
-                    select(Conversion).where(Conversion.item_id == item.id,
-                                             Conversion.day >= li.period_start, Conversion.day <= li.period_end)
-                    .order_by(Conversion.day, Conversion.source, Conversion.external_id)).scalars())
-                name = f"lines/{pos:03d}-delivery.csv"
-                pack.add(name, _csv(DELIVERY_COLUMNS, ([getattr(f, c) for c in DELIVERY_COLUMNS] for f in facts)))
-                entry["files"].append(name)
-                entry["delivery_rows"] = len(facts)
-                if convs or (item.rate_type or "") in ("cpa", "cpl"):
-                    name = f"lines/{pos:03d}-conversions.csv"
-                    pack.add(name, _csv(CONVERSION_COLUMNS,
-                                        ([getattr(c, k) for k in CONVERSION_COLUMNS] for c in convs)))
-                    entry["files"].append(name)
-                    entry["conversion_rows"] = len(convs)
-                sync_ids.update(f.sync_run_id for f in facts if f.sync_run_id)
-                sync_ids.update(c.sync_run_id for c in convs if c.sync_run_id)
-            else:
-                flat: list[tuple[str, str]] = []
-                _flatten("", li.computation or {}, flat)
-                name = f"lines/{pos:03d}-distribution.csv"
-                pack.add(name, _csv(("key", "value"), flat))
-                entry["files"].append(name)
-            line_entries.append(entry)
-        syncs = [
-            {"id": r.id, "source": r.source, "mode": r.mode, "state": r.state, "started_at": r.started_at,
-             "finished_at": r.finished_at, "file_name": r.file_name, "file_sha256": r.file_sha256,
-             "data_until": r.data_until, "counts": r.counts}
-            for r in s.execute(select(SyncRun).where(SyncRun.id.in_(sync_ids)).order_by(SyncRun.id)).scalars()
-        ] if sync_ids else []
-        # the decisions behind the invoice: its pre-invoices' exceptions, and threshold skips of the run
-        pre_ids = sorted({li.preinvoice_id for li in inv.lines if li.preinvoice_id})
-        conds: list[ColumnElement[bool]] = []
-        if pre_ids:
-            conds.append(BillingException.preinvoice_id.in_(pre_ids))
-        if inv.billing_run_id:
-            conds.append(and_(BillingException.kind == "below_threshold",
-                              BillingException.advertiser_id == inv.advertiser_id,
-                              BillingException.billing_run_id == inv.billing_run_id))
-        excs = list(s.execute(select(BillingException).where(or_(*conds)).order_by(BillingException.id))
-                    .scalars()) if conds else []
-        exc_ids = [e.id for e in excs]
-        decisions = list(s.execute(select(Decision).where(Decision.exception_id.in_(exc_ids))
-                                   .order_by(Decision.id)).scalars()) if exc_ids else []
-        subjects = [("invoice", str(inv.id)), ("invoice", inv.number)]
-        subjects += [(t, str(p)) for p in pre_ids for t in ("preinvoice", "pre_invoice")]
-        subjects += [("exception", str(e)) for e in exc_ids]
-        subjects += [("decision", str(d.id)) for d in decisions]
-        audit_ids = [d.audit_id for d in decisions if d.audit_id]
-        audit_conds = [and_(AuditLog.subject_type == t, AuditLog.subject_id == i) for t, i in subjects]
-        if audit_ids:
-            audit_conds.append(AuditLog.id.in_(audit_ids))
-        audit_rows = list(s.execute(select(AuditLog).where(or_(*audit_conds)).order_by(AuditLog.id)).scalars())
-        decisions_doc = {
-            "exceptions": [
-                {"id": e.id, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
-                 "cause": e.cause, "amount": fmt(e.amount, e.currency), "currency": e.currency,
-                 "subject_hash": e.subject_hash,
-                 "decision": e.decision, "decided_by": e.decided_by, "decided_at": e.decided_at, "reason": e.reason}
-                for e in excs
-            ],
-            "decisions": [
-                {"id": d.id, "exception_id": d.exception_id, "decision": d.decision, "actor_id": d.actor_id,
-                 "actor_name": d.actor_name, "actor_email": d.actor_email, "reason": d.reason,
-                 "decided_at": d.decided_at, "subject_hash": d.subject_hash, "audit_id": d.audit_id}
-                for d in decisions
-            ],
-            "approvals": inv.approvals or [],
-        }
-        pack.add("decisions.json", _json(decisions_doc))
-        pack.add("audit.jsonl", "".join(canonical_json(_audit_row(a)) + "\n" for a in audit_rows).encode())
-        fx = inv.fx
-        summary = {
-            "number": inv.number, "kind": inv.kind, "legal_entity": inv.legal_entity_id,
-            "advertiser": inv.advertiser_id, "issue_date": inv.issue_date, "due_date": inv.due_date,
-            "currency": inv.currency, "net": fmt(inv.net, inv.currency), "vat": fmt(inv.vat, inv.currency),
-            "gross": fmt(inv.gross, inv.currency), "vat_rate": _plain(inv.vat_rate),
-            "vat_category": inv.vat_category, "content_hash": inv.content_hash,
-            "billing_run_id": inv.billing_run_id, "pdf_sha256": hashlib.sha256(pdf).hexdigest(),
-            "references": s.get(Invoice, inv.references_invoice_id).number  # type: ignore[union-attr]
-            if inv.references_invoice_id else None,
-        }
-    if key is not None:
-        pack.add(PUBLIC_KEY, key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    manifest = {
-        "format": PACK_FORMAT,
-        "invoice": summary,
-        "fx": fx,
-        "lines": line_entries,
-        "sync_runs": syncs,
-        "decisions": len(decisions_doc["decisions"]),
-        "audit_records": len(audit_rows),
-        "key_id": key_id(key.public_key()) if key is not None else None,
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in pack.members},
-    }
-    pack.add(MANIFEST, _json(manifest))
-    sums = _sums(pack.members)
-    pack.add(SUMS, sums)
-    if key is not None:
-        pack.add(SUMS_SIG, (sign(key, sha256_hex(sums)) + "\n").encode())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, _canonical_zip(pack.members))
-    return out
-
-
-def _json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False,
-                       default=lambda o: o.isoformat() if isinstance(o, date | datetime) else str(o)) + "\n").encode()
-
-
-_SUM_LINE = re.compile(r"^([0-9a-f]{64})  ([^\n]+)$")
-
-
-def verify_evidence_pack(path: Path, *, public_key: Ed25519PublicKey | None = None) -> list[str]:
-    """Problems with the evidence pack at ``path`` (empty = it verifies).
-
-    Checks, in order: the zip is in its canonical form (any byte changed outside the members); every
-    member is listed in ``SHA256SUMS`` with its hash and nothing is missing or extra; the manifest's
-    hashes agree; the signature over the sums (with the pack's key, or ``public_key`` when given);
-    each audit record's hash and signature; then, for an intact pack, that the XML inside the PDF is
-    the XML member and is XSD-valid."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        return [f"cannot read {path}: {e}"]
-    try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as z:
-            members = [(i.filename, z.read(i)) for i in z.infolist()]
-    except Exception as e:  # noqa: BLE001 - a corrupted archive can fail in many ways; each is a problem
-        return [f"not a readable zip: {type(e).__name__}: {e}"]
-    problems: list[str] = []
-    if _canonical_zip(members) != raw:
-        problems.append("the archive is not byte-identical to its canonical form (bytes changed outside members)")
-    files = dict(members)
-    if len(files) != len(members):
-        problems.append("duplicate member names")
-    sums = files.get(SUMS)
-    if sums is None:
-        return [*problems, f"{SUMS} is missing"]
-    listed: dict[str, str] = {}
-    try:
-        text = sums.decode("utf-8")
-    except UnicodeDecodeError:
-        return [*problems, f"{SUMS} is not UTF-8"]
-    if not text.endswith("\n"):
-        problems.append(f"{SUMS} does not end with a newline")
-    for n, line in enumerate(text.split("\n")[:-1], start=1):
-        m = _SUM_LINE.match(line)
-        if not m:
-            problems.append(f"{SUMS} line {n} is malformed")
-            continue
-        listed[m.group(2)] = m.group(1)
-    for name, digest in listed.items():
-        if name not in files:
-            problems.append(f"{name} is listed in {SUMS} but missing")
-        elif hashlib.sha256(files[name]).hexdigest() != digest:
-            problems.append(f"{name} does not match its SHA-256 in {SUMS}")
-    for name in files:
-        if name not in listed and name not in (SUMS, SUMS_SIG):
-            problems.append(f"{name} is not listed in {SUMS}")
-    try:
-        manifest = json.loads(files.get(MANIFEST, b""))
-    except (ValueError, UnicodeDecodeError):
-        problems.append(f"{MANIFEST} is missing or not JSON")
-        manifest = {}
-    if manifest and manifest.get("format") != PACK_FORMAT:
-        problems.append(f"{MANIFEST}: unknown format {manifest.get('format')!r}")
-    for name, digest in (manifest.get("files") or {}).items():
-        if name not in files:
-            problems.append(f"{MANIFEST} lists {name}, which is missing")
-        elif hashlib.sha256(files[name]).hexdigest() != digest:
-            problems.append(f"{name} does not match its SHA-256 in {MANIFEST}")
-    pack_key: Ed25519PublicKey | None = None
-    if PUBLIC_KEY in files:
-        try:
-            loaded = load_pem_public_key(files[PUBLIC_KEY])
-        except ValueError:
-            problems.append(f"{PUBLIC_KEY} is not a PEM public key")
-        else:
-            if isinstance(loaded, Ed25519PublicKey):
-                pack_key = loaded
-            else:
-                problems.append(f"{PUBLIC_KEY} is not an Ed25519 key")
-    if public_key is not None and pack_key is not None and key_id(public_key) != key_id(pack_key):
-        problems.append("the pack was signed with another key than the deployment's")
-    check_key = public_key or pack_key
-    if SUMS_SIG in files:
-        if check_key is None:
-            problems.append(f"{SUMS_SIG} present but no public key to check it")
-        else:
-            sig = files[SUMS_SIG].decode("utf-8", "replace").strip()
-            # the exact bytes we write (base64 has spare bits: a changed one could decode the same)
-            if files[SUMS_SIG] != (sig + "\n").encode() or not _canonical_b64(sig):
-                problems.append(f"{SUMS_SIG} is not in its canonical form")
-            elif not verify(check_key, sha256_hex(sums), sig):
-                problems.append(f"{SUMS_SIG} does not verify")
-    elif public_key is not None:
-        problems.append(f"{SUMS_SIG} is missing")
-    problems += _check_audit(files.get("audit.jsonl", b""), check_key)
-    if not problems:  # the members are what was packed; now check they agree with each other
-        problems += _check_documents(files, manifest)
-    return problems
-
-
-def _canonical_b64(text: str) -> bool:
-    try:
-        return base64.b64encode(base64.b64decode(text, validate=True)).decode() == text
-    except ValueError:
-        return False
-
-
-def _check_documents(files: dict[str, bytes], manifest: dict[str, Any]) -> list[str]:
-    from facturx import get_facturx_xml_from_pdf
-
-    problems: list[str] = []
-    xml = files.get(FACTURX_FILENAME)
-    pdfs = [n for n in files if n.endswith(".pdf")]
-    if xml is None:
-        return [f"{FACTURX_FILENAME} is missing"]
-    if len(pdfs) != 1:
-        return [*problems, f"expected one PDF, found {len(pdfs)}"]
-    problems += [f"{FACTURX_FILENAME}: {p}" for p in xsd_problems(xml)]
-    try:
-        _n, embedded = get_facturx_xml_from_pdf(files[pdfs[0]], check_xsd=False)
-    except Exception as e:  # noqa: BLE001 - pypdf raises many kinds of errors on a damaged PDF
-        return [*problems, f"{pdfs[0]} cannot be read: {type(e).__name__}"]
-    if embedded != xml:
-        problems.append(f"the XML embedded in {pdfs[0]} differs from {FACTURX_FILENAME}")
-    want = (manifest.get("invoice") or {}).get("pdf_sha256")
-    if want and hashlib.sha256(files[pdfs[0]]).hexdigest() != want:
-        problems.append(f"{pdfs[0]} is not the PDF the manifest names")
-    return problems
-
-
-def _check_audit(data: bytes, public: Ed25519PublicKey | None) -> list[str]:
-    problems: list[str] = []
-    try:
-        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    except (ValueError, UnicodeDecodeError):
-        return ["audit.jsonl is not JSON lines"]
-    for r in rows:
-        try:
-            h = chain_hash(seq=int(r["id"]), at=str(r["at"]), actor=str(r["actor"]), action=str(r["action"]),
-                           subject=f"{r['subject_type']}:{r['subject_id']}", payload=str(r["payload"]),
-                           prev_hash=str(r["prev_hash"]))
-        except (KeyError, TypeError, ValueError):
-            problems.append("audit.jsonl has a malformed record")
-            continue
-        if h != r.get("record_hash"):
-            problems.append(f"audit record {r.get('id')} was changed (hash mismatch)")
-        elif public is not None and r.get("signature"):
-            if r.get("key_id") and r["key_id"] != key_id(public):
-                problems.append(f"audit record {r.get('id')} was signed by key {r['key_id']}, not the pack's key")
-            elif not verify(public, h, str(r["signature"])):
-                problems.append(f"audit record {r.get('id')} has a bad signature")
-    return problems
-

@@ -21,9 +21,9 @@ from billing.errors import Invalid, NotAllowed, NotFound
 from billing.invoice import InvoiceLineDraft, build_invoice, credit_lines, locked_from_json
 from billing.tax import VatTreatment
 from bot.workflows.billing_run import Context, store_invoice
-from bot.workflows.preinvoices import resolve_advertisers
 from storage.db import Database
 from storage.models import Invoice, InvoiceLine, LegalEntity
+from storage.queries import resolve_advertisers
 
 
 def find_invoice(s: Session, number: str, *, legal_entity_id: str | None = None) -> Invoice:

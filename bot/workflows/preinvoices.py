@@ -28,16 +28,15 @@ from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from billing.checks import CheckInput, run_checks
+from billing.checks import run_checks
 from billing.delivery import DayFigures
 from billing.errors import Invalid, NotAllowed, NotFound
-from billing.fx import Rate, find_rate
+from billing.fx import Rate
 from billing.money import ZERO, money, quantum
 from billing.periods import Period, parse_period
 from billing.preinvoice import (
     MANUAL_KINDS,
     CampaignSpec,
-    ItemSpec,
     LineDraft,
     booked_share,
     content_hash,
@@ -46,61 +45,31 @@ from billing.preinvoice import (
     net_of,
 )
 from billing.tax import VatProblem, vat_amount, vat_treatment
-from bot.workflows import audit, checks
+from billing.variance import DEFAULT_TOLERANCE
+from bot.workflows import audit, variance_checks
 from bot.workflows.effects import notify
 from bot.workflows.fx import rates_around
 from storage.db import Database
+from storage.mapping import campaign_spec, check_input, line_drafts, preinvoice_hash
 from storage.models import (
-    OPEN_EXCEPTION_STATES,
     Advertiser,
-    BillingException,
     Campaign,
     Conversion,
     DeliveryFact,
-    LegalEntity,
     PreInvoice,
     PreInvoiceLine,
 )
+from storage.queries import open_exception_counts, resolve_advertisers
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 SYSTEM = "system"
 EDITABLE_STATES = ("draft", "pending", "approved", "held")
-_BIG_IN = 5000  # above this many ids, filter in Python instead of a huge IN list
 _ITEMS_IN = 500  # delivery rows: above this many items, read the date window (rendering the IN list costs more)
 
 
-# --------------------------------------------------------------------------- mapping rows ↔ data
-
-
-def campaign_spec(c: Campaign) -> CampaignSpec:
-    le = c.advertiser.legal_entity
-    return CampaignSpec(
-        id=c.id, name=c.name, advertiser_id=c.advertiser_id, currency=c.advertiser.currency,
-        payment_interval=c.payment_interval, start=c.start, end=c.end, start_of_week=le.start_of_week,
-        items=tuple(ItemSpec(
-            id=i.id, description=i.description, position=i.position, billing=i.billing, unit=i.unit,
-            basis=i.period, amount=i.amount, rate_type=i.rate_type, rate=i.rate, booked_quantity=i.booked_quantity,
-            start=i.start, end=i.end,
-        ) for i in c.items),
-    )
-
-
-def line_draft(x: PreInvoiceLine) -> LineDraft:
-    return LineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
-                     amount=x.amount, item_id=x.item_id, kind=x.kind, computation=dict(x.computation or {}),
-                     edited=bool(x.edited), id=x.id)
-
-
-def _drafts(pi: PreInvoice) -> list[LineDraft]:
-    return [line_draft(x) for x in sorted(pi.lines, key=lambda x: (x.position, x.id or 0))]
-
-
-def preinvoice_hash(pi: PreInvoice) -> str:
-    """The content hash an approval of ``pi`` binds to (campaign, period, currency, canonical lines)."""
-    return content_hash(campaign_id=pi.campaign_id, period_start=pi.period_start, period_end=pi.period_end,
-                        currency=pi.currency, lines=_drafts(pi))
+# --------------------------------------------------------------------------- writing lines
 
 
 def _set_lines(pi: PreInvoice, lines: Sequence[LineDraft]) -> None:
@@ -128,26 +97,6 @@ def _assign(row: PreInvoiceLine, pos: int, d: LineDraft) -> None:
 
 
 # --------------------------------------------------------------------------- lookups
-
-
-def resolve_advertisers(s: Session, refs: Iterable[str] | None) -> list[str] | None:
-    """Advertiser ids for ids or names given by an operator (case-insensitive names); None = all."""
-    wanted = [r.strip() for r in (refs or ()) if r and r.strip()]
-    if not wanted:
-        return None
-    rows = s.execute(select(Advertiser.id, Advertiser.name)).all()
-    by_id = {r.id: r.id for r in rows}
-    by_name = {r.name.casefold(): r.id for r in rows}
-    out, missing = [], []
-    for w in wanted:
-        aid = by_id.get(w) or by_name.get(w.casefold())
-        if aid is None:
-            missing.append(w)
-        else:
-            out.append(aid)
-    if missing:
-        raise NotFound(f"unknown advertiser(s): {', '.join(missing)}")
-    return sorted(set(out))
 
 
 def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> dict[str, list[DayFigures]]:
@@ -183,28 +132,12 @@ def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> di
     return out
 
 
-def open_exception_counts(s: Session, preinvoice_ids: Iterable[int] | None = None) -> dict[int, int]:
-    q = (select(BillingException.preinvoice_id, func.count())
-         .where(BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.preinvoice_id.is_not(None))
-         .group_by(BillingException.preinvoice_id))
-    ids = set(preinvoice_ids) if preinvoice_ids is not None else None
-    if ids is not None and len(ids) <= _BIG_IN:
-        q = q.where(BillingException.preinvoice_id.in_(ids))
-    return {int(pid): int(n) for pid, n in s.execute(q) if pid is not None and (ids is None or pid in ids)}
-
-
-def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequence[Rate], on: date) -> CheckInput:
-    fx = find_rate(rates, pi.currency, le.currency, on=on) if pi.currency != le.currency else None
-    return CheckInput(currency=pi.currency, lines=_drafts(pi), seller_country=le.country,
-                      seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
-                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=on)
-
-
 # --------------------------------------------------------------------------- state changes
 
 
-def _audit(s: Session, key: Ed25519PrivateKey | None, actor: str, action: str, pi: PreInvoice,  # noqa: PLR0917
-           payload: dict[str, Any], now: datetime) -> None:
+def record_change(s: Session, key: Ed25519PrivateKey | None, actor: str, action: str, pi: PreInvoice,  # noqa: PLR0917
+                  payload: dict[str, Any], now: datetime) -> None:
+    """Record ``action`` on ``pi`` in the audit log and queue ``preinvoice.changed`` for after commit."""
     audit.record(s, key=key, actor=actor, action=action, subject_type="preinvoice", subject_id=pi.id,
                  payload=payload, now=now)
     notify(s, "preinvoice.changed", preinvoice_id=pi.id)
@@ -212,7 +145,7 @@ def _audit(s: Session, key: Ed25519PrivateKey | None, actor: str, action: str, p
 
 def _approve(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime) -> None:
     e = _approved(pi, actor=actor, now=now)
-    _audit(s, key, actor, e.action, pi, e.payload, now)
+    record_change(s, key, actor, e.action, pi, e.payload, now)
 
 
 def _approved(pi: PreInvoice, *, actor: str, now: datetime) -> audit.Entry:
@@ -233,14 +166,14 @@ def _void_approval(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519Privat
     pi.approved_hash = None
     pi.approved_by = None
     pi.approved_at = None
-    _audit(s, key, actor, "preinvoice.approval_voided", pi,
+    record_change(s, key, actor, "preinvoice.approval_voided", pi,
            {"approved_hash": old, "content_hash": pi.content_hash, "why": why}, now)
 
 
 def _recompute(pi: PreInvoice) -> bool:
     """Refresh net and content hash from the lines; True when the content changed."""
     new = preinvoice_hash(pi)
-    pi.net = net_of(_drafts(pi))
+    pi.net = net_of(line_drafts(pi))
     if new == pi.content_hash:
         return False
     pi.content_hash = new
@@ -250,7 +183,7 @@ def _recompute(pi: PreInvoice) -> bool:
 
 def evaluate(
     s: Session, pis: Sequence[PreInvoice], *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
-    rates: Sequence[Rate] | None = None,
+    rates: Sequence[Rate] | None = None, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> None:
     """Check → variance checks → system approval, for pre-invoices in draft or pending.
 
@@ -269,7 +202,7 @@ def evaluate(
             pi.problems = problems
     s.flush()
     clean = [p for p in todo if not p.problems]
-    _run_variance_checks(s, [p.id for p in clean], actor=actor, key=key, now=now)
+    _run_variance_checks(s, [p.id for p in clean], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
     open_counts = open_exception_counts(s, [p.id for p in clean])
     entries: list[audit.Entry] = []  # recorded in this order with one INSERT
     for pi in clean:
@@ -290,9 +223,10 @@ def evaluate(
 
 
 def _run_variance_checks(s: Session, ids: list[int], *, actor: str, key: Ed25519PrivateKey | None,
-                         now: datetime) -> None:
+                         now: datetime, default_tolerance: Decimal) -> None:
     if ids:  # looked up on the module at call time (tests switch the variance checks off there)
-        checks.run_variance_checks(s, ids, actor=actor, now=now, signing_key=key)
+        variance_checks.run_variance_checks(s, ids, actor=actor, now=now, signing_key=key,
+                                            default_tolerance=default_tolerance)
 
 
 # --------------------------------------------------------------------------- create / update
@@ -312,18 +246,20 @@ class CreateResult:
 
 def create_preinvoices(
     db: Database, *, period: str, advertisers: list[str] | None = None, actor: str,
-    key: Ed25519PrivateKey | None, now: datetime,
+    key: Ed25519PrivateKey | None, now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> CreateResult:
     """Create or update the pre-invoices of every billing period that ends within ``period``
-    (e.g. ``2026-02``), in one transaction. Idempotent: running it twice changes nothing."""
+    (e.g. ``2026-02``), in one transaction. Idempotent: running it twice changes nothing.
+    ``default_tolerance``: the variance tolerance where no master data sets one."""
     p = parse_period(period)
     with db.transaction() as s:
-        return create_preinvoices_in(s, p, advertisers=advertisers, actor=actor, key=key, now=now)
+        return create_preinvoices_in(s, p, advertisers=advertisers, actor=actor, key=key, now=now,
+                                     default_tolerance=default_tolerance)
 
 
 def create_preinvoices_in(
     s: Session, p: Period, *, advertisers: list[str] | None, actor: str, key: Ed25519PrivateKey | None,
-    now: datetime,
+    now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> CreateResult:
     adv_ids = resolve_advertisers(s, advertisers)
     cq = (select(Campaign)
@@ -386,7 +322,7 @@ def create_preinvoices_in(
     touched = created + touched
     rates = rates_around(s, now.date())
     before = {pi.id: pi.state for pi in touched}
-    evaluate(s, touched, actor=actor, key=key, now=now, rates=rates)
+    evaluate(s, touched, actor=actor, key=key, now=now, rates=rates, default_tolerance=default_tolerance)
     for pi in touched:
         if pi.state == "approved" and before[pi.id] != "approved":
             res.approved.append(pi.id)
@@ -463,12 +399,12 @@ def _update(s: Session, pi: PreInvoice, per: Period, computed: Sequence[LineDraf
             key: Ed25519PrivateKey | None, now: datetime, res: CreateResult) -> bool:
     if (pi.period_start, pi.period_end) != (per.start, per.end):
         pi.period_start, pi.period_end = per.start, per.end
-    _set_lines(pi, merge_lines(_drafts(pi), computed))
+    _set_lines(pi, merge_lines(line_drafts(pi), computed))
     old = pi.content_hash
     if not _recompute(pi):
         return False
     pi.updated_at = now
-    _audit(s, key, actor, "preinvoice.updated", pi, {"old_hash": old, "content_hash": pi.content_hash,
+    record_change(s, key, actor, "preinvoice.updated", pi, {"old_hash": old, "content_hash": pi.content_hash,
                                                      "net": str(pi.net)}, now)
     if pi.state == "approved":
         _void_approval(s, pi, actor=actor, key=key, now=now, why="recomputed with changed content")
@@ -495,19 +431,19 @@ def _editable(s: Session, preinvoice_id: int) -> PreInvoice:
 
 
 def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
-                action: str, payload: dict[str, Any]) -> None:
+                action: str, payload: dict[str, Any], default_tolerance: Decimal) -> None:
     """An edit changes content: record it, void any approval, check the pre-invoice again."""
     old = pi.content_hash
     _recompute(pi)
     pi.edited_by = actor
     pi.updated_at = now
-    _audit(s, key, actor, action, pi, {**payload, "old_hash": old, "content_hash": pi.content_hash}, now)
+    record_change(s, key, actor, action, pi, {**payload, "old_hash": old, "content_hash": pi.content_hash}, now)
     if pi.state == "approved":
         _void_approval(s, pi, actor=actor, key=key, now=now, why=action)
     pi.state = "draft"
     pi.hold_reason = None
     s.flush()
-    evaluate(s, [pi], actor=actor, key=key, now=now)
+    evaluate(s, [pi], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
 
 
 def _amount(value: str | Decimal | None, currency: str, what: str) -> Decimal | None:
@@ -531,7 +467,7 @@ def _decimal(value: str | Decimal | None, what: str) -> Decimal | None:
 def edit_line(
     db: Database, preinvoice_id: int, line_id: int, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
     description: str | None = None, quantity: str | Decimal | None = None, unit_price: str | Decimal | None = None,
-    amount: str | Decimal | None = None,
+    amount: str | Decimal | None = None, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> int:
     """Change a line. Without an explicit amount it becomes quantity × unit price (half-up).
     The line is marked edited, so recomputations keep it; an approval is voided."""
@@ -558,7 +494,8 @@ def edit_line(
         elif q is not None or up is not None:
             row.amount = (row.quantity * row.unit_price).quantize(quantum(pi.currency), rounding=ROUND_HALF_UP)
         row.edited = True
-        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_edited",
+        _after_edit(s, pi, actor=actor, key=key, now=now, default_tolerance=default_tolerance,
+                    action="preinvoice.line_edited",
                     payload={"line": line_id, "before": before,
                              "after": {"description": row.description, "quantity": str(row.quantity),
                                        "unit_price": str(row.unit_price), "amount": str(row.amount)}})
@@ -568,7 +505,7 @@ def edit_line(
 def add_line(
     db: Database, preinvoice_id: int, *, kind: str, description: str, amount: str | Decimal | None = None,
     quantity: str | Decimal = "1", unit_price: str | Decimal | None = None, unit: str = "unit", actor: str,
-    key: Ed25519PrivateKey | None, now: datetime,
+    key: Ed25519PrivateKey | None, now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> int:
     """Add a ``bonus``, ``discount`` or ``manual`` line (discounts are always negative). Returns the line id."""
     if kind not in MANUAL_KINDS:
@@ -593,13 +530,14 @@ def add_line(
                              quantity=q, unit=unit, unit_price=up, amount=amt, computation={}, edited=False)
         pi.lines.append(row)
         s.flush()
-        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_added",
+        _after_edit(s, pi, actor=actor, key=key, now=now, default_tolerance=default_tolerance,
+                    action="preinvoice.line_added",
                     payload={"line": row.id, "kind": kind, "description": row.description, "amount": str(amt)})
         return int(row.id)
 
 
 def delete_line(db: Database, preinvoice_id: int, line_id: int, *, actor: str, key: Ed25519PrivateKey | None,
-                now: datetime) -> int:
+                now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE) -> int:
     """Delete a line. A computed item line comes back on the next recomputation unless the
     pre-invoice is edited otherwise; manual lines are gone for good."""
     with db.transaction() as s:
@@ -610,7 +548,8 @@ def delete_line(db: Database, preinvoice_id: int, line_id: int, *, actor: str, k
         pi.lines.remove(row)
         for pos, x in enumerate(sorted(pi.lines, key=lambda r: r.position)):
             x.position = pos
-        _after_edit(s, pi, actor=actor, key=key, now=now, action="preinvoice.line_deleted",
+        _after_edit(s, pi, actor=actor, key=key, now=now, default_tolerance=default_tolerance,
+                    action="preinvoice.line_deleted",
                     payload={"line": line_id, "kind": row.kind, "description": row.description,
                              "amount": str(row.amount)})
         return pi.id
@@ -659,7 +598,7 @@ def hold_preinvoice(s: Session, preinvoice_id: int, *, reason: str | None, actor
     pi.approved_by = None
     pi.approved_at = None
     pi.updated_at = now
-    _audit(s, signing_key, actor, "preinvoice.held", pi, {"reason": pi.hold_reason}, now)
+    record_change(s, signing_key, actor, "preinvoice.held", pi, {"reason": pi.hold_reason}, now)
     return pi
 
 
@@ -693,7 +632,7 @@ def override_to_booked(s: Session, preinvoice_id: int, *, actor: str, signing_ke
     old = pi.content_hash
     _recompute(pi)
     pi.edited_by = actor
-    _audit(s, signing_key, actor, "preinvoice.overridden_to_booked", pi,
+    record_change(s, signing_key, actor, "preinvoice.overridden_to_booked", pi,
            {"changes": changes, "old_hash": old, "content_hash": pi.content_hash}, now)
     pi.problems = [p for p in (pi.problems or []) if not p.startswith("no delivery data")]
     if pi.problems:

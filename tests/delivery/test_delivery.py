@@ -117,13 +117,14 @@ def test_a_cli_run_uploads_nothing_and_a_force_from_slack_lands_in_the_exception
     from bot.slack.invoice_pdfs import upload_invoice_pdf as deliver_invoice
     from bot.workflows.documents import render_invoice_pdf
 
-    render_invoice_pdf(desk.db, forced.id, key=context.get_key(), force=True)
+    render_invoice_pdf(desk.db, forced.id, renderer=context.pdf_renderer(), out_dir=context.documents_dir(),
+                       key=context.get_key(), force=True)
     assert deliver_invoice(desk.db, forced.id, client=get_client(), key=context.get_key()) is False
     assert len(desk.uploads()) == 1
 
 
 def test_a_failing_render_is_retried_and_never_touches_the_number(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bot.workflows.documents as documents
+    import bot.documents.pdf as documents
 
     _cli_run(desk)
     numbers = sorted(i.number for i in desk.invoices().values())
@@ -153,7 +154,7 @@ def test_a_failing_render_is_retried_and_never_touches_the_number(desk: Desk, mo
 
 def test_a_render_that_keeps_failing_leaves_the_invoice_numbered_and_delivers_once_it_renders(
         desk: Desk, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import bot.workflows.documents as documents
+    import bot.documents.pdf as documents
 
     _cli_run(desk)
     real = documents.render_pdf

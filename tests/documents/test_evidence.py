@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.workflows import documents as wf
-from bot.workflows.documents import _canonical_zip, build_evidence_pack, verify_evidence_pack
+from bot.documents import pdf
+from bot.workflows import evidence as wf
+from bot.workflows.evidence import _canonical_zip, build_evidence_pack, verify_evidence_pack
 
 
 def _members(path: Path) -> list[tuple[str, bytes]]:
@@ -26,7 +27,7 @@ def _members(path: Path) -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def pack(db, key, world, tmp_path: Path, out_dir: Path) -> Path:
-    return build_evidence_pack(db, world.numbers["reverse"], tmp_path / "INV-2026-000002.zip", key=key,
+    return build_evidence_pack(db, world.numbers["reverse"], tmp_path / "INV-2026-000002.zip", renderer=pdf, key=key,
                                out_dir=out_dir)
 
 
@@ -55,7 +56,7 @@ def test_pack_holds_pdf_xml_source_rows_manifest_decisions_and_sums(db, key, wor
 
 
 def test_foreign_and_linear_packs_carry_fx_and_distribution(db, key, world, tmp_path, out_dir) -> None:
-    path = build_evidence_pack(db, world.numbers["foreign"], tmp_path / "f.zip", key=key, out_dir=out_dir)
+    path = build_evidence_pack(db, world.numbers["foreign"], tmp_path / "f.zip", renderer=pdf, key=key, out_dir=out_dir)
     assert verify_evidence_pack(path) == []
     files = dict(_members(path))
     manifest = json.loads(files["manifest.json"])
@@ -63,7 +64,7 @@ def test_foreign_and_linear_packs_carry_fx_and_distribution(db, key, world, tmp_
                               "quote": "USD"}
     dist = dict(csv.reader(io.StringIO(files["lines/001-distribution.csv"].decode())))
     assert dist["basis"] == "even" and dist["fx_rate"] == "1.0812"
-    dom = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "d.zip", key=key, out_dir=out_dir)
+    dom = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "d.zip", renderer=pdf, key=key, out_dir=out_dir)
     files = dict(_members(dom))
     assert {"lines/001-distribution.csv", "lines/002-delivery.csv", "lines/002-conversions.csv"} <= set(files)
     conv = list(csv.DictReader(io.StringIO(files["lines/002-conversions.csv"].decode())))
@@ -107,14 +108,14 @@ def test_changing_any_byte_of_the_zip_breaks_verification(pack) -> None:
 def test_a_pack_resigned_with_another_key_is_refused_when_the_deployment_key_is_given(db, key, world, tmp_path,
                                                                                        out_dir) -> None:
     other = Ed25519PrivateKey.generate()
-    path = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "o.zip", key=other, out_dir=out_dir)
+    path = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "o.zip", renderer=pdf, key=other, out_dir=out_dir)
     problems = verify_evidence_pack(path, public_key=key.public_key())
     assert any("another key" in p for p in problems)
 
 
-def test_unknown_number_is_named(db, world, tmp_path) -> None:
+def test_unknown_number_is_named(db, world, tmp_path, out_dir) -> None:
     with pytest.raises(wf.NotFound, match="no invoice numbered NOPE"):
-        build_evidence_pack(db, "NOPE", tmp_path / "x.zip")
+        build_evidence_pack(db, "NOPE", tmp_path / "x.zip", renderer=pdf, out_dir=out_dir)
 
 
 def test_cli_writes_and_verifies_packs_and_pdfs(db, key, world, tmp_path) -> None:

@@ -18,9 +18,12 @@ from lxml import etree
 from pypdf import PdfReader
 from sqlalchemy import select
 
-import billing.documents as docs
+import billing.documents.view as docs
+from billing.documents import doc_locale, sample_document
+from bot.documents import pdf
 from bot.workflows import documents as wf
 from bot.workflows.effects import dispatch, recorded
+from storage.mapping import document_for_invoice
 from storage.models import AuditLog, Invoice
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -50,7 +53,7 @@ def _amount(value: Decimal, locale: str) -> str:
 
 
 def _render(db, out_dir: Path, invoice_id: int, key=None) -> tuple[bytes, Invoice]:  # type: ignore[no-untyped-def]
-    path = wf.render_invoice_pdf(db, invoice_id, out_dir=out_dir, key=key)
+    path = wf.render_invoice_pdf(db, invoice_id, renderer=pdf, out_dir=out_dir, key=key)
     with db.read() as s:
         inv = s.get(Invoice, invoice_id)
     return path.read_bytes(), inv
@@ -125,7 +128,7 @@ def test_pdf_shows_parties_notes_and_the_approvals_that_released_it(db, key, wor
 
 def test_rendering_is_recorded_audited_and_announced(db, key, world, out_dir) -> None:
     with recorded() as events:
-        path = wf.render_invoice_pdf(db, world.domestic, out_dir=out_dir, key=key)
+        path = wf.render_invoice_pdf(db, world.domestic, renderer=pdf, out_dir=out_dir, key=key)
     seen = [payload for name, payload in events if name == "invoice.rendered"]
     with db.read() as s:
         inv = s.get(Invoice, world.domestic)
@@ -136,11 +139,11 @@ def test_rendering_is_recorded_audited_and_announced(db, key, world, out_dir) ->
         assert rec.subject_id == str(inv.id) and inv.pdf_sha256 in rec.payload and rec.signature
     assert seen == [{"invoice_id": world.domestic, "pdf_path": str(path)}]
     # idempotent: a recorded, intact PDF is not rendered again
-    assert wf.render_invoice_pdf(db, world.domestic, out_dir=out_dir, key=key) == path
+    assert wf.render_invoice_pdf(db, world.domestic, renderer=pdf, out_dir=out_dir, key=key) == path
     with db.read() as s:
         assert s.get(Invoice, world.domestic).pdf_attempts == 1
     # the same content renders to the same bytes (dates come from the invoice, not the clock)
-    again = wf.render_invoice_pdf(db, world.domestic, out_dir=out_dir, key=key, force=True)
+    again = wf.render_invoice_pdf(db, world.domestic, renderer=pdf, out_dir=out_dir, key=key, force=True)
     with db.read() as s:
         assert s.get(Invoice, world.domestic).pdf_sha256 == hashlib.sha256(again.read_bytes()).hexdigest()
         assert s.get(Invoice, world.domestic).pdf_attempts == 2
@@ -154,12 +157,12 @@ def test_a_failing_render_is_retried_recorded_and_never_touches_the_invoice(db, 
         calls["n"] += 1
         raise RuntimeError("fontconfig exploded")
 
-    monkeypatch.setattr(wf, "render_pdf", broken)
+    monkeypatch.setattr(pdf, "render_pdf", broken)
     with db.read() as s:
         before = s.get(Invoice, world.foreign)
         number, gross = before.number, before.gross
     with pytest.raises(wf.RenderFailed, match="after 3 attempts"):
-        wf.render_invoice_pdf(db, world.foreign, out_dir=out_dir, key=key, retry_delay=0)
+        wf.render_invoice_pdf(db, world.foreign, renderer=pdf, out_dir=out_dir, key=key, retry_delay=0)
     assert calls["n"] == 3
     with db.read() as s:
         inv = s.get(Invoice, world.foreign)
@@ -169,7 +172,7 @@ def test_a_failing_render_is_retried_recorded_and_never_touches_the_invoice(db, 
         assert len(fails) == 3
     # once the cause is gone the next attempt succeeds
     monkeypatch.undo()
-    wf.render_invoice_pdf(db, world.foreign, out_dir=out_dir, key=key)
+    wf.render_invoice_pdf(db, world.foreign, renderer=pdf, out_dir=out_dir, key=key)
     with db.read() as s:
         inv = s.get(Invoice, world.foreign)
         assert inv.pdf_state == "done" and inv.pdf_attempts == 4 and inv.pdf_error is None
@@ -197,7 +200,7 @@ def test_finalized_invoices_are_rendered_after_commit_by_the_runtime_reaction(db
 
 def test_render_many_renders_in_parallel_processes_and_records_each(db, key, world, out_dir) -> None:
     ids = [world.domestic, world.reverse, world.foreign, world.credit]
-    result = wf.render_many(db, ids, processes=2, out_dir=out_dir, key=key)
+    result = wf.render_many(db, ids, renderer=pdf, processes=2, out_dir=out_dir, key=key)
     assert result["failed"] == {}
     assert set(result["rendered"]) == set(ids)
     assert result["per_core_ms"] > 0
@@ -208,18 +211,18 @@ def test_render_many_renders_in_parallel_processes_and_records_each(db, key, wor
             assert hashlib.sha256(Path(inv.pdf_path).read_bytes()).hexdigest() == inv.pdf_sha256
     # the worker produced the same bytes as this process would
     with db.read() as s:
-        doc = wf.document_for_invoice(s, world.reverse)
+        doc = document_for_invoice(s, world.reverse)
         inv = s.get(Invoice, world.reverse)
-    assert docs.render_pdf(doc)[0] == Path(inv.pdf_path).read_bytes()
+    assert pdf.render_pdf(doc)[0] == Path(inv.pdf_path).read_bytes()
 
 
 def test_render_many_over_a_long_lived_pool_records_every_round(db, key, world, out_dir) -> None:
     """A service keeps its rendering processes (started and warmed once) between runs."""
     ids = [world.domestic, world.reverse, world.foreign, world.credit]
-    pool = wf.start_render_pool(2)
+    pool = pdf.start_render_pool(2)
     try:
-        first = wf.render_many(db, ids, processes=2, out_dir=out_dir / "a", key=key, pool=pool)
-        again = wf.render_many(db, ids, processes=2, out_dir=out_dir / "b", key=key, pool=pool)
+        first = wf.render_many(db, ids, renderer=pdf, processes=2, out_dir=out_dir / "a", key=key, pool=pool)
+        again = wf.render_many(db, ids, renderer=pdf, processes=2, out_dir=out_dir / "b", key=key, pool=pool)
     finally:
         pool.shutdown()
     assert first["failed"] == again["failed"] == {} and first["start_method"] == "given pool"
@@ -234,20 +237,20 @@ def test_render_many_over_a_long_lived_pool_records_every_round(db, key, world, 
 
 
 def test_view_formats_money_and_dates_per_locale() -> None:
-    de = docs.view(docs.sample_document("de"))
-    en = docs.view(docs.sample_document("en"))
+    de = docs.view(sample_document("de"))
+    en = docs.view(sample_document("en"))
     assert de["gross"].replace("\xa0", " ") == "1.190,00 €" and en["gross"] == "€1,190.00"
     assert de["meta"][1] == ("Rechnungsdatum", "01.03.2026") and en["meta"][1] == ("Issue date", "Mar 1, 2026")
     assert docs.fmt_price(Decimal("0.0042"), "EUR", "en") == "€0.0042"
     assert docs.fmt_qty(Decimal("7800000"), "de") == "7.800.000"
-    assert docs.doc_locale("de_AT") == "de" and docs.doc_locale("fr") == "en"
+    assert doc_locale("de_AT") == "de" and doc_locale("fr") == "en"
 
 
 def test_an_inconsistent_invoice_fails_once_without_retrying(db, key, world, out_dir, monkeypatch) -> None:
     # what check_document would say about a row no finalization writes (lines not adding up to the net)
     monkeypatch.setattr(wf, "check_document", lambda doc: ["lines add up to 2037.00, the net is 1.00"])
     with pytest.raises(wf.RenderFailed, match="lines add up to 2037.00"):
-        wf.render_invoice_pdf(db, world.reverse, out_dir=out_dir, key=key)
+        wf.render_invoice_pdf(db, world.reverse, renderer=pdf, out_dir=out_dir, key=key)
     with db.read() as s:
         inv = s.get(Invoice, world.reverse)
         assert inv.pdf_state == "failed" and inv.pdf_attempts == 1 and "the net is 1.00" in inv.pdf_error

@@ -1,12 +1,14 @@
-"""Styles shared from one document to the next (billing.pdf_styles) change nothing in the PDFs."""
+"""Styles shared from one document to the next (bot.documents.pdf_styles) change nothing in the PDFs."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 
-from billing.documents import Renderer, facturx_xml, sample_document
-from bot.workflows.documents import document_for_invoice
+from billing.documents import sample_document
+from billing.documents.facturx import facturx_xml
+from bot.documents.pdf import Renderer
+from storage.mapping import document_for_invoice
 
 
 def _documents(db, world):  # type: ignore[no-untyped-def]
@@ -35,7 +37,7 @@ def test_shared_styles_render_byte_identical_pdfs_in_any_order(db, key, world) -
 def test_documents_with_their_own_stylesheet_are_styled_alone(db, key, world) -> None:
     """An element matched by a rule that is not one of the renderer's stylesheets (an inline
     ``<style>``) and its descendants are computed for that document only."""
-    from billing.documents import render_html
+    from billing.documents.view import render_html
 
     r = Renderer()
     doc = sample_document("de")

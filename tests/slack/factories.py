@@ -89,7 +89,7 @@ def add_campaign(db: Database, campaign_id: str) -> str:
 
 def preinvoice(db: Database, *, net: str = "3000.00", state: str = "pending", created_by: str | None = OPERATOR,
                month: int = 2, campaign: str = CAMPAIGN) -> int:
-    from bot.workflows.preinvoices import preinvoice_hash
+    from storage.mapping import preinvoice_hash
 
     start = date(2026, month, 1)
     end = date(2026, month, 28) if month == 2 else date(2026, month, 30)

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from bot import context
 from bot.workflows import effects
-from bot.workflows.checks import exception_key, run_variance_checks
 from bot.workflows.exceptions import close_exception, open_exceptions_for
+from bot.workflows.variance_checks import exception_key, run_variance_checks
 from storage.models import AuditLog, BillingException, DeliveryFact, PreInvoice
 from tests.variance.factories import FEB, JAN, NOW, daily, item, master, preinvoice, rate
 

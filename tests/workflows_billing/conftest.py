@@ -16,12 +16,12 @@ NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 def _no_variance(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if "with_variance" in request.fixturenames:
         return
-    import bot.workflows.checks as checks
+    import bot.workflows.variance_checks as variance_checks
 
     def quiet(*_a: Any, **_kw: Any) -> None:
         return None
 
-    monkeypatch.setattr(checks, "run_variance_checks", quiet)
+    monkeypatch.setattr(variance_checks, "run_variance_checks", quiet)
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from bot.workflows.preinvoices import (
     hold_preinvoice,
     list_preinvoices,
     override_to_booked,
-    preinvoice_hash,
 )
 from storage.db import Database
+from storage.mapping import preinvoice_hash
 from storage.models import AuditLog, Conversion, DeliveryFact, PreInvoice, PreInvoiceLine
 
 from .conftest import NOW

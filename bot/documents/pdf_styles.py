@@ -57,7 +57,7 @@ def install() -> None:
     global _installed  # noqa: PLW0603 - one patch per process
     if _installed:
         return
-    from weasyprint import css as wcss
+    from weasyprint import css as wcss  # lazy: WeasyPrint loads only in a process that renders
 
     base = wcss.StyleFor
 

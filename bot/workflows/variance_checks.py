@@ -39,6 +39,7 @@ from billing.money import ZERO, round_money
 from billing.periods import Period
 from billing.preinvoice import booked_share
 from billing.variance import (
+    DEFAULT_TOLERANCE,
     METRICS,
     ItemPeriod,
     PreInvoiceFindings,
@@ -48,10 +49,10 @@ from billing.variance import (
     prior_period,
     resolve_tolerance,
 )
-from bot.settings import get_settings
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from bot.workflows.exceptions import close_exception, insert_new, open_exception, record_opened
+from storage.mapping import campaign_spec
 from storage.models import (
     Advertiser,
     BillingException,
@@ -175,8 +176,6 @@ def _item_periods(
         if q is not None:  # the distributed quantity (a CPM line's own quantity is per 1,000)
             quantities[ln.item_id] = quantities.get(ln.item_id, ZERO) + Decimal(str(q))
     # what Force bills for a delivery item: its booked amount pro rata (bot.workflows.preinvoices.override_to_booked)
-    from bot.workflows.preinvoices import campaign_spec  # noqa: PLC0415 - preinvoices imports this module
-
     spec = campaign_spec(campaign)
     specs = {i.id: i for i in spec.items}
     period = Period(pi.period_start, pi.period_end)
@@ -271,13 +270,15 @@ def run_variance_checks(
     actor: str,
     signing_key: Ed25519PrivateKey | None,
     now: datetime,
+    default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> VarianceRunResult:
     """Check ``preinvoice_ids`` and open, update or close their ``variance`` exceptions.
 
     Runs in the caller's transaction. Deterministic for the same data (no clock in the evidence),
     so a re-run writes nothing. See the module docstring for the one-exception-per-pre-invoice rule.
+    ``default_tolerance`` applies where no item, campaign, advertiser or legal entity sets one (the
+    deployment's ``DEFAULT_TOLERANCE``, passed by the entry point).
     """
-    settings = get_settings()
     pis = _load(s, preinvoice_ids)
     checked = [p for p in pis if p.state in CHECKED_STATES]
     skipped = tuple(p.id for p in pis if p.state not in CHECKED_STATES)
@@ -308,7 +309,7 @@ def run_variance_checks(
         item_periods += _item_periods(
             p, campaign=campaigns[p.campaign_id], items=items_by_campaign.get(p.campaign_id, []),
             adv=advertisers[p.advertiser_id], le=entities[p.legal_entity_id], prior_lines=prior_amounts.get(p.id),
-            rates=rates, default_tol=settings.default_tolerance)
+            rates=rates, default_tol=default_tolerance)
     facts = _facts_frame(s, sorted({ip.item_id for ip in item_periods}), window_start, window_end)
     variances = check_variances(item_periods, facts)
     found = findings_by_preinvoice(item_periods, variances, {p.id: p.net for p in checked},

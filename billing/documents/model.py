@@ -1,0 +1,275 @@
+"""The invoice document: what an invoice or credit note shows, as stored when it was finalized.
+
+Pure: frozen dataclasses and functions from data to data. :class:`InvoiceDocument` is taken from the
+database by :func:`storage.mapping.document_for_invoice`; nothing here reads the clock (dates come
+from the invoice) or the database. :mod:`billing.documents.view` formats it for its recipient,
+:mod:`billing.documents.facturx` builds its EN 16931 XML; the PDF renderer is an adapter outside
+the core (:mod:`bot.documents.pdf`).
+
+Rules a document must satisfy are in :func:`check_document` (problems as values, e.g. lines that
+do not add up to the net, a reverse-charge invoice without the buyer's VAT id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from billing.money import quantum
+
+LOCALES = ("de", "en")
+TYPE_CODES = {"invoice": "380", "credit_note": "381"}  # UNTDID 1001
+CATEGORIES = ("S", "AE", "G", "Z", "E", "K", "O", "L", "M")  # UNCL5305
+EXEMPTION_CODES = {"AE": "VATEX-EU-AE", "G": "VATEX-EU-G", "K": "VATEX-EU-IC", "O": "VATEX-EU-O"}
+ZERO = Decimal(0)
+
+
+# --------------------------------------------------------------------------- the document
+
+
+@dataclass(frozen=True)
+class Party:
+    """A seller or buyer as snapshotted on the invoice at finalization."""
+
+    id: str
+    name: str
+    address: tuple[str, ...]
+    country: str
+    vat_id: str | None = None
+    email: str | None = None
+    iban: str | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentLine:
+    """One invoice line. ``price_base`` is the quantity the unit price refers to (1000 for CPM)."""
+
+    position: int
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    amount: Decimal
+    campaign: str | None = None
+    item_id: str | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+    vat_category: str = "S"
+    vat_rate: Decimal = ZERO  # percent
+    price_base: Decimal = Decimal(1)
+
+
+@dataclass(frozen=True)
+class VatGroup:
+    """One row of the VAT breakdown (EN 16931 BG-23)."""
+
+    category: str
+    rate: Decimal
+    basis: Decimal
+    amount: Decimal
+    exemption_reason: str | None = None
+    exemption_code: str | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A signed decision that released (part of) the invoice."""
+
+    actor: str
+    name: str
+    at: datetime | None
+    decision: str
+    signature_fingerprint: str
+
+
+@dataclass(frozen=True)
+class FxLock:
+    """The exchange rate locked at finalization: ``rate`` units of ``quote`` per 1 ``base``."""
+
+    rate: Decimal
+    day: date | None
+    source: str
+    base: str
+    quote: str
+
+
+@dataclass(frozen=True)
+class InvoiceDocument:
+    """Everything an invoice or credit note shows, as stored when it was finalized."""
+
+    number: str
+    kind: str  # invoice | credit_note
+    issue_date: date
+    due_date: date
+    currency: str
+    seller: Party
+    buyer: Party
+    lines: tuple[DocumentLine, ...]
+    net: Decimal
+    vat: Decimal
+    gross: Decimal
+    vat_rate: Decimal  # percent
+    vat_category: str
+    vat_note: str | None = None
+    service_start: date | None = None
+    service_end: date | None = None
+    fx: FxLock | None = None
+    approvals: tuple[Approval, ...] = ()
+    locale: str = "en"
+    references_number: str | None = None
+    references_issue_date: date | None = None
+    reason: str | None = None
+    legal_entity_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_credit_note(self) -> bool:
+        return self.kind == "credit_note"
+
+    @property
+    def payment_terms_days(self) -> int:
+        return (self.due_date - self.issue_date).days
+
+    @property
+    def accounting_currency(self) -> str:
+        """The seller's (VAT accounting) currency; differs from ``currency`` when FX was locked."""
+        return self.seller.currency or self.currency
+
+
+def vat_breakdown(doc: InvoiceDocument) -> tuple[VatGroup, ...]:
+    """VAT by category and rate. Invoices carry one VAT treatment; the stored invoice VAT is the
+    amount of its group (it was computed once on the net, half-up, at finalization). Should lines
+    ever mix rates, each further group's VAT is computed on its basis the same way.
+
+    >>> doc = sample_document()
+    >>> [(g.category, g.rate, g.basis, g.amount) for g in vat_breakdown(doc)]
+    [('S', Decimal('19'), Decimal('1000.00'), Decimal('190.00'))]
+    """
+    groups: dict[tuple[str, Decimal], Decimal] = {}
+    for line in doc.lines:
+        k = (line.vat_category, line.vat_rate)
+        groups[k] = groups.get(k, ZERO) + line.amount
+    if not groups:
+        groups[(doc.vat_category, doc.vat_rate)] = doc.net
+    out = []
+    for (cat, rate), basis in groups.items():
+        if len(groups) == 1:
+            amount = doc.vat
+        else:
+            amount = (basis * rate / 100).quantize(quantum(doc.currency), rounding=ROUND_HALF_UP)
+        reason = (doc.vat_note or default_vat_note(cat, "en", doc.seller.country)) if cat != "S" else None
+        out.append(VatGroup(cat, rate, basis, amount, reason, EXEMPTION_CODES.get(cat)))
+    return tuple(out)
+
+
+def check_document(doc: InvoiceDocument) -> list[str]:
+    """What would make the document wrong, as a list of problems (empty = fine).
+
+    >>> check_document(sample_document())
+    []
+    """
+    problems: list[str] = []
+    if doc.kind not in TYPE_CODES:
+        problems.append(f"kind {doc.kind!r} is neither invoice nor credit_note")
+    if not doc.lines:
+        problems.append("a document needs at least one line")
+    lines_total = sum((li.amount for li in doc.lines), ZERO)
+    if doc.lines and lines_total != doc.net:
+        problems.append(f"lines add up to {lines_total}, the net is {doc.net}")
+    if doc.net + doc.vat != doc.gross:
+        problems.append(f"net {doc.net} + VAT {doc.vat} is not the gross {doc.gross}")
+    if sum((g.amount for g in vat_breakdown(doc)), ZERO) != doc.vat:
+        problems.append("the VAT breakdown does not add up to the VAT total")
+    if doc.vat_category not in CATEGORIES:
+        problems.append(f"unknown VAT category {doc.vat_category!r}")
+    if doc.vat_category in ("AE", "G", "Z", "E") and doc.vat != 0:
+        problems.append(f"VAT category {doc.vat_category} must carry 0 VAT, not {doc.vat}")
+    if doc.vat_category == "AE" and not doc.buyer.vat_id:
+        problems.append("reverse charge needs the buyer's VAT id")
+    if doc.vat_category in ("S", "AE", "G") and not doc.seller.vat_id:
+        problems.append("the seller's VAT id is missing")
+    if doc.is_credit_note and not doc.references_number:
+        problems.append("a credit note must reference the invoice it corrects")
+    if doc.due_date < doc.issue_date:
+        problems.append("the due date is before the issue date")
+    if doc.fx is not None and doc.currency not in (doc.fx.base, doc.fx.quote):
+        problems.append(f"the locked rate {doc.fx.base}/{doc.fx.quote} does not involve {doc.currency}")
+    for li in doc.lines:
+        if li.period_start and li.period_end and li.period_start > li.period_end:
+            problems.append(f"line {li.position}: period ends before it starts")
+    return problems
+
+
+def to_accounting(doc: InvoiceDocument, amount: Decimal) -> Decimal | None:
+    """``amount`` (document currency) in the seller's accounting currency at the locked rate."""
+    fx = doc.fx
+    acc = doc.accounting_currency
+    if fx is None or acc == doc.currency or not fx.rate:
+        return None
+    if fx.base == acc and fx.quote == doc.currency:
+        value = amount / fx.rate
+    elif fx.base == doc.currency and fx.quote == acc:
+        value = amount * fx.rate
+    else:
+        return None
+    return value.quantize(quantum(acc), rounding=ROUND_HALF_UP)
+
+
+# --------------------------------------------------------------------------- locale and legal VAT notes
+
+
+def doc_locale(locale: str | None) -> str:
+    """The document language for a recipient's locale: ``de`` or ``en`` (the fallback).
+
+    >>> doc_locale("de_AT"), doc_locale("fr")
+    ('de', 'en')
+    """
+    lang = (locale or "en").replace("-", "_").split("_")[0].lower()
+    return lang if lang in LOCALES else "en"
+
+
+_DE_NOTES = {
+    "AE": "Steuerschuldnerschaft des Leistungsempfängers (Reverse Charge, Art. 196 MwStSystRL).",
+    "G": "Nicht im Inland steuerbare Leistung (Ausfuhr / Leistungsort im Drittland), 0 % USt.",
+    "Z": "Nullsatz.",
+    "E": "Steuerbefreit.",
+}
+_EN_NOTES = {
+    "AE": "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Council Directive 2006/112/EC)",
+    "G": "Export of services outside the EU: not subject to VAT in the seller's country",
+    "Z": "Zero rated.",
+    "E": "Exempt from VAT.",
+}
+
+
+def default_vat_note(category: str, locale: str, seller_country: str = "") -> str | None:
+    return (_DE_NOTES if doc_locale(locale) == "de" else _EN_NOTES).get(category)
+
+
+# --------------------------------------------------------------------------- a sample (doctests, warm-up)
+
+
+def sample_document(locale: str = "de") -> InvoiceDocument:
+    """A small domestic invoice used by doctests and to warm up a renderer."""
+    rate = Decimal(19)
+    lines = (
+        DocumentLine(1, "Regional search ads", Decimal(1), "amount", Decimal("600.00"), Decimal("600.00"),
+                     campaign="Winter search", period_start=date(2026, 2, 1), period_end=date(2026, 2, 28),
+                     vat_category="S", vat_rate=rate),
+        DocumentLine(2, "Booked test drives", Decimal(16), "leads", Decimal("25.00"), Decimal("400.00"),
+                     campaign="Winter search", period_start=date(2026, 2, 1), period_end=date(2026, 2, 28),
+                     vat_category="S", vat_rate=rate),
+    )
+    return InvoiceDocument(
+        number="SAMPLE-1", kind="invoice", issue_date=date(2026, 3, 1), due_date=date(2026, 3, 15),
+        currency="EUR",
+        seller=Party("northwind", "Northwind Media GmbH", ("Hafenstrasse 1", "20457 Hamburg", "Germany"), "DE",
+                     vat_id="DE811907980", iban="DE89370400440532013000", currency="EUR"),
+        buyer=Party("elbe", "Autohaus Elbe KG", ("Elbchaussee 10", "22763 Hamburg", "Germany"), "DE",
+                    vat_id="DE136695976"),
+        lines=lines, net=Decimal("1000.00"), vat=Decimal("190.00"), gross=Decimal("1190.00"), vat_rate=rate,
+        vat_category="S", service_start=date(2026, 2, 1), service_end=date(2026, 2, 28), locale=locale,
+        approvals=(Approval("system", "billbot", datetime(2026, 3, 1, 8, 0, tzinfo=UTC), "approve", "0" * 16),),
+    )

@@ -1,0 +1,210 @@
+"""Rows → billing values: what workflows hand to the pure core, taken from ORM rows in one place.
+
+Nothing here writes or queries beyond the relationships of the rows it is given (and, for a
+document, the invoice it references); every function maps a row to a frozen ``billing`` value.
+
+- :func:`campaign_spec`, :func:`line_draft` / :func:`line_drafts`, :func:`preinvoice_hash` and
+  :func:`check_input`: campaigns and pre-invoices for ``billing.preinvoice`` and ``billing.checks``;
+- :func:`document_for_invoice`: an ``Invoice`` row (lines, parties snapshot, approvals, locked FX)
+  → :class:`billing.documents.InvoiceDocument`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from billing.checks import CheckInput
+from billing.documents import Approval, DocumentLine, FxLock, InvoiceDocument, Party, doc_locale
+from billing.errors import NotFound
+from billing.fx import Rate, find_rate
+from billing.money import quantum
+from billing.preinvoice import CampaignSpec, ItemSpec, LineDraft, content_hash
+from storage.models import Advertiser, Campaign, Invoice, InvoiceLine, LegalEntity, PreInvoice, PreInvoiceLine
+
+# --------------------------------------------------------------------------- campaigns and pre-invoices
+
+
+def campaign_spec(c: Campaign) -> CampaignSpec:
+    le = c.advertiser.legal_entity
+    return CampaignSpec(
+        id=c.id, name=c.name, advertiser_id=c.advertiser_id, currency=c.advertiser.currency,
+        payment_interval=c.payment_interval, start=c.start, end=c.end, start_of_week=le.start_of_week,
+        items=tuple(ItemSpec(
+            id=i.id, description=i.description, position=i.position, billing=i.billing, unit=i.unit,
+            basis=i.period, amount=i.amount, rate_type=i.rate_type, rate=i.rate, booked_quantity=i.booked_quantity,
+            start=i.start, end=i.end,
+        ) for i in c.items),
+    )
+
+
+def line_draft(x: PreInvoiceLine) -> LineDraft:
+    return LineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
+                     amount=x.amount, item_id=x.item_id, kind=x.kind, computation=dict(x.computation or {}),
+                     edited=bool(x.edited), id=x.id)
+
+
+def line_drafts(pi: PreInvoice) -> list[LineDraft]:
+    return [line_draft(x) for x in sorted(pi.lines, key=lambda x: (x.position, x.id or 0))]
+
+
+def preinvoice_hash(pi: PreInvoice) -> str:
+    """The content hash an approval of ``pi`` binds to (campaign, period, currency, canonical lines)."""
+    return content_hash(campaign_id=pi.campaign_id, period_start=pi.period_start, period_end=pi.period_end,
+                        currency=pi.currency, lines=line_drafts(pi))
+
+
+def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequence[Rate], on: date) -> CheckInput:
+    fx = find_rate(rates, pi.currency, le.currency, on=on) if pi.currency != le.currency else None
+    return CheckInput(currency=pi.currency, lines=line_drafts(pi), seller_country=le.country,
+                      seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
+                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=on)
+
+
+# --------------------------------------------------------------------------- invoice → document
+
+
+def _address_lines(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(p.strip() for p in re.split(r"[,\n]", text) if p.strip())
+
+
+def _party(snap: dict[str, Any], *, id_: str, name: str, address: str | None, country: str, vat_id: str | None,
+           currency: str | None = None, iban: str | None = None, email: str | None = None) -> Party:
+    """A party from the invoice's snapshot, falling back to today's master data for missing keys."""
+    addr = snap.get("address", address)
+    lines = tuple(str(x) for x in addr) if isinstance(addr, list | tuple) else _address_lines(addr)
+    return Party(
+        id=str(snap.get("id") or id_),
+        name=str(snap.get("name") or name),
+        address=lines,
+        country=str(snap.get("country") or country).upper(),
+        vat_id=snap.get("vat_id", vat_id) or None,
+        email=snap.get("email", email) or None,
+        iban=snap.get("iban", iban) or None,
+        currency=snap.get("currency", currency) or None,
+    )
+
+
+def _dt(v: Any) -> datetime | None:
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    if isinstance(v, str) and v:
+        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        return d if d.tzinfo else d.replace(tzinfo=UTC)
+    return None
+
+
+def _day(v: Any) -> date | None:
+    if isinstance(v, datetime):
+        return v.date()
+    if isinstance(v, date):
+        return v
+    if isinstance(v, str) and v:
+        return date.fromisoformat(v[:10])
+    return None
+
+
+def _dec(v: Any) -> Decimal | None:
+    if v is None or v == "":
+        return None
+    try:
+        return Decimal(str(v))
+    except InvalidOperation:
+        return None
+
+
+def _fx(inv: Invoice, seller_currency: str) -> FxLock | None:
+    fx = inv.fx
+    if not fx:
+        return None
+    rate = _dec(fx.get("rate"))
+    if rate is None:
+        return None
+    base = str(fx.get("base") or seller_currency)
+    quote = str(fx.get("quote") or fx.get("to") or inv.currency)
+    return FxLock(rate=rate, day=_day(fx.get("date") or fx.get("day")), source=str(fx.get("source") or ""),
+                  base=base, quote=quote)
+
+
+def _price_base(li: InvoiceLine, currency: str) -> Decimal:
+    """The quantity the unit price refers to: 1000 for CPM lines (price per mille), else 1.
+
+    Taken from the line's computation when it says so (``price_base`` / ``per`` / ``rate_type``), else
+    from the amounts: whichever base reproduces the stored amount to the cent."""
+    comp = li.computation or {}
+    for key in ("price_base", "per"):
+        if _dec(comp.get(key)):
+            return Decimal(str(comp[key]))
+    if str(comp.get("rate_type", "")).lower() == "cpm" or li.unit.lower() == "cpm":
+        return Decimal(1000)
+    q = quantum(currency)
+    if (li.quantity * li.unit_price).quantize(q) == li.amount.quantize(q):
+        return Decimal(1)
+    if (li.quantity * li.unit_price / 1000).quantize(q) == li.amount.quantize(q):
+        return Decimal(1000)
+    return Decimal(1)
+
+
+def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
+    """The printable document of invoice ``invoice_id`` as it was finalized (the parties snapshot,
+    approvals and the locked FX rate stored on the row; today's master data only fills gaps)."""
+    inv = s.get(Invoice, invoice_id)
+    if inv is None:
+        raise NotFound(f"invoice {invoice_id} not found")
+    le: LegalEntity = inv.legal_entity
+    adv: Advertiser = inv.advertiser
+    parties = inv.parties or {}
+    seller = _party(parties.get("seller") or {}, id_=le.id, name=le.name, address=le.address, country=le.country,
+                    vat_id=le.vat_id, currency=le.currency, iban=le.iban)
+    buyer_snap = parties.get("buyer") or {}
+    buyer = _party(buyer_snap, id_=adv.id, name=adv.name, address=adv.address, country=adv.country,
+                   vat_id=adv.vat_id, currency=adv.currency, email=adv.email)
+    locale = doc_locale(str(buyer_snap.get("locale") or adv.locale or "en"))
+    lines = tuple(
+        DocumentLine(
+            position=i,
+            description=li.description,
+            quantity=li.quantity,
+            unit=li.unit,
+            unit_price=li.unit_price,
+            amount=li.amount,
+            campaign=li.campaign,
+            item_id=li.item_id,
+            period_start=li.period_start,
+            period_end=li.period_end,
+            vat_category=inv.vat_category,
+            vat_rate=inv.vat_rate,
+            price_base=_price_base(li, inv.currency),
+        )
+        for i, li in enumerate(sorted(inv.lines, key=lambda x: (x.position, x.id)), start=1)
+    )
+    approvals = tuple(
+        Approval(
+            actor=str(a.get("actor") or ""),
+            name=str(a.get("name") or a.get("actor") or ""),
+            at=_dt(a.get("at")),
+            decision=str(a.get("decision") or "approve"),
+            signature_fingerprint=str(a.get("signature_fingerprint") or a.get("fingerprint") or ""),
+        )
+        for a in (inv.approvals or [])
+        if isinstance(a, dict)
+    )
+    ref_number = ref_date = None
+    if inv.references_invoice_id:
+        ref = s.get(Invoice, inv.references_invoice_id)
+        if ref is not None:
+            ref_number, ref_date = ref.number, ref.issue_date
+    return InvoiceDocument(
+        number=inv.number, kind=inv.kind, issue_date=inv.issue_date, due_date=inv.due_date, currency=inv.currency,
+        seller=seller, buyer=buyer, lines=lines, net=inv.net, vat=inv.vat, gross=inv.gross, vat_rate=inv.vat_rate,
+        vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
+        service_end=inv.service_end, fx=_fx(inv, le.currency), approvals=approvals, locale=locale,
+        references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
+    )
