@@ -17,6 +17,7 @@ test:
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy .
+	.venv/bin/lint-imports
 
 bench:
 	for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b; done

@@ -297,7 +297,7 @@ def _dn(d: date) -> int:
     return (d - _EPOCH).days
 
 
-def _aggregate(items: Sequence[ItemPeriod], facts: pd.DataFrame) -> tuple[_Agg, dict[str, Any]]:
+def _aggregate(items: Sequence[ItemPeriod], facts: pd.DataFrame) -> tuple[_Agg, dict[str, Any]]:  # noqa: PLR0915 - one pass over a pre-invoice's lines; each statement is one named finding
     """Vectorised sums per item-period. Items that occur in several item-periods (several periods
     checked at once) are handled in layers: each layer maps an item to at most one item-period."""
     n = len(items)

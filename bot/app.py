@@ -32,8 +32,8 @@ from bot import context, jobs, runtime
 from bot.handlers import register_all
 from bot.handlers.deps import Deps
 from bot.runtime import Role
-from bot.settings import Settings, SettingsError, get_settings
 from bot.slack.client import make_client
+from storage.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 

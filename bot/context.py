@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bot.settings import Settings, get_settings
 from storage.db import Database
+from storage.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from bot.workflows.documents import PdfRenderer

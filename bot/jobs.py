@@ -53,7 +53,7 @@ def mode() -> str:
     """``inline`` | ``embedded`` | ``distributed`` (read on every call; tests switch it)."""
     if os.environ.get("BILLBOT_JOBS", "").lower() == "inline":
         return "inline"
-    from bot.settings import get_settings
+    from storage.settings import get_settings
 
     url = get_settings().db_url
     if url.startswith("postgresql") and os.environ.get("BILLBOT_MODE", "").lower() == "distributed":
@@ -176,7 +176,7 @@ def _thread_pool() -> ThreadPoolExecutor:
     global _threads  # noqa: PLW0603 - one pool per process
     with _pool_lock:
         if _threads is None:
-            from bot.settings import get_settings
+            from storage.settings import get_settings
 
             _threads = ThreadPoolExecutor(max_workers=max(2, get_settings().workers * 2),
                                           thread_name_prefix="billbot-job")
@@ -188,7 +188,7 @@ def _process_pool(queue: str) -> ProcessPoolExecutor:
     with _pool_lock:
         pool = _procs.get(queue)
         if pool is None:
-            from bot.settings import get_settings
+            from storage.settings import get_settings
 
             # forkserver: forking a process that runs threads (web server, scheduler) can copy a held lock
             ctx = multiprocessing.get_context("forkserver")
@@ -424,7 +424,7 @@ _apps: dict[str, Any] = {}
 def conninfo(url: str | None = None) -> str:
     """SQLAlchemy's ``postgresql+psycopg://`` URL as a libpq conninfo for Procrastinate."""
     if url is None:
-        from bot.settings import get_settings
+        from storage.settings import get_settings
 
         url = get_settings().db_url
     if not url.startswith("postgresql"):

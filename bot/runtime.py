@@ -37,13 +37,13 @@ from typing import Any, Final, Literal
 from slack_sdk import WebClient
 
 from bot import context, jobs
-from bot.settings import get_settings
 from bot.slack import exceptions as slack_exceptions
 from bot.slack import invoice_pdfs
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.tasks import decide, documents, scheduled, slack_command
 from bot.workflows import effects
+from storage.settings import get_settings
 
 log = logging.getLogger(__name__)
 

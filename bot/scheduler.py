@@ -87,7 +87,7 @@ class Clock:
         timezone: str | None = None,
         distributed: bool = False,
     ) -> None:
-        from bot.settings import get_settings
+        from storage.settings import get_settings
 
         st = get_settings()
         self.db = db

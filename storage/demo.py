@@ -168,7 +168,7 @@ def _small_branch_is_clean(*, small: bool, display: bool, currency: str, gap: bo
             and clicks * cpc + drives * 25 < threshold * Decimal("0.95"))
 
 
-def build_demo(size: int = 1124, seed: int = 1, partners: int | None = None) -> dict[str, Any]:
+def build_demo(size: int = 1124, seed: int = 1, partners: int | None = None) -> dict[str, Any]:  # noqa: C901, PLR0915 - the demo world, built in the order its README describes
     """Return the demo as a scenario dict (the ``billbot load`` format, with ``delivery``).
 
     Items carry the external ids the demo's files use: search ``tracker`` (offer) and

@@ -378,7 +378,7 @@ def ingest_stats(s: Session, frame: pd.DataFrame, ctx: IngestContext, *, revenue
 STATUSES = ("approved", "pending", "rejected")
 
 
-def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> IngestResult:
+def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> IngestResult:  # noqa: C901, PLR0915 - set-based ingest: one pass per conversion state transition, kept together for speed
     """Conversions (tracker) and billable events (logs) → :class:`Conversion`, one per (source, id).
 
     Tracker conversions: a repeat of the same id keeps the latest status. Events (``kind='event'``):

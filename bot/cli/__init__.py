@@ -38,7 +38,7 @@ def _wire(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    from bot.settings import SettingsError
+    from storage.settings import SettingsError
 
     try:
         app()

@@ -77,7 +77,7 @@ def _demo_dir(directory: Path | None) -> Path:
 
 @app.command("cycle")
 @handle_errors
-def cycle(
+def cycle(  # noqa: PLR0915 - the demo cycle reads as its stages in order, each printed
     period: Annotated[str | None, typer.Option(help="Billing period (default: the demo's, 2026-10).")] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="The demo files (default var/demo).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -74,7 +74,8 @@ def install() -> None:
     _installed = True
 
 
-def _shared_init(self: Any, table: StyleTable, html: Any, sheets: Any, presentational_hints: Any,  # noqa: C901, PLR0912, PLR0913, PLR0917
+# mirrors WeasyPrint 70's StyleFor.__init__ statement for statement, hence its size
+def _shared_init(self: Any, table: StyleTable, html: Any, sheets: Any, presentational_hints: Any,  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917
                  font_config: Any, target_collector: Any) -> None:
     """``StyleFor.__init__`` (WeasyPrint 70) with the equivalence table kept in ``table``."""
     from weasyprint.css import declaration_precedence, find_style_attributes, preprocess_declarations

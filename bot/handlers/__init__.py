@@ -7,7 +7,7 @@ the single ``@app.error`` in :mod:`bot.handlers.errors`.
 
 from __future__ import annotations
 
-from typing import Any
+from slack_bolt import App
 
 from bot.handlers import errors, home
 from bot.handlers.actions import decide, details
@@ -17,6 +17,6 @@ from bot.handlers.views import reason
 MODULES = (errors, billing, decide, details, reason, home)
 
 
-def register_all(app: Any) -> None:
+def register_all(app: App) -> None:
     for module in MODULES:
         module.register(app)

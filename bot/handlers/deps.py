@@ -11,8 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from slack_bolt import BoltContext
 
-from bot.settings import Settings
 from storage.db import Database
+from storage.settings import Settings
 
 
 @dataclass(frozen=True)

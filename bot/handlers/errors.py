@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from slack_bolt import App
 from slack_sdk import WebClient
 
 from billing.errors import BillingError
@@ -52,5 +53,5 @@ def after_ack(body: dict[str, Any], client: WebClient) -> Iterator[None]:
         on_error(e, body, client)
 
 
-def register(app: Any) -> None:
+def register(app: App) -> None:
     app.error(on_error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import BoltContext
+from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 
 from bot.handlers.deps import deps_of
@@ -17,5 +17,5 @@ def on_home_opened(event: dict[str, Any], client: WebClient, context: BoltContex
     publish_home(client, deps_of(context).db(), str(event.get("user")))
 
 
-def register(app: Any) -> None:
+def register(app: App) -> None:
     app.event("app_home_opened")(on_home_opened)

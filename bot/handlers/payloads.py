@@ -29,7 +29,7 @@ class DecisionClick(BaseModel):
             raise Invalid("this button carries no exception; the message may be from an older billbot") from None
         decision = str(action.get("action_id", "")).removeprefix("decide_")
         try:
-            return cls(decision=decision, exception_id=exception_id, subject_hash=digest,  # type: ignore[arg-type]
+            return cls(decision=decision, exception_id=exception_id, subject_hash=digest,
                        trigger_id=body.get("trigger_id"), where=where_of(body))
         except ValidationError:
             raise Invalid(f"unknown decision {decision!r}; the message may be from an older billbot") from None

@@ -68,7 +68,7 @@ def _check_element(el: Any, path: str, problems: list[str], action_ids: set[str]
         _check_text(confirm.get("deny"), f"{path}.confirm.deny", 30, problems, plain_only=True)
 
 
-def validate_blocks(blocks: Any, *, limit: int = MESSAGE_BLOCKS) -> list[str]:
+def validate_blocks(blocks: Any, *, limit: int = MESSAGE_BLOCKS) -> list[str]:  # noqa: C901, PLR0915 - one branch per Block Kit element type, as Slack's own validator
     """Problems with ``blocks`` as ``path: message`` strings (empty when Slack would accept them)."""
     if not isinstance(blocks, list):
         return ["blocks: must be a list"]

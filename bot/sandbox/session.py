@@ -30,9 +30,9 @@ from bot.app import create_app, create_wsgi, wait_until_idle
 from bot.sandbox.server import SandboxServer, start_sandbox
 from bot.sandbox.users import users_from_db
 from bot.sandbox.wsgi import RunningServer, serve_in_thread
-from bot.settings import get_settings
 from bot.slack import exceptions as slack_exceptions
 from bot.slack.client import forget_clients
+from storage.settings import get_settings
 
 log = logging.getLogger(__name__)
 

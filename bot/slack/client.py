@@ -13,7 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from bot.settings import get_settings
+from storage.settings import get_settings
 
 
 def make_client(token: str | None, base_url: str) -> WebClient:

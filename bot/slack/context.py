@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from slack_sdk import WebClient
 
-from bot.settings import get_settings
 from storage.db import Database
+from storage.settings import get_settings
 
 
 @dataclass(frozen=True)

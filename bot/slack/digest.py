@@ -12,9 +12,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from bot.blocks.digest import digest_blocks, digest_text
-from bot.settings import get_settings
 from bot.workflows.digest import DigestData, collect, record_sent, render_chart
 from storage.db import Database
+from storage.settings import get_settings
 
 
 @dataclass(frozen=True)

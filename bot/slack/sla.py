@@ -14,10 +14,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from billing.money import fmt
-from bot.settings import get_settings
 from bot.workflows import sla
 from storage.db import Database
 from storage.models import BillingException
+from storage.settings import get_settings
 
 log = logging.getLogger(__name__)
 

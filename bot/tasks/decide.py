@@ -17,7 +17,6 @@ from slack_sdk import WebClient
 
 from billing.errors import BillingError, Conflict
 from bot import context
-from bot.settings import get_settings
 from bot.slack.client import get_client
 from bot.slack.exceptions import refresh_surface
 from bot.slack.home import publish_home
@@ -25,6 +24,7 @@ from bot.slack.replies import Where, error_text, tell
 from bot.slack.users import profile_lookup
 from bot.tasks.registry import task
 from bot.workflows.decisions import DecisionKind, decide
+from storage.settings import get_settings
 
 #: The name handlers submit.
 DECIDE = "decide"

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bot import context, jobs
-from bot.settings import get_settings
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.slack.digest import send_digest
@@ -17,6 +16,7 @@ from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
 from bot.workflows.invoices import unrendered_invoices
 from bot.workflows.sync import run_sync
+from storage.settings import get_settings
 
 #: A PDF still pending this long after its invoice was finalized had no render job: the sweep queues one.
 RENDER_GRACE = timedelta(minutes=10)

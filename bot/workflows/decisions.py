@@ -372,9 +372,9 @@ def _decide(
 # --------------------------------------------------------------------------- queries for the surfaces
 
 
-def may_decide(s: Session, user: User, exc: BillingException) -> list[str]:
+def may_decide(s: Session, user: User, exc: BillingException) -> list[DecisionKind]:
     """Which decisions ``user`` could take on ``exc`` now (for the App Home queue)."""
-    allowed = []
+    allowed: list[DecisionKind] = []
     for d in DECISIONS:
         try:
             access_exception_for_decision(s, user, exc.id, d)

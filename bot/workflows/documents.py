@@ -203,7 +203,7 @@ RECORD_BATCH = 50  # render outcomes recorded per transaction by render_many
 RECORD_EVERY_S = 1.0  # … or at least this often
 
 
-def render_many(
+def render_many(  # noqa: PLR0915 - render_many: submit, collect, batch-record in one loop; splitting hides the batching
     db: Database,
     invoice_ids: Sequence[int],
     *,

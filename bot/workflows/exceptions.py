@@ -33,10 +33,10 @@ from sqlalchemy.orm import Session
 
 from billing.errors import Conflict, NotFound
 from billing.signatures import canonical_json
-from bot.settings import get_settings
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, LegalEntity
+from storage.settings import get_settings
 
 DECIDED_STATES = ("approved", "rejected", "forced")
 
@@ -74,7 +74,7 @@ def _by_key(s: Session, key: str) -> BillingException | None:
     return s.execute(select(BillingException).where(BillingException.key == key).with_for_update()).scalar_one_or_none()
 
 
-def open_exception(
+def open_exception(  # noqa: PLR0915 - the upsert's four cases read top to bottom, as the module docstring lists them
     s: Session,
     *,
     kind: str,

@@ -257,7 +257,7 @@ def create_preinvoices(
                                      default_tolerance=default_tolerance)
 
 
-def create_preinvoices_in(
+def create_preinvoices_in(  # noqa: C901 - one pass: distribute, compare with the stored draft, update in place
     s: Session, p: Period, *, advertisers: list[str] | None, actor: str, key: Ed25519PrivateKey | None,
     now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> CreateResult:

@@ -263,7 +263,7 @@ def _load(s: Session, preinvoice_ids: Sequence[int]) -> list[PreInvoice]:
 # --------------------------------------------------------------------------- the run
 
 
-def run_variance_checks(
+def run_variance_checks(  # noqa: PLR0915 - bulk load, check, then one flush; stages named in comments
     s: Session,
     preinvoice_ids: list[int],
     *,

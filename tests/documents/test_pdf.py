@@ -181,7 +181,7 @@ def test_a_failing_render_is_retried_recorded_and_never_touches_the_invoice(db, 
 def test_finalized_invoices_are_rendered_after_commit_by_the_runtime_reaction(db, key, world, out_dir,
                                                                               monkeypatch) -> None:
     from bot import jobs, runtime
-    from bot.settings import get_settings
+    from storage.settings import get_settings
 
     monkeypatch.setenv("BILLBOT_JOBS", "inline")
     try:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
-from bot.settings import SettingsError, load_settings
+from storage.settings import SettingsError, load_settings
 
 
 def test_defaults_are_the_embedded_sqlite_database(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -10,7 +10,7 @@ from tests.schedules.fake_slack import FakeSlack
 @pytest.fixture
 def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:  # type: ignore[no-untyped-def]
     """A fake Slack Web API; ``bot.slack.client.get_client()`` talks to it."""
-    from bot.settings import get_settings
+    from storage.settings import get_settings
 
     fake = FakeSlack()
     monkeypatch.setenv("SLACK_API_URL", fake.url)

@@ -36,7 +36,7 @@ def test_healthz_and_unknown_paths(world):
 
 def test_serve_picks_socket_mode_when_an_app_token_is_set(monkeypatch, world):
     import bot.app as appmod
-    from bot.settings import Settings
+    from storage.settings import Settings
 
     started = []
     monkeypatch.setattr(appmod, "start_socket_mode", lambda app, settings: started.append(app))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from slack_bolt import Ack, BoltContext
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from billing.errors import Conflict
@@ -22,7 +22,6 @@ from bot.handlers.payloads import DecisionClick
 from bot.slack.exceptions import refresh_surface
 from bot.slack.replies import Where
 from bot.slack.users import profile_lookup
-from bot.tasks.decide import DECIDE
 from bot.workflows.decisions import DecisionKind, preflight
 
 ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
@@ -31,7 +30,7 @@ ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
 def request_decision(deps: Deps, *, exception_id: int, decision: DecisionKind, subject_hash: str,
                      reason: str | None, where: Where) -> None:
     """Hand the decision to the ``decide`` task (called right after the ack)."""
-    deps.background(DECIDE, exception_id=exception_id, decision=decision, subject_hash=subject_hash,
+    deps.background("decide", exception_id=exception_id, decision=decision, subject_hash=subject_hash,
                     reason=reason, where=where.model_dump())
 
 
@@ -63,5 +62,5 @@ def _decide_clicked(body: dict[str, Any], action: dict[str, Any], client: WebCli
     client.views_open(trigger_id=click.trigger_id, view=reason_modal(exc, click.decision, click.metadata()))
 
 
-def register(app: Any) -> None:
+def register(app: App) -> None:
     app.action(ACTION_PATTERN)(on_decide)

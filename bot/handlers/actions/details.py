@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import Ack, BoltContext
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from billing.errors import Invalid, NotFound
@@ -36,5 +36,5 @@ def _open_details(body: dict[str, Any], action: dict[str, Any], client: WebClien
     client.views_open(trigger_id=body.get("trigger_id"), view=view)
 
 
-def register(app: Any) -> None:
+def register(app: App) -> None:
     app.action(DETAILS_ACTION_ID)(on_details)

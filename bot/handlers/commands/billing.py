@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from slack_bolt import Ack, App, BoltContext, Respond
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 from sqlalchemy import select
@@ -25,7 +27,6 @@ from bot.blocks.progress import progress_fallback, run_progress
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import SlashCommand
-from bot.tasks.slack_command import SLACK_COMMAND
 from bot.workflows.schedules import add_schedule, list_schedules, remove_schedule
 from storage.models import (
     OPEN_EXCEPTION_STATES,
@@ -66,7 +67,7 @@ def _section(text: str) -> SectionBlock:
 # --------------------------------------------------------------------------- background work
 
 
-def _start_job(deps: Deps, client: Any, cmd: SlashCommand, title: str, **job: Any) -> None:
+def _start_job(deps: Deps, client: WebClient, cmd: SlashCommand, title: str, **job: Any) -> None:
     """Post the progress message, then submit the job that keeps it updated."""
     blocks = run_progress(title, state="queued", started_by=cmd.user_id)
     try:
@@ -74,11 +75,11 @@ def _start_job(deps: Deps, client: Any, cmd: SlashCommand, title: str, **job: An
                                        text=progress_fallback(title, "queued"))
     except SlackApiError:  # e.g. not in that channel: report in a DM instead
         resp = client.chat_postMessage(channel=cmd.user_id, blocks=blocks, text=progress_fallback(title, "queued"))
-    deps.background(SLACK_COMMAND, channel=str(resp["channel"]), ts=str(resp["ts"]), actor=cmd.user_id,
+    deps.background("slack_command", channel=str(resp["channel"]), ts=str(resp["ts"]), actor=cmd.user_id,
                     title=title, **job)
 
 
-def cmd_sync(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_sync(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     _require_operator(deps, cmd.user_id)
     mode = "standard"
     if args and args[0].lower() in SYNC_MODES:
@@ -93,7 +94,7 @@ def cmd_sync(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respon
         _start_job(deps, client, cmd, f"{mode.capitalize()} sync of {source}", kind="sync", source=source, mode=mode)
 
 
-def cmd_run(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     _require_operator(deps, cmd.user_id)
     today = deps.today(datetime.now(UTC))
     period = previous_month(today)
@@ -111,7 +112,7 @@ def cmd_run(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond
 # --------------------------------------------------------------------------- reads
 
 
-def cmd_preinvoices(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
     label = "all periods"
     if args:
@@ -130,7 +131,7 @@ def cmd_preinvoices(deps: Deps, client: Any, cmd: SlashCommand, args: list[str],
     respond(blocks=blocks, text=f"Pre-invoices, {label}", response_type="ephemeral")
 
 
-def cmd_exceptions(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_exceptions(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     with deps.db().read() as s:
         rows = s.execute(
             select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
@@ -145,7 +146,7 @@ def cmd_exceptions(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], 
     respond(blocks=blocks, text="Open exceptions", response_type="ephemeral")
 
 
-def cmd_invoice(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     if not args:
         raise Invalid("invoice: give the invoice number, e.g. `/billing invoice INV-2026-000123`")
     with deps.db().read() as s:
@@ -162,7 +163,7 @@ def cmd_invoice(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], res
     respond(blocks=[_section(text)], text=f"Invoice {args[0]}", response_type="ephemeral")
 
 
-def cmd_status(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     with deps.db().read() as s:
         sources = [f"• *{st.source}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
@@ -186,7 +187,7 @@ def _schedule_list(deps: Deps) -> list[Block]:
     return [_section("*Schedules*\n" + ("\n".join(lines) if lines else "None."))]
 
 
-def cmd_schedule(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], respond: Any) -> None:
+def cmd_schedule(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     """``schedule list`` · ``schedule add TASK M H DOM MON DOW [key=value…]`` · ``schedule remove ID``
     (adding and removing: operators only; the schedules workflow validates and audits)."""
     verb = args[0].lower() if args else "list"
@@ -213,14 +214,14 @@ def cmd_schedule(deps: Deps, client: Any, cmd: SlashCommand, args: list[str], re
     raise Invalid("schedule: use `list`, `add TASK CRON… [key=value…]` or `remove ID`")
 
 
-Sub = Callable[[Deps, Any, SlashCommand, list[str], Any], None]
+Sub = Callable[[Deps, WebClient, SlashCommand, list[str], Respond], None]
 SUBCOMMANDS: dict[str, Sub] = {
     "sync": cmd_sync, "run": cmd_run, "preinvoices": cmd_preinvoices, "exceptions": cmd_exceptions,
     "invoice": cmd_invoice, "status": cmd_status, "schedule": cmd_schedule,
 }
 
 
-def on_billing(ack: Any, command: dict[str, Any], client: Any, context: Any, respond: Any) -> None:
+def on_billing(ack: Ack, command: dict[str, Any], client: WebClient, context: BoltContext, respond: Respond) -> None:
     cmd = SlashCommand(text=str(command.get("text") or ""), user_id=str(command.get("user_id") or ""),
                        channel_id=command.get("channel_id"), response_url=command.get("response_url"))
     words = cmd.words
@@ -235,5 +236,5 @@ def on_billing(ack: Any, command: dict[str, Any], client: Any, context: Any, res
         handler(deps_of(context), client, cmd, words[1:], respond)
 
 
-def register(app: Any) -> None:
+def register(app: App) -> None:
     app.command("/billing")(on_billing)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import Ack, BoltContext
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot.blocks.modals import REASON_BLOCK_ID, REASON_CALLBACK_ID
@@ -28,5 +28,5 @@ def on_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebC
                          subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
 
 
-def register(app: Any) -> None:
+def register(app: App) -> None:
     app.view(REASON_CALLBACK_ID)(on_reason)
