@@ -152,7 +152,11 @@ class Clock:
                 fired.append(row.id)
         return fired
 
-    def sweep(self) -> Any:
+    def sweep(self, *, at_start: bool = False) -> Any:
+        """Enqueue the SLA sweep. The one at start-up also queues every PDF still pending: nothing of
+        this process is rendering yet, and a CLI in embedded mode leaves its invoices' PDFs to it."""
+        if at_start:
+            return self.enqueue("sla_sweep", render_grace_seconds=0)
         return self.enqueue("sla_sweep")
 
     def digest(self) -> Any:
@@ -213,7 +217,7 @@ class Clock:
                                    name="retry stalled jobs", replace_existing=True)
         self.scheduler.start(paused=paused)
         self.catch_up(now)
-        self.sweep()  # at start-up: whatever came due while we were down
+        self.sweep(at_start=True)  # at start-up: whatever came due while we were down
         return self
 
     def shutdown(self, wait: bool = True) -> None:

@@ -48,25 +48,30 @@ def sync(*, source: str, mode: str = "standard", actor: str = "scheduler") -> An
 
 @task("billing_run", queue="billing", lock=lambda kw: f"run:{kw.get('period')}")
 def billing_run(
-    *, period: str, advertisers: list[str] | None = None, actor: str = "scheduler", today: str | None = None
+    *, period: str, advertisers: list[str] | str | None = None, actor: str = "scheduler", today: str | None = None
 ) -> Any:
     """A billing run for ``period`` (``2026-02``, ``2026-W07``, ``2026-Q1``); one at a time per period.
-    ``period`` may be ``previous_month`` (what a monthly schedule stores)."""
+    ``period`` may be ``previous_month`` (what a monthly schedule stores); ``advertisers`` a list or,
+    from a schedule's ``--arg advertisers=a,b``, a comma-separated string."""
     day = _today(today)
+    if isinstance(advertisers, str):
+        advertisers = [a.strip() for a in advertisers.split(",") if a.strip()]
     return plain(run_billing(context.get_db(), period=resolve_period(period, day), advertisers=advertisers or [],
                              actor=actor, key=context.get_key(), today=day))
 
 
 @task("sla_sweep", queue="sla")
-def sla_sweep(*, now: str | None = None) -> Any:
+def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = None) -> Any:
     """Every minute: remind and escalate exceptions whose timers passed; post the exception messages
-    still missing (opened where Slack was not reachable); queue the PDFs nobody queued. Safe to run
-    anywhere, any number of times."""
+    still missing (opened where Slack was not reachable); queue the PDFs nobody queued (pending for
+    longer than ``render_grace_seconds``, default :data:`RENDER_GRACE`). Safe to run anywhere, any
+    number of times: a PDF queued twice is rendered once (the ``pdf:<id>`` lock, then "already done")."""
     at = _now(now)
+    grace = RENDER_GRACE if render_grace_seconds is None else timedelta(seconds=render_grace_seconds)
     db, key = context.get_db(), context.get_key()
     result = plain(sweep(db, now=at, client=get_client(), key=key))
     result["posted"] = post_missing(SlackContext(get_client, context.get_db, context.get_key))
-    queued = unrendered_invoices(db, finalized_before=at - RENDER_GRACE)
+    queued = unrendered_invoices(db, finalized_before=at - grace)
     for invoice_id in queued:
         jobs.submit("render_pdf", invoice_id=invoice_id)
     result["render_queued"] = queued
