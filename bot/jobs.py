@@ -36,8 +36,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from billing.errors import Conflict, NotFound
+from bot import context
 from bot.tasks.registry import TASKS, TaskSpec, UnknownTask
 from bot.tasks.registry import get_task as _lookup
+from storage.db import dispose_all
+from storage.models import Setting
+from storage.settings import get_settings
 
 T = TypeVar("T")
 
@@ -53,7 +57,6 @@ def mode() -> str:
     """``inline`` | ``embedded`` | ``distributed`` (read on every call; tests switch it)."""
     if os.environ.get("BILLBOT_JOBS", "").lower() == "inline":
         return "inline"
-    from storage.settings import get_settings
 
     url = get_settings().db_url
     if url.startswith("postgresql") and os.environ.get("BILLBOT_MODE", "").lower() == "distributed":
@@ -126,7 +129,6 @@ def _run_in_child(fn: Callable[..., Any], name: str, kwargs: dict[str, Any], env
     (pickled by reference, so its module is imported here) under the task's lock."""
     global _child_env  # noqa: PLW0603 - one per pool process
     if env != _child_env:
-        from bot import context
 
         os.environ.clear()
         os.environ.update(env)
@@ -142,7 +144,6 @@ def _run_in_child(fn: Callable[..., Any], name: str, kwargs: dict[str, Any], env
         with lock(key, holder=f"{name}:{os.getpid()}"):
             return fn(**kwargs)
     finally:
-        from storage.db import dispose_all
 
         dispose_all()  # no connection kept between tasks (tests truncate and copy databases)
 
@@ -176,7 +177,6 @@ def _thread_pool() -> ThreadPoolExecutor:
     global _threads  # noqa: PLW0603 - one pool per process
     with _pool_lock:
         if _threads is None:
-            from storage.settings import get_settings
 
             _threads = ThreadPoolExecutor(max_workers=max(2, get_settings().workers * 2),
                                           thread_name_prefix="billbot-job")
@@ -188,7 +188,6 @@ def _process_pool(queue: str) -> ProcessPoolExecutor:
     with _pool_lock:
         pool = _procs.get(queue)
         if pool is None:
-            from storage.settings import get_settings
 
             # forkserver: forking a process that runs threads (web server, scheduler) can copy a held lock
             ctx = multiprocessing.get_context("forkserver")
@@ -352,8 +351,6 @@ def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TT
     serializes writers); free or expired → write our token. Two first-time takers racing on
     PostgreSQL collide on the primary key: the loser's ``IntegrityError`` means "held".
     """
-    from bot import context
-    from storage.models import Setting
 
     db = db or context.get_db()
     now = now or datetime.now(UTC)
@@ -380,8 +377,6 @@ def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TT
 
 def release_lock(key: str, token: str, *, db: Any = None) -> bool:
     """Release lock ``key`` if ``token`` still owns it (an expired, taken-over lock is left alone)."""
-    from bot import context
-    from storage.models import Setting
 
     db = db or context.get_db()
     k = _lock_row_key(key)
@@ -404,8 +399,6 @@ def lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: A
 
 
 def is_locked(key: str, *, db: Any = None, now: datetime | None = None) -> bool:
-    from bot import context
-    from storage.models import Setting
 
     db = db or context.get_db()
     with db.read() as s:
@@ -424,7 +417,6 @@ _apps: dict[str, Any] = {}
 def conninfo(url: str | None = None) -> str:
     """SQLAlchemy's ``postgresql+psycopg://`` URL as a libpq conninfo for Procrastinate."""
     if url is None:
-        from storage.settings import get_settings
 
         url = get_settings().db_url
     if not url.startswith("postgresql"):

@@ -37,8 +37,11 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot import context, jobs
+from bot.workflows.schedules import claim_fire
 from storage.db import Database
 from storage.models import Schedule
+from storage.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,6 @@ class Clock:
         timezone: str | None = None,
         distributed: bool = False,
     ) -> None:
-        from storage.settings import get_settings
 
         st = get_settings()
         self.db = db
@@ -114,13 +116,11 @@ class Clock:
         self.fired.append((task_name, args))
         if self._enqueue is not None:
             return self._enqueue(task_name, **args)
-        from bot import jobs
 
         return jobs.submit(task_name, **args)
 
     def fire(self, schedule_id: int, now: datetime | None = None) -> bool:
         """Enqueue schedule ``schedule_id``'s current occurrence unless someone already did."""
-        from bot.workflows.schedules import claim_fire
 
         now = now or datetime.now(UTC)
         with self.db.read() as s:
@@ -227,14 +227,12 @@ class Clock:
 
 def start_embedded(db: Database | None = None) -> Clock:
     """Embedded mode: the clock inside the serving process (``billbot serve`` calls this)."""
-    from bot import context
 
     return Clock(db or context.get_db(), key=context.get_key()).start()
 
 
 def run_clock(stop: threading.Event | None = None) -> None:
     """Distributed mode's ``clock`` role: run until stopped (SIGINT/SIGTERM via ``billbot clock``)."""
-    from bot import context, jobs
 
     clock = Clock(context.get_db(), key=context.get_key(), distributed=jobs.mode() == "distributed").start()
     stop = stop or threading.Event()

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot import context, runtime
+from bot import context, jobs, runtime
 from bot.app import create_app, create_wsgi, wait_until_idle
 from bot.sandbox.server import SandboxServer, start_sandbox
 from bot.sandbox.users import users_from_db
 from bot.sandbox.wsgi import RunningServer, serve_in_thread
+from bot.scheduler import start_embedded
 from bot.slack import exceptions as slack_exceptions
 from bot.slack.client import forget_clients
 from storage.settings import get_settings
@@ -125,13 +126,6 @@ def start_session(
     wiring = runtime.wiring()
     if post_missing and wiring is not None:
         session.posted = slack_exceptions.post_missing(wiring.slack)
-    if with_clock:
-        try:
-            from bot import jobs
-            from bot.scheduler import start_embedded
-        except ImportError:
-            log.info("no scheduler in this build; SLA sweeps do not run")
-        else:
-            if jobs.mode() != "distributed":  # there, the `clock` role sweeps
-                session.clock = start_embedded(db)
+    if with_clock and jobs.mode() != "distributed":  # there, the `clock` role sweeps
+        session.clock = start_embedded(db)
     return session

@@ -755,7 +755,6 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
             notify(s, "preinvoice.changed", preinvoice_id=p.id)
         adv = step.batch.advertiser
         if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
-            from bot.workflows.exceptions import close_exception
 
             audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)
             entries = []

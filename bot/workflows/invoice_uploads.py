@@ -5,14 +5,14 @@ invoices finalized *from Slack* get a target, in the thread they were asked for 
 ``below_threshold`` skip (the exception message's thread) and ``/billing run`` typed in Slack (the
 run's progress message thread, capped). Invoices finalized from the CLI never get one.
 
-A target is a ``kv`` row ``delivery:invoice:<id>`` (channel, thread, state ``waiting`` →
-``sending`` → ``sent``), written by whoever knows where the invoice was asked for. The PDF is
-rendered independently after the finalizing commit; both sides then try the upload, and whichever
-comes second does it: :func:`claim_upload` takes the target with a locked read (``SELECT … FOR
-UPDATE`` on PostgreSQL; SQLite write transactions are ``BEGIN IMMEDIATE``), so each PDF is uploaded
-once even when the render runs in another process. A failed upload puts the target back to
-``waiting``; a claim older than :data:`SENDING_STALE` (its process died) is taken over. Every
-upload is an audit record ``invoice.delivered`` (:func:`finish_upload`).
+A target is a ``kv`` row ``delivery:invoice:<id>`` (the prefix predates the name; rows keep it) with
+channel, thread and state ``waiting`` → ``sending`` → ``sent``, written by whoever knows where the
+invoice was asked for. The PDF is rendered independently after the finalizing commit; both sides
+then try the upload, and whichever comes second does it: :func:`claim_upload` takes the target
+with a locked read (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite write transactions are ``BEGIN
+IMMEDIATE``), so each PDF is uploaded once even when the render runs in another process. A failed
+upload puts the target back to ``waiting``; a claim older than :data:`SENDING_STALE` (its process
+died) is taken over. Every upload is an audit record ``invoice.delivered`` (:func:`finish_upload`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def set_targets(s: Session, invoice_ids: Sequence[int], target: Target) -> list[
 
 
 def target_of(db: Database, invoice_id: int) -> dict[str, Any] | None:
-    """The delivery target row of an invoice as a dict (``state`` included), or None."""
+    """The upload target row of an invoice as a dict (``state`` included), or None."""
     with db.read() as s:
         row = s.get(Setting, target_key(invoice_id))
         return None if row is None else dict(json.loads(row.value))
@@ -110,7 +110,7 @@ def claim_upload(db: Database, invoice_id: int, now: datetime) -> Claim | None:
             since = datetime.fromisoformat(str(target.get("since") or now.isoformat()))
             if now - since < SENDING_STALE:
                 return None
-            log.warning("delivery of invoice %s was claimed at %s and never finished; taking it over",
+            log.warning("the upload of invoice %s was claimed at %s and never finished; taking it over",
                         invoice_id, since)
         inv = s.get(Invoice, invoice_id)
         if inv is None or inv.pdf_state != "done" or not inv.pdf_path:

@@ -164,32 +164,49 @@ def test_cli_worker_and_clock_each_post_their_exceptions_once_and_the_sweep_repa
 
 @pytest.mark.slow
 def test_a_cli_run_in_distributed_mode_posts_its_exception_and_queues_its_pdfs_to_the_workers(
-        db: Database, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if backend != "postgres":
         pytest.skip("distributed mode (Procrastinate workers) runs on PostgreSQL")
     from sqlalchemy import text
 
-    from bot import jobs
+    from bot import context, jobs
+    from bot.signing import load_key
+    from storage.db import dispose_all
+    from storage.migrate import upgrade
+    from tests.conftest import create_pg_database, drop_pg_database
 
-    jobs.apply_schema(os.environ["DATABASE_URL"])
-    with db.engine.begin() as c:
-        c.execute(text("TRUNCATE procrastinate_jobs, procrastinate_workers RESTART IDENTITY CASCADE"))
-    path = tmp_path / "desk.yaml"
-    path.write_text(yaml.safe_dump(scenario(), allow_unicode=True), encoding="utf-8")
-    with FakeSlackAPI(users=PROFILES) as api:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": "xoxb-e2e", "SLACK_SIGNING_SECRET": SECRET,
-               "SLACK_API_URL": api.url, "EXCEPTIONS_CHANNEL": EXC_CHANNEL, "BILLBOT_MODE": "distributed"}
-        env.pop("BILLBOT_JOBS", None)
-        _billbot(env, "load", str(path))
-        _billbot(env, "preinvoices", "create", "--period", "2026-02")
-        _billbot(env, "run", "--period", "2026-02", "--json")
-        [exc] = _exceptions(db)
-        assert exc.message_ts is not None and len(_top_level_posts(api)) == 1
-        with db.engine.connect() as c:
-            queued = c.execute(text("SELECT task_name, status FROM procrastinate_jobs ORDER BY id")).all()
-        assert [tuple(r) for r in queued] == [("render_pdf", "todo")] * 3  # the CLI queued them to the workers
-        _billbot(env, "worker", "--once", "--name", "e2e-worker")
-    assert set(_pdf_states(db).values()) == {"done"}
-    with db.engine.connect() as c:
-        assert c.execute(text("SELECT DISTINCT status FROM procrastinate_jobs")).scalars().all() == ["succeeded"]
-    assert len(_top_level_posts(api)) == 1
+    name = f"billbot_e2e_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"  # Procrastinate's schema stays in it
+    url = create_pg_database(name)
+    db = Database(url)
+    try:
+        upgrade(db)
+        jobs.apply_schema(url)
+        key_path = tmp_path / "signing_key.pem"
+        load_key(str(key_path), generate=True)
+        path = tmp_path / "desk.yaml"
+        path.write_text(yaml.safe_dump(scenario(), allow_unicode=True), encoding="utf-8")
+        with FakeSlackAPI(users=PROFILES) as api:
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": url, "SIGNING_KEY_PATH": str(key_path),
+                   "BILLBOT_VAR_DIR": str(tmp_path / "var"), "BILLBOT_MODE": "distributed",
+                   "SLACK_BOT_TOKEN": "xoxb-e2e", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": api.url,
+                   "EXCEPTIONS_CHANNEL": EXC_CHANNEL}
+            env.pop("BILLBOT_JOBS", None)
+            _billbot(env, "load", str(path))
+            _billbot(env, "preinvoices", "create", "--period", "2026-02")
+            _billbot(env, "run", "--period", "2026-02", "--json")
+            [exc] = _exceptions(db)
+            assert exc.message_ts is not None and len(_top_level_posts(api)) == 1
+            with db.engine.connect() as c:
+                queued = c.execute(text("SELECT task_name, status FROM procrastinate_jobs ORDER BY id")).all()
+            assert [tuple(r) for r in queued] == [("render_pdf", "todo")] * 3  # the CLI queued them to the workers
+            _billbot(env, "worker", "--once", "--name", "e2e-worker")
+            assert set(_pdf_states(db).values()) == {"done"}
+            with db.engine.connect() as c:
+                assert c.execute(text("SELECT DISTINCT status FROM procrastinate_jobs")).scalars().all() == ["succeeded"]
+            assert len(_top_level_posts(api)) == 1
+    finally:
+        db.engine.dispose()
+        jobs.close_apps()
+        dispose_all()
+        context.reset()
+        drop_pg_database(name)

@@ -143,7 +143,7 @@ def test_the_running_clock_sweeps_at_start_and_every_interval_and_reloads(db, ke
     clock = Clock(db, enqueue=rec, key=key, sweep_every=1, reload_every=1, digest_cron="0 8 * * *")
     clock.start()
     try:
-        assert rec.calls[0] == ("sla_sweep", {})  # at start-up
+        assert rec.calls[0] == ("sla_sweep", {"render_grace_seconds": 0})  # at start-up: every pending PDF too
         assert {j.id for j in clock.jobs()} >= {"builtin:sla_sweep", "builtin:reload", "builtin:digest"}
         row = add(db, key)  # added by another process (CLI, Slack) while the clock runs
         deadline = time.monotonic() + 5
