@@ -3,8 +3,9 @@
 billbot's real ``WebClient`` talks to it through ``base_url`` — the same code path as real Slack.
 It records every call (method, query params, JSON or form body), keeps the messages it was sent
 (so ``chat.update`` is checked against a real ``ts``), answers the methods billbot uses, serves
-``files_upload_v2``'s three-step upload and ``response_url`` POSTs, and can inject 429s with
-``Retry-After``.
+``files_upload_v2``'s three-step upload and ``response_url`` POSTs, can inject 429s with
+``Retry-After`` (``fail_next``) and Slack errors (``fail[method] = "error_code"``, until removed).
+Channel names (``billing-managers``) are answered with a channel ID, as Slack does.
 
     with FakeSlackAPI(users={"U1": {"name": "ann", "real_name": "Ann", "email": "ann@x"}}) as api:
         client = make_client("xoxb-test", api.url)
@@ -40,6 +41,9 @@ class Call:
     def __getitem__(self, key: str) -> Any:
         return self.params[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.params
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.params.get(key, default)
 
@@ -68,6 +72,7 @@ class FakeSlackAPI:
         self.views: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
         self._faults: dict[str, list[tuple[int, int]]] = {}
+        self.fail: dict[str, str] = {}  # method → Slack error code, answered (and recorded) until removed
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
@@ -79,6 +84,7 @@ class FakeSlackAPI:
             "chat.update": self._update,
             "chat.postEphemeral": self._ephemeral,
             "chat.delete": self._delete,
+            "chat.getPermalink": self._permalink,
             "views.open": self._view,
             "views.update": self._view,
             "views.push": self._view,
@@ -214,8 +220,13 @@ class FakeSlackAPI:
             self._record(Call(method + "#fault", params, body, headers, url.path))
             return self._send(h, status, {"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"},
                               extra={"Retry-After": str(retry_after)} if status == 429 else None)
+        with self._lock:
+            error = self.fail.get(method)
         handler = self.handlers.get(method)
-        result = handler(call) if handler is not None else {"ok": True}
+        if error is not None:
+            result = {"ok": False, "error": error}
+        else:
+            result = handler(call) if handler is not None else {"ok": True}
         self._record(call)
         return self._send(h, 200, result)
 
@@ -259,6 +270,8 @@ class FakeSlackAPI:
             return {"ok": False, "error": "invalid_blocks"}
         if channel.startswith("U"):  # a DM to a user lands in their IM channel
             channel = "D" + channel[1:]
+        elif not (channel[:1] in "CDG" and channel.isupper()):  # a channel name: Slack answers with its ID
+            channel = "C" + channel.upper().replace("-", "")[:10]
         ts = self._ts()
         msg = {"ts": ts, "channel": channel, "text": call.params.get("text"), "blocks": call.params.get("blocks"),
                "thread_ts": call.params.get("thread_ts"), "replies": []}
@@ -284,6 +297,11 @@ class FakeSlackAPI:
         with self._lock:
             self.messages.pop((str(call.params.get("channel")), str(call.params.get("ts"))), None)
         return {"ok": True}
+
+    def _permalink(self, call: Call) -> dict[str, Any]:
+        channel, ts = call.params.get("channel"), str(call.params.get("message_ts"))
+        return {"ok": True, "channel": channel,
+                "permalink": f"https://billbot-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
     def _ephemeral(self, call: Call) -> dict[str, Any]:
         return {"ok": True, "message_ts": self._ts()}

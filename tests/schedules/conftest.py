@@ -4,25 +4,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.schedules.fake_slack import FakeSlack
+from tests.fakes.slack_api import FakeSlackAPI
 
 
 @pytest.fixture
-def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:  # type: ignore[no-untyped-def]
-    """A fake Slack Web API; ``bot.slack.client.get_client()`` talks to it."""
+def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlackAPI]:  # type: ignore[no-untyped-def]
+    """The fake Slack Web API; ``bot.slack.client.get_client()`` talks to it."""
     from bot.settings import get_settings
 
-    fake = FakeSlack()
-    monkeypatch.setenv("SLACK_API_URL", fake.url)
-    monkeypatch.setenv("MANAGERS_CHANNEL", "billing-managers")
-    get_settings.cache_clear()
-    yield fake
-    fake.stop()
+    with FakeSlackAPI() as fake:
+        monkeypatch.setenv("SLACK_API_URL", fake.url)
+        monkeypatch.setenv("MANAGERS_CHANNEL", "billing-managers")
+        get_settings.cache_clear()
+        yield fake
     get_settings.cache_clear()
 
 
 @pytest.fixture
-def client(slack: FakeSlack):  # type: ignore[no-untyped-def]
+def client(slack: FakeSlackAPI):  # type: ignore[no-untyped-def]
     from bot.slack.client import make_client
 
     return make_client("xoxb-test", slack.url)

@@ -97,17 +97,17 @@ def test_digest_is_posted_with_its_chart_and_moves_the_window(db, key, slack, cl
     with time_machine.travel(NOW, tick=False):
         res = send_digest(db, client=client, key=key, channel="billing-managers")
     assert res.sent and res.problems == []
-    (post,) = slack.of("chat.postMessage")
+    (post,) = slack.calls_to("chat.postMessage")
     assert post["channel"] == "billing-managers"
     assert post["blocks"] == res.blocks
     assert post["text"] == res.text
-    (get_url,) = slack.of("files.getUploadURLExternal")
+    (get_url,) = slack.calls_to("files.getUploadURLExternal")
     assert get_url["filename"] == "digest-2026-03-05.png" and int(get_url["length"]) == len(res.chart_png)
     assert slack.uploads[res.file_id] == res.chart_png
-    (done,) = slack.of("files.completeUploadExternal")
+    (done,) = slack.calls_to("files.completeUploadExternal")
     assert done["channel_id"] == res.channel == "CBILLINGMAN"
     assert done["thread_ts"] == res.ts
-    assert json.loads(done["files"])[0]["title"] == "Open exceptions by age"
+    assert json.loads(done.body["files"])[0]["title"] == "Open exceptions by age"
 
     with db.read() as s:
         assert s.get(Setting, LAST_SENT_KEY).value == NOW.isoformat()

@@ -154,4 +154,4 @@ def test_sweep_task_runs_the_sla_sweep(db, inline, slack):
     exc = f.exception(db, created_at=datetime.now(UTC) - timedelta(days=2))
     out = jobs.submit("sla_sweep").result()
     assert out["reminded"] == [exc] and out["escalated"] == [exc]
-    assert len(slack.of("conversations.open")) == 2
+    assert len(slack.calls_to("conversations.open")) == 2

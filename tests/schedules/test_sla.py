@@ -43,7 +43,7 @@ def test_reminder_and_escalation_fire_once_when_the_process_was_down_across_due_
     assert res.failed == []
 
     # reminder: in the exception's thread, mentioning approvers but not the person who started the work
-    posts = slack.of("chat.postMessage")
+    posts = slack.calls_to("chat.postMessage")
     reminder = posts[0]
     assert reminder["channel"] == "CEXC"
     assert reminder["thread_ts"] == "1700000000.000100"
@@ -53,8 +53,8 @@ def test_reminder_and_escalation_fire_once_when_the_process_was_down_across_due_
     # escalation: the managers channel, then a DM to each finance manager
     assert posts[1]["channel"] == "billing-managers"
     assert "SLA breached" in posts[1]["text"]
-    assert [p["users"] for p in slack.of("conversations.open")] == ["UFM1", "UFM2"]
-    assert [p["channel"] for p in posts[2:]] == ["DUFM1", "DUFM2"]
+    assert [p["users"] for p in slack.calls_to("conversations.open")] == ["UFM1", "UFM2"]
+    assert [p["channel"] for p in posts[2:]] == ["DFM1", "DFM2"]  # the IM channels conversations.open gave UFM1, UFM2
     assert len(posts) == 4
 
     with restarted.read() as s:
@@ -71,7 +71,7 @@ def test_reminder_and_escalation_fire_once_when_the_process_was_down_across_due_
         with time_machine.travel(T0 + timedelta(hours=hours, minutes=1), tick=False):
             res = sweep(again, client=client, key=key)
         assert (res.reminded, res.escalated) == ([], [])
-    assert len(slack.of("chat.postMessage")) == 4
+    assert len(slack.calls_to("chat.postMessage")) == 4
     assert audit_count(again, "exception.reminded") == 1
     assert audit_count(again, "exception.escalated") == 1
 
@@ -87,7 +87,7 @@ def test_reminder_at_half_the_sla_then_escalation_at_due_at(db, key, slack, clie
     with time_machine.travel(T0 + timedelta(hours=8), tick=False):
         res = sweep(db, client=client, key=key)
     assert (res.reminded, res.escalated) == ([], [exc_id])
-    assert len(slack.of("chat.postMessage")) == 1 + 1 + 2
+    assert len(slack.calls_to("chat.postMessage")) == 1 + 1 + 2
 
 
 def test_decided_exceptions_are_neither_reminded_nor_escalated(db, key, slack, client):
@@ -104,7 +104,7 @@ def test_an_unposted_exception_is_reminded_in_the_exceptions_channel(db, key, sl
     f.exception(db, created_at=T0, channel=None, message_ts=None)
     with time_machine.travel(T0 + timedelta(hours=13), tick=False):
         sweep(db, client=client, key=key, exceptions_channel="billing-exceptions")
-    (post,) = slack.of("chat.postMessage")
+    (post,) = slack.calls_to("chat.postMessage")
     assert post["channel"] == "billing-exceptions"
     assert "thread_ts" not in post
 
@@ -121,11 +121,11 @@ def test_a_failed_post_hands_the_claim_back_and_the_next_sweep_posts_once(db, ke
     assert audit_count(db, "exception.reminder_failed") == 1
 
     del slack.fail["chat.postMessage"]
-    failed_attempts = len(slack.of("chat.postMessage"))
+    failed_attempts = len(slack.calls_to("chat.postMessage"))
     with time_machine.travel(T0 + timedelta(hours=13, minutes=1), tick=False):
         assert sweep(db, client=client, key=key).reminded == [exc_id]
         assert sweep(db, client=client, key=key).reminded == []
-    assert len(slack.of("chat.postMessage")) == failed_attempts + 1
+    assert len(slack.calls_to("chat.postMessage")) == failed_attempts + 1
 
 
 def test_a_failed_dm_does_not_undo_the_escalation(db, key, slack, client):
@@ -137,7 +137,7 @@ def test_a_failed_dm_does_not_undo_the_escalation(db, key, slack, client):
         assert sweep(db, client=client, key=key).escalated == []
     assert res.escalated == [exc_id]
     assert len(res.failed) == 2 and all("user_not_found" in x for x in res.failed)
-    assert [p["channel"] for p in slack.of("chat.postMessage")] == ["CEXC", "billing-managers"]
+    assert [p["channel"] for p in slack.calls_to("chat.postMessage")] == ["CEXC", "billing-managers"]
 
 
 def test_parallel_sweepers_escalate_each_exception_exactly_once(db, key, slack, client, backend):
@@ -166,9 +166,9 @@ def test_parallel_sweepers_escalate_each_exception_exactly_once(db, key, slack, 
     reminded = sorted(i for r in results for i in r.reminded)
     assert escalated == ids
     assert reminded == ids
-    managers_posts = [p for p in slack.of("chat.postMessage") if p["channel"] == "billing-managers"]
+    managers_posts = [p for p in slack.calls_to("chat.postMessage") if p["channel"] == "billing-managers"]
     assert len(managers_posts) == len(ids)
-    assert len(slack.of("conversations.open")) == 2 * len(ids)
+    assert len(slack.calls_to("conversations.open")) == 2 * len(ids)
     assert audit_count(db, "exception.escalated") == len(ids)
     with db.read() as s:
         states = set(s.execute(select(BillingException.state)).scalars())
