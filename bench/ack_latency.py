@@ -156,7 +156,7 @@ def _client_process(port: int, chunk: list[tuple[int, str]], start_at: float) ->
     connection (separate processes, so the load generator's own GIL does not skew the figures)."""
     import http.client
 
-    from tests.slack.harness import sign
+    from tests.harness import sign
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     out = []

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import bot.cli.exceptions_cmds  # noqa: F401  (registers the commands)
 from bot.cli.groups import app
-from tests.variance.test_checks import check, setup_under_delivery
+from tests.workflows.test_variance_checks import check, setup_under_delivery
 
 runner = CliRunner()
 

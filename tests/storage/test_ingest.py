@@ -14,7 +14,7 @@ from storage.db import Database
 from storage.ingest import IngestContext, _micros, ingest_stats, micros_to_text, parse_day, upsert
 from storage.models import DeliveryFact, ExternalId
 from storage.sources.base import get_source_config, make_frame
-from tests.sync.conftest import NOW
+from tests.storage.conftest import NOW
 
 amounts = st.decimals(min_value=Decimal("-99999999.999999"), max_value=Decimal("99999999.999999"), places=6,
                       allow_nan=False, allow_infinity=False)

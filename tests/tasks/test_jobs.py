@@ -11,7 +11,7 @@ import time_machine
 
 from billing.errors import Conflict, NotFound
 from bot import jobs
-from tests.schedules import tasks_for_tests as tt
+from tests.tasks import tasks_for_tests as tt
 
 
 @pytest.fixture

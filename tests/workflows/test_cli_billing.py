@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
 from storage.db import Database
 
 from .factories import advertiser, campaign, linear, load, scenario
+
+pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 
 runner = CliRunner()
 

@@ -5,6 +5,8 @@ pre-invoices made.
 The scenario (``storage.loader.load_scenario`` input): one legal entity; Autohaus Elbe, Fahrrad Nord and
 Optik Süd bill linear items above their thresholds (three invoices in a run); Kiosk Alster's 180.00 EUR
 stays under its 250.00 EUR threshold (skipped, a ``below_threshold`` exception).
+
+The ``desk`` fixture (:func:`open_desk` with jobs inline) is in tests/slack/conftest.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import select
 from storage.db import Database
 from storage.models import BillingException, Invoice
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.slack.harness import AppServer, SlackUser, shut_down, signed_user
+from tests.harness import AppServer, SlackUser, shut_down, signed_user
 
 SECRET = "delivery-tests-signing-secret-0001"
 PERIOD = "2026-02"
@@ -149,16 +151,3 @@ def open_desk(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch, *, jobs: 
             yield d
         finally:
             shut_down(server, d.users)
-
-
-@pytest.fixture
-def desk(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
-    with open_desk(db, key, monkeypatch) as d:
-        yield d
-
-
-def pytest_ignore_collect(collection_path, config):  # type: ignore[no-untyped-def]
-    """Distributed mode needs PostgreSQL: ``test_distributed.py`` is collected only under ``--db postgres``."""
-    if collection_path.name == "test_distributed.py" and config.getoption("--db") != "postgres":
-        return True
-    return None

@@ -28,6 +28,8 @@ from storage.models import AuditLog, Conversion, DeliveryFact, PreInvoice, PreIn
 from .conftest import NOW
 from .factories import advertiser, campaign, delivery, entity, linear, load, scenario
 
+pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
+
 D = Decimal
 
 

@@ -21,6 +21,8 @@ from storage.models import AuditLog, Invoice, JobLog, NumberSequence, PreInvoice
 from .conftest import NOW
 from .factories import load, monthly_advertisers
 
+pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
+
 TODAY = date(2026, 3, 1)
 
 

@@ -18,7 +18,7 @@ from storage.db import Database
 from tests.sandbox import flows
 from tests.sandbox.scenario import APPROVER, FINANCE, OPERATOR, PERIOD
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("no_pdf_rendering")]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from bot import context, jobs
 from storage.db import Database, dispose_all
 from storage.migrate import upgrade
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.schedules import pg_tasks  # noqa: F401 - registers the test tasks here too
+from tests.tasks import pg_tasks  # noqa: F401 - registers the test tasks here too
 
 ROOT = Path(__file__).resolve().parents[2]
 BILLBOT = str(Path(sys.executable).with_name("billbot"))
@@ -63,7 +63,7 @@ def pg(pg_url, tmp_path, monkeypatch) -> Iterator[Database]:  # type: ignore[no-
 
 def start_worker(name: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [BILLBOT, "worker", "--import", "tests.schedules.pg_tasks", "--queue", "test", "--name", name,
+        [BILLBOT, "worker", "--import", "tests.tasks.pg_tasks", "--queue", "test", "--name", name,
          "--heartbeat", "0.5", "--stalled-after", "2", *extra],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -197,9 +197,9 @@ def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_pa
     from bot.signing import load_key
     from tests.conftest import _reset_pg
     from tests.fakes.slack_api import FakeSlackAPI
+    from tests.harness import AppServer, SlackUser
     from tests.slack import factories as f
     from tests.slack.conftest import SECRET
-    from tests.slack.harness import AppServer, SlackUser
     from tests.slack.helpers import buttons
 
     _reset_pg(pg)  # the module's database: the real sync and run above left their master data

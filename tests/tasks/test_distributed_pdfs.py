@@ -19,7 +19,7 @@ from bot import context, jobs
 from storage.db import Database, dispose_all
 from storage.migrate import upgrade
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.delivery.conftest import OPERATOR, PERIOD, Desk, open_desk
+from tests.slack.desk import OPERATOR, PERIOD, Desk, open_desk
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from billing.money import fmt
 from storage.models import AuditLog, BillingRun, Invoice
-from tests.delivery.conftest import FINANCE, OPERATOR, PERIOD, Desk
+from tests.slack.desk import FINANCE, OPERATOR, PERIOD, Desk
 from tests.slack.helpers import click, submit_reason
 
 BILLED = ("autohaus-elbe", "fahrrad-nord", "optik-sued")  # above threshold, in advertiser order

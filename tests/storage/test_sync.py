@@ -29,7 +29,7 @@ from storage.models import (
 )
 from storage.sources import SourceError
 from tests.fakes.tracker import FakeTracker
-from tests.sync.conftest import NOW, Sleeps, connector, conversion, stat
+from tests.storage.conftest import NOW, Sleeps, connector, conversion, stat
 
 ENTITY_CALLS = ["Employee::findAll", "Advertiser::findAll", "Affiliate::findAll"]
 

@@ -32,6 +32,8 @@ from storage.models import (
 from .conftest import NOW
 from .factories import advertiser, campaign, entity, linear, load, monthly_advertisers, scenario
 
+pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
+
 D = Decimal
 TODAY = date(2026, 3, 1)
 

@@ -19,7 +19,7 @@ from bot.workflows.sync import import_logs, import_report, quarantine_list, sync
 from storage.db import Database
 from storage.models import Conversion, DeliveryFact, SourceState, SyncRun
 from storage.sources.server_logs import LogRule
-from tests.sync.conftest import NOW
+from tests.storage.conftest import NOW
 
 API_CSV = """\
 Dimension.DATE,Dimension.LINE_ITEM_ID,DimensionAttribute.LINE_ITEM_NAME,Column.AD_SERVER_IMPRESSIONS,Column.AD_SERVER_CLICKS,Column.AD_SERVER_CPM_AND_CPC_REVENUE

@@ -1,19 +1,26 @@
-"""Billing workflow tests: variance checks (another module) are switched off unless a test opts in,
-so these tests pin the billing core's own behaviour."""
+"""Workflow tests (billing runs, pre-invoices, variance checks, documents and evidence packs).
+
+``no_variance``: the billing-workflow modules (test_billing_run, test_preinvoices, test_run_chunks,
+test_cli_billing) switch variance checks (another module) off unless a test opts in with
+``with_variance``, so they pin the billing core's own behaviour. ``world``/``out_dir``: the documents
+tests' invoices (tests/documents/factories.py) and output folder."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.documents.factories import World, build_world
+
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _no_variance(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_variance(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if "with_variance" in request.fixturenames:
         return
     import bot.workflows.variance_checks as variance_checks
@@ -38,3 +45,13 @@ def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
 @pytest.fixture
 def with_variance() -> None:
     """Opt in to the real variance checks."""
+
+
+@pytest.fixture
+def world(db, key) -> World:  # type: ignore[no-untyped-def]
+    return build_world(db, key)
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    return tmp_path / "documents"
