@@ -88,7 +88,7 @@ def seed(env: dict[str, str], n: int) -> list[str]:
     from bot.blocks.exceptions import button_value
     from bot.workflows.decisions import subject_hash_of
     from storage.models import BillingException
-    from tests.slack import factories as f
+    from tests import factories as f
 
     context.reset()
     db, key = context.get_db(), context.get_key()

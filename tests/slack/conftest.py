@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from storage.db import Database
+from tests import factories as f
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.harness import AppServer, SlackUser, shut_down, signed_user
-from tests.slack import factories as f
 from tests.slack.desk import Desk, open_desk
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from storage.models import AuditLog, Decision
+from tests import factories as f
 from tests.harness import Response
-from tests.slack import factories as f
 from tests.slack.conftest import World
 
 

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from bot import jobs
-from tests.slack import factories as f
+from tests import factories as f
 from tests.slack.helpers import audit_actions, buttons, click, decisions, ephemerals, message_of, submit_reason
 
 

@@ -15,7 +15,7 @@ from bot.cli import app as cli
 from bot.slack.digest import send_digest
 from bot.workflows.digest import LAST_SENT_KEY
 from storage.models import AuditLog, Setting
-from tests.schedules import factories as f
+from tests import factories as f
 
 NOW = f.utc(2026, 3, 5, 8, 0)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ from bot import context
 from bot.slack.sla import sweep
 from storage.db import Database
 from storage.models import AuditLog, BillingException
-from tests.schedules import factories as f
+from tests import factories as f
 
 T0 = f.utc(2026, 3, 2, 9, 0)
 

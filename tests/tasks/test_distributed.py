@@ -195,10 +195,10 @@ def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_pa
     from bot import runtime
     from bot.app import create_app, create_wsgi
     from bot.signing import load_key
+    from tests import factories as f
     from tests.conftest import _reset_pg
     from tests.fakes.slack_api import FakeSlackAPI
     from tests.harness import AppServer, SlackUser
-    from tests.slack import factories as f
     from tests.slack.conftest import SECRET
     from tests.slack.helpers import buttons
 

@@ -148,7 +148,7 @@ def test_billing_and_sync_tasks_call_their_workflows(db, inline, monkeypatch):
 
 
 def test_sweep_task_runs_the_sla_sweep(db, inline, slack):
-    from tests.schedules import factories as f
+    from tests import factories as f
 
     f.base(db)
     exc = f.exception(db, created_at=datetime.now(UTC) - timedelta(days=2))

@@ -17,7 +17,7 @@ from bot.scheduler import Clock, due_slot
 from bot.workflows.schedules import add_schedule, list_schedules, remove_schedule
 from storage.db import Database
 from storage.models import AuditLog
-from tests.schedules import factories as f
+from tests import factories as f
 
 NIGHTLY = dict(task="sync", args={"source": "tracker", "mode": "partial"}, cron="0 2 * * *")
 

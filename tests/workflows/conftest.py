@@ -3,7 +3,7 @@
 ``no_variance``: the billing-workflow modules (test_billing_run, test_preinvoices, test_run_chunks,
 test_cli_billing) switch variance checks (another module) off unless a test opts in with
 ``with_variance``, so they pin the billing core's own behaviour. ``world``/``out_dir``: the documents
-tests' invoices (tests/documents/factories.py) and output folder."""
+tests' invoices (tests/factories.py, documents section) and output folder."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.documents.factories import World, build_world
+from tests.factories import World, build_world
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

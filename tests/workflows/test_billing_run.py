@@ -28,9 +28,9 @@ from storage.models import (
     NumberSequence,
     PreInvoice,
 )
+from tests.factories import advertiser, campaign, entity, linear, load, monthly_advertisers, scenario
 
 from .conftest import NOW
-from .factories import advertiser, campaign, entity, linear, load, monthly_advertisers, scenario
 
 pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 

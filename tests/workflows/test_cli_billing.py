@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from storage.db import Database
-
-from .factories import advertiser, campaign, linear, load, scenario
+from tests.factories import advertiser, campaign, linear, load, scenario
 
 pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 

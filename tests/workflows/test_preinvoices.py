@@ -24,9 +24,9 @@ from bot.workflows.preinvoices import (
 from storage.db import Database
 from storage.mapping import preinvoice_hash
 from storage.models import AuditLog, Conversion, DeliveryFact, PreInvoice, PreInvoiceLine
+from tests.factories import advertiser, campaign, delivery, entity, linear, load, scenario
 
 from .conftest import NOW
-from .factories import advertiser, campaign, delivery, entity, linear, load, scenario
 
 pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 

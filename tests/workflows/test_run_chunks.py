@@ -17,9 +17,9 @@ from bot.workflows.billing_run import run_billing
 from bot.workflows.preinvoices import create_preinvoices
 from storage.db import Database
 from storage.models import AuditLog, Invoice, JobLog, NumberSequence, PreInvoice
+from tests.factories import load, monthly_advertisers
 
 from .conftest import NOW
-from .factories import load, monthly_advertisers
 
 pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 

@@ -15,7 +15,8 @@ from bot.workflows import effects
 from bot.workflows.exceptions import close_exception, open_exceptions_for
 from bot.workflows.variance_checks import exception_key, run_variance_checks
 from storage.models import AuditLog, BillingException, DeliveryFact, PreInvoice
-from tests.variance.factories import FEB, JAN, NOW, daily, item, master, preinvoice, rate
+from tests.factories import FEB, JAN, NOW, daily, item, master, rate
+from tests.factories import variance_preinvoice as preinvoice
 
 # a CPM item Jan 1 – Mar 31 (90 days), 900,000 impressions booked at 4.00: 280,000 expected in February
 LINE = {"item_id": "display", "amount": "896.00", "quantity": "224", "unit_price": "4.00"}
