@@ -5,7 +5,9 @@ It records every call (method, query params, JSON or form body), keeps the messa
 (so ``chat.update`` is checked against a real ``ts``), answers the methods billbot uses, serves
 ``files_upload_v2``'s three-step upload and ``response_url`` POSTs, can inject 429s with
 ``Retry-After`` (``fail_next``) and Slack errors (``fail[method] = "error_code"``, until removed).
-Channel names (``billing-managers``) are answered with a channel ID, as Slack does.
+Channel names (``billing-managers``) are answered with a channel ID, as Slack does. Blocks and views
+are checked with the sandbox's Block Kit validator (:mod:`bot.sandbox.blockkit`), as Slack checks them:
+``invalid_blocks`` / ``invalid_arguments`` with the problems in ``response_metadata``.
 
     with FakeSlackAPI(users={"U1": {"name": "ann", "real_name": "Ann", "email": "ann@x"}}) as api:
         client = make_client("xoxb-test", api.url)
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from bot.sandbox.blockkit import validate_blocks, validate_view
 
 JSON_FIELDS = ("blocks", "view", "attachments", "files", "metadata")
 MAX_BLOCKS = 50
@@ -258,16 +262,24 @@ class FakeSlackAPI:
                 "team_id": self.team_id, "user_id": "UBILLBOT", "bot_id": "BBILLBOT"}
 
     @staticmethod
-    def _too_many_blocks(call: Call) -> bool:
+    def _invalid_blocks(call: Call) -> dict[str, Any] | None:
         blocks = call.params.get("blocks")
-        return isinstance(blocks, list) and len(blocks) > MAX_BLOCKS
+        if blocks is None:
+            return None
+        if isinstance(blocks, list) and len(blocks) > MAX_BLOCKS:
+            return {"ok": False, "error": "invalid_blocks"}
+        problems = validate_blocks(blocks)
+        if problems:
+            return {"ok": False, "error": "invalid_blocks", "errors": problems,
+                    "response_metadata": {"messages": problems}}
+        return None
 
     def _post_message(self, call: Call) -> dict[str, Any]:
         channel = str(call.params.get("channel") or "")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
-        if self._too_many_blocks(call):
-            return {"ok": False, "error": "invalid_blocks"}
+        if (invalid := self._invalid_blocks(call)) is not None:
+            return invalid
         if channel.startswith("U"):  # a DM to a user lands in their IM channel
             channel = "D" + channel[1:]
         elif not (channel[:1] in "CDG" and channel.isupper()):  # a channel name: Slack answers with its ID
@@ -284,8 +296,8 @@ class FakeSlackAPI:
 
     def _update(self, call: Call) -> dict[str, Any]:
         channel, ts = str(call.params.get("channel")), str(call.params.get("ts"))
-        if self._too_many_blocks(call):
-            return {"ok": False, "error": "invalid_blocks"}
+        if (invalid := self._invalid_blocks(call)) is not None:
+            return invalid
         with self._lock:
             msg = self.messages.get((channel, ts))
             if msg is None:
@@ -304,12 +316,17 @@ class FakeSlackAPI:
                 "permalink": f"https://billbot-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
     def _ephemeral(self, call: Call) -> dict[str, Any]:
+        if (invalid := self._invalid_blocks(call)) is not None:
+            return invalid
         return {"ok": True, "message_ts": self._ts()}
 
     def _view(self, call: Call) -> dict[str, Any]:
         view = call.params.get("view") or {}
         if isinstance(view, dict) and len(view.get("blocks") or []) > 100:
             return {"ok": False, "error": "invalid_arguments"}
+        problems = validate_view(view)
+        if problems:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": problems}}
         view_id = str(call.params.get("view_id") or f"V{next(self._seq):08d}")
         stored = {**(view if isinstance(view, dict) else {}), "id": view_id}
         with self._lock:
