@@ -88,7 +88,7 @@ def seed(env: dict[str, str], n: int) -> list[str]:
     from bot.blocks.exceptions import button_value
     from bot.workflows.decisions import subject_hash_of
     from storage.models import BillingException
-    from tests.slack import factories as f
+    from tests import factories as f
 
     context.reset()
     db, key = context.get_db(), context.get_key()
@@ -156,7 +156,7 @@ def _client_process(port: int, chunk: list[tuple[int, str]], start_at: float) ->
     connection (separate processes, so the load generator's own GIL does not skew the figures)."""
     import http.client
 
-    from tests.slack.harness import sign
+    from tests.harness import sign
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     out = []

@@ -47,7 +47,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 def build(db, key, n: int) -> list[int]:  # type: ignore[no-untyped-def]
     from storage.models import Advertiser
-    from tests.documents.factories import invoice, master_data
+    from tests.factories import document_invoice as invoice
+    from tests.factories import master_data
 
     rng = random.Random(200)
     descriptions = ["Regional search ads", "Display impressions", "Booked test drives", "Video pre-roll flight",

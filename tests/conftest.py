@@ -5,6 +5,10 @@ The suite runs on SQLite by default and on PostgreSQL with ``--db postgres`` (or
 (default ``postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot``; the role must be able to
 create databases). Each xdist worker gets its own database; each test starts on an empty, migrated
 schema.
+
+Also here, because tests in several directories use them: ``slack``/``client`` (the fake Slack Web API
+of tests/fakes/slack_api.py with ``bot.slack.client.get_client()`` pointed at it), the headless
+Chromium fixtures (``browser``, ``page``, ``shots``) and ``no_pdf_rendering``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlalchemy import create_engine, text
 import bot.runtime  # noqa: F401 - registers the task families, as every entry point does
 from storage.db import Database, dispose_all
 from storage.migrate import upgrade
+from tests.fakes.slack_api import FakeSlackAPI
 
 DEFAULT_PG = "postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot"
 
@@ -139,3 +144,82 @@ def _forget_cli_wiring() -> Iterator[None]:
     w = runtime.wiring()
     if w is not None and w.role in ("cli", "worker"):
         runtime.reset()
+
+
+# --- the fake Slack Web API -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slack(db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlackAPI]:  # type: ignore[no-untyped-def]
+    """The fake Slack Web API; ``bot.slack.client.get_client()`` talks to it."""
+    from storage.settings import get_settings
+
+    with FakeSlackAPI() as fake:
+        monkeypatch.setenv("SLACK_API_URL", fake.url)
+        monkeypatch.setenv("MANAGERS_CHANNEL", "billing-managers")
+        get_settings.cache_clear()
+        yield fake
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(slack: FakeSlackAPI):  # type: ignore[no-untyped-def]
+    from bot.slack.client import make_client
+
+    return make_client("xoxb-test", slack.url)
+
+
+# --- headless Chromium (the sandbox page, the end-to-end browser test) -----------------------------------------
+
+CHROMIUM = os.environ.get("BILLBOT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "sandbox"
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    # module scope: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, and later tests in the same worker (asyncio.run in Procrastinate's tools) need it gone
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="en-US", timezone_id="Europe/Berlin")
+    pg = ctx.new_page()
+    pg.set_default_timeout(10_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def shots() -> Iterator[Path]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield ARTIFACTS
+
+
+@pytest.fixture
+def no_pdf_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox flows are about messages and decisions; rendering every invoice's PDF inline
+    (BILLBOT_JOBS=inline) in the app's process only competes with Bolt's 3-second ack under CI load.
+    PDF rendering and delivery are covered by tests/slack/test_pdf_delivery.py and tests/workflows."""
+    from bot import runtime
+
+    monkeypatch.setattr(runtime, "REACTIONS", {k: v for k, v in runtime.REACTIONS.items() if k != "invoice.finalized"})

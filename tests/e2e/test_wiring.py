@@ -1,7 +1,7 @@
 """Every process tells Slack what it did, once: real ``billbot`` processes against a fake Slack Web API
 over HTTP, no sandbox involved.
 
-The billing desk of tests/delivery (four advertisers, Kiosk Alster below its threshold each month):
+The billing desk of tests/slack/desk.py (four advertisers, Kiosk Alster below its threshold each month):
 
 1. ``billbot run`` from the CLI, with Slack settings in its environment, opens Kiosk Alster's
    below-threshold exception: the CLI posts its message itself, once. Its three invoices' PDFs wait
@@ -34,7 +34,7 @@ from sqlalchemy import select
 
 from storage.db import Database
 from storage.models import BillingException, Invoice
-from tests.delivery.conftest import EXC_CHANNEL, PROFILES, scenario
+from tests.slack.desk import EXC_CHANNEL, PROFILES, scenario
 from tests.fakes.slack_api import FakeSlackAPI
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,8 +3,11 @@
 billbot's real ``WebClient`` talks to it through ``base_url`` — the same code path as real Slack.
 It records every call (method, query params, JSON or form body), keeps the messages it was sent
 (so ``chat.update`` is checked against a real ``ts``), answers the methods billbot uses, serves
-``files_upload_v2``'s three-step upload and ``response_url`` POSTs, and can inject 429s with
-``Retry-After``.
+``files_upload_v2``'s three-step upload and ``response_url`` POSTs, can inject 429s with
+``Retry-After`` (``fail_next``) and Slack errors (``fail[method] = "error_code"``, until removed).
+Channel names (``billing-managers``) are answered with a channel ID, as Slack does. Blocks and views
+are checked with the sandbox's Block Kit validator (:mod:`bot.sandbox.blockkit`), as Slack checks them:
+``invalid_blocks`` / ``invalid_arguments`` with the problems in ``response_metadata``.
 
     with FakeSlackAPI(users={"U1": {"name": "ann", "real_name": "Ann", "email": "ann@x"}}) as api:
         client = make_client("xoxb-test", api.url)
@@ -24,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from bot.sandbox.blockkit import validate_blocks, validate_view
+
 JSON_FIELDS = ("blocks", "view", "attachments", "files", "metadata")
 MAX_BLOCKS = 50
 
@@ -39,6 +44,9 @@ class Call:
 
     def __getitem__(self, key: str) -> Any:
         return self.params[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.params
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.params.get(key, default)
@@ -68,6 +76,7 @@ class FakeSlackAPI:
         self.views: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
         self._faults: dict[str, list[tuple[int, int]]] = {}
+        self.fail: dict[str, str] = {}  # method → Slack error code, answered (and recorded) until removed
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
@@ -79,6 +88,7 @@ class FakeSlackAPI:
             "chat.update": self._update,
             "chat.postEphemeral": self._ephemeral,
             "chat.delete": self._delete,
+            "chat.getPermalink": self._permalink,
             "views.open": self._view,
             "views.update": self._view,
             "views.push": self._view,
@@ -214,8 +224,13 @@ class FakeSlackAPI:
             self._record(Call(method + "#fault", params, body, headers, url.path))
             return self._send(h, status, {"ok": False, "error": "ratelimited" if status == 429 else "fatal_error"},
                               extra={"Retry-After": str(retry_after)} if status == 429 else None)
+        with self._lock:
+            error = self.fail.get(method)
         handler = self.handlers.get(method)
-        result = handler(call) if handler is not None else {"ok": True}
+        if error is not None:
+            result = {"ok": False, "error": error}
+        else:
+            result = handler(call) if handler is not None else {"ok": True}
         self._record(call)
         return self._send(h, 200, result)
 
@@ -247,18 +262,28 @@ class FakeSlackAPI:
                 "team_id": self.team_id, "user_id": "UBILLBOT", "bot_id": "BBILLBOT"}
 
     @staticmethod
-    def _too_many_blocks(call: Call) -> bool:
+    def _invalid_blocks(call: Call) -> dict[str, Any] | None:
         blocks = call.params.get("blocks")
-        return isinstance(blocks, list) and len(blocks) > MAX_BLOCKS
+        if blocks is None:
+            return None
+        if isinstance(blocks, list) and len(blocks) > MAX_BLOCKS:
+            return {"ok": False, "error": "invalid_blocks"}
+        problems = validate_blocks(blocks)
+        if problems:
+            return {"ok": False, "error": "invalid_blocks", "errors": problems,
+                    "response_metadata": {"messages": problems}}
+        return None
 
     def _post_message(self, call: Call) -> dict[str, Any]:
         channel = str(call.params.get("channel") or "")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
-        if self._too_many_blocks(call):
-            return {"ok": False, "error": "invalid_blocks"}
+        if (invalid := self._invalid_blocks(call)) is not None:
+            return invalid
         if channel.startswith("U"):  # a DM to a user lands in their IM channel
             channel = "D" + channel[1:]
+        elif not (channel[:1] in "CDG" and channel.isupper()):  # a channel name: Slack answers with its ID
+            channel = "C" + channel.upper().replace("-", "")[:10]
         ts = self._ts()
         msg = {"ts": ts, "channel": channel, "text": call.params.get("text"), "blocks": call.params.get("blocks"),
                "thread_ts": call.params.get("thread_ts"), "replies": []}
@@ -271,8 +296,8 @@ class FakeSlackAPI:
 
     def _update(self, call: Call) -> dict[str, Any]:
         channel, ts = str(call.params.get("channel")), str(call.params.get("ts"))
-        if self._too_many_blocks(call):
-            return {"ok": False, "error": "invalid_blocks"}
+        if (invalid := self._invalid_blocks(call)) is not None:
+            return invalid
         with self._lock:
             msg = self.messages.get((channel, ts))
             if msg is None:
@@ -285,13 +310,23 @@ class FakeSlackAPI:
             self.messages.pop((str(call.params.get("channel")), str(call.params.get("ts"))), None)
         return {"ok": True}
 
+    def _permalink(self, call: Call) -> dict[str, Any]:
+        channel, ts = call.params.get("channel"), str(call.params.get("message_ts"))
+        return {"ok": True, "channel": channel,
+                "permalink": f"https://billbot-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
+
     def _ephemeral(self, call: Call) -> dict[str, Any]:
+        if (invalid := self._invalid_blocks(call)) is not None:
+            return invalid
         return {"ok": True, "message_ts": self._ts()}
 
     def _view(self, call: Call) -> dict[str, Any]:
         view = call.params.get("view") or {}
         if isinstance(view, dict) and len(view.get("blocks") or []) > 100:
             return {"ok": False, "error": "invalid_arguments"}
+        problems = validate_view(view)
+        if problems:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": problems}}
         view_id = str(call.params.get("view_id") or f"V{next(self._seq):08d}")
         stored = {**(view if isinstance(view, dict) else {}), "id": view_id}
         with self._lock:

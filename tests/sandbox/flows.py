@@ -1,7 +1,7 @@
 """One behaviour, two fakes: the decision flows written once, run against the sandbox workspace and against
 the Slack tests' fake Web API (tests/fakes/slack_api.py). Both drive billbot's real ``/slack/events`` with
 signed requests — the sandbox through its own forwarder (what the page uses), the fake through
-tests/slack/harness.py — and read back what a Slack user would see.
+tests/harness.py — and read back what a Slack user would see.
 """
 
 from __future__ import annotations

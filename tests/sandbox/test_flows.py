@@ -10,9 +10,9 @@ import pytest
 
 from storage.db import Database
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.harness import AppServer, SlackUser, shut_down, signed_user
 from tests.sandbox import flows
 from tests.sandbox.scenario import APPROVER, FINANCE, OPERATOR
-from tests.slack.harness import AppServer, SlackUser, shut_down, signed_user
 
 SECRET = "0123456789abcdef0123456789abcdef"
 PROFILES = {
@@ -69,7 +69,7 @@ class SandboxSurface:
 
 
 class FakeApiSurface:
-    """Through tests/slack/harness.py against tests/fakes/slack_api.py."""
+    """Through tests/harness.py against tests/fakes/slack_api.py."""
 
     name = "fake"
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from storage.db import Database
+from tests import factories as f
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.slack import factories as f
-from tests.slack.harness import AppServer, SlackUser, shut_down, signed_user
+from tests.harness import AppServer, SlackUser, shut_down, signed_user
+from tests.slack.desk import Desk, open_desk
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -88,3 +89,10 @@ def embedded_world(db: Database, fake_slack: FakeSlackAPI, signing_key: Any,
                    monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """The app as ``billbot serve`` runs it: decisions in the jobs facade's ``decisions`` process pool."""
     yield from _world(db, fake_slack, monkeypatch, None)
+
+
+@pytest.fixture
+def desk(db: Database, key: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
+    """The billing desk of tests/slack/desk.py, jobs inline."""
+    with open_desk(db, key, monkeypatch) as d:
+        yield d

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from storage.models import AuditLog, Decision
-from tests.slack import factories as f
+from tests import factories as f
+from tests.harness import Response
 from tests.slack.conftest import World
-from tests.slack.harness import Response
 
 
 def message_of(world: World, exception_id: int) -> dict[str, Any]:

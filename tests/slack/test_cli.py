@@ -9,7 +9,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from bot.cli import app
-from tests.slack import factories as f
+from tests import factories as f
 
 runner = CliRunner()
 

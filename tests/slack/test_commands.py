@@ -8,7 +8,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from tests.slack import factories as f
+from tests import factories as f
 from tests.slack.helpers import ephemerals, spy_module
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from billing.errors import Conflict
 from storage.models import AuditLog, BillingException, Decision
-from tests.slack import factories as f
+from tests import factories as f
 
 
 def _decide_all(db, key, eid, digest, deciders):

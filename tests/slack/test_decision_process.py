@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from bot import jobs
-from tests.slack import factories as f
+from tests import factories as f
 from tests.slack.helpers import audit_actions, buttons, click, decisions, ephemerals, message_of, submit_reason
 
 
@@ -68,7 +68,7 @@ def test_reject_with_a_reason_from_the_modal_in_the_pool(embedded_world):
 def test_pool_processes_run_below_the_web_servers_priority(db, monkeypatch):
     """Decisions at niceness +10, documents at +15: on a small machine the OS gives the CPU to the
     threads that ack Slack first, and a run's PDFs to people's decisions."""
-    from tests.schedules import tasks_for_tests  # noqa: F401 - registers test_niceness
+    from tests.tasks import tasks_for_tests  # noqa: F401 - registers test_niceness
 
     monkeypatch.delenv("BILLBOT_JOBS", raising=False)
     monkeypatch.delenv("BILLBOT_MODE", raising=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 from billing.signatures import content_hash
 from storage.models import PreInvoice
-from tests.slack import factories as f
+from tests import factories as f
 from tests.slack.helpers import (
     audit_actions,
     buttons,

@@ -47,7 +47,7 @@ def test_serve_picks_socket_mode_when_an_app_token_is_set(monkeypatch, world):
 
 def test_the_lazy_gunicorn_application_builds_the_app_on_first_request(world):
     from bot.app import _LazyApplication
-    from tests.slack.harness import AppServer
+    from tests.harness import AppServer
 
     lazy = _LazyApplication()
     assert lazy._wsgi is None
