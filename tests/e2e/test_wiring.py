@@ -34,8 +34,8 @@ from sqlalchemy import select
 
 from storage.db import Database
 from storage.models import BillingException, Invoice
-from tests.slack.desk import EXC_CHANNEL, PROFILES, scenario
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.slack.desk import EXC_CHANNEL, PROFILES, scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 BILLBOT = str(Path(sys.executable).with_name("billbot"))
