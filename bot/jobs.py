@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from billing.errors import Conflict, NotFound
+from billing.errors import BillingError, Conflict, NotFound
 from bot import context
 from bot.tasks.registry import TASKS, TaskSpec, UnknownTask
 from bot.tasks.registry import get_task as _lookup
@@ -245,7 +245,9 @@ def wait_idle(timeout: float = 30.0) -> bool:
 
 def _logged(name: str, fut: Future[Any]) -> None:
     exc = fut.exception()
-    if exc is not None:
+    if isinstance(exc, BillingError):  # a named failure says what is wrong: one line, no traceback
+        log.error("job %s failed: %s", name, exc)
+    elif exc is not None:
         log.error("job %s failed: %s", name, exc, exc_info=exc)
 
 
