@@ -34,6 +34,7 @@ from bot.blocks.common import (
     period_text,
     slack_date,
 )
+from bot.workflows.decisions import valid_approvals
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
 
 KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold"}
@@ -136,8 +137,9 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
 def approvals_text(exc: BillingException) -> str | None:
     if exc.approvals_needed <= 1:
         return None
-    got = len(exc.approvals or [])
-    names = ", ".join(mention(str(a.get("user"))) for a in exc.approvals or [] if isinstance(a, dict))
+    current = valid_approvals(exc) if exc.state in OPEN_EXCEPTION_STATES else list(exc.approvals or [])
+    got = len(current)
+    names = ", ".join(mention(str(a.get("user"))) for a in current if isinstance(a, dict))
     return f"{got} of {exc.approvals_needed} approvals" + (f" ({names})" if names else "")
 
 
@@ -198,6 +200,15 @@ def decided_text(exc: BillingException, last_decision: Decision | None = None) -
         text += f"\n>{clip(exc.reason, 2000)}"
     return clip(text, SECTION_TEXT_MAX)
 
+
+
+def approvals_reset_text(exc: BillingException, *, why: str, dropped: list[str]) -> str:
+    """The threaded reply when approvals given on older content stop counting."""
+    names = ", ".join(mention(u) for u in dropped) or "nobody"
+    what = "the pre-invoice" if exc.preinvoice_id is not None else "the exception"
+    return clip(f":arrows_counterclockwise: Approvals reset: {what} changed after {len(dropped)} approval(s) "
+                f"({names}) — {why}. {exc.approvals_needed} approval(s) of the new content are needed.",
+                SECTION_TEXT_MAX)
 
 
 def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool) -> str:

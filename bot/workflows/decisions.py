@@ -109,8 +109,15 @@ def already_decided_message(exc: BillingException) -> str:
     return f"Already {state} by {who} at {_when(exc.decided_at or exc.updated_at)}."
 
 
+def valid_approvals(exc: BillingException) -> list[dict[str, Any]]:
+    """The approvals given on the exception's CURRENT subject: each approval records the subject
+    hash it was given on, and one given on other content (changed since) counts for nothing."""
+    digest = subject_hash_of(exc)
+    return [a for a in (exc.approvals or []) if isinstance(a, dict) and a.get("subject") == digest]
+
+
 def approvers_so_far(exc: BillingException) -> list[str]:
-    return [str(a.get("user")) for a in (exc.approvals or []) if isinstance(a, dict)]
+    return [str(a.get("user")) for a in valid_approvals(exc)]
 
 
 def access_exception_for_decision(
@@ -139,6 +146,9 @@ def access_exception_for_decision(
         raise Refused("You created this pre-invoice, so someone else must decide it.", code="own_work")
     if exc.preinvoice is not None and exc.preinvoice.edited_by == user.slack_id:
         raise Refused("You edited this pre-invoice, so someone else must decide it.", code="own_work")
+    if decision == "force" and user.slack_id in approvers_so_far(exc):
+        raise Refused("You already approved this, so someone else must complete it: two approvals mean "
+                      "two different people, whatever their roles.", code="own_approval")
     if decision == "approve" and user.slack_id in approvers_so_far(exc):
         raise Conflict(
             f"You already approved this ({len(approvers_so_far(exc))} of {exc.approvals_needed} approvals); "
@@ -311,9 +321,9 @@ def _decide(
     digest = _check_stale(exc, subject_hash)
     name = display_name(user, actor)
 
-    approvals = list(exc.approvals or [])
+    approvals = valid_approvals(exc)  # approvals of an older subject are dropped, never counted
     if decision == "approve":
-        approvals.append({"user": actor, "name": name, "at": now.isoformat()})
+        approvals.append({"user": actor, "name": name, "at": now.isoformat(), "subject": digest})
     final = decision != "approve" or len(approvals) >= exc.approvals_needed
     values: dict[str, Any] = {"approvals": approvals, "version": exc.version + 1, "updated_at": now}
     if final:

@@ -48,6 +48,7 @@ from billing.tax import VatProblem, vat_amount, vat_treatment
 from billing.variance import DEFAULT_TOLERANCE
 from bot.workflows import audit, variance_checks
 from bot.workflows.effects import notify
+from bot.workflows.exceptions import open_exceptions_for, reset_approvals
 from bot.workflows.fx import rates_around
 from storage.db import Database
 from storage.mapping import campaign_spec, check_input, line_drafts, preinvoice_hash
@@ -440,6 +441,9 @@ def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKe
     record_change(s, key, actor, action, pi, {**payload, "old_hash": old, "content_hash": pi.content_hash}, now)
     if pi.state == "approved":
         _void_approval(s, pi, actor=actor, key=key, now=now, why=action)
+    for exc in open_exceptions_for(s, pi.id):  # approvals of the old content do not count for the new
+        reset_approvals(s, exc, why=f"{action.removeprefix('preinvoice.').replace('_', ' ')} by {actor}",
+                        actor=actor, signing_key=key, now=now)
     pi.state = "draft"
     pi.hold_reason = None
     s.flush()
