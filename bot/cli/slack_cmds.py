@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from bot.cli.groups import audit_app, users_app
+from bot.cli.identity import ADMIN_ROLES, AsUser, acting_as, granting_as
 from bot.cli.output import emit_json, handle_errors, out_console
 
 
@@ -34,12 +35,13 @@ def audit_verify() -> None:
 def users_grant(
     slack_id: str = typer.Argument(..., help="Slack user id, e.g. U123ABC"),
     role: str = typer.Argument(..., help="approver | finance_manager | operator | admin"),
-    actor: str = typer.Option("cli", help="Who grants (recorded in the audit log)."),
+    as_user: AsUser = None,
 ) -> None:
-    """Give a Slack user a role."""
+    """Give a Slack user a role (an admin does; the first admin is granted while there is none)."""
     from bot import context
     from bot.workflows.users import grant_role
 
+    actor = granting_as(as_user, role=role, what="users grant")
     changed = grant_role(context.get_db(), slack_id, role, actor=actor, signing_key=context.get_key())
     out_console.print(f"{slack_id}: {role} {'granted' if changed else 'already held'}", highlight=False)
 
@@ -49,12 +51,13 @@ def users_grant(
 def users_revoke(
     slack_id: str = typer.Argument(..., help="Slack user id"),
     role: str = typer.Argument(..., help="the role to take away"),
-    actor: str = typer.Option("cli", help="Who revokes (recorded in the audit log)."),
+    as_user: AsUser = None,
 ) -> None:
-    """Take a role from a Slack user."""
+    """Take a role from a Slack user (an admin does)."""
     from bot import context
     from bot.workflows.users import revoke_role
 
+    actor = acting_as(as_user, roles=ADMIN_ROLES, what="users revoke")
     changed = revoke_role(context.get_db(), slack_id, role, actor=actor, signing_key=context.get_key())
     out_console.print(f"{slack_id}: {role} {'revoked' if changed else 'was not held'}", highlight=False)
 
