@@ -238,7 +238,7 @@ def run(
     from bot.context import get_db, get_key
     from bot.workflows.billing_run import run_billing
 
-    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="run") if not dry_run or as_user else "cli:dry-run"
+    actor = "cli:dry-run" if dry_run else acting_as(as_user, roles=OPERATOR_ROLES, what="run")
     with progress(f"Billing {period}", None, quiet=json_out) as advance:
         r = run_billing(get_db(), period=period, advertisers=advertiser or None, actor=actor, key=get_key(),
                         today=_today(), dry_run=dry_run, on_progress=lambda _d, _t: advance(1))

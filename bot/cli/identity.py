@@ -66,7 +66,8 @@ def acting_or_bootstrap(as_user: str | None, *, roles: frozenset[str], what: str
 
 
 def granting_as(as_user: str | None, *, role: str, what: str) -> str:
-    """Granting roles needs an admin — except the very first admin, granted while there is none."""
+    """Granting roles needs an admin — except while there is none yet (a fresh deployment, recorded
+    as ``bootstrap``): grant the first admin first."""
     from sqlalchemy import select
 
     from bot.context import get_db
@@ -74,8 +75,6 @@ def granting_as(as_user: str | None, *, role: str, what: str) -> str:
 
     with get_db().read() as s:
         admin = s.execute(select(UserRole.slack_id).where(UserRole.role == "admin").limit(1)).first()
-    if admin is None and role == "admin":
-        return (as_user or "").strip() or "bootstrap"
-    if admin is None and not (as_user or "").strip():
+    if admin is None:  # a fresh deployment: roles are handed out until the first admin exists
         return "bootstrap"
     return acting_as(as_user, roles=ADMIN_ROLES, what=what)

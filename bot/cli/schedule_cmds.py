@@ -202,7 +202,7 @@ def digest_cmd(
     from bot.slack.client import get_client
     from bot.slack.digest import send_digest
 
-    actor = "cli:dry-run" if dry_run and not as_user else _actor(as_user, "digest")
+    actor = "cli:dry-run" if dry_run else _actor(as_user, "digest")  # a dry run changes nothing
     res = send_digest(get_db(), now=datetime.now(UTC), client=None if dry_run else get_client(), key=get_key(),
                       dry_run=dry_run, actor=actor)
     if chart:

@@ -51,7 +51,12 @@ def test_audit_verify_names_the_record_after_a_one_byte_change(db, signing_key, 
     assert f"audit log broken at record {row.id}: record {row.id} was changed (hash mismatch)" in r.output
 
 
-def test_users_grant_revoke_and_list(db, signing_key):
+def test_users_grant_revoke_and_list(db, signing_key, monkeypatch):
+    # a fresh deployment: the first admin is granted while there is none; from then on an admin grants
+    assert runner.invoke(app, ["users", "grant", "U0ADMIN", "admin"]).exit_code == 0
+    refused = runner.invoke(app, ["users", "grant", "U123", "approver"])  # BILLBOT_USER is no admin
+    assert refused.exit_code == 1 and "no such billbot user" in refused.output
+    monkeypatch.setenv("BILLBOT_USER", "U0ADMIN")
     r = runner.invoke(app, ["users", "grant", "U123", "approver"])
     assert r.exit_code == 0 and "approver granted" in r.output
     assert "already held" in runner.invoke(app, ["users", "grant", "U123", "approver"]).output
@@ -63,11 +68,14 @@ def test_users_grant_revoke_and_list(db, signing_key):
     missing = runner.invoke(app, ["users", "revoke", "U999", "approver"])
     assert missing.exit_code == 2 and "U999 is not known" in missing.output
     listed = json.loads(runner.invoke(app, ["users", "list", "--json"]).output)
-    assert listed == [{"slack_id": "U123", "name": "", "email": None, "roles": ["finance_manager"],
+    assert listed == [{"slack_id": "U0ADMIN", "name": "", "email": None, "roles": ["admin"],
+                       "profile_fetched_at": None},
+                      {"slack_id": "U123", "name": "", "email": None, "roles": ["finance_manager"],
                        "profile_fetched_at": None}]
     with db.read() as s:
-        actions = [a for (a,) in s.execute(text("SELECT action FROM audit_log ORDER BY id"))]
-    assert actions == ["role.granted", "role.granted", "role.revoked"]
+        rows = list(s.execute(text("SELECT action, actor FROM audit_log ORDER BY id")))
+    assert [tuple(r) for r in rows] == [("role.granted", "bootstrap"), ("role.granted", "U0ADMIN"),
+                                        ("role.granted", "U0ADMIN"), ("role.revoked", "U0ADMIN")]
 
 
 def test_profiles_are_looked_up_once_and_refreshed_after_a_day(db, fake_slack):
