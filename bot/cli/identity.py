@@ -27,9 +27,10 @@ FINANCE_ROLES = frozenset({"finance_manager"})
 REQUESTER_ROLES = frozenset({"operator", "admin", "finance_manager"})
 
 
-def acting_as(as_user: str | None, *, roles: frozenset[str], what: str) -> str:
-    """The Slack id of the known billbot user ``as_user`` if they hold one of ``roles``; else a
-    refusal naming what is missing (exit 1)."""
+def acting_as(as_user: str | None, *, roles: frozenset[str] | None, what: str) -> str:
+    """The Slack id of the known billbot user ``as_user`` if they hold one of ``roles`` (``None``:
+    any known user — the workflow checks the roles itself, as for decisions); else a refusal naming
+    what is missing (exit 1)."""
     from bot.context import get_db
     from storage.models import User
 
@@ -43,7 +44,7 @@ def acting_as(as_user: str | None, *, roles: frozenset[str], what: str) -> str:
     if user is None:
         raise NotAllowed(f"--as {who}: no such billbot user (an admin grants roles with `billbot users grant`)",
                          code="unknown_user")
-    if not held & roles:
+    if roles is not None and not held & roles:
         raise NotAllowed(f"{what} needs the {' or '.join(sorted(roles))} role; {who} has "
                          f"{', '.join(sorted(held)) or 'no role'}", code="role_required")
     return who

@@ -28,7 +28,7 @@ from bot.workflows import audit, billing_run, preinvoices
 from bot.workflows.effects import notify
 from bot.workflows.users import ProfileLookup, display_name, ensure_user
 from storage.db import Database
-from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision, PreInvoice, User
+from storage.models import OPEN_EXCEPTION_STATES, AuditLog, BillingException, Decision, PreInvoice, User
 
 DecisionKind = Literal["approve", "reject", "force"]
 DECISIONS: tuple[DecisionKind, ...] = get_args(DecisionKind)
@@ -120,6 +120,19 @@ def approvers_so_far(exc: BillingException) -> list[str]:
     return [str(a.get("user")) for a in valid_approvals(exc)]
 
 
+EDIT_ACTIONS = ("preinvoice.line_edited", "preinvoice.line_added", "preinvoice.line_deleted")
+
+
+def editors_of(s: Session, preinvoice_id: int) -> set[str]:
+    """Everyone who ever edited the pre-invoice, from its edit history in the audit log (every
+    editor, not only the last one: an edit by someone else later does not make an editor a checker)."""
+    return set(s.execute(
+        select(AuditLog.actor).where(AuditLog.subject_type == "preinvoice",
+                                     AuditLog.subject_id == str(preinvoice_id),
+                                     AuditLog.action.in_(EDIT_ACTIONS)).distinct()
+    ).scalars())
+
+
 def access_exception_for_decision(
     s: Session, user: User, exception_id: int, decision: DecisionKind
 ) -> BillingException:
@@ -144,7 +157,8 @@ def access_exception_for_decision(
         raise Refused("You started this work, so someone else must decide it.", code="own_work")
     if exc.preinvoice is not None and exc.preinvoice.created_by == user.slack_id:
         raise Refused("You created this pre-invoice, so someone else must decide it.", code="own_work")
-    if exc.preinvoice is not None and exc.preinvoice.edited_by == user.slack_id:
+    if exc.preinvoice is not None and (exc.preinvoice.edited_by == user.slack_id
+                                       or user.slack_id in editors_of(s, exc.preinvoice.id)):
         raise Refused("You edited this pre-invoice, so someone else must decide it.", code="own_work")
     if decision == "force" and user.slack_id in approvers_so_far(exc):
         raise Refused("You already approved this, so someone else must complete it: two approvals mean "

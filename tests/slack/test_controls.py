@@ -69,3 +69,61 @@ def test_an_approver_may_not_complete_the_same_exception_by_force(world):
     assert "someone else must complete it" in ephemerals(world, f.APPROVER)[-1]
     assert f.exception_row(world.db, eid).state == "pending"
     assert len(decisions(world, eid)) == 1
+
+
+# --------------------------------------------------------------------------- one identity
+
+
+def test_cli_edits_without_an_identity_are_refused_and_read_only_commands_stay_open(world, monkeypatch):
+    pid, _eid = _variance(world)
+    monkeypatch.delenv("BILLBOT_USER")
+    r = _cli("preinvoices", "add-line", str(pid), "--description", "x", "--amount", "10.00")
+    assert r.exit_code == 1 and "--as U" in r.output and "BILLBOT_USER" in r.output
+    r = _cli("preinvoices", "add-line", str(pid), "--description", "x", "--amount", "10.00", "--as", "U999NOBODY")
+    assert r.exit_code == 1 and "no such billbot user" in r.output
+    r = _cli("preinvoices", "add-line", str(pid), "--description", "x", "--amount", "10.00", "--as", f.APPROVER)
+    assert r.exit_code == 1 and "needs the admin or operator role" in r.output
+    with world.db.read() as s:
+        pi = s.get(PreInvoice, pid)
+        assert pi is not None and len(pi.lines) == 1  # nothing was written
+    assert _cli("preinvoices", "show", str(pid), "--json").exit_code == 0  # read-only: open
+
+
+def test_an_editor_on_the_cli_cannot_approve_in_slack_even_after_someone_else_edits(world):
+    f.add_user(world.db, f.APPROVER2, ["operator"])  # an approver with a shell
+    pid, eid = _variance(world)
+    with world.db.read() as s:
+        line_id = s.get(PreInvoice, pid).lines[0].id
+    r = _cli("preinvoices", "edit-line", str(pid), str(line_id), "--description", "Search ads (corrected)",
+             "--as", f.APPROVER2)
+    assert r.exit_code == 0, r.output
+    r = _cli("preinvoices", "add-line", str(pid), "--description", "Setup fee", "--amount", "50.00",
+             "--as", f.OPERATOR)  # the last editor is now someone else
+    assert r.exit_code == 0, r.output
+    world.wait()
+    [edit] = [a for a in audit_actions(world, "preinvoice.line_edited")]
+    assert edit.actor == f.APPROVER2  # the audit log carries the user, not a shell account
+    click(world, f.APPROVER2, eid, "approve")
+    assert "You edited this pre-invoice" in ephemerals(world, f.APPROVER2)[-1]
+    assert f.exception_row(world.db, eid).state == "pending"
+
+
+def test_cli_decisions_take_the_same_workflow_and_rules_as_a_click(world):
+    _pid, eid = _variance(world, amount="12000.00")
+    r = _cli("exceptions", "approve", str(eid), "--as", f.OPERATOR)  # no approver role: refused, audited
+    assert r.exit_code == 1 and "needs the approver role" in r.output
+    assert len(audit_actions(world, "decision.refused")) == 1
+    r = _cli("exceptions", "approve", str(eid), "--as", f.APPROVER, "--json")
+    assert r.exit_code == 0, r.output
+    assert '"approvals": 1' in r.output and '"final": false' in r.output
+    world.wait()
+    assert any("Approval 1 of 2" in t for t in _thread_texts(world, eid))  # Slack told after commit
+    r = _cli("exceptions", "approve", str(eid), "--as", f.APPROVER)  # the same person again
+    assert r.exit_code == 1 and "a second, different approver is needed" in r.output
+    r = _cli("exceptions", "reject", str(eid), "--as", f.APPROVER2)
+    assert r.exit_code == 2 and "reason" in r.output
+    r = _cli("exceptions", "approve", str(eid), "--as", f.APPROVER2, "--subject", "0" * 64)
+    assert r.exit_code == 1 and "out of date" in r.output
+    click(world, f.APPROVER2, eid, "approve")
+    assert f.exception_row(world.db, eid).state == "approved"
+    assert [d.actor_id for d in decisions(world, eid)] == [f.APPROVER, f.APPROVER2]
