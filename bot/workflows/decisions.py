@@ -149,6 +149,8 @@ def access_exception_for_decision(
         raise Invalid(f"decision: must be one of {', '.join(DECISIONS)} (got {decision!r})")
     if exc.state not in OPEN_EXCEPTION_STATES:
         raise Conflict(already_decided_message(exc), code="already_decided")
+    if decision == "force" and exc.kind == "manual_change":
+        raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
     if decision == "force" and "finance_manager" not in roles:
         raise Refused("Force needs the finance_manager role.", code="finance_manager_required")
     if decision != "force" and not roles & APPROVER_ROLES:
@@ -218,6 +220,17 @@ def _apply(
         else:
             preinvoices.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         return ()
+    if exc.kind == "manual_change":  # maker-checker: the checker accepts or rejects the edit
+        if exc.preinvoice_id is None:
+            raise Invalid(f"exception {exc.id}: a manual change without a pre-invoice cannot be decided")
+        if decision == "approve":
+            if _open_exceptions_on(s, exc.preinvoice_id, other_than=exc.id) == 0:
+                preinvoices.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+            return ()
+        if decision == "reject":
+            preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            return ()
+        raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
     if exc.kind == "below_threshold":
         if decision == "approve":
             return ()  # the skip stands; the items wait for the next run

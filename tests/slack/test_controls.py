@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from storage.models import PreInvoice
 from tests import factories as f
-from tests.slack.helpers import audit_actions, click, decisions, ephemerals, message_of
+from tests.slack.helpers import audit_actions, click, decisions, ephemerals, message_of, submit_reason
 
 runner = CliRunner()
 
@@ -127,3 +127,81 @@ def test_cli_decisions_take_the_same_workflow_and_rules_as_a_click(world):
     click(world, f.APPROVER2, eid, "approve")
     assert f.exception_row(world.db, eid).state == "approved"
     assert [d.actor_id for d in decisions(world, eid)] == [f.APPROVER, f.APPROVER2]
+
+
+# --------------------------------------------------------------------------- maker-checker
+
+
+def _line(world: Any, pid: int) -> int:
+    with world.db.read() as s:
+        pi = s.get(PreInvoice, pid)
+        assert pi is not None
+        return int(pi.lines[0].id)
+
+
+def _manual_change(world: Any, pid: int) -> Any:
+    from sqlalchemy import select
+
+    from storage.models import BillingException
+
+    with world.db.read() as s:
+        row = s.execute(select(BillingException).where(BillingException.kind == "manual_change",
+                                                       BillingException.preinvoice_id == pid)).scalar_one()
+        s.expunge(row)
+        return row
+
+
+def test_editing_a_system_approved_preinvoice_waits_for_a_checker_with_the_diff_in_slack(world):
+    pid = f.preinvoice(world.db, state="approved")
+    r = _cli("preinvoices", "edit-line", str(pid), str(_line(world, pid)), "--unit-price", "2500",
+             "--as", f.OPERATOR)
+    assert r.exit_code == 0, r.output
+    world.wait()
+    pi = _preinvoice(world, pid)
+    assert pi.state == "pending" and pi.approved_by is None  # no longer "approved by system"
+    exc = _manual_change(world, pid)
+    assert exc.state == "pending" and exc.started_by == f.OPERATOR
+    assert exc.evidence["net_before"] == "3000.00" and exc.evidence["net_after"] == "2500.00"
+    text = str(message_of(world, exc.id)["blocks"])
+    assert "3,000.00" in text and "2,500.00" in text and "unit_price: 3000" in text  # the diff, in Slack
+    assert set(_buttons(world, exc.id)) == {"decide_approve", "decide_reject"}  # never forced
+    click(world, f.OPERATOR, exc.id, "approve")  # the maker is no checker
+    assert _manual_change(world, pid).state == "pending"
+    click(world, f.APPROVER, exc.id, "approve")
+    assert _manual_change(world, pid).state == "approved"
+    pi = _preinvoice(world, pid)
+    assert (pi.state, pi.approved_by) == ("approved", f.APPROVER)
+
+
+def test_a_bonus_line_or_an_edit_after_a_reject_needs_a_checker_too(world):
+    pid = f.preinvoice(world.db, state="approved")
+    r = _cli("preinvoices", "add-line", str(pid), "--kind", "bonus", "--description", "Bonus", "--amount", "500",
+             "--as", f.OPERATOR)
+    assert r.exit_code == 0, r.output
+    world.wait()
+    exc = _manual_change(world, pid)
+    click(world, f.APPROVER, exc.id, "reject")
+    submit_reason(world, f.APPROVER, "bonus not agreed")
+    pi = _preinvoice(world, pid)
+    assert pi.state == "held"
+    # editing the rejected pre-invoice no longer approves it by itself
+    r = _cli("preinvoices", "edit-line", str(pid), str(_line(world, pid)), "--description", "Search ads",
+             "--as", f.OPERATOR)
+    assert r.exit_code == 0, r.output
+    world.wait()
+    assert _preinvoice(world, pid).state == "pending"
+    assert _manual_change(world, pid).state == "pending"  # reopened for the new content
+
+
+def _preinvoice(world: Any, pid: int) -> PreInvoice:
+    with world.db.read() as s:
+        pi = s.get(PreInvoice, pid)
+        assert pi is not None
+        s.expunge(pi)
+        return pi
+
+
+def _buttons(world: Any, eid: int) -> dict[str, str]:
+    from tests.slack.helpers import buttons
+
+    return buttons(message_of(world, eid)["blocks"])
