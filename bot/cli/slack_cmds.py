@@ -14,20 +14,46 @@ from bot.cli.output import emit_json, handle_errors, out_console
 @audit_app.command("verify")
 @handle_errors
 def audit_verify() -> None:
-    """Recompute the audit chain (hashes, links, Ed25519 signatures); name the first broken record."""
+    """Recompute the audit chain (hashes, links, Ed25519 signatures); name the first broken record.
+    Read-only: it never creates a signing key."""
     from bot import context
-    from bot.workflows.audit import verify_chain
+    from bot.workflows.audit import check_anchors, verify_chain
+
+    from bot.signing import load_key
 
     db = context.get_db()
-    public = context.get_key().public_key()
+    # read-only: never creates or changes a key; a missing key is an error naming it
+    public = load_key(str(context.settings().key_path), generate=False).public_key()
+    anchors = context.settings().anchor_path
     with db.read() as s:
         result = verify_chain(s, public)
+        cut = check_anchors(s, anchors, public) if result.ok else None
+    if cut is not None:
+        typer.echo(f"audit log broken: {cut}", err=True)
+        raise typer.Exit(1)
     if result.ok:
         out_console.print(f"OK: {result.records} audit record(s) verified (hashes, chain, signatures)",
                           highlight=False)
         return
     typer.echo(f"audit log broken at record {result.first_bad}: {result.problem}", err=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+@handle_errors
+def audit_anchor(json_out: bool = typer.Option(False, "--json", help="Print the anchor as JSON.")) -> None:
+    """Sign the chain head (sequence + hash) and append it to the anchor file (AUDIT_ANCHOR_PATH,
+    default next to the key). The managers' digest publishes one every day."""
+    from bot import context
+    from bot.workflows.audit import publish_anchor
+
+    with context.get_db().read() as s:
+        anchor = publish_anchor(s, key=context.get_key(), path=context.settings().anchor_path)
+    if json_out:
+        emit_json(anchor)
+    else:
+        out_console.print(f"anchored record {anchor['seq']} ({anchor['hash'][:16]}…) in "
+                          f"{context.settings().anchor_path}", highlight=False)
 
 
 @users_app.command("grant")

@@ -93,3 +93,41 @@ def test_profiles_are_looked_up_once_and_refreshed_after_a_day(db, fake_slack):
     with db.transaction() as s:  # Slack does not know the user: the row stays, nameless
         u = ensure_user(s, "UGHOST", lookup=profile_lookup(client), now=t0)
         assert (u.name, u.profile_fetched_at) == ("", None)
+
+
+# --------------------------------------------------------------------------- issue 14: a log that proves itself
+
+
+def test_audit_verify_never_creates_a_key_and_names_the_missing_one(db, signing_key, tmp_path, monkeypatch):
+    from bot import context
+
+    _decided_log(db, signing_key)
+    missing = tmp_path / "nowhere" / "signing_key.pem"
+    monkeypatch.setenv("SIGNING_KEY_PATH", str(missing))
+    context.reset()
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1 and str(missing) in r.output
+    assert not missing.exists()
+
+
+def test_audit_verify_fails_when_the_chain_is_cut_below_a_published_anchor(db, signing_key, backend):
+    from bot import context
+
+    _decided_log(db, signing_key)
+    r = runner.invoke(app, ["audit", "anchor", "--json"])
+    assert r.exit_code == 0, r.output
+    anchored = json.loads(r.stdout)["seq"]
+    assert context.settings().anchor_path.exists()
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    # delete the last two records and reset the head: the chain itself still links
+    with db.engine.begin() as c:
+        if backend == "postgres":
+            c.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_immutable"))
+        c.execute(text("DELETE FROM audit_log WHERE id > :n"), {"n": anchored - 2})
+        last = c.execute(text("SELECT record_hash FROM audit_log WHERE id = :n"), {"n": anchored - 2}).scalar_one()
+        c.execute(text("UPDATE audit_head SET last_id = :n, last_hash = :h"), {"n": anchored - 2, "h": last})
+        if backend == "postgres":
+            c.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_immutable"))
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1
+    assert f"anchor of record {anchored}" in r.output and "no longer in the chain" in r.output
