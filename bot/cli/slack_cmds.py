@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from bot.cli.groups import audit_app, users_app
+from bot.cli.groups import audit_app, keys_app, users_app
 from bot.cli.identity import ADMIN_ROLES, AsUser, acting_as, granting_as
 from bot.cli.output import emit_json, handle_errors, out_console
 
@@ -17,9 +18,8 @@ def audit_verify() -> None:
     """Recompute the audit chain (hashes, links, Ed25519 signatures); name the first broken record.
     Read-only: it never creates a signing key."""
     from bot import context
-    from bot.workflows.audit import check_anchors, verify_chain
-
     from bot.signing import load_key
+    from bot.workflows.audit import check_anchors, verify_chain
 
     db = context.get_db()
     # read-only: never creates or changes a key; a missing key is an error naming it
@@ -54,6 +54,25 @@ def audit_anchor(json_out: bool = typer.Option(False, "--json", help="Print the 
     else:
         out_console.print(f"anchored record {anchor['seq']} ({anchor['hash'][:16]}…) in "
                           f"{context.settings().anchor_path}", highlight=False)
+
+
+@keys_app.command("export")
+@handle_errors
+def keys_export(
+    output: Path = typer.Option(..., "-o", "--output", help="The PEM file to write (public keys only)."),
+) -> None:
+    """Write the deployment's public signing key(s) as PEM, for an auditor verifying packs offline
+    (`billbot evidence verify PACK --public-key FILE`). Read-only: never creates a key."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from billing.signatures import key_id
+    from bot import context
+    from bot.signing import load_key
+
+    public = load_key(str(context.settings().key_path), generate=False).public_key()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    out_console.print(f"wrote public key {key_id(public)} to {output}", highlight=False)
 
 
 @users_app.command("grant")
