@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -59,7 +59,7 @@ def audit_anchor(json_out: bool = typer.Option(False, "--json", help="Print the 
 @keys_app.command("export")
 @handle_errors
 def keys_export(
-    output: Path = typer.Option(..., "-o", "--output", help="The PEM file to write (public keys only)."),
+    output: Annotated[Path, typer.Option("-o", "--output", help="The PEM file to write (public keys only).")],
 ) -> None:
     """Write the deployment's public signing key(s) as PEM, for an auditor verifying packs offline
     (`billbot evidence verify PACK --public-key FILE`). Read-only: never creates a key."""
