@@ -470,14 +470,16 @@ def _open_manual_change(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519P
                         now: datetime, what: str, payload: dict[str, Any], net_before: Decimal,
                         state_before: str, approved_by: str | None) -> None:
     diff = dict(payload)
+    q = quantum(pi.currency)  # the same text on SQLite and PostgreSQL (NUMERIC(20,6))
+    before, after = net_before.quantize(q), pi.net.quantize(q)
     evidence = {"change": what, "editor": actor, "state_before": state_before, "approved_by": approved_by,
-                "net_before": str(net_before), "net_after": str(pi.net), "diff": diff}
+                "net_before": str(before), "net_after": str(after), "diff": diff}
     open_exception(
         s, kind="manual_change", key=manual_change_key(pi.id), legal_entity_id=pi.legal_entity_id,
         advertiser_id=pi.advertiser_id, preinvoice_id=pi.id, billing_run_id=None, period_start=pi.period_start,
         period_end=pi.period_end, amount=pi.net, currency=pi.currency, cause="manual_change",
         summary=f"Pre-invoice #{pi.id} changed by hand after it was {state_before} ({what}): "
-                f"net {net_before} → {pi.net} {pi.currency}",
+                f"net {before} → {after} {pi.currency}",
         evidence=evidence, subject_hash=pi.content_hash, started_by=actor, now=now, signing_key=key)
 
 
