@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 period="${1:-2026-10}"
 size="${2:-100}"
 billbot=.venv/bin/billbot
+# State-changing commands act as a known billbot user: the demo's admin (the first `demo` on an empty
+# database bootstraps it; later runs are checked against its roles).
+export BILLBOT_USER="${BILLBOT_USER:-U05ADMIN}"
 $billbot db upgrade
 $billbot demo --size "$size"
 $billbot cycle --period "$period"

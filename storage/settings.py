@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     exceptions_channel: str = Field(default="billing-exceptions", alias="EXCEPTIONS_CHANNEL")
     managers_channel: str = Field(default="billing-managers", alias="MANAGERS_CHANNEL")
     signing_key_path: Path | None = Field(default=None, alias="SIGNING_KEY_PATH")
+    audit_anchor_path: Path | None = Field(default=None, alias="AUDIT_ANCHOR_PATH")
     timezone: str = Field(default="Europe/Berlin", alias="BILLBOT_TIMEZONE")
     sla_hours: float = Field(default=24.0, alias="SLA_HOURS", gt=0)
     two_approver_amount: Decimal = Field(default=Decimal("10000.00"), alias="TWO_APPROVER_AMOUNT", ge=0)
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     @property
     def key_path(self) -> Path:
         return self.signing_key_path or (self.var_dir / "signing_key.pem")
+
+    @property
+    def anchor_path(self) -> Path:
+        """Where signed audit-chain heads are published, outside the database (next to the key)."""
+        return self.audit_anchor_path or (self.key_path.parent / "audit-anchors.jsonl")
 
     @property
     def tz(self) -> ZoneInfo:

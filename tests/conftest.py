@@ -135,6 +135,14 @@ def key(db: Database):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def _cli_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State-changing CLI commands act as a known billbot user (``--as`` / ``BILLBOT_USER``): the
+    suite's CLI calls act as the operator of ``tests/factories.py`` (also the demo's operator).
+    Tests of the identity rules themselves unset or override it."""
+    monkeypatch.setenv("BILLBOT_USER", "U01OPERATOR")
+
+
+@pytest.fixture(autouse=True)
 def _forget_cli_wiring() -> Iterator[None]:
     """A CLI command run in-process wires this process as ``cli`` (when nothing else did); the next
     test starts unwired, like a new process. Apps (web, sandbox) unwire in their own fixtures."""

@@ -34,9 +34,11 @@ from bot.blocks.common import (
     period_text,
     slack_date,
 )
+from bot.workflows.decisions import valid_approvals
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
 
-KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold"}
+KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold",
+              "manual_change": "Manual change (maker-checker)"}
 
 # What each button does, per kind (DESIGN.md decision table).
 BUTTON_TEXT = {
@@ -46,6 +48,8 @@ BUTTON_TEXT = {
     ("below_threshold", "approve"): ("Approve", "Accept the skip; the items carry over to the next run."),
     ("below_threshold", "reject"): ("Reject", "Withdraw the items from billing. You will be asked for a reason."),
     ("below_threshold", "force"): ("Force", "Invoice now, below the threshold. You will be asked for a reason."),
+    ("manual_change", "approve"): ("Approve", "Accept the change; the pre-invoice is billed as changed."),
+    ("manual_change", "reject"): ("Reject", "Hold the pre-invoice for correction. You will be asked for a reason."),
 }
 DECIDED_ICON = {"approved": ":white_check_mark:", "rejected": ":no_entry_sign:", "forced": ":zap:",
                 "closed": ":heavy_minus_sign:"}
@@ -81,6 +85,18 @@ def tolerance_text(v: Any) -> str:
     return f"{(d * 100).normalize():f} %" if d <= 1 else f"{d:f}"
 
 
+def diff_lines(diff: Any) -> list[str]:
+    """A manual change's before/after, one short phrase per changed field."""
+    if not isinstance(diff, dict):
+        return []
+    before, after = diff.get("before"), diff.get("after")
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [f"line {diff.get('line')} {k}: {before.get(k)} → {after.get(k)}"
+                for k in after if before.get(k) != after.get(k)]
+    fields = ", ".join(f"{k} {diff[k]}" for k in ("kind", "description", "amount") if k in diff)
+    return [f"line {diff.get('line')}: {fields}"] if fields else []
+
+
 def evidence_line(exc: BillingException) -> str:
     """The variance and its evidence in one short line."""
     ev = exc.evidence or {}
@@ -91,6 +107,11 @@ def evidence_line(exc: BillingException) -> str:
     total, threshold = _dec(ev.get("total")), _dec(ev.get("threshold"))
     if total is not None and threshold is not None:
         parts.append(f"total {money_text(total, exc.currency)} below threshold {money_text(threshold, exc.currency)}")
+    before, after = _dec(ev.get("net_before")), _dec(ev.get("net_after"))
+    if before is not None and after is not None:
+        parts.append(f"{ev.get('change', 'changed')} by {mention(str(ev.get('editor')))}: net "
+                     f"{money_text(before, exc.currency)} → {money_text(after, exc.currency)}")
+        parts.extend(diff_lines(ev.get("diff")))
     if ev.get("rule"):
         parts.append(f"rule `{ev['rule']}`")
     if ev.get("tolerance") is not None:
@@ -124,7 +145,7 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
     kind = exc.kind if (exc.kind, "approve") in BUTTON_TEXT else "variance"
     styles = {"approve": "primary", "reject": "danger", "force": None}
     elements = []
-    for decision in ("approve", "reject", "force"):
+    for decision in [d for d in ("approve", "reject", "force") if (kind, d) in BUTTON_TEXT]:
         label, _ = BUTTON_TEXT[(kind, decision)]
         elements.append(ButtonElement(
             text=PlainTextObject(text=label), action_id=ACTION_IDS[decision],
@@ -136,8 +157,9 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
 def approvals_text(exc: BillingException) -> str | None:
     if exc.approvals_needed <= 1:
         return None
-    got = len(exc.approvals or [])
-    names = ", ".join(mention(str(a.get("user"))) for a in exc.approvals or [] if isinstance(a, dict))
+    current = valid_approvals(exc) if exc.state in OPEN_EXCEPTION_STATES else list(exc.approvals or [])
+    got = len(current)
+    names = ", ".join(mention(str(a.get("user"))) for a in current if isinstance(a, dict))
     return f"{got} of {exc.approvals_needed} approvals" + (f" ({names})" if names else "")
 
 
@@ -198,6 +220,15 @@ def decided_text(exc: BillingException, last_decision: Decision | None = None) -
         text += f"\n>{clip(exc.reason, 2000)}"
     return clip(text, SECTION_TEXT_MAX)
 
+
+
+def approvals_reset_text(exc: BillingException, *, why: str, dropped: list[str]) -> str:
+    """The threaded reply when approvals given on older content stop counting."""
+    names = ", ".join(mention(u) for u in dropped) or "nobody"
+    what = "the pre-invoice" if exc.preinvoice_id is not None else "the exception"
+    return clip(f":arrows_counterclockwise: Approvals reset: {what} changed after {len(dropped)} approval(s) "
+                f"({names}) — {why}. {exc.approvals_needed} approval(s) of the new content are needed.",
+                SECTION_TEXT_MAX)
 
 
 def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool) -> str:

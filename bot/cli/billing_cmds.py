@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot.cli.core_cmds import cli_actor
 from bot.cli.groups import app, fx_app, invoices_app, preinvoices_app
+from bot.cli.identity import OPERATOR_ROLES, REQUESTER_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, fail, handle_errors, money_str, out_console, progress
 
 if TYPE_CHECKING:  # typing only (keeps CLI start-up light)
@@ -80,13 +80,15 @@ def preinvoices_create(
     period: Annotated[str, typer.Option(help="Billing period: 2026-02, 2026-W07, 2026-Q1, 2026 or a..b.")],
     advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Create or update the pre-invoices of every billing period ending within PERIOD (idempotent)."""
     from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import create_preinvoices
 
+    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="preinvoices create")
     with progress(f"Pre-invoices for {period}", None, quiet=json_out):
-        r = create_preinvoices(get_db(), period=period, advertisers=advertiser or None, actor=cli_actor(),
+        r = create_preinvoices(get_db(), period=period, advertisers=advertiser or None, actor=actor,
                                key=get_key(), now=_now(), default_tolerance=settings().default_tolerance)
     data = {"period": r.period, "created": r.created, "updated": r.updated, "unchanged": r.unchanged,
             "voided": r.voided, "approved": r.approved, "pending": r.pending,
@@ -164,6 +166,7 @@ def preinvoices_edit_line(  # noqa: PLR0917 - Typer maps parameters to options
     unit_price: Annotated[str | None, typer.Option()] = None,
     amount: Annotated[str | None, typer.Option(help="Amount (default: quantity × unit price).")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Edit a line. Voids an approval; the pre-invoice is checked again."""
     from bot.context import get_db, get_key, settings
@@ -171,7 +174,8 @@ def preinvoices_edit_line(  # noqa: PLR0917 - Typer maps parameters to options
 
     if description is None and quantity is None and unit_price is None and amount is None:
         fail("nothing to change: give --description, --quantity, --unit-price or --amount", 2)
-    edit_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now(),
+    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="preinvoices edit-line")
+    edit_line(get_db(), preinvoice_id, line_id, actor=actor, key=get_key(), now=_now(),
               description=description, quantity=quantity, unit_price=unit_price, amount=amount,
               default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
@@ -187,13 +191,15 @@ def preinvoices_add_line(  # noqa: PLR0917 - Typer maps parameters to options
     quantity: Annotated[str, typer.Option()] = "1",
     unit_price: Annotated[str | None, typer.Option()] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Add a bonus, discount or manual line."""
     from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import add_line
 
+    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="preinvoices add-line")
     add_line(get_db(), preinvoice_id, kind=kind, description=description, amount=amount, quantity=quantity,
-             unit_price=unit_price, actor=cli_actor(), key=get_key(), now=_now(),
+             unit_price=unit_price, actor=actor, key=get_key(), now=_now(),
              default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
 
@@ -204,12 +210,14 @@ def preinvoices_delete_line(
     preinvoice_id: Annotated[int, typer.Argument(help="Pre-invoice id.")],
     line_id: Annotated[int, typer.Argument(help="Line id.")],
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Delete a line."""
     from bot.context import get_db, get_key, settings
     from bot.workflows.preinvoices import delete_line
 
-    delete_line(get_db(), preinvoice_id, line_id, actor=cli_actor(), key=get_key(), now=_now(),
+    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="preinvoices delete-line")
+    delete_line(get_db(), preinvoice_id, line_id, actor=actor, key=get_key(), now=_now(),
                 default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
 
@@ -224,13 +232,15 @@ def run(
     advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and report; write nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Run billing: approved pre-invoices → numbered invoices, per advertiser, legal entity and currency."""
     from bot.context import get_db, get_key
     from bot.workflows.billing_run import run_billing
 
+    actor = "cli:dry-run" if dry_run else acting_as(as_user, roles=OPERATOR_ROLES, what="run")
     with progress(f"Billing {period}", None, quiet=json_out) as advance:
-        r = run_billing(get_db(), period=period, advertisers=advertiser or None, actor=cli_actor(), key=get_key(),
+        r = run_billing(get_db(), period=period, advertisers=advertiser or None, actor=actor, key=get_key(),
                         today=_today(), dry_run=dry_run, on_progress=lambda _d, _t: advance(1))
     if json_out:
         emit_json({"run": r.run_id, "period": r.period, "dry_run": r.dry_run, "created": r.created,
@@ -316,19 +326,21 @@ def invoices_show(
 
 @app.command("credit-note")
 @handle_errors
-def credit_note_cmd(
+def credit_note_cmd(  # noqa: PLR0917 - Typer maps parameters to options
     number: Annotated[str, typer.Argument(help="The invoice number to correct.")],
     reason: Annotated[str, typer.Option(help="Why (printed on the credit note).")],
     line: Annotated[list[int] | None, typer.Option(help="Invoice line id to cancel (repeatable; default all).")] = None,
     legal_entity: Annotated[str | None, typer.Option(help="Legal entity id, if numbers repeat across them.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Cancel all or some lines of an invoice with a credit note (own series, references the original)."""
     from bot.context import get_db, get_key
     from bot.workflows.invoices import credit_note, get_invoice
 
     db = get_db()
-    cn = credit_note(db, number=number, line_ids=line or None, reason=reason, actor=cli_actor(), key=get_key(),
+    actor = acting_as(as_user, roles=REQUESTER_ROLES, what="credit-note")
+    cn = credit_note(db, number=number, line_ids=line or None, reason=reason, actor=actor, key=get_key(),
                      today=_today(), legal_entity_id=legal_entity)
     v = get_invoice(db, cn.number, legal_entity_id=cn.legal_entity_id)
     if json_out:
@@ -347,6 +359,7 @@ def fx_import(
     file: Annotated[Path, typer.Argument(help="ECB reference rates CSV (eurofxref.csv or eurofxref-hist.csv).")],
     source: Annotated[str, typer.Option(help="Source name stored with each rate.")] = "ECB",
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Import exchange rates (base EUR) from an ECB CSV; re-importing changes nothing."""
     from bot.context import get_db, get_key
@@ -354,7 +367,8 @@ def fx_import(
 
     if not file.is_file():
         fail(f"{file}: no such file", 2)
-    r = import_ecb_csv(get_db(), text=file.read_text(encoding="utf-8"), actor=cli_actor(), key=get_key(),
+    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="fx import")
+    r = import_ecb_csv(get_db(), text=file.read_text(encoding="utf-8"), actor=actor, key=get_key(),
                        now=_now(), source=source, file_name=file.name)
     data = {"inserted": r.inserted, "updated": r.updated, "unchanged": r.unchanged, "from": r.first_day,
             "to": r.last_day}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +10,8 @@ from sqlalchemy import select
 
 from billing.errors import Invalid
 from bot.cli.groups import advertisers_app, app, db_app
+from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_or_bootstrap
 from bot.cli.output import emit_json, handle_errors, money_str, out_console
-
-
-def cli_actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 @db_app.command("upgrade")
@@ -34,12 +30,14 @@ def db_upgrade() -> None:
 def load(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file (see shared/scenarios/example.yaml).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Load a scenario file: validated, atomic, idempotent (reloading the same file changes nothing)."""
     from bot.context import get_db, get_key
     from bot.workflows.load import load as load_wf
 
-    res = load_wf(get_db(), file, actor=cli_actor(), signing_key=get_key(), what=file.name)
+    actor = acting_or_bootstrap(as_user, roles=OPERATOR_ROLES, what="load")
+    res = load_wf(get_db(), file, actor=actor, signing_key=get_key(), what=file.name)
     _print_load(res.as_dict(), json_out)
 
 
@@ -65,6 +63,7 @@ def demo(  # noqa: PLR0917 - Typer maps parameters to options
         "--inline-delivery", help="Load the delivery into the database instead of writing its files.")] = False,
     out_dir: Annotated[Path | None, typer.Option("--dir", help="Where delivery files go (default var/demo).")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Load the demo: a car maker's regional campaign for its dealers' branches (October 2026).
 
@@ -79,6 +78,7 @@ def demo(  # noqa: PLR0917 - Typer maps parameters to options
     from bot.workflows.load import load as load_wf
     from storage.demo import build_demo, demo_files, has_mixed_delivery, master_data
 
+    actor = acting_or_bootstrap(as_user, roles=OPERATOR_ROLES, what="demo")
     with progress("Building demo", None, quiet=json_out):
         data = build_demo(size=size, seed=seed)
     if write is not None:
@@ -94,7 +94,7 @@ def demo(  # noqa: PLR0917 - Typer maps parameters to options
             _same_demo_or_fail(folder, size, seed)
     what = f"demo size={size} seed={seed}" + (" inline" if inline_delivery else "")
     with progress(f"Loading {size} branches", None, quiet=json_out):
-        res = load_wf(db, data if inline_delivery else master_data(data), actor=cli_actor(), signing_key=get_key(),
+        res = load_wf(db, data if inline_delivery else master_data(data), actor=actor, signing_key=get_key(),
                       what=what)
     files = None if inline_delivery else demo_files(data, folder, seed=seed)
     if json_out:

@@ -29,6 +29,7 @@ import typer
 
 from billing.errors import Invalid
 from bot.cli.groups import app
+from bot.cli.identity import AsUser
 from bot.cli.output import emit_json, handle_errors, out_console, progress
 from storage.sources.base import Batch, ProgressFn, Source, SourceConfig, env_prefix
 
@@ -81,10 +82,11 @@ def cycle(  # noqa: PLR0915 - the demo cycle reads as its stages in order, each 
     period: Annotated[str | None, typer.Option(help="Billing period (default: the demo's, 2026-10).")] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="The demo files (default var/demo).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """The full cycle on the demo: demo tracker → partial sync → report and log imports → pre-invoices → billing run."""
     from billing.periods import parse_period
-    from bot.cli.core_cmds import cli_actor
+    from bot.cli.identity import OPERATOR_ROLES, acting_as
     from bot.context import get_db, get_key, settings
     from bot.sandbox.tracker import DemoTracker
     from bot.workflows.billing_run import run_billing
@@ -100,7 +102,7 @@ def cycle(  # noqa: PLR0915 - the demo cycle reads as its stages in order, each 
         raise Invalid(f"{folder}: no demo files (run `billbot demo` first)") from None
     period = period or files.period
     p = parse_period(period)
-    db, key, actor = get_db(), get_key(), cli_actor()
+    db, key, actor = get_db(), get_key(), acting_as(as_user, roles=OPERATOR_ROLES, what="cycle")
     tolerance = settings().default_tolerance
     with db.read() as s:
         if has_mixed_delivery(s, inline=False):

@@ -91,18 +91,52 @@ def evidence_create(
         out_console.print(f"{number}: wrote {path} ({len(data)} bytes)")
 
 
+def _trusted_keys(public_key: Path | None) -> list[Any]:
+    """The keys a pack must be signed by: those in ``--public-key`` (one or more PEM blocks), else the
+    deployment's (read-only: a missing key is an error naming it, never generated)."""
+    import re
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    if public_key is None:
+        from bot.context import settings
+        from bot.signing import load_key
+
+        return [load_key(str(settings().key_path), generate=False).public_key()]
+    if not public_key.is_file():
+        fail(f"--public-key {public_key}: no such file", code=2)
+    blocks = re.findall(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", public_key.read_bytes(), re.S)
+    keys = []
+    for b in blocks:
+        try:
+            k = load_pem_public_key(b)
+        except ValueError:
+            fail(f"--public-key {public_key}: not a PEM public key", code=2)
+        if not isinstance(k, Ed25519PublicKey):
+            fail(f"--public-key {public_key}: not an Ed25519 key", code=2)
+        keys.append(k)
+    if not keys:
+        fail(f"--public-key {public_key}: no PEM public key in it", code=2)
+    return keys
+
+
 @evidence_app.command("verify")
 @handle_errors
 def evidence_verify(
     file: Annotated[Path, typer.Argument(help="An evidence pack written by `billbot evidence NUMBER -o FILE`.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="PEM public key(s) to trust (`billbot keys export`), for an auditor without "
+                             "database access; default: the deployment's key.")] = None,
 ) -> None:
-    """Check an evidence pack: hashes, canonical archive, signatures, embedded XML. Exit 1 if it fails."""
+    """Check an evidence pack: a valid signature by a trusted key, hashes, canonical archive, audit
+    signatures, embedded XML. Exit 1 if it fails."""
     from bot.workflows.evidence import verify_evidence_pack
 
     if not file.is_file():
         fail(f"{file}: no such file", code=2)
-    problems = verify_evidence_pack(file)
+    problems = verify_evidence_pack(file, trusted=_trusted_keys(public_key))
     if json_out:
         emit_json({"file": str(file), "ok": not problems, "problems": problems})
         if problems:

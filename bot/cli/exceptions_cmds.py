@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from billing.errors import Invalid, NotFound
 from bot.cli.groups import exceptions_app
+from bot.cli.identity import AsUser, acting_as
 from bot.cli.output import emit_json, handle_errors, money_str, out_console
 from storage.models import EXCEPTION_STATES, OPEN_EXCEPTION_STATES, BillingException
 
@@ -50,6 +51,10 @@ def exception_json(e: BillingException, *, evidence: bool = False) -> dict[str, 
     if evidence:
         out["evidence"] = e.evidence or {}
         out["subject_hash"] = e.subject_hash
+        from bot.workflows.decisions import subject_hash_of, valid_approvals
+
+        out["subject_sha256"] = subject_hash_of(e)  # what a decision binds to (`exceptions approve --subject`)
+        out["approvals"] = [a.get("user") for a in valid_approvals(e)]
     return out
 
 
@@ -114,6 +119,67 @@ def show_exception(
         emit_json(data)
         return
     _print_exception(data)
+
+
+def _decide(  # noqa: PLR0917 - the four commands pass their options through
+    decision: str, exception_id: int, as_user: str | None, reason: str | None, subject: str | None,
+    json_out: bool,
+) -> None:
+    """Decide through the very workflow a Slack click takes (roles, separation of duties, reasons,
+    the signed decision record); the Slack message is updated after commit by the runtime's reactions."""
+    from bot.context import get_db, get_key
+    from bot.workflows.decisions import decide, subject_hash_of
+
+    actor = acting_as(as_user, roles=None, what=f"exceptions {decision}")
+    db = get_db()
+    with db.read() as s:
+        e = s.get(BillingException, exception_id)
+        if e is None:
+            raise NotFound(f"exception {exception_id} does not exist")
+        current = subject_hash_of(e)
+    out = decide(db, exception_id=exception_id, decision=decision, actor=actor,  # type: ignore[arg-type]
+                 subject_hash=subject or current, reason=reason, signing_key=get_key())
+    data = {"exception": out.exception_id, "decision": out.decision, "final": out.final,
+            "approvals": out.approvals, "approvals_needed": out.approvals_needed, "actor": out.actor,
+            "subject_sha256": out.subject_hash, "invoice_ids": list(out.invoice_ids)}
+    if json_out:
+        emit_json(data)
+    elif out.final:
+        out_console.print(f"exception {exception_id}: {decision} recorded by {actor}", highlight=False)
+    else:
+        out_console.print(f"exception {exception_id}: approval {out.approvals} of {out.approvals_needed} "
+                          f"recorded by {actor}; a second, different approver is needed", highlight=False)
+
+
+IdArg = Annotated[int, typer.Argument(help="The exception's id (see `billbot exceptions list`).")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (required for reject and force).")]
+SubjectOpt = Annotated[str | None, typer.Option(
+    "--subject", help="The subject SHA-256 you looked at (`exceptions show --json`); refused if it changed since.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
+
+
+@exceptions_app.command("approve")
+@handle_errors
+def approve_exception(exception_id: IdArg, as_user: AsUser = None, reason: ReasonOpt = None,
+                      subject: SubjectOpt = None, json_out: JsonOpt = False) -> None:
+    """Approve, exactly as the Slack button does."""
+    _decide("approve", exception_id, as_user, reason, subject, json_out)
+
+
+@exceptions_app.command("reject")
+@handle_errors
+def reject_exception(exception_id: IdArg, as_user: AsUser = None, reason: ReasonOpt = None,
+                     subject: SubjectOpt = None, json_out: JsonOpt = False) -> None:
+    """Reject (a reason is required), exactly as the Slack button does."""
+    _decide("reject", exception_id, as_user, reason, subject, json_out)
+
+
+@exceptions_app.command("force")
+@handle_errors
+def force_exception(exception_id: IdArg, as_user: AsUser = None, reason: ReasonOpt = None,
+                    subject: SubjectOpt = None, json_out: JsonOpt = False) -> None:
+    """Force (finance_manager, a reason is required), exactly as the Slack button does."""
+    _decide("force", exception_id, as_user, reason, subject, json_out)
 
 
 def _print_exception(d: dict[str, Any]) -> None:

@@ -13,13 +13,12 @@ import typer
 
 from billing.errors import Invalid
 from bot.cli.groups import app, schedule_app
+from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, handle_errors, out_console
 
 
-def _actor() -> str:
-    from bot.cli.core_cmds import cli_actor
-
-    return cli_actor()
+def _actor(as_user: str | None, what: str) -> str:
+    return acting_as(as_user, roles=OPERATOR_ROLES, what=what)
 
 
 def _parse_args(pairs: list[str]) -> dict[str, Any]:
@@ -79,15 +78,17 @@ def schedule_add(  # noqa: PLR0917 - Typer options
         str | None, typer.Option("--timezone", help="Time zone of the cron (default BILLBOT_TIMEZONE).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the schedule as JSON.")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Add a schedule. Adding the same task, arguments and cron again changes nothing."""
     from bot.context import get_db, get_key, settings
     from bot.workflows.schedules import add_schedule, find_schedule
 
+    actor = _actor(as_user, "schedule add")
     args = _parse_args(arg or [])
     db = get_db()
     existed = find_schedule(db, task=task, args=args, cron=cron) is not None
-    row = add_schedule(db, task=task, args=args, cron=cron, name=name, actor=_actor(), signing_key=get_key(),
+    row = add_schedule(db, task=task, args=args, cron=cron, name=name, actor=actor, signing_key=get_key(),
                        timezone=timezone or settings().timezone)
     if json_out:
         emit_json({**schedule_json(row), "created": not existed})
@@ -98,12 +99,13 @@ def schedule_add(  # noqa: PLR0917 - Typer options
 
 @schedule_app.command("remove")
 @handle_errors
-def schedule_remove(schedule_id: Annotated[int, typer.Argument(help="Schedule id (see `schedule list`).")]) -> None:
+def schedule_remove(schedule_id: Annotated[int, typer.Argument(help="Schedule id (see `schedule list`).")],
+                    as_user: AsUser = None) -> None:
     """Remove a schedule."""
     from bot.context import get_db, get_key
     from bot.workflows.schedules import remove_schedule
 
-    row = remove_schedule(get_db(), schedule_id, actor=_actor(), signing_key=get_key())
+    row = remove_schedule(get_db(), schedule_id, actor=_actor(as_user, "schedule remove"), signing_key=get_key())
     out_console.print(f"schedule {row.id} removed ({row.cron} {row.task})", highlight=False)
 
 
@@ -191,6 +193,7 @@ def sweep_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the r
 def digest_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the digest blocks; post nothing.")] = False,
     chart: Annotated[str | None, typer.Option("--chart", help="Also write the chart PNG to this file.")] = None,
+    as_user: AsUser = None,
 ) -> None:
     """Send the managers' digest now (or show it with --dry-run)."""
     from pathlib import Path
@@ -199,8 +202,9 @@ def digest_cmd(
     from bot.slack.client import get_client
     from bot.slack.digest import send_digest
 
+    actor = "cli:dry-run" if dry_run else _actor(as_user, "digest")  # a dry run changes nothing
     res = send_digest(get_db(), now=datetime.now(UTC), client=None if dry_run else get_client(), key=get_key(),
-                      dry_run=dry_run, actor=_actor())
+                      dry_run=dry_run, actor=actor)
     if chart:
         Path(chart).write_bytes(res.chart_png)
     if dry_run:

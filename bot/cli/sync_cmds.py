@@ -14,16 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from bot.cli.groups import import_app, quarantine_app, sync_app
+from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, handle_errors, out_console
 
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name (BILLBOT_SOURCE_<NAME>_*).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _actor() -> str:
-    from bot.cli.core_cmds import cli_actor
-
-    return cli_actor()
+def _actor(as_user: str | None, what: str) -> str:
+    return acting_as(as_user, roles=OPERATOR_ROLES, what=what)
 
 
 def _print_result(res: dict[str, Any]) -> None:
@@ -39,7 +38,7 @@ def _print_result(res: dict[str, Any]) -> None:
         out_console.print(f"  see `billbot quarantine list --source {res['source']}`", highlight=False)
 
 
-def _sync(mode: str, source: str | None, json_out: bool) -> None:
+def _sync(mode: str, source: str | None, json_out: bool, as_user: str | None) -> None:
     from billing.errors import Invalid
     from bot.cli.output import progress
     from bot.context import get_db, get_key
@@ -50,11 +49,12 @@ def _sync(mode: str, source: str | None, json_out: bool) -> None:
     if not names:
         raise Invalid("no tracker source configured: set BILLBOT_SOURCE_<NAME>_KIND=hasoffers and "
                       "BILLBOT_SOURCE_<NAME>_URL / _TOKEN, or pass --source")
+    actor = _actor(as_user, f"sync {mode}")
     db, key = get_db(), get_key()
     results = []
     for name in names:
         with progress(f"{mode} sync of {name}", None, quiet=json_out) as advance:
-            res = run_sync(db, source=name, mode=mode, actor=_actor(), signing_key=key,
+            res = run_sync(db, source=name, mode=mode, actor=actor, signing_key=key,
                            on_progress=lambda _stage, _page, _count: advance(1))
         results.append(res.as_dict())
         if not json_out:
@@ -65,16 +65,16 @@ def _sync(mode: str, source: str | None, json_out: bool) -> None:
 
 @sync_app.command("standard")
 @handle_errors
-def sync_standard(source: SourceOpt = None, json_out: JsonOpt = False) -> None:
+def sync_standard(source: SourceOpt = None, json_out: JsonOpt = False, as_user: AsUser = None) -> None:
     """Pull employees, advertisers, affiliates, stats and conversions (and re-check pending ones)."""
-    _sync("standard", source, json_out)
+    _sync("standard", source, json_out, as_user)
 
 
 @sync_app.command("partial")
 @handle_errors
-def sync_partial(source: SourceOpt = None, json_out: JsonOpt = False) -> None:
+def sync_partial(source: SourceOpt = None, json_out: JsonOpt = False, as_user: AsUser = None) -> None:
     """Pull stats and re-check pending conversions."""
-    _sync("partial", source, json_out)
+    _sync("partial", source, json_out, as_user)
 
 
 @sync_app.command("status")
@@ -104,12 +104,14 @@ def import_report_cmd(
     source: Annotated[str, typer.Option("--source", "-s", help="Source name the report comes from.")],
     third_party: Annotated[bool, typer.Option("--third-party", help="Figures of the client / an auditor.")] = False,
     json_out: JsonOpt = False,
+    as_user: AsUser = None,
 ) -> None:
     """Import an ad-server delivery report; line item ids map to campaign items via external_ids."""
     from bot.context import get_db, get_key
     from bot.workflows.sync import import_report
 
-    res = import_report(get_db(), path=file, source=source, third_party=third_party, actor=_actor(),
+    res = import_report(get_db(), path=file, source=source, third_party=third_party,
+                        actor=_actor(as_user, "import report"),
                         signing_key=get_key()).as_dict()
     emit_json(res) if json_out else _print_result(res)
 
@@ -121,12 +123,14 @@ def import_logs_cmd(
     source: Annotated[str, typer.Option("--source", "-s", help="Source name of the log.")],
     rule: Annotated[Path | None, typer.Option("--rule", help="YAML rule: which requests are billable events.")] = None,
     json_out: JsonOpt = False,
+    as_user: AsUser = None,
 ) -> None:
     """Import billable events (default: successful POST /test-drive/bookings; repeats count once)."""
     from bot.context import get_db, get_key
     from bot.workflows.sync import import_logs
 
-    res = import_logs(get_db(), path=file, source=source, rule=rule, actor=_actor(), signing_key=get_key()).as_dict()
+    res = import_logs(get_db(), path=file, source=source, rule=rule, actor=_actor(as_user, "import logs"),
+                      signing_key=get_key()).as_dict()
     emit_json(res) if json_out else _print_result(res)
 
 

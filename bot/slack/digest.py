@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from bot.blocks.digest import digest_blocks, digest_text
+from bot.workflows.audit import publish_anchor
 from bot.workflows.digest import DigestData, collect, record_sent, render_chart
 from storage.db import Database
 from storage.settings import get_settings
@@ -51,6 +52,12 @@ def send_digest(
     if dry_run or client is None:
         return DigestResult(data, blocks, text, png, sent=False)
     channel = channel or get_settings().managers_channel
+    if key is not None:  # the signed chain head, published outside the database: the anchor file and here
+        with db.read() as s:
+            anchor = publish_anchor(s, key=key, path=get_settings().anchor_path, now=now)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f"Audit anchor: record {anchor['seq']}, sha256 `{anchor['hash']}`, key `{anchor['key_id']}`, "
+            f"signature `{anchor['signature']}`")}]})
     resp = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
     channel_id, ts = str(resp["channel"]), str(resp["ts"])
     problems = []

@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackClientError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.blocks.exceptions import exception_message, fallback_text, thread_reply_text
+from bot.blocks.exceptions import approvals_reset_text, exception_message, fallback_text, thread_reply_text
 from bot.slack.context import SlackContext
 from bot.slack.home import publish_home
 from bot.slack.replies import Where
@@ -103,6 +103,25 @@ def on_exception_decided(sc: SlackContext, *, exception_id: int, decision_id: in
         if exc is None or decision is None:
             return
         text = thread_reply_text(exc, decision, final=exc.state not in OPEN_EXCEPTION_STATES)
+    client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
+
+
+def on_approvals_reset(sc: SlackContext, *, exception_id: int, why: str = "", dropped: list[str] | None = None,
+                       **_: Any) -> None:
+    """``exception.approvals_reset``: the message shows 0 approvals again and its thread says why."""
+    client = sc.client
+    if client is None:
+        return
+    db = sc.db()
+    where = show_exception(client, db, exception_id, default_channel=sc.exceptions_channel)
+    if where is None:
+        return
+    channel, ts = where
+    with db.read() as s:
+        exc = s.get(BillingException, exception_id)
+        if exc is None:
+            return
+        text = approvals_reset_text(exc, why=why, dropped=list(dropped or []))
     client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
 
 

@@ -8,16 +8,18 @@ already ``BEGIN IMMEDIATE``), so concurrent writers queue up and the chain never
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from billing.signatures import GENESIS, canonical_json, chain_hash, key_id, sign, verify
+from billing.signatures import GENESIS, canonical_json, chain_hash, content_hash, key_id, sign, verify
 from storage.models import AuditHead, AuditLog
 
 _AUDIT_LOG = cast(Table, AuditLog.__table__)
@@ -108,6 +110,54 @@ def _key_id(key: Ed25519PrivateKey) -> str:
         found = (key, key_id(key.public_key()))
         _key_ids[id(key)] = found
     return found[1]
+
+
+# --------------------------------------------------------------------------- anchors against truncation
+
+
+def publish_anchor(s: Session, *, key: Ed25519PrivateKey, path: Path, now: datetime | None = None) -> dict[str, Any]:
+    """Sign the chain head (sequence number + hash) and append it to the anchor file, outside the
+    database. Cutting records from the end of the chain (and resetting the head) then no longer goes
+    unnoticed: :func:`check_anchors` finds a published anchor missing. Returns the anchor."""
+    head = s.get(AuditHead, 1)
+    seq, h = (head.last_id, head.last_hash) if head is not None else (0, GENESIS)
+    at = (now or datetime.now(UTC)).astimezone(UTC).isoformat()
+    body = {"seq": seq, "hash": h, "at": at}
+    anchor = {**body, "key_id": _key_id(key), "signature": sign(key, content_hash(body))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(anchor, sort_keys=True) + "\n")
+    return anchor
+
+
+def read_anchors(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def check_anchors(s: Session, path: Path, public: Ed25519PublicKey | None) -> str | None:
+    """The first problem with the published anchors, or None: a bad anchor signature, an anchor
+    whose record is no longer in the chain (or has another hash), a chain shorter than the last anchor."""
+    anchors = read_anchors(path)
+    if not anchors:
+        return None
+    last = max(int(a["seq"]) for a in anchors)
+    head = s.get(AuditHead, 1)
+    length = s.execute(select(func.count()).select_from(AuditLog)).scalar_one()
+    for a in anchors:
+        body = {"seq": a["seq"], "hash": a["hash"], "at": a["at"]}
+        if public is not None and not verify(public, content_hash(body), str(a.get("signature") or "")):
+            return f"anchor of record {a['seq']} ({a['at']}) in {path} has a bad signature"
+        if int(a["seq"]) == 0:
+            continue
+        row = s.get(AuditLog, int(a["seq"]))
+        if row is None or row.record_hash != a["hash"]:
+            return (f"published anchor of record {a['seq']} ({a['at']}) is no longer in the chain: "
+                    "records were removed or rewritten")
+    if length < last or (head is not None and head.last_id < last):
+        return f"the chain has {length} record(s) but an anchor was published at record {last}: it was cut"
+    return None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from bot.workflows import audit, billing_run, preinvoices
 from bot.workflows.effects import notify
 from bot.workflows.users import ProfileLookup, display_name, ensure_user
 from storage.db import Database
-from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision, PreInvoice, User
+from storage.models import OPEN_EXCEPTION_STATES, AuditLog, BillingException, Decision, PreInvoice, User
 
 DecisionKind = Literal["approve", "reject", "force"]
 DECISIONS: tuple[DecisionKind, ...] = get_args(DecisionKind)
@@ -109,8 +109,28 @@ def already_decided_message(exc: BillingException) -> str:
     return f"Already {state} by {who} at {_when(exc.decided_at or exc.updated_at)}."
 
 
+def valid_approvals(exc: BillingException) -> list[dict[str, Any]]:
+    """The approvals given on the exception's CURRENT subject: each approval records the subject
+    hash it was given on, and one given on other content (changed since) counts for nothing."""
+    digest = subject_hash_of(exc)
+    return [a for a in (exc.approvals or []) if isinstance(a, dict) and a.get("subject") == digest]
+
+
 def approvers_so_far(exc: BillingException) -> list[str]:
-    return [str(a.get("user")) for a in (exc.approvals or []) if isinstance(a, dict)]
+    return [str(a.get("user")) for a in valid_approvals(exc)]
+
+
+EDIT_ACTIONS = ("preinvoice.line_edited", "preinvoice.line_added", "preinvoice.line_deleted")
+
+
+def editors_of(s: Session, preinvoice_id: int) -> set[str]:
+    """Everyone who ever edited the pre-invoice, from its edit history in the audit log (every
+    editor, not only the last one: an edit by someone else later does not make an editor a checker)."""
+    return set(s.execute(
+        select(AuditLog.actor).where(AuditLog.subject_type == "preinvoice",
+                                     AuditLog.subject_id == str(preinvoice_id),
+                                     AuditLog.action.in_(EDIT_ACTIONS)).distinct()
+    ).scalars())
 
 
 def access_exception_for_decision(
@@ -129,6 +149,8 @@ def access_exception_for_decision(
         raise Invalid(f"decision: must be one of {', '.join(DECISIONS)} (got {decision!r})")
     if exc.state not in OPEN_EXCEPTION_STATES:
         raise Conflict(already_decided_message(exc), code="already_decided")
+    if decision == "force" and exc.kind == "manual_change":
+        raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
     if decision == "force" and "finance_manager" not in roles:
         raise Refused("Force needs the finance_manager role.", code="finance_manager_required")
     if decision != "force" and not roles & APPROVER_ROLES:
@@ -137,8 +159,12 @@ def access_exception_for_decision(
         raise Refused("You started this work, so someone else must decide it.", code="own_work")
     if exc.preinvoice is not None and exc.preinvoice.created_by == user.slack_id:
         raise Refused("You created this pre-invoice, so someone else must decide it.", code="own_work")
-    if exc.preinvoice is not None and exc.preinvoice.edited_by == user.slack_id:
+    if exc.preinvoice is not None and (exc.preinvoice.edited_by == user.slack_id
+                                       or user.slack_id in editors_of(s, exc.preinvoice.id)):
         raise Refused("You edited this pre-invoice, so someone else must decide it.", code="own_work")
+    if decision == "force" and user.slack_id in approvers_so_far(exc):
+        raise Refused("You already approved this, so someone else must complete it: two approvals mean "
+                      "two different people, whatever their roles.", code="own_approval")
     if decision == "approve" and user.slack_id in approvers_so_far(exc):
         raise Conflict(
             f"You already approved this ({len(approvers_so_far(exc))} of {exc.approvals_needed} approvals); "
@@ -194,6 +220,17 @@ def _apply(
         else:
             preinvoices.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         return ()
+    if exc.kind == "manual_change":  # maker-checker: the checker accepts or rejects the edit
+        if exc.preinvoice_id is None:
+            raise Invalid(f"exception {exc.id}: a manual change without a pre-invoice cannot be decided")
+        if decision == "approve":
+            if _open_exceptions_on(s, exc.preinvoice_id, other_than=exc.id) == 0:
+                preinvoices.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+            return ()
+        if decision == "reject":
+            preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            return ()
+        raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
     if exc.kind == "below_threshold":
         if decision == "approve":
             return ()  # the skip stands; the items wait for the next run
@@ -311,9 +348,9 @@ def _decide(
     digest = _check_stale(exc, subject_hash)
     name = display_name(user, actor)
 
-    approvals = list(exc.approvals or [])
+    approvals = valid_approvals(exc)  # approvals of an older subject are dropped, never counted
     if decision == "approve":
-        approvals.append({"user": actor, "name": name, "at": now.isoformat()})
+        approvals.append({"user": actor, "name": name, "at": now.isoformat(), "subject": digest})
     final = decision != "approve" or len(approvals) >= exc.approvals_needed
     values: dict[str, Any] = {"approvals": approvals, "version": exc.version + 1, "updated_at": now}
     if final:

@@ -9,6 +9,7 @@ once per process by ``runtime.wire``). A rollback discards the events. With no d
 Events used across billbot (payload keys in parentheses):
 - ``exception.opened`` / ``exception.updated`` / ``exception.closed`` (exception_id)
 - ``exception.decided`` (exception_id, decision_id)
+- ``exception.approvals_reset`` (exception_id, why, dropped: the approvers whose approvals no longer count)
 - ``preinvoice.changed`` (preinvoice_id)
 - ``exception.invoiced`` (exception_id, invoice_ids) — a Force on a below-threshold skip invoiced now
 - ``invoice.finalized`` (invoice_id, billing_run_id)

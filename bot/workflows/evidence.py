@@ -289,21 +289,57 @@ def _json(obj: Any) -> bytes:
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  ([^\n]+)$")
 
 
-def verify_evidence_pack(path: Path, *, public_key: Ed25519PublicKey | None = None) -> list[str]:  # noqa: C901, PLR0915 - one check per pack member, each reported; order matters
+MAX_MEMBER_BYTES = 64 * 1024 * 1024  # an evidence member is a PDF, an XML or CSV rows: far below this
+MAX_PACK_BYTES = 256 * 1024 * 1024
+
+
+def _read_members(z: zipfile.ZipFile) -> list[tuple[str, bytes]]:
+    """Every member, streamed in chunks with a size limit: a member declared or found larger than
+    :data:`MAX_MEMBER_BYTES` (a zip bomb: 400 MB inside a small zip) is refused, never read whole."""
+    members = []
+    total = 0
+    for info in z.infolist():
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ValueError(f"member {info.filename} is {info.file_size} bytes uncompressed "
+                             f"(limit {MAX_MEMBER_BYTES}); refused")
+        buf = bytearray()
+        with z.open(info) as f:
+            while chunk := f.read(1024 * 1024):
+                buf += chunk
+                if len(buf) > MAX_MEMBER_BYTES:
+                    raise ValueError(f"member {info.filename} is larger than {MAX_MEMBER_BYTES} bytes; refused")
+        total += len(buf)
+        if total > MAX_PACK_BYTES:
+            raise ValueError(f"the pack's members exceed {MAX_PACK_BYTES} bytes; refused")
+        members.append((info.filename, bytes(buf)))
+    return members
+
+
+def verify_evidence_pack(  # noqa: C901, PLR0912, PLR0915 - one check per pack member, each reported; order matters
+    path: Path, *, public_key: Ed25519PublicKey | None = None, trusted: Sequence[Ed25519PublicKey] | None = None,
+) -> list[str]:
     """Problems with the evidence pack at ``path`` (empty = it verifies).
 
     Checks, in order: the zip is in its canonical form (any byte changed outside the members); every
     member is listed in ``SHA256SUMS`` with its hash and nothing is missing or extra; the manifest's
     hashes agree; the signature over the sums (with the pack's key, or ``public_key`` when given);
     each audit record's hash and signature; then, for an intact pack, that the XML inside the PDF is
-    the XML member and is XSD-valid."""
+    the XML member and is XSD-valid.
+
+    ``trusted``: the keys an outsider trusts (the deployment's key registry, or a public key handed
+    to the auditor). Given, the pack MUST carry a valid signature by one of them: an unsigned pack,
+    or one signed by any other key (even consistently re-signed), fails and says why."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         return [f"cannot read {path}: {e}"]
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
-            members = [(i.filename, z.read(i)) for i in z.infolist()]
+            members = _read_members(z)
+    except ValueError as e:
+        if "refused" in str(e):
+            return [str(e)]
+        return [f"not a readable zip: {type(e).__name__}: {e}"]
     except Exception as e:  # noqa: BLE001 - a corrupted archive can fail in many ways; each is a problem
         return [f"not a readable zip: {type(e).__name__}: {e}"]
     problems: list[str] = []
@@ -359,6 +395,17 @@ def verify_evidence_pack(path: Path, *, public_key: Ed25519PublicKey | None = No
                 pack_key = loaded
             else:
                 problems.append(f"{PUBLIC_KEY} is not an Ed25519 key")
+    if trusted is not None:
+        by_id = {key_id(k): k for k in trusted}
+        if SUMS_SIG not in files:
+            problems.append(f"the pack is not signed ({SUMS_SIG} is missing): it cannot be trusted")
+        elif pack_key is None:
+            problems.append(f"the pack carries no {PUBLIC_KEY}: its signer is unknown")
+        elif key_id(pack_key) not in by_id:
+            problems.append(f"the pack was signed by key {key_id(pack_key)}, which is not a trusted key "
+                            f"(trusted: {', '.join(sorted(by_id)) or 'none'})")
+        else:
+            public_key = by_id[key_id(pack_key)]
     if public_key is not None and pack_key is not None and key_id(public_key) != key_id(pack_key):
         problems.append("the pack was signed with another key than the deployment's")
     check_key = public_key or pack_key

@@ -5,7 +5,10 @@ An exception is keyed (``BillingException.key`` is unique), so re-running a chec
 - no row with the key → a new ``pending`` exception with its SLA timers
   (``remind_at = now + SLA/2``, ``due_at = now + SLA``) and the number of approvals it needs;
 - an open one (``pending``/``escalated``) → its amount, evidence, summary, cause and subject hash
-  are updated in place; SLA timers, Slack message and approvals so far are kept;
+  are updated in place; SLA timers and Slack message are kept; approvals so far are kept only
+  while the subject hash is unchanged — a new subject clears them (:func:`reset_approvals`,
+  audited as ``exception.approvals_reset``): an approval counts for what was approved, never
+  for content changed after it;
 - a decided one (``approved``/``rejected``/``forced``) whose subject hash is unchanged → left alone:
   the decision stands for what was decided on;
 - a decided one whose subject changed, or a ``closed`` one (the condition had gone and is back) →
@@ -143,6 +146,7 @@ def open_exception(  # noqa: PLR0915 - the upsert's four cases read top to botto
     row.cause = cause
     row.summary = summary
     row.evidence = ev
+    subject_changed = row.subject_hash != subject_hash
     row.subject_hash = subject_hash
     row.approvals_needed = _approvals_needed(amount)
     row.billing_run_id = billing_run_id if billing_run_id is not None else row.billing_run_id
@@ -164,6 +168,8 @@ def open_exception(  # noqa: PLR0915 - the upsert's four cases read top to botto
         row.approvals = []
         row.channel = _channel(s, legal_entity_id)
     s.flush()
+    if subject_changed and not reopen:
+        reset_approvals(s, row, why="the subject changed", actor=actor, signing_key=signing_key, now=now)
     action = "exception.opened" if reopen else "exception.updated"
     audit.record(s, key=signing_key, actor=actor, action=action, subject_type="exception", subject_id=row.id,
                  payload=_audit_payload(row, reopened=reopen, previous=previous), now=now)
@@ -226,6 +232,25 @@ def record_opened(s: Session, row: BillingException, *, started_by: str | None,
                   signing_key: Ed25519PrivateKey | None, now: datetime) -> None:
     """The audit record and event of an exception inserted by :func:`insert_new`."""
     _record_opened(s, row, actor=started_by or "system", signing_key=signing_key, now=now)
+
+
+def reset_approvals(s: Session, row: BillingException, *, why: str, actor: str,
+                    signing_key: Ed25519PrivateKey | None, now: datetime) -> bool:
+    """Drop the approvals given on an open exception whose subject changed since (an edit of its
+    pre-invoice, a re-run with new figures). Audited as ``exception.approvals_reset`` and queued as
+    the event of the same name (payload ``exception_id``, ``why``, ``dropped``: the approvers), so
+    its Slack thread is told. True when there was something to drop."""
+    if row.state not in OPEN_EXCEPTION_STATES or not row.approvals:
+        return False
+    dropped = [str(a.get("user")) for a in row.approvals if isinstance(a, dict)]
+    row.approvals = []
+    row.updated_at = now
+    row.version = row.version + 1
+    s.flush()
+    audit.record(s, key=signing_key, actor=actor, action="exception.approvals_reset", subject_type="exception",
+                 subject_id=row.id, payload=_audit_payload(row, why=why, dropped=dropped), now=now)
+    notify(s, "exception.approvals_reset", exception_id=row.id, why=why, dropped=dropped)
+    return True
 
 
 def close_exception(

@@ -48,6 +48,7 @@ from billing.tax import VatProblem, vat_amount, vat_treatment
 from billing.variance import DEFAULT_TOLERANCE
 from bot.workflows import audit, variance_checks
 from bot.workflows.effects import notify
+from bot.workflows.exceptions import open_exception, open_exceptions_for, reset_approvals
 from bot.workflows.fx import rates_around
 from storage.db import Database
 from storage.mapping import campaign_spec, check_input, line_drafts, preinvoice_hash
@@ -432,18 +433,54 @@ def _editable(s: Session, preinvoice_id: int) -> PreInvoice:
 
 def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
                 action: str, payload: dict[str, Any], default_tolerance: Decimal) -> None:
-    """An edit changes content: record it, void any approval, check the pre-invoice again."""
-    old = pi.content_hash
+    """An edit changes content: record it, void any approval, check the pre-invoice again.
+
+    Maker-checker: an edit of a pre-invoice that was approved (by the system or a person) or held
+    after a Reject opens a ``manual_change`` exception with the before/after diff, so the pre-invoice
+    waits (``pending``) for an approver other than the editor instead of being approved by the system."""
+    old, net_before, state_before, approved_by = pi.content_hash, pi.net, pi.state, pi.approved_by
     _recompute(pi)
     pi.edited_by = actor
     pi.updated_at = now
     record_change(s, key, actor, action, pi, {**payload, "old_hash": old, "content_hash": pi.content_hash}, now)
     if pi.state == "approved":
         _void_approval(s, pi, actor=actor, key=key, now=now, why=action)
+    what = action.removeprefix("preinvoice.").replace("_", " ")
+    for exc in open_exceptions_for(s, pi.id):  # approvals of the old content do not count for the new
+        reset_approvals(s, exc, why=f"{what} by {actor}", actor=actor, signing_key=key, now=now)
     pi.state = "draft"
     pi.hold_reason = None
     s.flush()
+    if state_before in ("approved", "held") or _has_manual_change(s, pi.id):
+        _open_manual_change(s, pi, actor=actor, key=key, now=now, what=what, payload=payload,
+                            net_before=net_before, state_before=state_before, approved_by=approved_by)
     evaluate(s, [pi], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
+
+
+def manual_change_key(preinvoice_id: int) -> str:
+    return f"manual_change:{preinvoice_id}"
+
+
+def _has_manual_change(s: Session, preinvoice_id: int) -> bool:
+    """An open manual change stays bound to the latest content: a further edit updates it."""
+    return any(e.key == manual_change_key(preinvoice_id) for e in open_exceptions_for(s, preinvoice_id))
+
+
+def _open_manual_change(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None,
+                        now: datetime, what: str, payload: dict[str, Any], net_before: Decimal,
+                        state_before: str, approved_by: str | None) -> None:
+    diff = dict(payload)
+    q = quantum(pi.currency)  # the same text on SQLite and PostgreSQL (NUMERIC(20,6))
+    before, after = net_before.quantize(q), pi.net.quantize(q)
+    evidence = {"change": what, "editor": actor, "state_before": state_before, "approved_by": approved_by,
+                "net_before": str(before), "net_after": str(after), "diff": diff}
+    open_exception(
+        s, kind="manual_change", key=manual_change_key(pi.id), legal_entity_id=pi.legal_entity_id,
+        advertiser_id=pi.advertiser_id, preinvoice_id=pi.id, billing_run_id=None, period_start=pi.period_start,
+        period_end=pi.period_end, amount=pi.net, currency=pi.currency, cause="manual_change",
+        summary=f"Pre-invoice #{pi.id} changed by hand after it was {state_before} ({what}): "
+                f"net {before} → {after} {pi.currency}",
+        evidence=evidence, subject_hash=pi.content_hash, started_by=actor, now=now, signing_key=key)
 
 
 def _amount(value: str | Decimal | None, currency: str, what: str) -> Decimal | None:

@@ -51,7 +51,12 @@ def test_audit_verify_names_the_record_after_a_one_byte_change(db, signing_key, 
     assert f"audit log broken at record {row.id}: record {row.id} was changed (hash mismatch)" in r.output
 
 
-def test_users_grant_revoke_and_list(db, signing_key):
+def test_users_grant_revoke_and_list(db, signing_key, monkeypatch):
+    # a fresh deployment: the first admin is granted while there is none; from then on an admin grants
+    assert runner.invoke(app, ["users", "grant", "U0ADMIN", "admin"]).exit_code == 0
+    refused = runner.invoke(app, ["users", "grant", "U123", "approver"])  # BILLBOT_USER is no admin
+    assert refused.exit_code == 1 and "no such billbot user" in refused.output
+    monkeypatch.setenv("BILLBOT_USER", "U0ADMIN")
     r = runner.invoke(app, ["users", "grant", "U123", "approver"])
     assert r.exit_code == 0 and "approver granted" in r.output
     assert "already held" in runner.invoke(app, ["users", "grant", "U123", "approver"]).output
@@ -63,11 +68,14 @@ def test_users_grant_revoke_and_list(db, signing_key):
     missing = runner.invoke(app, ["users", "revoke", "U999", "approver"])
     assert missing.exit_code == 2 and "U999 is not known" in missing.output
     listed = json.loads(runner.invoke(app, ["users", "list", "--json"]).output)
-    assert listed == [{"slack_id": "U123", "name": "", "email": None, "roles": ["finance_manager"],
+    assert listed == [{"slack_id": "U0ADMIN", "name": "", "email": None, "roles": ["admin"],
+                       "profile_fetched_at": None},
+                      {"slack_id": "U123", "name": "", "email": None, "roles": ["finance_manager"],
                        "profile_fetched_at": None}]
     with db.read() as s:
-        actions = [a for (a,) in s.execute(text("SELECT action FROM audit_log ORDER BY id"))]
-    assert actions == ["role.granted", "role.granted", "role.revoked"]
+        rows = list(s.execute(text("SELECT action, actor FROM audit_log ORDER BY id")))
+    assert [tuple(r) for r in rows] == [("role.granted", "bootstrap"), ("role.granted", "U0ADMIN"),
+                                        ("role.granted", "U0ADMIN"), ("role.revoked", "U0ADMIN")]
 
 
 def test_profiles_are_looked_up_once_and_refreshed_after_a_day(db, fake_slack):
@@ -85,3 +93,41 @@ def test_profiles_are_looked_up_once_and_refreshed_after_a_day(db, fake_slack):
     with db.transaction() as s:  # Slack does not know the user: the row stays, nameless
         u = ensure_user(s, "UGHOST", lookup=profile_lookup(client), now=t0)
         assert (u.name, u.profile_fetched_at) == ("", None)
+
+
+# --------------------------------------------------------------------------- issue 14: a log that proves itself
+
+
+def test_audit_verify_never_creates_a_key_and_names_the_missing_one(db, signing_key, tmp_path, monkeypatch):
+    from bot import context
+
+    _decided_log(db, signing_key)
+    missing = tmp_path / "nowhere" / "signing_key.pem"
+    monkeypatch.setenv("SIGNING_KEY_PATH", str(missing))
+    context.reset()
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1 and str(missing) in r.output
+    assert not missing.exists()
+
+
+def test_audit_verify_fails_when_the_chain_is_cut_below_a_published_anchor(db, signing_key, backend):
+    from bot import context
+
+    _decided_log(db, signing_key)
+    r = runner.invoke(app, ["audit", "anchor", "--json"])
+    assert r.exit_code == 0, r.output
+    anchored = json.loads(r.stdout)["seq"]
+    assert context.settings().anchor_path.exists()
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    # delete the last two records and reset the head: the chain itself still links
+    with db.engine.begin() as c:
+        if backend == "postgres":
+            c.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_immutable"))
+        c.execute(text("DELETE FROM audit_log WHERE id > :n"), {"n": anchored - 2})
+        last = c.execute(text("SELECT record_hash FROM audit_log WHERE id = :n"), {"n": anchored - 2}).scalar_one()
+        c.execute(text("UPDATE audit_head SET last_id = :n, last_hash = :h"), {"n": anchored - 2, "h": last})
+        if backend == "postgres":
+            c.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_immutable"))
+    r = runner.invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1
+    assert f"anchor of record {anchored}" in r.output and "no longer in the chain" in r.output

@@ -19,6 +19,7 @@ from bot.workflows.sync import import_logs, import_report, quarantine_list, sync
 from storage.db import Database
 from storage.models import Conversion, DeliveryFact, SourceState, SyncRun
 from storage.sources.server_logs import LogRule
+from tests import factories as f
 from tests.storage.conftest import NOW
 
 API_CSV = """\
@@ -201,6 +202,7 @@ def test_json_lines_with_a_custom_rule(scenario: Database, key, tmp_path: Path) 
 
 
 def test_cli_imports_status_and_quarantine(scenario: Database, key, tmp_path: Path) -> None:
+    f.add_user(scenario, f.OPERATOR, ["operator"])  # the CLI acts as a known operator (BILLBOT_USER)
     runner = CliRunner()
     report = _write(tmp_path, "bad.csv", BAD_CSV)
     out = runner.invoke(app, ["import", "report", str(report), "--source", "gam", "--json"])

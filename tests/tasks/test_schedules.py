@@ -181,6 +181,7 @@ def test_remove_schedule(db, key):
 
 
 def test_cli_schedule_add_list_remove(db):
+    f.add_user(db, f.OPERATOR, ["operator"])  # the CLI acts as a known operator (BILLBOT_USER)
     r = CliRunner()
     args = ["schedule", "add", "--task", "sync", "--cron", "0 2 * * *", "--arg", "source=tracker",
             "--arg", "mode=partial", "--timezone", "UTC", "--json"]

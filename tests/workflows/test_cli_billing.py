@@ -11,11 +11,17 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from storage.db import Database
-from tests.factories import advertiser, campaign, linear, load, scenario
+from tests.factories import OPERATOR, add_user, advertiser, campaign, linear, load, scenario
 
 pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _operator(db: Database) -> None:
+    """The CLI acts as a known operator (BILLBOT_USER, see tests/conftest.py)."""
+    add_user(db, OPERATOR, ["operator"])
 
 
 def _json(*args: str) -> Any:

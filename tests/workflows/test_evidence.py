@@ -138,3 +138,70 @@ def test_cli_writes_and_verifies_packs_and_pdfs(db, key, world, tmp_path) -> Non
     assert pdf.read_bytes().startswith(b"%PDF-1.7") and json.loads(res.stdout)["bytes"] == pdf.stat().st_size
     res = runner.invoke(app, ["invoices", "pdf", "INV-1999-999999", "-o", str(pdf)])
     assert res.exit_code == 2 and "no invoice numbered INV-1999-999999" in res.output
+
+
+# --------------------------------------------------------------------------- issue 14: packs an outsider can trust
+
+
+def _forge(pack: Path) -> None:
+    """Change a source row, drop the signature and the key, recompute manifest and sums — a pack
+    that is consistent in itself, as a forger would make it."""
+    files = dict(_members(pack))
+    name = next(n for n in files if n.endswith("conversions.csv"))  # the delivery behind the invoice
+    lines = files[name].decode().split("\n")
+    assert ",approved," in lines[1]
+    lines[1] = lines[1].replace(",approved,", ",rejected,")
+    files[name] = "\n".join(lines).encode()
+    files.pop(wf.SUMS_SIG)
+    files.pop(wf.PUBLIC_KEY)
+    manifest = json.loads(files[wf.MANIFEST])
+    manifest["files"] = {n: wf.sha256_hex(d) for n, d in files.items() if n in manifest.get("files", {})}
+    files[wf.MANIFEST] = wf._json(manifest)
+    members = sorted((n, d) for n, d in files.items() if n != wf.SUMS)
+    files[wf.SUMS] = wf._sums(members)
+    pack.write_bytes(_canonical_zip(sorted(files.items())))
+
+
+def test_a_forged_unsigned_pack_and_a_resigned_pack_fail_and_say_why(db, key, world, tmp_path, out_dir) -> None:
+    runner = CliRunner()
+    forged = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "f.zip", renderer=pdf, key=key,
+                                 out_dir=out_dir)
+    _forge(forged)
+    assert verify_evidence_pack(forged) == []  # consistent in itself: only a trusted signature tells
+    res = runner.invoke(app, ["evidence", "verify", str(forged)])
+    assert res.exit_code == 1 and "not signed" in res.output
+    other = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "o.zip", renderer=pdf,
+                                key=Ed25519PrivateKey.generate(), out_dir=out_dir)
+    res = runner.invoke(app, ["evidence", "verify", str(other)])
+    assert res.exit_code == 1 and "not a trusted key" in res.output
+
+
+def test_a_fresh_pack_verifies_with_the_registry_and_offline_with_an_exported_key(db, key, world, tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "pack.zip"
+    assert runner.invoke(app, ["evidence", world.numbers["domestic"], "-o", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["evidence", "verify", str(out)]).exit_code == 0
+    exported = tmp_path / "auditor" / "billbot-keys.pem"
+    res = runner.invoke(app, ["keys", "export", "-o", str(exported)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evidence", "verify", str(out), "--public-key", str(exported), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True
+    stranger = tmp_path / "stranger.pem"
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    stranger.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    res = runner.invoke(app, ["evidence", "verify", str(out), "--public-key", str(stranger)])
+    assert res.exit_code == 1 and "not a trusted key" in res.output
+
+
+def test_a_huge_member_in_a_small_zip_is_refused_without_reading_it(tmp_path) -> None:
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("invoice.pdf", "w", force_zip64=True) as f:
+            chunk = b"\0" * (1024 * 1024)
+            for _ in range(400):
+                f.write(chunk)
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    problems = verify_evidence_pack(bomb)
+    assert len(problems) == 1 and "refused" in problems[0] and "invoice.pdf" in problems[0]

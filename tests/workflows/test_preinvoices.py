@@ -136,6 +136,22 @@ def test_eu_customer_without_vat_id_is_a_problem(db: Database, key: object) -> N
         ["missing VAT data: the advertiser has no VAT id (needed for reverse charge to FR)"]]
 
 
+def _approve_manual_change(db: Database, key: object, pid: int) -> None:
+    """A checker (not the editor) approves the pre-invoice's open manual change."""
+    from bot.workflows.decisions import decide, subject_hash_of
+    from bot.workflows.preinvoices import manual_change_key
+    from storage.models import BillingException
+    from tests.factories import add_user
+
+    add_user(db, "U9CHECKER", ["approver"], cached=True)
+    with db.read() as s:
+        exc = s.execute(select(BillingException).where(BillingException.key == manual_change_key(pid))).scalar_one()
+        eid, digest = exc.id, subject_hash_of(exc)
+    out = decide(db, exception_id=eid, decision="approve", actor="U9CHECKER", subject_hash=digest,
+                 signing_key=key)  # type: ignore[arg-type]
+    assert out.final
+
+
 def test_an_edit_after_approval_voids_it_and_binds_the_new_approval_to_the_new_content(
     db: Database, key: object
 ) -> None:
@@ -147,9 +163,13 @@ def test_an_edit_after_approval_voids_it_and_binds_the_new_approval_to_the_new_c
     after = get_preinvoice(db, pid)
     assert after.net == D("2500.00") and after.lines[0].edited
     assert after.content_hash != before.content_hash
-    assert after.approved_hash == after.content_hash != before.approved_hash
+    # maker-checker (issue 14): the edit of an approved pre-invoice waits for a second person
+    assert after.state == "pending" and after.approved_hash is None
     actions = [a for _, a in _audit_actions(db, pid)]
-    assert actions[-3:] == ["preinvoice.line_edited", "preinvoice.approval_voided", "preinvoice.approved"]
+    assert actions[-3:] == ["preinvoice.line_edited", "preinvoice.approval_voided", "preinvoice.pending"]
+    _approve_manual_change(db, key, pid)
+    after = get_preinvoice(db, pid)
+    assert after.approved_hash == after.content_hash != before.approved_hash and after.approved_by == "U9CHECKER"
     with db.read() as s:
         row = s.get(PreInvoice, pid)
         assert row is not None and preinvoice_hash(row) == row.approved_hash and row.edited_by == "cli:ed"
@@ -164,7 +184,9 @@ def test_an_edit_after_approval_voids_it_and_binds_the_new_approval_to_the_new_c
     v = get_preinvoice(db, pid)
     assert [(x.kind, x.amount) for x in v.lines] == [("item", D("2500.00")), ("discount", D("-100.00")),
                                                      ("bonus", D("0.00"))]
-    assert v.net == D("2400.00") and v.state == "approved"
+    assert v.net == D("2400.00") and v.state == "pending"  # the added lines wait for the checker
+    _approve_manual_change(db, key, pid)
+    assert get_preinvoice(db, pid).state == "approved"
     delete_line(db, pid, v.lines[2].id, actor="cli:ed", key=key, now=NOW)  # type: ignore[arg-type]
     assert [x.kind for x in get_preinvoice(db, pid).lines] == ["item", "discount"]
 
