@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing.fx import LockedRate, convert
+from billing.fx import LockedRate, convert, locked_rate
 from billing.money import ZERO
 from billing.preinvoice import canonical_number
 from billing.signatures import content_hash
@@ -119,10 +119,7 @@ def credit_lines(lines: Sequence[InvoiceLineDraft]) -> list[InvoiceLineDraft]:
 
 
 def locked_from_json(fx: Mapping[str, Any] | None) -> LockedRate | None:
-    if not fx:
-        return None
-    return LockedRate(str(fx["from"]), str(fx["to"]), Decimal(str(fx["rate"])), date.fromisoformat(str(fx["date"])),
-                      str(fx["source"]))
+    return locked_rate(fx)
 
 
 def invoice_hash(draft: InvoiceDraft, *, number: str, legal_entity_id: str, advertiser_id: str) -> str:

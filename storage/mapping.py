@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing.checks import CheckInput
-from billing.documents import Approval, DocumentLine, FxLock, InvoiceDocument, Party, doc_locale
+from billing.documents import Approval, DocumentLine, InvoiceDocument, Party, doc_locale
 from billing.errors import NotFound
-from billing.fx import Rate, find_rate
+from billing.fx import LockedRate, Rate, find_rate, locked_rate
 from billing.money import quantum
 from billing.preinvoice import CampaignSpec, ItemSpec, LineDraft, content_hash
 from storage.models import Advertiser, Campaign, Invoice, InvoiceLine, LegalEntity, PreInvoice, PreInvoiceLine
@@ -120,17 +120,9 @@ def _dec(v: Any) -> Decimal | None:
         return None
 
 
-def _fx(inv: Invoice, seller_currency: str) -> FxLock | None:
-    fx = inv.fx
-    if not fx:
-        return None
-    rate = _dec(fx.get("rate"))
-    if rate is None:
-        return None
-    base = str(fx.get("base") or seller_currency)
-    quote = str(fx.get("quote") or fx.get("to") or inv.currency)
-    return FxLock(rate=rate, day=_day(fx.get("date") or fx.get("day")), source=str(fx.get("source") or ""),
-                  base=base, quote=quote)
+def _fx(inv: Invoice) -> LockedRate | None:
+    """The locked rate as stored on the invoice (:func:`billing.fx.locked_rate`, the one reader)."""
+    return locked_rate(inv.fx)
 
 
 def _price_base(li: InvoiceLine, currency: str) -> Decimal:
@@ -205,6 +197,6 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         number=inv.number, kind=inv.kind, issue_date=inv.issue_date, due_date=inv.due_date, currency=inv.currency,
         seller=seller, buyer=buyer, lines=lines, net=inv.net, vat=inv.vat, gross=inv.gross, vat_rate=inv.vat_rate,
         vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
-        service_end=inv.service_end, fx=_fx(inv, le.currency), approvals=approvals, locale=locale,
+        service_end=inv.service_end, fx=_fx(inv), approvals=approvals, locale=locale,
         references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
     )

@@ -158,8 +158,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         notes.append({"BT-22": doc.reason, "BT-21": "AAI"})
     if doc.fx is not None:
         fx = doc.fx
-        notes.append({"BT-22": f"Exchange rate locked at issue: 1 {fx.base} = {fx.rate} {fx.quote} "
-                               f"({fx.source}, {fx.day.isoformat() if fx.day else 'n/a'})", "BT-21": "AAI"})
+        notes.append({"BT-22": f"Exchange rate locked at issue: {fx.text()}", "BT-21": "AAI"})
         vat_acc = to_accounting(doc, doc.vat)
         if vat_acc is not None:
             data["BT-6"] = doc.accounting_currency

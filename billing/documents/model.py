@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from billing.fx import LockedRate
 from billing.money import quantum
 
 LOCALES = ("de", "en")
@@ -84,15 +85,7 @@ class Approval:
     signature_fingerprint: str
 
 
-@dataclass(frozen=True)
-class FxLock:
-    """The exchange rate locked at finalization: ``rate`` units of ``quote`` per 1 ``base``."""
-
-    rate: Decimal
-    day: date | None
-    source: str
-    base: str
-    quote: str
+FxLock = LockedRate  # the rate locked at finalization (billing.fx): ``rate`` units of ``to`` per 1 ``from_``
 
 
 @dataclass(frozen=True)
@@ -194,8 +187,11 @@ def check_document(doc: InvoiceDocument) -> list[str]:
         problems.append("a credit note must reference the invoice it corrects")
     if doc.due_date < doc.issue_date:
         problems.append("the due date is before the issue date")
-    if doc.fx is not None and doc.currency not in (doc.fx.base, doc.fx.quote):
-        problems.append(f"the locked rate {doc.fx.base}/{doc.fx.quote} does not involve {doc.currency}")
+    if doc.fx is not None and not doc.fx.involves(doc.currency):
+        problems.append(f"the locked rate {doc.fx.from_}/{doc.fx.to} does not involve {doc.currency}")
+    if doc.fx is not None and not doc.fx.involves(doc.accounting_currency):
+        problems.append(f"the locked rate {doc.fx.from_}/{doc.fx.to} does not involve the seller's currency "
+                        f"{doc.accounting_currency}")
     for li in doc.lines:
         if li.period_start and li.period_end and li.period_start > li.period_end:
             problems.append(f"line {li.position}: period ends before it starts")
@@ -208,9 +204,9 @@ def to_accounting(doc: InvoiceDocument, amount: Decimal) -> Decimal | None:
     acc = doc.accounting_currency
     if fx is None or acc == doc.currency or not fx.rate:
         return None
-    if fx.base == acc and fx.quote == doc.currency:
+    if fx.from_ == acc and fx.to == doc.currency:
         value = amount / fx.rate
-    elif fx.base == doc.currency and fx.quote == acc:
+    elif fx.from_ == doc.currency and fx.to == acc:
         value = amount * fx.rate
     else:
         return None

@@ -184,7 +184,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
     if doc.fx is not None:
         fx = doc.fx
         rate = format_decimal(fx.rate, format="#,##0.00########", locale=loc)
-        notes.append(lab["fx"].format(base=fx.base, quote=fx.quote, rate=rate, source=fx.source,
+        notes.append(lab["fx"].format(base=fx.from_, quote=fx.to, rate=rate, source=fx.source,
                                       day=fmt_date(fx.day, loc)))
         acc = doc.accounting_currency
         amounts = [to_accounting(doc, a) for a in (doc.net, doc.vat, doc.gross)]
