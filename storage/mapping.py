@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from billing.checks import CheckInput
 from billing.documents import Approval, DocumentLine, InvoiceDocument, Party, doc_locale
+from billing.documents.model import document_quantity
 from billing.errors import NotFound
 from billing.fx import LockedRate, Rate, find_rate, locked_rate
-from billing.money import quantum
 from billing.preinvoice import CampaignSpec, ItemSpec, LineDraft, content_hash
 from storage.models import Advertiser, Campaign, Invoice, InvoiceLine, LegalEntity, PreInvoice, PreInvoiceLine
 
@@ -125,23 +125,11 @@ def _fx(inv: Invoice) -> LockedRate | None:
     return locked_rate(inv.fx)
 
 
-def _price_base(li: InvoiceLine, currency: str) -> Decimal:
-    """The quantity the unit price refers to: 1000 for CPM lines (price per mille), else 1.
-
-    Taken from the line's computation when it says so (``price_base`` / ``per`` / ``rate_type``), else
-    from the amounts: whichever base reproduces the stored amount to the cent."""
-    comp = li.computation or {}
-    for key in ("price_base", "per"):
-        if _dec(comp.get(key)):
-            return Decimal(str(comp[key]))
-    if str(comp.get("rate_type", "")).lower() == "cpm" or li.unit.lower() == "cpm":
-        return Decimal(1000)
-    q = quantum(currency)
-    if (li.quantity * li.unit_price).quantize(q) == li.amount.quantize(q):
-        return Decimal(1)
-    if (li.quantity * li.unit_price / 1000).quantize(q) == li.amount.quantize(q):
-        return Decimal(1000)
-    return Decimal(1)
+def _line_figures(li: InvoiceLine, currency: str) -> dict[str, Any]:
+    """Quantity, unit and price base as every document shows them (:func:`document_quantity`)."""
+    quantity, unit, base = document_quantity(li.quantity, li.unit, li.unit_price, li.amount, currency,
+                                             computation=li.computation)
+    return {"quantity": quantity, "unit": unit, "price_base": base}
 
 
 def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
@@ -163,8 +151,7 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         DocumentLine(
             position=i,
             description=li.description,
-            quantity=li.quantity,
-            unit=li.unit,
+            **_line_figures(li, inv.currency),
             unit_price=li.unit_price,
             amount=li.amount,
             campaign=li.campaign,
@@ -173,7 +160,6 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
             period_end=li.period_end,
             vat_category=inv.vat_category,
             vat_rate=inv.vat_rate,
-            price_base=_price_base(li, inv.currency),
         )
         for i, li in enumerate(sorted(inv.lines, key=lambda x: (x.position, x.id)), start=1)
     )

@@ -66,6 +66,12 @@ def _num(d: Decimal, places: int) -> str:
     return str(d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
+def _price(d: Decimal) -> str:
+    """A unit price with all its digits (at least two decimals): receivers recompute BT-131 from it."""
+    s = format(d.normalize(), "f")
+    return s if "." in s and len(s.split(".")[1]) >= 2 else _num(d, 2)
+
+
 def _qty(d: Decimal) -> str:
     s = format(d.normalize(), "f")
     return s if "." not in s or len(s.split(".")[1]) <= 4 else _num(d, 4)
@@ -116,7 +122,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
                 "BT-129": _qty(li.quantity * sign),
                 "BT-130": UNIT_CODES.get(li.unit, "C62"),
                 "BT-131": m(li.amount),
-                "BT-146": _num(abs(li.unit_price), 4),  # BR-27: the item net price is never negative
+                "BT-146": _price(abs(li.unit_price)),  # BR-27: never negative; every digit, so BT-131 recomputes
                 **({"BT-149": _qty(li.price_base)} if li.price_base != 1 else {}),
                 "BT-151": li.vat_category,
                 "BT-152": _num(li.vat_rate, 2),
