@@ -37,6 +37,7 @@ from bot.workflows.invoice_uploads import (
     Claim,
     Target,
     claim_upload,
+    failed_pdfs,
     finish_upload,
     invoice_numbers,
     pdf_failure,
@@ -144,6 +145,11 @@ def send_run_pdfs(db: Database, client: WebClient, run_id: int, invoice_ids: Seq
     if targeted is None:
         return None
     uploaded = [iid for iid in first if upload_invoice_pdf(db, iid, client=client, key=key)]
+    for failure in failed_pdfs(db, ids):  # failed before the thread was known: say why there now
+        error = failure.error or "unknown error"
+        client.chat_postMessage(channel=channel, thread_ts=ts,
+                                text=pdf_failed_text(failure.number, failure.advertiser, error),
+                                blocks=pdf_failed_blocks(failure.invoice_id, failure.number, failure.advertiser, error))
     if rest:
         numbers = invoice_numbers(db, [rest[0], rest[-1]])
         span = numbers.get(rest[0], "?") if len(rest) == 1 else f"{numbers.get(rest[0], '?')} … " \

@@ -169,6 +169,7 @@ class PdfFailure:
     number: str
     advertiser: str
     threads: tuple[tuple[str, str], ...]
+    error: str | None = None
 
 
 def pdf_failure(db: Database, invoice_id: int) -> PdfFailure | None:
@@ -187,4 +188,13 @@ def pdf_failure(db: Database, invoice_id: int) -> PdfFailure | None:
             t = json.loads(row.value)
             if t.get("channel") and t.get("thread_ts") and (t["channel"], t["thread_ts"]) not in threads:
                 threads.append((str(t["channel"]), str(t["thread_ts"])))
-        return PdfFailure(invoice_id, inv.number, adv.name if adv is not None else inv.advertiser_id, tuple(threads))
+        return PdfFailure(invoice_id, inv.number, adv.name if adv is not None else inv.advertiser_id, tuple(threads),
+                          inv.pdf_error)
+
+
+def failed_pdfs(db: Database, invoice_ids: Sequence[int]) -> list[PdfFailure]:
+    """Those of ``invoice_ids`` whose PDF failed for good (told when a run's message becomes known)."""
+    with db.read() as s:
+        ids = list(s.execute(select(Invoice.id).where(Invoice.id.in_([int(i) for i in invoice_ids]),
+                                                      Invoice.pdf_state == "failed").order_by(Invoice.id)).scalars())
+    return [f for f in (pdf_failure(db, i) for i in ids) if f is not None]
