@@ -94,10 +94,11 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         return _num(a * sign, places)
 
     seller = {"name": doc.seller.name, **split_address(doc.seller.address, doc.seller.country)}
-    if doc.seller.vat_id:
+    outside_scope = doc.vat_category == "O"  # BR-O-2: no VAT identifiers on a "not subject to VAT" invoice
+    if doc.seller.vat_id and not outside_scope:
         seller["vat_identifier"] = doc.seller.vat_id
     buyer = {"name": doc.buyer.name, **split_address(doc.buyer.address, doc.buyer.country)}
-    if doc.buyer.vat_id:
+    if doc.buyer.vat_id and not outside_scope:
         buyer["vat_identifier"] = doc.buyer.vat_id
     if doc.buyer.email:
         buyer["einvoicing_addr"], buyer["einvoicing_addr_schemeid"] = doc.buyer.email, "EM"

@@ -313,13 +313,15 @@ def doc_locale(locale: str | None) -> str:
 
 _DE_NOTES = {
     "AE": "Steuerschuldnerschaft des Leistungsempfängers (Reverse Charge, Art. 196 MwStSystRL).",
-    "G": "Nicht im Inland steuerbare Leistung (Ausfuhr / Leistungsort im Drittland), 0 % USt.",
+    "G": "Steuerfreie Ausfuhrlieferung (§ 4 Nr. 1a UStG), 0 % USt.",
+    "O": "Nicht im Inland steuerbare Leistung (Leistungsort im Drittland, § 3a Abs. 2 UStG), 0 % USt.",
     "Z": "Nullsatz.",
     "E": "Steuerbefreit.",
 }
 _EN_NOTES = {
     "AE": "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Council Directive 2006/112/EC)",
-    "G": "Export of services outside the EU: not subject to VAT in the seller's country",
+    "G": "Export of goods outside the EU: exempt from VAT in the seller's country",
+    "O": "Services outside the EU: not subject to VAT in the seller's country",
     "Z": "Zero rated.",
     "E": "Exempt from VAT.",
 }

@@ -96,3 +96,26 @@ def test_pdf_xml_and_evidence_for_every_currency(db: Database, key: Any, billed:
     assert manifest["fx"] == fx_json(stored_fx)
     if currency != "EUR":
         assert (manifest["fx"]["from"], manifest["fx"]["to"]) == (currency, "EUR")
+
+
+def test_services_outside_the_eu_are_not_subject_to_vat_and_the_pdf_states_rounding_not_approvals(
+        db: Database, key: Any, billed: dict[str, str], tmp_path: Path) -> None:
+    """A CHF export of services is UNCL5305 `O` (VATEX-EU-O) with its note, no VAT identifiers in the XML
+    (EN 16931 BR-O-2); the customer's PDF states the rounding rule and carries no internal approval line."""
+    import pdfplumber
+
+    with db.read() as s:
+        inv = s.execute(select(Invoice).where(Invoice.number == billed["zurich"])).scalar_one()
+        invoice_id = inv.id
+        assert inv.vat_category == "O" and inv.vat_note == "Export of services: not subject to VAT in Germany"
+    path = render_invoice_pdf(db, invoice_id, renderer=pdf, out_dir=tmp_path, key=key)
+    root = _xml(path)
+    group = root.find(".//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax", NS)
+    assert group is not None
+    assert group.findtext("ram:CategoryCode", namespaces=NS) == "O"
+    assert group.findtext("ram:ExemptionReasonCode", namespaces=NS) == "VATEX-EU-O"
+    assert root.findall(".//ram:SpecifiedTaxRegistration", NS) == []
+    with pdfplumber.open(path) as doc:
+        text = "\n".join(p.extract_text() or "" for p in doc.pages)
+    assert "Rounding: each line to the currency's minor unit; VAT on the net total; half up." in text
+    assert "Released by" not in text and "approved (system)" not in text and "Freigegeben" not in text
