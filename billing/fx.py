@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 from billing.errors import Invalid
 from billing.money import is_currency, quantum
@@ -47,6 +48,50 @@ class LockedRate:
     def as_json(self) -> dict[str, str]:
         return {"from": self.from_, "to": self.to, "rate": str(self.rate), "date": self.day.isoformat(),
                 "source": self.source}
+
+    def involves(self, currency: str) -> bool:
+        return currency in (self.from_, self.to)
+
+    def text(self) -> str:
+        """``1 PLN = 0.2325581395 EUR (ECB, 2026-10-30)`` — how documents and messages state the rate."""
+        return f"1 {self.from_} = {self.rate} {self.to} ({self.source}, {self.day.isoformat()})"
+
+
+def locked_rate(stored: Mapping[str, Any] | None) -> LockedRate | None:
+    """The rate locked on an invoice, read from its stored ``fx`` JSON — the one reader every surface
+    (documents, evidence packs, Slack, CLI JSON) goes through.
+
+    The stored shape is :meth:`LockedRate.as_json` (``from``/``to``: ``rate`` units of ``to`` per 1
+    ``from``), optionally with the totals converted to ``to``. Rows written in the older
+    ``base``/``quote`` shape (``rate`` units of ``quote`` per 1 ``base``) read the same way.
+
+    >>> locked_rate({"from": "PLN", "to": "EUR", "rate": "0.2325", "date": "2026-10-30", "source": "ECB"}).text()
+    '1 PLN = 0.2325 EUR (ECB, 2026-10-30)'
+    >>> locked_rate({"base": "EUR", "quote": "USD", "rate": "1.0812", "date": "2026-02-27", "source": "ECB"}).from_
+    'EUR'
+    """
+    if not stored:
+        return None
+    from_ = stored.get("from") or stored.get("base")
+    to = stored.get("to") or stored.get("quote")
+    day = stored.get("date") or stored.get("day")
+    if not from_ or not to or stored.get("rate") in (None, "") or not day:
+        raise Invalid(f"the locked exchange rate is incomplete: {dict(stored)!r}", code="fx")
+    try:
+        rate = Decimal(str(stored["rate"]))
+    except InvalidOperation as e:
+        raise Invalid(f"the locked exchange rate {stored['rate']!r} is not a number", code="fx") from e
+    return LockedRate(str(from_), str(to), rate, date.fromisoformat(str(day)[:10]), str(stored.get("source") or ""))
+
+
+def fx_json(stored: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The locked rate as every JSON surface shows it: :meth:`LockedRate.as_json` plus the converted
+    totals (``net``, ``vat``, ``gross`` in ``to``) when the invoice stored them."""
+    locked = locked_rate(stored)
+    if locked is None or stored is None:
+        return None
+    totals = {k: str(stored[k]) for k in ("net", "vat", "gross") if stored.get(k) not in (None, "")}
+    return {**locked.as_json(), **totals}
 
 
 def _parse_day(text: str) -> date:

@@ -25,7 +25,9 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing.fx import LockedRate, convert
+from billing.documents.model import document_quantity, line_amount
+from billing.errors import Invalid
+from billing.fx import LockedRate, convert, locked_rate
 from billing.money import ZERO
 from billing.preinvoice import canonical_number
 from billing.signatures import content_hash
@@ -82,6 +84,25 @@ def _fx_json(locked: LockedRate | None, net: Decimal, vat: Decimal, gross: Decim
             "gross": str(convert(gross, locked))}
 
 
+def line_problems(lines: Sequence[InvoiceLineDraft], currency: str) -> list[str]:
+    """Lines whose amount is not what a receiver recomputes from the document (EN 16931 BT-131 =
+    BT-129 × BT-146 / BT-149, :func:`billing.documents.model.line_amount`), each named.
+
+    >>> line_problems([InvoiceLineDraft("Display", Decimal("883.44"), "1,000 impressions", Decimal("4.05"),
+    ...                                 Decimal("3577.93"))], "EUR")
+    []
+    """
+    problems = []
+    for i, x in enumerate(lines, start=1):
+        qty, _unit, base = document_quantity(x.quantity, x.unit, x.unit_price, x.amount, currency,
+                                             computation=x.computation)
+        expected = line_amount(qty, x.unit_price, base, currency)
+        if expected != x.amount:
+            problems.append(f"line {i} ({x.description}): {qty} × {x.unit_price} / {base} = {expected}, "
+                            f"not {x.amount}")
+    return problems
+
+
 def build_invoice(
     *,
     lines: Sequence[InvoiceLineDraft],
@@ -98,6 +119,9 @@ def build_invoice(
 ) -> InvoiceDraft:
     """Totals that reconcile exactly: net = Σ lines, gross = net + VAT (VAT half-up on the net)."""
     ordered = tuple(sorted(lines, key=InvoiceLineDraft.sort_key))
+    problems = line_problems(ordered, currency)
+    if problems:  # refused before a number is spent
+        raise Invalid(problems, code="line_arithmetic")
     net = sum((x.amount for x in ordered), ZERO)
     tax = vat_amount(net, vat.rate, currency)
     gross = net + tax
@@ -119,10 +143,7 @@ def credit_lines(lines: Sequence[InvoiceLineDraft]) -> list[InvoiceLineDraft]:
 
 
 def locked_from_json(fx: Mapping[str, Any] | None) -> LockedRate | None:
-    if not fx:
-        return None
-    return LockedRate(str(fx["from"]), str(fx["to"]), Decimal(str(fx["rate"])), date.fromisoformat(str(fx["date"])),
-                      str(fx["source"]))
+    return locked_rate(fx)
 
 
 def invoice_hash(draft: InvoiceDraft, *, number: str, legal_entity_id: str, advertiser_id: str) -> str:

@@ -135,9 +135,10 @@ def _linear_line(item: ItemSpec, share_amount: Decimal, share_qty: Decimal | Non
             comp["quantity"] = str(share_qty)
             return LineDraft(item.description, qty, unit, price, share_amount, item.id, "item", comp)
         comp["quantity"] = str(share_qty)
-        price = share_amount / share_qty if share_qty else ZERO
-        return LineDraft(item.description, share_qty, "units", price.quantize(Decimal("0.000001")),
-                         share_amount, item.id, "item", comp)
+        # enough places that quantity × price rounds back to the amount (EN 16931 BT-131 recomputed)
+        places = max(6, len(str(abs(int(share_qty)))) + 3)
+        price = (share_amount / share_qty).quantize(Decimal(1).scaleb(-places)) if share_qty else ZERO
+        return LineDraft(item.description, share_qty, "units", price, share_amount, item.id, "item", comp)
     comp["item_amount"] = str(item.amount)
     return LineDraft(item.description, Decimal(1), "lump sum", share_amount, share_amount, item.id, "item", comp)
 

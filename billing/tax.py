@@ -59,7 +59,7 @@ def export_note(seller_country: str) -> str:
 @dataclass(frozen=True)
 class VatTreatment:
     rate: Decimal  # percent
-    category: str  # UNCL5305: S, AE, G
+    category: str  # UNCL5305: S, AE, O (services outside the EU), G (goods exported)
     note: str | None
     kind: str  # domestic | reverse_charge | export
 
@@ -82,9 +82,19 @@ def valid_vat_id(vat_id: str | None, country: str) -> bool:
 
 
 def vat_treatment(
-    *, seller_country: str, buyer_country: str, buyer_vat_id: str | None
+    *, seller_country: str, buyer_country: str, buyer_vat_id: str | None, supply: str = "services"
 ) -> VatTreatment | VatProblem:
-    """Decide the VAT treatment of a sale of advertising services (B2B)."""
+    """Decide the VAT treatment of a B2B sale (advertising is a service; ``supply="goods"`` for goods).
+
+    Outside the EU a service is not subject to VAT where the seller is (place of supply at the
+    buyer, § 3a Abs. 2 UStG / Art. 44 Directive 2006/112/EC): UNCL5305 category ``O``. Only an export
+    of *goods* is ``G`` (tax-exempt export, § 4 Nr. 1a UStG).
+
+    >>> vat_treatment(seller_country="DE", buyer_country="CH", buyer_vat_id=None).category
+    'O'
+    >>> vat_treatment(seller_country="DE", buyer_country="CH", buyer_vat_id=None, supply="goods").category
+    'G'
+    """
     seller, buyer = seller_country.upper(), buyer_country.upper()
     if seller == buyer:
         rate = STANDARD_RATES.get(seller)
@@ -98,7 +108,9 @@ def vat_treatment(
         if not valid_vat_id(buyer_vat_id, buyer):
             return VatProblem(f"invalid VAT id {buyer_vat_id!r} for {buyer}: reverse charge needs a valid one")
         return VatTreatment(Decimal(0), "AE", REVERSE_CHARGE_NOTE, "reverse_charge")
-    return VatTreatment(Decimal(0), "G", export_note(seller), "export")
+    if supply == "goods":
+        return VatTreatment(Decimal(0), "G", f"Export of goods: VAT exempt in {country_name(seller)}", "export")
+    return VatTreatment(Decimal(0), "O", export_note(seller), "export")
 
 
 def vat_amount(net: Decimal, rate: Decimal, currency: str) -> Decimal:

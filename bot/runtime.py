@@ -73,6 +73,7 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.invoiced": (invoice_pdfs.on_exception_invoiced,),
     "invoice.finalized": (queue_render,),
     "invoice.rendered": (invoice_pdfs.on_invoice_rendered,),
+    "invoice.pdf_failed": (invoice_pdfs.on_invoice_pdf_failed,),
 })
 
 

@@ -160,7 +160,7 @@ def _apply(s: Session, sc: Scenario) -> LoadResult:
         {"id": it.id, "campaign_id": c.id, "position": pos, "description": it.description, "billing": it.billing,
          "unit": it.unit, "period": it.period, "amount": it.amount, "rate_type": it.rate_type, "rate": it.rate,
          "booked_quantity": it.booked_quantity, "start": it.start, "end": it.end, "tolerance": it.tolerance,
-         "make_good": it.make_good}
+         "make_good": it.make_good, "variance_check": it.variance_check}
         for c in sc.campaigns for pos, it in enumerate(c.items)
     ], "items", res)
     s.flush()

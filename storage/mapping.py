@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing.checks import CheckInput
-from billing.documents import Approval, DocumentLine, FxLock, InvoiceDocument, Party, doc_locale
+from billing.documents import Approval, DocumentLine, InvoiceDocument, Party, doc_locale
+from billing.documents.model import document_quantity
 from billing.errors import NotFound
-from billing.fx import Rate, find_rate
-from billing.money import quantum
+from billing.fx import LockedRate, Rate, find_rate, locked_rate
 from billing.preinvoice import CampaignSpec, ItemSpec, LineDraft, content_hash
 from storage.models import Advertiser, Campaign, Invoice, InvoiceLine, LegalEntity, PreInvoice, PreInvoiceLine
 
@@ -120,36 +120,16 @@ def _dec(v: Any) -> Decimal | None:
         return None
 
 
-def _fx(inv: Invoice, seller_currency: str) -> FxLock | None:
-    fx = inv.fx
-    if not fx:
-        return None
-    rate = _dec(fx.get("rate"))
-    if rate is None:
-        return None
-    base = str(fx.get("base") or seller_currency)
-    quote = str(fx.get("quote") or fx.get("to") or inv.currency)
-    return FxLock(rate=rate, day=_day(fx.get("date") or fx.get("day")), source=str(fx.get("source") or ""),
-                  base=base, quote=quote)
+def _fx(inv: Invoice) -> LockedRate | None:
+    """The locked rate as stored on the invoice (:func:`billing.fx.locked_rate`, the one reader)."""
+    return locked_rate(inv.fx)
 
 
-def _price_base(li: InvoiceLine, currency: str) -> Decimal:
-    """The quantity the unit price refers to: 1000 for CPM lines (price per mille), else 1.
-
-    Taken from the line's computation when it says so (``price_base`` / ``per`` / ``rate_type``), else
-    from the amounts: whichever base reproduces the stored amount to the cent."""
-    comp = li.computation or {}
-    for key in ("price_base", "per"):
-        if _dec(comp.get(key)):
-            return Decimal(str(comp[key]))
-    if str(comp.get("rate_type", "")).lower() == "cpm" or li.unit.lower() == "cpm":
-        return Decimal(1000)
-    q = quantum(currency)
-    if (li.quantity * li.unit_price).quantize(q) == li.amount.quantize(q):
-        return Decimal(1)
-    if (li.quantity * li.unit_price / 1000).quantize(q) == li.amount.quantize(q):
-        return Decimal(1000)
-    return Decimal(1)
+def _line_figures(li: InvoiceLine, currency: str) -> dict[str, Any]:
+    """Quantity, unit and price base as every document shows them (:func:`document_quantity`)."""
+    quantity, unit, base = document_quantity(li.quantity, li.unit, li.unit_price, li.amount, currency,
+                                             computation=li.computation)
+    return {"quantity": quantity, "unit": unit, "price_base": base}
 
 
 def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
@@ -171,8 +151,7 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         DocumentLine(
             position=i,
             description=li.description,
-            quantity=li.quantity,
-            unit=li.unit,
+            **_line_figures(li, inv.currency),
             unit_price=li.unit_price,
             amount=li.amount,
             campaign=li.campaign,
@@ -181,7 +160,6 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
             period_end=li.period_end,
             vat_category=inv.vat_category,
             vat_rate=inv.vat_rate,
-            price_base=_price_base(li, inv.currency),
         )
         for i, li in enumerate(sorted(inv.lines, key=lambda x: (x.position, x.id)), start=1)
     )
@@ -205,6 +183,6 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         number=inv.number, kind=inv.kind, issue_date=inv.issue_date, due_date=inv.due_date, currency=inv.currency,
         seller=seller, buyer=buyer, lines=lines, net=inv.net, vat=inv.vat, gross=inv.gross, vat_rate=inv.vat_rate,
         vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
-        service_end=inv.service_end, fx=_fx(inv, le.currency), approvals=approvals, locale=locale,
+        service_end=inv.service_end, fx=_fx(inv), approvals=approvals, locale=locale,
         references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
     )

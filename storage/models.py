@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -177,6 +178,8 @@ class CampaignItem(Base):
     end: Mapped[date | None] = mapped_column(Date)
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
     make_good: Mapped[bool] = mapped_column(Boolean, default=False)
+    # linear items bill the distributed booked figure; True opts one in to the delivery (variance) check
+    variance_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     campaign: Mapped[Campaign] = relationship(back_populates="items")
 

@@ -111,6 +111,7 @@ class ItemIn(_Model):
     end: date | None = None
     tolerance: MoneyField | None = None
     make_good: bool = False
+    variance_check: bool = False  # linear items only: check them against delivery data too (opt in)
     external_ids: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ A wrong setting fails at start with a message naming it (:func:`load_settings` r
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -83,6 +84,16 @@ class Settings(BaseSettings):
     def sandbox(self) -> bool:
         """No Slack credentials: run against the local sandbox workspace."""
         return not self.slack_bot_token
+
+
+def local_time(at: datetime | None, *, tz: ZoneInfo | None = None, empty: str = "—") -> str:
+    """A moment as people read it: ``2026-03-02 09:00 CET`` in ``BILLBOT_TIMEZONE`` (JSON keeps ISO 8601
+    with its offset; this is for Slack texts, the digest and CLI tables). Naive times are UTC."""
+    if at is None:
+        return empty
+    zone = tz or get_settings().tz
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def load_settings() -> Settings:

@@ -66,6 +66,12 @@ def _num(d: Decimal, places: int) -> str:
     return str(d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
+def _price(d: Decimal) -> str:
+    """A unit price with all its digits (at least two decimals): receivers recompute BT-131 from it."""
+    s = format(d.normalize(), "f")
+    return s if "." in s and len(s.split(".")[1]) >= 2 else _num(d, 2)
+
+
 def _qty(d: Decimal) -> str:
     s = format(d.normalize(), "f")
     return s if "." not in s or len(s.split(".")[1]) <= 4 else _num(d, 4)
@@ -88,10 +94,11 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         return _num(a * sign, places)
 
     seller = {"name": doc.seller.name, **split_address(doc.seller.address, doc.seller.country)}
-    if doc.seller.vat_id:
+    outside_scope = doc.vat_category == "O"  # BR-O-2: no VAT identifiers on a "not subject to VAT" invoice
+    if doc.seller.vat_id and not outside_scope:
         seller["vat_identifier"] = doc.seller.vat_id
     buyer = {"name": doc.buyer.name, **split_address(doc.buyer.address, doc.buyer.country)}
-    if doc.buyer.vat_id:
+    if doc.buyer.vat_id and not outside_scope:
         buyer["vat_identifier"] = doc.buyer.vat_id
     if doc.buyer.email:
         buyer["einvoicing_addr"], buyer["einvoicing_addr_schemeid"] = doc.buyer.email, "EM"
@@ -116,7 +123,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
                 "BT-129": _qty(li.quantity * sign),
                 "BT-130": UNIT_CODES.get(li.unit, "C62"),
                 "BT-131": m(li.amount),
-                "BT-146": _num(abs(li.unit_price), 4),  # BR-27: the item net price is never negative
+                "BT-146": _price(abs(li.unit_price)),  # BR-27: never negative; every digit, so BT-131 recomputes
                 **({"BT-149": _qty(li.price_base)} if li.price_base != 1 else {}),
                 "BT-151": li.vat_category,
                 "BT-152": _num(li.vat_rate, 2),
@@ -158,8 +165,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         notes.append({"BT-22": doc.reason, "BT-21": "AAI"})
     if doc.fx is not None:
         fx = doc.fx
-        notes.append({"BT-22": f"Exchange rate locked at issue: 1 {fx.base} = {fx.rate} {fx.quote} "
-                               f"({fx.source}, {fx.day.isoformat() if fx.day else 'n/a'})", "BT-21": "AAI"})
+        notes.append({"BT-22": f"Exchange rate locked at issue: {fx.text()}", "BT-21": "AAI"})
         vat_acc = to_accounting(doc, doc.vat)
         if vat_acc is not None:
             data["BT-6"] = doc.accounting_currency

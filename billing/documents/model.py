@@ -12,10 +12,13 @@ do not add up to the net, a reverse-charge invoice without the buyer's VAT id).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
+from billing.fx import LockedRate
 from billing.money import quantum
 
 LOCALES = ("de", "en")
@@ -84,15 +87,7 @@ class Approval:
     signature_fingerprint: str
 
 
-@dataclass(frozen=True)
-class FxLock:
-    """The exchange rate locked at finalization: ``rate`` units of ``quote`` per 1 ``base``."""
-
-    rate: Decimal
-    day: date | None
-    source: str
-    base: str
-    quote: str
+FxLock = LockedRate  # the rate locked at finalization (billing.fx): ``rate`` units of ``to`` per 1 ``from_``
 
 
 @dataclass(frozen=True)
@@ -164,15 +159,71 @@ def vat_breakdown(doc: InvoiceDocument) -> tuple[VatGroup, ...]:
     return tuple(out)
 
 
-def check_document(doc: InvoiceDocument) -> list[str]:
-    """What would make the document wrong, as a list of problems (empty = fine).
+def line_amount(quantity: Decimal, unit_price: Decimal, price_base: Decimal, currency: str = "EUR") -> Decimal:
+    """EN 16931 BT-131 as a receiver recomputes it: quantity (BT-129) × net price (BT-146) / price base
+    quantity (BT-149), rounded half-up to the currency's minor unit.
 
-    >>> check_document(sample_document())
-    []
+    >>> line_amount(Decimal(883440), Decimal("4.05"), Decimal(1000))
+    Decimal('3577.93')
+    >>> line_amount(Decimal("883.44"), Decimal("4.05"), Decimal(1))
+    Decimal('3577.93')
     """
-    problems: list[str] = []
-    if doc.kind not in TYPE_CODES:
-        problems.append(f"kind {doc.kind!r} is neither invoice nor credit_note")
+    base = price_base or Decimal(1)
+    return (quantity * unit_price / base).quantize(quantum(currency), rounding=ROUND_HALF_UP)
+
+
+THOUSANDS_UNIT = "1,000 impressions"  # how billing stores CPM quantities (in thousands, price per 1,000)
+
+
+def _dec_or_none(v: Any) -> Decimal | None:
+    try:
+        return Decimal(str(v)) if v not in (None, "") else None
+    except ArithmeticError:
+        return None
+
+
+def document_quantity(quantity: Decimal, unit: str, unit_price: Decimal, amount: Decimal, currency: str, *,
+                      computation: Mapping[str, Any] | None = None) -> tuple[Decimal, str, Decimal]:
+    """(BT-129 quantity, unit, BT-149 price base) of a stored line, so that quantity × price / base is
+    the amount on every document.
+
+    CPM lines are stored in thousands (``883.44 1,000 impressions`` at 4.05 per 1,000); documents show
+    impressions with a price base of 1,000 (``883,440 impressions`` × 4.05 / 1,000), which is what an
+    EN 16931 receiver recomputes. Other lines keep their quantity; the base is the one their
+    computation names (``price_base``/``per``) when it reproduces the amount, else 1 or 1,000,
+    whichever does (1 when neither does: the document check then refuses the line).
+
+    >>> document_quantity(Decimal("883.44"), "1,000 impressions", Decimal("4.05"), Decimal("3577.93"), "EUR")
+    (Decimal('883440.00'), 'impressions', Decimal('1000'))
+    """
+    if unit == THOUSANDS_UNIT:
+        return quantity * 1000, "impressions", Decimal(1000)
+    comp = computation or {}
+    named = [b for b in (_dec_or_none(comp.get("price_base")), _dec_or_none(comp.get("per"))) if b]
+    for base in (*named, Decimal(1), Decimal(1000)):
+        if line_amount(quantity, unit_price, base, currency) == amount:
+            return quantity, unit, base
+    return quantity, unit, named[0] if named else Decimal(1)
+
+
+def check_lines(doc: InvoiceDocument) -> list[str]:
+    """Every line satisfies BT-131 = BT-129 × BT-146 / BT-149 (rounded to the minor unit); no line's
+    period ends before it starts."""
+    problems = []
+    for li in doc.lines:
+        expected = line_amount(li.quantity, li.unit_price, li.price_base, doc.currency)
+        if expected != li.amount:
+            problems.append(f"line {li.position}: {li.quantity} × {li.unit_price} / {li.price_base} = {expected}, "
+                            f"not the amount {li.amount}")
+        if li.period_start and li.period_end and li.period_start > li.period_end:
+            problems.append(f"line {li.position}: period ends before it starts")
+    return problems
+
+
+def check_totals(doc: InvoiceDocument) -> list[str]:
+    """The totals add up (EN 16931 BR-CO-10 sum of lines = net, BR-CO-13/15 net + VAT = gross,
+    BR-CO-14 VAT total = sum of the breakdown, BR-CO-17 VAT per group = basis × rate, rounded)."""
+    problems = []
     if not doc.lines:
         problems.append("a document needs at least one line")
     lines_total = sum((li.amount for li in doc.lines), ZERO)
@@ -180,26 +231,56 @@ def check_document(doc: InvoiceDocument) -> list[str]:
         problems.append(f"lines add up to {lines_total}, the net is {doc.net}")
     if doc.net + doc.vat != doc.gross:
         problems.append(f"net {doc.net} + VAT {doc.vat} is not the gross {doc.gross}")
-    if sum((g.amount for g in vat_breakdown(doc)), ZERO) != doc.vat:
+    groups = vat_breakdown(doc)
+    if sum((g.amount for g in groups), ZERO) != doc.vat:
         problems.append("the VAT breakdown does not add up to the VAT total")
+    for g in groups:
+        expected = (g.basis * g.rate / 100).quantize(quantum(doc.currency), rounding=ROUND_HALF_UP)
+        if expected != g.amount:
+            problems.append(f"VAT {g.category} {g.rate} %: {g.basis} × {g.rate} % = {expected}, not {g.amount}")
+    return problems
+
+
+def check_vat(doc: InvoiceDocument) -> list[str]:
+    problems = []
     if doc.vat_category not in CATEGORIES:
         problems.append(f"unknown VAT category {doc.vat_category!r}")
-    if doc.vat_category in ("AE", "G", "Z", "E") and doc.vat != 0:
+    if doc.vat_category in ("AE", "G", "Z", "E", "O") and doc.vat != 0:
         problems.append(f"VAT category {doc.vat_category} must carry 0 VAT, not {doc.vat}")
     if doc.vat_category == "AE" and not doc.buyer.vat_id:
         problems.append("reverse charge needs the buyer's VAT id")
     if doc.vat_category in ("S", "AE", "G") and not doc.seller.vat_id:
         problems.append("the seller's VAT id is missing")
+    return problems
+
+
+def check_header(doc: InvoiceDocument) -> list[str]:
+    problems = []
+    if doc.kind not in TYPE_CODES:
+        problems.append(f"kind {doc.kind!r} is neither invoice nor credit_note")
     if doc.is_credit_note and not doc.references_number:
         problems.append("a credit note must reference the invoice it corrects")
     if doc.due_date < doc.issue_date:
         problems.append("the due date is before the issue date")
-    if doc.fx is not None and doc.currency not in (doc.fx.base, doc.fx.quote):
-        problems.append(f"the locked rate {doc.fx.base}/{doc.fx.quote} does not involve {doc.currency}")
-    for li in doc.lines:
-        if li.period_start and li.period_end and li.period_start > li.period_end:
-            problems.append(f"line {li.position}: period ends before it starts")
+    if doc.fx is not None and not doc.fx.involves(doc.currency):
+        problems.append(f"the locked rate {doc.fx.from_}/{doc.fx.to} does not involve {doc.currency}")
+    if doc.fx is not None and not doc.fx.involves(doc.accounting_currency):
+        problems.append(f"the locked rate {doc.fx.from_}/{doc.fx.to} does not involve the seller's currency "
+                        f"{doc.accounting_currency}")
     return problems
+
+
+#: The named checks a document must pass before it is numbered and again before it is rendered.
+DOCUMENT_CHECKS = (check_header, check_lines, check_totals, check_vat)
+
+
+def check_document(doc: InvoiceDocument) -> list[str]:
+    """What would make the document wrong, as a list of problems (empty = fine).
+
+    >>> check_document(sample_document())
+    []
+    """
+    return [p for check in DOCUMENT_CHECKS for p in check(doc)]
 
 
 def to_accounting(doc: InvoiceDocument, amount: Decimal) -> Decimal | None:
@@ -208,9 +289,9 @@ def to_accounting(doc: InvoiceDocument, amount: Decimal) -> Decimal | None:
     acc = doc.accounting_currency
     if fx is None or acc == doc.currency or not fx.rate:
         return None
-    if fx.base == acc and fx.quote == doc.currency:
+    if fx.from_ == acc and fx.to == doc.currency:
         value = amount / fx.rate
-    elif fx.base == doc.currency and fx.quote == acc:
+    elif fx.from_ == doc.currency and fx.to == acc:
         value = amount * fx.rate
     else:
         return None
@@ -232,13 +313,15 @@ def doc_locale(locale: str | None) -> str:
 
 _DE_NOTES = {
     "AE": "Steuerschuldnerschaft des Leistungsempfängers (Reverse Charge, Art. 196 MwStSystRL).",
-    "G": "Nicht im Inland steuerbare Leistung (Ausfuhr / Leistungsort im Drittland), 0 % USt.",
+    "G": "Steuerfreie Ausfuhrlieferung (§ 4 Nr. 1a UStG), 0 % USt.",
+    "O": "Nicht im Inland steuerbare Leistung (Leistungsort im Drittland, § 3a Abs. 2 UStG), 0 % USt.",
     "Z": "Nullsatz.",
     "E": "Steuerbefreit.",
 }
 _EN_NOTES = {
     "AE": "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Council Directive 2006/112/EC)",
-    "G": "Export of services outside the EU: not subject to VAT in the seller's country",
+    "G": "Export of goods outside the EU: exempt from VAT in the seller's country",
+    "O": "Services outside the EU: not subject to VAT in the seller's country",
     "Z": "Zero rated.",
     "E": "Exempt from VAT.",
 }

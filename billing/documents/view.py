@@ -96,7 +96,9 @@ LABELS: dict[str, dict[str, str]] = {
         "fx": "Converted at the rate locked at issue: 1 {base} = {rate} {quote} ({source}, {day}).",
         "fx_totals": "In {currency}: net {net}, VAT {vat}, total {gross}.",
         "period": "Period", "page": "Page", "vat_group": "VAT {rate} on {basis}",
-        "cat_AE": "reverse charge", "cat_G": "export", "cat_Z": "zero rated", "cat_E": "exempt",
+        "cat_AE": "reverse charge", "cat_G": "export", "cat_O": "not subject to VAT",
+        "cat_Z": "zero rated", "cat_E": "exempt",
+        "rounding": "Rounding: each line to the currency's minor unit; VAT on the net total; half up.",
     },
     "de": {
         "invoice": "Rechnung", "credit_note": "Rechnungskorrektur", "number": "Nummer",
@@ -115,7 +117,10 @@ LABELS: dict[str, dict[str, str]] = {
               "({source}, {day}).",
         "fx_totals": "In {currency}: netto {net}, USt. {vat}, gesamt {gross}.",
         "period": "Zeitraum", "page": "Seite", "vat_group": "USt. {rate} auf {basis}",
-        "cat_AE": "Reverse Charge", "cat_G": "Ausfuhr", "cat_Z": "Nullsatz", "cat_E": "steuerfrei",
+        "cat_AE": "Reverse Charge", "cat_G": "Ausfuhr", "cat_O": "nicht steuerbar",
+        "cat_Z": "Nullsatz", "cat_E": "steuerfrei",
+        "rounding": "Rundung: jede Position auf die kleinste Währungseinheit; USt auf die Nettosumme; "
+                    "kaufmännisch.",
     },
 }
 
@@ -184,7 +189,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
     if doc.fx is not None:
         fx = doc.fx
         rate = format_decimal(fx.rate, format="#,##0.00########", locale=loc)
-        notes.append(lab["fx"].format(base=fx.base, quote=fx.quote, rate=rate, source=fx.source,
+        notes.append(lab["fx"].format(base=fx.from_, quote=fx.to, rate=rate, source=fx.source,
                                       day=fmt_date(fx.day, loc)))
         acc = doc.accounting_currency
         amounts = [to_accounting(doc, a) for a in (doc.net, doc.vat, doc.gross)]

@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject
 
 from billing.money import is_currency, quantum
+from storage.settings import local_time
 
 MAX_BLOCKS = 50  # Slack refuses messages with more blocks
 SECTION_TEXT_MAX = 3000
@@ -27,11 +28,12 @@ def money_text(value: Decimal | None, currency: str) -> str:
 
 
 def slack_date(at: datetime | None, fmt: str = "{date_short_pretty} {time}") -> str:
-    """``<!date^…>``: each reader sees the time in their own time zone; the fallback is UTC."""
+    """``<!date^…>``: each reader sees the time in their own time zone; the fallback is the
+    deployment's (``BILLBOT_TIMEZONE``)."""
     if at is None:
         return "—"
     at = at.astimezone(UTC)
-    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
+    fallback = local_time(at)
     return f"<!date^{int(at.timestamp())}^{fmt}|{fallback}>"
 
 

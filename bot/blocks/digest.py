@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.workflows.digest import DigestData
+from storage.settings import local_time
 
 MAX_BREACH_LINES = 10
 
@@ -28,7 +29,7 @@ def totals_text(totals: dict[str, Decimal]) -> str:
 
 
 def _when(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%d %H:%M UTC")
+    return local_time(dt)
 
 
 def _age(d: timedelta) -> str:

@@ -58,6 +58,15 @@ def _queue_blocks(items: Sequence[QueueItem]) -> list[Block]:
     return blocks
 
 
+def _count(value: object) -> int:
+    """A run's summary stores counts (``{"created": 3}``); older rows stored lists of numbers."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple):
+        return len(value)
+    return 0
+
+
 def home_view(
     *, queue: Sequence[QueueItem], decisions: Sequence[Decision], sources: Sequence[SourceLine],
     last_run: BillingRun | None,
@@ -83,11 +92,11 @@ def home_view(
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No sync has run yet.")))
     if last_run is not None:
-        created = (last_run.summary or {}).get("created") or []
-        skipped = (last_run.summary or {}).get("skipped") or []
+        summary = last_run.summary or {}
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(
             f"*Last billing run* {last_run.period} — {last_run.state}, started {slack_date(last_run.started_at)}: "
-            f"{len(created)} invoice(s) created, {len(skipped)} skipped", 3000))))
+            f"{_count(summary.get('created'))} invoice(s) created, {_count(summary.get('skipped'))} skipped",
+            3000))))
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No billing run yet.")))
     return View(type="home", blocks=cap_blocks(blocks))

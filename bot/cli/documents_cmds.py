@@ -43,18 +43,29 @@ def _invoice_id(number: str, legal_entity: str | None) -> int:
 
 @invoices_app.command("pdf")
 @handle_errors
-def invoices_pdf(
-    number: Annotated[str, typer.Argument(help="Invoice or credit note number, e.g. INV-2026-000123.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PDF.")],
+def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
+    number: Annotated[str | None, typer.Argument(help="Invoice or credit note number, e.g. INV-2026-000123.")]
+    = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the PDF.")] = None,
     legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
     = None,
     force: Annotated[bool, typer.Option("--force", help="Render again even if a PDF was recorded.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render every PDF that failed again.")]
+    = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed."""
+    """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed; or, with
+    --retry-failed, render every failed PDF again and say which still fail and why."""
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.documents import render_invoice_pdf
 
+    if retry_failed:
+        _retry_failed(json_out)
+        return
+    if number is None or output is None:
+        from billing.errors import Invalid
+
+        raise Invalid("give an invoice NUMBER and -o FILE, or --retry-failed")
     path = render_invoice_pdf(get_db(), _invoice_id(number, legal_entity), renderer=pdf_renderer(),
                               out_dir=documents_dir(), key=get_key(), force=force)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +77,36 @@ def invoices_pdf(
         emit_json({"number": number, "file": str(output), "bytes": len(data), "sha256": sha})
     else:
         out_console.print(f"{number}: wrote {output} ({len(data)} bytes, sha256 {sha[:16]}…)")
+
+
+def _retry_failed(json_out: bool) -> None:
+    from datetime import UTC, datetime
+
+    from bot.cli.core_cmds import cli_actor
+    from bot.context import documents_dir, get_db, get_key, pdf_renderer
+    from bot.workflows.documents import RenderFailed, render_invoice_pdf, retry_failed_pdfs
+    from bot.workflows.invoice_uploads import invoice_numbers
+
+    db = get_db()
+    ids = retry_failed_pdfs(db, actor=cli_actor(), key=get_key(), now=datetime.now(UTC))
+    numbers = invoice_numbers(db, ids)
+    results: list[dict[str, Any]] = []
+    for iid in ids:
+        try:
+            path = render_invoice_pdf(db, iid, renderer=pdf_renderer(), out_dir=documents_dir(), key=get_key())
+            results.append({"number": numbers[iid], "state": "done", "file": str(path), "error": None})
+        except RenderFailed as e:
+            results.append({"number": numbers[iid], "state": "failed", "file": None, "error": e.message})
+    if json_out:
+        emit_json(results)
+    else:
+        for r in results:
+            out_console.print(f"{r['number']}: {r['file']}" if r["state"] == "done"
+                              else f"{r['number']}: failed again: {r['error']}", highlight=False)
+        out_console.print(f"{len(results)} failed PDF(s) retried, "
+                          f"{sum(r['state'] == 'done' for r in results)} rendered", highlight=False)
+    if any(r["state"] != "done" for r in results):
+        raise typer.Exit(1)
 
 
 @evidence_app.command("create", hidden=True)

@@ -17,6 +17,7 @@ from bot.cli.groups import exceptions_app
 from bot.cli.identity import AsUser, acting_as
 from bot.cli.output import emit_json, handle_errors, money_str, out_console
 from storage.models import EXCEPTION_STATES, OPEN_EXCEPTION_STATES, BillingException
+from storage.settings import local_time
 
 STATE_CHOICES = (*EXCEPTION_STATES, "open")
 
@@ -93,9 +94,9 @@ def list_exceptions(
         return
     from rich.table import Table
 
-    t = Table("id", "kind", "state", "advertiser", "pre-invoice", "amount", "cause", "due (UTC)")
+    t = Table("id", "kind", "state", "advertiser", "pre-invoice", "amount", "cause", "due")
     for r in rows:
-        due = r["due_at"].strftime("%Y-%m-%d %H:%M") if r["due_at"] else ""
+        due = local_time(r["due_at"], empty="")
         t.add_row(str(r["id"]), r["kind"], r["state"], r["advertiser_name"] or r["advertiser"],
                   str(r["preinvoice"] or ""), f"{r['amount']} {r['currency']}", r["cause"], due)
     out_console.print(t)

@@ -15,6 +15,7 @@ from billing.errors import Invalid
 from bot.cli.groups import app, schedule_app
 from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, handle_errors, out_console
+from storage.settings import local_time
 
 
 def _actor(as_user: str | None, what: str) -> str:
@@ -62,7 +63,7 @@ def schedule_list(json_out: Annotated[bool, typer.Option("--json", help="Print a
         out_console.print("no schedules")
     for r in rows:
         args = " ".join(f"{k}={v}" for k, v in sorted(r["args"].items()))
-        nxt = r["next_run_at"].strftime("%Y-%m-%d %H:%M UTC") if r["next_run_at"] else "-"
+        nxt = local_time(r["next_run_at"], empty="-")
         out_console.print(f"{r['id']:>4}  {r['cron']:<16} {r['timezone']:<14} {r['task']} {args}  next {nxt}",
                           highlight=False, soft_wrap=True)
 

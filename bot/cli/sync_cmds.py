@@ -16,6 +16,7 @@ import typer
 from bot.cli.groups import import_app, quarantine_app, sync_app
 from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, handle_errors, out_console
+from storage.settings import local_time
 
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name (BILLBOT_SOURCE_<NAME>_*).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -92,7 +93,7 @@ def sync_status_cmd(json_out: JsonOpt = False) -> None:
         out_console.print("no sources yet")
     for r in rows:
         running = f" — sync #{r['running']['sync_run_id']} running" if r["running"] else ""
-        when = r["last_success_at"].isoformat(timespec="minutes") if r["last_success_at"] else "never"
+        when = local_time(r["last_success_at"], empty="never")
         until = r["data_until"].isoformat() if r["data_until"] else "—"
         out_console.print(f"{r['source']}: last success {when}, data until {until}{running}", highlight=False)
 

@@ -30,14 +30,17 @@ from slack_sdk.errors import SlackClientError
 
 from billing.errors import BillingError
 from bot import context
+from bot.blocks.documents import pdf_failed_blocks, pdf_failed_text
 from bot.slack.context import SlackContext
 from bot.workflows.documents import ensure_invoice_pdf
 from bot.workflows.invoice_uploads import (
     Claim,
     Target,
     claim_upload,
+    failed_pdfs,
     finish_upload,
     invoice_numbers,
+    pdf_failure,
     remember_run_message,
     set_targets,
     target_of,
@@ -142,6 +145,11 @@ def send_run_pdfs(db: Database, client: WebClient, run_id: int, invoice_ids: Seq
     if targeted is None:
         return None
     uploaded = [iid for iid in first if upload_invoice_pdf(db, iid, client=client, key=key)]
+    for failure in failed_pdfs(db, ids):  # failed before the thread was known: say why there now
+        error = failure.error or "unknown error"
+        client.chat_postMessage(channel=channel, thread_ts=ts,
+                                text=pdf_failed_text(failure.number, failure.advertiser, error),
+                                blocks=pdf_failed_blocks(failure.invoice_id, failure.number, failure.advertiser, error))
     if rest:
         numbers = invoice_numbers(db, [rest[0], rest[-1]])
         span = numbers.get(rest[0], "?") if len(rest) == 1 else f"{numbers.get(rest[0], '?')} … " \
@@ -149,3 +157,22 @@ def send_run_pdfs(db: Database, client: WebClient, run_id: int, invoice_ids: Seq
         client.chat_postMessage(channel=channel, thread_ts=ts,
                                 text=f"… and {len(rest)} more — {MORE_HINT} ({span})")
     return RunUploads(run_id, targeted, uploaded, len(rest))
+
+
+def on_invoice_pdf_failed(sc: SlackContext, *, invoice_id: int, error: str, **_: Any) -> None:
+    """``invoice.pdf_failed``: say why in the thread the invoice was asked for (its run's message or
+    the exception's) and in the managers' channel, with a Retry PDF button."""
+    client = sc.client
+    if client is None:
+        return
+    failure = pdf_failure(sc.db(), invoice_id)
+    if failure is None:
+        return
+    text = pdf_failed_text(failure.number, failure.advertiser, error)
+    blocks = pdf_failed_blocks(invoice_id, failure.number, failure.advertiser, error)
+    places: list[tuple[str, str | None]] = [*failure.threads, (sc.managers_channel, None)]
+    for channel, thread_ts in places:
+        try:
+            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, blocks=blocks)
+        except SlackClientError as e:
+            log.warning("telling %s that the PDF of %s failed did not work: %s", channel, failure.number, e)

@@ -17,7 +17,7 @@ from billing.money import fmt
 from bot.workflows import sla
 from storage.db import Database
 from storage.models import BillingException
-from storage.settings import get_settings
+from storage.settings import get_settings, local_time
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _describe(e: BillingException) -> str:
 
 def _post_reminder(client: WebClient, e: BillingException, assignees: list[str], exceptions_channel: str) -> None:
     mentions = " ".join(f"<@{u}>" for u in assignees if u != e.started_by) or "Approvers"
-    due = e.due_at.strftime("%Y-%m-%d %H:%M UTC") if e.due_at else "soon"
+    due = local_time(e.due_at, empty="soon")
     text = f":hourglass_flowing_sand: {mentions}: still waiting for a decision on {_describe(e)}. Due {due}."
     if e.channel and e.message_ts:
         client.chat_postMessage(channel=e.channel, thread_ts=e.message_ts, text=text)
@@ -53,7 +53,7 @@ def _post_reminder(client: WebClient, e: BillingException, assignees: list[str],
 def _post_escalation(client: WebClient, e: BillingException, managers: list[str], managers_channel: str) -> list[str]:
     """Channel post first (its failure hands the claim back: nothing was posted yet); then one DM per
     finance manager — a failed DM is reported, never retried, so nobody gets the channel post twice."""
-    due = e.due_at.strftime("%Y-%m-%d %H:%M UTC") if e.due_at else "?"
+    due = local_time(e.due_at, empty="?")
     text = f":rotating_light: SLA breached (due {due}): {_describe(e)} is escalated to the finance managers."
     link = ""
     if e.channel and e.message_ts:

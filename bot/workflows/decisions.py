@@ -29,6 +29,7 @@ from bot.workflows.effects import notify
 from bot.workflows.users import ProfileLookup, display_name, ensure_user
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, AuditLog, BillingException, Decision, PreInvoice, User
+from storage.settings import local_time
 
 DecisionKind = Literal["approve", "reject", "force"]
 DECISIONS: tuple[DecisionKind, ...] = get_args(DecisionKind)
@@ -99,7 +100,7 @@ def subject_hash_of(exc: BillingException) -> str:
 
 
 def _when(at: datetime | None) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "an earlier time"
+    return local_time(at, empty="an earlier time")
 
 
 def already_decided_message(exc: BillingException) -> str:

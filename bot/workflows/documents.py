@@ -31,17 +31,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from billing.documents import InvoiceDocument, check_document
-from billing.errors import BillingError, NotFound
+from billing.errors import BillingError, NotAllowed, NotFound
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from storage.db import Database
 from storage.mapping import document_for_invoice
-from storage.models import (
-    Invoice,
-)
+from storage.models import Invoice, User
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +136,10 @@ def record_renders(db: Database, outcomes: Sequence[RenderOutcome], *, key: Ed25
         for o in outcomes:
             if o.error is None and o.path is not None:
                 notify(s, "invoice.rendered", invoice_id=o.invoice_id, pdf_path=str(o.path))
+            elif o.final:
+                inv = invoices[o.invoice_id]
+                notify(s, "invoice.pdf_failed", invoice_id=o.invoice_id, number=inv.number,
+                       error=inv.pdf_error or "unknown error")
 
 
 def render_invoice_pdf(
@@ -194,6 +197,48 @@ def ensure_invoice_pdf(db: Database, invoice_id: int, *, renderer: PdfRenderer, 
     """The invoice's PDF file, rendered now if it is missing (what a delivery, e.g. the Slack upload
     into the exception's or run's thread, calls)."""
     return render_invoice_pdf(db, invoice_id, renderer=renderer, out_dir=out_dir, key=key)
+
+
+# --------------------------------------------------------------------------- retrying failed PDFs
+
+#: Who may retry a failed PDF from Slack (the CLI acts as the machine's operator).
+PDF_RETRY_ROLES = frozenset({"operator", "admin"})
+
+
+def access_pdf_retry(s: Session, user_id: str) -> None:
+    """A Slack user may retry a PDF only with an operator role."""
+    user = s.get(User, user_id)
+    roles = user.role_names if user is not None else set()
+    if not roles & PDF_RETRY_ROLES:
+        raise NotAllowed("Only operators may retry a PDF.", code="operator_required")
+
+
+def retry_failed_pdfs(db: Database, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
+                      invoice_id: int | None = None, slack_user: str | None = None) -> list[int]:
+    """Put failed PDFs back to ``pending`` (one invoice, or every failed one) with one audit record
+    each, and return their ids for the caller to render (the CLI now, Slack through ``render_pdf``).
+
+    A conditional UPDATE (``WHERE pdf_state = 'failed'``): a second click or a concurrent CLI call
+    finds nothing left to retry and returns ``[]``. ``slack_user`` is checked for an operator role."""
+    with db.transaction() as s:
+        if slack_user is not None:
+            access_pdf_retry(s, slack_user)
+        q = select(Invoice.id, Invoice.number).where(Invoice.pdf_state == "failed")
+        if invoice_id is not None:
+            if s.get(Invoice, invoice_id) is None:
+                raise NotFound(f"invoice {invoice_id} not found")
+            q = q.where(Invoice.id == invoice_id)
+        rows = s.execute(q.order_by(Invoice.id)).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        done = s.execute(update(Invoice).where(Invoice.id.in_(ids), Invoice.pdf_state == "failed")
+                         .values(pdf_state="pending", pdf_attempts=0).returning(Invoice.id)).scalars().all()
+        numbers = {r.id: r.number for r in rows}
+        audit.record_many(s, key=key, now=now, entries=[
+            audit.Entry(actor=actor, action="invoice.pdf_retry", subject_type="invoice", subject_id=i,
+                        payload={"number": numbers[i]}) for i in sorted(done)])
+        return sorted(done)
 
 
 # --------------------------------------------------------------------------- parallel rendering

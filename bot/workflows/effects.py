@@ -14,6 +14,8 @@ Events used across billbot (payload keys in parentheses):
 - ``exception.invoiced`` (exception_id, invoice_ids) — a Force on a below-threshold skip invoiced now
 - ``invoice.finalized`` (invoice_id, billing_run_id)
 - ``invoice.rendered`` (invoice_id, pdf_path) — the PDF exists (delivery to Slack threads listens)
+- ``invoice.pdf_failed`` (invoice_id, number, error) — no PDF after the last attempt (said in the thread
+  the invoice was asked for and in the managers' channel, with a Retry PDF button)
 - ``run.progress`` / ``run.finished`` (billing_run_id)
 - ``sync.finished`` (sync_run_id)
 """

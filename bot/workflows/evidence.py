@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 
 from billing.documents.facturx import FACTURX_FILENAME, xsd_problems
 from billing.errors import Invalid, NotFound
+from billing.fx import fx_json
 from billing.money import fmt
 from billing.signatures import canonical_json, chain_hash, key_id, sha256_hex, sign, verify
 from bot.workflows.documents import PdfRenderer, file_sha256, render_invoice_pdf, safe_name, write_atomic
@@ -247,7 +248,7 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
         }
         pack.add("decisions.json", _json(decisions_doc))
         pack.add("audit.jsonl", "".join(canonical_json(_audit_row(a)) + "\n" for a in audit_rows).encode())
-        fx = inv.fx
+        fx = fx_json(inv.fx)
         summary = {
             "number": inv.number, "kind": inv.kind, "legal_entity": inv.legal_entity_id,
             "advertiser": inv.advertiser_id, "issue_date": inv.issue_date, "due_date": inv.due_date,

@@ -158,3 +158,43 @@ def invoice_numbers(db: Database, invoice_ids: Sequence[int]) -> dict[int, str]:
     with db.read() as s:
         return {int(i): str(n) for i, n in s.execute(
             select(Invoice.id, Invoice.number).where(Invoice.id.in_(list(invoice_ids)))).all()}
+
+
+@dataclass(frozen=True)
+class PdfFailure:
+    """Where a failed PDF is told: the thread the invoice was asked for in (its run's message or its
+    upload target), if any, and who it is for."""
+
+    invoice_id: int
+    number: str
+    advertiser: str
+    threads: tuple[tuple[str, str], ...]
+    error: str | None = None
+
+
+def pdf_failure(db: Database, invoice_id: int) -> PdfFailure | None:
+    """The invoice's number, advertiser and the Slack threads its failed PDF is reported in."""
+    with db.read() as s:
+        inv = s.get(Invoice, invoice_id)
+        if inv is None:
+            return None
+        adv = s.get(Advertiser, inv.advertiser_id)
+        threads: list[tuple[str, str]] = []
+        run = s.get(BillingRun, inv.billing_run_id) if inv.billing_run_id else None
+        if run is not None and run.channel and run.message_ts:
+            threads.append((run.channel, run.message_ts))
+        row = s.get(Setting, target_key(invoice_id))
+        if row is not None:
+            t = json.loads(row.value)
+            if t.get("channel") and t.get("thread_ts") and (t["channel"], t["thread_ts"]) not in threads:
+                threads.append((str(t["channel"]), str(t["thread_ts"])))
+        return PdfFailure(invoice_id, inv.number, adv.name if adv is not None else inv.advertiser_id, tuple(threads),
+                          inv.pdf_error)
+
+
+def failed_pdfs(db: Database, invoice_ids: Sequence[int]) -> list[PdfFailure]:
+    """Those of ``invoice_ids`` whose PDF failed for good (told when a run's message becomes known)."""
+    with db.read() as s:
+        ids = list(s.execute(select(Invoice.id).where(Invoice.id.in_([int(i) for i in invoice_ids]),
+                                                      Invoice.pdf_state == "failed").order_by(Invoice.id)).scalars())
+    return [f for f in (pdf_failure(db, i) for i in ids) if f is not None]

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from billing.errors import Invalid, NotAllowed, NotFound
+from billing.fx import fx_json
 from billing.invoice import InvoiceLineDraft, build_invoice, credit_lines, locked_from_json
 from billing.tax import VatTreatment
 from bot.workflows.billing_run import Context, store_invoice
@@ -155,7 +156,7 @@ def _view(inv: Invoice, refs: dict[int, str]) -> InvoiceView:
         legal_entity=inv.legal_entity_id, issue_date=inv.issue_date, due_date=inv.due_date,
         service_start=inv.service_start, service_end=inv.service_end, currency=inv.currency, net=inv.net,
         vat=inv.vat, gross=inv.gross, vat_rate=inv.vat_rate, vat_category=inv.vat_category, vat_note=inv.vat_note,
-        fx=inv.fx, references=refs.get(inv.references_invoice_id) if inv.references_invoice_id else None,
+        fx=fx_json(inv.fx), references=refs.get(inv.references_invoice_id) if inv.references_invoice_id else None,
         reason=inv.reason, billing_run_id=inv.billing_run_id, content_hash=inv.content_hash, pdf_state=inv.pdf_state,
         lines=[InvoiceLineView(x.id, x.position, x.campaign, x.item_id, x.description, x.quantity, x.unit,
                                x.unit_price, x.amount, x.period_start, x.period_end, x.credited_line_id)

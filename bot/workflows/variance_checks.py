@@ -183,6 +183,8 @@ def _item_periods(
     r_prior = _rate(rates, pi.currency, le.currency, prior_end)
     out: list[ItemPeriod] = []
     for it in items:
+        if it.billing == "linear" and not it.variance_check:
+            continue  # linear items bill the distributed booked figure: no delivery report needed
         start, end = it.start or campaign.start, it.end or campaign.end
         if it.id not in amounts and overlap_days(pi.period_start, pi.period_end, start, end) == 0:
             continue

@@ -50,7 +50,9 @@ def test_vat_domestic_reverse_charge_export_and_problems() -> None:
     rc = vat_treatment(seller_country="DE", buyer_country="FR", buyer_vat_id="FR40303265045")
     assert isinstance(rc, VatTreatment) and (rc.rate, rc.category, rc.note) == (D(0), "AE", REVERSE_CHARGE_NOTE)
     ex = vat_treatment(seller_country="DE", buyer_country="CH", buyer_vat_id=None)
-    assert isinstance(ex, VatTreatment) and (ex.rate, ex.category) == (D(0), "G")
+    assert isinstance(ex, VatTreatment) and (ex.rate, ex.category) == (D(0), "O")  # services: not subject to VAT
+    goods = vat_treatment(seller_country="DE", buyer_country="CH", buyer_vat_id=None, supply="goods")
+    assert isinstance(goods, VatTreatment) and (goods.category, goods.kind) == ("G", "export")
     assert ex.note == "Export of services: not subject to VAT in Germany"
     gb = vat_treatment(seller_country="DE", buyer_country="GB", buyer_vat_id="GB123")
     assert isinstance(gb, VatTreatment) and gb.kind == "export"

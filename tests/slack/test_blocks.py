@@ -69,5 +69,5 @@ def test_formats():
     assert money_text(Decimal("7000"), "EUR") == "7,000.00 EUR"
     assert money_text(Decimal("1234.5"), "JPY") == "1,235 JPY"
     assert slack_date(datetime(2026, 3, 2, 9, tzinfo=UTC)) == (
-        "<!date^1772442000^{date_short_pretty} {time}|2026-03-02 09:00 UTC>")
+        "<!date^1772442000^{date_short_pretty} {time}|2026-03-02 10:00 CET>")  # fallback in BILLBOT_TIMEZONE
     assert parse_button_value("12:" + "c" * 64) == (12, "c" * 64)

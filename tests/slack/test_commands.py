@@ -172,3 +172,20 @@ def test_whole_flow_run_skips_below_threshold_and_force_invoices_now(world):
     replies = [r["text"] for r in message_of(world, exc.id)["replies"]]
     assert replies[0].startswith(":zap: Forced by <@U04FINANCE>") and "Invoiced now, below the threshold." in replies[0]
     assert replies[1] == f"Invoice(s) created: {inv.number}"
+
+
+def test_app_home_opens_for_every_user_after_a_billing_run(world):
+    """A finished run stores counts in its summary; the Home shows them instead of crashing, for an
+    approver with a queue and for a user with no role at all."""
+    f.preinvoice(world.db, net="3000.00", state="approved")
+    world.as_user(f.OPERATOR).command("run 2026-02")
+    world.wait()
+    world.api.reset()
+    for user in (f.APPROVER, f.NOBODY, f.OPERATOR):
+        world.as_user(user).open_home()
+    world.wait()
+    by_user = {c["user_id"]: c["view"] for c in world.api.calls_to("views.publish")}
+    assert set(by_user) == {f.APPROVER, f.NOBODY, f.OPERATOR}
+    for view in by_user.values():
+        assert "*Last billing run* 2026-02 — done" in _texts(view["blocks"])
+        assert "1 invoice(s) created, 0 skipped" in _texts(view["blocks"])

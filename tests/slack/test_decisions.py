@@ -325,6 +325,7 @@ def test_double_click_changes_nothing_and_tells_who_decided(world):
     assert len(audit_actions(world, "decision.recorded")) == 1
     [told] = ephemerals(world, f.APPROVER)
     assert told.startswith(f":raised_hand: Already approved by <@{f.APPROVER}> at ")
+    assert "UTC" not in told and told.rstrip(".").endswith(("CET", "CEST"))  # BILLBOT_TIMEZONE, Europe/Berlin
     # someone else clicking Reject afterwards is told too
     world.as_user(f.APPROVER2).click("decide_reject", value, channel=row.channel, message_ts=row.message_ts)
     world.wait()

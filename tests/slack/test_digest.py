@@ -54,7 +54,8 @@ def test_digest_blocks_one_by_one(db, key):
     assert [x["type"] for x in b] == ["header", "context", "section", "section", "divider", "section", "section",
                                       "context"]
     assert texts(b[0]) == ["Billing digest — 2026-03-05"]
-    assert texts(b[1]) == ["Since 2026-03-04 08:00 UTC · as of 2026-03-05 08:00 UTC"]
+    # shown in BILLBOT_TIMEZONE (Europe/Berlin by default), not UTC
+    assert texts(b[1]) == ["Since 2026-03-04 09:00 CET · as of 2026-03-05 09:00 CET"]
     assert texts(b[2]) == [
         "*Open exceptions:* 4 · 2,180.00 EUR",
         "*< 1 day*\n2 · 680.00 EUR",
@@ -72,8 +73,8 @@ def test_digest_blocks_one_by_one(db, key):
     ]
     assert texts(b[6]) == [
         "*Source freshness*\n"
-        ":warning: *adserver* — last sync 2026-03-02 08:00 UTC, data until 2026-03-01\n"
-        ":white_check_mark: *tracker* — last sync 2026-03-05 05:00 UTC, data until 2026-03-04"
+        ":warning: *adserver* — last sync 2026-03-02 09:00 CET, data until 2026-03-01\n"
+        ":white_check_mark: *tracker* — last sync 2026-03-05 06:00 CET, data until 2026-03-04"
     ]
     assert res.text == "Billing digest 2026-03-05: 4 open exceptions, 2 SLA breaches, 2 invoices created"
     assert res.sent is False

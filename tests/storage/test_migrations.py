@@ -10,11 +10,14 @@ from storage.db import Database
 from storage.migrate import current, upgrade
 from storage.models import AuditHead, Base
 
+#: The latest migration: every database is upgraded to it.
+HEAD = "0004"
+
 
 def test_upgrade_builds_every_table_and_is_repeatable(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {t.name for t in Base.metadata.sorted_tables} <= tables
-    assert current(db) == "0003"
+    assert current(db) == HEAD
     upgrade(db)  # a second upgrade is a no-op
     with db.read() as s:
         head = s.execute(select(AuditHead)).scalar_one()
@@ -31,7 +34,7 @@ def test_upgrade_on_a_brand_new_database(backend: str, tmp_path) -> None:
     if backend == "sqlite":
         fresh = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
         upgrade(fresh)
-        assert current(fresh) == "0003"
+        assert current(fresh) == HEAD
         fresh.engine.dispose()
         return
     from tests.conftest import create_pg_database, drop_pg_database
@@ -40,7 +43,7 @@ def test_upgrade_on_a_brand_new_database(backend: str, tmp_path) -> None:
     try:
         fresh = Database(url)
         upgrade(fresh)
-        assert current(fresh) == "0003"
+        assert current(fresh) == HEAD
         fresh.engine.dispose()
     finally:
         drop_pg_database("billbot_fresh_migration")

@@ -231,7 +231,7 @@ def test_reverse_charge_export_and_locked_exchange_rate(db: Database, key: Any) 
     fr, ch, us = by_adv["lyon"], by_adv["zurich"], by_adv["ny"]
     assert (fr.vat_category, fr.vat, fr.fx) == ("AE", D("0.00"), None)
     assert fr.vat_note == "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Council Directive 2006/112/EC)"
-    assert (ch.vat_category, ch.currency, ch.vat_note) == ("G", "CHF", "Export of services: not subject to VAT in Germany")
+    assert (ch.vat_category, ch.currency, ch.vat_note) == ("O", "CHF", "Export of services: not subject to VAT in Germany")
     assert ch.fx == {"from": "CHF", "to": "EUR", "rate": "1.0624734382", "date": "2026-02-27", "source": "ECB",
                      "net": "1274.97", "vat": "0.00", "gross": "1274.97"}
     assert us.fx is not None and us.fx["rate"] == "0.9248982612"

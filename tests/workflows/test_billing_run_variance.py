@@ -4,6 +4,7 @@ in the job log; once decided it is billed."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 
@@ -66,3 +67,39 @@ def test_open_variance_is_refused_by_the_billing_run_with_the_reason_logged(db, 
     create_preinvoices(db, period="2026-02", actor="U01OPERATOR", key=key, now=NOW)
     with db.read() as s:
         assert [e.id for e in s.execute(select(BillingException)).scalars()] == [exc.id]
+
+
+def _linear_scenario(*, opt_in: bool) -> dict[str, object]:
+    items = [
+        {"id": "news-qty", "description": "Newsletter placements", "billing": "linear", "unit": "quantity",
+         "rate_type": "flat", "rate": "250.00", "booked_quantity": 5},
+        {"id": "sponsor-cpm", "description": "Homepage sponsorship", "billing": "linear", "unit": "quantity",
+         "rate_type": "cpm", "rate": "4.05", "booked_quantity": 24000, "variance_check": opt_in},
+        {"id": "sponsor-amount", "description": "Sponsorship fee", "billing": "linear", "unit": "amount",
+         "amount": "1200.00"},
+    ]
+    return {**SCENARIO, "campaigns": [
+        {"id": "linear", "advertiser": "lyon", "name": "Sponsorship", "start": "2026-02-01", "end": "2026-02-28",
+         "items": items}], "delivery": []}
+
+
+def test_linear_items_without_delivery_rows_are_approved_by_the_system_with_no_exception(db, key) -> None:  # type: ignore[no-untyped-def]
+    """ADvendio's rule: linear distribution needs no delivery report. Quantity and amount items bill the
+    distributed booked figure and raise no tracking gap."""
+    load_scenario(db, _linear_scenario(opt_in=False))
+    create_preinvoices(db, period="2026-02", actor="U01OPERATOR", key=key, now=NOW)
+    with db.read() as s:
+        [pi] = s.execute(select(PreInvoice)).scalars().all()
+        assert s.execute(select(BillingException)).scalars().all() == []
+        assert pi.state == "approved" and pi.net == Decimal("2547.20")  # 5 × 250 + 24 × 4.05 + 1,200
+    run = run_billing(db, period="2026-02", actor="U01OPERATOR", key=key, today=date(2026, 3, 2), now=NOW)
+    assert len(run.created) == 1 and run.held == []
+
+
+def test_a_linear_item_may_opt_in_to_the_delivery_check(db, key) -> None:  # type: ignore[no-untyped-def]
+    load_scenario(db, _linear_scenario(opt_in=True))
+    create_preinvoices(db, period="2026-02", actor="U01OPERATOR", key=key, now=NOW)
+    with db.read() as s:
+        [pi] = s.execute(select(PreInvoice)).scalars().all()
+        [exc] = s.execute(select(BillingException)).scalars().all()
+    assert pi.state == "pending" and (exc.kind, exc.cause) == ("variance", "tracking_gap")

@@ -33,6 +33,16 @@ def test_list_json_has_the_contract_fields(db, key) -> None:  # type: ignore[no-
     assert res.exit_code == 0 and "Autohaus Elbe KG" in res.stdout and "224.00 EUR" in res.stdout
 
 
+def test_list_table_shows_times_in_billbot_timezone_and_json_keeps_the_offset(db, key, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BILLBOT_TIMEZONE", "Europe/Berlin")
+    pid = setup_under_delivery(db)
+    check(db, key, [pid])
+    res = runner.invoke(app, ["exceptions", "list"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "2026-03-03 10:00 CET" in res.stdout and "UTC" not in res.stdout
+    assert json.loads(runner.invoke(app, ["exceptions", "list", "--json"]).stdout)[0]["due_at"] == \
+        "2026-03-03T09:00:00+00:00"
+
+
 def test_list_rejects_an_unknown_state(db) -> None:  # type: ignore[no-untyped-def]
     res = runner.invoke(app, ["exceptions", "list", "--state", "waiting", "--json"])
     assert res.exit_code == 2

@@ -60,8 +60,8 @@ def test_foreign_and_linear_packs_carry_fx_and_distribution(db, key, world, tmp_
     assert verify_evidence_pack(path) == []
     files = dict(_members(path))
     manifest = json.loads(files["manifest.json"])
-    assert manifest["fx"] == {"rate": "1.0812", "date": "2026-02-27", "source": "ECB", "base": "EUR",
-                              "quote": "USD"}
+    # stored in the older base/quote shape; every surface shows the one shape of billing.fx.fx_json
+    assert manifest["fx"] == {"rate": "1.0812", "date": "2026-02-27", "source": "ECB", "from": "EUR", "to": "USD"}
     dist = dict(csv.reader(io.StringIO(files["lines/001-distribution.csv"].decode())))
     assert dist["basis"] == "even" and dist["fx_rate"] == "1.0812"
     dom = build_evidence_pack(db, world.numbers["domestic"], tmp_path / "d.zip", renderer=pdf, key=key, out_dir=out_dir)

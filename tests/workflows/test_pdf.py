@@ -100,15 +100,17 @@ def test_totals_in_the_pdf_text_equal_the_database(db, key, world, out_dir, whic
     assert symbol in text
 
 
-def test_pdf_shows_parties_notes_and_the_approvals_that_released_it(db, key, world, out_dir) -> None:
+def test_pdf_shows_parties_and_notes_but_not_the_internal_approvals(db, key, world, out_dir) -> None:
+    """Issue 15: approval records are internal; they stay in the evidence pack (decisions.json), not on
+    the customer's document."""
     text = _text(_render(db, out_dir, world.reverse, key)[0])
     assert "Garage du Rhône SARL" in text and "Northwind Media GmbH" in text
     assert "FR40303265045" in text and "DE811907980" in text
     assert "Reverse charge" in text
-    assert "Arne Approver (U02APPROVER)" in text and "approved" in text
+    assert "Arne Approver" not in text and "Released by" not in text
     with db.read() as s:
         fp = s.get(Invoice, world.reverse).approvals[0]["signature_fingerprint"]
-    assert fp in text
+    assert fp not in text
     assert "Feb 1, 2026 – Feb 28, 2026" in text  # service period, English dates
     assert "485,000" in text and "€4.20 / 1,000" in text  # quantity, unit price per mille
 

@@ -100,4 +100,5 @@ def test_credit_note_is_381_and_references_the_invoice(db, world) -> None:
     assert inv.gross == Decimal("-119.00")
     assert _t(root, "//ram:GrandTotalAmount") == ["119.00"]
     assert _t(root, "//ram:SpecifiedLineTradeDelivery/ram:BilledQuantity") == ["4"]
-    assert _t(root, "//ram:NetPriceProductTradePrice/ram:ChargeAmount") == ["25.0000"]
+    # every digit of the price, at least two decimals (receivers recompute BT-131 from it)
+    assert _t(root, "//ram:NetPriceProductTradePrice/ram:ChargeAmount") == ["25.00"]
