@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from bot.cli.groups import app, invoices_app
+from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, fail, handle_errors, out_console
 
 
@@ -53,14 +54,15 @@ def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render every PDF that failed again.")]
     = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed; or, with
     --retry-failed, render every failed PDF again and say which still fail and why."""
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.documents import render_invoice_pdf
 
-    if retry_failed:
-        _retry_failed(json_out)
+    if retry_failed:  # changes state (failed → pending, audited): an operator's act
+        _retry_failed(json_out, acting_as(as_user, roles=OPERATOR_ROLES, what="invoices pdf --retry-failed"))
         return
     if number is None or output is None:
         from billing.errors import Invalid
@@ -79,16 +81,15 @@ def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
         out_console.print(f"{number}: wrote {output} ({len(data)} bytes, sha256 {sha[:16]}…)")
 
 
-def _retry_failed(json_out: bool) -> None:
+def _retry_failed(json_out: bool, actor: str) -> None:
     from datetime import UTC, datetime
 
-    from bot.cli.core_cmds import cli_actor
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.documents import RenderFailed, render_invoice_pdf, retry_failed_pdfs
     from bot.workflows.invoice_uploads import invoice_numbers
 
     db = get_db()
-    ids = retry_failed_pdfs(db, actor=cli_actor(), key=get_key(), now=datetime.now(UTC))
+    ids = retry_failed_pdfs(db, actor=actor, key=get_key(), now=datetime.now(UTC))
     numbers = invoice_numbers(db, ids)
     results: list[dict[str, Any]] = []
     for iid in ids:
