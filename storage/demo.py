@@ -104,7 +104,7 @@ NAMES = ["Nord", "Süd", "West", "Ost", "Elbe", "Rhein", "Main", "Weser", "Alste
          "Donau", "Neckar", "Mosel", "Saale", "Ems", "Ruhr", "Lahn", "Fulda"]
 FORMS = {"DE": "GmbH & Co. KG", "AT": "GmbH", "CH": "AG", "PL": "Sp. z o.o."}
 CURRENCY = {"DE": "EUR", "AT": "EUR", "CH": "CHF", "PL": "PLN"}
-LOCALE = {"DE": "de", "AT": "de", "CH": "de", "PL": "en"}
+LOCALE = {"DE": "de", "AT": "de", "CH": "de", "PL": "pl"}
 
 USERS = [
     {"slack_id": "U01OPERATOR", "name": "Olivia Operator", "email": "olivia@northwind.example", "roles": ["operator"]},

@@ -22,7 +22,7 @@ from billing.addresses import PostalAddress, address_problems, parse_address
 from billing.fx import LockedRate
 from billing.money import quantum
 
-LOCALES = ("de", "en")
+LOCALES = ("de", "en", "pl")
 TYPE_CODES = {"invoice": "380", "credit_note": "381"}  # UNTDID 1001
 CATEGORIES = ("S", "AE", "G", "Z", "E", "K", "O", "L", "M")  # UNCL5305
 EXEMPTION_CODES = {"AE": "VATEX-EU-AE", "G": "VATEX-EU-G", "K": "VATEX-EU-IC", "O": "VATEX-EU-O"}
@@ -334,10 +334,10 @@ def to_accounting(doc: InvoiceDocument, amount: Decimal) -> Decimal | None:
 
 
 def doc_locale(locale: str | None) -> str:
-    """The document language for a recipient's locale: ``de`` or ``en`` (the fallback).
+    """The document language for a recipient's locale: ``de``, ``pl`` or ``en`` (the fallback).
 
-    >>> doc_locale("de_AT"), doc_locale("fr")
-    ('de', 'en')
+    >>> doc_locale("de_AT"), doc_locale("pl-PL"), doc_locale("fr")
+    ('de', 'pl', 'en')
     """
     lang = (locale or "en").replace("-", "_").split("_")[0].lower()
     return lang if lang in LOCALES else "en"
@@ -359,8 +359,18 @@ _EN_NOTES = {
 }
 
 
+_PL_NOTES = {
+    "AE": "Odwrotne obciążenie: podatek rozlicza nabywca (art. 196 dyrektywy 2006/112/WE).",
+    "G": "Eksport towarów poza UE: zwolnione z VAT w kraju sprzedawcy.",
+    "O": "Usługa poza UE: niepodlegająca opodatkowaniu VAT w kraju sprzedawcy.",
+    "Z": "Stawka zerowa.",
+    "E": "Zwolnione z VAT.",
+}
+_NOTES = {"de": _DE_NOTES, "en": _EN_NOTES, "pl": _PL_NOTES}
+
+
 def default_vat_note(category: str, locale: str, seller_country: str = "") -> str | None:
-    return (_DE_NOTES if doc_locale(locale) == "de" else _EN_NOTES).get(category)
+    return _NOTES[doc_locale(locale)].get(category)
 
 
 # --------------------------------------------------------------------------- a sample (doctests, warm-up)

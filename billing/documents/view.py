@@ -140,26 +140,67 @@ LABELS: dict[str, dict[str, str]] = {
     },
 }
 
+LABELS["pl"] = {
+    "invoice": "Faktura", "credit_note": "Faktura korygująca", "number": "Numer", "issue_date": "Data wystawienia",
+    "due_date": "Termin płatności", "service_period": "Okres świadczenia usług", "customer": "Nr klienta",
+    "currency": "Waluta", "vat_id": "NIP UE", "pos": "Lp.", "description": "Opis", "quantity": "Ilość",
+    "unit": "Jednostka", "unit_price": "Cena jedn.", "amount": "Kwota", "net": "Kwota netto", "vat": "VAT",
+    "gross": "Razem", "vat_breakdown": "Zestawienie VAT", "category": "Kategoria", "rate": "Stawka",
+    "basis": "Podstawa opodatkowania", "approvals": "Zatwierdzone przez", "who": "Kto", "decision": "Decyzja",
+    "when": "Kiedy", "fingerprint": "Odcisk podpisu", "iban": "IBAN",
+    "reference": "Korekta faktury {number} z dnia {date}.", "reason": "Przyczyna: {reason}",
+    "terms": "Płatne bez potrąceń do {due} ({days} dni netto).",
+    "terms_now": "Płatne natychmiast bez potrąceń.",
+    "credit_terms": "Kwota zostanie zaliczona na Państwa rachunek.",
+    "fx": "Przeliczono po kursie ustalonym przy wystawieniu: 1 {base} = {rate} {quote} ({source}, {day}).",
+    "fx_totals": "W {currency}: netto {net}, VAT {vat}, razem {gross}.",
+    "period": "Okres", "page": "Strona", "vat_group": "VAT {rate} od {basis}",
+    "cat_AE": "odwrotne obciążenie", "cat_G": "eksport", "cat_O": "niepodlegające opodatkowaniu",
+    "cat_Z": "stawka zerowa", "cat_E": "zwolnione",
+    "rounding": "Zaokrąglenia: każda pozycja do najmniejszej jednostki waluty; VAT od sumy netto; "
+                "połówki w górę.",
+    "register": "Sąd rejestrowy: {register}", "directors": "Zarząd: {names}",
+    "bank": "Bank: {name}", "bic": "BIC",
+}
+
+#: units in the document's language; a unit not listed is printed as stored
 UNITS: dict[str, dict[str, str]] = {
     "en": {"amount": "lump sum", "unit": "unit", "impressions": "impressions", "clicks": "clicks",
-           "conversions": "conversions", "leads": "leads", "events": "events", "flat": "flat fee"},
+           "conversions": "conversions", "leads": "leads", "events": "events", "flat": "flat fee",
+           "1,000 impressions": "{thousand} impressions"},
     "de": {"amount": "pauschal", "unit": "Stk.", "impressions": "Impressionen", "clicks": "Klicks",
-           "conversions": "Conversions", "leads": "Leads", "events": "Ereignisse", "flat": "pauschal"},
+           "conversions": "Conversions", "leads": "Leads", "events": "Ereignisse", "flat": "pauschal",
+           "1,000 impressions": "{thousand} Impressionen"},
+    "pl": {"amount": "ryczałt", "unit": "szt.", "impressions": "wyświetlenia", "clicks": "kliknięcia",
+           "conversions": "konwersje", "leads": "leady", "events": "zdarzenia", "flat": "ryczałt",
+           "1,000 impressions": "{thousand} wyświetleń"},
 }
 
 DECISIONS: dict[str, dict[str, str]] = {
     "en": {"approve": "approved", "force": "forced", "reject": "rejected", "system": "approved (system)"},
     "de": {"approve": "genehmigt", "force": "erzwungen", "reject": "abgelehnt", "system": "genehmigt (System)"},
+    "pl": {"approve": "zatwierdzone", "force": "wymuszone", "reject": "odrzucone",
+           "system": "zatwierdzone (system)"},
 }
 
 
+def unit_text(unit: str, locale: str) -> str:
+    """A unit in the document's language, its numbers in the locale's format (Babel).
+
+    >>> unit_text("1,000 impressions", "de"), unit_text("clicks", "de"), unit_text("clicks", "pl")
+    ('1.000 Impressionen', 'Klicks', 'kliknięcia')
+    """
+    loc = doc_locale(locale)
+    return UNITS[loc].get(unit, unit).format(thousand=fmt_qty(Decimal(1000), loc))
+
+
 def vat_note_text(doc: InvoiceDocument) -> str | None:
-    """The legal VAT note shown on the document: the stored note in English, the standard German
-    wording for ``de`` recipients (the stored note is English)."""
+    """The legal VAT note shown on the document: the stored note in English, the standard German or
+    Polish wording for ``de`` and ``pl`` recipients (the stored note is English)."""
     if doc.vat_category == "S":
         return None
-    if doc_locale(doc.locale) == "de":
-        return default_vat_note(doc.vat_category, "de") or doc.vat_note
+    if doc_locale(doc.locale) != "en":
+        return default_vat_note(doc.vat_category, doc.locale) or doc.vat_note
     return doc.vat_note or default_vat_note(doc.vat_category, "en")
 
 
@@ -200,7 +241,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
             "description": li.description,
             "sub": " · ".join(x for x in (li.campaign or "", _period(li.period_start, li.period_end, loc)) if x),
             "quantity": fmt_qty(li.quantity, loc),
-            "unit": UNITS[loc].get(li.unit, li.unit),
+            "unit": unit_text(li.unit, loc),
             "unit_price": fmt_price(li.unit_price, cur, loc) + base,
             "amount": money(li.amount),
         })

@@ -222,7 +222,8 @@ def test_the_full_demo_keeps_its_random_draw() -> None:
     # is the same, so the old one-line address is what it was ("Hauptstrasse <drawn number>, <city>")
     data["advertisers"] = [
         {**{k: v for k, v in a.items() if k not in ("street", "postcode", "city", "customer_number")},
-         "address": f"Hauptstrasse {a['street'].rsplit(' ', 1)[1]}, {a['city']}"}
+         "address": f"Hauptstrasse {a['street'].rsplit(' ', 1)[1]}, {a['city']}",
+         "locale": "en" if a["locale"] == "pl" else a["locale"]}  # Polish documents came with issue 15 too
         for a in sc["advertisers"]]
     data["items"] = [{k: v for k, v in it.items() if k != "external_ids"} for c in sc["campaigns"] for it in c["items"]]
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
