@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from billing.addresses import PostalAddress, address_lines
+from billing.addresses import PostalAddress, address_lines, parse_address
 from billing.checks import CheckInput
 from billing.documents import Approval, DocumentLine, InvoiceDocument, Party, doc_locale
 from billing.documents.model import document_quantity
@@ -64,8 +64,15 @@ def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequenc
     return CheckInput(currency=pi.currency, lines=line_drafts(pi), seller_country=le.country,
                       seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
                       buyer_vat_id=adv.vat_id, fx=fx, fx_day=on,
-                      seller_address=PostalAddress(le.street, le.postcode, le.city, le.country),
-                      buyer_address=PostalAddress(adv.street, adv.postcode, adv.city, adv.country))
+                      seller_address=postal_address(le), buyer_address=postal_address(adv))
+
+
+def postal_address(row: LegalEntity | Advertiser) -> PostalAddress:
+    """The row's structured address; rows stored before there was one (migration 0008 adds the columns
+    empty) fall back to their one-line ``address``, parsed."""
+    if row.street or row.postcode or row.city:
+        return PostalAddress(row.street, row.postcode, row.city, row.country)
+    return parse_address(row.address, row.country)
 
 
 # --------------------------------------------------------------------------- invoice → document

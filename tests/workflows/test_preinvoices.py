@@ -150,6 +150,16 @@ def test_an_address_without_postcode_is_a_problem_named_by_its_law(db: Database,
                                 "seller address: city missing (§ 14 Abs. 4 Nr. 1 UStG)",
                                 "buyer address: postcode missing (§ 14 Abs. 4 Nr. 1 UStG)"]}
     assert get_preinvoice(db, pid).state == "draft"
+    # a row stored before structured addresses (only the one line) is read through the same parser
+    from storage.mapping import postal_address
+    from storage.models import Advertiser
+
+    with db.read() as s:
+        adv = s.get(Advertiser, "nord")
+        assert adv is not None
+        adv.street = adv.postcode = adv.city = None
+        adv.address = "Hauptstrasse 106, 60311 Frankfurt"
+        assert postal_address(adv).lines() == ("Hauptstrasse 106", "60311 Frankfurt")
 
 
 def _approve_manual_change(db: Database, key: object, pid: int) -> None:
