@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from billing.addresses import PostalAddress, address_problems
 from billing.fx import LockedRate
 from billing.money import fmt, is_currency, quantum
 from billing.preinvoice import LineDraft, net_of
@@ -34,6 +35,8 @@ class CheckInput:
     buyer_vat_id: str | None
     fx: LockedRate | None = None  # the rate found for currency → seller currency (when they differ)
     fx_day: date | None = None  # the day the rate was looked up for
+    seller_address: PostalAddress | None = None  # None: not known to the caller (not checked)
+    buyer_address: PostalAddress | None = None
 
 
 Check = Callable[[CheckInput], list[str]]
@@ -91,6 +94,16 @@ def check_exchange_rate(ci: CheckInput) -> list[str]:
     return [f"missing exchange rate {ci.currency}→{ci.seller_currency}{when}"]
 
 
+def check_addresses(ci: CheckInput) -> list[str]:
+    """The seller's and the buyer's address hold what an invoice must state (EN 16931 country codes,
+    § 14 Abs. 4 Nr. 1 UStG street, postcode and city: :func:`billing.addresses.address_problems`)."""
+    problems = []
+    for role, a in (("seller", ci.seller_address), ("buyer", ci.buyer_address)):
+        if a is not None:
+            problems += address_problems(role, a)
+    return problems
+
+
 CHECKS: tuple[Check, ...] = (
     check_currency,
     check_lines,
@@ -98,6 +111,7 @@ CHECKS: tuple[Check, ...] = (
     check_delivery_data,
     check_vat_data,
     check_exchange_rate,
+    check_addresses,
 )
 
 

@@ -80,11 +80,31 @@ CITIES_DE = ["Hamburg", "Berlin", "München", "Köln", "Frankfurt", "Stuttgart",
              "Bonn", "Münster", "Kiel", "Lübeck", "Rostock", "Magdeburg", "Erfurt", "Mainz", "Kassel", "Freiburg"]
 CITIES = {"DE": CITIES_DE, "AT": ["Wien", "Graz", "Linz", "Salzburg", "Innsbruck"],
           "CH": ["Zürich", "Basel", "Bern", "Luzern"], "PL": ["Warszawa", "Kraków", "Poznań", "Wrocław"]}
+# a postcode per demo city (the street number varies per branch; CITIES_DE and CITIES in the same order)
+POSTCODES = {
+    "Hamburg": "20095", "Berlin": "10115", "München": "80331", "Köln": "50667", "Frankfurt": "60311",
+    "Stuttgart": "70173", "Düsseldorf": "40213", "Leipzig": "04109", "Dortmund": "44135", "Essen": "45127",
+    "Bremen": "28195", "Dresden": "01067", "Hannover": "30159", "Nürnberg": "90403", "Duisburg": "47051",
+    "Bochum": "44787", "Wuppertal": "42103", "Bielefeld": "33602", "Bonn": "53111", "Münster": "48143",
+    "Kiel": "24103", "Lübeck": "23552", "Rostock": "18055", "Magdeburg": "39104", "Erfurt": "99084",
+    "Mainz": "55116", "Kassel": "34117", "Freiburg": "79098",
+    "Wien": "1010", "Graz": "8010", "Linz": "4020", "Salzburg": "5020", "Innsbruck": "6020",
+    "Zürich": "8001", "Basel": "4051", "Bern": "3011", "Luzern": "6003",
+    "Warszawa": "00-001", "Kraków": "31-001", "Poznań": "61-001", "Wrocław": "50-001",
+}
+STREETS = {"DE": "Hauptstrasse", "AT": "Hauptstrasse", "CH": "Bahnhofstrasse", "PL": "ul. Główna"}
+#: the seller's legal details its documents state (§ 35a GmbHG) and its bank (the IBAN's BIC)
+SELLER = {
+    "street": "Hafenstrasse 1", "postcode": "20457", "city": "Hamburg",
+    "register_court": "Amtsgericht Hamburg", "register_number": "HRB 123456",
+    "managing_directors": ["Nora Nordmann", "Jonas Weber"],
+    "bank_name": "Commerzbank", "iban": "DE89370400440532013000", "bic": "COBADEFFXXX",
+}
 NAMES = ["Nord", "Süd", "West", "Ost", "Elbe", "Rhein", "Main", "Weser", "Alster", "Isar", "Spree", "Havel",
          "Donau", "Neckar", "Mosel", "Saale", "Ems", "Ruhr", "Lahn", "Fulda"]
 FORMS = {"DE": "GmbH & Co. KG", "AT": "GmbH", "CH": "AG", "PL": "Sp. z o.o."}
 CURRENCY = {"DE": "EUR", "AT": "EUR", "CH": "CHF", "PL": "PLN"}
-LOCALE = {"DE": "de", "AT": "de", "CH": "de", "PL": "en"}
+LOCALE = {"DE": "de", "AT": "de", "CH": "de", "PL": "pl"}
 
 USERS = [
     {"slack_id": "U01OPERATOR", "name": "Olivia Operator", "email": "olivia@northwind.example", "roles": ["operator"]},
@@ -181,8 +201,7 @@ def build_demo(size: int = 1124, seed: int = 1, partners: int | None = None) -> 
         "legal_entities": [{
             "id": "northwind-media", "name": "Northwind Media GmbH", "country": "DE", "currency": "EUR",
             "vat_id": "DE811907980", "start_of_week": "monday", "invoice_series": "INV-{year}-{seq:06d}",
-            "credit_note_series": "CN-{year}-{seq:06d}", "address": "Hafenstrasse 1, 20457 Hamburg, Germany",
-            "iban": "DE89370400440532013000",
+            "credit_note_series": "CN-{year}-{seq:06d}", **SELLER,
         }],
         "advertisers": [], "campaigns": [], "users": USERS, "delivery": [], "exchange_rates": [],
     }
@@ -219,7 +238,8 @@ def build_demo(size: int = 1124, seed: int = 1, partners: int | None = None) -> 
         scenario["advertisers"].append({
             "id": adv_id, "name": name, "legal_entity": "northwind-media", "currency": currency, "country": country,
             "vat_id": _vat_id(country, rng), "billing_threshold": _money(threshold), "payment_terms_days": 14,
-            "locale": LOCALE[country], "address": f"Hauptstrasse {rng.randint(1, 200)}, {city}",
+            "locale": LOCALE[country], "street": f"{STREETS[country]} {rng.randint(1, 200)}",
+            "postcode": POSTCODES[city], "city": city, "customer_number": f"K-{20001 + i}",
             "email": f"billing@{adv_id}.example",
         })
         fx = {"EUR": Decimal(1), "CHF": Decimal("0.94"), "PLN": Decimal("4.3")}[currency]

@@ -23,6 +23,7 @@ import yaml
 from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from billing.addresses import parse_address
 from billing.errors import Invalid
 from storage.db import Database
 from storage.models import (
@@ -37,7 +38,7 @@ from storage.models import (
     User,
     UserRole,
 )
-from storage.scenario import WEEKDAYS, Scenario, cross_check, parse_scenario
+from storage.scenario import WEEKDAYS, AdvertiserIn, LegalEntityIn, Scenario, cross_check, parse_scenario
 
 SCENARIO_SOURCE = "scenario"
 
@@ -132,13 +133,25 @@ def _known_ids(s: Session, sc: Scenario) -> dict[str, set[str]]:
             "items": ids(CampaignItem.id, item_refs)}
 
 
+def _postal(x: LegalEntityIn | AdvertiserIn) -> dict[str, str | None]:
+    """The structured address of a party: as given, or parsed from the one-line ``address`` of an older
+    file (what cannot be read stays empty; the pre-invoice check ``check_addresses`` names it)."""
+    if x.street or x.postcode or x.city or not x.address:
+        return {"street": x.street, "postcode": x.postcode, "city": x.city}
+    a = parse_address(x.address, x.country)
+    return {"street": a.street, "postcode": a.postcode, "city": a.city}
+
+
 def _apply(s: Session, sc: Scenario) -> LoadResult:
     res = LoadResult()
     _upsert_by_id(s, LegalEntity, [
         {"id": le.id, "name": le.name, "country": le.country, "currency": le.currency, "vat_id": le.vat_id,
          "start_of_week": WEEKDAYS.index(le.start_of_week), "invoice_series": le.invoice_series,
          "credit_note_series": le.credit_note_series, "address": le.address,
-         "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban}
+         "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban,
+         **_postal(le), "register_court": le.register_court, "register_number": le.register_number,
+         "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
+         "bic": le.bic}
         for le in sc.legal_entities
     ], "legal_entities", res)
     s.flush()
@@ -146,7 +159,7 @@ def _apply(s: Session, sc: Scenario) -> LoadResult:
         {"id": a.id, "name": a.name, "legal_entity_id": a.legal_entity, "currency": a.currency,
          "country": a.country, "vat_id": a.vat_id, "billing_threshold": a.billing_threshold,
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
-         "email": a.email, "tolerance": a.tolerance}
+         "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number}
         for a in sc.advertisers
     ], "advertisers", res)
     s.flush()

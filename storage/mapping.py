@@ -11,7 +11,6 @@ document, the invoice it references); every function maps a row to a frozen ``bi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -19,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from billing.addresses import PostalAddress, address_lines, parse_address
 from billing.checks import CheckInput
 from billing.documents import Approval, DocumentLine, InvoiceDocument, Party, doc_locale
 from billing.documents.model import document_quantity
@@ -63,32 +63,54 @@ def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequenc
     fx = find_rate(rates, pi.currency, le.currency, on=on) if pi.currency != le.currency else None
     return CheckInput(currency=pi.currency, lines=line_drafts(pi), seller_country=le.country,
                       seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
-                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=on)
+                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=on,
+                      seller_address=postal_address(le), buyer_address=postal_address(adv))
+
+
+def postal_address(row: LegalEntity | Advertiser) -> PostalAddress:
+    """The row's structured address; rows stored before there was one (migration 0008 adds the columns
+    empty) fall back to their one-line ``address``, parsed."""
+    if row.street or row.postcode or row.city:
+        return PostalAddress(row.street, row.postcode, row.city, row.country)
+    return parse_address(row.address, row.country)
 
 
 # --------------------------------------------------------------------------- invoice → document
 
 
-def _address_lines(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    return tuple(p.strip() for p in re.split(r"[,\n]", text) if p.strip())
+def _opt(v: Any) -> str | None:
+    return str(v).strip() or None if v not in (None, "") else None
 
 
-def _party(snap: dict[str, Any], *, id_: str, name: str, address: str | None, country: str, vat_id: str | None,
-           currency: str | None = None, iban: str | None = None, email: str | None = None) -> Party:
-    """A party from the invoice's snapshot, falling back to today's master data for missing keys."""
-    addr = snap.get("address", address)
-    lines = tuple(str(x) for x in addr) if isinstance(addr, list | tuple) else _address_lines(addr)
+def _party(snap: dict[str, Any], row: LegalEntity | Advertiser, *, currency: str | None = None,
+           iban: str | None = None, email: str | None = None) -> Party:
+    """A party from the invoice's snapshot, falling back to today's master data (``row``) for missing keys.
+
+    Snapshots taken before structured addresses hold only the one-line ``address``; the document then
+    parses it (:attr:`billing.documents.Party.postal`)."""
+    addr = snap.get("address", row.address)
+    lines = address_lines(addr)
+
+    def get(key: str) -> str | None:
+        return _opt(snap[key] if key in snap else getattr(row, key, None))
+
+    directors = snap.get("managing_directors", getattr(row, "managing_directors", None))
+    if isinstance(directors, str):
+        directors = directors.splitlines()
     return Party(
-        id=str(snap.get("id") or id_),
-        name=str(snap.get("name") or name),
+        id=str(snap.get("id") or row.id),
+        name=str(snap.get("name") or row.name),
         address=lines,
-        country=str(snap.get("country") or country).upper(),
-        vat_id=snap.get("vat_id", vat_id) or None,
+        country=str(snap.get("country") or row.country).upper(),
+        vat_id=snap.get("vat_id", row.vat_id) or None,
         email=snap.get("email", email) or None,
         iban=snap.get("iban", iban) or None,
         currency=snap.get("currency", currency) or None,
+        street=get("street"), postcode=get("postcode"), city=get("city"),
+        customer_number=get("customer_number"),
+        register_court=get("register_court"), register_number=get("register_number"),
+        managing_directors=tuple(str(n).strip() for n in (directors or ()) if str(n).strip()),
+        bank_name=get("bank_name"), bic=get("bic"),
     )
 
 
@@ -141,11 +163,9 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
     le: LegalEntity = inv.legal_entity
     adv: Advertiser = inv.advertiser
     parties = inv.parties or {}
-    seller = _party(parties.get("seller") or {}, id_=le.id, name=le.name, address=le.address, country=le.country,
-                    vat_id=le.vat_id, currency=le.currency, iban=le.iban)
+    seller = _party(parties.get("seller") or {}, le, currency=le.currency, iban=le.iban)
     buyer_snap = parties.get("buyer") or {}
-    buyer = _party(buyer_snap, id_=adv.id, name=adv.name, address=adv.address, country=adv.country,
-                   vat_id=adv.vat_id, currency=adv.currency, email=adv.email)
+    buyer = _party(buyer_snap, adv, currency=adv.currency, email=adv.email)
     locale = doc_locale(str(buyer_snap.get("locale") or adv.locale or "en"))
     lines = tuple(
         DocumentLine(

@@ -63,6 +63,16 @@ class LegalEntity(Base):
     exceptions_channel: Mapped[str | None] = mapped_column(String(64))
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
     iban: Mapped[str | None] = mapped_column(String(34))
+    # the structured postal address (EN 16931 BG-5; ``address`` is the one-line text of older files)
+    street: Mapped[str | None] = mapped_column(String(200))
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(100))
+    # what a GmbH's business documents must state (§ 35a GmbHG) and the bank a payment goes to
+    register_court: Mapped[str | None] = mapped_column(String(100))
+    register_number: Mapped[str | None] = mapped_column(String(64))
+    managing_directors: Mapped[str | None] = mapped_column(Text)  # names, one per line
+    bank_name: Mapped[str | None] = mapped_column(String(100))
+    bic: Mapped[str | None] = mapped_column(String(11))
 
 
 class Advertiser(Base):
@@ -81,6 +91,11 @@ class Advertiser(Base):
     email: Mapped[str | None] = mapped_column(String(200))
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
     source: Mapped[str | None] = mapped_column(String(64))  # set when a sync created it
+    # the structured postal address (EN 16931 BG-8; ``address`` is the one-line text of older files)
+    street: Mapped[str | None] = mapped_column(String(200))
+    postcode: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(100))
+    customer_number: Mapped[str | None] = mapped_column(String(64))  # the number the advertiser knows us by
 
     legal_entity: Mapped[LegalEntity] = relationship()
 

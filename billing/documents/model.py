@@ -18,10 +18,11 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from billing.addresses import PostalAddress, address_problems, parse_address
 from billing.fx import LockedRate
 from billing.money import quantum
 
-LOCALES = ("de", "en")
+LOCALES = ("de", "en", "pl")
 TYPE_CODES = {"invoice": "380", "credit_note": "381"}  # UNTDID 1001
 CATEGORIES = ("S", "AE", "G", "Z", "E", "K", "O", "L", "M")  # UNCL5305
 EXEMPTION_CODES = {"AE": "VATEX-EU-AE", "G": "VATEX-EU-G", "K": "VATEX-EU-IC", "O": "VATEX-EU-O"}
@@ -33,7 +34,11 @@ ZERO = Decimal(0)
 
 @dataclass(frozen=True)
 class Party:
-    """A seller or buyer as snapshotted on the invoice at finalization."""
+    """A seller or buyer as snapshotted on the invoice at finalization.
+
+    ``address`` holds the free-text lines of older snapshots; ``street``/``postcode``/``city`` the
+    structured address (:attr:`postal` prefers them). A seller also carries what its documents must
+    state beyond the address (register court and number, managing directors, bank)."""
 
     id: str
     name: str
@@ -43,6 +48,22 @@ class Party:
     email: str | None = None
     iban: str | None = None
     currency: str | None = None
+    street: str | None = None
+    postcode: str | None = None
+    city: str | None = None
+    customer_number: str | None = None  # buyer: the number the advertiser knows us by
+    register_court: str | None = None
+    register_number: str | None = None
+    managing_directors: tuple[str, ...] = ()
+    bank_name: str | None = None
+    bic: str | None = None
+
+    @property
+    def postal(self) -> PostalAddress:
+        """The structured address, or the one parsed from the free-text lines when none was stored."""
+        if self.street or self.postcode or self.city:
+            return PostalAddress(self.street, self.postcode, self.city, self.country.upper())
+        return parse_address(self.address, self.country)
 
 
 @dataclass(frozen=True)
@@ -270,6 +291,17 @@ def check_header(doc: InvoiceDocument) -> list[str]:
     return problems
 
 
+def check_addresses(doc: InvoiceDocument) -> list[str]:
+    """The seller's and the buyer's address hold what EN 16931 (country codes, BR-9/BR-11) and § 14
+    Abs. 4 Nr. 1 UStG (the full address: street, postcode, city) require
+    (:func:`billing.addresses.address_problems`).
+
+    A check of the parties, not of the document's arithmetic: pre-invoices are held with these
+    problems before anything is numbered (``billing.checks.check_addresses``); rendering and the
+    evidence pack report them for documents finalized before the rule."""
+    return address_problems("seller", doc.seller.postal) + address_problems("buyer", doc.buyer.postal)
+
+
 #: The named checks a document must pass before it is numbered and again before it is rendered.
 DOCUMENT_CHECKS = (check_header, check_lines, check_totals, check_vat)
 
@@ -302,10 +334,10 @@ def to_accounting(doc: InvoiceDocument, amount: Decimal) -> Decimal | None:
 
 
 def doc_locale(locale: str | None) -> str:
-    """The document language for a recipient's locale: ``de`` or ``en`` (the fallback).
+    """The document language for a recipient's locale: ``de``, ``pl`` or ``en`` (the fallback).
 
-    >>> doc_locale("de_AT"), doc_locale("fr")
-    ('de', 'en')
+    >>> doc_locale("de_AT"), doc_locale("pl-PL"), doc_locale("fr")
+    ('de', 'pl', 'en')
     """
     lang = (locale or "en").replace("-", "_").split("_")[0].lower()
     return lang if lang in LOCALES else "en"
@@ -327,8 +359,18 @@ _EN_NOTES = {
 }
 
 
+_PL_NOTES = {
+    "AE": "Odwrotne obciążenie: podatek rozlicza nabywca (art. 196 dyrektywy 2006/112/WE).",
+    "G": "Eksport towarów poza UE: zwolnione z VAT w kraju sprzedawcy.",
+    "O": "Usługa poza UE: niepodlegająca opodatkowaniu VAT w kraju sprzedawcy.",
+    "Z": "Stawka zerowa.",
+    "E": "Zwolnione z VAT.",
+}
+_NOTES = {"de": _DE_NOTES, "en": _EN_NOTES, "pl": _PL_NOTES}
+
+
 def default_vat_note(category: str, locale: str, seller_country: str = "") -> str | None:
-    return (_DE_NOTES if doc_locale(locale) == "de" else _EN_NOTES).get(category)
+    return _NOTES[doc_locale(locale)].get(category)
 
 
 # --------------------------------------------------------------------------- a sample (doctests, warm-up)
@@ -348,10 +390,12 @@ def sample_document(locale: str = "de") -> InvoiceDocument:
     return InvoiceDocument(
         number="SAMPLE-1", kind="invoice", issue_date=date(2026, 3, 1), due_date=date(2026, 3, 15),
         currency="EUR",
-        seller=Party("northwind", "Northwind Media GmbH", ("Hafenstrasse 1", "20457 Hamburg", "Germany"), "DE",
-                     vat_id="DE811907980", iban="DE89370400440532013000", currency="EUR"),
-        buyer=Party("elbe", "Autohaus Elbe KG", ("Elbchaussee 10", "22763 Hamburg", "Germany"), "DE",
-                    vat_id="DE136695976"),
+        seller=Party("northwind", "Northwind Media GmbH", (), "DE", vat_id="DE811907980",
+                     iban="DE89370400440532013000", currency="EUR", street="Hafenstrasse 1", postcode="20457",
+                     city="Hamburg", register_court="Amtsgericht Hamburg", register_number="HRB 123456",
+                     managing_directors=("Nora Nordmann",), bank_name="Commerzbank", bic="COBADEFFXXX"),
+        buyer=Party("elbe", "Autohaus Elbe KG", (), "DE", vat_id="DE136695976", street="Elbchaussee 10",
+                    postcode="22763", city="Hamburg", customer_number="K-10042"),
         lines=lines, net=Decimal("1000.00"), vat=Decimal("190.00"), gross=Decimal("1190.00"), vat_rate=rate,
         vat_category="S", service_start=date(2026, 2, 1), service_end=date(2026, 2, 28), locale=locale,
         approvals=(Approval("system", "billbot", datetime(2026, 3, 1, 8, 0, tzinfo=UTC), "approve", "0" * 16),),

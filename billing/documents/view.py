@@ -23,7 +23,7 @@ from typing import Any
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 
-from billing.documents.model import InvoiceDocument, default_vat_note, doc_locale, to_accounting, vat_breakdown
+from billing.documents.model import InvoiceDocument, Party, default_vat_note, doc_locale, to_accounting, vat_breakdown
 from billing.money import quantum
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -72,6 +72,18 @@ def fmt_when(at: datetime | None, locale: str) -> str:
     return f"{fmt_date(at.date(), locale)} {at:%H:%M} UTC"
 
 
+def country_name(code: str, locale: str) -> str:
+    """The country's name in the document's language (CLDR via Babel): ``Österreich``, ``Poland``."""
+    return str(_babel(locale).territories.get(code.upper(), code.upper()))
+
+
+def party_lines(party: Party, locale: str, *, with_country: bool) -> tuple[str, ...]:
+    """The address lines printed for ``party``: street, postcode and city (structured, or parsed from an
+    older snapshot's free text), and the country's name when ``with_country``."""
+    lines = party.postal.lines() or party.address
+    return (*lines, country_name(party.country, locale)) if with_country else lines
+
+
 def _period(start: date | None, end: date | None, locale: str) -> str:
     if not start and not end:
         return ""
@@ -99,6 +111,8 @@ LABELS: dict[str, dict[str, str]] = {
         "cat_AE": "reverse charge", "cat_G": "export", "cat_O": "not subject to VAT",
         "cat_Z": "zero rated", "cat_E": "exempt",
         "rounding": "Rounding: each line to the currency's minor unit; VAT on the net total; half up.",
+        "register": "Register court: {register}", "directors": "Managing directors: {names}",
+        "bank": "Bank: {name}", "bic": "BIC",
     },
     "de": {
         "invoice": "Rechnung", "credit_note": "Rechnungskorrektur", "number": "Nummer",
@@ -121,30 +135,92 @@ LABELS: dict[str, dict[str, str]] = {
         "cat_Z": "Nullsatz", "cat_E": "steuerfrei",
         "rounding": "Rundung: jede Position auf die kleinste Währungseinheit; USt auf die Nettosumme; "
                     "kaufmännisch.",
+        "register": "Registergericht: {register}", "directors": "Geschäftsführung: {names}",
+        "bank": "Bank: {name}", "bic": "BIC",
     },
 }
 
+LABELS["pl"] = {
+    "invoice": "Faktura", "credit_note": "Faktura korygująca", "number": "Numer", "issue_date": "Data wystawienia",
+    "due_date": "Termin płatności", "service_period": "Okres świadczenia usług", "customer": "Nr klienta",
+    "currency": "Waluta", "vat_id": "NIP UE", "pos": "Lp.", "description": "Opis", "quantity": "Ilość",
+    "unit": "Jednostka", "unit_price": "Cena jedn.", "amount": "Kwota", "net": "Kwota netto", "vat": "VAT",
+    "gross": "Razem", "vat_breakdown": "Zestawienie VAT", "category": "Kategoria", "rate": "Stawka",
+    "basis": "Podstawa opodatkowania", "approvals": "Zatwierdzone przez", "who": "Kto", "decision": "Decyzja",
+    "when": "Kiedy", "fingerprint": "Odcisk podpisu", "iban": "IBAN",
+    "reference": "Korekta faktury {number} z dnia {date}.", "reason": "Przyczyna: {reason}",
+    "terms": "Płatne bez potrąceń do {due} ({days} dni netto).",
+    "terms_now": "Płatne natychmiast bez potrąceń.",
+    "credit_terms": "Kwota zostanie zaliczona na Państwa rachunek.",
+    "fx": "Przeliczono po kursie ustalonym przy wystawieniu: 1 {base} = {rate} {quote} ({source}, {day}).",
+    "fx_totals": "W {currency}: netto {net}, VAT {vat}, razem {gross}.",
+    "period": "Okres", "page": "Strona", "vat_group": "VAT {rate} od {basis}",
+    "cat_AE": "odwrotne obciążenie", "cat_G": "eksport", "cat_O": "niepodlegające opodatkowaniu",
+    "cat_Z": "stawka zerowa", "cat_E": "zwolnione",
+    "rounding": "Zaokrąglenia: każda pozycja do najmniejszej jednostki waluty; VAT od sumy netto; "
+                "połówki w górę.",
+    "register": "Sąd rejestrowy: {register}", "directors": "Zarząd: {names}",
+    "bank": "Bank: {name}", "bic": "BIC",
+}
+
+#: units in the document's language; a unit not listed is printed as stored
 UNITS: dict[str, dict[str, str]] = {
     "en": {"amount": "lump sum", "unit": "unit", "impressions": "impressions", "clicks": "clicks",
-           "conversions": "conversions", "leads": "leads", "events": "events", "flat": "flat fee"},
+           "conversions": "conversions", "leads": "leads", "events": "events", "flat": "flat fee",
+           "1,000 impressions": "{thousand} impressions"},
     "de": {"amount": "pauschal", "unit": "Stk.", "impressions": "Impressionen", "clicks": "Klicks",
-           "conversions": "Conversions", "leads": "Leads", "events": "Ereignisse", "flat": "pauschal"},
+           "conversions": "Conversions", "leads": "Leads", "events": "Ereignisse", "flat": "pauschal",
+           "1,000 impressions": "{thousand} Impressionen"},
+    "pl": {"amount": "ryczałt", "unit": "szt.", "impressions": "wyświetlenia", "clicks": "kliknięcia",
+           "conversions": "konwersje", "leads": "leady", "events": "zdarzenia", "flat": "ryczałt",
+           "1,000 impressions": "{thousand} wyświetleń"},
 }
 
 DECISIONS: dict[str, dict[str, str]] = {
     "en": {"approve": "approved", "force": "forced", "reject": "rejected", "system": "approved (system)"},
     "de": {"approve": "genehmigt", "force": "erzwungen", "reject": "abgelehnt", "system": "genehmigt (System)"},
+    "pl": {"approve": "zatwierdzone", "force": "wymuszone", "reject": "odrzucone",
+           "system": "zatwierdzone (system)"},
 }
 
 
+def unit_text(unit: str, locale: str) -> str:
+    """A unit in the document's language, its numbers in the locale's format (Babel).
+
+    >>> unit_text("1,000 impressions", "de"), unit_text("clicks", "de"), unit_text("clicks", "pl")
+    ('1.000 Impressionen', 'Klicks', 'kliknięcia')
+    """
+    loc = doc_locale(locale)
+    return UNITS[loc].get(unit, unit).format(thousand=fmt_qty(Decimal(1000), loc))
+
+
 def vat_note_text(doc: InvoiceDocument) -> str | None:
-    """The legal VAT note shown on the document: the stored note in English, the standard German
-    wording for ``de`` recipients (the stored note is English)."""
+    """The legal VAT note shown on the document: the stored note in English, the standard German or
+    Polish wording for ``de`` and ``pl`` recipients (the stored note is English)."""
     if doc.vat_category == "S":
         return None
-    if doc_locale(doc.locale) == "de":
-        return default_vat_note(doc.vat_category, "de") or doc.vat_note
+    if doc_locale(doc.locale) != "en":
+        return default_vat_note(doc.vat_category, doc.locale) or doc.vat_note
     return doc.vat_note or default_vat_note(doc.vat_category, "en")
+
+
+def seller_footer(seller: Party, locale: str) -> tuple[str, str, str]:
+    """The sender line, the seller's ids and bank, and its register and managing directors, which a
+    company's business documents state (§ 35a GmbHG, § 80 AktG)."""
+    lab = LABELS[doc_locale(locale)]
+    line = " · ".join(x for x in (seller.name, *party_lines(seller, locale, with_country=True)) if x)
+    ids = " · ".join(x for x in (
+        f"{lab['vat_id']} {seller.vat_id}" if seller.vat_id else "",
+        lab["bank"].format(name=seller.bank_name) if seller.bank_name else "",
+        f"{lab['iban']} {seller.iban}" if seller.iban else "",
+        f"{lab['bic']} {seller.bic}" if seller.bic else "",
+    ) if x)
+    register = ", ".join(x for x in (seller.register_court, seller.register_number) if x)
+    legal = " · ".join(x for x in (
+        lab["register"].format(register=register) if register else "",
+        lab["directors"].format(names=", ".join(seller.managing_directors)) if seller.managing_directors else "",
+    ) if x)
+    return line, ids, legal
 
 
 def view(doc: InvoiceDocument) -> dict[str, Any]:
@@ -165,7 +241,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
             "description": li.description,
             "sub": " · ".join(x for x in (li.campaign or "", _period(li.period_start, li.period_end, loc)) if x),
             "quantity": fmt_qty(li.quantity, loc),
-            "unit": UNITS[loc].get(li.unit, li.unit),
+            "unit": unit_text(li.unit, loc),
             "unit_price": fmt_price(li.unit_price, cur, loc) + base,
             "amount": money(li.amount),
         })
@@ -203,11 +279,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
     else:
         terms = lab["terms_now"]
     seller = doc.seller
-    seller_line = " · ".join(x for x in (seller.name, *seller.address) if x)
-    seller_ids = " · ".join(x for x in (
-        f"{lab['vat_id']} {seller.vat_id}" if seller.vat_id else "",
-        f"{lab['iban']} {seller.iban}" if seller.iban else "",
-    ) if x)
+    seller_line, seller_ids, seller_legal = seller_footer(seller, loc)
     meta = [
         (lab["number"], doc.number),
         (lab["issue_date"], fmt_date(doc.issue_date, loc)),
@@ -217,7 +289,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
     period = _period(doc.service_start, doc.service_end, loc)
     if period:
         meta.append((lab["service_period"], period))
-    meta.append((lab["customer"], doc.buyer.id))
+    meta.append((lab["customer"], doc.buyer.customer_number or doc.buyer.id))
     meta.append((lab["currency"], cur))
     approvals = [
         " · ".join(x for x in (
@@ -234,9 +306,10 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         "heading": title,
         "number": doc.number,
         "kind": doc.kind,
-        "seller": {"name": seller.name, "line": seller_line, "ids": seller_ids},
-        "buyer": {"name": doc.buyer.name, "address": list(doc.buyer.address),
-                  "vat_id": doc.buyer.vat_id or ""},
+        "seller": {"name": seller.name, "line": seller_line, "ids": seller_ids, "legal": seller_legal},
+        # the buyer's country is printed when it is not the seller's (a cross-border invoice)
+        "buyer": {"name": doc.buyer.name, "vat_id": doc.buyer.vat_id or "",
+                  "address": list(party_lines(doc.buyer, loc, with_country=doc.buyer.country != seller.country))},
         "meta": meta,
         # one cell, a label and its value per line, the values at a tab stop (invoice.css .meta)
         "meta_text": "\n".join(f"{k}\t{str(x).replace(chr(9), ' ')}" for k, x in meta),

@@ -635,9 +635,13 @@ def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
     """Seller and buyer as they are at finalization (the document must not change when master data does)."""
     return {
         "seller": {"id": le.id, "name": le.name, "country": le.country, "vat_id": le.vat_id, "address": le.address,
-                   "iban": le.iban, "currency": le.currency},
+                   "street": le.street, "postcode": le.postcode, "city": le.city,
+                   "iban": le.iban, "bic": le.bic, "bank_name": le.bank_name, "currency": le.currency,
+                   "register_court": le.register_court, "register_number": le.register_number,
+                   "managing_directors": [n for n in (le.managing_directors or "").splitlines() if n.strip()]},
         "buyer": {"id": adv.id, "name": adv.name, "country": adv.country, "vat_id": adv.vat_id,
-                  "address": adv.address, "email": adv.email, "locale": adv.locale,
+                  "address": adv.address, "street": adv.street, "postcode": adv.postcode, "city": adv.city,
+                  "customer_number": adv.customer_number, "email": adv.email, "locale": adv.locale,
                   "payment_terms_days": adv.payment_terms_days},
     }
 

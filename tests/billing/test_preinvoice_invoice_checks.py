@@ -87,7 +87,7 @@ def _ci(**kw: object) -> CheckInput:
 
 def test_checks_return_all_problems_as_values() -> None:
     assert [c.__name__ for c in CHECKS] == ["check_currency", "check_lines", "check_total", "check_delivery_data",
-                                            "check_vat_data", "check_exchange_rate"]
+                                            "check_vat_data", "check_exchange_rate", "check_addresses"]
     assert run_checks(_ci()) == []
     no_data = LineDraft("Display", D(0), "CPM", D(4), D(0), item_id="d",
                         computation={"billing": "delivery", "has_data": False})

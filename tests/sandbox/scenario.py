@@ -26,9 +26,9 @@ def scenario() -> dict[str, Any]:
              "country": "DE", "vat_id": "DE136695976", "billing_threshold": "250.00",
              "address": "Elbchaussee 10, 22763 Hamburg"},
             {"id": "garage-lyon", "name": "Garage du Rhône SARL", "legal_entity": "northwind-media", "currency": "EUR",
-             "country": "FR", "vat_id": "FR40303265045", "billing_threshold": "0.00", "address": "1 Quai, Lyon"},
+             "country": "FR", "vat_id": "FR40303265045", "billing_threshold": "0.00", "address": "1 Quai Perrache, 69002 Lyon"},
             {"id": "kiosk-alster", "name": "Kiosk Alster", "legal_entity": "northwind-media", "currency": "EUR",
-             "country": "DE", "vat_id": "DE129273398", "billing_threshold": "250.00", "address": "Alsterufer 2, Hamburg"},
+             "country": "DE", "vat_id": "DE129273398", "billing_threshold": "250.00", "address": "Alsterufer 2, 20354 Hamburg"},
         ],
         "campaigns": [
             {"id": "elbe-feb", "advertiser": "autohaus-elbe", "name": "February search", "payment_interval": "monthly",

@@ -176,3 +176,33 @@ def test_demo_is_deterministic_and_seeded() -> None:
     assert build_demo(size=20, seed=3) == build_demo(size=20, seed=3)
     assert build_demo(size=20, seed=3) != build_demo(size=20, seed=4)
     assert len(build_demo(size=37)["advertisers"]) == 37
+
+
+def test_structured_addresses_and_seller_details_load_and_an_old_one_line_address_is_parsed(db: Database) -> None:
+    """Issue 15 item 5: the example's structured address and legal details land as given; a one-line
+    address of an older file is parsed into street, postcode and city."""
+    from storage.models import Advertiser, LegalEntity
+
+    load_scenario(db, Path(__file__).resolve().parents[1] / "data" / "example.yaml")
+    with db.read() as s:
+        le = s.get(LegalEntity, "northwind-media")
+        assert le is not None
+        assert (le.street, le.postcode, le.city, le.register_court, le.register_number, le.bic, le.bank_name) == (
+            "Hafenstrasse 1", "20457", "Hamburg", "Amtsgericht Hamburg", "HRB 123456", "COBADEFFXXX", "Commerzbank")
+        assert le.managing_directors == "Nora Nordmann\nJonas Weber"
+        elbe, lyon = s.get(Advertiser, "autohaus-elbe"), s.get(Advertiser, "garage-lyon")
+        assert elbe is not None and lyon is not None
+        assert (elbe.postcode, elbe.city, elbe.customer_number) == ("22763", "Hamburg", "K-10042")
+        assert (lyon.street, lyon.postcode, lyon.city) == ("12 Quai Perrache", "69002", "Lyon")
+
+
+def test_a_bad_bic_iban_or_country_is_named_by_its_path(db: Database) -> None:
+    data = {"legal_entities": [{"id": "nw", "name": "NW", "country": "DE", "currency": "EUR",
+                                "bic": "NOTABIC", "iban": "DE00123"}],
+            "advertisers": [{"id": "a", "name": "A", "legal_entity": "nw", "currency": "EUR", "country": "XY"}]}
+    with pytest.raises(Invalid) as e:
+        load_scenario(db, data)
+    text = "\n".join(e.value.problems)
+    assert "legal_entities[0].bic: 'NOTABIC' is not a valid BIC" in text
+    assert "legal_entities[0].iban: 'DE00123' is not a valid IBAN" in text
+    assert "advertisers[0].country: 'XY' is not an ISO 3166-1 alpha-2 country code" in text

@@ -20,7 +20,7 @@ SCENARIO = {
                         "vat_id": "DE811907980", "address": "Hafenstrasse 1, 20457 Hamburg"}],
     "advertisers": [
         {"id": "lyon", "name": "Garage du Rhône SARL", "legal_entity": "nw", "currency": "EUR", "country": "DE",
-         "vat_id": "DE136695976", "billing_threshold": "0.00", "address": "Elbchaussee 10, Hamburg"},
+         "vat_id": "DE136695976", "billing_threshold": "0.00", "address": "Elbchaussee 10, 22763 Hamburg"},
     ],
     "campaigns": [
         {"id": "lyon-display", "advertiser": "lyon", "name": "Display retargeting", "start": "2026-02-01",

@@ -136,6 +136,32 @@ def test_eu_customer_without_vat_id_is_a_problem(db: Database, key: object) -> N
         ["missing VAT data: the advertiser has no VAT id (needed for reverse charge to FR)"]]
 
 
+def test_an_address_without_postcode_is_a_problem_named_by_its_law(db: Database, key: object) -> None:
+    """Issue 15 item 5: a one-line address of an older file that names no postcode (and a seller without
+    a city) holds the pre-invoice: § 14 Abs. 4 Nr. 1 UStG wants the full address of both parties."""
+    old = {k: v for k, v in advertiser("nord").items() if k not in ("street", "postcode", "city")}
+    seller = {**entity(), "address": "Hafenstrasse 1"}
+    load(db, scenario(entities=[seller], advertisers=[{**old, "address": "Hauptstrasse 106, Frankfurt"}],
+                      campaigns=[campaign("c", "nord", [linear("x", "100.00")], start="2026-02-01",
+                                          end="2026-02-28")]))
+    r = create_preinvoices(db, period="2026-02", actor="t", key=key, now=NOW)  # type: ignore[arg-type]
+    (pid,) = r.created
+    assert r.problems == {pid: ["seller address: postcode missing (§ 14 Abs. 4 Nr. 1 UStG)",
+                                "seller address: city missing (§ 14 Abs. 4 Nr. 1 UStG)",
+                                "buyer address: postcode missing (§ 14 Abs. 4 Nr. 1 UStG)"]}
+    assert get_preinvoice(db, pid).state == "draft"
+    # a row stored before structured addresses (only the one line) is read through the same parser
+    from storage.mapping import postal_address
+    from storage.models import Advertiser
+
+    with db.read() as s:
+        adv = s.get(Advertiser, "nord")
+        assert adv is not None
+        adv.street = adv.postcode = adv.city = None
+        adv.address = "Hauptstrasse 106, 60311 Frankfurt"
+        assert postal_address(adv).lines() == ("Hauptstrasse 106", "60311 Frankfurt")
+
+
 def _approve_manual_change(db: Database, key: object, pid: int) -> None:
     """A checker (not the editor) approves the pre-invoice's open manual change."""
     from bot.workflows.decisions import decide, subject_hash_of
