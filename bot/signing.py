@@ -49,7 +49,7 @@ def install_key(staged: Path, path: Path) -> None:
 
 
 @lru_cache(maxsize=8)
-def load_key(path: str, generate: bool = True, stamp: int = 0) -> Ed25519PrivateKey:  # stamp: part of the cache key only
+def load_key(path: str, generate: bool = True, stamp: int = 0) -> Ed25519PrivateKey:  # stamp: cache key only
     p = Path(path)
     if not p.exists():
         if not generate:

@@ -113,7 +113,7 @@ def _sync_obj(obj: Any, values: dict[str, Any]) -> bool:
     return changed
 
 
-def _upsert_by_id(s: Session, model: Any, rows: list[dict[str, Any]], kind: str, res: LoadResult,  # noqa: PLR0913
+def _upsert_by_id(s: Session, model: Any, rows: list[dict[str, Any]], kind: str, res: LoadResult, *,
                   hold: bool = False) -> None:
     if not rows:
         return
@@ -185,7 +185,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "credit_note_series": le.credit_note_series, "address": le.address,
          "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban}
         for le in sc.legal_entities
-    ], "legal_entities", res, hold)
+    ], "legal_entities", res, hold=hold)
     s.flush()
     _upsert_by_id(s, Advertiser, [
         {"id": a.id, "name": a.name, "legal_entity_id": a.legal_entity, "currency": a.currency,
@@ -193,13 +193,13 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance}
         for a in sc.advertisers
-    ], "advertisers", res, hold)
+    ], "advertisers", res, hold=hold)
     s.flush()
     _upsert_by_id(s, Campaign, [
         {"id": c.id, "advertiser_id": c.advertiser, "name": c.name, "bill_me": c.bill_me,
          "payment_interval": c.payment_interval, "start": c.start, "end": c.end, "tolerance": c.tolerance}
         for c in sc.campaigns
-    ], "campaigns", res, hold)
+    ], "campaigns", res, hold=hold)
     s.flush()
     _upsert_by_id(s, CampaignItem, [
         {"id": it.id, "campaign_id": c.id, "position": pos, "description": it.description, "billing": it.billing,
@@ -207,7 +207,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "booked_quantity": it.booked_quantity, "start": it.start, "end": it.end, "tolerance": it.tolerance,
          "make_good": it.make_good}
         for c in sc.campaigns for pos, it in enumerate(c.items)
-    ], "items", res, hold)
+    ], "items", res, hold=hold)
     s.flush()
     _load_external_ids(s, sc, res)
     _load_users(s, sc, res)

@@ -47,8 +47,8 @@ def _print_load(counts: dict[str, Any], json_out: bool) -> None:
         return
     kinds = sorted({k for name in ("inserted", "updated", "unchanged") for k in counts[name]})
     held = counts.get("held") or []
-    if not any(counts["inserted"].values()) and not any(counts["updated"].values()) and not held:
-        out_console.print("nothing changed")
+    if not any(counts["inserted"].values()) and not any(counts["updated"].values()):
+        out_console.print("nothing changed" + (" (until the change set below is approved)" if held else ""))
     for k in kinds:
         out_console.print(f"{k}: {counts['inserted'].get(k, 0)} inserted, {counts['updated'].get(k, 0)} updated, "
                           f"{counts['unchanged'].get(k, 0)} unchanged")

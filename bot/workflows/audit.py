@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from billing.signatures import GENESIS, canonical_json, chain_hash, content_hash, key_id, sign, verify
 from billing.errors import BillingError
+from billing.signatures import GENESIS, canonical_json, chain_hash, content_hash, key_id, sign, verify
 from storage.models import AuditHead, AuditLog, SigningKey
 
 _AUDIT_LOG = cast(Table, AuditLog.__table__)
@@ -213,7 +213,8 @@ def check_registry(s: Session, keys: dict[str, RegisteredKey]) -> str | None:
             if body.get("new_public_key") != k.pem:
                 return f"key {k.key_id} in the registry is not the key record {rec.id} handed over to"
             if rec.key_id != active or body.get("old_key_id") != active:
-                return f"key {k.key_id} was handed over (record {rec.id}) by {rec.key_id}, not by the active key {active}"
+                return (f"key {k.key_id} was handed over (record {rec.id}) by {rec.key_id}, "
+                        f"not by the active key {active}")
             proof = {x: body.get(x) for x in ("old_key_id", "new_key_id", "new_public_key", "at")}
             if not verify(k.public, content_hash(proof), str(body.get("new_key_proof") or "")):
                 return f"the hand-over to key {k.key_id} (record {rec.id}) lacks the new key's proof"
@@ -330,7 +331,8 @@ def _signature_problem(row: AuditLog, h: str, registry: dict[str, RegisteredKey]
             return None  # the current key, before it was registered
         return f"record {row.id} was signed by key {row.key_id}, which is not in the key registry"
     if found.retired_at_record is not None and row.id > found.retired_at_record:
-        return f"record {row.id} was signed by key {row.key_id} after it was retired at record {found.retired_at_record}"
+        return (f"record {row.id} was signed by key {row.key_id} after it was retired at record "
+                f"{found.retired_at_record}")
     if not verify(found.public, h, row.signature):
         return f"record {row.id} has a bad signature (key {row.key_id})"
     return None

@@ -69,6 +69,15 @@ def access_change_set_for_decision(s: Session, actor: str, cs: ChangeSet, decisi
     return user
 
 
+def check_may_decide(db: Database, *, change_set_id: int, actor: str, decision: ChangeDecision) -> None:
+    """Refuse early (before a reason modal opens) what :func:`decide_change_set` would refuse."""
+    with db.read() as s:
+        cs = s.get(ChangeSet, change_set_id)
+        if cs is None:
+            raise NotFound(f"change set {change_set_id} not found")
+        access_change_set_for_decision(s, actor, cs, decision)
+
+
 def decide_change_set(
     db: Database, *, change_set_id: int, decision: ChangeDecision, actor: str, key: Ed25519PrivateKey | None,
     reason: str | None = None, subject_hash: str | None = None, now: datetime | None = None,
@@ -86,10 +95,10 @@ def decide_change_set(
         if subject_hash is not None and subject_hash != cs.subject_hash:
             raise Conflict(f"change set {cs.id} is not the one you looked at", code="stale")
         state = "approved" if decision == "approve" else "rejected"
-        won = s.execute(update(ChangeSet).where(ChangeSet.id == cs.id, ChangeSet.state == "pending")
+        result = s.execute(update(ChangeSet).where(ChangeSet.id == cs.id, ChangeSet.state == "pending")
                         .values(state=state, decided_by=actor, decided_at=now, reason=(reason or "").strip() or None)
-                        .execution_options(synchronize_session=False)).rowcount
-        if won != 1:
+                        .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"change set {cs.id} was decided by someone else at the same moment", code="already_decided")
         if decision == "approve":
             _apply(s, cs)
