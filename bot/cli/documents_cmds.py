@@ -130,7 +130,7 @@ def evidence_verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     public_key: Annotated[Path | None, typer.Option(
         "--public-key", help="PEM public key(s) to trust (`billbot keys export`), for an auditor without "
-                             "database access; default: the deployment's key.")] = None,
+                             "database access; default: every key of the deployment's registry.")] = None,
 ) -> None:
     """Check an evidence pack: a valid signature by a trusted key, hashes, canonical archive, audit
     signatures, embedded XML. Exit 1 if it fails."""
