@@ -38,10 +38,10 @@ def get_db(migrate: bool = True) -> Database:
 
 
 def get_key() -> Ed25519PrivateKey:
-    from bot.signing import load_key
+    from bot.signing import current_key
 
     s = get_settings()
-    return load_key(str(s.key_path), generate=not s.database_url.startswith("postgresql"))
+    return current_key(str(s.key_path), generate=not s.database_url.startswith("postgresql"))
 
 
 def settings() -> Settings:

@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 from slack_sdk import WebClient
 
 from bot import context, jobs
+from bot.slack import change_sets as slack_change_sets
 from bot.slack import exceptions as slack_exceptions
 from bot.slack import invoice_pdfs
 from bot.slack.client import get_client
@@ -74,6 +75,8 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "invoice.finalized": (queue_render,),
     "invoice.rendered": (invoice_pdfs.on_invoice_rendered,),
     "invoice.pdf_failed": (invoice_pdfs.on_invoice_pdf_failed,),
+    "change_set.opened": (slack_change_sets.on_change_set_opened,),
+    "change_set.decided": (slack_change_sets.on_change_set_decided,),
 })
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,35 @@ from storage.scenario import WEEKDAYS, AdvertiserIn, LegalEntityIn, Scenario, cr
 SCENARIO_SOURCE = "scenario"
 
 
+#: Fields of EXISTING master data that move money (issue 14, maker-checker): a change of one of them by
+#: ``billbot load`` is held in a change set for someone other than its author to approve; new records
+#: and every other field apply directly. VAT data: the country and VAT id decide the VAT treatment.
+MONEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "legal_entities": ("currency", "country", "vat_id", "tolerance"),
+    "advertisers": ("currency", "country", "vat_id", "billing_threshold", "payment_terms_days", "tolerance"),
+    "campaigns": ("tolerance",),
+    "items": ("amount", "rate_type", "rate", "booked_quantity", "tolerance"),
+}
+MODELS: dict[str, Any] = {"legal_entities": LegalEntity, "advertisers": Advertiser, "campaigns": Campaign,
+                          "items": CampaignItem}
+
+
+def canonical_value(v: Any) -> Any:
+    """A field value as a change set shows and compares it: decimals exact without trailing zeros."""
+    if isinstance(v, Decimal):
+        text = format(v.normalize(), "f")
+        return "0" if text in ("-0", "") else text
+    return v
+
+
 @dataclass
 class LoadResult:
     inserted: dict[str, int] = field(default_factory=dict)
     updated: dict[str, int] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
+    #: money-moving changes of existing records, not applied: ``{kind, id, field, before, after}``
+    held: list[dict[str, Any]] = field(default_factory=list)
+    change_set: int | None = None  # the change set holding them (set by the load workflow)
 
     def count(self, kind: str, outcome: str, n: int = 1) -> None:
         bucket = getattr(self, outcome)
@@ -58,7 +83,11 @@ class LoadResult:
         return any(self.inserted.values()) or any(self.updated.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
+        out: dict[str, Any] = {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
+        if self.held:
+            out["held"] = self.held
+            out["change_set"] = self.change_set
+        return out
 
 
 def read_file(path: Path) -> Any:
@@ -85,7 +114,8 @@ def _sync_obj(obj: Any, values: dict[str, Any]) -> bool:
     return changed
 
 
-def _upsert_by_id(s: Session, model: Any, rows: list[dict[str, Any]], kind: str, res: LoadResult) -> None:
+def _upsert_by_id(s: Session, model: Any, rows: list[dict[str, Any]], kind: str, res: LoadResult, *,
+                  hold: bool = False) -> None:
     if not rows:
         return
     ids = [r["id"] for r in rows]
@@ -95,10 +125,20 @@ def _upsert_by_id(s: Session, model: Any, rows: list[dict[str, Any]], kind: str,
         if obj is None:
             s.add(model(**r))
             res.count(kind, "inserted")
-        elif _sync_obj(obj, r):
+            continue
+        held = _held(obj, r, kind) if hold else []
+        res.held += held
+        direct = {k: v for k, v in r.items() if k not in {h["field"] for h in held}}
+        if _sync_obj(obj, direct):
             res.count(kind, "updated")
-        else:
+        elif not held:
             res.count(kind, "unchanged")
+
+
+def _held(obj: Any, r: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [{"kind": kind, "id": r["id"], "field": f, "before": canonical_value(getattr(obj, f)),
+             "after": canonical_value(r[f])}
+            for f in MONEY_FIELDS.get(kind, ()) if f in r and getattr(obj, f) != r[f]]
 
 
 def load_scenario(
@@ -107,16 +147,21 @@ def load_scenario(
     *,
     actor: str = "cli",
     audit: Callable[[Session, LoadResult], None] | None = None,
+    hold_money_changes: bool = False,
 ) -> LoadResult:
-    """Validate and load a scenario (a parsed dict or a YAML file path) in one transaction."""
+    """Validate and load a scenario (a parsed dict or a YAML file path) in one transaction.
+
+    ``hold_money_changes``: changes of :data:`MONEY_FIELDS` on existing records are not applied but
+    listed in ``held`` (the load workflow turns them into a change set); ``audit`` runs when anything
+    changed or was held."""
     raw = read_file(Path(data)) if isinstance(data, Path | str) else data
     sc = parse_scenario(raw)
     with db.transaction() as s:
         problems = cross_check(sc, _known_ids(s, sc))
         if problems:
             raise Invalid(problems)
-        res = _apply(s, sc)
-        if audit is not None and res.changed:
+        res = _apply(s, sc, hold=hold_money_changes)
+        if audit is not None and (res.changed or res.held):
             audit(s, res)
     return res
 
@@ -142,7 +187,7 @@ def _postal(x: LegalEntityIn | AdvertiserIn) -> dict[str, str | None]:
     return {"street": a.street, "postcode": a.postcode, "city": a.city}
 
 
-def _apply(s: Session, sc: Scenario) -> LoadResult:
+def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     res = LoadResult()
     _upsert_by_id(s, LegalEntity, [
         {"id": le.id, "name": le.name, "country": le.country, "currency": le.currency, "vat_id": le.vat_id,
@@ -153,7 +198,7 @@ def _apply(s: Session, sc: Scenario) -> LoadResult:
          "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
          "bic": le.bic}
         for le in sc.legal_entities
-    ], "legal_entities", res)
+    ], "legal_entities", res, hold=hold)
     s.flush()
     _upsert_by_id(s, Advertiser, [
         {"id": a.id, "name": a.name, "legal_entity_id": a.legal_entity, "currency": a.currency,
@@ -161,13 +206,13 @@ def _apply(s: Session, sc: Scenario) -> LoadResult:
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number}
         for a in sc.advertisers
-    ], "advertisers", res)
+    ], "advertisers", res, hold=hold)
     s.flush()
     _upsert_by_id(s, Campaign, [
         {"id": c.id, "advertiser_id": c.advertiser, "name": c.name, "bill_me": c.bill_me,
          "payment_interval": c.payment_interval, "start": c.start, "end": c.end, "tolerance": c.tolerance}
         for c in sc.campaigns
-    ], "campaigns", res)
+    ], "campaigns", res, hold=hold)
     s.flush()
     _upsert_by_id(s, CampaignItem, [
         {"id": it.id, "campaign_id": c.id, "position": pos, "description": it.description, "billing": it.billing,
@@ -175,7 +220,7 @@ def _apply(s: Session, sc: Scenario) -> LoadResult:
          "booked_quantity": it.booked_quantity, "start": it.start, "end": it.end, "tolerance": it.tolerance,
          "make_good": it.make_good, "variance_check": it.variance_check}
         for c in sc.campaigns for pos, it in enumerate(c.items)
-    ], "items", res)
+    ], "items", res, hold=hold)
     s.flush()
     _load_external_ids(s, sc, res)
     _load_users(s, sc, res)

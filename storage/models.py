@@ -629,3 +629,73 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# --------------------------------------------------------------------------- controls (issue 14)
+
+
+class SigningKey(Base):
+    """The key registry: every public key the audit log and evidence packs were ever signed with.
+
+    A key is registered (and recorded in the audit log itself, with its PEM) the first time it signs;
+    ``billbot keys rotate`` retires the active key with a hand-over record signed by it. Records signed
+    by a retired key still verify — up to ``retired_at_record``, the hand-over; none may follow it.
+    """
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public_key: Mapped[str] = mapped_column(Text)  # PEM (SubjectPublicKeyInfo)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    registered_at_record: Mapped[int | None] = mapped_column(Integer)  # the audit record naming it
+    retired_at_record: Mapped[int | None] = mapped_column(Integer)  # the hand-over record it signed last
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ChangeSet(Base):
+    """Money-moving changes of existing master data (rates, amounts, thresholds, tolerances, VAT data,
+    payment terms) from ``billbot load``, held until someone other than the author approves them.
+
+    ``diff`` is a list of ``{kind, id, field, before, after}`` (values as canonical strings);
+    ``subject_hash`` the SHA-256 of the diff, what an approval binds to.
+    """
+
+    __tablename__ = "change_sets"
+    __table_args__ = (Index("ix_change_sets_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    author: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(200), default="")  # the file or demo it came from
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    diff: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+
+
+class CreditNoteRequest(Base):
+    """A credit note asked for, not yet issued: a ``finance_manager`` other than the requester
+    approves it, and only then is the credit note numbered and issued (``credit_note_id``)."""
+
+    __tablename__ = "credit_note_requests"
+    __table_args__ = (Index("ix_credit_note_requests_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"))
+    invoice_number: Mapped[str] = mapped_column(String(64))
+    line_ids: Mapped[list[Any] | None] = mapped_column(JSON)  # None: every line not yet credited
+    reason: Mapped[str] = mapped_column(Text)
+    amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))  # net to be credited (negative)
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    credit_note_id: Mapped[int | None] = mapped_column(Integer)

@@ -11,6 +11,7 @@ import typer
 
 from bot.cli import (  # noqa: F401 - each module adds its commands to the groups
     billing_cmds,
+    controls_cmds,
     core_cmds,
     cycle_cmds,
     documents_cmds,

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from bot.cli.groups import app, fx_app, invoices_app, preinvoices_app
-from bot.cli.identity import OPERATOR_ROLES, REQUESTER_ROLES, AsUser, acting_as
+from bot.cli.identity import FINANCE_ROLES, OPERATOR_ROLES, REQUESTER_ROLES, AsUser, acting_as
 from bot.cli.output import emit_json, fail, handle_errors, money_str, out_console, progress
 
 if TYPE_CHECKING:  # typing only (keeps CLI start-up light)
@@ -324,7 +325,32 @@ def invoices_show(
         out_console.print(f"  {v.vat_note}", highlight=False)
 
 
-@app.command("credit-note")
+class _RequestByDefault(TyperGroup):
+    """``billbot credit-note NUMBER …`` runs the hidden ``request`` command; ``approve``, ``reject`` and
+    ``list`` are commands of their own."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["request", *args]
+        return super().resolve_command(ctx, args)
+
+
+credit_note_app = typer.Typer(
+    cls=_RequestByDefault, no_args_is_help=True,
+    help="Credit notes: `billbot credit-note NUMBER --reason …` requests one; a finance manager other than "
+         "the requester issues it with `billbot credit-note approve ID`.",
+)
+app.add_typer(credit_note_app, name="credit-note")
+
+
+def _request_json(v: Any) -> dict[str, Any]:
+    return {"id": v.id, "invoice": v.invoice, "lines": v.lines, "reason": v.reason, "amount": money_str(v.amount),
+            "currency": v.currency, "state": v.state, "requested_by": v.requested_by,
+            "requested_at": v.requested_at, "decided_by": v.decided_by, "decided_at": v.decided_at,
+            "credit_note": v.credit_note}
+
+
+@credit_note_app.command("request", hidden=True)
 @handle_errors
 def credit_note_cmd(  # noqa: PLR0917 - Typer maps parameters to options
     number: Annotated[str, typer.Argument(help="The invoice number to correct.")],
@@ -334,20 +360,90 @@ def credit_note_cmd(  # noqa: PLR0917 - Typer maps parameters to options
     json_out: Annotated[bool, typer.Option("--json")] = False,
     as_user: AsUser = None,
 ) -> None:
-    """Cancel all or some lines of an invoice with a credit note (own series, references the original)."""
+    """Request a credit note cancelling all or some lines of an invoice; a finance manager other than
+    you approves it, and only then is it numbered and issued."""
     from bot.context import get_db, get_key
-    from bot.workflows.invoices import credit_note, get_invoice
+    from bot.workflows.credit_notes import list_requests, request_credit_note
 
     db = get_db()
     actor = acting_as(as_user, roles=REQUESTER_ROLES, what="credit-note")
-    cn = credit_note(db, number=number, line_ids=line or None, reason=reason, actor=actor, key=get_key(),
-                     today=_today(), legal_entity_id=legal_entity)
-    v = get_invoice(db, cn.number, legal_entity_id=cn.legal_entity_id)
+    req = request_credit_note(db, number=number, line_ids=line or None, reason=reason, actor=actor, key=get_key(),
+                              legal_entity_id=legal_entity)
+    v = next(r for r in list_requests(db) if r.id == req.id)
+    if json_out:
+        emit_json(_request_json(v))
+    else:
+        out_console.print(f"credit-note request #{v.id} for {number} ({money_str(v.amount)} {v.currency}) waits for a "
+                          f"finance manager other than you: `billbot credit-note approve {v.id} --as U…`",
+                          highlight=False)
+
+
+@credit_note_app.command("approve")
+@handle_errors
+def credit_note_approve(
+    request_id: Annotated[int, typer.Argument(help="The credit-note request's id.")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
+) -> None:
+    """Issue a requested credit note (a finance manager other than the requester)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.credit_notes import decide_credit_note
+    from bot.workflows.invoices import get_invoice
+    from storage.models import Invoice
+
+    db = get_db()
+    actor = acting_as(as_user, roles=FINANCE_ROLES, what="credit-note approve")
+    req = decide_credit_note(db, request_id=request_id, decision="approve", actor=actor, key=get_key(),
+                             today=_today())
+    with db.read() as s:
+        cn = s.get(Invoice, req.credit_note_id)
+        assert cn is not None
+        number, le = cn.number, cn.legal_entity_id
+    v = get_invoice(db, number, legal_entity_id=le)
     if json_out:
         emit_json(invoice_json(v, lines=True))
     else:
-        out_console.print(f"Document {v.number} created for {v.advertiser} (credits {number}: "
+        out_console.print(f"Document {v.number} created for {v.advertiser} (credits {v.references}: "
                           f"{money_str(v.gross)} {v.currency})", highlight=False)
+
+
+@credit_note_app.command("reject")
+@handle_errors
+def credit_note_reject(
+    request_id: Annotated[int, typer.Argument(help="The credit-note request's id.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")],
+    as_user: AsUser = None,
+) -> None:
+    """Drop a requested credit note (a finance manager other than the requester)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.credit_notes import decide_credit_note
+
+    actor = acting_as(as_user, roles=FINANCE_ROLES, what="credit-note reject")
+    req = decide_credit_note(get_db(), request_id=request_id, decision="reject", actor=actor, key=get_key(),
+                             today=_today(), reason=reason)
+    out_console.print(f"credit-note request #{req.id} rejected by {actor}", highlight=False)
+
+
+@credit_note_app.command("list")
+@handle_errors
+def credit_note_list(
+    state: Annotated[str | None, typer.Option(help="pending, approved or rejected (default: all).")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Credit-note requests: who asked, for what, and who decided."""
+    from bot.context import get_db
+    from bot.workflows.credit_notes import list_requests
+
+    views = list_requests(get_db(), state=state)
+    if json_out:
+        emit_json([_request_json(v) for v in views])
+        return
+    for v in views:
+        done = f" → {v.credit_note}" if v.credit_note else ""
+        out_console.print(f"#{v.id} {v.state:<8} {v.invoice} {money_str(v.amount)} {v.currency} by {v.requested_by}"
+                          f"{done}", highlight=False)
+    if not views:
+        out_console.print("no credit-note requests")
 
 
 # --------------------------------------------------------------------------- exchange rates

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import select
@@ -41,16 +41,21 @@ def load(
     _print_load(res.as_dict(), json_out)
 
 
-def _print_load(counts: dict[str, dict[str, int]], json_out: bool) -> None:
+def _print_load(counts: dict[str, Any], json_out: bool) -> None:
     if json_out:
         emit_json(counts)
         return
-    kinds = sorted({k for bucket in counts.values() for k in bucket})
+    kinds = sorted({k for name in ("inserted", "updated", "unchanged") for k in counts[name]})
+    held = counts.get("held") or []
     if not any(counts["inserted"].values()) and not any(counts["updated"].values()):
-        out_console.print("nothing changed")
+        out_console.print("nothing changed" + (" (until the change set below is approved)" if held else ""))
     for k in kinds:
         out_console.print(f"{k}: {counts['inserted'].get(k, 0)} inserted, {counts['updated'].get(k, 0)} updated, "
                           f"{counts['unchanged'].get(k, 0)} unchanged")
+    if held:
+        out_console.print(f"{len(held)} change(s) that move money held in change set #{counts['change_set']}, waiting "
+                          f"for approval by someone else (`billbot changes show {counts['change_set']}`)",
+                          highlight=False)
 
 
 @app.command("demo")

@@ -135,17 +135,19 @@ def evidence_create(
 
 def _trusted_keys(public_key: Path | None) -> list[Any]:
     """The keys a pack must be signed by: those in ``--public-key`` (one or more PEM blocks), else the
-    deployment's (read-only: a missing key is an error naming it, never generated)."""
+    deployment's key registry (every key, retired ones too) and its current key (read-only: a missing
+    key is an error naming it, never generated)."""
     import re
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     if public_key is None:
-        from bot.context import settings
+        from bot.context import get_db, settings
         from bot.signing import load_key
+        from bot.workflows.keys import trusted_keys
 
-        return [load_key(str(settings().key_path), generate=False).public_key()]
+        return trusted_keys(get_db(), load_key(str(settings().key_path), generate=False).public_key())
     if not public_key.is_file():
         fail(f"--public-key {public_key}: no such file", code=2)
     blocks = re.findall(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", public_key.read_bytes(), re.S)
@@ -170,7 +172,7 @@ def evidence_verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     public_key: Annotated[Path | None, typer.Option(
         "--public-key", help="PEM public key(s) to trust (`billbot keys export`), for an auditor without "
-                             "database access; default: the deployment's key.")] = None,
+                             "database access; default: every key of the deployment's registry.")] = None,
 ) -> None:
     """Check an evidence pack: a valid signature by a trusted key, hashes, canonical archive, audit
     signatures, embedded XML. Exit 1 if it fails."""

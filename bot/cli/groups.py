@@ -26,13 +26,16 @@ audit_app = typer.Typer(help="The signed, hash-chained audit log.", no_args_is_h
 evidence_app = typer.Typer(
     help="Evidence packs: `billbot evidence NUMBER -o FILE.zip`, `billbot evidence verify FILE.zip`.",
 )
-keys_app = typer.Typer(help="The deployment's signing keys: export the public keys for auditors.", no_args_is_help=True)
+keys_app = typer.Typer(help="The deployment's signing keys: rotate them, export the public keys for auditors.",
+                       no_args_is_help=True)
+changes_app = typer.Typer(help="Master-data change sets that move money, waiting for a second person.",
+                          no_args_is_help=True)
 schedule_app = typer.Typer(help="Cron schedules for syncs, billing runs and the digest.", no_args_is_help=True)
 
 for _sub, _name in (
     (db_app, "db"), (advertisers_app, "advertisers"), (users_app, "users"), (preinvoices_app, "preinvoices"),
     (invoices_app, "invoices"), (fx_app, "fx"), (sync_app, "sync"), (import_app, "import"),
     (quarantine_app, "quarantine"), (exceptions_app, "exceptions"), (audit_app, "audit"),
-    (schedule_app, "schedule"), (keys_app, "keys"),
+    (schedule_app, "schedule"), (keys_app, "keys"), (changes_app, "changes"),
 ):
     app.add_typer(_sub, name=_name)

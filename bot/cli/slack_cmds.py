@@ -15,28 +15,40 @@ from bot.cli.output import emit_json, handle_errors, out_console
 @audit_app.command("verify")
 @handle_errors
 def audit_verify() -> None:
-    """Recompute the audit chain (hashes, links, Ed25519 signatures); name the first broken record.
-    Read-only: it never creates a signing key."""
+    """Recompute the audit chain (hashes, links, Ed25519 signatures by the key each record names, from
+    the key registry), the registry's hand-overs, the published anchors, and the business rows
+    (invoices, credit notes, pre-invoices, decisions) against their latest audit record; name what is
+    wrong. Read-only: it never creates a signing key."""
     from bot import context
     from bot.signing import load_key
-    from bot.workflows.audit import check_anchors, verify_chain
+    from bot.workflows.audit import check_anchors, check_registry, key_registry, verify_chain
+    from bot.workflows.integrity import check_rows
 
     db = context.get_db()
     # read-only: never creates or changes a key; a missing key is an error naming it
     public = load_key(str(context.settings().key_path), generate=False).public_key()
     anchors = context.settings().anchor_path
     with db.read() as s:
-        result = verify_chain(s, public)
-        cut = check_anchors(s, anchors, public) if result.ok else None
-    if cut is not None:
-        typer.echo(f"audit log broken: {cut}", err=True)
+        registry = key_registry(s)
+        result = verify_chain(s, public, registry)
+        problem = None
+        if result.ok:
+            problem = check_registry(s, registry) or check_anchors(s, anchors, public, registry)
+        rows = check_rows(s) if result.ok and problem is None else []
+    if problem is not None:
+        typer.echo(f"audit log broken: {problem}", err=True)
         raise typer.Exit(1)
-    if result.ok:
-        out_console.print(f"OK: {result.records} audit record(s) verified (hashes, chain, signatures)",
-                          highlight=False)
-        return
-    typer.echo(f"audit log broken at record {result.first_bad}: {result.problem}", err=True)
-    raise typer.Exit(1)
+    if not result.ok:
+        typer.echo(f"audit log broken at record {result.first_bad}: {result.problem}", err=True)
+        raise typer.Exit(1)
+    if rows:
+        for r in rows:
+            typer.echo(r, err=True)
+        typer.echo(f"{len(rows)} row(s) differ from their audited state", err=True)
+        raise typer.Exit(1)
+    out_console.print(f"OK: {result.records} audit record(s) verified (hashes, chain, signatures by "
+                      f"{len(registry)} registered key(s)); invoices, pre-invoices and decisions match "
+                      "their audited state", highlight=False)
 
 
 @audit_app.command("anchor")
@@ -61,18 +73,50 @@ def audit_anchor(json_out: bool = typer.Option(False, "--json", help="Print the 
 def keys_export(
     output: Annotated[Path, typer.Option("-o", "--output", help="The PEM file to write (public keys only).")],
 ) -> None:
-    """Write the deployment's public signing key(s) as PEM, for an auditor verifying packs offline
-    (`billbot evidence verify PACK --public-key FILE`). Read-only: never creates a key."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
+    """Write every public key of the registry (retired ones too, they signed older records and packs) as
+    PEM, for an auditor verifying packs offline (`billbot evidence verify PACK --public-key FILE`).
+    Read-only: never creates a key."""
     from billing.signatures import key_id
     from bot import context
     from bot.signing import load_key
+    from bot.workflows.keys import export_pem, trusted_keys
 
     public = load_key(str(context.settings().key_path), generate=False).public_key()
+    keys = trusted_keys(context.get_db(), public)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
-    out_console.print(f"wrote public key {key_id(public)} to {output}", highlight=False)
+    output.write_bytes(export_pem(keys))
+    ids = ", ".join(key_id(k) for k in keys)
+    out_console.print(f"wrote {len(keys)} public key(s) ({ids}) to {output}", highlight=False)
+
+
+@keys_app.command("rotate")
+@handle_errors
+def keys_rotate(
+    as_user: AsUser = None,
+    json_out: bool = typer.Option(False, "--json", help="Print the hand-over as JSON."),
+) -> None:
+    """Start a new signing key (an admin does): the hand-over is recorded in the audit log, signed by the
+    old key; the old key stays in the registry so records and packs it signed still verify, but signs
+    nothing more. In distributed mode, give every process the new key file."""
+    from bot import context
+    from bot.signing import install_key, load_key, stage_key
+    from bot.workflows.keys import rotate
+
+    actor = acting_as(as_user, roles=ADMIN_ROLES, what="keys rotate")
+    path = context.settings().key_path
+    old = load_key(str(path), generate=False)
+    new, staged = stage_key(path)
+    try:
+        r = rotate(context.get_db(), old=old, new=new, actor=actor)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    install_key(staged, path)
+    if json_out:
+        emit_json({"old_key_id": r.old_key_id, "new_key_id": r.new_key_id, "record": r.record})
+        return
+    out_console.print(f"signing key {r.old_key_id} retired, {r.new_key_id} in force (hand-over: audit record "
+                      f"{r.record}); export the keys for auditors with `billbot keys export`", highlight=False)
 
 
 @users_app.command("grant")

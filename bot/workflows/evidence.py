@@ -422,7 +422,8 @@ def verify_evidence_pack(  # noqa: C901, PLR0912, PLR0915 - one check per pack m
                 problems.append(f"{SUMS_SIG} does not verify")
     elif public_key is not None:
         problems.append(f"{SUMS_SIG} is missing")
-    problems += _check_audit(files.get("audit.jsonl", b""), check_key)
+    others = {key_id(k): k for k in trusted or ()}  # records older than a key rotation: signed by a retired key
+    problems += _check_audit(files.get("audit.jsonl", b""), check_key, others)
     if not problems:  # the members are what was packed; now check they agree with each other
         problems += _check_documents(files, manifest)
     return problems
@@ -458,7 +459,10 @@ def _check_documents(files: dict[str, bytes], manifest: dict[str, Any]) -> list[
     return problems
 
 
-def _check_audit(data: bytes, public: Ed25519PublicKey | None) -> list[str]:
+def _check_audit(data: bytes, public: Ed25519PublicKey | None,
+                 others: dict[str, Ed25519PublicKey] | None = None) -> list[str]:
+    """Each audit record's hash and signature: by the pack's key, or — for records written before a key
+    rotation — by the trusted (registry) key the record names."""
     problems: list[str] = []
     try:
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
@@ -475,9 +479,11 @@ def _check_audit(data: bytes, public: Ed25519PublicKey | None) -> list[str]:
         if h != r.get("record_hash"):
             problems.append(f"audit record {r.get('id')} was changed (hash mismatch)")
         elif public is not None and r.get("signature"):
-            if r.get("key_id") and r["key_id"] != key_id(public):
-                problems.append(f"audit record {r.get('id')} was signed by key {r['key_id']}, not the pack's key")
-            elif not verify(public, h, str(r["signature"])):
+            signer = public if not r.get("key_id") or r["key_id"] == key_id(public) else (others or {}).get(r["key_id"])
+            if signer is None:
+                problems.append(f"audit record {r.get('id')} was signed by key {r['key_id']}, not the pack's key "
+                                "nor a trusted one")
+            elif not verify(signer, h, str(r["signature"])):
                 problems.append(f"audit record {r.get('id')} has a bad signature")
     return problems
 

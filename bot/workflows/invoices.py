@@ -46,35 +46,57 @@ def credit_note(
     db: Database, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
     key: Ed25519PrivateKey | None, today: date, legal_entity_id: str | None = None, now: datetime | None = None,
 ) -> Invoice:
-    """Cancel all (``line_ids=None``) or the given lines of invoice ``number`` with a credit note."""
-    if not reason or not reason.strip():
-        raise Invalid("a credit note needs a reason")
+    """Cancel all (``line_ids=None``) or the given lines of invoice ``number`` with a credit note, at once.
+
+    The surfaces never call this: a credit note is requested and issued only when a second
+    ``finance_manager`` approves it (:mod:`bot.workflows.credit_notes`), which calls :func:`issue_credit_note`."""
     now = now or datetime.now(UTC)
     with db.transaction() as s:
-        original = find_invoice(s, number, legal_entity_id=legal_entity_id)
-        if original.kind != "invoice":
-            raise NotAllowed(f"{number} is a {original.kind.replace('_', ' ')}; only invoices can be credited",
-                             code="kind")
-        credited = set(s.execute(
-            select(InvoiceLine.credited_line_id)
-            .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-            .where(Invoice.references_invoice_id == original.id, InvoiceLine.credited_line_id.is_not(None))
-        ).scalars())
-        lines = _lines_to_credit(original, line_ids, credited)
-        le = s.get(LegalEntity, original.legal_entity_id)
-        assert le is not None
-        vat = VatTreatment(original.vat_rate, original.vat_category, original.vat_note, "as original")
-        draft = build_invoice(
-            lines=credit_lines([_line_draft(x) for x in lines]), currency=original.currency, vat=vat,
-            fx=locked_from_json(original.fx), issue_date=today, payment_terms_days=0,
-            parties=dict(original.parties or {}), approvals=[{"credit_note_by": actor, "at": now.isoformat()}],
-            kind="credit_note", reason=reason.strip(), references=original.number,
-        )
-        ctx = Context(period_end=today, period_label=None, actor=actor, key=key, today=today, now=now,
-                      billing_run_id=None, rates=())
-        cn = store_invoice(s, draft, le=le, advertiser_id=original.advertiser_id, series=le.credit_note_series,
-                           ctx=ctx, references_invoice_id=original.id)
-        return cn
+        return issue_credit_note(s, number=number, line_ids=line_ids, reason=reason, actor=actor, key=key,
+                                 today=today, legal_entity_id=legal_entity_id, now=now)
+
+
+def credited_lines(s: Session, original: Invoice) -> set[int | None]:
+    return set(s.execute(
+        select(InvoiceLine.credited_line_id)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(Invoice.references_invoice_id == original.id, InvoiceLine.credited_line_id.is_not(None))
+    ).scalars())
+
+
+def check_creditable(s: Session, number: str, line_ids: list[int] | None, *,
+                     legal_entity_id: str | None = None) -> tuple[Invoice, list[InvoiceLine]]:
+    """The invoice ``number`` and its lines to credit, or the reason they cannot be."""
+    original = find_invoice(s, number, legal_entity_id=legal_entity_id)
+    if original.kind != "invoice":
+        raise NotAllowed(f"{number} is a {original.kind.replace('_', ' ')}; only invoices can be credited",
+                         code="kind")
+    return original, _lines_to_credit(original, line_ids, credited_lines(s, original))
+
+
+def issue_credit_note(
+    s: Session, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
+    key: Ed25519PrivateKey | None, today: date, now: datetime, legal_entity_id: str | None = None,
+    approvals: list[dict[str, Any]] | None = None,
+) -> Invoice:
+    """Number and issue the credit note in the caller's transaction."""
+    if not reason or not reason.strip():
+        raise Invalid("a credit note needs a reason")
+    original, lines = check_creditable(s, number, line_ids, legal_entity_id=legal_entity_id)
+    le = s.get(LegalEntity, original.legal_entity_id)
+    assert le is not None
+    vat = VatTreatment(original.vat_rate, original.vat_category, original.vat_note, "as original")
+    draft = build_invoice(
+        lines=credit_lines([_line_draft(x) for x in lines]), currency=original.currency, vat=vat,
+        fx=locked_from_json(original.fx), issue_date=today, payment_terms_days=0,
+        parties=dict(original.parties or {}),
+        approvals=approvals or [{"credit_note_by": actor, "at": now.isoformat()}],
+        kind="credit_note", reason=reason.strip(), references=original.number,
+    )
+    ctx = Context(period_end=today, period_label=None, actor=actor, key=key, today=today, now=now,
+                  billing_run_id=None, rates=())
+    return store_invoice(s, draft, le=le, advertiser_id=original.advertiser_id, series=le.credit_note_series,
+                         ctx=ctx, references_invoice_id=original.id)
 
 
 def _lines_to_credit(original: Invoice, line_ids: list[int] | None, credited: set[int | None]) -> list[InvoiceLine]:

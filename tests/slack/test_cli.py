@@ -74,7 +74,7 @@ def test_users_grant_revoke_and_list(db, signing_key, monkeypatch):
                        "profile_fetched_at": None}]
     with db.read() as s:
         rows = list(s.execute(text("SELECT action, actor FROM audit_log ORDER BY id")))
-    assert [tuple(r) for r in rows] == [("role.granted", "bootstrap"), ("role.granted", "U0ADMIN"),
+    assert [tuple(r) for r in rows] == [("key.registered", "system"), ("role.granted", "bootstrap"), ("role.granted", "U0ADMIN"),
                                         ("role.granted", "U0ADMIN"), ("role.revoked", "U0ADMIN")]
 
 

@@ -145,7 +145,8 @@ def test_cli_load_exit_codes_and_audit(db: Database, tmp_path: Path) -> None:
     again = runner.invoke(app, ["load", str(EXAMPLE)])
     assert "nothing changed" in again.stdout
     with db.read() as s:
-        assert [a.action for a in s.execute(select(AuditLog)).scalars()] == ["scenario.loaded"]
+        # the deployment key's first record registers it (issue 14), then the one load
+        assert [a.action for a in s.execute(select(AuditLog)).scalars()] == ["key.registered", "scenario.loaded"]
     bad = copy.deepcopy(example())
     bad["exchange_rates"][0]["rate"] = "-1"
     path = tmp_path / "bad.yaml"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from storage.db import Database
-from tests.factories import OPERATOR, add_user, advertiser, campaign, linear, load, scenario
+from tests.factories import MANAGER, OPERATOR, add_user, advertiser, campaign, linear, load, scenario
 
 pytestmark = pytest.mark.usefixtures("no_variance")  # variance checks off unless with_variance
 
@@ -58,7 +58,13 @@ def test_preinvoices_run_invoices_credit_note_and_fx_as_json(db: Database, key: 
     assert run["log"] == ["Document INV-2026-000001 created for Autohaus Nord",
                           "Skipped items with a total of 200.00 EUR for Autohaus Süd (threshold 5000.00 EUR)"]
 
-    cn = _json("credit-note", "INV-2026-000001", "--reason", "wrong rate")
+    # a credit note is requested, and issued only when a finance manager other than the requester approves
+    req = _json("credit-note", "INV-2026-000001", "--reason", "wrong rate")
+    assert (req["state"], req["invoice"], req["amount"], req["requested_by"]) == ("pending", "INV-2026-000001",
+                                                                                "-100.00", OPERATOR)
+    assert _json("invoices", "list", "--kind", "credit_note") == []
+    add_user(db, MANAGER, ["finance_manager"])
+    cn = _json("credit-note", "approve", str(req["id"]), "--as", MANAGER)
     assert (cn["number"], cn["kind"], cn["references"], cn["gross"]) == ("CN-2026-000001", "credit_note",
                                                                          "INV-2026-000001", "-119.00")
     invoices = _json("invoices", "list")

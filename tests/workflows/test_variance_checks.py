@@ -78,7 +78,7 @@ def test_a_variance_opens_a_pending_exception_with_evidence(db, key, events) -> 
     assert ev["booked_amount"] == "1120.00" and ev["computed_amount"] == "896.00"
     assert len(ev["findings"]) == 1
     assert "224000 impressions delivered vs 280000 booked" in e.summary
-    assert audit_actions(db) == ["exception.opened", "preinvoice.pending"]
+    assert audit_actions(db) == ["key.registered", "exception.opened", "preinvoice.pending"]
     assert ("exception.opened", e.id) in events and ("preinvoice.changed", pid) in events
     with db.read() as s:
         assert [x.id for x in open_exceptions_for(s, pid)] == [e.id]
@@ -94,7 +94,7 @@ def test_rerun_is_idempotent(db, key, events) -> None:  # type: ignore[no-untype
         assert s.scalar(select(func.count()).select_from(BillingException)) == 1
         e = s.execute(select(BillingException)).scalar_one()
         assert e.version == 1 and e.due_at == NOW + timedelta(hours=24)
-    assert audit_actions(db) == ["exception.opened", "preinvoice.pending"]  # nothing new written
+    assert audit_actions(db) == ["key.registered", "exception.opened", "preinvoice.pending"]  # nothing new written
     assert events == []
 
 

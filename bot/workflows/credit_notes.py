@@ -1,0 +1,151 @@
+"""Credit notes need a second finance manager (issue 14, maker-checker).
+
+``billbot credit-note NUMBER --reason …`` (or Slack) only *requests* a credit note: the request names
+the invoice, the lines and the amount to be credited, and waits. A ``finance_manager`` other than the
+requester approves it — only then is the credit note numbered (gapless, in the legal entity's
+credit-note series) and issued, in the approving transaction; a Reject drops the request. Both are
+one conditional UPDATE (``WHERE state = 'pending'``), so a double click or a concurrent decision
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from billing.errors import Conflict, Invalid, NotAllowed, NotFound
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from bot.workflows.invoices import check_creditable, issue_credit_note
+from storage.db import Database
+from storage.models import CreditNoteRequest, Invoice, User
+
+APPROVER_ROLE = "finance_manager"
+
+CreditDecision = Literal["approve", "reject"]
+
+
+def request_credit_note(
+    db: Database, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
+    key: Ed25519PrivateKey | None, legal_entity_id: str | None = None, now: datetime | None = None,
+) -> CreditNoteRequest:
+    """Ask for a credit note of all (``line_ids=None``) or some lines of invoice ``number``; checked
+    now (the lines exist and are not credited yet), issued when a second finance manager approves."""
+    if not reason or not reason.strip():
+        raise Invalid("a credit note needs a reason")
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        original, lines = check_creditable(s, number, line_ids, legal_entity_id=legal_entity_id)
+        waiting = s.execute(select(CreditNoteRequest.id).where(
+            CreditNoteRequest.invoice_id == original.id, CreditNoteRequest.state == "pending")).scalars().first()
+        if waiting is not None:
+            raise Conflict(f"credit-note request #{waiting} for {original.number} is still waiting for approval",
+                           code="pending_request")
+        req = CreditNoteRequest(
+            invoice_id=original.id, invoice_number=original.number, line_ids=line_ids, reason=reason.strip(),
+            amount=-sum((x.amount for x in lines), Decimal(0)), currency=original.currency, state="pending",
+            requested_by=actor, requested_at=now)
+        s.add(req)
+        s.flush()
+        audit.record(s, key=key, actor=actor, action="credit_note.requested", subject_type="credit_note_request",
+                     subject_id=req.id, now=now,
+                     payload={"invoice": original.number, "lines": [x.id for x in lines], "reason": req.reason,
+                              "net": str(req.amount), "currency": req.currency})
+        notify(s, "credit_note.requested", request_id=req.id)
+        return req
+
+
+def access_credit_note_request(s: Session, actor: str, req: CreditNoteRequest, decision: CreditDecision) -> User:
+    """Who may decide on a credit-note request: a known finance manager who did not request it, while it waits."""
+    user = s.get(User, actor)
+    if user is None:
+        raise NotAllowed(f"{actor} is not a billbot user", code="unknown_user")
+    if APPROVER_ROLE not in user.role_names:
+        raise NotAllowed(f"deciding on a credit note needs the finance_manager role; {actor} has "
+                         f"{', '.join(sorted(user.role_names)) or 'no role'}", code="role_required")
+    if req.requested_by == actor:
+        raise NotAllowed(f"you requested credit note #{req.id}: another finance manager must {decision} it",
+                         code="own_request")
+    if req.state != "pending":
+        raise Conflict(f"credit-note request #{req.id} was already {req.state} by {req.decided_by}",
+                       code="already_decided")
+    return user
+
+
+def decide_credit_note(
+    db: Database, *, request_id: int, decision: CreditDecision, actor: str, key: Ed25519PrivateKey | None,
+    today: date, reason: str | None = None, now: datetime | None = None,
+) -> CreditNoteRequest:
+    """Approve (number and issue the credit note) or reject a credit-note request, in one transaction."""
+    now = now or datetime.now(UTC)
+    if decision == "reject" and not (reason or "").strip():
+        raise Invalid("a rejection needs a reason")
+    with db.transaction() as s:
+        req = s.get(CreditNoteRequest, request_id)
+        if req is None:
+            raise NotFound(f"credit-note request #{request_id} not found")
+        access_credit_note_request(s, actor, req, decision)
+        state = "approved" if decision == "approve" else "rejected"
+        result = s.execute(update(CreditNoteRequest)
+                           .where(CreditNoteRequest.id == req.id, CreditNoteRequest.state == "pending")
+                           .values(state=state, decided_by=actor, decided_at=now,
+                                   decision_reason=(reason or "").strip() or None)
+                           .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(f"credit-note request #{req.id} was decided by someone else at the same moment",
+                           code="already_decided")
+        s.refresh(req)
+        payload: dict[str, Any] = {"invoice": req.invoice_number, "requested_by": req.requested_by,
+                                   "reason": req.decision_reason}
+        if decision == "approve":
+            cn = issue_credit_note(
+                s, number=req.invoice_number, line_ids=req.line_ids, reason=req.reason, actor=actor, key=key,
+                today=today, now=now, legal_entity_id=_legal_entity(s, req.invoice_id),
+                approvals=[{"credit_note_by": req.requested_by, "at": req.requested_at.isoformat()},
+                           {"approved_by": actor, "at": now.isoformat()}])
+            req.credit_note_id = cn.id
+            payload["credit_note"] = cn.number
+        audit.record(s, key=key, actor=actor, action=f"credit_note.{state}", subject_type="credit_note_request",
+                     subject_id=req.id, now=now, payload=payload)
+        notify(s, "credit_note.decided", request_id=req.id)
+        return req
+
+
+def _legal_entity(s: Session, invoice_id: int) -> str | None:
+    inv = s.get(Invoice, invoice_id)
+    return inv.legal_entity_id if inv is not None else None
+
+
+@dataclass(frozen=True)
+class CreditNoteRequestView:
+    id: int
+    invoice: str
+    lines: list[int] | None
+    reason: str
+    amount: Decimal
+    currency: str
+    state: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    credit_note: str | None
+
+
+def list_requests(db: Database, *, state: str | None = None) -> list[CreditNoteRequestView]:
+    with db.read() as s:
+        q = select(CreditNoteRequest).order_by(CreditNoteRequest.id)
+        if state:
+            q = q.where(CreditNoteRequest.state == state)
+        rows = list(s.execute(q).scalars())
+        numbers = {i: n for i, n in s.execute(select(Invoice.id, Invoice.number).where(
+            Invoice.id.in_([r.credit_note_id for r in rows if r.credit_note_id])))}
+        return [CreditNoteRequestView(r.id, r.invoice_number, r.line_ids, r.reason, r.amount, r.currency, r.state,
+                                      r.requested_by, r.requested_at, r.decided_by, r.decided_at,
+                                      numbers.get(r.credit_note_id) if r.credit_note_id else None) for r in rows]
