@@ -73,7 +73,8 @@ class SmtpSender:
             code = max(c for c, _ in answers.values())
             temporary = all(400 <= c < 500 for c, _ in answers.values())
             detail = "; ".join(f"{a}: {c} {m}" for a, (c, m) in answers.items())
-            raise SendFailed(f"{code} recipients refused ({detail})", temporary=temporary, smtp_code=code) from e
+            raise SendFailed(f"{code} recipients refused ({detail})", temporary=temporary, smtp_code=code,
+                             refused={a: f"{c} {m}" for a, (c, m) in answers.items()}) from e
         except smtplib.SMTPResponseException as e:  # sender refused, data refused, auth failed, …
             code = int(e.smtp_code)
             raise SendFailed(f"{code} {_text(e.smtp_error)}", temporary=400 <= code < 500, smtp_code=code) from e

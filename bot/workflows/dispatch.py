@@ -56,10 +56,12 @@ class SendFailed(BillingError):
 
     code = "dispatch_failed"
 
-    def __init__(self, message: str, *, temporary: bool, smtp_code: int | None = None) -> None:
+    def __init__(self, message: str, *, temporary: bool, smtp_code: int | None = None,
+                 refused: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.temporary = temporary
         self.smtp_code = smtp_code
+        self.refused = refused or {}  # every recipient refused: address → the server's answer
 
 
 class MailSender(Protocol):
@@ -156,9 +158,9 @@ def compose(inv: Invoice, adv: Advertiser, *, pdf: bytes, mail_from: str, to: li
         msg["References"] = references
         msg["In-Reply-To"] = references
     msg["Date"] = format_datetime(now or datetime.now(UTC))
-    msg["Content-Language"] = locale
     msg.set_content(body.lstrip("\n"))
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{safe_name(inv.number)}.pdf")
+    msg["Content-Language"] = locale  # after the content: setting content clears Content-* headers
     return msg
 
 
@@ -200,6 +202,8 @@ def _claim(db: Database, invoice_id: int, *, mail_from: str, resend: bool, actor
         row = s.get(InvoiceDispatch, invoice_id)
         if row is not None and row.state == "sent" and not resend:
             return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="already sent")
+        if row is not None and row.state == "failed" and actor == "system":  # waits for a person's resend
+            return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="failed before")
         to, cc = recipients_of(adv)
         if row is None:
             row = InvoiceDispatch(invoice_id=inv.id, state="queued", message_id=message_id_for(inv, mail_from),
@@ -223,26 +227,34 @@ def _claim(db: Database, invoice_id: int, *, mail_from: str, resend: bool, actor
         return row.message_id, references, to, cc
 
 
-def _finish(db: Database, invoice_id: int, *, ok: bool, error: str | None, final: bool, refused: dict[str, str],
+def _finish(db: Database, invoice_id: int, *, state: str, error: str | None, delivered: list[str],
             actor: str, key: Ed25519PrivateKey | None, now: datetime) -> None:
+    """Record one attempt: ``sent`` (every recipient took it), ``queued`` (a temporary refusal, another
+    attempt follows) or ``failed`` (final; notified for the operators)."""
     with db.transaction() as s:
         row = s.get(InvoiceDispatch, invoice_id)
         inv = s.get(Invoice, invoice_id)
         assert row is not None and inv is not None
         row.attempts = (row.attempts or 0) + 1
-        if ok:
-            row.state, row.sent_at, row.sends = "sent", now, (row.sends or 0) + 1
-            row.last_error = "; ".join(f"{a}: {e}" for a, e in refused.items()) or None
+        row.state = state
+        if state != "queued" and delivered:  # the mail reached someone: one more send of this invoice
+            row.sent_at, row.sends = now, (row.sends or 0) + 1
+        if state == "sent":
+            row.last_error = None
             _record(s, row, inv, key=key, actor=actor, action="invoice.dispatched",
-                    payload={**row.recipients, "attempt": row.attempts, "refused": refused}, now=now)
+                    payload={**row.recipients, "attempt": row.attempts, "delivered": delivered}, now=now)
             notify(s, "invoice.dispatched", invoice_id=inv.id, number=inv.number, message_id=row.message_id)
             return
         row.last_error = (error or "unknown error")[:2000]
-        row.state = "failed" if final else "queued"
         _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_failed",
-                payload={"error": row.last_error, "attempt": row.attempts, "final": final}, now=now)
-        if final:
+                payload={"error": row.last_error, "attempt": row.attempts, "final": state == "failed",
+                         "delivered": delivered}, now=now)
+        if state == "failed":
             notify(s, "invoice.dispatch_failed", invoice_id=inv.id, number=inv.number, error=row.last_error)
+
+
+def _temporary(answer: str) -> bool:
+    return answer[:1] == "4"
 
 
 def dispatch_invoice(
@@ -265,7 +277,9 @@ def dispatch_invoice(
     """Mail invoice ``invoice_id`` once (see the module docstring for the rules).
 
     ``actor`` is ``system`` for the job after rendering, or the operator sending by hand (checked for
-    an operator role). Returns what happened; a permanent failure is recorded and notified, not raised."""
+    an operator role). A recipient refused with a 4xx is tried again (that recipient only, the same
+    Message-ID) up to ``attempts`` times, ``retry_delay × 2^(n-1)`` seconds apart; a 5xx is final.
+    Returns what happened; a permanent failure is recorded and notified, not raised."""
     clock = now or (lambda: datetime.now(UTC))
     if not mail_from:
         raise Invalid("MAIL_FROM is not set: say which address invoices are sent from")
@@ -284,23 +298,38 @@ def dispatch_invoice(
                       references=references, evidence_url=url, now=clock())
     sender_addr = parseaddr(mail_from)[1] or mail_from
     tries = max(1, attempts)
-    for attempt in range(1, tries + 1):
+    pending: list[str] = [*to, *cc]
+    delivered: list[str] = []
+    gave_up: dict[str, str] = {}
+    attempt = 0
+    for attempt in range(1, tries + 1):  # noqa: B007 - the last attempt's number is reported
         try:
-            refused = sender.send(msg, sender=sender_addr, recipients=[*to, *cc])
-        except SendFailed as e:
-            final = not e.temporary or attempt >= tries
-            log.warning("mailing %s failed (attempt %d of %d): %s", number, attempt, tries, e.message)
-            _finish(db, invoice_id, ok=False, error=e.message, final=final, refused={}, actor=actor, key=key,
-                    now=clock())
-            if final:
-                return DispatchOutcome(number, "failed", message_id=message_id, to=tuple(to), cc=tuple(cc),
-                                       attempts=attempt, error=e.message)
-            sleep(retry_delay * 2 ** (attempt - 1))
-            continue
-        _finish(db, invoice_id, ok=True, error=None, final=True, refused=refused, actor=actor, key=key, now=clock())
-        return DispatchOutcome(number, "sent", message_id=message_id, to=tuple(to), cc=tuple(cc), attempts=attempt,
-                               error="; ".join(f"{a}: {e}" for a, e in refused.items()) or None)
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns on its last attempt
+            refused = sender.send(msg, sender=sender_addr, recipients=pending)
+            temporary = {a for a, m in refused.items() if _temporary(m)}
+        except SendFailed as e:  # nobody took it: per recipient, or the whole connection
+            refused = e.refused or dict.fromkeys(pending, e.message)
+            temporary = {a for a, m in refused.items() if _temporary(m)} if e.refused else (
+                set(pending) if e.temporary else set())
+        delivered += [a for a in pending if a not in refused]
+        gave_up.update({a: m for a, m in refused.items() if a not in temporary})
+        pending = [a for a in pending if a in temporary]
+        if not pending or attempt >= tries:
+            gave_up.update({a: refused[a] for a in pending})
+            break
+        error = "; ".join(f"{a}: {refused[a]}" for a in pending)
+        log.warning("mailing %s: temporary refusal (attempt %d of %d): %s", number, attempt, tries, error)
+        _finish(db, invoice_id, state="queued", error=error, delivered=delivered, actor=actor, key=key, now=clock())
+        sleep(retry_delay * 2 ** (attempt - 1))
+    if gave_up:
+        answers = set(gave_up.values())
+        error = (f"{answers.pop()} ({', '.join(gave_up)})" if len(answers) == 1  # one answer: say it first
+                 else "; ".join(f"{a}: {m}" for a, m in gave_up.items()))
+        log.warning("mailing %s failed for good: %s", number, error)
+        _finish(db, invoice_id, state="failed", error=error, delivered=delivered, actor=actor, key=key, now=clock())
+        return DispatchOutcome(number, "failed", message_id=message_id, to=tuple(to), cc=tuple(cc),
+                               attempts=attempt, error=error)
+    _finish(db, invoice_id, state="sent", error=None, delivered=delivered, actor=actor, key=key, now=clock())
+    return DispatchOutcome(number, "sent", message_id=message_id, to=tuple(to), cc=tuple(cc), attempts=attempt)
 
 
 def dispatch_states(s: Session, invoice_ids: list[int]) -> dict[int, str]:
