@@ -38,11 +38,13 @@ from slack_sdk import WebClient
 
 from bot import context, jobs
 from bot.slack import change_sets as slack_change_sets
+from bot.slack import dispatch as slack_dispatch
 from bot.slack import exceptions as slack_exceptions
 from bot.slack import invoice_pdfs
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.tasks import decide, documents, scheduled, slack_command
+from bot.tasks import dispatch as mail_tasks
 from bot.workflows import effects
 from storage.settings import get_settings
 
@@ -52,7 +54,7 @@ Role = Literal["web", "sandbox", "worker", "decider", "clock", "cli"]
 Reaction = Callable[..., None]  # reaction(slack_context, **payload)
 
 #: The task families every process knows (importing them registers them).
-TASK_FAMILIES: Final = (decide, documents, scheduled, slack_command)
+TASK_FAMILIES: Final = (decide, mail_tasks, documents, scheduled, slack_command)
 
 
 def queue_render(_sc: SlackContext, *, invoice_id: int, **_: Any) -> None:
@@ -64,6 +66,18 @@ def queue_render(_sc: SlackContext, *, invoice_id: int, **_: Any) -> None:
     jobs.submit(documents.RENDER_PDF, invoice_id=invoice_id)
 
 
+def queue_dispatch(_sc: SlackContext, *, invoice_id: int, **_: Any) -> None:
+    """``invoice.rendered``: queue the invoice's mail (``dispatch``) when mail is configured
+    (``SMTP_URL``), unless this process is a CLI in embedded mode (no worker outlives it; operators
+    send from the CLI with ``billbot invoices send``). The task skips invoices already sent."""
+    if not get_settings().smtp_url:
+        return
+    w = _wiring
+    if w is not None and w.role == "cli" and jobs.mode() != "distributed":
+        return
+    jobs.submit(mail_tasks.DISPATCH, invoice_id=invoice_id)
+
+
 #: event → reactions, in order. Event payloads are documented in :mod:`bot.workflows.effects`.
 REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.opened": (slack_exceptions.on_exception_changed,),
@@ -73,7 +87,8 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.approvals_reset": (slack_exceptions.on_approvals_reset,),
     "exception.invoiced": (invoice_pdfs.on_exception_invoiced,),
     "invoice.finalized": (queue_render,),
-    "invoice.rendered": (invoice_pdfs.on_invoice_rendered,),
+    "invoice.rendered": (invoice_pdfs.on_invoice_rendered, queue_dispatch),
+    "invoice.dispatch_failed": (slack_dispatch.on_invoice_dispatch_failed,),
     "invoice.pdf_failed": (invoice_pdfs.on_invoice_pdf_failed,),
     "change_set.opened": (slack_change_sets.on_change_set_opened,),
     "change_set.decided": (slack_change_sets.on_change_set_decided,),

@@ -204,7 +204,8 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
         {"id": a.id, "name": a.name, "legal_entity_id": a.legal_entity, "currency": a.currency,
          "country": a.country, "vat_id": a.vat_id, "billing_threshold": a.billing_threshold,
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
-         "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number}
+         "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
+         "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()

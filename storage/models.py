@@ -96,6 +96,11 @@ class Advertiser(Base):
     postcode: Mapped[str | None] = mapped_column(String(16))
     city: Mapped[str | None] = mapped_column(String(100))
     customer_number: Mapped[str | None] = mapped_column(String(64))  # the number the advertiser knows us by
+    # e-mail dispatch (issue 19): where invoices are mailed, and whether at all (``none``: the client
+    # downloads them from a portal)
+    invoice_emails: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    invoice_cc: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    dispatch: Mapped[str] = mapped_column(String(16), default="email")  # email | none
 
     legal_entity: Mapped[LegalEntity] = relationship()
 
@@ -445,6 +450,28 @@ class Invoice(Base):
     advertiser: Mapped[Advertiser] = relationship()
     legal_entity: Mapped[LegalEntity] = relationship()
     lines: Mapped[list[InvoiceLine]] = relationship(back_populates="invoice", order_by="InvoiceLine.position")
+
+
+DISPATCH_STATES = ("queued", "sent", "failed")
+
+
+class InvoiceDispatch(Base):
+    """The e-mail dispatch of one invoice (issue 19). Kept beside the invoice because invoices are
+    immutable (``storage.guards``); one row per invoice, its ``message_id`` derived from the invoice
+    number so a retried job, a second process or a mail server that saw it before never duplicates it."""
+
+    __tablename__ = "invoice_dispatches"
+
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | sent | failed
+    message_id: Mapped[str] = mapped_column(String(200))
+    recipients: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"to": […], "cc": […]}
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sends: Mapped[int] = mapped_column(Integer, default=0)  # mails accepted by the server (1 + resends)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class InvoiceLine(Base):

@@ -8,6 +8,7 @@ and, for ids not in the file, against the database by the loader.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -124,6 +125,9 @@ class LegalEntityIn(_Model):
         return v
 
 
+_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
+
+
 class AdvertiserIn(_Model):
     id: Id
     name: str
@@ -141,6 +145,19 @@ class AdvertiserIn(_Model):
     customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
     email: str | None = None
     tolerance: MoneyField | None = None
+    # e-mail dispatch (issue 19): invoices go to ``invoice_emails`` (else ``email``), copied to ``invoice_cc``;
+    # ``dispatch: none`` for clients who download their invoices from a portal
+    invoice_emails: list[str] = Field(default_factory=list)
+    invoice_cc: list[str] = Field(default_factory=list)
+    dispatch: Literal["email", "none"] = "email"
+
+    @field_validator("invoice_emails", "invoice_cc")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not _EMAIL.fullmatch(a.strip())]
+        if bad:
+            raise ValueError(f"not an e-mail address: {', '.join(bad)}")
+        return [a.strip() for a in v]
 
     @field_validator("billing_threshold")
     @classmethod

@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     default_tolerance: Decimal = Field(default=Decimal("0.10"), alias="DEFAULT_TOLERANCE", ge=0)
     digest_cron: str = Field(default="0 8 * * *", alias="DIGEST_CRON")
     workers: int = Field(default=2, alias="BILLBOT_WORKERS", ge=1)
+    # e-mail dispatch of invoices (issue 19): smtp://host:port (STARTTLS when the server offers it),
+    # smtp+starttls://… (STARTTLS required), smtps://… (TLS from the start); user:password@ optional.
+    # Unset: invoices are not mailed.
+    smtp_url: str = Field(default="", alias="SMTP_URL")
+    mail_from: str = Field(default="", alias="MAIL_FROM")
+    smtp_ca_file: str | None = Field(default=None, alias="SMTP_CA_FILE")  # a private CA for the mail server
+    dispatch_attempts: int = Field(default=4, alias="DISPATCH_ATTEMPTS", ge=1, le=20)
+    dispatch_retry_seconds: float = Field(default=30.0, alias="DISPATCH_RETRY_SECONDS", ge=0)
+    evidence_base_url: str = Field(default="", alias="EVIDENCE_BASE_URL")  # optional link in the mail
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, v: str) -> str:
+        if v and v.split("://", 1)[0] not in ("smtp", "smtps", "smtp+starttls"):
+            raise ValueError("must start with smtp://, smtp+starttls:// or smtps://")
+        return v
 
     @field_validator("timezone")
     @classmethod

@@ -265,7 +265,7 @@ def invoice_json(v: InvoiceView, *, lines: bool = False) -> dict[str, Any]:
         "net": money_str(v.net), "vat": money_str(v.vat), "gross": money_str(v.gross),
         "vat_rate": _num(v.vat_rate), "vat_category": v.vat_category, "vat_note": v.vat_note, "fx": v.fx,
         "references": v.references, "reason": v.reason, "billing_run": v.billing_run_id,
-        "content_hash": v.content_hash, "pdf_state": v.pdf_state,
+        "content_hash": v.content_hash, "pdf_state": v.pdf_state, "dispatch_state": v.dispatch_state,
     }
     if lines:
         out["lines"] = [{"id": x.id, "campaign": x.campaign, "item": x.item, "description": x.description,

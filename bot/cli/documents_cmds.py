@@ -81,6 +81,47 @@ def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
         out_console.print(f"{number}: wrote {output} ({len(data)} bytes, sha256 {sha[:16]}…)")
 
 
+@invoices_app.command("send")
+@handle_errors
+def invoices_send(
+    number: Annotated[str, typer.Argument(help="Invoice or credit note number, e.g. INV-2026-000123.")],
+    resend: Annotated[bool, typer.Option("--resend", help="Mail it again although it was sent.")] = False,
+    legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_user: AsUser = None,
+) -> None:
+    """Mail the invoice to the advertiser's invoice addresses now (SMTP_URL, MAIL_FROM). An invoice
+    already sent is mailed again only with --resend; a failure exits 1 and says the server's answer."""
+    from dataclasses import asdict
+
+    from billing.errors import Invalid
+    from bot.context import documents_dir, get_db, get_key, pdf_renderer, settings
+    from bot.mail import sender_from_settings
+    from bot.workflows.dispatch import dispatch_invoice
+
+    actor = acting_as(as_user, roles=OPERATOR_ROLES, what="invoices send")
+    sender = sender_from_settings()
+    if sender is None:
+        raise Invalid("SMTP_URL is not set: say which mail server sends invoices (smtp://host:port)")
+    st = settings()
+    outcome = dispatch_invoice(get_db(), _invoice_id(number, legal_entity), sender=sender, renderer=pdf_renderer(),
+                               out_dir=documents_dir(), mail_from=st.mail_from, key=get_key(), actor=actor,
+                               resend=resend, attempts=st.dispatch_attempts, retry_delay=st.dispatch_retry_seconds,
+                               evidence_url=st.evidence_base_url or None)
+    if json_out:
+        emit_json({**asdict(outcome), "to": list(outcome.to), "cc": list(outcome.cc)})
+    elif outcome.state == "sent":
+        out_console.print(f"{outcome.number}: sent to {', '.join(outcome.to)}"
+                          + (f" (cc {', '.join(outcome.cc)})" if outcome.cc else "")
+                          + f", Message-ID {outcome.message_id}", highlight=False)
+    elif outcome.state == "skipped":
+        out_console.print(f"{outcome.number}: not sent: {outcome.note}"
+                          + (" (--resend mails it again)" if outcome.note == "already sent" else ""), highlight=False)
+    if outcome.state == "failed":
+        fail(f"{outcome.number} could not be delivered: {outcome.error}")
+
+
 def _retry_failed(json_out: bool, actor: str) -> None:
     from datetime import UTC, datetime
 

@@ -22,6 +22,7 @@ from billing.fx import fx_json
 from billing.invoice import InvoiceLineDraft, build_invoice, credit_lines, locked_from_json
 from billing.tax import VatTreatment
 from bot.workflows.billing_run import Context, store_invoice
+from bot.workflows.dispatch import dispatch_states
 from storage.db import Database
 from storage.models import Invoice, InvoiceLine, LegalEntity
 from storage.queries import resolve_advertisers
@@ -170,9 +171,10 @@ class InvoiceView:
     content_hash: str
     pdf_state: str
     lines: list[InvoiceLineView]
+    dispatch_state: str | None = None  # queued | sent | failed; None: never queued for mail
 
 
-def _view(inv: Invoice, refs: dict[int, str]) -> InvoiceView:
+def _view(inv: Invoice, refs: dict[int, str], dispatch: dict[int, str] | None = None) -> InvoiceView:
     return InvoiceView(
         id=inv.id, number=inv.number, kind=inv.kind, advertiser_id=inv.advertiser_id, advertiser=inv.advertiser.name,
         legal_entity=inv.legal_entity_id, issue_date=inv.issue_date, due_date=inv.due_date,
@@ -183,6 +185,7 @@ def _view(inv: Invoice, refs: dict[int, str]) -> InvoiceView:
         lines=[InvoiceLineView(x.id, x.position, x.campaign, x.item_id, x.description, x.quantity, x.unit,
                                x.unit_price, x.amount, x.period_start, x.period_end, x.credited_line_id)
                for x in sorted(inv.lines, key=lambda r: r.position)],
+        dispatch_state=(dispatch or {}).get(inv.id),
     )
 
 
@@ -209,13 +212,14 @@ def list_invoices(db: Database, *, advertisers: list[str] | None = None, kind: s
         rows = list(s.execute(q.order_by(Invoice.issue_date, Invoice.id))
                     .unique().scalars())
         refs = _refs(s, rows)
-        return [_view(i, refs) for i in rows]
+        states = dispatch_states(s, [i.id for i in rows])
+        return [_view(i, refs, states) for i in rows]
 
 
 def get_invoice(db: Database, number: str, *, legal_entity_id: str | None = None) -> InvoiceView:
     with db.read() as s:
         inv = find_invoice(s, number, legal_entity_id=legal_entity_id)
-        return _view(inv, _refs(s, [inv]))
+        return _view(inv, _refs(s, [inv]), dispatch_states(s, [inv.id]))
 
 
 def unrendered_invoices(db: Database, *, finalized_before: datetime, limit: int = 500) -> list[int]:
