@@ -51,7 +51,7 @@ class AppServer:
     def events_url(self) -> str:
         return self.url + "/slack/events"
 
-    def wait_idle(self, timeout: float = 15.0) -> None:
+    def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait until the work after every ack has finished: Bolt's listener threads and the jobs
         they submitted (decisions; with ``BILLBOT_JOBS=inline`` those run inside the listener)."""
         from bot.app import wait_until_idle
