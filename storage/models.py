@@ -73,6 +73,10 @@ class LegalEntity(Base):
     managing_directors: Mapped[str | None] = mapped_column(Text)  # names, one per line
     bank_name: Mapped[str | None] = mapped_column(String(100))
     bic: Mapped[str | None] = mapped_column(String(11))
+    # the accounting export (issue 19): DATEV consultant/client numbers, fiscal year start, account
+    # length, and the chart (receivable, revenue accounts and BU keys per VAT treatment); see
+    # :class:`billing.accounting.Chart`
+    accounting: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Advertiser(Base):
@@ -101,6 +105,8 @@ class Advertiser(Base):
     invoice_emails: Mapped[list[Any]] = mapped_column(JSON, default=list)
     invoice_cc: Mapped[list[Any]] = mapped_column(JSON, default=list)
     dispatch: Mapped[str] = mapped_column(String(16), default="email")  # email | none
+    # the advertiser's personal debtor account in the accounting export (else the chart's collective one)
+    debtor_account: Mapped[str | None] = mapped_column(String(16))
 
     legal_entity: Mapped[LegalEntity] = relationship()
 
@@ -472,6 +478,42 @@ class InvoiceDispatch(Base):
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+EXPORT_FORMATS = ("datev", "beancount")
+
+
+class ExportBatch(Base):
+    """One accounting export (issue 19): the documents of a legal entity handed to accounting in one file.
+
+    ``entries`` is the snapshot the file is written from (:class:`billing.accounting.Entry` as JSON) and
+    ``header`` the file's settings at export time, so ``billbot export … --batch ID`` re-writes the file
+    byte for byte (``sha256``) whatever master data changed since."""
+
+    __tablename__ = "export_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    format: Mapped[str] = mapped_column(String(16))  # datev | beancount
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
+    period: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    header: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    entries: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ExportedDocument(Base):
+    """An invoice or credit note handed to accounting in one format: at most once (the primary key)."""
+
+    __tablename__ = "exported_documents"
+
+    format: Mapped[str] = mapped_column(String(16), primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("export_batches.id"), index=True)
 
 
 class InvoiceLine(Base):
