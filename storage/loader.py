@@ -196,7 +196,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban,
          **_postal(le), "register_court": le.register_court, "register_number": le.register_number,
          "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
-         "bic": le.bic}
+         "bic": le.bic, "accounting": le.accounting}
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()
@@ -205,7 +205,8 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "country": a.country, "vat_id": a.vat_id, "billing_threshold": a.billing_threshold,
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
-         "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch}
+         "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
+         "debtor_account": a.debtor_account}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()

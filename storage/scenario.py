@@ -94,6 +94,21 @@ class LegalEntityIn(_Model):
     managing_directors: Annotated[list[str], BeforeValidator(_names)] = Field(default_factory=list)
     bank_name: str | None = None
     bic: str | None = None
+    # the accounting export (issue 19): DATEV numbers, fiscal year start, account length and chart
+    # (:class:`billing.accounting.Chart`)
+    accounting: dict[str, Any] | None = None
+
+    @field_validator("accounting")
+    @classmethod
+    def _accounting(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from billing.accounting import Chart
+
+        if v is not None:
+            try:
+                Chart.from_settings(v)
+            except Invalid as e:
+                raise ValueError("; ".join(e.problems)) from None
+        return v
 
     @field_validator("bic")
     @classmethod
@@ -150,6 +165,8 @@ class AdvertiserIn(_Model):
     invoice_emails: list[str] = Field(default_factory=list)
     invoice_cc: list[str] = Field(default_factory=list)
     dispatch: Literal["email", "none"] = "email"
+    # the advertiser's personal debtor account in the accounting export (DATEV: 10000–69999 for 4-digit charts)
+    debtor_account: Annotated[str, Field(pattern=r"^[1-9][0-9]{4,8}$")] | None = None
 
     @field_validator("invoice_emails", "invoice_cc")
     @classmethod
