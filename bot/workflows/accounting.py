@@ -111,7 +111,7 @@ def export_accounting(
             invoices = list(s.execute(
                 select(Invoice).where(Invoice.legal_entity_id == le.id, Invoice.issue_date >= p.start,
                                       Invoice.issue_date <= p.end, Invoice.id.not_in(exported))
-                .order_by(Invoice.issue_date, Invoice.number)).scalars())
+                .order_by(Invoice.issue_date, Invoice.id)).scalars())
             if not invoices:
                 return ExportResult(format=fmt, legal_entity=le.id, period=p.label, batch_id=None)
             entries = _entries(s, invoices, chart, le.currency)

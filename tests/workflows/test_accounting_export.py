@@ -1,0 +1,204 @@
+"""The accounting export (issue 19, item 2): a month with a domestic, a reverse-charge (PLN) and an export
+(CHF) invoice and a credit note, handed to accounting as a DATEV Buchungsstapel and as a Beancount
+ledger. The DATEV file is compared byte for byte with a hand-checked fixture; the ledger is loaded with
+beancount's own loader and its balances are the invoices' totals."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from beancount import loader
+from beancount.core import data as bc
+from typer.testing import CliRunner
+
+from billing.accounting import Chart, DocumentFacts, entry
+from billing.errors import Invalid, NotAllowed
+from bot.cli import app
+from bot.exports import writer
+from bot.exports.datev import COLUMNS
+from bot.workflows.accounting import export_accounting
+from bot.workflows.billing_run import run_billing
+from bot.workflows.fx import import_ecb_csv
+from bot.workflows.invoices import credit_note, list_invoices
+from bot.workflows.preinvoices import create_preinvoices
+from storage.db import Database
+from storage.loader import load_scenario
+from storage.models import Advertiser
+from tests.factories import OPERATOR, add_user, advertiser, campaign, entity, linear, load, scenario
+
+TODAY = date(2026, 3, 1)
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+EXPORTED_AT = datetime(2026, 4, 2, 9, 30, 15, 123000, tzinfo=UTC)
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "datev_2026-03.csv"
+ACCOUNTING = {"consultant_number": 29098, "client_number": 55003, "fiscal_year_start": 1, "account_length": 4}
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def month(db: Database, key: Any) -> dict[str, str]:
+    """March 2026: three invoices (EUR domestic, PLN reverse charge, CHF export) and a credit note."""
+    add_user(db, OPERATOR, ["operator"])
+    elbe = {**advertiser("elbe", "Autohaus Elbe"), "debtor_account": "10001"}
+    krakow = {**advertiser("krakow", "Krakow Media", country="PL", currency="PLN", vat_id="PL5260250995"),
+              "debtor_account": "10002"}
+    zurich = advertiser("zurich", "Zürich \"Alpen\" AG", country="CH", currency="CHF")  # the collective debtor
+    load(db, scenario(
+        entities=[{**entity(), "accounting": ACCOUNTING}], advertisers=[elbe, krakow, zurich],
+        campaigns=[campaign(f"c-{a}", a, [linear(f"x-{a}", amount)], start="2026-02-01", end="2026-02-28")
+                   for a, amount in (("elbe", "1200.00"), ("krakow", "1200.00"), ("zurich", "999.99"))]))
+    import_ecb_csv(db, text="Date,PLN,CHF,\n2026-02-27,4.2975,0.9412,\n", actor="t", key=key, now=NOW)
+    create_preinvoices(db, period="2026-02", actor="t", key=key, now=NOW)
+    assert len(run_billing(db, period="2026-02", actor=OPERATOR, key=key, today=TODAY).created) == 3
+    numbers = {v.advertiser_id: v.number for v in list_invoices(db)}
+    numbers["elbe-cn"] = credit_note(db, number=numbers["elbe"], line_ids=None, reason="campaign cancelled",
+                                     actor=OPERATOR, key=key, today=TODAY).number
+    return numbers
+
+
+def _export(db: Database, key: Any, fmt: str, **kw: Any) -> Any:
+    return export_accounting(db, fmt=fmt, period=kw.pop("period", "2026-03"), actor=kw.pop("actor", OPERATOR),
+                             key=key, now=EXPORTED_AT, writer=writer(fmt), **kw)
+
+
+def test_datev_batch_matches_the_hand_checked_fixture_byte_for_byte(db: Database, key: Any,
+                                                                     month: dict[str, str]) -> None:
+    res = _export(db, key, "datev")
+    assert res.documents == ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003", "CN-2026-000001"]
+    assert res.data == FIXTURE.read_bytes()
+
+
+def test_datev_header_and_lines_field_by_field_and_sums_reconcile(db: Database, key: Any,
+                                                                   month: dict[str, str]) -> None:
+    text = _export(db, key, "datev").data.decode("cp1252")
+    assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
+    header, columns, *lines = text.removesuffix("\r\n").split("\r\n")
+    h = header.split(";")
+    assert len(h) == 31
+    assert h[:6] == ['"EXTF"', "700", "21", '"Buchungsstapel"', "13", "20260402093015123"]
+    assert (h[7], h[8]) == ('"RE"', f'"{OPERATOR}"')
+    assert h[10:16] == ["29098", "55003", "20260101", "4", "20260301", "20260331"]  # consultant … date range
+    assert (h[18], h[20], h[21], h[26]) == ("1", "0", '"EUR"', '"03"')
+    assert columns.split(";") == [f'"{c}"' for c in COLUMNS] and len(COLUMNS) == 40
+
+    rows = {r[10].strip('"'): r for r in (line.split(";") for line in lines)}
+    assert all(len(r) == 40 for r in rows.values())
+    domestic = rows[month["elbe"]]  # 1,200.00 over February: 1,200.00 + 19 % = 1,428.00
+    assert domestic[:14] == ["1428,00", '"S"', '"EUR"', "", "", '""', "10001", "8400", '""', "0103",
+                             '"INV-2026-000001"', '"150326"', "", '"Autohaus Elbe"']
+    assert domestic[39] == '""'
+    credit = rows[month["elbe-cn"]]
+    assert credit[:3] == ["1428,00", '"H"', '"EUR"'] and credit[6:8] == ["10001", "8400"]
+    assert credit[11] == '""' and credit[13] == '"Autohaus Elbe credit note for INV-2026-000001"'
+    reverse = rows[month["krakow"]]  # 1,200.00 PLN at 4.2975 PLN/EUR = 279.23 EUR, no VAT, buyer's VAT id
+    assert reverse[:10] == ["1200,00", '"S"', '"PLN"', "4,297500", "279,23", '"EUR"', "10002", "8336", '""',
+                            "0103"]
+    assert reverse[39] == '"PL5260250995"'
+    export = rows[month["zurich"]]  # the collective debtor; the quote in the name doubled
+    assert export[:10] == ["999,99", '"S"', '"CHF"', "0,941200", "1062,46", '"EUR"', "10000", "8338", '""', "0103"]
+    assert export[13] == '"Zürich ""Alpen"" AG"'
+
+    # the bookings sum to the invoices' totals in EUR, to the cent
+    def eur(r: list[str]) -> Decimal:
+        value = Decimal((r[4] or r[0]).replace(",", "."))
+        return value if r[1] == '"S"' else -value
+
+    expected = Decimal(0)
+    for v in list_invoices(db):
+        expected += Decimal(v.fx["gross"]) if v.fx else v.gross
+    assert sum((eur(r) for r in rows.values()), Decimal(0)) == expected == Decimal("1341.69")
+
+
+def test_beancount_ledger_loads_without_errors_and_balances_to_the_invoices(db: Database, key: Any,
+                                                                            month: dict[str, str]) -> None:
+    res = _export(db, key, "beancount")
+    entries, errors, options = loader.load_string(res.data.decode("utf-8"))
+    assert errors == []
+    assert options["operating_currency"] == ["EUR"]
+    txns = [e for e in entries if isinstance(e, bc.Transaction)]
+    assert sorted(t.meta["document"] for t in txns) == sorted(month.values())
+    balances: dict[tuple[str, str], Decimal] = {}
+    for t in txns:
+        for p in t.postings:
+            k = (p.account, p.units.currency)
+            balances[k] = balances.get(k, Decimal(0)) + p.units.number
+    invoices = list_invoices(db)
+    for currency in ("EUR", "PLN", "CHF"):  # receivables: the documents' gross, per currency
+        assert sum((v for (a, c), v in balances.items() if a.startswith("Assets:Receivables") and c == currency),
+                   Decimal(0)) == sum((v.gross for v in invoices if v.currency == currency), Decimal(0))
+    assert balances[("Assets:Receivables:Debtor-10001", "EUR")] == Decimal(0)  # invoice and credit note
+    assert balances[("Liabilities:VAT:Output-1776", "EUR")] == Decimal(0)
+    assert balances[("Income:Revenue:ReverseCharge-8336", "EUR")] == Decimal("-279.23")
+    assert balances[("Income:Revenue:Export-8338", "EUR")] == Decimal("-1062.46")
+    assert balances[("Income:Revenue:Domestic-8400", "EUR")] == Decimal(0)
+
+
+def test_a_rerun_exports_nothing_new_and_a_batch_rewrites_byte_identically(db: Database, key: Any,
+                                                                          month: dict[str, str]) -> None:
+    first = _export(db, key, "datev")
+    again = _export(db, key, "datev")
+    assert (again.batch_id, again.data, again.documents) == (None, None, [])
+    with db.transaction() as s:  # master data changes after the export do not change the batch's file
+        adv = s.get(Advertiser, "elbe")
+        assert adv is not None
+        adv.debtor_account = "10099"
+    rewritten = _export(db, key, "datev", period=None, batch_id=first.batch_id)
+    assert rewritten.rewritten and rewritten.data == first.data and rewritten.sha256 == first.sha256
+    # the other format exports the same documents once, in its own batch
+    ledger = _export(db, key, "beancount")
+    assert ledger.batch_id != first.batch_id and len(ledger.documents) == 4
+    with pytest.raises(Invalid, match="is a beancount export"):
+        _export(db, key, "datev", period=None, batch_id=ledger.batch_id)
+
+
+def test_export_needs_a_role_and_a_valid_chart(db: Database, key: Any, month: dict[str, str]) -> None:
+    add_user(db, "U09VIEWER", ["approver"])
+    with pytest.raises(NotAllowed, match="finance_manager or operator"):
+        _export(db, key, "datev", actor="U09VIEWER")
+    bad = scenario(entities=[{**entity(), "accounting": {"account_length": 4, "revenue": {"domestic": "840"},
+                                                          "consultant_number": 12}}],
+                   advertisers=[{**advertiser("elbe"), "debtor_account": "abc"}], campaigns=[])
+    with pytest.raises(Invalid) as e:
+        load_scenario(db, bad, actor="t")
+    text = "\n".join(e.value.problems)
+    assert "legal_entities[0].accounting" in text and "revenue.domestic: '840'" in text
+    assert "consultant_number: 12" in text and "advertisers[0].debtor_account" in text
+
+
+def test_a_bu_key_from_the_chart_and_a_fiscal_year_starting_in_july() -> None:
+    chart = Chart.from_settings({"fiscal_year_start": 7, "bu_keys": {"reverse_charge": "19"},
+                                 "revenue": {"reverse_charge": "8337"}})
+    e = entry(DocumentFacts(number="INV-1", kind="invoice", issue_date=date(2026, 3, 31), due_date=date(2026, 4, 30),
+                            buyer="B", buyer_vat_id="FR40303265045", debtor_account="10005", vat_category="AE",
+                            currency="EUR", net=Decimal("10.00"), vat=Decimal("0.00"), gross=Decimal("10.00"),
+                            fx=None, references=None), chart=chart, base_currency="EUR")
+    header = {"created_at": EXPORTED_AT.isoformat(), "consultant_number": 1001, "client_number": 1,
+              "fiscal_year_begin": chart.fiscal_year_begin(e.issue_date).isoformat(), "account_length": 4,
+              "date_from": "2026-03-01", "date_to": "2026-03-31", "currency": "EUR"}
+    out = writer("datev")(header, [e]).decode("cp1252").split("\r\n")
+    assert out[0].split(";")[12] == "20250701"
+    assert out[2].split(";")[6:9] == ["10005", "8337", '"19"']
+    assert out[2].split(";")[39] == '"FR40303265045"'
+
+
+def test_cli_export_writes_the_file_and_says_when_nothing_is_new(db: Database, key: Any, month: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "march.beancount"
+    r = runner.invoke(app, ["export", "beancount", "--period", "2026-03", "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["file"] == str(out) and len(got["documents"]) == 4 and got["batch"]
+    assert loader.load_string(out.read_text())[1] == []
+    r = runner.invoke(app, ["export", "beancount", "--period", "2026-03", "-o", str(tmp_path / "again")])
+    assert r.exit_code == 0 and "nothing new to export" in r.stdout and not (tmp_path / "again").exists()
+    r = runner.invoke(app, ["export", "beancount", "--batch", str(got["batch"]), "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0 and (tmp_path / "b").read_bytes() == out.read_bytes()
+    r = runner.invoke(app, ["export", "datev", "--period", "2026-13"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["export", "batches", "--json"])
+    assert [b["format"] for b in json.loads(r.stdout)] == ["beancount"]
