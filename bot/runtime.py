@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 from slack_sdk import WebClient
 
 from bot import context, jobs
+from bot.slack import accounting as slack_accounting
 from bot.slack import change_sets as slack_change_sets
 from bot.slack import dispatch as slack_dispatch
 from bot.slack import exceptions as slack_exceptions
@@ -92,6 +93,7 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "invoice.pdf_failed": (invoice_pdfs.on_invoice_pdf_failed,),
     "change_set.opened": (slack_change_sets.on_change_set_opened,),
     "change_set.decided": (slack_change_sets.on_change_set_decided,),
+    "accounting.exported": (slack_accounting.on_accounting_exported,),
 })
 
 

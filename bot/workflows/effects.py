@@ -18,6 +18,7 @@ Events used across billbot (payload keys in parentheses):
   the invoice was asked for and in the managers' channel, with a Retry PDF button)
 - ``run.progress`` / ``run.finished`` (billing_run_id)
 - ``sync.finished`` (sync_run_id)
+- ``accounting.exported`` (batch_id) — an accounting export batch (its file goes to the managers' channel)
 """
 
 from __future__ import annotations

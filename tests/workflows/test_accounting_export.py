@@ -202,3 +202,23 @@ def test_cli_export_writes_the_file_and_says_when_nothing_is_new(db: Database, k
     assert r.exit_code == 2
     r = runner.invoke(app, ["export", "batches", "--json"])
     assert [b["format"] for b in json.loads(r.stdout)] == ["beancount"]
+
+
+def test_the_exported_file_is_posted_to_the_managers_channel(db: Database, key: Any, month: dict[str, str],
+                                                             slack: Any, client: Any) -> None:
+    from bot import runtime
+
+    runtime.wire("cli", client=client)
+    res = _export(db, key, "datev")
+    (get_url,) = slack.calls_to("files.getUploadURLExternal")
+    assert get_url["filename"] == f"EXTF_Buchungsstapel_northwind_2026-03_batch{res.batch_id}.csv"
+    (post,) = slack.calls_to("chat.postMessage")
+    assert post["channel"] == "billing-managers"
+    assert post["text"] == (f":ledger: DATEV Buchungsstapel for northwind 2026-03 (batch {res.batch_id}): "
+                            "4 document(s), INV-2026-000001 … CN-2026-000001")
+    (done,) = slack.calls_to("files.completeUploadExternal")
+    assert done["channel_id"] == "CBILLINGMAN" and done["thread_ts"]
+    assert list(slack.uploads.values()) == [res.data]
+    slack.reset()
+    assert _export(db, key, "datev").batch_id is None  # nothing new: nothing posted
+    assert slack.calls_to("files.getUploadURLExternal") == []
