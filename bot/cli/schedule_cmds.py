@@ -71,7 +71,7 @@ def schedule_list(json_out: Annotated[bool, typer.Option("--json", help="Print a
 @schedule_app.command("add")
 @handle_errors
 def schedule_add(  # noqa: PLR0917 - Typer options
-    task: Annotated[str, typer.Option("--task", help="sync | billing_run | digest | sla_sweep")],
+    task: Annotated[str, typer.Option("--task", help="sync | billing_run | digest | sla_sweep | accounting_export")],
     cron: Annotated[str, typer.Option("--cron", help='5-field crontab, e.g. "0 2 * * *"')],
     arg: Annotated[list[str] | None, typer.Option("--arg", help="NAME=VALUE, repeatable (source=tracker)")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Label shown in listings.")] = None,

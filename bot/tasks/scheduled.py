@@ -60,6 +60,22 @@ def billing_run(
                              actor=actor, key=context.get_key(), today=day))
 
 
+@task("accounting_export", queue="default", lock=lambda kw: f"export:{kw.get('format')}")
+def accounting_export(*, format: str, period: str = "previous_month", actor: str,  # noqa: A002 - the CLI's word
+                      legal_entity: str | None = None, today: str | None = None) -> Any:
+    """Hand the period's new invoices and credit notes to accounting (``format``: datev or beancount),
+    like ``billbot export``; the batch's file goes to the managers' channel after commit. ``actor``: the
+    billbot user the schedule exports as (it needs an export role). One at a time per format."""
+    from bot.exports import writer as export_writer
+    from bot.workflows.accounting import export_accounting
+
+    res = export_accounting(context.get_db(), fmt=format, period=resolve_period(period, _today(today)), actor=actor,
+                            key=context.get_key(), now=datetime.now(UTC), writer=export_writer(format),
+                            legal_entity_id=legal_entity)
+    return {"format": res.format, "legal_entity": res.legal_entity, "period": res.period, "batch": res.batch_id,
+            "documents": res.documents, "sha256": res.sha256}
+
+
 @task("sla_sweep", queue="sla")
 def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = None) -> Any:
     """Every minute: remind and escalate exceptions whose timers passed; post the exception messages

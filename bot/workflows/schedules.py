@@ -24,7 +24,7 @@ from bot.workflows.audit import record
 from storage.db import Database
 from storage.models import Schedule
 
-SCHEDULABLE_TASKS = ("sync", "billing_run", "digest", "sla_sweep", "render_pdf")
+SCHEDULABLE_TASKS = ("sync", "billing_run", "digest", "sla_sweep", "render_pdf", "accounting_export")
 
 
 def args_key(args: Mapping[str, Any]) -> str:
@@ -55,6 +55,10 @@ def validate(task: str, args: Mapping[str, Any], cron: str, timezone: str) -> li
         problems.append(f"args: mode must be standard or partial, not {args.get('mode')!r}")
     if task == "billing_run" and not args.get("period"):
         problems.append("args: a billing_run schedule needs period=previous_month|current_month|YYYY-MM")
+    if task == "accounting_export" and args.get("format") not in ("datev", "beancount"):
+        problems.append("args: an accounting_export schedule needs format=datev|beancount")
+    if task == "accounting_export" and not args.get("actor"):
+        problems.append("args: an accounting_export schedule needs actor=U… (the user it exports as)")
     return problems
 
 

@@ -222,3 +222,16 @@ def test_the_exported_file_is_posted_to_the_managers_channel(db: Database, key: 
     slack.reset()
     assert _export(db, key, "datev").batch_id is None  # nothing new: nothing posted
     assert slack.calls_to("files.getUploadURLExternal") == []
+
+
+def test_a_schedule_exports_the_previous_month(db: Database, key: Any, month: dict[str, str]) -> None:
+    from bot.tasks.scheduled import accounting_export
+
+    got = accounting_export(format="beancount", actor=OPERATOR, today="2026-04-01")
+    assert got["period"] == "2026-03" and len(got["documents"]) == 4
+    assert accounting_export(format="beancount", actor=OPERATOR, today="2026-04-01")["batch"] is None
+    r = runner.invoke(app, ["schedule", "add", "--task", "accounting_export", "--cron", "0 6 2 * *",
+                            "--arg", "format=datev", "--arg", f"actor={OPERATOR}"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["schedule", "add", "--task", "accounting_export", "--cron", "0 6 2 * *"])
+    assert r.exit_code == 2 and "format=datev|beancount" in r.output and "actor=U" in r.output
