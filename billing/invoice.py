@@ -116,8 +116,10 @@ def build_invoice(
     kind: str = "invoice",
     reason: str | None = None,
     references: str | None = None,
+    due_date: date | None = None,
 ) -> InvoiceDraft:
-    """Totals that reconcile exactly: net = Σ lines, gross = net + VAT (VAT half-up on the net)."""
+    """Totals that reconcile exactly: net = Σ lines, gross = net + VAT (VAT half-up on the net).
+    ``due_date`` (from :func:`billing.terms.due_date`) else issue date + payment terms."""
     ordered = tuple(sorted(lines, key=InvoiceLineDraft.sort_key))
     problems = line_problems(ordered, currency)
     if problems:  # refused before a number is spent
@@ -129,7 +131,7 @@ def build_invoice(
     ends = [x.period_end for x in ordered if x.period_end]
     return InvoiceDraft(
         kind=kind, currency=currency, issue_date=issue_date,
-        due_date=issue_date + timedelta(days=payment_terms_days),
+        due_date=due_date or issue_date + timedelta(days=payment_terms_days),
         service_start=min(starts) if starts else None, service_end=max(ends) if ends else None,
         lines=ordered, net=net, vat=tax, gross=gross, vat_rate=vat.rate, vat_category=vat.category,
         vat_note=vat.note, fx=_fx_json(fx, net, tax, gross), parties=dict(parties or {}),

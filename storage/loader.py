@@ -48,8 +48,9 @@ SCENARIO_SOURCE = "scenario"
 #: ``billbot load`` is held in a change set for someone other than its author to approve; new records
 #: and every other field apply directly. VAT data: the country and VAT id decide the VAT treatment.
 MONEY_FIELDS: dict[str, tuple[str, ...]] = {
-    "legal_entities": ("currency", "country", "vat_id", "tolerance"),
-    "advertisers": ("currency", "country", "vat_id", "billing_threshold", "payment_terms_days", "tolerance"),
+    "legal_entities": ("currency", "country", "vat_id", "tolerance", "due_date_rule"),
+    "advertisers": ("currency", "country", "vat_id", "billing_threshold", "payment_terms_days", "tolerance",
+                    "due_date_rule"),
     "campaigns": ("tolerance",),
     "items": ("amount", "rate_type", "rate", "booked_quantity", "tolerance"),
 }
@@ -196,7 +197,8 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban,
          **_postal(le), "register_court": le.register_court, "register_number": le.register_number,
          "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
-         "bic": le.bic, "accounting": le.accounting}
+         "bic": le.bic, "accounting": le.accounting,
+         "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date}
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()
@@ -206,7 +208,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
          "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
-         "debtor_account": a.debtor_account}
+         "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()

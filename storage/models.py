@@ -77,6 +77,9 @@ class LegalEntity(Base):
     # length, and the chart (receivable, revenue accounts and BU keys per VAT treatment); see
     # :class:`billing.accounting.Chart`
     accounting: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # invoice terms (issue 19, :mod:`billing.terms`): how invoices are dated and when they fall due
+    invoice_date_rule: Mapped[str] = mapped_column(String(24), default="run_day", server_default="run_day")
+    due_date_rule: Mapped[str] = mapped_column(String(24), default="net", server_default="net")
 
 
 class Advertiser(Base):
@@ -107,6 +110,9 @@ class Advertiser(Base):
     dispatch: Mapped[str] = mapped_column(String(16), default="email")  # email | none
     # the advertiser's personal debtor account in the accounting export (else the chart's collective one)
     debtor_account: Mapped[str | None] = mapped_column(String(16))
+    # the legal entity's invoice terms, overridden for this advertiser (None: the entity's)
+    invoice_date_rule: Mapped[str | None] = mapped_column(String(24))
+    due_date_rule: Mapped[str | None] = mapped_column(String(24))
 
     legal_entity: Mapped[LegalEntity] = relationship()
 

@@ -97,6 +97,9 @@ class LegalEntityIn(_Model):
     # the accounting export (issue 19): DATEV numbers, fiscal year start, account length and chart
     # (:class:`billing.accounting.Chart`)
     accounting: dict[str, Any] | None = None
+    # invoice terms (:mod:`billing.terms`): issue date and due date rules, overridable per advertiser
+    invoice_date: Literal["run_day", "service_end", "day_after_service"] = "run_day"
+    due_date: Literal["net", "end_of_month"] = "net"
 
     @field_validator("accounting")
     @classmethod
@@ -167,6 +170,8 @@ class AdvertiserIn(_Model):
     dispatch: Literal["email", "none"] = "email"
     # the advertiser's personal debtor account in the accounting export (DATEV: 10000–69999 for 4-digit charts)
     debtor_account: Annotated[str, Field(pattern=r"^[1-9][0-9]{4,8}$")] | None = None
+    invoice_date: Literal["run_day", "service_end", "day_after_service"] | None = None  # None: the entity's
+    due_date: Literal["net", "end_of_month"] | None = None
 
     @field_validator("invoice_emails", "invoice_cc")
     @classmethod

@@ -228,21 +228,30 @@ def preinvoices_delete_line(
 
 @app.command("run")
 @handle_errors
-def run(
+def run(  # noqa: PLR0917 - Typer maps parameters to options
     period: Annotated[str, typer.Option(help="Bill everything approved up to the end of this period.")],
     advertiser: Annotated[list[str] | None, typer.Option(help="Advertiser id or name (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and report; write nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
     as_user: AsUser = None,
+    issue_date: Annotated[str | None, typer.Option(
+        "--issue-date", help="Date the invoices YYYY-MM-DD (not after today) instead of the terms' rule.")] = None,
 ) -> None:
-    """Run billing: approved pre-invoices → numbered invoices, per advertiser, legal entity and currency."""
+    """Run billing: approved pre-invoices → numbered invoices, per advertiser, legal entity and currency.
+    Invoices are dated by the legal entity's (or advertiser's) rule — the run day, the service period's
+    last day or the day after it — unless --issue-date names the day."""
+    from billing.errors import Invalid
     from bot.context import get_db, get_key
     from bot.workflows.billing_run import run_billing
 
+    try:
+        issued = date.fromisoformat(issue_date) if issue_date else None
+    except ValueError:
+        raise Invalid(f"--issue-date {issue_date!r} is not a date (YYYY-MM-DD)") from None
     actor = "cli:dry-run" if dry_run else acting_as(as_user, roles=OPERATOR_ROLES, what="run")
     with progress(f"Billing {period}", None, quiet=json_out) as advance:
         r = run_billing(get_db(), period=period, advertisers=advertiser or None, actor=actor, key=get_key(),
-                        today=_today(), dry_run=dry_run, on_progress=lambda _d, _t: advance(1))
+                        today=_today(), dry_run=dry_run, on_progress=lambda _d, _t: advance(1), issue_date=issued)
     if json_out:
         emit_json({"run": r.run_id, "period": r.period, "dry_run": r.dry_run, "created": r.created,
                    "skipped": r.skipped, "held": r.held, "log": r.log})

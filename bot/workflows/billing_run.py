@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 
 from billing.checks import run_checks
-from billing.errors import Conflict, NotAllowed, NotFound
+from billing.errors import Conflict, Invalid, NotAllowed, NotFound
 from billing.fx import Rate, find_rate
 from billing.invoice import InvoiceDraft, InvoiceLineDraft, build_invoice, invoice_hash
 from billing.money import ZERO
@@ -45,6 +45,7 @@ from billing.numbering import format_number
 from billing.periods import Period, parse_period
 from billing.signatures import content_hash
 from billing.tax import VatProblem, VatTreatment, vat_treatment
+from billing.terms import due_date, invoice_date
 from billing.threshold import below_threshold, created_line, held_line, skipped_line
 from bot.workflows import audit
 from bot.workflows.effects import notify
@@ -128,6 +129,7 @@ class Context:
     ignore_threshold: bool = False
     threshold_waiting: frozenset[str] = frozenset()  # advertisers with an open below_threshold exception
     decided: frozenset[int] | None = None  # pre-invoices with decisions on record (None: look them up)
+    issue_date: date | None = None  # an explicit issue date for the run's invoices (else the terms' rule)
 
 
 # --------------------------------------------------------------------------- the run
@@ -145,6 +147,7 @@ def run_billing(
     on_progress: Callable[[int, int], None] | None = None,
     fail_after: int | None = None,
     now: datetime | None = None,
+    issue_date: date | None = None,
 ) -> RunResult:
     """Bill ``period`` (``2026-02``, ``2026-Q1``, …) for all or the given advertisers.
 
@@ -155,6 +158,9 @@ def run_billing(
     """
     p = parse_period(period)
     now = now or datetime.now(UTC)
+    if issue_date is not None and issue_date > today:
+        raise Invalid(f"issue date {issue_date.isoformat()} is after the run day {today.isoformat()}: "
+                      "an invoice is not dated in the future")
     with db.read() as s:
         adv_filter = resolve_advertisers(s, advertisers)
         todo, waiting = survey(s, p.end, adv_filter)
@@ -168,10 +174,11 @@ def run_billing(
             .where(BillingException.preinvoice_id.is_not(None))).scalars() if i is not None)
     if dry_run:
         return _dry_run(db, p, todo, actor=actor, key=key, today=today, now=now, rates=rates,
-                        on_progress=on_progress)
+                        on_progress=on_progress, issue_date=issue_date)
     run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now)
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
-                  billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided)
+                  billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided,
+                  issue_date=issue_date)
     total = Outcome()
     unwritten: list[str] = []  # log lines of chunks with nothing billable, written with the next commit
     done = 0
@@ -240,9 +247,10 @@ def survey(s: Session, period_end: date, advertiser_ids: list[str] | None) -> tu
 
 
 def _dry_run(db: Database, p: Period, todo: list[str], *, actor: str, key: Ed25519PrivateKey | None, today: date,
-             now: datetime, rates: Sequence[Rate], on_progress: Callable[[int, int], None] | None) -> RunResult:
+             now: datetime, rates: Sequence[Rate], on_progress: Callable[[int, int], None] | None,
+             issue_date: date | None = None) -> RunResult:
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
-                  billing_run_id=None, rates=rates)
+                  billing_run_id=None, rates=rates, issue_date=issue_date)
     total = Outcome()
     with db.Session() as s:
         s.begin()
@@ -705,8 +713,11 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
     adv, le, currency, group = batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices
     fx = find_rate(ctx.rates, currency, le.currency, on=ctx.today) if currency != le.currency else None
     approvals = _approvals_prefetched(group, pre) if pre is not None else approvals_of(s, group, ctx.decided)
+    issued = ctx.issue_date or invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=ctx.today,
+                                            service_end=max((p.period_end for p in group), default=None))
+    due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=adv.payment_terms_days)
     draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
-                          issue_date=ctx.today, payment_terms_days=adv.payment_terms_days,
+                          issue_date=issued, payment_terms_days=adv.payment_terms_days, due_date=due,
                           parties=parties(adv, le), approvals=approvals)
     seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
     row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,

@@ -1,5 +1,6 @@
-"""Accounting export (issue 19): per-entity accounting settings, debtor accounts, export batches and
-the documents each batch handed over.
+"""Accounting export and invoice terms (issue 19): per-entity accounting settings, debtor accounts,
+export batches and the documents each batch handed over; invoice-date and due-date rules per legal
+entity, overridable per advertiser.
 
 Revision ID: 0010
 Revises: 0009
@@ -21,8 +22,13 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("legal_entities") as batch:
         batch.add_column(sa.Column("accounting", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("invoice_date_rule", sa.String(length=24), nullable=False,
+                                   server_default="run_day"))
+        batch.add_column(sa.Column("due_date_rule", sa.String(length=24), nullable=False, server_default="net"))
     with op.batch_alter_table("advertisers") as batch:
         batch.add_column(sa.Column("debtor_account", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("invoice_date_rule", sa.String(length=24), nullable=True))
+        batch.add_column(sa.Column("due_date_rule", sa.String(length=24), nullable=True))
     op.create_table(
         "export_batches",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -59,6 +65,10 @@ def downgrade() -> None:
     op.drop_table("exported_documents")
     op.drop_table("export_batches")
     with op.batch_alter_table("advertisers") as batch:
+        batch.drop_column("due_date_rule")
+        batch.drop_column("invoice_date_rule")
         batch.drop_column("debtor_account")
     with op.batch_alter_table("legal_entities") as batch:
+        batch.drop_column("due_date_rule")
+        batch.drop_column("invoice_date_rule")
         batch.drop_column("accounting")
