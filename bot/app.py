@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from slack_sdk import WebClient
 from bot import context, jobs, runtime
 from bot.handlers import register_all
 from bot.handlers.deps import Deps
+from bot.handlers.edge import Edge, installed_team_of
 from bot.runtime import Role
 from bot.slack.client import make_client
 from storage.settings import Settings, SettingsError, get_settings
@@ -39,8 +41,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
-# Used only when no Slack credentials are set (the local sandbox workspace signs with it).
-SANDBOX_SIGNING_SECRET = "billbot-sandbox-signing-secret"  # noqa: S105 - not a secret: sandbox only
 
 
 class TrackedExecutor(ThreadPoolExecutor):
@@ -105,14 +105,18 @@ def ignore_slack_retries(request: Any, next: Callable[[], Any]) -> Any:  # noqa:
     return next()
 
 
-def _signing_secret(settings: Settings) -> str:
+NO_SECRET = "bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP (or set SLACK_APP_TOKEN for Socket Mode)"
+
+
+def _signing_secret(settings: Settings) -> str | None:
+    """The secret requests must be signed with; None in Socket Mode (Slack's requests arrive over the
+    WebSocket billbot opened, unsigned). There is no fallback: no secret is written in the code, and
+    an app without one is never served over HTTP (:func:`create_wsgi` refuses it)."""
     if settings.slack_signing_secret:
         return settings.slack_signing_secret
-    if settings.sandbox:
-        return SANDBOX_SIGNING_SECRET
     if settings.slack_app_token:
-        return SANDBOX_SIGNING_SECRET  # Socket Mode does not sign requests; HTTP is not served
-    raise SettingsError("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP")
+        return None
+    raise SettingsError(NO_SECRET)
 
 
 def create_app(settings: Settings | None = None, client: WebClient | None = None, *,
@@ -121,13 +125,15 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     with the app's client, so what its workflows do after commit is told through it."""
     settings = settings or get_settings()
     client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
+    secret = _signing_secret(settings)
     executor = TrackedExecutor(max_workers=16, name="billbot-listener")  # acks (and quick reads)
     app = App(
         name="billbot",
         client=client,
-        signing_secret=_signing_secret(settings),
+        # Socket Mode verifies nothing over HTTP: a random secret nobody knows, and no HTTP (create_wsgi)
+        signing_secret=secret or secrets.token_hex(32),
         process_before_response=False,
-        request_verification_enabled=True,
+        request_verification_enabled=secret is not None,
         token_verification_enabled=False,  # auth.test runs on the first request, not at import
         listener_executor=executor,
         logger=logging.getLogger("billbot.bolt"),
@@ -143,6 +149,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     register_all(app)
     runtime.wire(role, client=client)
     app.billbot_executors = (executor,)  # type: ignore[attr-defined]
+    app.billbot_signing_secret = secret  # type: ignore[attr-defined]
     return app
 
 
@@ -164,7 +171,12 @@ def _health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
 def create_wsgi(settings: Settings | None = None, app: App | None = None) -> Callable[..., Iterable[bytes]]:
     """A WSGI callable: ``POST /slack/events`` (Bolt) and ``GET /healthz``."""
     bolt = app or create_app(settings)
-    handler = SlackRequestHandler(bolt, path=EVENTS_PATH)
+    secret = getattr(bolt, "billbot_signing_secret", None)
+    if not secret:
+        raise SettingsError(NO_SECRET)
+    team = (settings.slack_team_id if settings else None) or get_settings().slack_team_id
+    handler = Edge(SlackRequestHandler(bolt, path=EVENTS_PATH), secret=secret, path=EVENTS_PATH,
+                   installed_team=installed_team_of(bolt.client, team))
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -172,6 +184,7 @@ def create_wsgi(settings: Settings | None = None, app: App | None = None) -> Cal
         return handler(environ, start_response)
 
     wsgi.bolt_app = bolt  # type: ignore[attr-defined]
+    wsgi.edge = handler  # type: ignore[attr-defined]
     return wsgi
 
 
@@ -243,3 +256,11 @@ def make_threaded_server(host: str, port: int, wsgi_app: Callable[..., Iterable[
                 super().log_message(format, *args)
 
     return make_server(host, port, wsgi_app, server_class=_Server, handler_class=_Handler)
+
+
+def check_http_settings(settings: Settings | None = None) -> None:
+    """Refuse to start an HTTP role without ``SLACK_SIGNING_SECRET`` (gunicorn's ``on_starting`` hook
+    in ``gunicorn.conf.py`` calls this, so the web role fails at start, not on the first request)."""
+    settings = settings or get_settings()
+    if not settings.slack_signing_secret:
+        raise SettingsError(NO_SECRET)

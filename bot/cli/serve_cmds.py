@@ -3,6 +3,7 @@ credentials are set."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import webbrowser
@@ -11,7 +12,7 @@ import typer
 
 from billing.errors import Invalid
 from bot.cli.groups import app
-from bot.cli.output import handle_errors, out_console
+from bot.cli.output import err_console, handle_errors, out_console
 
 
 def _wait_forever(stop: threading.Event) -> None:
@@ -30,6 +31,10 @@ def serve(
         None, "--sandbox-port", help="Port of the local sandbox workspace (default SANDBOX_PORT, 3001)."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    sandbox_public: bool = typer.Option(
+        False, "--sandbox-public",
+        help="Allow the sandbox (where anyone picks who they are) on a non-loopback --host.",
+    ),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the sandbox in a browser."),
     no_clock: bool = typer.Option(False, "--no-clock", help="Do not run schedules and SLA sweeps in this process."),
 ) -> None:
@@ -78,6 +83,12 @@ def serve(
 
     from bot.sandbox.session import start_session
 
+    if not _is_loopback(host):
+        if not sandbox_public:
+            raise Invalid([f"--host: {host} is not a loopback address; the sandbox lets anyone act as any user "
+                           "(finance manager included). Pass --sandbox-public to serve it there anyway."])
+        err_console.print(f"WARNING: the sandbox listens on {host}: anyone who reaches it can act as any "
+                          "billbot user, finance manager included.", highlight=False, soft_wrap=True)
     session = start_session(port=port, sandbox_port=sandbox_port, host=host, with_clock=not no_clock)
     out_console.print(
         f"billbot sandbox workspace: [bold]{session.url}[/bold]\n"
@@ -92,6 +103,15 @@ def serve(
         _wait_forever(stop)
     finally:
         session.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _start_clock(disabled: bool):  # type: ignore[no-untyped-def]
