@@ -2,9 +2,10 @@
 without what it needs to verify Slack's requests (``SLACK_SIGNING_SECRET``)."""
 
 import sys
+from typing import Any
 
 
-def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
+def on_starting(server: Any) -> None:  # noqa: ARG001 - gunicorn's hook signature
     from bot.app import check_http_settings
     from storage.settings import SettingsError
 

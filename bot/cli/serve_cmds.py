@@ -25,7 +25,7 @@ def _wait_forever(stop: threading.Event) -> None:
 
 @app.command("serve")
 @handle_errors
-def serve(
+def serve(  # noqa: PLR0917 - Typer maps parameters to options
     port: int | None = typer.Option(None, "--port", help="Port of billbot's /slack/events (default PORT, 3000)."),
     sandbox_port: int | None = typer.Option(
         None, "--sandbox-port", help="Port of the local sandbox workspace (default SANDBOX_PORT, 3001)."

@@ -174,7 +174,11 @@ class Edge:
         sig = environ.get("HTTP_X_SLACK_SIGNATURE", "")
         if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or not sig:
             raise Refusal("401 Unauthorized", "signature: missing or malformed")
-        if not self.verifier.is_valid(body=body, timestamp=ts, signature=sig):
+        try:
+            text = body.decode("utf-8")  # Slack sends UTF-8; slack_sdk's verifier decodes bytes itself
+        except UnicodeDecodeError:
+            raise _bad("body: not UTF-8") from None
+        if not self.verifier.is_valid(body=text, timestamp=ts, signature=sig):
             raise Refusal("401 Unauthorized", "signature: invalid or expired")
         _fields, team, enterprise = parse_body(body, environ.get("CONTENT_TYPE") or "")
         self._check_team(team, enterprise)
