@@ -105,7 +105,7 @@ def ignore_slack_retries(request: Any, next: Callable[[], Any]) -> Any:  # noqa:
     return next()
 
 
-MISSING_SECRET = ("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP "
+NEEDS_SIGNING = ("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP "
                   "(or set SLACK_APP_TOKEN for Socket Mode)")
 
 
@@ -117,7 +117,7 @@ def _signing_secret(settings: Settings) -> str | None:
         return settings.slack_signing_secret
     if settings.slack_app_token:
         return None
-    raise SettingsError(MISSING_SECRET)
+    raise SettingsError(NEEDS_SIGNING)
 
 
 def create_app(settings: Settings | None = None, client: WebClient | None = None, *,
@@ -174,7 +174,7 @@ def create_wsgi(settings: Settings | None = None, app: App | None = None) -> Cal
     bolt = app or create_app(settings)
     secret = getattr(bolt, "billbot_signing_secret", None)
     if not secret:
-        raise SettingsError(MISSING_SECRET)
+        raise SettingsError(NEEDS_SIGNING)
     team = (settings.slack_team_id if settings else None) or get_settings().slack_team_id
     handler = Edge(SlackRequestHandler(bolt, path=EVENTS_PATH), secret=secret, path=EVENTS_PATH,
                    installed_team=installed_team_of(bolt.client, team))
@@ -264,4 +264,4 @@ def check_http_settings(settings: Settings | None = None) -> None:
     in ``gunicorn.conf.py`` calls this, so the web role fails at start, not on the first request)."""
     settings = settings or get_settings()
     if not settings.slack_signing_secret:
-        raise SettingsError(MISSING_SECRET)
+        raise SettingsError(NEEDS_SIGNING)
