@@ -26,6 +26,7 @@ from tests import factories as f
 from tests.slack.helpers import click, submit_reason
 
 HOSTILE = "GmbH & Co. KG <!here> <!channel> <@U0HACKER> <https://evil.example|click> @everyone"
+SHORT = "GmbH & Co <!here> <!channel> <@U0HACKER>"
 RAW = ("<!here>", "<!channel>", "<@U0HACKER>", "<https://evil.example", "GmbH & Co", "@everyone")
 NOT_TEXT = {"private_metadata", "value", "action_id", "block_id", "callback_id", "trigger_id", "channel", "ts",
             "thread_ts", "user", "users", "token", "filename", "url", "view_id", "response_type", "channel_id"}
@@ -68,7 +69,7 @@ def test_hostile_text_is_escaped_on_every_slack_surface(world):
         s.get(Advertiser, f.ADV).name = HOSTILE
     pid = f.preinvoice(world.db)
     ev = {"booked_amount": "3000.00", "computed_amount": "2100.00", "rule": HOSTILE, "tolerance": "0.10",
-          "figures": {HOSTILE: HOSTILE}, "days": [HOSTILE], "cause": HOSTILE}
+          "figures": {HOSTILE: HOSTILE}, "days": [HOSTILE], "cause": SHORT}  # a 64-character column
     eid = f.open_exception(world.db, world.key, preinvoice_id=pid, evidence=ev)
     world.api.wait_for("chat.postMessage", where=lambda c: c.get("thread_ts") is None)
 
