@@ -348,13 +348,17 @@ def _lock_row_key(key: str) -> str:
 
 
 def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None,
-                 now: datetime | None = None) -> str:
+                 now: datetime | None = None, reclaim: bool = False) -> str:
     """Take lock ``key`` or raise :class:`Conflict` naming who holds it. Returns the token for
     :func:`release_lock`.
 
     One transaction: read the row ``FOR UPDATE`` (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     serializes writers); free or expired → write our token. Two first-time takers racing on
     PostgreSQL collide on the primary key: the loser's ``IntegrityError`` means "held".
+
+    ``reclaim=True``: a lock held under the same ``holder`` is an earlier attempt of this very job, which
+    a queue hands out again only after its worker died — taken over at once (holders must then be
+    unique per job, e.g. the Slack message the command reports into).
     """
 
     db = db or context.get_db()
@@ -370,7 +374,8 @@ def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TT
                 s.add(Setting(key=k, value=value))
             else:
                 held = json.loads(row.value)
-                if datetime.fromisoformat(held["expires"]) > now and not holder_gone(held.get("process")):
+                dead = holder_gone(held.get("process")) or (reclaim and bool(holder) and held.get("holder") == holder)
+                if datetime.fromisoformat(held["expires"]) > now and not dead:
                     raise Conflict(f"{key} is busy (held by {held.get('holder') or 'another job'} since "
                                    f"{held['since'][:19].replace('T', ' ')} UTC)", code="locked")
                 log.warning("lock %s of %s expired; taking it over", key, held.get("holder"))
@@ -410,10 +415,11 @@ def release_lock(key: str, token: str, *, db: Any = None) -> bool:
 
 
 @contextmanager
-def lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None) -> Iterator[str]:
+def lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None,
+         reclaim: bool = False) -> Iterator[str]:
     """``with lock("sync:tracker"): …`` — exclusive across processes; raises :class:`Conflict` if held.
     Renewed every :data:`LOCK_RENEW_EVERY` seconds while the block runs, so it outlives no holder."""
-    token = acquire_lock(key, holder=holder, ttl=ttl, db=db)
+    token = acquire_lock(key, holder=holder, ttl=ttl, db=db, reclaim=reclaim)
     try:
         every = min(LOCK_RENEW_EVERY, ttl.total_seconds() / 4)
         with Heartbeat(lambda: renew_lock(key, token, ttl=ttl, db=db), every=every, name=f"billbot-lock-{key}"):

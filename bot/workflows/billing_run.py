@@ -147,6 +147,7 @@ def run_billing(
     on_progress: Callable[[int, int], None] | None = None,
     fail_after: int | None = None,
     now: datetime | None = None,
+    job: str | None = None,
 ) -> RunResult:
     """Bill ``period`` (``2026-02``, ``2026-Q1``, …) for all or the given advertisers.
 
@@ -171,7 +172,7 @@ def run_billing(
     if dry_run:
         return _dry_run(db, p, todo, actor=actor, key=key, today=today, now=now, rates=rates,
                         on_progress=on_progress)
-    run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now)
+    run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now, job=job)
     with Heartbeat(lambda: _beat(db, run_id), every=HEARTBEAT_EVERY, name=f"billbot-run-{run_id}"):
         return _settle_run(db, p, run_id, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
                            threshold_waiting=threshold_waiting, decided=decided, fail_after=fail_after,
@@ -290,16 +291,19 @@ def _lock_key(p: Period) -> str:
 
 
 def _start_run(db: Database, p: Period, advertisers: list[str] | None, *, actor: str,
-               key: Ed25519PrivateKey | None, now: datetime) -> int:
+               key: Ed25519PrivateKey | None, now: datetime, job: str | None = None) -> int:
     """Insert the run with its lock key; a running run of the same period → :class:`Conflict`
-    (unless its heartbeat is stale: its process died, so it is marked failed and taken over)."""
+    unless its holder is dead: its heartbeat is stale, its process (this host) is gone, or it was an
+    earlier attempt of the same ``job`` (a queued job is handed out again only when the worker that had
+    it stopped heartbeating) — then it is marked failed and taken over."""
     lock = _lock_key(p)
     with db.transaction() as s:
         running = s.execute(
             select(BillingRun).where(BillingRun.lock_key == lock).with_for_update()).scalar_one_or_none()
         if running is not None:
             beat = _beat_of(running)
-            gone = holder_gone((running.summary or {}).get("holder"))
+            held = running.summary or {}
+            gone = holder_gone(held.get("holder")) or (job is not None and held.get("job") == job)
             if now - beat < STALE_AFTER and not gone:
                 raise Conflict(f"billing run {running.id} for {running.period} is already running "
                                f"(started by {running.started_by} at {running.started_at:%Y-%m-%d %H:%M} UTC)",
@@ -314,7 +318,8 @@ def _start_run(db: Database, p: Period, advertisers: list[str] | None, *, actor:
                          subject_id=running.id, payload={"last_heartbeat": beat.isoformat(), "why": why}, now=now)
         run = BillingRun(period=p.label, period_start=p.start, period_end=p.end, state="running",
                          advertisers=list(advertisers or []), started_by=actor, started_at=now,
-                         summary={"heartbeat": max(now, datetime.now(UTC)).isoformat(), "holder": holder_id()},
+                         summary={"heartbeat": max(now, datetime.now(UTC)).isoformat(), "holder": holder_id(),
+                                  **({"job": job} if job else {})},
                          lock_key=lock)
         s.add(run)
         try:

@@ -156,3 +156,29 @@ def test_a_dead_holders_lock_is_taken_over_within_a_minute(db: Database) -> None
         if row is None:
             s.add(Setting(key="lock:sync:x", value=json.dumps(value)))
     assert jobs.acquire_lock("sync:x", holder="me")
+
+
+def test_a_requeued_job_reclaims_what_its_dead_attempt_held(db: Database, key: Any) -> None:
+    """On another machine the dead worker's pid cannot be checked; the queue hands a job out again only
+    when its worker stopped heartbeating, so the same job's holder is reclaimed at once."""
+    t0 = datetime.now(UTC)
+    jobs.acquire_lock("run:2026-02", holder="slack:U1:C1:1.1", now=t0)
+    with db.transaction() as s:  # as if taken on another host
+        row = s.get(Setting, "lock:run:2026-02")
+        assert row is not None
+        row.value = json.dumps({**json.loads(row.value), "process": {"host": "another-host", "pid": 1}})
+    with pytest.raises(Conflict):
+        jobs.acquire_lock("run:2026-02", holder="slack:U2:C1:2.2", reclaim=True)  # another command: refused
+    assert jobs.acquire_lock("run:2026-02", holder="slack:U1:C1:1.1", reclaim=True)
+
+    load(db, monthly_advertisers(1))
+    create_preinvoices(db, period="2026-02", actor="cli:op", key=key, now=NOW)
+    _running_elsewhere(db, datetime.now(UTC))
+    with db.transaction() as s:
+        run = s.get(BillingRun, 1)
+        assert run is not None
+        run.summary = {**run.summary, "job": "slack:U1:C1:1.1"}
+    with pytest.raises(Conflict, match="already running"):
+        run_billing(db, period="2026-02", actor="cli:op", key=key, today=date(2026, 3, 1), job="slack:U2:C1:2.2")
+    r = run_billing(db, period="2026-02", actor="cli:op", key=key, today=date(2026, 3, 1), job="slack:U1:C1:1.1")
+    assert r.created == ["INV-2026-000001"]
