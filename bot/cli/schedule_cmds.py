@@ -196,8 +196,13 @@ def digest_cmd(
     from pathlib import Path
 
     from bot.context import get_db, get_key
+    from bot.context import settings as current_settings
     from bot.slack.client import get_client
     from bot.slack.digest import send_digest
+
+    if not dry_run and not current_settings().slack_bot_token:
+        raise Invalid(["SLACK_BOT_TOKEN: not set — the digest is posted to Slack; set SLACK_BOT_TOKEN "
+                       "(and SLACK_API_URL for a local workspace), or look at it with --dry-run"])
 
     res = send_digest(get_db(), now=datetime.now(UTC), client=None if dry_run else get_client(), key=get_key(),
                       dry_run=dry_run, actor=_actor())
