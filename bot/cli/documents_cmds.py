@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from bot.cli.groups import app, invoices_app
-from bot.cli.output import emit_json, fail, handle_errors, out_console
+from bot.cli.output import check_output, emit_json, fail, handle_errors, out_console
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -43,21 +43,25 @@ def _invoice_id(number: str, legal_entity: str | None) -> int:
 
 @invoices_app.command("pdf")
 @handle_errors
-def invoices_pdf(
+def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
     number: Annotated[str, typer.Argument(help="Invoice or credit note number, e.g. INV-2026-000123.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PDF.")],
     legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
     = None,
-    force: Annotated[bool, typer.Option("--force", help="Render again even if a PDF was recorded.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+    render_again: Annotated[bool, typer.Option("--render-again", help="Render again even if a PDF was recorded.")]
+    = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed."""
+    """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed. FILE's
+    folder must exist; an existing FILE is overwritten only with --force."""
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.documents import render_invoice_pdf
 
-    path = render_invoice_pdf(get_db(), _invoice_id(number, legal_entity), renderer=pdf_renderer(),
-                              out_dir=documents_dir(), key=get_key(), force=force)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    invoice_id = _invoice_id(number, legal_entity)
+    check_output(output, force=force)
+    path = render_invoice_pdf(get_db(), invoice_id, renderer=pdf_renderer(),
+                              out_dir=documents_dir(), key=get_key(), force=render_again)
     if output.resolve() != path.resolve():
         shutil.copyfile(path, output)
     data = output.read_bytes()
@@ -75,12 +79,14 @@ def evidence_create(
     output: Annotated[Path, typer.Option("-o", "--output", help="The zip to write.")],
     legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write the evidence pack of NUMBER: PDF, XML, source rows, manifest, signed decisions, SHA256SUMS."""
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.evidence import build_evidence_pack
 
+    check_output(output, force=force)
     path = build_evidence_pack(get_db(), number, output, renderer=pdf_renderer(), out_dir=documents_dir(),
                                legal_entity=legal_entity, key=get_key())
     data = path.read_bytes()

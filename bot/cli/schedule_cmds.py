@@ -13,7 +13,7 @@ import typer
 
 from billing.errors import Invalid
 from bot.cli.groups import app, schedule_app
-from bot.cli.output import emit_json, handle_errors, out_console
+from bot.cli.output import check_output, emit_json, handle_errors, out_console
 
 
 def _actor() -> str:
@@ -191,6 +191,7 @@ def sweep_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the r
 def digest_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the digest blocks; post nothing.")] = False,
     chart: Annotated[str | None, typer.Option("--chart", help="Also write the chart PNG to this file.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --chart file if it exists.")] = False,
 ) -> None:
     """Send the managers' digest now (or show it with --dry-run)."""
     from pathlib import Path
@@ -200,6 +201,8 @@ def digest_cmd(
     from bot.slack.client import get_client
     from bot.slack.digest import send_digest
 
+    if chart:
+        check_output(Path(chart), force=force)
     if not dry_run and not current_settings().slack_bot_token:
         raise Invalid(["SLACK_BOT_TOKEN: not set — the digest is posted to Slack; set SLACK_BOT_TOKEN "
                        "(and SLACK_API_URL for a local workspace), or look at it with --dry-run"])
