@@ -12,10 +12,20 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from billing.errors import Invalid
 from billing.money import check_currency, money
+from billing.numbering import check_template
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -39,7 +49,15 @@ def _currency(v: Any) -> str:
         raise ValueError(e.message) from None
 
 
+def _not_negative(v: Decimal) -> Decimal:
+    if v < 0:
+        raise ValueError("must not be negative (a discount is a line of its own, not a negative figure)")
+    return v
+
+
 MoneyField = Annotated[Decimal, BeforeValidator(_money)]
+#: rates, amounts, quantities, tolerances: never below zero
+Amount = Annotated[Decimal, BeforeValidator(_money), AfterValidator(_not_negative)]
 Currency = Annotated[str, BeforeValidator(_currency)]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
@@ -60,7 +78,7 @@ class LegalEntityIn(_Model):
     credit_note_series: str = "CN-{year}-{seq:06d}"
     address: str | None = None
     exceptions_channel: str | None = None
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     iban: str | None = None
 
     @field_validator("invoice_series", "credit_note_series")
@@ -69,9 +87,9 @@ class LegalEntityIn(_Model):
         if "{seq" not in v:
             raise ValueError("a number series needs a {seq} placeholder, e.g. INV-{year}-{seq:06d}")
         try:
-            v.format(year=2026, seq=1)
-        except (KeyError, ValueError, IndexError) as e:
-            raise ValueError(f"bad series template: {e}") from None
+            check_template(v)  # bounded widths first: formatting a huge width would allocate it
+        except Invalid as e:
+            raise ValueError(e.message) from None
         return v
 
 
@@ -82,12 +100,12 @@ class AdvertiserIn(_Model):
     currency: Currency
     country: Country
     vat_id: str | None = None
-    billing_threshold: MoneyField = Decimal("0")
+    billing_threshold: Amount = Decimal("0")
     payment_terms_days: int = Field(default=30, ge=0, le=365)
     locale: str = "en"
     address: str | None = None
     email: str | None = None
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
 
     @field_validator("billing_threshold")
     @classmethod
@@ -103,13 +121,13 @@ class ItemIn(_Model):
     billing: Literal["linear", "delivery"] = "linear"
     unit: Literal["amount", "quantity"] = "amount"
     period: Literal["day_based", "even"] = "day_based"
-    amount: MoneyField | None = None
+    amount: Amount | None = None
     rate_type: Literal["cpm", "cpc", "cpa", "cpl", "flat"] | None = None
-    rate: MoneyField | None = None
-    booked_quantity: Annotated[Decimal, BeforeValidator(_money)] | None = None
+    rate: Amount | None = None
+    booked_quantity: Amount | None = None
     start: date | None = None
     end: date | None = None
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     make_good: bool = False
     external_ids: dict[str, str] = Field(default_factory=dict)
 
@@ -136,7 +154,7 @@ class CampaignIn(_Model):
     payment_interval: Literal["weekly", "monthly", "quarterly", "total"] = "monthly"
     start: date
     end: date
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     items: list[ItemIn] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -161,7 +179,7 @@ class DeliveryIn(_Model):
     clicks: int = Field(default=0, ge=0)
     conversions: int = Field(default=0, ge=0)
     status: Literal["approved", "pending", "rejected"] = "approved"
-    revenue: MoneyField | None = None
+    revenue: Amount | None = None
 
 
 class RateIn(_Model):
