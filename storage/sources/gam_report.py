@@ -156,11 +156,20 @@ def decode(name: str, raw: bytes) -> str:
 
 
 def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
-    sample = "\n".join(text.splitlines()[:60])
+    """The CSV dialect, sniffed from the header line on (a title block above it would mislead)."""
+    lines = text.splitlines()[:60]
+    start = next((i for i, ln in enumerate(lines) if "date" in ln.lower() and "impressions" in ln.lower()), 0)
+    sample = "\n".join(lines[start:])
     try:
         return csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
-        return csv.excel  # one column, or a title line only: commas (the header check decides)
+        header = lines[start] if lines else ""
+        best = max(",;\t|", key=header.count)
+
+        class _Found(csv.excel):
+            delimiter = best
+
+        return _Found
 
 
 def _rows_text(name: str, text: str) -> list[tuple[int, list[str], str]]:
