@@ -25,7 +25,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
 from bot.cli.groups import app
 
 #: Commands whose process is not a plain CLI: they wire themselves for their role.
-SELF_WIRED = frozenset({"serve", "worker", "clock"})
+SELF_WIRED = frozenset({"serve", "worker", "clock", "doctor"})
 
 
 @app.callback()
