@@ -5,6 +5,7 @@ shared machine. Writes are atomic (a temporary file, then ``os.replace``), creat
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 PRIVATE_DIR = 0o700
@@ -41,9 +42,16 @@ def write_private(path: Path, data: bytes) -> None:
 
 def touch_private(path: Path) -> None:
     """Create ``path`` empty and 0600 if it does not exist (a SQLite database before its first
-    connection: SQLite gives its WAL and shared-memory files the database file's mode)."""
+    connection: SQLite gives its WAL and shared-memory files the database file's mode).
+
+    An existing file is never opened here: closing any descriptor of a SQLite database drops every
+    POSIX lock this process holds on it (fcntl locks are per process), which would let another
+    process write under a reader's feet. ``O_EXCL`` creates or fails without opening."""
     private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return
     os.close(fd)
 
 
@@ -55,11 +63,18 @@ def secure_var_dir(var_dir: Path) -> None:
     uid = os.getuid()
     for root, dirs, files in os.walk(var_dir):
         rp = Path(root)
-        if rp.stat().st_uid == uid:
-            os.chmod(rp, PRIVATE_DIR)
+        _chmod_own(rp, PRIVATE_DIR, uid)
         for name in files:
-            fp = rp / name
-            st = fp.lstat()
-            if st.st_uid == uid and not fp.is_symlink() and st.st_mode & 0o077:
-                os.chmod(fp, PRIVATE_FILE)
+            _chmod_own(rp / name, PRIVATE_FILE, uid)
         dirs[:] = [d for d in dirs if not (rp / d).is_symlink()]
+
+
+def _chmod_own(p: Path, mode: int, uid: int) -> None:
+    """chmod ``p`` if this user owns it and it is too open. Other processes write and replace files in
+    ``var/`` meanwhile (a PDF's temporary file): one that is gone, or not ours, is left alone."""
+    try:
+        st = p.lstat()
+        if st.st_uid == uid and not p.is_symlink() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(p, mode)
+    except (FileNotFoundError, PermissionError):
+        pass
