@@ -1,8 +1,11 @@
 """The Bolt app: factory, WSGI endpoint, Socket Mode.
 
-- HTTP mode: ``POST /slack/events`` through Bolt's WSGI adapter (request signatures verified by
-  Bolt's middleware; a bad or five-minute-old signature gets 401) plus ``GET /healthz``. gunicorn
-  serves ``bot.app:application``, created lazily on the first request of each worker.
+- HTTP mode: ``POST /slack/events`` through :class:`bot.handlers.edge.Edge` (413 over 1 MiB unread,
+  401 for a bad or five-minute-old signature, 400 for a signed body that is no Slack payload, 403 for
+  another workspace) and then Bolt's WSGI adapter, plus ``GET /healthz`` (:mod:`bot.health`). It needs
+  ``SLACK_SIGNING_SECRET``: without it nothing is served (no secret is written in the code). gunicorn
+  serves ``bot.app:application``, created lazily on the first request of each worker; its
+  ``on_starting`` hook (``gunicorn.conf.py``) refuses to start without the secret.
 - Socket Mode when ``SLACK_APP_TOKEN`` is set (no public URL needed).
 - Fast ack: ``process_before_response=False`` — each listener acks first and Bolt answers Slack as
   soon as ``ack()`` is called. Listeners run on one :class:`TrackedExecutor`; decisions are handed
