@@ -3,7 +3,7 @@ PERIOD ?= 2026-10
 SIZE ?= 100
 BILLBOT = .venv/bin/billbot
 
-.PHONY: setup run cycle test lint bench clean
+.PHONY: setup run cycle test lint bench clean lock
 
 setup:
 	scripts/setup.sh run
@@ -21,6 +21,14 @@ lint:
 
 bench:
 	for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b; done
+
+# Refresh requirements.lock deliberately: the newest versions pyproject.toml's ranges allow, with hashes.
+# pip-tools lives in a venv of its own, so `pip freeze` of .venv stays equal to the lock.
+lock:
+	test -x .venv-lock/bin/pip-compile || (python3 -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools)
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe \
+		--strip-extras --extra test --all-build-deps --no-emit-index-url --no-emit-find-links \
+		--annotation-style line --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf var test-artifacts

@@ -10,19 +10,34 @@ finalizing transaction, so a rolled-back finalization gives its number back: no 
 
 from __future__ import annotations
 
+import re
 import string
 
 from billing.errors import Invalid
 
 ALLOWED_FIELDS = frozenset({"year", "seq"})
+MAX_WIDTH = 12  # a sequence wider than this is a typo (``{seq:0999999999d}`` would allocate a gigabyte)
+MAX_TEMPLATE = 64
+_SPEC = re.compile(r"^0?(\d{0,3})d?$")
 
 
 def check_template(template: str) -> str:
-    """Return ``template`` if it is a usable number template, else raise :class:`Invalid`."""
+    """Return ``template`` if it is a usable number template, else raise :class:`Invalid`.
+
+    ``{seq}`` and ``{year}`` take an integer format spec of at most :data:`MAX_WIDTH` digits
+    (``06d``, ``d`` or none); nothing else, so no template can make a huge or surprising number."""
+    if len(template) > MAX_TEMPLATE:
+        raise Invalid(f"number template {template[:20]!r}…: longer than {MAX_TEMPLATE} characters", code="series")
     try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
         raise Invalid(f"number template {template!r}: {e}", code="series") from None
+    fields = {f for f, _, _ in parsed}
+    for f, spec, conv in parsed:
+        m = _SPEC.match(spec or "")
+        if conv or m is None or (m.group(1) and int(m.group(1)) > MAX_WIDTH):
+            raise Invalid(f"number template {template!r}: {{{f}:{spec}}} — use a width of at most {MAX_WIDTH} "
+                          f"digits, e.g. {{seq:06d}}", code="series")
     if "seq" not in fields:
         raise Invalid(f"number template {template!r} must contain {{seq}}", code="series")
     if fields - ALLOWED_FIELDS:

@@ -1,8 +1,11 @@
 """The Bolt app: factory, WSGI endpoint, Socket Mode.
 
-- HTTP mode: ``POST /slack/events`` through Bolt's WSGI adapter (request signatures verified by
-  Bolt's middleware; a bad or five-minute-old signature gets 401) plus ``GET /healthz``. gunicorn
-  serves ``bot.app:application``, created lazily on the first request of each worker.
+- HTTP mode: ``POST /slack/events`` through :class:`bot.handlers.edge.Edge` (413 over 1 MiB unread,
+  401 for a bad or five-minute-old signature, 400 for a signed body that is no Slack payload, 403 for
+  another workspace) and then Bolt's WSGI adapter, plus ``GET /healthz`` (:mod:`bot.health`). It needs
+  ``SLACK_SIGNING_SECRET``: without it nothing is served (no secret is written in the code). gunicorn
+  serves ``bot.app:application``, created lazily on the first request of each worker; its
+  ``on_starting`` hook (``gunicorn.conf.py``) refuses to start without the secret.
 - Socket Mode when ``SLACK_APP_TOKEN`` is set (no public URL needed).
 - Fast ack: ``process_before_response=False`` — each listener acks first and Bolt answers Slack as
   soon as ``ack()`` is called. Listeners run on one :class:`TrackedExecutor`; decisions are handed
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,9 +32,10 @@ from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
-from bot import context, jobs, runtime
+from bot import context, health, jobs, runtime
 from bot.handlers import register_all
 from bot.handlers.deps import Deps
+from bot.handlers.edge import Edge, installed_team_of
 from bot.runtime import Role
 from bot.slack.client import make_client
 from storage.settings import Settings, SettingsError, get_settings
@@ -39,8 +44,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
-# Used only when no Slack credentials are set (the local sandbox workspace signs with it).
-SANDBOX_SIGNING_SECRET = "billbot-sandbox-signing-secret"  # noqa: S105 - not a secret: sandbox only
 
 
 class TrackedExecutor(ThreadPoolExecutor):
@@ -105,14 +108,19 @@ def ignore_slack_retries(request: Any, next: Callable[[], Any]) -> Any:  # noqa:
     return next()
 
 
-def _signing_secret(settings: Settings) -> str:
+NEEDS_SIGNING = ("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP "
+                  "(or set SLACK_APP_TOKEN for Socket Mode)")
+
+
+def _signing_secret(settings: Settings) -> str | None:
+    """The secret requests must be signed with; None in Socket Mode (Slack's requests arrive over the
+    WebSocket billbot opened, unsigned). There is no fallback: no secret is written in the code, and
+    an app without one is never served over HTTP (:func:`create_wsgi` refuses it)."""
     if settings.slack_signing_secret:
         return settings.slack_signing_secret
-    if settings.sandbox:
-        return SANDBOX_SIGNING_SECRET
     if settings.slack_app_token:
-        return SANDBOX_SIGNING_SECRET  # Socket Mode does not sign requests; HTTP is not served
-    raise SettingsError("bad setting: SLACK_SIGNING_SECRET: required to serve Slack over HTTP")
+        return None
+    raise SettingsError(NEEDS_SIGNING)
 
 
 def create_app(settings: Settings | None = None, client: WebClient | None = None, *,
@@ -121,13 +129,15 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     with the app's client, so what its workflows do after commit is told through it."""
     settings = settings or get_settings()
     client = client or make_client(settings.slack_bot_token or "xoxb-sandbox", settings.slack_api_url)
+    secret = _signing_secret(settings)
     executor = TrackedExecutor(max_workers=16, name="billbot-listener")  # acks (and quick reads)
     app = App(
         name="billbot",
         client=client,
-        signing_secret=_signing_secret(settings),
+        # Socket Mode verifies nothing over HTTP: a random secret nobody knows, and no HTTP (create_wsgi)
+        signing_secret=secret or secrets.token_hex(32),
         process_before_response=False,
-        request_verification_enabled=True,
+        request_verification_enabled=secret is not None,
         token_verification_enabled=False,  # auth.test runs on the first request, not at import
         listener_executor=executor,
         logger=logging.getLogger("billbot.bolt"),
@@ -143,19 +153,17 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
     register_all(app)
     runtime.wire(role, client=client)
     app.billbot_executors = (executor,)  # type: ignore[attr-defined]
+    app.billbot_signing_secret = secret  # type: ignore[attr-defined]
     return app
 
 
 def _health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    from sqlalchemy import text
-
-    body: dict[str, Any]
-    try:
-        with context.get_db(migrate=False).read() as s:
-            s.execute(text("SELECT 1"))
-        status, body = "200 OK", {"ok": True}
-    except Exception as e:  # the health check reports any failure as unhealthy
-        status, body = "503 Service Unavailable", {"ok": False, "error": type(e).__name__}
+    """``GET /healthz``: 200 when the database answers, its schema is current and the signing key is
+    readable; else 503. Each check by name, with what to fix (no secrets in it)."""
+    checks = health.liveness_checks(get_settings())
+    ok = all(c.ok for c in checks)
+    status = "200 OK" if ok else "503 Service Unavailable"
+    body = {"ok": ok, "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}}
     data = json.dumps(body).encode()
     start_response(status, [("content-type", "application/json"), ("content-length", str(len(data)))])
     return [data]
@@ -164,7 +172,12 @@ def _health(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
 def create_wsgi(settings: Settings | None = None, app: App | None = None) -> Callable[..., Iterable[bytes]]:
     """A WSGI callable: ``POST /slack/events`` (Bolt) and ``GET /healthz``."""
     bolt = app or create_app(settings)
-    handler = SlackRequestHandler(bolt, path=EVENTS_PATH)
+    secret = getattr(bolt, "billbot_signing_secret", None)
+    if not secret:
+        raise SettingsError(NEEDS_SIGNING)
+    team = (settings.slack_team_id if settings else None) or get_settings().slack_team_id
+    handler = Edge(SlackRequestHandler(bolt, path=EVENTS_PATH), secret=secret, path=EVENTS_PATH,
+                   installed_team=installed_team_of(bolt.client, team))
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -172,6 +185,7 @@ def create_wsgi(settings: Settings | None = None, app: App | None = None) -> Cal
         return handler(environ, start_response)
 
     wsgi.bolt_app = bolt  # type: ignore[attr-defined]
+    wsgi.edge = handler  # type: ignore[attr-defined]
     return wsgi
 
 
@@ -243,3 +257,11 @@ def make_threaded_server(host: str, port: int, wsgi_app: Callable[..., Iterable[
                 super().log_message(format, *args)
 
     return make_server(host, port, wsgi_app, server_class=_Server, handler_class=_Handler)
+
+
+def check_http_settings(settings: Settings | None = None) -> None:
+    """Refuse to start an HTTP role without ``SLACK_SIGNING_SECRET`` (gunicorn's ``on_starting`` hook
+    in ``gunicorn.conf.py`` calls this, so the web role fails at start, not on the first request)."""
+    settings = settings or get_settings()
+    if not settings.slack_signing_secret:
+        raise SettingsError(NEEDS_SIGNING)

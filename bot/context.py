@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from storage.db import Database
+from storage.files import secure_var_dir
 from storage.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -28,13 +29,18 @@ def _db(url: str, migrate: bool) -> Database:
 
 
 _db_lock = threading.Lock()
+_secured: set[Path] = set()
 
 
 def get_db(migrate: bool = True) -> Database:
     """The configured database; start-up migrates it to the latest revision. Locked: two threads'
     first calls (web thread + job thread) must not run Alembic at the same time."""
     with _db_lock:
-        return _db(get_settings().db_url, migrate)
+        s = get_settings()
+        if s.var_dir not in _secured:  # once per process: a var/ left readable by others is fixed at start
+            secure_var_dir(s.var_dir)
+            _secured.add(s.var_dir)
+        return _db(s.db_url, migrate)
 
 
 def get_key() -> Ed25519PrivateKey:

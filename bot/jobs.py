@@ -40,6 +40,7 @@ from bot import context
 from bot.tasks.registry import TASKS, TaskSpec, UnknownTask
 from bot.tasks.registry import get_task as _lookup
 from storage.db import dispose_all
+from storage.heartbeat import Heartbeat, holder_gone, holder_id
 from storage.models import Setting
 from storage.settings import get_settings
 
@@ -47,7 +48,11 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOCK_TTL = timedelta(hours=6)
+# Locks are leases: held for DEFAULT_LOCK_TTL and renewed every LOCK_RENEW_EVERY seconds by the holder
+# (``lock()``), so a lock dies with its holder — a worker killed mid-run frees it within a minute, and
+# the job Procrastinate re-queues can take it.
+DEFAULT_LOCK_TTL = timedelta(seconds=60)
+LOCK_RENEW_EVERY = 5.0
 
 
 # --------------------------------------------------------------------------- modes
@@ -345,20 +350,24 @@ def _lock_row_key(key: str) -> str:
 
 
 def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None,
-                 now: datetime | None = None) -> str:
+                 now: datetime | None = None, reclaim: bool = False) -> str:
     """Take lock ``key`` or raise :class:`Conflict` naming who holds it. Returns the token for
     :func:`release_lock`.
 
     One transaction: read the row ``FOR UPDATE`` (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
     serializes writers); free or expired → write our token. Two first-time takers racing on
     PostgreSQL collide on the primary key: the loser's ``IntegrityError`` means "held".
+
+    ``reclaim=True``: a lock held under the same ``holder`` is an earlier attempt of this very job, which
+    a queue hands out again only after its worker died — taken over at once (holders must then be
+    unique per job, e.g. the Slack message the command reports into).
     """
 
     db = db or context.get_db()
     now = now or datetime.now(UTC)
     token = uuid.uuid4().hex
     value = json.dumps({"token": token, "holder": holder, "since": now.isoformat(),
-                        "expires": (now + ttl).isoformat()})
+                        "expires": (now + ttl).isoformat(), "process": holder_id()})
     k = _lock_row_key(key)
     try:
         with db.transaction() as s:
@@ -367,7 +376,8 @@ def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TT
                 s.add(Setting(key=k, value=value))
             else:
                 held = json.loads(row.value)
-                if datetime.fromisoformat(held["expires"]) > now:
+                dead = holder_gone(held.get("process")) or (reclaim and bool(holder) and held.get("holder") == holder)
+                if datetime.fromisoformat(held["expires"]) > now and not dead:
                     raise Conflict(f"{key} is busy (held by {held.get('holder') or 'another job'} since "
                                    f"{held['since'][:19].replace('T', ' ')} UTC)", code="locked")
                 log.warning("lock %s of %s expired; taking it over", key, held.get("holder"))
@@ -375,6 +385,22 @@ def acquire_lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TT
     except IntegrityError:
         raise Conflict(f"{key} is busy (taken by another job just now)", code="locked") from None
     return token
+
+
+def renew_lock(key: str, token: str, *, ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None) -> bool:
+    """Extend lock ``key`` by ``ttl`` from now if ``token`` still owns it (the holder's heartbeat)."""
+
+    db = db or context.get_db()
+    k = _lock_row_key(key)
+    with db.transaction() as s:
+        row = s.execute(select(Setting).where(Setting.key == k).with_for_update()).scalar_one_or_none()
+        if row is None:
+            return False
+        held = json.loads(row.value)
+        if held.get("token") != token:
+            return False
+        row.value = json.dumps({**held, "expires": (datetime.now(UTC) + ttl).isoformat()})
+    return True
 
 
 def release_lock(key: str, token: str, *, db: Any = None) -> bool:
@@ -391,11 +417,15 @@ def release_lock(key: str, token: str, *, db: Any = None) -> bool:
 
 
 @contextmanager
-def lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None) -> Iterator[str]:
-    """``with lock("sync:tracker"): …`` — exclusive across processes; raises :class:`Conflict` if held."""
-    token = acquire_lock(key, holder=holder, ttl=ttl, db=db)
+def lock(key: str, *, holder: str = "", ttl: timedelta = DEFAULT_LOCK_TTL, db: Any = None,
+         reclaim: bool = False) -> Iterator[str]:
+    """``with lock("sync:tracker"): …`` — exclusive across processes; raises :class:`Conflict` if held.
+    Renewed every :data:`LOCK_RENEW_EVERY` seconds while the block runs, so it outlives no holder."""
+    token = acquire_lock(key, holder=holder, ttl=ttl, db=db, reclaim=reclaim)
     try:
-        yield token
+        every = min(LOCK_RENEW_EVERY, ttl.total_seconds() / 4)
+        with Heartbeat(lambda: renew_lock(key, token, ttl=ttl, db=db), every=every, name=f"billbot-lock-{key}"):
+            yield token
     finally:
         release_lock(key, token, db=db)
 

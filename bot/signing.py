@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from billing.errors import BillingError
+from storage.files import private_dir
 
 
 def current_key(path: str, generate: bool = True) -> Ed25519PrivateKey:
@@ -54,7 +55,7 @@ def load_key(path: str, generate: bool = True, stamp: int = 0) -> Ed25519Private
     if not p.exists():
         if not generate:
             raise BillingError(f"SIGNING_KEY_PATH: no key at {p}", code="signing_key")
-        p.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(p.parent)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

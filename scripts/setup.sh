@@ -26,13 +26,17 @@ if ((${#missing[@]})); then
   fi
 fi
 
-if [[ ! -x .venv/bin/python ]]; then
-  python3 -m venv .venv
+venv="${BILLBOT_VENV:-.venv}"
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv "$venv"
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Exactly the versions in requirements.lock, each checked against its hashes (pip refuses anything
+# else); then billbot itself, with no dependencies of its own choosing. `make lock` refreshes the lock.
+stamp="$venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
-  rm -f .venv/.installed-*
+  "$venv/bin/python" -m pip install -q --require-hashes --no-deps -r requirements.lock
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  "$venv/bin/python" -m pip check
+  rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

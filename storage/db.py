@@ -16,14 +16,16 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.files import touch_private
+
 _engines: dict[str, Engine] = {}
 
 
 def make_engine(url: str, **kw: Any) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            touch_private(Path(path))
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kw)
 
         @event.listens_for(engine, "connect")

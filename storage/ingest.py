@@ -24,7 +24,7 @@ import io
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,6 +42,8 @@ from billing.money import is_currency
 from storage.models import (
     Advertiser,
     Affiliate,
+    Campaign,
+    CampaignItem,
     Conversion,
     DeliveryFact,
     Employee,
@@ -86,6 +88,8 @@ class IngestContext:
     party: str = "first_party"
     legal_entity: str | None = None
     sync_run_id: int | None = None
+    #: days further back than this from ``now`` are quarantined (a typo'd year, a stray old file)
+    window_days: int = 400
 
 
 @dataclass
@@ -335,12 +339,13 @@ def ingest_stats(s: Session, frame: pd.DataFrame, ctx: IngestContext, *, revenue
     item = ext.map(xwalk)
     why.flag(item.isna(), f"unknown {label} " + _quoted(f["external_item"]))
 
-    parsed_days = day.dropna()
-    if len(parsed_days):
-        res.max_day = date.fromisoformat(str(parsed_days.max()))
+    _flag_days(s, why, day, item, ctx=ctx, label=label)
     res.counts.quarantined = quarantine(s, _bad_rows(f, why.s), ctx)
 
     ok = why.ok
+    kept_days = day[ok].dropna()
+    if len(kept_days):  # "data until" and watermarks follow stored rows only, never past today
+        res.max_day = date.fromisoformat(str(kept_days.max()))
     g = pd.DataFrame({
         "item_id": item[ok], "day": day[ok], "ext": ext[ok],
         "affiliate": f.loc[ok, "affiliate"].fillna("").astype(str),
@@ -371,6 +376,37 @@ def ingest_stats(s: Session, frame: pd.DataFrame, ctx: IngestContext, *, revenue
                touch={"sync_run_id": ctx.sync_run_id, "updated_at": ctx.now})
     res.counts.add(done)
     return res
+
+
+def _flights(s: Session, items: list[str]) -> dict[str, tuple[date, date]]:
+    """Each campaign item's flight: its own dates, else its campaign's."""
+    out: dict[str, tuple[date, date]] = {}
+    for i in range(0, len(items), SQLITE_CHUNK):
+        chunk = items[i:i + SQLITE_CHUNK]
+        q = (select(CampaignItem.id, CampaignItem.start, CampaignItem.end, Campaign.start, Campaign.end)
+             .join(Campaign, Campaign.id == CampaignItem.campaign_id).where(CampaignItem.id.in_(chunk)))
+        for iid, istart, iend, cstart, cend in s.execute(q):
+            out[str(iid)] = (istart or cstart, iend or cend)
+    return out
+
+
+def _flag_days(s: Session, why: _Reasons, day: pd.Series, item: pd.Series, *, ctx: IngestContext, label: str) -> None:
+    """Days that cannot be delivery: in the future, further back than the window, outside the item's flight."""
+    today = ctx.now.astimezone(ctx.tz).date()
+    oldest = today - timedelta(days=ctx.window_days)
+    iso = day.fillna("")
+    why.flag((iso != "") & (iso > today.isoformat()), "day " + iso + f" is in the future (today is {today})")
+    why.flag((iso != "") & (iso < oldest.isoformat()),
+             "day " + iso + f" is more than {ctx.window_days} days back (before {oldest})")
+    mapped = [str(x) for x in pd.unique(item.dropna())]
+    if not mapped:
+        return
+    flights = _flights(s, mapped)
+    start = item.map(lambda x: flights[x][0].isoformat() if x in flights else "")
+    end = item.map(lambda x: flights[x][1].isoformat() if x in flights else "9999-12-31")
+    outside = (iso != "") & item.notna() & ((iso < start) | (iso > end))
+    why.flag(outside, "day " + iso + f" is outside the flight of {label} " + item.fillna("") + " (" + start + " – "
+             + end + ")")
 
 
 # --------------------------------------------------------------------------- conversions / events

@@ -26,6 +26,7 @@ from pydantic import (
 
 from billing.errors import Invalid
 from billing.money import check_currency, money
+from billing.numbering import check_template
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -54,8 +55,18 @@ def _names(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+def _not_negative(v: Decimal) -> Decimal:
+    if v < 0:
+        raise ValueError("must not be negative (a discount is a line of its own, not a negative figure)")
+    return v
+
+
 MoneyField = Annotated[Decimal, BeforeValidator(_money)]
+#: rates, amounts, quantities, tolerances: never below zero
+Amount = Annotated[Decimal, BeforeValidator(_money), AfterValidator(_not_negative)]
 Currency = Annotated[str, BeforeValidator(_currency)]
+
+
 def _country(v: Any) -> Any:
     from billing.addresses import is_country
 
@@ -86,7 +97,7 @@ class LegalEntityIn(_Model):
     postcode: str | None = None
     city: str | None = None
     exceptions_channel: str | None = None
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     iban: str | None = None
     # what the documents state about the seller (§ 35a GmbHG: register court and number, managing directors)
     register_court: str | None = None
@@ -137,9 +148,9 @@ class LegalEntityIn(_Model):
         if "{seq" not in v:
             raise ValueError("a number series needs a {seq} placeholder, e.g. INV-{year}-{seq:06d}")
         try:
-            v.format(year=2026, seq=1)
-        except (KeyError, ValueError, IndexError) as e:
-            raise ValueError(f"bad series template: {e}") from None
+            check_template(v)  # bounded widths first: formatting a huge width would allocate it
+        except Invalid as e:
+            raise ValueError(e.message) from None
         return v
 
 
@@ -153,7 +164,7 @@ class AdvertiserIn(_Model):
     currency: Currency
     country: Country
     vat_id: str | None = None
-    billing_threshold: MoneyField = Decimal("0")
+    billing_threshold: Amount = Decimal("0")
     payment_terms_days: int = Field(default=30, ge=0, le=365)
     locale: str = "en"
     address: str | None = None  # one line, as older files have it: parsed into street, postcode and city
@@ -162,7 +173,7 @@ class AdvertiserIn(_Model):
     city: str | None = None
     customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
     email: str | None = None
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     # e-mail dispatch (issue 19): invoices go to ``invoice_emails`` (else ``email``), copied to ``invoice_cc``;
     # ``dispatch: none`` for clients who download their invoices from a portal
     invoice_emails: list[str] = Field(default_factory=list)
@@ -195,13 +206,13 @@ class ItemIn(_Model):
     billing: Literal["linear", "delivery"] = "linear"
     unit: Literal["amount", "quantity"] = "amount"
     period: Literal["day_based", "even"] = "day_based"
-    amount: MoneyField | None = None
+    amount: Amount | None = None
     rate_type: Literal["cpm", "cpc", "cpa", "cpl", "flat"] | None = None
-    rate: MoneyField | None = None
-    booked_quantity: Annotated[Decimal, BeforeValidator(_money)] | None = None
+    rate: Amount | None = None
+    booked_quantity: Amount | None = None
     start: date | None = None
     end: date | None = None
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     make_good: bool = False
     variance_check: bool = False  # linear items only: check them against delivery data too (opt in)
     external_ids: dict[str, str] = Field(default_factory=dict)
@@ -229,7 +240,7 @@ class CampaignIn(_Model):
     payment_interval: Literal["weekly", "monthly", "quarterly", "total"] = "monthly"
     start: date
     end: date
-    tolerance: MoneyField | None = None
+    tolerance: Amount | None = None
     items: list[ItemIn] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -254,7 +265,7 @@ class DeliveryIn(_Model):
     clicks: int = Field(default=0, ge=0)
     conversions: int = Field(default=0, ge=0)
     status: Literal["approved", "pending", "rejected"] = "approved"
-    revenue: MoneyField | None = None
+    revenue: Amount | None = None
 
 
 class RateIn(_Model):

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_team_id: str | None = Field(default=None, alias="SLACK_TEAM_ID")  # else auth.test's
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
     port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
     sandbox_port: int = Field(default=3001, alias="SANDBOX_PORT", ge=1, le=65535)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -13,6 +14,20 @@ from storage.settings import local_time
 MAX_BLOCKS = 50  # Slack refuses messages with more blocks
 SECTION_TEXT_MAX = 3000
 FIELD_TEXT_MAX = 2000
+
+
+_BROADCAST = re.compile(r"@(here|channel|everyone)\b", re.IGNORECASE)
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+
+
+def esc(text: object) -> str:
+    """Text for Slack mrkdwn that shows what it says and does nothing else: ``&``, ``<`` and ``>``
+    become entities (so ``<!here>``, ``<!channel>``, ``<@U…>`` and links are shown, never acted on), and
+    a bare ``@here`` / ``@channel`` / ``@everyone`` gets a word joiner after the ``@``. The one function
+    for every piece of text billbot sends that it did not write itself (names, reasons, causes, log
+    lines, error messages)."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST.sub("@\u2060\\1", s)
 
 
 def clip(text: str, limit: int) -> str:
@@ -48,7 +63,7 @@ def period_text(start: date | None, end: date | None) -> str:
 def mention(slack_id: str | None) -> str:
     if not slack_id:
         return "someone"
-    return f"<@{slack_id}>" if slack_id[:1] in {"U", "W"} else slack_id
+    return f"<@{slack_id}>" if _USER_ID.match(slack_id) else esc(slack_id)
 
 
 def cap_blocks(blocks: list[Block], *, what: str = "more") -> list[Block]:

@@ -14,6 +14,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.blocks.common import esc
 from bot.workflows.digest import DigestData
 from storage.settings import local_time
 
@@ -57,7 +58,8 @@ def digest_blocks(d: DigestData) -> list[Block]:
     ]
     if d.breaches:
         lines = [
-            f"• #{b.exception_id} {b.kind.replace('_', ' ')} — {b.advertiser}, {money_text(b.amount, b.currency)}, "
+            f"• #{b.exception_id} {b.kind.replace('_', ' ')} — {esc(b.advertiser)}, "
+            f"{money_text(b.amount, b.currency)}, "
             f"overdue {_age(b.overdue)}{' (escalated)' if b.state == 'escalated' else ''}"
             for b in d.breaches[:MAX_BREACH_LINES]
         ]
@@ -81,7 +83,7 @@ def digest_blocks(d: DigestData) -> list[Block]:
             mark = ":warning:" if f.stale else ":white_check_mark:"
             last = _when(f.last_success_at) if f.last_success_at else "never synced"
             until = f", data until {f.data_until}" if f.data_until else ""
-            lines.append(f"{mark} *{f.source}* — last sync {last}{until}")
+            lines.append(f"{mark} *{esc(f.source)}* — last sync {last}{until}")
         source_text = "*Source freshness*\n" + "\n".join(lines)
     else:
         source_text = "*Source freshness*\nno sources synced yet"

@@ -29,6 +29,7 @@ from bot.blocks.common import (
     SECTION_TEXT_MAX,
     cap_blocks,
     clip,
+    esc,
     mention,
     money_text,
     period_text,
@@ -113,20 +114,20 @@ def evidence_line(exc: BillingException) -> str:
                      f"{money_text(before, exc.currency)} → {money_text(after, exc.currency)}")
         parts.extend(diff_lines(ev.get("diff")))
     if ev.get("rule"):
-        parts.append(f"rule `{ev['rule']}`")
+        parts.append(f"rule `{esc(ev['rule'])}`")
     if ev.get("tolerance") is not None:
         parts.append(f"tolerance {tolerance_text(ev['tolerance'])}")
     days = ev.get("days")
     if isinstance(days, list) and days:
         parts.append(f"{len(days)} day(s) involved")
-    line = "; ".join(parts) or (exc.summary or "no evidence recorded")
+    line = "; ".join(parts) or esc(exc.summary or "no evidence recorded")
     return clip(line[:1].upper() + line[1:], 1500)
 
 
 def fallback_text(exc: BillingException, advertiser_name: str | None = None) -> str:
     """Notification text (push, screen readers) for the message."""
     who = advertiser_name or exc.advertiser_id
-    return clip(f"{KIND_TITLE.get(exc.kind, exc.kind)} for {who}: {money_text(exc.amount, exc.currency)} at stake "
+    return clip(f"{KIND_TITLE.get(exc.kind, exc.kind)} for {esc(who)}: {money_text(exc.amount, exc.currency)} at stake "
                 f"({exc.state})", 300)
 
 
@@ -170,10 +171,10 @@ def exception_message(
     """Blocks for the exception's channel message, open or decided."""
     title = f"{KIND_TITLE.get(exc.kind, exc.kind)} — {advertiser_name or exc.advertiser_id}"
     fields = [
-        MarkdownTextObject(text=f"*Advertiser*\n{clip(advertiser_name or exc.advertiser_id, 200)}"),
+        MarkdownTextObject(text=f"*Advertiser*\n{clip(esc(advertiser_name or exc.advertiser_id), 200)}"),
         MarkdownTextObject(text=f"*Period*\n{period_text(exc.period_start, exc.period_end)}"),
         MarkdownTextObject(text=f"*Amount at stake*\n{money_text(exc.amount, exc.currency)}"),
-        MarkdownTextObject(text=f"*Cause*\n{clip(exc.cause or '—', 200)}"),
+        MarkdownTextObject(text=f"*Cause*\n{clip(esc(exc.cause or '—'), 200)}"),
     ]
     if exc.preinvoice_id is not None:
         fields.append(MarkdownTextObject(text=f"*Pre-invoice*\n#{exc.preinvoice_id}"))
@@ -217,7 +218,7 @@ def decided_text(exc: BillingException, last_decision: Decision | None = None) -
         others = [mention(str(a.get("user"))) for a in exc.approvals or [] if isinstance(a, dict)]
         text += f" ({len(others)} of {exc.approvals_needed} approvals: {', '.join(others)})"
     if exc.reason:
-        text += f"\n>{clip(exc.reason, 2000)}"
+        text += "\n" + "\n".join(f">{line}" for line in clip(esc(exc.reason), 2000).splitlines())
     return clip(text, SECTION_TEXT_MAX)
 
 
@@ -249,7 +250,7 @@ def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool)
     }.get((exc.kind, exc.state), "")
     text = f"{DECIDED_ICON.get(exc.state, '')} {verb} by {who} at {slack_date(decision.decided_at)}. {consequence}"
     if decision.reason:
-        text += f"\nReason: {clip(decision.reason, 2000)}"
+        text += f"\nReason: {clip(esc(decision.reason), 2000)}"
     text += f"\nSigned record: SHA-256 `{decision.subject_hash[:16]}…`"
     return clip(text, SECTION_TEXT_MAX)
 

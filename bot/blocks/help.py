@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
+from bot.blocks.common import esc
+
 COMMANDS = (
     ("sync [standard|partial] [source]", "pull delivery data from a source (operators)"),
     ("run [period] [advertiser…]", "billing run for a period, e.g. `2026-02` (operators)"),
@@ -24,7 +26,7 @@ def help_blocks(problem: str | None = None) -> list[Block]:
     lines = "\n".join(f"• `/billing {cmd}` — {what}" for cmd, what in COMMANDS)
     blocks: list[Block] = []
     if problem:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":grey_question: {problem[:2900]}")))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":grey_question: {esc(problem)[:2900]}")))
     blocks.append(SectionBlock(text=MarkdownTextObject(text="*billbot — the billing desk*\n" + lines)))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text="Exceptions are decided with the buttons on their message or in the App Home.")]))

@@ -17,7 +17,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.blocks.common import cap_blocks, clip, money_text, period_text, slack_date
+from bot.blocks.common import cap_blocks, clip, esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import KIND_TITLE, decision_buttons
 from storage.models import BillingException, BillingRun, Decision
 
@@ -45,7 +45,7 @@ def _queue_blocks(items: Sequence[QueueItem]) -> list[Block]:
     blocks: list[Block] = []
     for it in items[:MAX_QUEUE]:
         exc = it.exc
-        text = (f"*{KIND_TITLE.get(exc.kind, exc.kind)}* — {clip(it.advertiser_name, 150)} · "
+        text = (f"*{KIND_TITLE.get(exc.kind, exc.kind)}* — {clip(esc(it.advertiser_name), 150)} · "
                 f"{money_text(exc.amount, exc.currency)} · {period_text(exc.period_start, exc.period_end)}\n"
                 f"SLA due {slack_date(exc.due_at)}")
         if exc.state == "escalated":
@@ -77,16 +77,16 @@ def home_view(
     blocks.append(HeaderBlock(text=PlainTextObject(text="Your recent decisions")))
     if decisions:
         lines = [f"• {d.decision} on exception #{d.exception_id} at {slack_date(d.decided_at)}"
-                 + (f" — {clip(d.reason, 80)}" if d.reason else "") for d in decisions]
+                 + (f" — {clip(esc(d.reason), 80)}" if d.reason else "") for d in decisions]
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip("\n".join(lines), 3000))))
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No decisions yet.")))
     blocks.append(DividerBlock())
     blocks.append(HeaderBlock(text=PlainTextObject(text="Data and runs")))
     if sources:
-        lines = [f"• *{src.source}*: last sync {slack_date(src.last_success_at)}"
+        lines = [f"• *{esc(src.source)}*: last sync {slack_date(src.last_success_at)}"
                  + (f", data until {src.data_until.isoformat()}" if src.data_until else "")
-                 + (f" ({src.last_state})" if src.last_state and src.last_state != "done" else "")
+                 + (f" ({esc(src.last_state)})" if src.last_state and src.last_state != "done" else "")
                  for src in sources]
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip("\n".join(lines), 3000))))
     else:
@@ -94,7 +94,7 @@ def home_view(
     if last_run is not None:
         summary = last_run.summary or {}
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(
-            f"*Last billing run* {last_run.period} — {last_run.state}, started {slack_date(last_run.started_at)}: "
+            f"*Last billing run* {esc(last_run.period)} — {last_run.state}, started {slack_date(last_run.started_at)}: "
             f"{_count(summary.get('created'))} invoice(s) created, {_count(summary.get('skipped'))} skipped",
             3000))))
     else:

@@ -17,7 +17,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.blocks.common import cap_blocks, clip, money_text, period_text, slack_date
+from bot.blocks.common import cap_blocks, clip, esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import BUTTON_TEXT, KIND_TITLE, evidence_json, evidence_line, tolerance_text
 from storage.models import BillingException
 
@@ -59,36 +59,41 @@ def _kv(label: str, value: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=clip(f"*{label}*\n{value}", 2000))
 
 
+def _kv_user(label: str, value: object) -> MarkdownTextObject:
+    return _kv(label, esc(value))
+
+
 def details_modal(exc: BillingException, advertiser_name: str | None = None) -> View:
     """Everything the message leaves out: each figure compared, the days involved, the rule."""
     ev = exc.evidence or {}
     blocks: list[Block] = [
         SectionBlock(fields=[
-            _kv("Advertiser", advertiser_name or exc.advertiser_id),
+            _kv_user("Advertiser", advertiser_name or exc.advertiser_id),
             _kv("Period", period_text(exc.period_start, exc.period_end)),
             _kv("Amount at stake", money_text(exc.amount, exc.currency)),
-            _kv("State", exc.state),
-            _kv("Cause", str(ev.get("cause") or exc.cause or "—")),
-            _kv("Rule", str(ev.get("rule") or "—")),
+            _kv_user("State", exc.state),
+            _kv_user("Cause", ev.get("cause") or exc.cause or "—"),
+            _kv_user("Rule", ev.get("rule") or "—"),
             _kv("Tolerance", tolerance_text(ev.get("tolerance"))),
             _kv("SLA due", slack_date(exc.due_at)),
         ]),
         SectionBlock(text=MarkdownTextObject(text=clip(evidence_line(exc), 3000))),
     ]
     if exc.summary:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(exc.summary, 3000))))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(esc(exc.summary), 3000))))
     figures = ev.get("figures")
     if isinstance(figures, dict) and figures:
         blocks.append(DividerBlock())
-        lines = [f"• {k}: {v}" for k, v in figures.items()]
+        lines = [f"• {esc(k)}: {esc(v)}" for k, v in figures.items()]
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip("*Figures*\n" + "\n".join(lines), 3000))))
     days = ev.get("days")
     if isinstance(days, list) and days:
         blocks.append(SectionBlock(text=MarkdownTextObject(
-            text=clip("*Days involved*\n" + ", ".join(str(d) for d in days), 3000))))
+            text=clip("*Days involved*\n" + ", ".join(esc(d) for d in days), 3000))))
     blocks.append(DividerBlock())
-    blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(f"```{evidence_json(exc)}```", 3000))))
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Exception #{exc.id} · key `{clip(exc.key, 150)}`")]))
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(f"```{esc(evidence_json(exc))}```", 3000))))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text=f"Exception #{exc.id} · key `{clip(esc(exc.key), 150)}`")]))
     return View(type="modal", callback_id=DETAILS_CALLBACK_ID,
                 title=PlainTextObject(text=clip(f"Exception #{exc.id}", 24)),
                 close=PlainTextObject(text="Close"), blocks=cap_blocks(blocks))

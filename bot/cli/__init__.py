@@ -7,6 +7,8 @@ Command groups live in :mod:`bot.cli.groups`; each ``bot/cli/*_cmds.py`` module 
 
 from __future__ import annotations
 
+from urllib.error import URLError
+
 import typer
 
 from bot.cli import (  # noqa: F401 - each module adds its commands to the groups
@@ -25,7 +27,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
 from bot.cli.groups import app
 
 #: Commands whose process is not a plain CLI: they wire themselves for their role.
-SELF_WIRED = frozenset({"serve", "worker", "clock"})
+SELF_WIRED = frozenset({"serve", "worker", "clock", "doctor"})
 
 
 @app.callback()
@@ -40,12 +42,42 @@ def _wire(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    """``billbot``: operator errors (a wrong setting, an unreachable database or Slack) end in one line
+    on stderr naming what to change — exit 2 for a wrong setting, 1 for a failure — never a traceback."""
+    import sys
+
+    from slack_sdk.errors import SlackClientError
+    from sqlalchemy.exc import OperationalError
+
     from storage.settings import SettingsError
 
     try:
         app()
     except SettingsError as e:  # a wrong setting fails at start, naming it
-        import sys
-
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
+    except OperationalError as e:
+        sys.stderr.write(f"error: {database_problem(e)}\n")
+        raise SystemExit(1) from None
+    except (SlackClientError, URLError) as e:
+        sys.stderr.write(f"error: Slack could not be reached or refused ({_first_line(e)}); check SLACK_BOT_TOKEN "
+                         "and SLACK_API_URL\n")
+        raise SystemExit(1) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def database_problem(e: BaseException) -> str:
+    """``the database is unreachable (postgresql+psycopg://billbot:***@db:5432/billbot): …; check DATABASE_URL``"""
+    from sqlalchemy.engine import make_url
+
+    from storage.settings import get_settings
+
+    try:
+        shown = make_url(get_settings().db_url).render_as_string(hide_password=True)
+    except Exception:  # the URL itself is what is wrong; do not echo it
+        shown = "DATABASE_URL"
+    return f"the database is unreachable ({shown}): {_first_line(e)}; check DATABASE_URL (or BILLBOT_VAR_DIR)"

@@ -164,3 +164,19 @@ def advertisers_list(
     for r in rows:
         t.add_row(*(str(r[k]) for k in ("id", "name", "legal_entity", "currency", "billing_threshold")))
     out_console.print(t)
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check settings, database, migrations, signing key and secret, Slack (auth.test) and schedules; one
+    line per check with what to fix. Exit 1 if any check fails."""
+    from rich.markup import escape
+
+    from bot.health import all_checks
+
+    checks = all_checks()
+    for c in checks:
+        colour = "green" if c.ok else "red"
+        out_console.print(f"[{colour}]{escape(c.line())}[/{colour}]", highlight=False, soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)

@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from bot.cli.groups import app, invoices_app
 from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
-from bot.cli.output import emit_json, fail, handle_errors, out_console
+from bot.cli.output import check_output, emit_json, fail, handle_errors, out_console
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -50,14 +50,17 @@ def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the PDF.")] = None,
     legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
     = None,
-    force: Annotated[bool, typer.Option("--force", help="Render again even if a PDF was recorded.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+    render_again: Annotated[bool, typer.Option("--render-again", help="Render again even if a PDF was recorded.")]
+    = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Render every PDF that failed again.")]
     = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     as_user: AsUser = None,
 ) -> None:
-    """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed; or, with
-    --retry-failed, render every failed PDF again and say which still fail and why."""
+    """Write the invoice's PDF/A-3b (with its Factur-X XML) to FILE, rendering it if needed (FILE's
+    folder must exist; an existing FILE is overwritten only with --force); or, with --retry-failed,
+    render every failed PDF again and say which still fail and why."""
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.documents import render_invoice_pdf
 
@@ -68,9 +71,10 @@ def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
         from billing.errors import Invalid
 
         raise Invalid("give an invoice NUMBER and -o FILE, or --retry-failed")
-    path = render_invoice_pdf(get_db(), _invoice_id(number, legal_entity), renderer=pdf_renderer(),
-                              out_dir=documents_dir(), key=get_key(), force=force)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    invoice_id = _invoice_id(number, legal_entity)
+    check_output(output, force=force)
+    path = render_invoice_pdf(get_db(), invoice_id, renderer=pdf_renderer(),
+                              out_dir=documents_dir(), key=get_key(), force=render_again)
     if output.resolve() != path.resolve():
         shutil.copyfile(path, output)
     data = output.read_bytes()
@@ -158,12 +162,14 @@ def evidence_create(
     output: Annotated[Path, typer.Option("-o", "--output", help="The zip to write.")],
     legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write the evidence pack of NUMBER: PDF, XML, source rows, manifest, signed decisions, SHA256SUMS."""
     from bot.context import documents_dir, get_db, get_key, pdf_renderer
     from bot.workflows.evidence import build_evidence_pack
 
+    check_output(output, force=force)
     path = build_evidence_pack(get_db(), number, output, renderer=pdf_renderer(), out_dir=documents_dir(),
                                legal_entity=legal_entity, key=get_key())
     data = path.read_bytes()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -54,6 +55,35 @@ def emit_json(data: Any) -> None:
 def fail(message: str, code: int = 1) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def protected_files() -> dict[Path, str]:
+    """Files no ``-o`` may write: the SQLite database and its journals, and the signing key."""
+    from storage.settings import get_settings
+
+    s = get_settings()
+    out: dict[Path, str] = {s.key_path.resolve(): "the signing key"}
+    if s.db_url.startswith("sqlite:///"):
+        db = Path(s.db_url.split("///", 1)[1]).resolve()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            out[db.with_name(db.name + suffix)] = "the database" if not suffix else f"the database's {suffix[1:]} file"
+    return out
+
+
+def check_output(path: Path, *, force: bool) -> Path:
+    """Where ``-o`` may write: an existing folder (none is created), never billbot's database, WAL or
+    signing key, and an existing file only with ``--force``. Raises :class:`Invalid` (exit 2)."""
+    target = path.resolve()
+    what = protected_files().get(target)
+    if what is not None:
+        raise Invalid([f"-o {path}: that is {what}; write somewhere else"])
+    if not target.parent.is_dir():
+        raise Invalid([f"-o {path}: the folder {path.parent} does not exist (billbot creates no folders for -o)"])
+    if target.is_dir():
+        raise Invalid([f"-o {path}: is a folder; name a file"])
+    if target.exists() and not force:
+        raise Invalid([f"-o {path}: exists; pass --force to overwrite it"])
+    return path
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -14,7 +14,7 @@ import typer
 from billing.errors import Invalid
 from bot.cli.groups import app, schedule_app
 from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
-from bot.cli.output import emit_json, handle_errors, out_console
+from bot.cli.output import check_output, emit_json, handle_errors, out_console
 from storage.settings import local_time
 
 
@@ -195,14 +195,21 @@ def digest_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the digest blocks; post nothing.")] = False,
     chart: Annotated[str | None, typer.Option("--chart", help="Also write the chart PNG to this file.")] = None,
     as_user: AsUser = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --chart file if it exists.")] = False,
 ) -> None:
     """Send the managers' digest now (or show it with --dry-run)."""
     from pathlib import Path
 
     from bot.context import get_db, get_key
+    from bot.context import settings as current_settings
     from bot.slack.client import get_client
     from bot.slack.digest import send_digest
 
+    if chart:
+        check_output(Path(chart), force=force)
+    if not dry_run and not current_settings().slack_bot_token:
+        raise Invalid(["SLACK_BOT_TOKEN: not set — the digest is posted to Slack; set SLACK_BOT_TOKEN "
+                       "(and SLACK_API_URL for a local workspace), or look at it with --dry-run"])
     actor = "cli:dry-run" if dry_run else _actor(as_user, "digest")  # a dry run changes nothing
     res = send_digest(get_db(), now=datetime.now(UTC), client=None if dry_run else get_client(), key=get_key(),
                       dry_run=dry_run, actor=actor)

@@ -3,15 +3,20 @@ credentials are set."""
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import socket
 import threading
 import webbrowser
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 
-from billing.errors import Invalid
+from billing.errors import Invalid, NotAllowed
 from bot.cli.groups import app
-from bot.cli.output import handle_errors, out_console
+from bot.cli.output import err_console, handle_errors, out_console
 
 
 def _wait_forever(stop: threading.Event) -> None:
@@ -24,12 +29,16 @@ def _wait_forever(stop: threading.Event) -> None:
 
 @app.command("serve")
 @handle_errors
-def serve(
+def serve(  # noqa: PLR0917 - Typer maps parameters to options
     port: int | None = typer.Option(None, "--port", help="Port of billbot's /slack/events (default PORT, 3000)."),
     sandbox_port: int | None = typer.Option(
         None, "--sandbox-port", help="Port of the local sandbox workspace (default SANDBOX_PORT, 3001)."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    sandbox_public: bool = typer.Option(
+        False, "--sandbox-public",
+        help="Allow the sandbox (where anyone picks who they are) on a non-loopback --host.",
+    ),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open the sandbox in a browser."),
     no_clock: bool = typer.Option(False, "--no-clock", help="Do not run schedules and SLA sweeps in this process."),
 ) -> None:
@@ -65,7 +74,9 @@ def serve(
         from bot.app import create_wsgi
         from bot.sandbox.wsgi import serve_in_thread
 
-        server = serve_in_thread(create_wsgi(s), host=host, port=port, name="billbot-app")
+        wsgi = create_wsgi(s)
+        with _ports(host, ("--port / PORT", port)):
+            server = serve_in_thread(wsgi, host=host, port=port, name="billbot-app")
         clock = _start_clock(no_clock)
         out_console.print(f"billbot listening on http://{host}:{server.port}/slack/events (Ctrl-C stops)")
         try:
@@ -76,9 +87,24 @@ def serve(
             server.stop()
         return
 
+    _serve_sandbox(host=host, port=port, sandbox_port=sandbox_port, sandbox_public=sandbox_public,
+                   no_browser=no_browser, no_clock=no_clock, stop=stop)
+
+
+def _serve_sandbox(*, host: str, port: int, sandbox_port: int, sandbox_public: bool, no_browser: bool,
+                   no_clock: bool, stop: threading.Event) -> None:
+    """No Slack credentials: the sandbox workspace and billbot's app against it (loopback unless
+    ``--sandbox-public``)."""
     from bot.sandbox.session import start_session
 
-    session = start_session(port=port, sandbox_port=sandbox_port, host=host, with_clock=not no_clock)
+    if not _is_loopback(host):
+        if not sandbox_public:
+            raise Invalid([f"--host: {host} is not a loopback address; the sandbox lets anyone act as any user "
+                           "(finance manager included). Pass --sandbox-public to serve it there anyway."])
+        err_console.print(f"WARNING: the sandbox listens on {host}: anyone who reaches it can act as any "
+                          "billbot user, finance manager included.", highlight=False, soft_wrap=True)
+    with _ports(host, ("--port / PORT", port), ("--sandbox-port / SANDBOX_PORT", sandbox_port)):
+        session = start_session(port=port, sandbox_port=sandbox_port, host=host, with_clock=not no_clock)
     out_console.print(
         f"billbot sandbox workspace: [bold]{session.url}[/bold]\n"
         f"  (no Slack credentials set — billbot's /slack/events at {session.events_url} gets signed requests from it;"
@@ -92,6 +118,38 @@ def serve(
         _wait_forever(stop)
     finally:
         session.stop()
+
+
+@contextmanager
+def _ports(host: str, *ports: tuple[str, int]) -> Iterator[None]:
+    """A port that cannot be bound becomes one line naming the option and setting that choose it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        busy = [(name, p) for name, p in ports if p and not _can_bind(host, p)] or list(ports)
+        what = "; ".join(f"port {p} on {host} cannot be used ({e.strerror}): choose another with {name}"
+                         for name, p in busy)
+        raise NotAllowed(what, code="port_unavailable") from None
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _start_clock(disabled: bool):  # type: ignore[no-untyped-def]

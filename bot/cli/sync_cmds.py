@@ -100,20 +100,23 @@ def sync_status_cmd(json_out: JsonOpt = False) -> None:
 
 @import_app.command("report")
 @handle_errors
-def import_report_cmd(
+def import_report_cmd(  # noqa: PLR0917 - Typer maps parameters to options
     file: Annotated[Path, typer.Argument(help="Google Ad Manager report (.csv or .xlsx).")],
     source: Annotated[str, typer.Option("--source", "-s", help="Source name the report comes from.")],
     third_party: Annotated[bool, typer.Option("--third-party", help="Figures of the client / an auditor.")] = False,
+    decimal: Annotated[str | None, typer.Option(
+        "--decimal", help="The decimal separator of a UI export (',' or '.') when its numbers do not tell.")] = None,
     json_out: JsonOpt = False,
     as_user: AsUser = None,
 ) -> None:
-    """Import an ad-server delivery report; line item ids map to campaign items via external_ids."""
+    """Import an ad-server delivery report (.csv, .tsv, .csv.gz, .xlsx); line item ids map to campaign items
+    via external_ids."""
     from bot.context import get_db, get_key
     from bot.workflows.sync import import_report
 
     res = import_report(get_db(), path=file, source=source, third_party=third_party,
                         actor=_actor(as_user, "import report"),
-                        signing_key=get_key()).as_dict()
+                        signing_key=get_key(), decimal=decimal).as_dict()
     emit_json(res) if json_out else _print_result(res)
 
 

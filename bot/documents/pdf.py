@@ -34,6 +34,7 @@ from billing.documents.facturx import FACTURX_FILENAME, facturx_xml
 from billing.documents.model import InvoiceDocument, sample_document
 from billing.documents.view import TEMPLATES_DIR, render_html, stylesheet_text
 from bot.documents.pdf_styles import StyleTable, install
+from storage.files import write_private
 
 # A user-agent stylesheet that covers only the elements our templates use. WeasyPrint's default one
 # (the whole HTML 5 rendering section) costs a third of a one-page render in selector matching.
@@ -255,10 +256,7 @@ def start_render_pool(processes: int, *, start_method: str = "forkserver") -> Pr
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_private(path, data)
 
 
 def render_to_file(doc: InvoiceDocument, path: str) -> tuple[str, str, float]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 
 from billing.errors import BillingError
@@ -33,7 +33,16 @@ def _where(body: dict[str, Any]) -> Where:
     return where_of(body)
 
 
-def on_error(error: Exception, body: dict[str, Any], client: WebClient) -> None:
+def on_error(error: Exception, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+    if context.get("billbot") is None:
+        # failed before billbot's own middleware ran — e.g. in Bolt's request verification: the body
+        # is not known to come from Slack, so nothing it names is told anything
+        log.warning("refused a request before verification completed: %s", type(error).__name__)
+        return
+    _tell(error, body, client)
+
+
+def _tell(error: Exception, body: dict[str, Any], client: WebClient) -> None:
     if not isinstance(error, BillingError):
         log.error("unhandled error in a Slack handler", exc_info=error)
     tell(client, _where(body or {}), error_text(error))
@@ -50,7 +59,7 @@ def after_ack(body: dict[str, Any], client: WebClient) -> Iterator[None]:
     try:
         yield
     except Exception as e:  # rendered to the user (and logged if unexpected) by the one mapping
-        on_error(e, body, client)
+        _tell(e, body, client)
 
 
 def register(app: App) -> None:

@@ -30,6 +30,7 @@ from slack_sdk.errors import SlackClientError
 
 from billing.errors import BillingError
 from bot import context
+from bot.blocks.common import esc
 from bot.blocks.documents import pdf_failed_blocks, pdf_failed_text
 from bot.slack.context import SlackContext
 from bot.workflows.documents import ensure_invoice_pdf
@@ -115,7 +116,7 @@ def on_exception_invoiced(sc: SlackContext, *, exception_id: int, invoice_ids: l
     numbers = invoice_numbers(db, invoice_ids)
     if numbers:
         client.chat_postMessage(channel=channel, thread_ts=ts,
-                                text="Invoice(s) created: " + ", ".join(numbers[i] for i in sorted(numbers)))
+                                text="Invoice(s) created: " + ", ".join(esc(numbers[i]) for i in sorted(numbers)))
     with db.transaction() as s:
         set_targets(s, invoice_ids, Target(channel, ts, "exception"))
     for iid in sorted(invoice_ids):
@@ -155,7 +156,7 @@ def send_run_pdfs(db: Database, client: WebClient, run_id: int, invoice_ids: Seq
         span = numbers.get(rest[0], "?") if len(rest) == 1 else f"{numbers.get(rest[0], '?')} … " \
             f"{numbers.get(rest[-1], '?')}"
         client.chat_postMessage(channel=channel, thread_ts=ts,
-                                text=f"… and {len(rest)} more — {MORE_HINT} ({span})")
+                                text=f"… and {len(rest)} more — {MORE_HINT} ({esc(span)})")
     return RunUploads(run_id, targeted, uploaded, len(rest))
 
 

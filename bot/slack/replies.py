@@ -10,6 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
+from bot.blocks.common import esc
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,18 @@ class Where(BaseModel):
     from_home: bool = False
 
 
+#: messages billbot writes itself from stored Slack ids (``Already approved by <@U…>``): their markup stays
+TRUSTED_MARKUP = frozenset({"already_decided"})
+
+
 def error_text(error: Exception) -> str:
+    """The message, escaped (:func:`~bot.blocks.common.esc`): error messages quote what people typed."""
     if isinstance(error, Invalid):
-        return ":warning: " + "\n".join(f"• {p}" for p in error.problems) if len(error.problems) > 1 \
-            else f":warning: {error.message}"
+        return ":warning: " + "\n".join(f"• {esc(p)}" for p in error.problems) if len(error.problems) > 1 \
+            else f":warning: {esc(error.message)}"
     if isinstance(error, BillingError):
         icon = next((i for cls, i in ICON.items() if isinstance(error, cls)), ":warning:")
-        return f"{icon} {error.message}"
+        return f"{icon} {error.message if error.code in TRUSTED_MARKUP else esc(error.message)}"
     return ":boom: Something went wrong on our side; it has been logged. Please try again."
 
 

@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from billing.money import fmt
+from bot.blocks.common import esc, mention
 from bot.workflows import sla
 from storage.db import Database
 from storage.models import BillingException
@@ -37,11 +38,12 @@ def money_text(amount: Decimal, currency: str) -> str:
 def _describe(e: BillingException) -> str:
     who = e.advertiser.name if e.advertiser is not None else e.advertiser_id
     period = f" {e.period_start}–{e.period_end}" if e.period_start and e.period_end else ""
-    return f"{e.kind.replace('_', ' ')} #{e.id} for {who}{period}: {money_text(e.amount, e.currency)} ({e.cause})"
+    return (f"{e.kind.replace('_', ' ')} #{e.id} for {esc(who)}{period}: {money_text(e.amount, e.currency)} "
+            f"({esc(e.cause)})")
 
 
 def _post_reminder(client: WebClient, e: BillingException, assignees: list[str], exceptions_channel: str) -> None:
-    mentions = " ".join(f"<@{u}>" for u in assignees if u != e.started_by) or "Approvers"
+    mentions = " ".join(mention(u) for u in assignees if u != e.started_by) or "Approvers"
     due = local_time(e.due_at, empty="soon")
     text = f":hourglass_flowing_sand: {mentions}: still waiting for a decision on {_describe(e)}. Due {due}."
     if e.channel and e.message_ts:

@@ -47,7 +47,10 @@ def slack_command(
     db, key = context.get_db(), context.get_key()
     result: Any
     try:
-        with jobs.lock(_lock_key(kind, source, period), holder=f"slack:{actor}"):
+        # one holder per command (its message): a re-queued attempt of this job reclaims what the dead
+        # attempt held instead of being refused by it
+        job = f"slack:{actor}:{channel}:{ts}"
+        with jobs.lock(_lock_key(kind, source, period), holder=job, reclaim=True):
             if kind == "sync":
                 if not source:
                     raise Invalid("sync: no source given")
@@ -58,7 +61,7 @@ def slack_command(
                     raise Invalid("run: no period given")
                 day = date.fromisoformat(today) if today else datetime.now(UTC).date()
                 result = billing_run.run_billing(db, period=period, advertisers=advertisers or None, actor=actor,
-                                                 key=key, today=day, on_progress=msg.on_progress)
+                                                 key=key, today=day, on_progress=msg.on_progress, job=job)
     except BillingError as e:
         msg.lines.append(f"error: {e.message}")
         msg.update("failed")

@@ -53,6 +53,7 @@ from bot.workflows.exceptions import close_exception, open_exception
 from bot.workflows.fx import rates_around
 from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
+from storage.heartbeat import Heartbeat, holder_gone, holder_id
 from storage.mapping import check_input, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
@@ -71,7 +72,8 @@ from storage.queries import open_exception_counts, resolve_advertisers
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER = timedelta(minutes=15)
+STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the run's process died
+HEARTBEAT_EVERY = 5.0  # seconds between heartbeats while a run is running
 CHUNK_SIZE = 100  # advertisers settled per transaction
 COLLECTED_STATES = ("approved", "draft", "pending", "held")
 
@@ -148,6 +150,7 @@ def run_billing(
     fail_after: int | None = None,
     now: datetime | None = None,
     issue_date: date | None = None,
+    job: str | None = None,
 ) -> RunResult:
     """Bill ``period`` (``2026-02``, ``2026-Q1``, …) for all or the given advertisers.
 
@@ -175,7 +178,17 @@ def run_billing(
     if dry_run:
         return _dry_run(db, p, todo, actor=actor, key=key, today=today, now=now, rates=rates,
                         on_progress=on_progress, issue_date=issue_date)
-    run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now)
+    run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now, job=job)
+    with Heartbeat(lambda: _beat(db, run_id), every=HEARTBEAT_EVERY, name=f"billbot-run-{run_id}"):
+        return _settle_run(db, p, run_id, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
+                           threshold_waiting=threshold_waiting, decided=decided, fail_after=fail_after,
+                           on_progress=on_progress, issue_date=issue_date)
+
+
+def _settle_run(db: Database, p: Period, run_id: int, todo: list[str], waiting: dict[str, Outcome], *, actor: str,
+                key: Ed25519PrivateKey | None, today: date, now: datetime, rates: Sequence[Rate],
+                threshold_waiting: frozenset[str], decided: frozenset[int], fail_after: int | None,
+                on_progress: Callable[[int, int], None] | None, issue_date: date | None) -> RunResult:
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
                   billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided,
                   issue_date=issue_date)
@@ -286,29 +299,36 @@ def _lock_key(p: Period) -> str:
 
 
 def _start_run(db: Database, p: Period, advertisers: list[str] | None, *, actor: str,
-               key: Ed25519PrivateKey | None, now: datetime) -> int:
+               key: Ed25519PrivateKey | None, now: datetime, job: str | None = None) -> int:
     """Insert the run with its lock key; a running run of the same period → :class:`Conflict`
-    (unless its heartbeat is stale: its process died, so it is marked failed and taken over)."""
+    unless its holder is dead: its heartbeat is stale, its process (this host) is gone, or it was an
+    earlier attempt of the same ``job`` (a queued job is handed out again only when the worker that had
+    it stopped heartbeating) — then it is marked failed and taken over."""
     lock = _lock_key(p)
     with db.transaction() as s:
         running = s.execute(
             select(BillingRun).where(BillingRun.lock_key == lock).with_for_update()).scalar_one_or_none()
         if running is not None:
             beat = _beat_of(running)
-            if now - beat < STALE_AFTER:
+            held = running.summary or {}
+            gone = holder_gone(held.get("holder")) or (job is not None and held.get("job") == job)
+            if now - beat < STALE_AFTER and not gone:
                 raise Conflict(f"billing run {running.id} for {running.period} is already running "
                                f"(started by {running.started_by} at {running.started_at:%Y-%m-%d %H:%M} UTC)",
                                code="run_running")
             running.state = "failed"
             running.lock_key = None
             running.finished_at = now
-            running.summary = {**(running.summary or {}), "error": "abandoned (no heartbeat), taken over"}
+            why = "its process is gone" if gone else "no heartbeat"
+            running.summary = {**(running.summary or {}), "error": f"abandoned ({why}), taken over"}
             s.flush()
             audit.record(s, key=key, actor=actor, action="billing_run.abandoned", subject_type="billing_run",
-                         subject_id=running.id, payload={"last_heartbeat": beat.isoformat()}, now=now)
+                         subject_id=running.id, payload={"last_heartbeat": beat.isoformat(), "why": why}, now=now)
         run = BillingRun(period=p.label, period_start=p.start, period_end=p.end, state="running",
                          advertisers=list(advertisers or []), started_by=actor, started_at=now,
-                         summary={"heartbeat": now.isoformat()}, lock_key=lock)
+                         summary={"heartbeat": max(now, datetime.now(UTC)).isoformat(), "holder": holder_id(),
+                                  **({"job": job} if job else {})},
+                         lock_key=lock)
         s.add(run)
         try:
             with s.begin_nested():
@@ -325,8 +345,16 @@ def _beat_of(run: BillingRun) -> datetime:
     return datetime.fromisoformat(beat) if beat else run.started_at
 
 
+def _beat(db: Database, run_id: int) -> None:
+    """The run's heartbeat thread: the run is alive (every :data:`HEARTBEAT_EVERY` seconds)."""
+    with db.transaction() as s:
+        run = s.execute(select(BillingRun).where(BillingRun.id == run_id).with_for_update()).scalar_one_or_none()
+        if run is not None and run.state == "running":
+            run.summary = {**(run.summary or {}), "heartbeat": datetime.now(UTC).isoformat()}
+
+
 def _heartbeat(s: Session, run_id: int, done: int, total: int, now: datetime) -> None:
-    """Once per chunk: plenty for a staleness limit of minutes."""
+    """Progress, once per chunk (the heartbeat thread keeps the run alive between chunks)."""
     run = s.get(BillingRun, run_id)
     if run is not None:
         beat = max(now, datetime.now(UTC))

@@ -14,7 +14,7 @@ and a signed audit record, and queues ``exception.decided`` for after commit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
@@ -264,11 +264,28 @@ def _refresh_profile(db: Database, actor: str, lookup: ProfileLookup | None, now
             ensure_user(s, actor, lookup=lookup, now=now)
 
 
+REFUSAL_AUDIT_INTERVAL = timedelta(hours=1)
+
+
+def _refusal_recently_recorded(s: Session, actor: str, now: datetime) -> bool:
+    """Refusals of someone with no billbot role are audited once per hour: any member of the
+    workspace can click, and their clicks must not grow the signed log without limit. Refusals of
+    people with a role (wrong role, own work) are each recorded."""
+    user = s.get(User, actor)
+    if user is not None and user.role_names:
+        return False
+    since = now - REFUSAL_AUDIT_INTERVAL
+    return s.scalar(select(AuditLog.id).where(
+        AuditLog.actor == actor, AuditLog.action == "decision.refused", AuditLog.at > since).limit(1)) is not None
+
+
 def _record_refusal(
     db: Database, *, exception_id: int, decision: DecisionKind, actor: str, refusal: BillingError,
     key: Ed25519PrivateKey | None, now: datetime,
 ) -> None:
     with db.transaction() as s:
+        if _refusal_recently_recorded(s, actor, now):
+            return
         audit.record(s, key=key, actor=actor, action="decision.refused", subject_type="exception",
                      subject_id=exception_id, now=now,
                      payload={"exception_id": exception_id, "decision": decision, "actor": actor,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from billing.errors import BillingError, NotAllowed, NotFound
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from storage.db import Database
+from storage.files import write_private
 from storage.mapping import document_for_invoice
 from storage.models import Invoice, User
 
@@ -78,10 +78,7 @@ def pdf_path_for(out_dir: Path, legal_entity_id: str, number: str) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_private(path, data)
 
 
 def file_sha256(path: Path) -> str | None:

@@ -277,7 +277,6 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
     pack.add(SUMS, sums)
     if key is not None:
         pack.add(SUMS_SIG, (sign(key, sha256_hex(sums)) + "\n").encode())
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, _canonical_zip(pack.members))
     return out
 

@@ -182,6 +182,9 @@ def _finish(db: Database, run_id: int, batches: Iterable[Batch], *, cfg: SourceC
         if connector is None and total.max_occurred:
             day = date.fromisoformat(total.max_occurred[:10])
             data_until = day if data_until is None or day > data_until else data_until
+        today = now.astimezone(cfg.tz).date()
+        if data_until is not None and data_until > today:  # never past today, whatever a source claims
+            data_until = today
         state.watermark = after
         state.last_success_at = now
         state.last_sync_run_id = run_id
@@ -263,15 +266,17 @@ def _import(db: Database, batch: Batch, path: Path, *, cfg: SourceConfig, mode: 
 
 
 def import_report(db: Database, *, path: Path | str, source: str, third_party: bool = False, actor: str,
-                  signing_key: Ed25519PrivateKey | None, now: datetime | None = None) -> SyncResult:
+                  signing_key: Ed25519PrivateKey | None, now: datetime | None = None,
+                  decimal: str | None = None) -> SyncResult:
     """Import a Google Ad Manager delivery report (CSV/XLSX, API dump or UI export) for ``source``;
     line item ids map to campaign items through the crosswalk. ``third_party`` marks the figures as
-    the client's / an auditor's (compared by the variance checks, never billed)."""
+    the client's / an auditor's (compared by the variance checks, never billed). ``decimal`` (``,`` or
+    ``.``) tells a UI export's decimal separator when its numbers do not."""
     from storage.sources.gam_report import read_report
 
     p = Path(path)
     cfg = get_source_config(source, kind="gam")
-    batch = read_report(p, currency=cfg.currency)
+    batch = read_report(p, currency=cfg.currency, decimal=decimal)
     return _import(db, batch, p, cfg=cfg, mode="report", party="third_party" if third_party else "first_party",
                    actor=actor, signing_key=signing_key, now=now)
 

@@ -80,7 +80,7 @@ def test_sync_posts_a_progress_message_and_finishes_with_the_job_log(world, monk
 
 
 def test_run_acks_at_once_while_the_work_goes_on_and_reports_its_log(world, monkeypatch):
-    def run_billing(db, *, period, advertisers=None, actor, key, today, dry_run=False, on_progress=None):
+    def run_billing(db, *, period, advertisers=None, actor, key, today, dry_run=False, on_progress=None, job=None):
         on_progress(1, 1)
         time.sleep(1.0)  # a long run must not delay the ack
         return SimpleNamespace(run_id=1, created=["NW-2026-00001"], skipped=[], held=[],

@@ -222,8 +222,9 @@ def test_cli_imports_status_and_quarantine(scenario: Database, key, tmp_path: Pa
 
     out = runner.invoke(app, ["sync", "status", "--json"])
     status = {r["source"]: r for r in json.loads(out.stdout)}
-    # freshness covers every row the file accounts for, quarantined ones included
-    assert status["gam"]["data_until"] == "2026-02-07"
+    # freshness follows the rows that were stored: a quarantined row (a typo'd 2099, a broken line) never
+    # moves "data until" (issue 16; it used to count every parsed day)
+    assert status["gam"]["data_until"] == "2026-02-01"
     assert status["dealer-logs"]["data_until"] == "2026-02-04"
     assert status["gam"]["running"] is None and status["gam"]["last_mode"] == "report"
 

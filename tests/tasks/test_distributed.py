@@ -241,3 +241,62 @@ def test_a_click_acked_by_the_web_role_is_decided_by_a_billbot_worker(pg, tmp_pa
         assert buttons(update["blocks"]) == {}
         reply = api.wait_for("chat.postMessage", where=lambda c: c.get("thread_ts") == row.message_ts)[-1]
         assert reply["text"].startswith(f":white_check_mark: Approved by <@{f.APPROVER}>")
+
+
+def test_a_worker_killed_mid_billing_run_is_finished_by_the_requeued_job(pg, tmp_path, monkeypatch):
+    """``/billing run`` on a worker that is ``kill -9``-ed midway: the re-queued job (another worker)
+    reclaims the run's lock and the run itself at once — no 6-hour lock, no "busy" — and completes it
+    with every number once; afterwards the period's lock is free for the next ``/billing run``."""
+    from datetime import UTC, datetime
+
+    from slack_sdk import WebClient
+
+    from bot.signing import load_key
+    from bot.workflows.preinvoices import create_preinvoices
+    from tests.factories import load, monthly_advertisers
+    from tests.fakes.slack_api import FakeSlackAPI
+
+    key_path = tmp_path / "signing_key.pem"
+    load_key(str(key_path), generate=True)
+    monkeypatch.setenv("SIGNING_KEY_PATH", str(key_path))
+    context.reset()
+    n = 1500
+    # the module's database keeps what earlier tests billed (another legal entity): look at ours only
+    ours = "FROM invoices i JOIN advertisers a ON a.id = i.advertiser_id WHERE left(a.id, 4) = 'adv-'"
+    first_run = rows(pg, "SELECT coalesce(max(id), 0) FROM billing_runs")[0][0]
+    load(pg, monthly_advertisers(n))
+    create_preinvoices(pg, period="2026-02", actor="cli:test", key=context.get_key(), now=datetime.now(UTC))
+    with FakeSlackAPI() as api:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+        monkeypatch.setenv("SLACK_API_URL", api.url)
+        posted = WebClient(token="xoxb-test", base_url=api.url).chat_postMessage(channel="CBILLING", text="queued")
+        jobs.submit("slack_command", kind="run", channel="CBILLING", ts=str(posted["ts"]), actor="U01OPERATOR",
+                    title="Billing run 2026-02", period="2026-02", today="2026-03-02")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        args = ["worker", "--queue", "default", "--heartbeat", "0.5", "--stalled-after", "2"]
+        doomed = subprocess.Popen([BILLBOT, *args, "--name", "doomed"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rescuer = None
+        try:
+            wait_until(lambda: rows(pg, f"SELECT count(*) {ours}")[0][0] > 0, timeout=120)
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(10)
+            killed = time.monotonic()
+            done_before = rows(pg, f"SELECT count(*) {ours}")[0][0]
+            assert 0 < done_before < n, "the run was not killed midway"
+            time.sleep(2.5)  # the dead worker's heartbeat is stale: the clock's sweep re-queues its job
+            assert jobs.retry_stalled_jobs(seconds_since_heartbeat=2)
+            rescuer = subprocess.Popen([BILLBOT, *args, "--name", "rescuer"], cwd=ROOT, env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_until(lambda: rows(pg, "SELECT state FROM billing_runs WHERE id > :r ORDER BY id", r=first_run)
+                       == [("failed",), ("done",)], timeout=120)
+            assert time.monotonic() - killed < 120
+        finally:
+            stop(doomed)
+            if rescuer is not None:
+                stop(rescuer)
+    numbers = [r[0] for r in rows(pg, f"SELECT i.number {ours} ORDER BY i.number")]
+    assert numbers == [f"INV-2026-{i:06d}" for i in range(1, n + 1)]
+    assert rows(pg, "SELECT count(*) FROM preinvoices WHERE left(advertiser_id, 4) = 'adv-' AND state <> 'invoiced'")[0][0] == 0
+    assert rows(pg, "SELECT count(*) FROM kv WHERE key LIKE 'lock:%'")[0][0] == 0
+    jobs.release_lock("run:2026-02", jobs.acquire_lock("run:2026-02", holder="next /billing run"))

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
 from billing.periods import parse_period
-from bot.blocks.common import money_text, period_text, slack_date
+from bot.blocks.common import esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import KIND_TITLE
 from bot.blocks.help import help_blocks, help_text
 from bot.blocks.progress import progress_fallback, run_progress
@@ -121,14 +121,14 @@ def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list
         label = p.label or args[0]
     with deps.db().read() as s:
         rows = s.execute(q.order_by(PreInvoice.period_start, PreInvoice.id)).all()
-        lines = [f"• #{pi.id} {name} · {period_text(pi.period_start, pi.period_end)} · *{pi.state}* · "
+        lines = [f"• #{pi.id} {esc(name)} · {period_text(pi.period_start, pi.period_end)} · *{pi.state}* · "
                  f"{money_text(pi.net, pi.currency)}" for pi, name in rows[:LIST_LIMIT]]
-    blocks: list[Block] = [_section(f"*Pre-invoices, {label}* ({len(rows)})")]
+    blocks: list[Block] = [_section(f"*Pre-invoices, {esc(label)}* ({len(rows)})")]
     blocks.append(_section("\n".join(lines) if lines else "None."))
     if len(rows) > LIST_LIMIT:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(
             text=f"… and {len(rows) - LIST_LIMIT} more: `billbot preinvoices list --json`")]))
-    respond(blocks=blocks, text=f"Pre-invoices, {label}", response_type="ephemeral")
+    respond(blocks=blocks, text=f"Pre-invoices, {esc(label)}", response_type="ephemeral")
 
 
 def cmd_exceptions(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
@@ -138,7 +138,7 @@ def cmd_exceptions(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[
             .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
             .order_by(BillingException.created_at, BillingException.id)
         ).all()
-        lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {name} · {money_text(e.amount, e.currency)} · "
+        lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {esc(name)} · {money_text(e.amount, e.currency)} · "
                  f"SLA {slack_date(e.due_at)}" + (" · escalated" if e.state == "escalated" else "")
                  for e, name in rows[:LIST_LIMIT]]
     blocks: list[Block] = [_section(f"*Open exceptions* ({len(rows)})"),
@@ -154,24 +154,24 @@ def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str
         if inv is None:
             raise NotFound(f"invoice {args[0]} does not exist")
         adv = s.get(Advertiser, inv.advertiser_id)
-        text = (f"*{'Credit note' if inv.kind == 'credit_note' else 'Invoice'} {inv.number}* — "
-                f"{adv.name if adv else inv.advertiser_id}\n"
+        text = (f"*{'Credit note' if inv.kind == 'credit_note' else 'Invoice'} {esc(inv.number)}* — "
+                f"{esc(adv.name if adv else inv.advertiser_id)}\n"
                 f"Issued {inv.issue_date.isoformat()}, due {inv.due_date.isoformat()} · service "
                 f"{period_text(inv.service_start, inv.service_end)}\n"
                 f"Net {money_text(inv.net, inv.currency)} · VAT {money_text(inv.vat, inv.currency)} · "
                 f"*Gross {money_text(inv.gross, inv.currency)}* · {len(inv.lines)} line(s) · PDF {inv.pdf_state}")
-    respond(blocks=[_section(text)], text=f"Invoice {args[0]}", response_type="ephemeral")
+    respond(blocks=[_section(text)], text=f"Invoice {esc(args[0])}", response_type="ephemeral")
 
 
 def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     with deps.db().read() as s:
-        sources = [f"• *{st.source}*: last sync {slack_date(st.last_success_at)}"
+        sources = [f"• *{esc(st.source)}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
                    for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()]
         run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
         open_count = len(s.execute(select(BillingException.id).where(
             BillingException.state.in_(OPEN_EXCEPTION_STATES))).all())
-        run_text = (f"*Last billing run* {run.period}: {run.state}, started {slack_date(run.started_at)}"
+        run_text = (f"*Last billing run* {esc(run.period)}: {run.state}, started {slack_date(run.started_at)}"
                     if run is not None else "*Last billing run*: none yet")
     blocks: list[Block] = [
         _section("*Sources*\n" + ("\n".join(sources) if sources else "No sync has run yet.")),
@@ -182,7 +182,8 @@ def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str]
 
 
 def _schedule_list(deps: Deps) -> list[Block]:
-    lines = [f"• #{r.id} *{r.name}* `{r.cron}` ({r.timezone}) → {r.task}" + ("" if r.enabled else " (disabled)")
+    lines = [f"• #{r.id} *{esc(r.name)}* `{esc(r.cron)}` ({r.timezone}) → {esc(r.task)}"
+             + ("" if r.enabled else " (disabled)")
              for r in list_schedules(deps.db())]
     return [_section("*Schedules*\n" + ("\n".join(lines) if lines else "None."))]
 
@@ -205,11 +206,12 @@ def cmd_schedule(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[st
             raise Invalid(f"schedule add: arguments are key=value (got {', '.join(bad)})")
         row = add_schedule(deps.db(), task=task, args=dict(w.split("=", 1) for w in rest), cron=cron,
                            actor=cmd.user_id, signing_key=deps.key(), timezone=deps.settings.timezone)
-        respond(text=f"Schedule #{row.id} {row.name} `{row.cron}` ({row.timezone})", response_type="ephemeral")
+        respond(text=f"Schedule #{row.id} {esc(row.name)} `{esc(row.cron)}` ({row.timezone})",
+                response_type="ephemeral")
         return
     if verb == "remove" and len(args) == 2 and args[1].lstrip("#").isdigit():
         row = remove_schedule(deps.db(), int(args[1].lstrip("#")), actor=cmd.user_id, signing_key=deps.key())
-        respond(text=f"Schedule #{row.id} {row.name} removed", response_type="ephemeral")
+        respond(text=f"Schedule #{row.id} {esc(row.name)} removed", response_type="ephemeral")
         return
     raise Invalid("schedule: use `list`, `add TASK CRON… [key=value…]` or `remove ID`")
 

@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
+from billing.errors import Invalid
 from bot.blocks.modals import REASON_BLOCK_ID, REASON_CALLBACK_ID
 from bot.handlers.actions.decide import request_decision
 from bot.handlers.deps import deps_of
@@ -17,7 +18,11 @@ MIN_REASON = 3
 
 
 def on_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient, context: BoltContext) -> None:
-    sub = ReasonSubmission.parse(body, view)
+    try:
+        sub = ReasonSubmission.parse(body, view)
+    except Invalid as e:  # foreign or damaged metadata: told in the modal, acked (never a connection error)
+        ack(response_action="errors", errors={REASON_BLOCK_ID: e.message})
+        return
     if len(sub.reason.strip()) < MIN_REASON:
         ack(response_action="errors",
             errors={REASON_BLOCK_ID: "Please give a reason; it goes into the signed decision record."})
