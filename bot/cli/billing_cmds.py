@@ -241,6 +241,7 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
     Invoices are dated by the legal entity's (or advertiser's) rule — the run day, the service period's
     last day or the day after it — unless --issue-date names the day."""
     from billing.errors import Invalid
+    from billing.periods import parse_period
     from bot.context import get_db, get_key
     from bot.workflows.billing_run import run_billing
 
@@ -248,6 +249,7 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
         issued = date.fromisoformat(issue_date) if issue_date else None
     except ValueError:
         raise Invalid(f"--issue-date {issue_date!r} is not a date (YYYY-MM-DD)") from None
+    parse_period(period)  # bad input is named before anything else is asked (exit 2)
     actor = "cli:dry-run" if dry_run else acting_as(as_user, roles=OPERATOR_ROLES, what="run")
     with progress(f"Billing {period}", None, quiet=json_out) as advance:
         r = run_billing(get_db(), period=period, advertisers=advertiser or None, actor=actor, key=get_key(),

@@ -31,7 +31,7 @@ from bot.workflows.billing_run import run_billing
 from bot.workflows.preinvoices import create_preinvoices
 from storage.db import Database
 from storage.models import AuditLog, BillingRun, Invoice, InvoiceLine, PreInvoice, Setting
-from tests.factories import load, monthly_advertisers
+from tests.factories import OPERATOR, add_user, load, monthly_advertisers
 
 ROOT = Path(__file__).resolve().parents[2]
 BILLBOT = str(Path(sys.executable).with_name("billbot"))
@@ -57,6 +57,7 @@ def _assert_complete(db: Database, n: int) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="kill -9")
 def test_kill_9_midway_then_billbot_run_completes_the_run(db: Database, key: Any, backend: str) -> None:
     load(db, monthly_advertisers(N))
+    add_user(db, OPERATOR, ["operator"])  # `billbot run` acts as a known operator (BILLBOT_USER)
     create_preinvoices(db, period="2026-02", actor="cli:op", key=key, now=NOW)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([BILLBOT, "run", "--period", "2026-02", "--json"], cwd=ROOT, env=env,

@@ -38,8 +38,8 @@ UNREACHABLE_PG = "postgresql+psycopg://billbot:hunter2@127.0.0.1:1/billbot"
 CASES = [
     # (name, args, env, exit code, what the error line names)
     ("digest without Slack credentials", ["digest"], {}, 2, "SLACK_BOT_TOKEN"),
-    ("digest with Slack unreachable", ["digest"], {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_API_URL": "http://127.0.0.1:9/api/"},
-     1, "SLACK_API_URL"),
+    ("digest with Slack unreachable", ["digest", "--as", "U05ADMIN"],
+     {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_API_URL": "http://127.0.0.1:9/api/"}, 1, "SLACK_API_URL"),
     ("serve on a busy port", ["serve", "--no-browser", "--no-clock", "--port", "{busy}", "--sandbox-port", "{free}"],
      {}, 1, "--port / PORT"),
     ("serve with the sandbox on a busy port", ["serve", "--no-browser", "--no-clock", "--port", "{free}",
@@ -53,8 +53,8 @@ CASES = [
     ("a bad PORT setting", ["invoices", "list"], {"PORT": "eighty"}, 2, "PORT"),
     ("a database URL of another kind", ["invoices", "list"], {"DATABASE_URL": "mysql://x@y/z"}, 2, "DATABASE_URL"),
     ("an unreachable database", ["invoices", "list"], {"DATABASE_URL": UNREACHABLE_PG}, 1, "DATABASE_URL"),
-    ("an unreachable database for a run", ["run", "--period", "2026-02"], {"DATABASE_URL": UNREACHABLE_PG}, 1,
-     "DATABASE_URL"),
+    ("an unreachable database for a run", ["run", "--period", "2026-02", "--as", "U01OPERATOR"],
+     {"DATABASE_URL": UNREACHABLE_PG}, 1, "DATABASE_URL"),
     ("a period that is none", ["run", "--period", "2026-13"], {}, 2, "2026-13"),
 ]
 
@@ -66,6 +66,10 @@ def test_operator_errors_are_one_line_messages(name: str, args: list[str], env: 
             if not k.startswith(("SLACK_", "DATABASE_URL", "PORT", "SANDBOX_PORT", "BILLBOT_"))}
     full_env = {**base, "PYTHONPATH": str(ROOT), "BILLBOT_VAR_DIR": str(tmp_path / "var"), **env}
     argv = [a.format(busy=busy_port, free=_free_port()) for a in args]
+    if "--as" in argv and "DATABASE_URL" not in env:  # the one acting must be a known user: the first grant
+        who = argv[argv.index("--as") + 1]           # on a fresh database bootstraps the admin
+        subprocess.run([BILLBOT, "users", "grant", who, "admin"], cwd=tmp_path, env=full_env, capture_output=True,
+                       text=True, timeout=60, check=True)
     r = subprocess.run([BILLBOT, *argv], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=60,
                        check=False)
     out = r.stdout + r.stderr

@@ -29,10 +29,18 @@ from bot.workflows.sync import import_report, quarantine_list
 from storage.db import Database
 from storage.models import DeliveryFact, SourceState
 from storage.sources.gam_report import read_report
+from tests.factories import OPERATOR, add_user
 from tests.storage.conftest import NOW
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gam"
 D, L = "elbe-display", "elbe-leads"
+
+
+@pytest.fixture(autouse=True)
+def _operator(scenario: Database) -> None:
+    """The CLI acts as a known operator (BILLBOT_USER, see tests/conftest.py)."""
+    add_user(scenario, OPERATOR, ["operator"])
+
 
 EXPORTS = {
     "csv_dump_network_currency.csv": {(D, "2026-02-01"): (18000, 40, "75.6"), (D, "2026-02-02"): (17000, 35, "71.4"),
