@@ -14,7 +14,7 @@ from storage.models import AuditHead, Base
 def test_upgrade_builds_every_table_and_is_repeatable(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {t.name for t in Base.metadata.sorted_tables} <= tables
-    assert current(db) == "0002"
+    assert current(db) == "0006"
     upgrade(db)  # a second upgrade is a no-op
     with db.read() as s:
         head = s.execute(select(AuditHead)).scalar_one()
@@ -31,7 +31,7 @@ def test_upgrade_on_a_brand_new_database(backend: str, tmp_path) -> None:
     if backend == "sqlite":
         fresh = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
         upgrade(fresh)
-        assert current(fresh) == "0002"
+        assert current(fresh) == "0006"
         fresh.engine.dispose()
         return
     from tests.conftest import create_pg_database, drop_pg_database
@@ -40,7 +40,7 @@ def test_upgrade_on_a_brand_new_database(backend: str, tmp_path) -> None:
     try:
         fresh = Database(url)
         upgrade(fresh)
-        assert current(fresh) == "0002"
+        assert current(fresh) == "0006"
         fresh.engine.dispose()
     finally:
         drop_pg_database("billbot_fresh_migration")
