@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     default_tolerance: Decimal = Field(default=Decimal("0.10"), alias="DEFAULT_TOLERANCE", ge=0)
     digest_cron: str = Field(default="0 8 * * *", alias="DIGEST_CRON")
     workers: int = Field(default=2, alias="BILLBOT_WORKERS", ge=1)
+    # cash application: under-/over-payments up to this (in the invoice currency) need no person
+    payment_tolerance: Decimal = Field(default=Decimal("1.00"), alias="PAYMENT_TOLERANCE", ge=0)
 
     @field_validator("timezone")
     @classmethod

@@ -15,6 +15,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
     cycle_cmds,
     documents_cmds,
     exceptions_cmds,
+    payments_cmds,
     schedule_cmds,
     serve_cmds,
     slack_cmds,

@@ -26,12 +26,15 @@ audit_app = typer.Typer(help="The signed, hash-chained audit log.", no_args_is_h
 evidence_app = typer.Typer(
     help="Evidence packs: `billbot evidence NUMBER -o FILE.zip`, `billbot evidence verify FILE.zip`.",
 )
+payments_app = typer.Typer(help="Bank statements in (camt.053/054, MT940) and cash application.",
+                           no_args_is_help=True)
+receivables_app = typer.Typer(help="What advertisers owe: aging and DSO.", no_args_is_help=True)
 schedule_app = typer.Typer(help="Cron schedules for syncs, billing runs and the digest.", no_args_is_help=True)
 
 for _sub, _name in (
     (db_app, "db"), (advertisers_app, "advertisers"), (users_app, "users"), (preinvoices_app, "preinvoices"),
     (invoices_app, "invoices"), (fx_app, "fx"), (sync_app, "sync"), (import_app, "import"),
     (quarantine_app, "quarantine"), (exceptions_app, "exceptions"), (audit_app, "audit"),
-    (schedule_app, "schedule"),
+    (schedule_app, "schedule"), (payments_app, "payments"), (receivables_app, "receivables"),
 ):
     app.add_typer(_sub, name=_name)
