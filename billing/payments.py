@@ -62,10 +62,7 @@ def creditor_reference(invoice_number: str) -> str:
     body = re.sub(r"[^0-9A-Za-z]", "", invoice_number).upper()[-21:]
     if not body:
         raise ValueError(f"invoice number {invoice_number!r} has no letters or digits")
-    check = mod_97_10.calc_check_digits(body + "RF")
-    ref = f"RF{check}{body}"
-    iso11649.validate(ref)
-    return ref
+    return f"RF{mod_97_10.calc_check_digits(body + 'RF')}{body}"  # valid by construction (ISO 7064)
 
 
 _RF = re.compile(r"RF\d{2}(?:[ ]?[0-9A-Z]){1,21}", re.IGNORECASE)
@@ -157,8 +154,8 @@ def apply_cash(payments: Sequence[IncomingPayment], invoices: Iterable[OpenInvoi
     for lst in by_adv.values():
         lst.sort(key=lambda i: (i.due_date, i.issue_date, i.id))
     ibans = dict(known_ibans)
-    names = {a: n for a, n in advertiser_names.items() if a in by_adv}
-    name_choices = list(names.items())
+    # names compared in rapidfuzz's normal form (lower case, no punctuation), prepared once
+    name_choices = {a: utils.default_process(n) for a, n in advertiser_names.items() if a in by_adv}
     app = Application()
 
     def alive(lst: Iterable[OpenInvoice], currency: str) -> list[OpenInvoice]:
@@ -210,10 +207,10 @@ def _named(p: IncomingPayment, by_key: Mapping[str, list[OpenInvoice]]) -> list[
     return list(seen.values())
 
 
-def _by_name(p: IncomingPayment, choices: list[tuple[str, str]], by_adv: Mapping[str, list[OpenInvoice]],
+def _by_name(p: IncomingPayment, choices: Mapping[str, str], by_adv: Mapping[str, list[OpenInvoice]],
              open_amount: Mapping[int, Decimal]) -> list[OpenInvoice]:
-    hits = process.extract(p.payer_name or "", dict(choices), scorer=fuzz.token_sort_ratio,
-                           processor=utils.default_process, score_cutoff=NAME_SIMILARITY, limit=3)
+    hits = process.extract(utils.default_process(p.payer_name or ""), choices, scorer=fuzz.token_sort_ratio,
+                           processor=None, score_cutoff=NAME_SIMILARITY, limit=3)
     found: list[OpenInvoice] = []
     for _name, _score, adv in hits:
         found += [i for i in by_adv.get(adv, []) if i.currency == p.currency and open_amount[i.id] == p.amount]

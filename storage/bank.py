@@ -18,6 +18,7 @@ currency) become :class:`storage.sources.base.BadRow` s with ``file:entry`` loca
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import date
@@ -117,25 +118,29 @@ def parse_camt(data: bytes, *, name: str = "statement.xml") -> Statement:
 
 
 class _X:
-    """Namespace-aware XPath by local names: ``x.text(el, "Acct/Id/IBAN")``."""
+    """Namespace-aware ElementPath by local names: ``x.text(el, "Acct/Id/IBAN")`` (paths in Clark
+    notation, built once; ElementPath is several times faster than XPath for these child paths)."""
 
     def __init__(self, ns: str) -> None:
-        self.ns = {"c": ns}
+        self.ns = ns
+        self._paths: dict[str, str] = {}
 
-    def _path(self, path: str) -> str:
-        return "/".join(p if p in ("*", "..") else f"c:{p}" for p in path.split("/"))
+    def _p(self, path: str) -> str:
+        found = self._paths.get(path)
+        if found is None:
+            found = self._paths[path] = "/".join(p if p in ("*", "..") else f"{{{self.ns}}}{p}"
+                                                 for p in path.split("/"))
+        return found
 
     def all(self, el: Any, path: str) -> list[Any]:
-        return list(el.xpath(self._path(path), namespaces=self.ns))
+        return list(el.iterfind(self._p(path)))
 
     def first(self, el: Any, path: str) -> Any | None:
-        found = self.all(el, path)
-        return found[0] if found else None
+        return el.find(self._p(path))
 
     def text(self, el: Any, path: str) -> str | None:
-        f = self.first(el, path)
-        t = None if f is None else (f.text or "").strip()
-        return t or None
+        t = el.findtext(self._p(path))
+        return (t.strip() or None) if t is not None else None
 
 
 def _camt_entry(x: _X, ntry: Any, account: str, acct_ccy: str | None, loc: str, raw: str) -> BankEntry:
@@ -201,6 +206,7 @@ def _date(text: str | None, what: str) -> date:
         raise ValueError(f"{what}: not a date: {text!r}") from None
 
 
+@functools.lru_cache(maxsize=65536)  # payers repeat across a statement
 def _iban(text: str | None) -> str | None:
     if not text:
         return None
@@ -210,6 +216,7 @@ def _iban(text: str | None) -> str | None:
         raise ValueError(f"payer IBAN {text!r} is not valid ({e})") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def _bic(text: str | None) -> str | None:
     if not text:
         return None

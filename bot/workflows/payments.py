@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
@@ -177,8 +177,10 @@ def _apply(s: Session, credits: list[IncomingPayment], *, actor: str, key: Ed255
             for a in app.allocations])
     if app.learned_ibans:
         s.execute(insert(PayerAccount), [{"iban": i, "advertiser_id": a} for i, a in app.learned_ibans.items()])
-    s.execute(update(Payment), [{"id": pid, "state": o, "unapplied": app.unapplied[pid]}
-                                for pid, o in app.outcomes.items()])
+    s.connection().execute(  # one executemany, not one ORM UPDATE per payment
+        update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("pid"))
+        .values(state=bindparam("st"), unapplied=bindparam("un")),
+        [{"pid": pid, "st": o, "un": app.unapplied[pid]} for pid, o in app.outcomes.items()])
     for o in app.outcomes.values():
         res.outcomes[o] = res.outcomes.get(o, 0) + 1
     open_after = _open_after(s, app.allocations)
