@@ -71,7 +71,8 @@ def statement(path: Path, invoices: list[tuple[str, str, Decimal]], advertisers:
     parts = [f'<?xml version="1.0" encoding="UTF-8"?><Document xmlns="{NS}"><BkToCstmrStmt><GrpHdr><MsgId>B</MsgId>'
              '<CreDtTm>2026-04-10T08:00:00</CreDtTm></GrpHdr><Stmt><Id>1</Id>'
              '<Acct><Id><IBAN>DE89370400440532013000</IBAN></Id><Ccy>EUR</Ccy></Acct>']
-    for i, (number, adv, gross) in enumerate(invoices):
+    for i, (number, adv, amount) in enumerate(invoices):
+        gross = amount
         a = int(adv.split("-")[1])
         kind = i % 10
         if kind < 7:

@@ -218,7 +218,7 @@ def _by_name(p: IncomingPayment, choices: Mapping[str, str], by_adv: Mapping[str
 
 
 def candidates(amount: Decimal, currency: str, payer_name: str | None, invoices: Iterable[OpenInvoice],
-               advertiser_names: Mapping[str, str], limit: int = 3) -> list[OpenInvoice]:
+               advertiser_names: Mapping[str, str], *, limit: int = 3) -> list[OpenInvoice]:
     """The best ``limit`` open invoices for a payment nothing matched: closest amount first, then the
     payer name's similarity to the advertiser, then the oldest."""
     def score(i: OpenInvoice) -> tuple[Decimal, float, date]:

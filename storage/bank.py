@@ -111,7 +111,7 @@ def parse_camt(data: bytes, *, name: str = "statement.xml") -> Statement:
             loc = f"{name}:statement {si}:entry {ei}"
             raw = etree.tostring(ntry, encoding="unicode")[:4000]
             try:
-                entries.append(_camt_entry(x, ntry, account, acct_ccy, loc, raw))
+                entries.append(_camt_entry(x, ntry, account, acct_ccy, loc=loc, raw=raw))
             except ValueError as e:
                 bad.append(BadRow(loc, raw, str(e)))
     return Statement(version, entries, bad)
@@ -143,7 +143,7 @@ class _X:
         return (t.strip() or None) if t is not None else None
 
 
-def _camt_entry(x: _X, ntry: Any, account: str, acct_ccy: str | None, loc: str, raw: str) -> BankEntry:
+def _camt_entry(x: _X, ntry: Any, account: str, acct_ccy: str | None, *, loc: str, raw: str) -> BankEntry:
     amt_el = x.first(ntry, "Amt")
     if amt_el is None or not (amt_el.text or "").strip():
         raise ValueError("the entry has no amount (Amt)")

@@ -150,7 +150,8 @@ class UserIn(_Model):
     slack_id: Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]
     name: str = ""
     email: str | None = None
-    roles: list[Literal["approver", "finance_manager", "operator", "admin", "cash_applier"]] = Field(default_factory=list)
+    roles: list[Literal["approver", "finance_manager", "operator", "admin", "cash_applier"]] = Field(
+        default_factory=list)
 
 
 class DeliveryIn(_Model):

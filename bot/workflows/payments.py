@@ -96,8 +96,8 @@ def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Privat
                      subject_id=hashlib.sha256(path.read_bytes()).hexdigest()[:32],
                      payload={"file": path.name, "format": stmt.format, "inserted": len(ids),
                               "unchanged": res.unchanged, "quarantined": res.quarantined}, now=now)
-        credits = [IncomingPayment(pid, r["amount"], r["currency"], r["payer_iban"], r["payer_name"], r["remittance"])
-                   for pid, r in zip(ids, rows, strict=True) if r["kind"] == "credit"]
+        credits = [IncomingPayment(pid, e.amount, e.currency, e.payer_iban, e.payer_name, e.remittance)
+                   for pid, e in zip(ids, new, strict=True) if e.kind == "credit"]
         _apply(s, credits, actor="system", key=key, now=now, tolerance=tolerance, res=res)
     return res
 
@@ -124,8 +124,8 @@ def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
 def open_invoices(s: Session, *, advertiser_id: str | None = None) -> list[OpenInvoice]:
     """Every invoice with an open amount: gross − its credit notes − allocations (three aggregate queries)."""
     balances = _balances(s, advertiser_id=advertiser_id)
-    return [OpenInvoice(i, n, a, c, balances[i][0], iss, due) for i, n, a, c, iss, due in _invoice_rows(s, advertiser_id)
-            if balances[i][0] > 0]
+    return [OpenInvoice(i, n, a, c, balances[i][0], iss, due)
+            for i, n, a, c, iss, due in _invoice_rows(s, advertiser_id) if balances[i][0] > 0]
 
 
 def _invoice_rows(s: Session, advertiser_id: str | None) -> list[Any]:
@@ -150,7 +150,7 @@ def _balances(s: Session, *, advertiser_id: str | None = None,
     credited: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for ref, g in s.execute(select(Invoice.references_invoice_id, Invoice.gross)
                             .where(Invoice.kind == "credit_note", Invoice.references_invoice_id.is_not(None))):
-        credited[int(ref)] += -Decimal(g)  # credit notes carry negative amounts
+        credited[int(cast(int, ref))] += -Decimal(g)  # credit notes carry negative amounts
     paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
     written: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for inv, kind, amount in s.execute(select(PaymentAllocation.invoice_id, PaymentAllocation.kind,
@@ -241,7 +241,8 @@ def _user(s: Session, slack_id: str) -> User | None:
 
 
 def _invoice(s: Session, number: str) -> Invoice:
-    inv = s.execute(select(Invoice).where(Invoice.number == number.strip(), Invoice.kind == "invoice")).scalars().first()
+    q = select(Invoice).where(Invoice.number == number.strip(), Invoice.kind == "invoice")
+    inv = s.execute(q).scalars().first()
     if inv is None:
         raise NotFound(f"invoice {number} not found")
     return inv
@@ -354,7 +355,7 @@ def list_payments(db: Database, *, state: str | None = None) -> list[PaymentView
                 select(PaymentAllocation.payment_id, Invoice.number, PaymentAllocation.amount, PaymentAllocation.method)
                 .join(Invoice, Invoice.id == PaymentAllocation.invoice_id)
                 .where(PaymentAllocation.payment_id.is_not(None)).order_by(PaymentAllocation.id)):
-            allocs[int(pid)].append((str(number), Decimal(amount), str(method)))
+            allocs[int(cast(int, pid))].append((str(number), Decimal(amount), str(method)))
         return [PaymentView(p.id, p.booking_date, p.value_date, p.amount, p.currency, p.kind, p.payer_name,
                             p.payer_iban, p.remittance, p.state, p.unapplied, allocs.get(p.id, [])) for p in rows]
 
@@ -389,7 +390,7 @@ def payment_candidates(db: Database, payment_id: int, limit: int = 3) -> list[Op
         if p is None:
             raise NotFound(f"payment {payment_id} not found")
         names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
-        return candidates(p.unapplied or p.amount, p.currency, p.payer_name, open_invoices(s), names, limit)
+        return candidates(p.unapplied or p.amount, p.currency, p.payer_name, open_invoices(s), names, limit=limit)
 
 
 # --------------------------------------------------------------------------- aging and DSO
