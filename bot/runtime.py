@@ -39,6 +39,7 @@ from slack_sdk import WebClient
 from bot import context, jobs
 from bot.slack import exceptions as slack_exceptions
 from bot.slack import invoice_pdfs
+from bot.slack import payments as slack_payments
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.tasks import decide, documents, scheduled, slack_command
@@ -72,6 +73,7 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.invoiced": (invoice_pdfs.on_exception_invoiced,),
     "invoice.finalized": (queue_render,),
     "invoice.rendered": (invoice_pdfs.on_invoice_rendered,),
+    "payment.exception": (slack_payments.on_payment_exception,),
 })
 
 

@@ -15,6 +15,8 @@ Events used across billbot (payload keys in parentheses):
 - ``invoice.rendered`` (invoice_id, pdf_path) — the PDF exists (delivery to Slack threads listens)
 - ``run.progress`` / ``run.finished`` (billing_run_id)
 - ``sync.finished`` (sync_run_id)
+- ``payment.exception`` (payment_id) — cash application left something for a person (issue 18)
+- ``payment.decided`` (payment_id) — a person allocated, wrote off or refunded
 """
 
 from __future__ import annotations

@@ -454,3 +454,37 @@ def days_sales_outstanding(db: Database, *, as_of: date, days: int = 90) -> dict
 
 __all__ = ["ImportResult", "aging", "allocate", "days_sales_outstanding", "import_statement", "invoice_payments",
            "list_payments", "refund", "write_off"]
+
+
+# --------------------------------------------------------------------------- cash-application exceptions
+
+
+@dataclass(frozen=True)
+class PaymentCase:
+    """What a person sees of a payment matching could not settle (the Slack message's read model)."""
+
+    payment: PaymentView
+    invoice: str | None  # the invoice the payment was applied to last (partial / overpaid)
+    invoice_open: Decimal  # what stays open on it
+    candidates: list[tuple[str, str, Decimal, str]]  # (number, advertiser name, open amount, currency)
+    settled: bool  # nothing left for a person to do
+
+
+def payment_case(db: Database, payment_id: int, *, tolerance: Decimal = DEFAULT_TOLERANCE) -> PaymentCase:
+    views = {v.id: v for v in list_payments(db)}
+    v = views.get(payment_id)
+    if v is None:
+        raise NotFound(f"payment {payment_id} not found")
+    last = v.allocations[-1][0] if v.allocations else None
+    with db.read() as s:
+        names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
+        open_last = ZERO
+        if last is not None:
+            inv = _invoice(s, last)
+            open_last = _balances(s, invoice_ids=[inv.id])[inv.id][0]
+        cands = candidates(v.unapplied or v.amount, v.currency, v.payer_name, open_invoices(s), names, limit=3)
+    settled = v.unapplied <= tolerance and open_last <= tolerance if v.state != "unmatched" else False
+    if v.state == "refunded":
+        settled = open_last <= tolerance
+    return PaymentCase(v, last, open_last, [(c.number, names.get(c.advertiser_id, c.advertiser_id), c.open_amount,
+                                             c.currency) for c in cands], settled)
