@@ -138,7 +138,8 @@ def _apply(s: Session, sc: Scenario) -> LoadResult:
         {"id": le.id, "name": le.name, "country": le.country, "currency": le.currency, "vat_id": le.vat_id,
          "start_of_week": WEEKDAYS.index(le.start_of_week), "invoice_series": le.invoice_series,
          "credit_note_series": le.credit_note_series, "address": le.address,
-         "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban}
+         "exceptions_channel": le.exceptions_channel, "tolerance": le.tolerance, "iban": le.iban,
+         "dunning": [d.model_dump(mode="json") for d in le.dunning] or None}
         for le in sc.legal_entities
     ], "legal_entities", res)
     s.flush()

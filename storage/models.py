@@ -62,6 +62,7 @@ class LegalEntity(Base):
     exceptions_channel: Mapped[str | None] = mapped_column(String(64))
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
     iban: Mapped[str | None] = mapped_column(String(34))
+    dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
 
 
 class Advertiser(Base):
@@ -675,3 +676,41 @@ class PayerAccount(Base):
     iban: Mapped[str] = mapped_column(String(34), primary_key=True)
     advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
     learned_from_payment_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class InvoiceHold(Base):
+    """Something that stops dunning an invoice: an open ``dispute`` (until resolved) or a ``promise``
+    to pay by ``until``."""
+
+    __tablename__ = "invoice_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # dispute | promise
+    until: Mapped[date | None] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DunningLetter(Base):
+    """One dunning letter per invoice and level, ever (the unique key makes a second run a no-op)."""
+
+    __tablename__ = "dunning_letters"
+    __table_args__ = (UniqueConstraint("invoice_id", "level", name="uq_dunning_letters_level"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(40))
+    letter_date: Mapped[date] = mapped_column(Date)
+    days_past_due: Mapped[int] = mapped_column(Integer)
+    open_amount: Mapped[Decimal] = mapped_column(Money())
+    fee: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    interest: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(16), default="sent")  # sent | skipped
+    pdf_path: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

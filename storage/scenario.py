@@ -49,6 +49,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DunningLevelIn(_Model):
+    """One dunning letter: ``days`` after the due date, with an optional fee and yearly interest (%)."""
+
+    level: int = Field(ge=1, le=9)
+    name: str = Field(min_length=1, max_length=40)
+    days: int = Field(ge=0, le=3650)
+    fee: MoneyField = Decimal("0")
+    interest_rate: Decimal = Field(default=Decimal("0"), ge=0, le=100)
+
+
 class LegalEntityIn(_Model):
     id: Id
     name: str
@@ -62,6 +72,7 @@ class LegalEntityIn(_Model):
     exceptions_channel: str | None = None
     tolerance: MoneyField | None = None
     iban: str | None = None
+    dunning: list[DunningLevelIn] = Field(default_factory=list)
 
     @field_validator("invoice_series", "credit_note_series")
     @classmethod

@@ -28,7 +28,9 @@ evidence_app = typer.Typer(
 )
 payments_app = typer.Typer(help="Bank statements in (camt.053/054, MT940) and cash application.",
                            no_args_is_help=True)
-receivables_app = typer.Typer(help="What advertisers owe: aging and DSO.", no_args_is_help=True)
+receivables_app = typer.Typer(help="What advertisers owe: aging and DSO, disputes and payment promises.",
+                              no_args_is_help=True)
+dunning_app = typer.Typer(help="Dunning letters for overdue invoices.", no_args_is_help=True)
 schedule_app = typer.Typer(help="Cron schedules for syncs, billing runs and the digest.", no_args_is_help=True)
 
 for _sub, _name in (
@@ -36,5 +38,6 @@ for _sub, _name in (
     (invoices_app, "invoices"), (fx_app, "fx"), (sync_app, "sync"), (import_app, "import"),
     (quarantine_app, "quarantine"), (exceptions_app, "exceptions"), (audit_app, "audit"),
     (schedule_app, "schedule"), (payments_app, "payments"), (receivables_app, "receivables"),
+    (dunning_app, "dunning"),
 ):
     app.add_typer(_sub, name=_name)

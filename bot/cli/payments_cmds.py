@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from bot.cli.core_cmds import cli_actor
-from bot.cli.groups import payments_app, receivables_app
+from bot.cli.groups import dunning_app, payments_app, receivables_app
 from bot.cli.output import emit_json, handle_errors, money_str, out_console
 
 AS_HELP = "Slack user id of the billbot user acting (their roles are checked)."
@@ -153,3 +153,68 @@ def receivables_aging(
         out_console.print(f"{r.advertiser[:30]:<30} {r.currency} {cells} {money_str(r.total):>12}", highlight=False)
     for cur, d in dso.items():
         out_console.print(f"DSO {cur}: {'n/a' if d is None else f'{d} days'}", highlight=False)
+
+
+@receivables_app.command("hold")
+@handle_errors
+def receivables_hold(
+    invoice: Annotated[str, typer.Argument(help="Invoice number.")],
+    kind: Annotated[str, typer.Option(help="dispute or promise.")],
+    reason: Annotated[str, typer.Option(help="What the customer said.")],
+    actor: Annotated[str, typer.Option("--as", help=AS_HELP)],
+    until: Annotated[str | None, typer.Option(help="Promised payment date (YYYY-MM-DD), for a promise.")] = None,
+) -> None:
+    """Stop dunning an invoice: an open dispute, or a promise to pay by a date."""
+    from billing.errors import Invalid
+    from bot.context import get_db, get_key
+    from bot.workflows.dunning import hold_invoice
+
+    try:
+        day = date.fromisoformat(until) if until else None
+    except ValueError:
+        raise Invalid(f"--until: not a date: {until!r} (YYYY-MM-DD)") from None
+    hold_invoice(get_db(), number=invoice, kind=kind, reason=reason, actor=actor, key=get_key(), until=day)
+    out_console.print(f"{invoice}: {kind} recorded; dunning skips it", highlight=False)
+
+
+@dunning_app.command("run")
+@handle_errors
+def dunning_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the letters due, write nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Send today's dunning letters: per invoice the highest level reached and not yet sent
+    (levels per legal entity; default reminder 7, first notice 21, final notice 35 days after due).
+    Invoices with an open dispute or a payment promise are skipped. PDFs go to var/dunning/."""
+    from bot.context import get_db, get_key, settings
+    from bot.workflows.dunning import letter_rendered, run_dunning
+    from storage.models import LegalEntity
+
+    db = get_db()
+    letters = run_dunning(db, today=_today(), actor=cli_actor(), key=get_key(), dry_run=dry_run)
+    paths: dict[int, str] = {}
+    if not dry_run and letters:
+        from bot.documents.letters import render_letter
+
+        out = Path(settings().var_dir) / "dunning"
+        out.mkdir(parents=True, exist_ok=True)
+        with db.read() as s:
+            sellers = {le.id: (le.name, le.address) for le in s.query(LegalEntity)}
+        for x in letters:
+            assert x.id is not None
+            name, _addr = sellers.get(x.legal_entity, (x.legal_entity, None))
+            path = out / f"{x.invoice}-L{x.level}.pdf"
+            path.write_bytes(render_letter(x, seller=name))
+            letter_rendered(db, x.id, str(path))
+            paths[x.id] = str(path)
+    if json_out:
+        emit_json([{"id": x.id, "invoice": x.invoice, "advertiser": x.advertiser, "level": x.level, "name": x.name,
+                    "days_past_due": x.days_past_due, "open_amount": money_str(x.open_amount),
+                    "fee": money_str(x.fee), "interest": money_str(x.interest), "total": money_str(x.total),
+                    "currency": x.currency, "pdf": paths.get(x.id or 0)} for x in letters])
+        return
+    for x in letters:
+        out_console.print(f"{x.invoice:<20} {x.advertiser[:30]:<30} level {x.level} {x.name:<14} "
+                          f"{money_str(x.total):>12} {x.currency}", highlight=False)
+    if not letters:
+        out_console.print("no letters due")

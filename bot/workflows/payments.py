@@ -45,7 +45,7 @@ from bot.workflows.effects import notify
 from storage.bank import BankEntry, read_statement
 from storage.db import Database
 from storage.ingest import IngestContext, quarantine
-from storage.models import Advertiser, Invoice, PayerAccount, Payment, PaymentAllocation, User
+from storage.models import Advertiser, Invoice, InvoiceHold, PayerAccount, Payment, PaymentAllocation, User
 
 SOURCE = "bank"
 ALLOCATORS = frozenset({"cash_applier", "finance_manager"})
@@ -240,7 +240,7 @@ def _user(s: Session, slack_id: str) -> User | None:
     return s.get(User, slack_id)
 
 
-def _invoice(s: Session, number: str) -> Invoice:
+def invoice_by_number(s: Session, number: str) -> Invoice:
     q = select(Invoice).where(Invoice.number == number.strip(), Invoice.kind == "invoice")
     inv = s.execute(q).scalars().first()
     if inv is None:
@@ -257,7 +257,7 @@ def allocate(db: Database, *, payment_id: int, invoice_number: str, actor: str, 
     with db.transaction() as s:
         payment = s.execute(select(Payment).where(Payment.id == payment_id).with_for_update()).scalar_one_or_none()
         p = access_payment_action(s, _user(s, actor), payment, "allocate")
-        inv = _invoice(s, invoice_number)
+        inv = invoice_by_number(s, invoice_number)
         if inv.currency != p.currency:
             raise Invalid(f"invoice {inv.number} is in {inv.currency}, the payment in {p.currency}")
         open_ = _balances(s, invoice_ids=[inv.id])[inv.id][0]
@@ -289,7 +289,7 @@ def write_off(db: Database, *, invoice_number: str, actor: str, key: Ed25519Priv
     now = now or datetime.now(UTC)
     with db.transaction() as s:
         user = _user(s, actor)
-        inv = _invoice(s, invoice_number)
+        inv = invoice_by_number(s, invoice_number)
         if user is None or "finance_manager" not in user.role_names:
             raise NotAllowed("Write off difference needs the finance_manager role.", code="finance_manager_required")
         authors = set(s.execute(select(PaymentAllocation.actor).where(
@@ -372,13 +372,15 @@ def invoice_payments(db: Database, *, today: date) -> dict[int, InvoicePayment]:
     """Payment figures of every invoice (credit notes get their own reference and no state)."""
     with db.read() as s:
         bal = _balances(s)
+        disputed = set(s.execute(select(InvoiceHold.invoice_id).where(InvoiceHold.kind == "dispute",
+                                                                      InvoiceHold.state == "open")).scalars())
         out: dict[int, InvoicePayment] = {}
         for i, number, due in s.execute(select(Invoice.id, Invoice.number, Invoice.due_date)
                                         .where(Invoice.kind == "invoice")):
             open_, credited, paid, written = bal[int(i)]
             gross = open_ + credited + paid + written
             state, o = payment_state(gross=gross, credited=credited, paid=paid, written_off=written, due_date=due,
-                                     today=today)
+                                     today=today, disputed=int(i) in disputed)
             out[int(i)] = InvoicePayment(paid, o, state, creditor_reference(str(number)))
         return out
 
@@ -480,7 +482,7 @@ def payment_case(db: Database, payment_id: int, *, tolerance: Decimal = DEFAULT_
         names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
         open_last = ZERO
         if last is not None:
-            inv = _invoice(s, last)
+            inv = invoice_by_number(s, last)
             open_last = _balances(s, invoice_ids=[inv.id])[inv.id][0]
         cands = candidates(v.unapplied or v.amount, v.currency, v.payer_name, open_invoices(s), names, limit=3)
     settled = v.unapplied <= tolerance and open_last <= tolerance if v.state != "unmatched" else False
