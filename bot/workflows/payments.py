@@ -414,14 +414,14 @@ def aging(db: Database, *, as_of: date) -> list[AgingRow]:
     with db.read() as s:
         names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
         acc: dict[tuple[str, str], dict[str, Decimal]] = {}
-        for inv in _open_as_of(s, as_of):
+        for inv in open_as_of(s, as_of):
             b = acc.setdefault((inv.advertiser_id, inv.currency), dict.fromkeys(BUCKETS, ZERO))
             b[bucket((as_of - inv.due_date).days)] += inv.open_amount
         return [AgingRow(a, names.get(a, a), c, b, sum(b.values(), ZERO))
                 for (a, c), b in sorted(acc.items(), key=lambda kv: (names.get(kv[0][0], ""), kv[0][1]))]
 
 
-def _open_as_of(s: Session, as_of: date) -> list[OpenInvoice]:
+def open_as_of(s: Session, as_of: date) -> list[OpenInvoice]:
     """Open invoices issued on or before ``as_of``, counting allocations made up to that day only."""
     rows = [r for r in _invoice_rows(s, None) if r.issue_date <= as_of]
     bal = _balances(s)
@@ -440,18 +440,21 @@ def _open_as_of(s: Session, as_of: date) -> list[OpenInvoice]:
 
 def days_sales_outstanding(db: Database, *, as_of: date, days: int = 90) -> dict[str, Decimal | None]:
     """DSO per currency: open receivables on ``as_of`` ÷ gross invoiced in the ``days`` before × ``days``."""
+    with db.read() as s:
+        return dso_by_currency(s, as_of=as_of, days=days)
+
+
+def dso_by_currency(s: Session, *, as_of: date, days: int = 90) -> dict[str, Decimal | None]:
     from datetime import timedelta
 
-    with db.read() as s:
-        start = as_of - timedelta(days=days - 1)
-        sales: dict[str, Decimal] = defaultdict(lambda: ZERO)
-        for cur, g in s.execute(select(Invoice.currency, Invoice.gross).where(
-                Invoice.issue_date.between(start, as_of))):
-            sales[str(cur)] += Decimal(g)  # credit notes (negative) reduce the period's sales
-        open_: dict[str, Decimal] = defaultdict(lambda: ZERO)
-        for inv in _open_as_of(s, as_of):
-            open_[inv.currency] += inv.open_amount
-        return {c: dso(open_[c], sales[c], days) for c in sorted(set(sales) | set(open_))}
+    start = as_of - timedelta(days=days - 1)
+    sales: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for cur, g in s.execute(select(Invoice.currency, Invoice.gross).where(Invoice.issue_date.between(start, as_of))):
+        sales[str(cur)] += Decimal(g)  # credit notes (negative) reduce the period's sales
+    open_: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for inv in open_as_of(s, as_of):
+        open_[inv.currency] += inv.open_amount
+    return {c: dso(open_[c], sales[c], days) for c in sorted(set(sales) | set(open_))}
 
 
 __all__ = ["ImportResult", "aging", "allocate", "days_sales_outstanding", "import_statement", "invoice_payments",

@@ -115,3 +115,15 @@ def _by_number(world: World) -> dict[str, wf.InvoicePayment]:
     with world.db.read() as s:
         numbers = dict(s.execute(select(Invoice.id, Invoice.number)).all())
     return {numbers[i]: v for i, v in figures.items()}
+
+
+def test_finance_managers_app_home_shows_receivables_aging(world: World) -> None:
+    from bot.slack.home import build_home
+
+    _invoices(world)  # due 2026-03-31, nothing paid
+    home = build_home(world.db, f.MANAGER).to_dict()
+    section = next(b for b in home["blocks"] if b.get("block_id") == "receivables")
+    assert section["text"]["text"].startswith("*Receivables by days past due*\n*EUR* ")
+    assert "2,195.00 EUR" in section["text"]["text"]  # 300 + 595 + 300 + 1,000, in one bucket
+    approver_home = build_home(world.db, f.APPROVER).to_dict()
+    assert not any(b.get("block_id") == "receivables" for b in approver_home["blocks"])
