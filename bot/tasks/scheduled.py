@@ -4,6 +4,7 @@ distributed mode's stalled-job recovery."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bot import context, jobs
@@ -15,6 +16,7 @@ from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
 from bot.workflows.invoices import unrendered_invoices
+from bot.workflows.payments import import_inbox
 from bot.workflows.sync import run_sync
 from storage.settings import get_settings
 
@@ -58,6 +60,18 @@ def billing_run(
         advertisers = [a.strip() for a in advertisers.split(",") if a.strip()]
     return plain(run_billing(context.get_db(), period=resolve_period(period, day), advertisers=advertisers or [],
                              actor=actor, key=context.get_key(), today=day))
+
+
+@task("payments_inbox", queue="sync", lock=lambda kw: "payments_inbox")
+def payments_inbox(*, actor: str = "scheduler") -> Any:
+    """Import the bank files dropped into ``BILLBOT_INBOX_DIR/bank/`` (one import per file, each moved to
+    ``processed/`` or ``failed/``); one pass at a time."""
+    settings = get_settings()
+    res = import_inbox(context.get_db(), Path(settings.inbox_dir), actor=actor, key=context.get_key(),
+                       tolerance=settings.payment_tolerance)
+    return {"imported": [{"file": r.file, "inserted": r.inserted, "unchanged": r.unchanged,
+                          "quarantined": r.quarantined, "outcomes": r.outcomes} for r in res.imported],
+            "failed": res.failed}
 
 
 @task("sla_sweep", queue="sla")

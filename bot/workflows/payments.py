@@ -212,6 +212,49 @@ def _needs_person(outcome: str, unapplied: Decimal, still_open: Decimal, toleran
     return False
 
 
+# --------------------------------------------------------------------------- the watched folder
+
+#: names a transfer client writes while a file is still arriving
+PARTIAL_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
+
+
+@dataclass
+class InboxResult:
+    imported: list[ImportResult] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # file → reason
+
+
+def import_inbox(db: Database, inbox: Path, *, actor: str, key: Ed25519PrivateKey | None,
+                 tolerance: Decimal = DEFAULT_TOLERANCE, now: datetime | None = None) -> InboxResult:
+    """Import every bank file in ``inbox/bank/`` (oldest first), one import per file, then move it to
+    ``processed/`` — or to ``failed/`` with a ``.reason.txt`` when it cannot be read. A crash between
+    the import's commit and the move is harmless: the next pass imports the file again, which changes
+    nothing, and moves it."""
+    bank = inbox / "bank"
+    res = InboxResult()
+    if not bank.is_dir():
+        return res
+    files = [p for p in bank.iterdir() if p.is_file() and not p.name.startswith(".")
+             and not p.name.lower().endswith(PARTIAL_SUFFIXES)]
+    for path in sorted(files, key=lambda p: (p.stat().st_mtime, p.name)):
+        try:
+            res.imported.append(import_statement(db, path, actor=actor, key=key, tolerance=tolerance, now=now))
+        except Invalid as e:
+            res.failed[path.name] = e.message
+            _move(path, bank / "failed").with_suffix(path.suffix + ".reason.txt").write_text(e.message + "\n")
+            continue
+        _move(path, bank / "processed")
+    return res
+
+
+def _move(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():  # the bank sent a file of the same name again
+        target = folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{path.name}"
+    return path.replace(target)
+
+
 # --------------------------------------------------------------------------- manual decisions
 
 
