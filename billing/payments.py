@@ -287,3 +287,20 @@ def dso(receivables: Decimal, credit_sales: Decimal, days: int = 90) -> Decimal 
     if credit_sales <= 0:
         return None
     return (receivables / credit_sales * days).quantize(Decimal("0.1"))
+
+
+# --------------------------------------------------------------------------- GiroCode (EPC QR)
+
+
+def epc_qr_payload(*, name: str, iban: str, amount: Decimal, reference: str, bic: str | None = None) -> str:
+    """The EPC069-12 "SEPA credit transfer" QR payload (version 002, UTF-8) a banking app reads:
+    beneficiary, IBAN, EUR amount and the structured creditor reference (no unstructured text then).
+
+    >>> epc_qr_payload(name="Northwind Media GmbH", iban="DE89 3704 0044 0532 0130 00",
+    ...                amount=Decimal("1190.00"), reference="RF94INV2026000001").splitlines()
+    ['BCD', '002', '1', 'SCT', '', 'Northwind Media GmbH', 'DE89370400440532013000', 'EUR1190.00', '', 'RF94INV2026000001']
+    """
+    if not (Decimal("0.01") <= amount <= Decimal("999999999.99")):
+        raise ValueError(f"amount {amount} is outside what a GiroCode carries")
+    return "\n".join(["BCD", "002", "1", "SCT", (bic or "").replace(" ", ""), name[:70], iban.replace(" ", ""),
+                      f"EUR{amount.quantize(Decimal('0.01'))}", "", reference[:35]])

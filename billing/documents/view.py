@@ -26,7 +26,7 @@ from stdnum import iso11649
 
 from billing.documents.model import InvoiceDocument, default_vat_note, doc_locale, to_accounting, vat_breakdown
 from billing.money import quantum
-from billing.payments import creditor_reference
+from billing.payments import creditor_reference, epc_qr_payload
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -253,7 +253,19 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         "terms": terms,
         "approvals": approvals,
         "created": doc.issue_date.isoformat(),
+        "epc_qr": epc_qr(doc),
     }
+
+
+def epc_qr(doc: InvoiceDocument) -> str | None:
+    """A GiroCode (EPC QR) for EUR invoices with the seller's IBAN, as an SVG data URI; else None."""
+    if doc.is_credit_note or doc.currency != "EUR" or not doc.seller.iban or doc.gross <= 0:
+        return None
+    import segno  # lazy: only documents that carry a code need it
+
+    payload = epc_qr_payload(name=doc.seller.name, iban=doc.seller.iban, amount=doc.gross,
+                             reference=creditor_reference(doc.number))
+    return str(segno.make(payload, error="m", micro=False, encoding="utf-8").svg_data_uri(scale=2, border=2))
 
 
 # --------------------------------------------------------------------------- line layout (speed)
