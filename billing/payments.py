@@ -297,8 +297,8 @@ def epc_qr_payload(*, name: str, iban: str, amount: Decimal, reference: str, bic
     beneficiary, IBAN, EUR amount and the structured creditor reference (no unstructured text then).
 
     >>> epc_qr_payload(name="Northwind Media GmbH", iban="DE89 3704 0044 0532 0130 00",
-    ...                amount=Decimal("1190.00"), reference="RF94INV2026000001").splitlines()
-    ['BCD', '002', '1', 'SCT', '', 'Northwind Media GmbH', 'DE89370400440532013000', 'EUR1190.00', '', 'RF94INV2026000001']
+    ...                amount=Decimal("1190.00"), reference="RF94INV2026000001").splitlines()[5:]
+    ['Northwind Media GmbH', 'DE89370400440532013000', 'EUR1190.00', '', 'RF94INV2026000001']
     """
     if not (Decimal("0.01") <= amount <= Decimal("999999999.99")):
         raise ValueError(f"amount {amount} is outside what a GiroCode carries")
