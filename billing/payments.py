@@ -34,9 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from rapidfuzz import fuzz, process, utils
-from stdnum import iso11649
-from stdnum.iso7064 import mod_97_10
+from rapidfuzz import fuzz, utils
 
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
@@ -54,15 +52,32 @@ def creditor_reference(invoice_number: str) -> str:
     """The ISO 11649 structured creditor reference for an invoice number.
 
     Letters and digits of the number are kept (upper-cased), at most the last 21 of them, so the
-    reference stays within ISO 11649's 25 characters.
+    reference stays within ISO 11649's 25 characters. Check digits: ISO 7064 MOD 97-10, as for IBANs.
 
     >>> creditor_reference("CN-2026-000001")
     'RF70CN2026000001'
+    >>> _valid_rf(creditor_reference("INV-2026-000123"))
+    True
     """
-    body = re.sub(r"[^0-9A-Za-z]", "", invoice_number).upper()[-21:]
+    body = _NOT_ALNUM.sub("", invoice_number).upper()[-21:]
     if not body:
         raise ValueError(f"invoice number {invoice_number!r} has no letters or digits")
-    return f"RF{mod_97_10.calc_check_digits(body + 'RF')}{body}"  # valid by construction (ISO 7064)
+    return f"RF{98 - _mod97(body + 'RF00'):02d}{body}"
+
+
+_NOT_ALNUM = re.compile(r"[^0-9A-Za-z]")
+# A→10 … Z→35: the digits MOD 97-10 reads letters as (a table, since this runs for every open invoice)
+_AS_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
+
+
+def _mod97(text: str) -> int:
+    return int(text.translate(_AS_DIGITS)) % 97
+
+
+def _valid_rf(ref: str) -> bool:
+    """ISO 11649 check (the same as ``stdnum.iso11649.is_valid`` on a compact, upper-case reference)."""
+    return 5 <= len(ref) <= 25 and ref[:2] == "RF" and ref[2:4].isdigit() and ref[4:].isalnum() \
+        and _mod97(ref[4:] + ref[:4]) == 1
 
 
 _RF = re.compile(r"RF\d{2}(?:[ ]?[0-9A-Z]){1,21}", re.IGNORECASE)
@@ -78,10 +93,12 @@ def references_in(text: str) -> list[str]:
     ['RF98INV2026000123']
     """
     found: list[str] = []
+    if "RF" not in (text or "").upper():
+        return found
     for m in _RF.finditer(text or ""):
         compact = m.group(0).replace(" ", "").upper()
         for end in range(len(compact), 4, -1):
-            if iso11649.is_valid(compact[:end]):
+            if _valid_rf(compact[:end]):
                 found.append(compact[:end])
     return found
 
@@ -132,6 +149,7 @@ class Application:
     outcomes: dict[int, str] = field(default_factory=dict)
     unapplied: dict[int, Decimal] = field(default_factory=dict)
     learned_ibans: dict[str, str] = field(default_factory=dict)
+    still_open: dict[int, Decimal] = field(default_factory=dict)  # payment → open on the last invoice it touched
 
 
 def apply_cash(payments: Sequence[IncomingPayment], invoices: Iterable[OpenInvoice],
@@ -141,61 +159,85 @@ def apply_cash(payments: Sequence[IncomingPayment], invoices: Iterable[OpenInvoi
     ``known_ibans`` maps payer IBAN → advertiser id; ``advertiser_names`` advertiser id → name.
     Open amounts are tracked across payments, so two payments never settle the same cent twice.
     """
-    open_amount: dict[int, Decimal] = {}
-    by_key: dict[str, list[OpenInvoice]] = defaultdict(list)
-    by_adv: dict[str, list[OpenInvoice]] = defaultdict(list)
-    for inv in invoices:
-        if inv.open_amount <= 0:
-            continue
-        open_amount[inv.id] = inv.open_amount
-        by_key[inv.number.upper()].append(inv)
-        by_key[creditor_reference(inv.number)].append(inv)
-        by_adv[inv.advertiser_id].append(inv)
-    for lst in by_adv.values():
-        lst.sort(key=lambda i: (i.due_date, i.issue_date, i.id))
+    book = _Book(invoices)
     ibans = dict(known_ibans)
     # names compared in rapidfuzz's normal form (lower case, no punctuation), prepared once
-    name_choices = {a: utils.default_process(n) for a, n in advertiser_names.items() if a in by_adv}
+    name_keys = {a: utils.default_process(n) for a, n in advertiser_names.items() if a in book.by_adv}
     app = Application()
-
-    def alive(lst: Iterable[OpenInvoice], currency: str) -> list[OpenInvoice]:
-        return [i for i in lst if open_amount[i.id] > 0 and i.currency == currency]
-
     for p in payments:
-        method, targets = "reference", _named(p, by_key)
-        targets = alive(targets, p.currency)
-        if not targets and p.payer_iban and p.payer_iban in ibans:
-            method = "iban"
-            cands = alive(by_adv.get(ibans[p.payer_iban], []), p.currency)
-            exact = [i for i in cands if open_amount[i.id] == p.amount]
-            targets = exact[:1] or cands
-        if not targets and p.payer_name and name_choices:
-            method = "name"
-            targets = _by_name(p, name_choices, by_adv, open_amount)
+        method, targets = book.targets(p, ibans, name_keys)
         rest = p.amount
         touched: list[int] = []
         for inv in targets:
             if rest <= 0:
                 break
-            take = min(rest, open_amount[inv.id])
-            open_amount[inv.id] -= take
+            take = min(rest, book.open_amount[inv.id])
+            book.apply(inv, take)
             rest -= take
             touched.append(inv.id)
             app.allocations.append(Allocation(p.id, inv.id, take, method))
+        app.unapplied[p.id] = rest
         if not touched:
             app.outcomes[p.id] = "unmatched"
-        elif rest > 0:
-            app.outcomes[p.id] = "overpaid"
-        elif open_amount[touched[-1]] > 0:
-            app.outcomes[p.id] = "partial"
-        else:
-            app.outcomes[p.id] = "matched"
-        app.unapplied[p.id] = rest
-        if touched and p.payer_iban and p.payer_iban not in ibans:
-            adv = targets[0].advertiser_id
-            ibans[p.payer_iban] = adv
-            app.learned_ibans[p.payer_iban] = adv
+            continue
+        app.still_open[p.id] = book.open_amount[touched[-1]]
+        app.outcomes[p.id] = "overpaid" if rest > 0 else "partial" if app.still_open[p.id] > 0 else "matched"
+        if p.payer_iban and p.payer_iban not in ibans:
+            ibans[p.payer_iban] = app.learned_ibans[p.payer_iban] = targets[0].advertiser_id
     return app
+
+
+def _oldest_first(i: OpenInvoice) -> tuple[date, date, int]:
+    return (i.due_date, i.issue_date, i.id)
+
+
+class _Book:
+    """The open invoices while cash is applied: what is open on each, and indexes to find them by
+    number / reference, by advertiser (oldest first) and by what is open now (currency, amount)."""
+
+    def __init__(self, invoices: Iterable[OpenInvoice]) -> None:
+        self.open_amount: dict[int, Decimal] = {}
+        self.by_key: dict[str, list[OpenInvoice]] = defaultdict(list)
+        self.by_adv: dict[str, list[OpenInvoice]] = defaultdict(list)
+        self.by_amount: dict[tuple[str, Decimal], list[OpenInvoice]] = defaultdict(list)
+        for inv in invoices:
+            if inv.open_amount <= 0:
+                continue
+            self.open_amount[inv.id] = inv.open_amount
+            self.by_key[inv.number.upper()].append(inv)
+            self.by_key[creditor_reference(inv.number)].append(inv)
+            self.by_adv[inv.advertiser_id].append(inv)
+            self.by_amount[(inv.currency, inv.open_amount)].append(inv)
+        for lst in [*self.by_adv.values(), *self.by_amount.values()]:
+            lst.sort(key=_oldest_first)
+
+    def alive(self, lst: Iterable[OpenInvoice], currency: str) -> list[OpenInvoice]:
+        return [i for i in lst if self.open_amount[i.id] > 0 and i.currency == currency]
+
+    def apply(self, inv: OpenInvoice, amount: Decimal) -> None:
+        before = self.open_amount[inv.id]
+        self.open_amount[inv.id] = before - amount
+        self.by_amount[(inv.currency, before)].remove(inv)
+        if before - amount > 0:
+            lst = self.by_amount[(inv.currency, before - amount)]
+            lst.append(inv)
+            lst.sort(key=_oldest_first)
+
+    def targets(self, p: IncomingPayment, ibans: Mapping[str, str],
+                name_keys: Mapping[str, str]) -> tuple[str, list[OpenInvoice]]:
+        """The invoices a payment goes to, in order, and by which rule (module docstring)."""
+        named = self.alive(_named(p, self.by_key), p.currency)
+        if named:
+            return "reference", named
+        exact = self.by_amount.get((p.currency, p.amount), [])
+        if p.payer_iban and p.payer_iban in ibans:
+            adv = ibans[p.payer_iban]
+            found = [i for i in exact if i.advertiser_id == adv][:1] or self.alive(self.by_adv.get(adv, []), p.currency)
+            if found:
+                return "iban", found
+        if p.payer_name and exact:
+            return "name", _by_name(p, name_keys, exact)
+        return "name", []
 
 
 def _named(p: IncomingPayment, by_key: Mapping[str, list[OpenInvoice]]) -> list[OpenInvoice]:
@@ -207,14 +249,12 @@ def _named(p: IncomingPayment, by_key: Mapping[str, list[OpenInvoice]]) -> list[
     return list(seen.values())
 
 
-def _by_name(p: IncomingPayment, choices: Mapping[str, str], by_adv: Mapping[str, list[OpenInvoice]],
-             open_amount: Mapping[int, Decimal]) -> list[OpenInvoice]:
-    hits = process.extract(utils.default_process(p.payer_name or ""), choices, scorer=fuzz.token_sort_ratio,
-                           processor=None, score_cutoff=NAME_SIMILARITY, limit=3)
-    found: list[OpenInvoice] = []
-    for _name, _score, adv in hits:
-        found += [i for i in by_adv.get(adv, []) if i.currency == p.currency and open_amount[i.id] == p.amount]
-    return found[:1] if len(found) == 1 else []
+def _by_name(p: IncomingPayment, name_keys: Mapping[str, str], exact: list[OpenInvoice]) -> list[OpenInvoice]:
+    """The one open invoice of exactly the payment's amount whose advertiser's name is like the payer's."""
+    query = utils.default_process(p.payer_name or "")
+    found = [i for i in exact if i.advertiser_id in name_keys
+             and fuzz.token_sort_ratio(query, name_keys[i.advertiser_id], score_cutoff=NAME_SIMILARITY)]
+    return found if len(found) == 1 else []
 
 
 def candidates(amount: Decimal, currency: str, payer_name: str | None, invoices: Iterable[OpenInvoice],

@@ -90,6 +90,59 @@ _PARSER_OPTS: dict[str, Any] = {"resolve_entities": False, "no_network": True, "
                                 "dtd_validation": False, "huge_tree": False, "remove_comments": True}
 
 
+# The entries are flattened by one XSLT pass (libxslt, in C) into records of fields: a statement of
+# 100,000 entries is read in about a second, where per-field lookups from Python took tens of seconds.
+# Fields are separated by U+E01F and records by U+E01E (private-use characters no bank file carries).
+_T = "c:NtryDtls/c:TxDtls[1]/"  # the first transaction's details
+_FIELD_PATHS: tuple[tuple[str, str], ...] = (
+    # the statement's account, bound once per statement: "../c:Acct" from each entry would scan every entry
+    ("account", "$acct/c:Id/c:IBAN|$acct/c:Id/c:Othr/c:Id"), ("acct_ccy", "$acct/c:Ccy"),
+    ("amount", "c:Amt"), ("ccy", "c:Amt/@Ccy"), ("cd", "c:CdtDbtInd"),
+    ("sts_cd", "c:Sts/c:Cd"), ("sts", "c:Sts"),  # 001.04+: Sts/Cd; 001.02-03: Sts text
+    ("booking", "c:BookgDt/c:Dt|c:BookgDt/c:DtTm"), ("value", "c:ValDt/c:Dt|c:ValDt/c:DtTm"),
+    ("reversal", "c:RvslInd"), ("returned", f"count({_T}c:RtrInf)"),
+    ("dbtr", f"{_T}c:RltdPties/c:Dbtr/c:Pty/c:Nm|{_T}c:RltdPties/c:Dbtr/c:Nm"),  # 001.08: Pty/Nm
+    ("dbtr_iban", f"{_T}c:RltdPties/c:DbtrAcct/c:Id/c:IBAN"),
+    ("dbtr_bic", f"{_T}c:RltdAgts/c:DbtrAgt/c:FinInstnId/c:BICFI|{_T}c:RltdAgts/c:DbtrAgt/c:FinInstnId/c:BIC"),
+    ("cdtr", f"{_T}c:RltdPties/c:Cdtr/c:Pty/c:Nm|{_T}c:RltdPties/c:Cdtr/c:Nm"),
+    ("cdtr_iban", f"{_T}c:RltdPties/c:CdtrAcct/c:Id/c:IBAN"),
+    ("cdtr_bic", f"{_T}c:RltdAgts/c:CdtrAgt/c:FinInstnId/c:BICFI|{_T}c:RltdAgts/c:CdtrAgt/c:FinInstnId/c:BIC"),
+    ("ustrd", f"{_T}c:RmtInf/c:Ustrd"), ("strd", f"{_T}c:RmtInf/c:Strd/c:CdtrRefInf/c:Ref"),  # every one, joined
+    ("e2e", f"{_T}c:Refs/c:EndToEndId"),
+    ("svcr_ref", "c:AcctSvcrRef"), ("ntry_ref", "c:NtryRef"), ("tx_ref", f"{_T}c:Refs/c:AcctSvcrRef"),
+    ("statement", "$s"), ("entry", "position()"),
+)
+_FIELDS = tuple(name for name, _ in _FIELD_PATHS)
+_JOINED = frozenset({"ustrd", "strd"})
+_SEP, _END = "<xsl:text>&#xE01F;</xsl:text>", "<xsl:text>&#xE01E;</xsl:text>"
+
+
+def _field_xslt(name: str, path: str) -> str:
+    if name in _JOINED:
+        return (f'<xsl:for-each select="{path}"><xsl:if test="position() &gt; 1"><xsl:text> </xsl:text></xsl:if>'
+                '<xsl:value-of select="normalize-space(.)"/></xsl:for-each>')
+    if path.startswith(("count(", "position(")) or path == "$s":
+        return f'<xsl:value-of select="{path}"/>'
+    return f'<xsl:value-of select="normalize-space({path})"/>'
+
+
+_XSLT = (
+    '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" xmlns:c="{ns}">'
+    '<xsl:output method="text" encoding="UTF-8"/><xsl:template match="/">'
+    '<xsl:for-each select="/*/*/c:Stmt|/*/*/c:Ntfctn"><xsl:variable name="s" select="position()"/>'
+    '<xsl:variable name="acct" select="c:Acct"/><xsl:for-each select="c:Ntry">'
+    + _SEP.join(_field_xslt(n, p) for n, p in _FIELD_PATHS) + _END
+    + "</xsl:for-each></xsl:for-each></xsl:template></xsl:stylesheet>"
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _flattener(ns: str) -> etree.XSLT:
+    # ``ns`` is a checked camt URN (CAMT_VERSIONS), so it is safe to place into the stylesheet
+    return etree.XSLT(etree.fromstring(_XSLT.replace("{ns}", ns).encode()),
+                      access_control=etree.XSLTAccessControl.DENY_ALL)
+
+
 def parse_camt(data: bytes, *, name: str = "statement.xml") -> Statement:
     try:
         root = etree.fromstring(data, etree.XMLParser(**_PARSER_OPTS))
@@ -101,92 +154,58 @@ def parse_camt(data: bytes, *, name: str = "statement.xml") -> Statement:
         raise Invalid(f"{name}: not a camt.053 or camt.054 document (namespace {ns or 'none'})")
     if version not in CAMT_VERSIONS:
         raise Invalid(f"{name}: {version} is not supported (camt.053/054 001.02 to 001.13)")
-    x = _X(ns)
+    text = str(_flattener(ns)(root))
     entries: list[BankEntry] = []
     bad: list[BadRow] = []
-    for si, stmt in enumerate(x.all(root, "*/Stmt") + x.all(root, "*/Ntfctn"), start=1):
-        account = x.text(stmt, "Acct/Id/IBAN") or x.text(stmt, "Acct/Id/Othr/Id") or ""
-        acct_ccy = x.text(stmt, "Acct/Ccy")
-        for ei, ntry in enumerate(x.all(stmt, "Ntry"), start=1):
-            loc = f"{name}:statement {si}:entry {ei}"
-            raw = etree.tostring(ntry, encoding="unicode")[:4000]
-            try:
-                entries.append(_camt_entry(x, ntry, account, acct_ccy, loc=loc, raw=raw))
-            except ValueError as e:
-                bad.append(BadRow(loc, raw, str(e)))
+    for record in text.split("\ue01e"):
+        values = record.split("\ue01f")
+        if len(values) != len(_FIELDS):
+            continue  # the text after the last record
+        f = dict(zip(_FIELDS, values, strict=True))  # values come whitespace-normalised (normalize-space)
+        loc = f"{name}:statement {f['statement']}:entry {f['entry']}"
+        try:
+            entries.append(_camt_entry(f, loc=loc))
+        except ValueError as e:
+            bad.append(BadRow(loc, _raw_entry(root, ns, int(f["statement"]), int(f["entry"])), str(e)))
     return Statement(version, entries, bad)
 
 
-class _X:
-    """Namespace-aware ElementPath by local names: ``x.text(el, "Acct/Id/IBAN")`` (paths in Clark
-    notation, built once; ElementPath is several times faster than XPath for these child paths)."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self._paths: dict[str, str] = {}
-
-    def _p(self, path: str) -> str:
-        found = self._paths.get(path)
-        if found is None:
-            found = self._paths[path] = "/".join(p if p in ("*", "..") else f"{{{self.ns}}}{p}"
-                                                 for p in path.split("/"))
-        return found
-
-    def all(self, el: Any, path: str) -> list[Any]:
-        return list(el.iterfind(self._p(path)))
-
-    def first(self, el: Any, path: str) -> Any | None:
-        return el.find(self._p(path))
-
-    def text(self, el: Any, path: str) -> str | None:
-        t = el.findtext(self._p(path))
-        return (t.strip() or None) if t is not None else None
+def _raw_entry(root: Any, ns: str, statement: int, entry: int) -> str:
+    """The XML of one entry, for the quarantine (only bad entries pay for it)."""
+    stmts = [*root.iterfind(f"*/{{{ns}}}Stmt"), *root.iterfind(f"*/{{{ns}}}Ntfctn")]
+    ntry = stmts[statement - 1].findall(f"{{{ns}}}Ntry")[entry - 1]
+    return str(etree.tostring(ntry, encoding="unicode"))[:4000]
 
 
-def _camt_entry(x: _X, ntry: Any, account: str, acct_ccy: str | None, *, loc: str, raw: str) -> BankEntry:
-    amt_el = x.first(ntry, "Amt")
-    if amt_el is None or not (amt_el.text or "").strip():
+def _camt_entry(f: dict[str, str], *, loc: str) -> BankEntry:
+    if not f["amount"]:
         raise ValueError("the entry has no amount (Amt)")
-    amount = _decimal(amt_el.text, "Amt")
-    currency = (amt_el.get("Ccy") or acct_ccy or "").upper()
+    amount = _decimal(f["amount"], "Amt")
+    currency = (f["ccy"] or f["acct_ccy"]).upper()
     if not is_currency(currency):
         raise ValueError(f"unknown currency {currency!r} in Amt/@Ccy")
-    cd = x.text(ntry, "CdtDbtInd")
+    cd = f["cd"]
     if cd not in ("CRDT", "DBIT"):
         raise ValueError(f"CdtDbtInd must be CRDT or DBIT, not {cd!r}")
-    status = x.text(ntry, "Sts/Cd") or x.text(ntry, "Sts")
-    if status not in (None, "BOOK"):
+    status = f["sts_cd"] or f["sts"]
+    if status not in ("", "BOOK"):
         raise ValueError(f"the entry is not booked (Sts {status}); only booked entries are payments")
-    booking = _date(x.text(ntry, "BookgDt/Dt") or (x.text(ntry, "BookgDt/DtTm") or "")[:10], "BookgDt")
-    value_raw = x.text(ntry, "ValDt/Dt") or (x.text(ntry, "ValDt/DtTm") or "")[:10]
-    value = _date(value_raw, "ValDt") if value_raw else None
-    tx = x.first(ntry, "NtryDtls/TxDtls")
-    reversal = (x.text(ntry, "RvslInd") or "").lower() == "true"
-    returned = tx is not None and x.first(tx, "RtrInf") is not None
+    booking = _date(f["booking"][:10], "BookgDt")
+    value = _date(f["value"][:10], "ValDt") if f["value"] else None
     credit = cd == "CRDT"
-    # the counterparty: the debtor of a credit, the creditor of a debit
-    party = "Dbtr" if credit else "Cdtr"
-    name = iban = bic = remit = e2e = None
-    if tx is not None:
-        name = x.text(tx, f"RltdPties/{party}/Pty/Nm") or x.text(tx, f"RltdPties/{party}/Nm")
-        iban = x.text(tx, f"RltdPties/{party}Acct/Id/IBAN")
-        bic = (x.text(tx, f"RltdAgts/{party}Agt/FinInstnId/BICFI")
-               or x.text(tx, f"RltdAgts/{party}Agt/FinInstnId/BIC"))
-        parts = [t.text.strip() for t in x.all(tx, "RmtInf/Ustrd") if t.text and t.text.strip()]
-        parts += [t.text.strip() for t in x.all(tx, "RmtInf/Strd/CdtrRefInf/Ref") if t.text and t.text.strip()]
-        remit = " ".join(parts) or None
-        e2e = x.text(tx, "Refs/EndToEndId")
-        if e2e == "NOTPROVIDED":
-            e2e = None
-    ref = x.text(ntry, "AcctSvcrRef") or x.text(ntry, "NtryRef") or (x.text(tx, "Refs/AcctSvcrRef") if tx is not None
-                                                                        else None)
+    party = "dbtr" if credit else "cdtr"  # the counterparty: the debtor of a credit, the creditor of a debit
+    remit = " ".join(x for x in (f["ustrd"], f["strd"]) if x) or None
+    e2e = f["e2e"] if f["e2e"] and f["e2e"] != "NOTPROVIDED" else None
+    ref = f["svcr_ref"] or f["ntry_ref"] or f["tx_ref"]
     if not ref:  # no reference from the bank: the entry's own content identifies it
-        ref = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
-    kind = "reversal" if reversal else "return" if returned else "credit" if credit else "debit"
-    return BankEntry(account=account, entry_ref=ref, booking_date=booking, value_date=value,
-                     amount=amount if credit else -amount, currency=currency, kind=kind, payer_name=name,
-                     payer_iban=_iban(iban), payer_bic=_bic(bic), remittance=remit, end_to_end_id=e2e,
-                     location=loc, raw=raw)
+        ref = "sha256:" + hashlib.sha256("\x1f".join(f.values()).encode()).hexdigest()[:32]
+    kind = ("reversal" if f["reversal"].lower() == "true" else "return" if f["returned"] not in ("", "0")
+            else "credit" if credit else "debit")
+    return BankEntry(account=f["account"], entry_ref=ref, booking_date=booking, value_date=value,
+                     amount=amount if credit else -amount, currency=currency, kind=kind,
+                     payer_name=f[party] or None, payer_iban=_iban(f[f"{party}_iban"] or None),
+                     payer_bic=_bic(f[f"{party}_bic"] or None), remittance=remit, end_to_end_id=e2e,
+                     location=loc, raw="")
 
 
 def _decimal(text: str | None, what: str) -> Decimal:
@@ -297,4 +316,9 @@ def _mt940_entry(d: dict[str, Any], account: str, loc: str, raw: str) -> BankEnt
                      value_date=date(d["date"].year, d["date"].month, d["date"].day) if d.get("date") else None,
                      amount=amount, currency=currency, kind=kind, payer_name=name,
                      payer_iban=_iban(d.get("applicant_iban")), payer_bic=_bic(d.get("applicant_bin")),
-                     remittance=remit, end_to_end_id=d.get("end_to_end_reference"), location=loc, raw=raw)
+                     remittance=remit, end_to_end_id=_e2e(d.get("end_to_end_reference")), location=loc, raw=raw)
+
+
+def _e2e(value: Any) -> str | None:
+    text = str(value or "").strip()
+    return text if text and text != "NOTPROVIDED" else None

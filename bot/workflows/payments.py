@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
@@ -89,8 +89,7 @@ def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Privat
                  "state": "unmatched" if e.kind == "credit" else "not_a_payment",
                  "unapplied": e.amount if e.kind == "credit" else ZERO, "source_file": path.name[:500],
                  "location": e.location[:500], "created_at": now} for e in new]
-        ids = list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True),
-                             rows).scalars())
+        ids = _insert_payments(s, rows)
         res.inserted = len(ids)
         audit.record(s, key=key, actor=actor, action="payments.imported", subject_type="bank_file",
                      subject_id=hashlib.sha256(path.read_bytes()).hexdigest()[:32],
@@ -100,6 +99,18 @@ def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Privat
                    for pid, e in zip(ids, new, strict=True) if e.kind == "credit"]
         _apply(s, credits, actor="system", key=key, now=now, tolerance=tolerance, res=res)
     return res
+
+
+def _insert_payments(s: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the new entries; their ids in order. SQLite: the write transaction is ``BEGIN IMMEDIATE``,
+    so the ids after the current maximum are ours and one executemany does (RETURNING in parameter order
+    would be one statement per row there); PostgreSQL: ``INSERT … RETURNING`` in batches."""
+    if s.get_bind().dialect.name == "sqlite":
+        start = int(s.execute(select(func.coalesce(func.max(Payment.id), 0))).scalar_one()) + 1
+        ids = list(range(start, start + len(rows)))
+        s.execute(insert(_PAYMENTS), [{**r, "id": i} for i, r in zip(ids, rows, strict=True)])
+        return ids
+    return list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True), rows).scalars())
 
 
 def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
@@ -183,23 +194,10 @@ def _apply(s: Session, credits: list[IncomingPayment], *, actor: str, key: Ed255
         [{"pid": pid, "st": o, "un": app.unapplied[pid]} for pid, o in app.outcomes.items()])
     for o in app.outcomes.values():
         res.outcomes[o] = res.outcomes.get(o, 0) + 1
-    open_after = _open_after(s, app.allocations)
     for p in credits:
-        if _needs_person(app.outcomes[p.id], app.unapplied[p.id], open_after.get(p.id, ZERO), tolerance):
+        if _needs_person(app.outcomes[p.id], app.unapplied[p.id], app.still_open.get(p.id, ZERO), tolerance):
             res.exceptions.append(p.id)
             notify(s, "payment.exception", payment_id=p.id)
-
-
-def _open_after(s: Session, allocations: Iterable[Any]) -> dict[int, Decimal]:
-    """payment id → what stays open on the last invoice it touched."""
-    last: dict[int, int] = {}
-    for a in allocations:
-        last[a.payment_id] = a.invoice_id
-    if not last:
-        return {}
-    s.flush()
-    bal = _balances(s, invoice_ids=set(last.values()))
-    return {p: bal[i][0] for p, i in last.items()}
 
 
 def _needs_person(outcome: str, unapplied: Decimal, still_open: Decimal, tolerance: Decimal) -> bool:

@@ -110,3 +110,14 @@ def test_dso_formula() -> None:
     # DSO = receivables ÷ credit sales of the period × days in the period
     assert bp.dso(D("45000"), D("135000"), 90) == D("30.0")
     assert bp.dso(D("1000"), D("0"), 90) is None
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/", min_size=1, max_size=30).filter(
+    lambda t: any(c.isalnum() for c in t)))
+def test_creditor_references_are_valid_iso11649_as_python_stdnum_checks(number: str) -> None:
+    from stdnum import iso11649
+
+    ref = creditor_reference(number)
+    assert iso11649.is_valid(ref) and bp._valid_rf(ref)
+    broken = ref[:4] + ("0" if ref[4] != "0" else "1") + ref[5:]
+    assert bp._valid_rf(broken) == iso11649.is_valid(broken)
