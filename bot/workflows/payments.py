@@ -29,6 +29,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
+from billing.money import quantum
 from billing.payments import (
     ZERO,
     IncomingPayment,
@@ -67,7 +68,7 @@ class ImportResult:
 
 
 def _key(account: str, ref: str, booking: date, amount: Decimal) -> tuple[str, str, date, Decimal]:
-    return (account, ref, booking, amount.quantize(Decimal("0.01")))
+    return (account, ref, booking, amount.quantize(Decimal("0.001")))  # 3 places: KWD, BHD have three
 
 
 def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519PrivateKey | None,
@@ -83,21 +84,24 @@ def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Privat
         if not new:
             return res
         rows = [{"account": e.account, "entry_ref": e.entry_ref[:100], "booking_date": e.booking_date,
-                 "value_date": e.value_date, "amount": e.amount, "currency": e.currency, "kind": e.kind,
+                 "value_date": e.value_date, "amount": e.amount.quantize(quantum(e.currency)), "currency": e.currency,
+                 "kind": e.kind,
                  "payer_name": (e.payer_name or "")[:200] or None, "payer_iban": e.payer_iban,
                  "payer_bic": e.payer_bic, "remittance": e.remittance, "end_to_end_id": (e.end_to_end_id or None),
                  "state": "unmatched" if e.kind == "credit" else "not_a_payment",
-                 "unapplied": e.amount if e.kind == "credit" else ZERO, "source_file": path.name[:500],
+                 "unapplied": e.amount.quantize(quantum(e.currency)) if e.kind == "credit" else ZERO,
+                 "source_file": path.name[:500],
                  "location": e.location[:500], "created_at": now} for e in new]
         ids = _insert_payments(s, rows)
         res.inserted = len(ids)
+        file_id = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
         audit.record(s, key=key, actor=actor, action="payments.imported", subject_type="bank_file",
-                     subject_id=hashlib.sha256(path.read_bytes()).hexdigest()[:32],
+                     subject_id=file_id,
                      payload={"file": path.name, "format": stmt.format, "inserted": len(ids),
                               "unchanged": res.unchanged, "quarantined": res.quarantined}, now=now)
         credits = [IncomingPayment(pid, e.amount, e.currency, e.payer_iban, e.payer_name, e.remittance)
                    for pid, e in zip(ids, new, strict=True) if e.kind == "credit"]
-        _apply(s, credits, actor="system", key=key, now=now, tolerance=tolerance, res=res)
+        _apply(s, credits, actor="system", key=key, now=now, tolerance=tolerance, res=res, file_id=file_id)
     return res
 
 
@@ -171,7 +175,7 @@ def _balances(s: Session, *, advertiser_id: str | None = None,
 
 
 def _apply(s: Session, credits: list[IncomingPayment], *, actor: str, key: Ed25519PrivateKey | None,
-           now: datetime, tolerance: Decimal, res: ImportResult) -> None:
+           now: datetime, tolerance: Decimal, res: ImportResult, file_id: str) -> None:
     if not credits:
         return
     invoices = open_invoices(s)
@@ -182,10 +186,12 @@ def _apply(s: Session, credits: list[IncomingPayment], *, actor: str, key: Ed255
         s.execute(insert(_ALLOCS), [{"payment_id": a.payment_id, "invoice_id": a.invoice_id, "kind": "payment",
                                      "amount": a.amount, "method": a.method, "actor": actor, "created_at": now}
                                     for a in app.allocations])
-        audit.record_many(s, key=key, now=now, entries=[
-            audit.Entry(actor, "payment.allocated", "payment", a.payment_id,
-                        {"invoice_id": a.invoice_id, "amount": str(a.amount), "method": a.method})
-            for a in app.allocations])
+        # one signed record lists every allocation the matching made ([payment, invoice, amount, method]):
+        # a statement of 100,000 entries is one record, not 100,000 (manual allocations get one each)
+        audit.record(s, key=key, actor=actor, action="payments.applied", subject_type="bank_file",
+                     subject_id=file_id, now=now,
+                     payload={"allocations": [[a.payment_id, a.invoice_id, str(a.amount), a.method]
+                                              for a in app.allocations]})
     if app.learned_ibans:
         s.execute(insert(PayerAccount), [{"iban": i, "advertiser_id": a} for i, a in app.learned_ibans.items()])
     s.connection().execute(  # one executemany, not one ORM UPDATE per payment

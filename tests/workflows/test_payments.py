@@ -88,6 +88,18 @@ def test_import_match_and_reimport(db: Database, key: Any, ledger: dict[str, int
         "INV-2026-000003": ("paid", "238.00", "0.00"), "INV-2026-000004": ("paid", "1000.00", "0.00"),
         "INV-2026-000005": ("paid", "500.00", "0.00"), "INV-2026-000006": ("open", "0.00", "300.00")}
 
+    # every allocation row is in a signed audit record, and the chain verifies
+    import json
+
+    from bot.workflows.audit import verify_chain
+    with db.read() as s:
+        listed = [tuple(a) for r in s.execute(select(AuditLog.payload).where(AuditLog.action == "payments.applied"))
+                  .scalars() for a in json.loads(r)["allocations"]]
+        rows = [(a.payment_id, a.invoice_id, str(a.amount.quantize(Decimal("0.01"))), a.method)
+                for a in s.execute(select(PaymentAllocation).order_by(PaymentAllocation.id)).scalars()]
+        assert verify_chain(s, key.public_key()).ok
+    assert [(p, i, str(Decimal(a).quantize(Decimal("0.01"))), m) for p, i, a, m in listed] == rows and len(rows) == 6
+
     before = _counts(db)
     again = _import_all(db, key)
     assert [r.inserted for r in again] == [0, 0, 0, 0]
