@@ -422,13 +422,14 @@ def invoice_payments(db: Database, *, today: date) -> dict[int, InvoicePayment]:
         disputed = set(s.execute(select(InvoiceHold.invoice_id).where(InvoiceHold.kind == "dispute",
                                                                       InvoiceHold.state == "open")).scalars())
         out: dict[int, InvoicePayment] = {}
-        for i, number, due in s.execute(select(Invoice.id, Invoice.number, Invoice.due_date)
-                                        .where(Invoice.kind == "invoice")):
+        for i, number, due, cur in s.execute(select(Invoice.id, Invoice.number, Invoice.due_date, Invoice.currency)
+                                             .where(Invoice.kind == "invoice")):
             open_, credited, paid, written = bal[int(i)]
             gross = open_ + credited + paid + written
             state, o = payment_state(gross=gross, credited=credited, paid=paid, written_off=written, due_date=due,
                                      today=today, disputed=int(i) in disputed)
-            out[int(i)] = InvoicePayment(paid, o, state, creditor_reference(str(number)))
+            q = quantum(str(cur))  # PostgreSQL returns the column's six places; figures are in the currency's
+            out[int(i)] = InvoicePayment(paid.quantize(q), o.quantize(q), state, creditor_reference(str(number)))
         return out
 
 
