@@ -10,11 +10,11 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.handlers import errors, home
-from bot.handlers.actions import cash, decide, details
+from bot.handlers.actions import cash, decide, details, dunning
 from bot.handlers.commands import billing
 from bot.handlers.views import reason
 
-MODULES = (errors, billing, decide, details, cash, reason, home)
+MODULES = (errors, billing, decide, details, cash, dunning, reason, home)
 
 
 def register_all(app: App) -> None:

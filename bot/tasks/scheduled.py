@@ -11,6 +11,7 @@ from bot import context, jobs
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.slack.digest import send_digest
+from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
@@ -72,6 +73,15 @@ def payments_inbox(*, actor: str = "scheduler") -> Any:
     return {"imported": [{"file": r.file, "inserted": r.inserted, "unchanged": r.unchanged,
                           "quarantined": r.quarantined, "outcomes": r.outcomes} for r in res.imported],
             "failed": res.failed}
+
+
+@task("dunning_proposal", queue="sync")
+def dunning_proposal(*, today: str | None = None) -> Any:
+    """Daily: post the letters due today to the managers channel with "Send all" and "Skip one"."""
+    client = get_client()
+    if client is None:
+        return {"posted": False}
+    return post_proposal(client, context.get_db(), today=_today(today))
 
 
 @task("sla_sweep", queue="sla")

@@ -144,3 +144,46 @@ def letter_rendered(db: Database, letter_id: int, path: str) -> None:
         row = s.get(DunningLetter, letter_id)
         if row is not None:
             row.pdf_path = path[:500]
+
+
+SENDERS = frozenset({"finance_manager"})
+
+
+def _require_sender(db: Database, actor: str, what: str) -> None:
+    with db.read() as s:
+        user = s.get(User, actor)
+        if user is None or not user.role_names & SENDERS:
+            raise NotAllowed(f"{what} needs the finance_manager role.", code="finance_manager_required")
+
+
+def send_dunning(db: Database, *, today: date, actor: str, key: Ed25519PrivateKey | None,
+                 now: datetime | None = None) -> list[Letter]:
+    """"Send all" on the daily proposal: a finance manager sends today's letters (:func:`run_dunning`)."""
+    _require_sender(db, actor, "Sending dunning letters")
+    return run_dunning(db, today=today, actor=actor, key=key, now=now)
+
+
+def skip_letter(db: Database, *, invoice_number: str, today: date, actor: str, key: Ed25519PrivateKey | None,
+                now: datetime | None = None) -> Letter:
+    """"Skip one": the letter an invoice would get today is recorded as skipped, so that level is never
+    sent for it (the next level still comes when its day is reached)."""
+    _require_sender(db, actor, "Skipping a dunning letter")
+    due = {x.invoice: x for x in run_dunning(db, today=today, actor=actor, key=key, dry_run=True)}
+    letter = due.get(invoice_number)
+    if letter is None:
+        raise Invalid(f"invoice {invoice_number} has no dunning letter due today")
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        inv = invoice_by_number(s, invoice_number)
+        row = DunningLetter(invoice_id=inv.id, level=letter.level, name=letter.name, letter_date=today,
+                            days_past_due=letter.days_past_due, open_amount=letter.open_amount, fee=ZERO_FEE,
+                            interest=ZERO_FEE, currency=letter.currency, state="skipped", created_by=actor,
+                            created_at=now)
+        s.add(row)
+        s.flush()
+        audit.record(s, key=key, actor=actor, action="dunning.skipped", subject_type="invoice", subject_id=inv.id,
+                     payload={"invoice": inv.number, "level": letter.level}, now=now)
+    return letter
+
+
+ZERO_FEE = Decimal("0.00")
