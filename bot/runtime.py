@@ -42,6 +42,7 @@ from bot.slack import change_sets as slack_change_sets
 from bot.slack import dispatch as slack_dispatch
 from bot.slack import exceptions as slack_exceptions
 from bot.slack import invoice_pdfs
+from bot.slack import payments as slack_payments
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.tasks import decide, documents, scheduled, slack_command
@@ -94,6 +95,7 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "change_set.opened": (slack_change_sets.on_change_set_opened,),
     "change_set.decided": (slack_change_sets.on_change_set_decided,),
     "accounting.exported": (slack_accounting.on_accounting_exported,),
+    "payment.exception": (slack_payments.on_payment_exception,),
 })
 
 

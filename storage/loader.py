@@ -221,7 +221,8 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          **_postal(le), "register_court": le.register_court, "register_number": le.register_number,
          "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
          "bic": le.bic, "accounting": le.accounting,
-         "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date}
+         "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date,
+         "dunning": [d.model_dump(mode="json") for d in le.dunning] or None}
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()

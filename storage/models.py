@@ -80,6 +80,7 @@ class LegalEntity(Base):
     # invoice terms (issue 19, :mod:`billing.terms`): how invoices are dated and when they fall due
     invoice_date_rule: Mapped[str] = mapped_column(String(24), default="run_day", server_default="run_day")
     due_date_rule: Mapped[str] = mapped_column(String(24), default="net", server_default="net")
+    dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
 
 
 class Advertiser(Base):
@@ -135,7 +136,7 @@ class Employee(Base):
     source: Mapped[str | None] = mapped_column(String(64))
 
 
-ROLES = ("approver", "finance_manager", "operator", "admin")
+ROLES = ("approver", "finance_manager", "operator", "admin", "cash_applier")
 
 
 class User(Base):
@@ -774,3 +775,104 @@ class CreditNoteRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decision_reason: Mapped[str | None] = mapped_column(Text)
     credit_note_id: Mapped[int | None] = mapped_column(Integer)
+# --------------------------------------------------------------------------- money in (issue 18)
+
+
+PAYMENT_KINDS = ("credit", "debit", "return", "reversal")
+# unmatched | matched | partial | overpaid: cash application of a credit; not_a_payment: debits, returns, reversals
+PAYMENT_STATES = ("unmatched", "matched", "partial", "overpaid", "not_a_payment")
+
+
+class Payment(Base):
+    """One booked bank-statement entry. Only ``kind='credit'`` entries are payments to apply; the
+    others are kept as what they are. The bank's entry reference, the account, the booking date and
+    the amount identify an entry: a statement imported twice adds nothing."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("account", "entry_ref", "booking_date", "amount", name="uq_payments_entry"),
+        Index("ix_payments_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(34))
+    entry_ref: Mapped[str] = mapped_column(String(100))
+    booking_date: Mapped[date] = mapped_column(Date)
+    value_date: Mapped[date | None] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(Money())  # signed: + in, − out
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(16))
+    payer_name: Mapped[str | None] = mapped_column(String(200))
+    payer_iban: Mapped[str | None] = mapped_column(String(34), index=True)
+    payer_bic: Mapped[str | None] = mapped_column(String(11))
+    remittance: Mapped[str | None] = mapped_column(Text)
+    end_to_end_id: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="unmatched")
+    unapplied: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    source_file: Mapped[str | None] = mapped_column(String(500))
+    location: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PaymentAllocation(Base):
+    """Money applied to an invoice: a part of a payment (``kind='payment'``) or a written-off
+    difference (``kind='write_off'``, no payment). Rows are only added; each is audited."""
+
+    __tablename__ = "payment_allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="payment")  # payment | write_off
+    amount: Mapped[Decimal] = mapped_column(Money())
+    method: Mapped[str] = mapped_column(String(16))  # reference | iban | name | manual
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PayerAccount(Base):
+    """A payer IBAN known to belong to an advertiser (learned when a payment from it was applied)."""
+
+    __tablename__ = "payer_accounts"
+
+    iban: Mapped[str] = mapped_column(String(34), primary_key=True)
+    advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
+    learned_from_payment_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class InvoiceHold(Base):
+    """Something that stops dunning an invoice: an open ``dispute`` (until resolved) or a ``promise``
+    to pay by ``until``."""
+
+    __tablename__ = "invoice_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # dispute | promise
+    until: Mapped[date | None] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DunningLetter(Base):
+    """One dunning letter per invoice and level, ever (the unique key makes a second run a no-op)."""
+
+    __tablename__ = "dunning_letters"
+    __table_args__ = (UniqueConstraint("invoice_id", "level", name="uq_dunning_letters_level"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(40))
+    letter_date: Mapped[date] = mapped_column(Date)
+    days_past_due: Mapped[int] = mapped_column(Integer)
+    open_amount: Mapped[Decimal] = mapped_column(Money())
+    fee: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    interest: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(16), default="sent")  # sent | skipped
+    pdf_path: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

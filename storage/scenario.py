@@ -83,6 +83,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DunningLevelIn(_Model):
+    """One dunning letter: ``days`` after the due date, with an optional fee and yearly interest (%)."""
+
+    level: int = Field(ge=1, le=9)
+    name: str = Field(min_length=1, max_length=40)
+    days: int = Field(ge=0, le=3650)
+    fee: MoneyField = Decimal("0")
+    interest_rate: Decimal = Field(default=Decimal("0"), ge=0, le=100)
+
+
 class LegalEntityIn(_Model):
     id: Id
     name: str
@@ -141,6 +151,7 @@ class LegalEntityIn(_Model):
         if v is not None and not iban.is_valid(v):
             raise ValueError(f"{v!r} is not a valid IBAN")
         return iban.compact(v) if v is not None else None
+    dunning: list[DunningLevelIn] = Field(default_factory=list)
 
     @field_validator("invoice_series", "credit_note_series")
     @classmethod
@@ -254,7 +265,8 @@ class UserIn(_Model):
     slack_id: Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]
     name: str = ""
     email: str | None = None
-    roles: list[Literal["approver", "finance_manager", "operator", "admin"]] = Field(default_factory=list)
+    roles: list[Literal["approver", "finance_manager", "operator", "admin", "cash_applier"]] = Field(
+        default_factory=list)
 
 
 class DeliveryIn(_Model):

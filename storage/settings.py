@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         if v and v.split("://", 1)[0] not in ("smtp", "smtps", "smtp+starttls"):
             raise ValueError("must start with smtp://, smtp+starttls:// or smtps://")
         return v
+    # cash application: under-/over-payments up to this (in the invoice currency) need no person
+    payment_tolerance: Decimal = Field(default=Decimal("1.00"), alias="PAYMENT_TOLERANCE", ge=0)
+    # files dropped by the bank's EBICS/SFTP client land in <inbox>/bank/ (issue 18)
+    inbox_dir: Path = Field(default=Path("var/inbox"), alias="BILLBOT_INBOX_DIR")
 
     @field_validator("timezone")
     @classmethod

@@ -25,6 +25,7 @@ from billing.documents.model import (
 from billing.documents.view import LABELS
 from billing.errors import Invalid
 from billing.money import minor_units
+from billing.payments import creditor_reference
 
 FACTURX_FILENAME = "factur-x.xml"
 
@@ -132,7 +133,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
     data["BT-72"] = doc.service_end or doc.issue_date
     if doc.seller.iban and not doc.is_credit_note:
         data["BT-81"], data["BT-84"] = "58", doc.seller.iban.replace(" ", "")
-        data["BT-83"] = doc.number
+        data["BT-83"] = creditor_reference(doc.number)  # ISO 11649, what cash application matches first
     if doc.references_number:
         data["BG-3"] = [{"BT-25": doc.references_number,
                          **({"BT-26": doc.references_issue_date} if doc.references_issue_date else {})}]

@@ -22,9 +22,11 @@ from typing import Any
 
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
+from stdnum import iso11649
 
 from billing.documents.model import InvoiceDocument, Party, default_vat_note, doc_locale, to_accounting, vat_breakdown
 from billing.money import quantum
+from billing.payments import creditor_reference, epc_qr_payload
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -101,7 +103,8 @@ LABELS: dict[str, dict[str, str]] = {
         "net": "Net amount", "vat": "VAT", "gross": "Total", "vat_breakdown": "VAT breakdown",
         "category": "Category", "rate": "Rate", "basis": "Taxable amount", "approvals": "Released by",
         "who": "Who", "decision": "Decision", "when": "When", "fingerprint": "Signature fingerprint",
-        "iban": "IBAN", "reference": "Corrects invoice {number} of {date}.", "reason": "Reason: {reason}",
+        "iban": "IBAN", "payment_reference": "Payment reference",
+        "reference": "Corrects invoice {number} of {date}.", "reason": "Reason: {reason}",
         "terms": "Payable without deduction by {due} (net {days} days).",
         "terms_now": "Payable immediately without deduction.",
         "credit_terms": "The amount will be credited to your account.",
@@ -122,7 +125,7 @@ LABELS: dict[str, dict[str, str]] = {
         "amount": "Betrag", "net": "Nettobetrag", "vat": "USt.", "gross": "Gesamtbetrag",
         "vat_breakdown": "Umsatzsteuer", "category": "Kategorie", "rate": "Satz", "basis": "Bemessungsgrundlage",
         "approvals": "Freigegeben von", "who": "Wer", "decision": "Entscheidung", "when": "Wann",
-        "fingerprint": "Signatur-Fingerabdruck", "iban": "IBAN",
+        "fingerprint": "Signatur-Fingerabdruck", "iban": "IBAN", "payment_reference": "Verwendungszweck",
         "reference": "Korrektur zur Rechnung {number} vom {date}.", "reason": "Grund: {reason}",
         "terms": "Zahlbar ohne Abzug bis {due} ({days} Tage netto).",
         "terms_now": "Zahlbar sofort ohne Abzug.",
@@ -284,8 +287,9 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         (lab["number"], doc.number),
         (lab["issue_date"], fmt_date(doc.issue_date, loc)),
     ]
-    if not doc.is_credit_note:
-        meta.append((lab["due_date"], fmt_date(doc.due_date, loc)))
+    if not doc.is_credit_note:  # with the ISO 11649 creditor reference, in groups of four as banks print it
+        meta += [(lab["due_date"], fmt_date(doc.due_date, loc)),
+                 (lab["payment_reference"], iso11649.format(creditor_reference(doc.number)))]
     period = _period(doc.service_start, doc.service_end, loc)
     if period:
         meta.append((lab["service_period"], period))
@@ -327,7 +331,19 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         "terms": terms,
         "approvals": approvals,
         "created": doc.issue_date.isoformat(),
+        "epc_qr": epc_qr(doc),
     }
+
+
+def epc_qr(doc: InvoiceDocument) -> str | None:
+    """A GiroCode (EPC QR) for EUR invoices with the seller's IBAN, as an SVG data URI; else None."""
+    if doc.is_credit_note or doc.currency != "EUR" or not doc.seller.iban or doc.gross <= 0:
+        return None
+    import segno  # lazy: only documents that carry a code need it
+
+    payload = epc_qr_payload(name=doc.seller.name, iban=doc.seller.iban, amount=doc.gross,
+                             reference=creditor_reference(doc.number))
+    return str(segno.make(payload, error="m", micro=False, encoding="utf-8").svg_data_uri(scale=2, border=2))
 
 
 # --------------------------------------------------------------------------- line layout (speed)

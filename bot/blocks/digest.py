@@ -88,5 +88,25 @@ def digest_blocks(d: DigestData) -> list[Block]:
     else:
         source_text = "*Source freshness*\nno sources synced yet"
     blocks.append(SectionBlock(text=MarkdownTextObject(text=source_text)))
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text="Chart: open exceptions by age, in the thread.")]))
+    if d.aging:
+        blocks.append(receivables_block(d))
+    chart = "open exceptions by age" + (" and receivables aging" if d.aging else "")
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Chart: {chart}, in the thread.")]))
     return blocks
+
+
+AGING_LABELS = {"current": "current", "d1_30": "1–30", "d31_60": "31–60", "d61_90": "61–90", "d90_plus": "> 90"}
+
+
+def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decimal | None]) -> str:
+    """Open receivables per currency by days past due, and DSO over the last 90 days (digest, App Home)."""
+    lines = []
+    for cur, b in aging.items():
+        cells = " · ".join(f"{AGING_LABELS[k]}: {money_text(v, cur)}" for k, v in b.items())
+        days = dso.get(cur)
+        lines.append(f"*{cur}* {cells}" + (f" · DSO {days} days" if days is not None else ""))
+    return "*Receivables by days past due*\n" + ("\n".join(lines) or "nothing open")
+
+
+def receivables_block(d: DigestData) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=receivables_text(d.aging, d.dso)))

@@ -69,7 +69,7 @@ def _count(value: object) -> int:
 
 def home_view(
     *, queue: Sequence[QueueItem], decisions: Sequence[Decision], sources: Sequence[SourceLine],
-    last_run: BillingRun | None,
+    last_run: BillingRun | None, receivables: str | None = None,
 ) -> View:
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=f"Your queue ({len(queue)})"))]
     blocks += _queue_blocks(queue)
@@ -99,4 +99,7 @@ def home_view(
             3000))))
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No billing run yet.")))
+    if receivables is not None:  # finance managers (issue 18)
+        blocks.append(DividerBlock())
+        blocks.append(SectionBlock(block_id="receivables", text=MarkdownTextObject(text=clip(receivables, 3000))))
     return View(type="home", blocks=cap_blocks(blocks))

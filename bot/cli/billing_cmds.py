@@ -286,6 +286,14 @@ def invoice_json(v: InvoiceView, *, lines: bool = False) -> dict[str, Any]:
     return out
 
 
+def _payment_fields(p: Any) -> dict[str, Any]:
+    """Payment figures of an invoice (credit notes: none; they reduce their invoice's open amount)."""
+    if p is None:
+        return {"paid": None, "open_amount": None, "payment_state": None, "payment_reference": None}
+    return {"paid": money_str(p.paid), "open_amount": money_str(p.open_amount), "payment_state": p.payment_state,
+            "payment_reference": p.reference}
+
+
 @invoices_app.command("list")
 @handle_errors
 def invoices_list(
@@ -300,7 +308,10 @@ def invoices_list(
 
     views = list_invoices(get_db(), advertisers=advertiser or None, kind=kind, billing_run_id=run_id)
     if json_out:
-        emit_json([invoice_json(v) for v in views])
+        from bot.workflows.payments import invoice_payments
+
+        pay = invoice_payments(get_db(), today=_today())
+        emit_json([{**invoice_json(v), **_payment_fields(pay.get(v.id))} for v in views])
         return
     for v in views:
         ref = f" (credits {v.references})" if v.references else ""

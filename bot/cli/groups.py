@@ -30,12 +30,18 @@ keys_app = typer.Typer(help="The deployment's signing keys: rotate them, export 
                        no_args_is_help=True)
 changes_app = typer.Typer(help="Master-data change sets that move money, waiting for a second person.",
                           no_args_is_help=True)
+payments_app = typer.Typer(help="Bank statements in (camt.053/054, MT940) and cash application.",
+                           no_args_is_help=True)
+receivables_app = typer.Typer(help="What advertisers owe: aging and DSO, disputes and payment promises.",
+                              no_args_is_help=True)
+dunning_app = typer.Typer(help="Dunning letters for overdue invoices.", no_args_is_help=True)
 schedule_app = typer.Typer(help="Cron schedules for syncs, billing runs and the digest.", no_args_is_help=True)
 
 for _sub, _name in (
     (db_app, "db"), (advertisers_app, "advertisers"), (users_app, "users"), (preinvoices_app, "preinvoices"),
     (invoices_app, "invoices"), (fx_app, "fx"), (sync_app, "sync"), (import_app, "import"),
     (quarantine_app, "quarantine"), (exceptions_app, "exceptions"), (audit_app, "audit"),
-    (schedule_app, "schedule"), (keys_app, "keys"), (changes_app, "changes"),
+    (schedule_app, "schedule"), (keys_app, "keys"), (changes_app, "changes"), (payments_app, "payments"),
+    (receivables_app, "receivables"), (dunning_app, "dunning"),
 ):
     app.add_typer(_sub, name=_name)

@@ -3,12 +3,16 @@ billing run, published with ``views.publish`` (on ``app_home_opened`` and after 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from slack_sdk import WebClient
 from slack_sdk.models.views import View
 from sqlalchemy import select
 
+from bot.blocks.digest import receivables_text
 from bot.blocks.home import QueueItem, SourceLine, home_view
 from bot.workflows.decisions import queue_for, recent_decisions, subject_hash_of
+from bot.workflows.digest import receivables_aging, receivables_dso
 from storage.db import Database
 from storage.models import Advertiser, BillingRun, SourceState, SyncRun, User
 
@@ -27,7 +31,12 @@ def build_home(db: Database, user_id: str) -> View:
             sources.append(SourceLine(st.source, st.last_success_at, st.data_until,
                                       last.state if last is not None else None))
         last_run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
-        return home_view(queue=queue, decisions=decisions, sources=sources, last_run=last_run)
+        receivables = None
+        if "finance_manager" in user.role_names:
+            now = datetime.now(UTC)
+            receivables = receivables_text(receivables_aging(s, now), receivables_dso(s, now))
+        return home_view(queue=queue, decisions=decisions, sources=sources, last_run=last_run,
+                         receivables=receivables)
 
 
 def publish_home(client: WebClient, db: Database, user_id: str) -> None:

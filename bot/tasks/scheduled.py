@@ -4,17 +4,20 @@ distributed mode's stalled-job recovery."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bot import context, jobs
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.slack.digest import send_digest
+from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
 from bot.workflows.invoices import unrendered_invoices
+from bot.workflows.payments import import_inbox
 from bot.workflows.sync import run_sync
 from storage.settings import get_settings
 
@@ -74,6 +77,27 @@ def accounting_export(*, format: str, period: str = "previous_month", actor: str
                             legal_entity_id=legal_entity)
     return {"format": res.format, "legal_entity": res.legal_entity, "period": res.period, "batch": res.batch_id,
             "documents": res.documents, "sha256": res.sha256}
+
+
+@task("payments_inbox", queue="sync", lock=lambda kw: "payments_inbox")
+def payments_inbox(*, actor: str = "scheduler") -> Any:
+    """Import the bank files dropped into ``BILLBOT_INBOX_DIR/bank/`` (one import per file, each moved to
+    ``processed/`` or ``failed/``); one pass at a time."""
+    settings = get_settings()
+    res = import_inbox(context.get_db(), Path(settings.inbox_dir), actor=actor, key=context.get_key(),
+                       tolerance=settings.payment_tolerance)
+    return {"imported": [{"file": r.file, "inserted": r.inserted, "unchanged": r.unchanged,
+                          "quarantined": r.quarantined, "outcomes": r.outcomes} for r in res.imported],
+            "failed": res.failed}
+
+
+@task("dunning_proposal", queue="sync")
+def dunning_proposal(*, today: str | None = None) -> Any:
+    """Daily: post the letters due today to the managers channel with "Send all" and "Skip one"."""
+    client = get_client()
+    if client is None:
+        return {"posted": False}
+    return post_proposal(client, context.get_db(), today=_today(today))
 
 
 @task("sla_sweep", queue="sla")

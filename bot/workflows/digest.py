@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billing.payments import BUCKETS, bucket
 from bot.workflows.audit import record
+from bot.workflows.payments import dso_by_currency, open_as_of
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Invoice, Setting, SourceState
 
@@ -77,6 +79,9 @@ class DigestData:
     skipped_count: int
     skipped_totals: dict[str, Decimal]
     sources: list[Freshness]
+    # receivables (issue 18): currency → bucket (current, d1_30, …) → open amount; DSO per currency
+    aging: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    dso: dict[str, Decimal | None] = field(default_factory=dict)
 
 
 def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
@@ -131,8 +136,22 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
         credit_notes_created=sum(1 for i in invoices if i.kind == "credit_note"),
         invoiced_totals=_sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices),
         skipped_count=len(skipped), skipped_totals=_sum((e.currency, e.amount) for e in skipped),
-        sources=sources,
+        sources=sources, aging=receivables_aging(s, now), dso=receivables_dso(s, now),
     )
+
+
+def receivables_aging(s: Session, now: datetime) -> dict[str, dict[str, Decimal]]:
+    """Open receivables per currency and days-past-due bucket, on the digest's day."""
+    out: dict[str, dict[str, Decimal]] = {}
+    today = now.date()
+    for inv in open_as_of(s, today):
+        b = out.setdefault(inv.currency, dict.fromkeys(BUCKETS, Decimal("0.00")))
+        b[bucket((today - inv.due_date).days)] += inv.open_amount
+    return dict(sorted(out.items()))
+
+
+def receivables_dso(s: Session, now: datetime) -> dict[str, Decimal | None]:
+    return dso_by_currency(s, as_of=now.date())
 
 
 def render_chart(data: DigestData) -> bytes:
@@ -141,9 +160,9 @@ def render_chart(data: DigestData) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.8, 2.4), dpi=100)
+    fig = Figure(figsize=(4.8, 4.8 if data.aging else 2.4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(2, 1, 1) if data.aging else fig.add_subplot()
     labels = [b.label for b in data.buckets]
     counts = [b.count for b in data.buckets]
     colors = ["#2eb67d", "#ecb22e", "#e8912d", "#e01e5a"][: len(labels)]
@@ -153,6 +172,18 @@ def render_chart(data: DigestData) -> bytes:
     ax.set_ylim(0, max([*counts, 1]) * 1.25)
     ax.tick_params(labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
+    if data.aging:  # receivables aging: one bar group per bucket, one bar per currency
+        ax2 = fig.add_subplot(2, 1, 2)
+        names = ["current", "1–30", "31–60", "61–90", "> 90"]
+        width = 0.8 / len(data.aging)
+        for k, (cur, b) in enumerate(data.aging.items()):
+            xs = [i + k * width for i in range(len(BUCKETS))]
+            ax2.bar(xs, [float(b[x]) for x in BUCKETS], width=width, label=cur)  # a picture, not money
+        ax2.set_xticks([i + 0.4 - width / 2 for i in range(len(BUCKETS))], names)
+        ax2.set_title("Receivables by days past due", fontsize=10)
+        ax2.tick_params(labelsize=8)
+        ax2.legend(fontsize=7, frameon=False)
+        ax2.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

@@ -19,6 +19,8 @@ Events used across billbot (payload keys in parentheses):
 - ``run.progress`` / ``run.finished`` (billing_run_id)
 - ``sync.finished`` (sync_run_id)
 - ``accounting.exported`` (batch_id) — an accounting export batch (its file goes to the managers' channel)
+- ``payment.exception`` (payment_id) — cash application left something for a person (issue 18)
+- ``payment.decided`` (payment_id) — a person allocated, wrote off or refunded
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from bot.workflows.audit import record
 from storage.db import Database
 from storage.models import Schedule
 
-SCHEDULABLE_TASKS = ("sync", "billing_run", "digest", "sla_sweep", "render_pdf", "accounting_export")
+SCHEDULABLE_TASKS = ("sync", "billing_run", "digest", "sla_sweep", "render_pdf", "accounting_export",
+                     "payments_inbox", "dunning_proposal")
 
 
 def args_key(args: Mapping[str, Any]) -> str:

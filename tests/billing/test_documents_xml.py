@@ -89,3 +89,39 @@ def test_module_examples_hold() -> None:
     results = [doctest.testmod(m) for m in (model, view, facturx)]
     attempted, failed = sum(r.attempted for r in results), sum(r.failed for r in results)
     assert attempted > 5 and failed == 0
+
+
+def test_bt83_carries_the_iso11649_creditor_reference() -> None:
+    """Issue 18: the remittance information (BT-83) is the invoice's RF creditor reference."""
+    from stdnum import iso11649
+
+    from billing.payments import creditor_reference
+
+    doc = sample_document()
+    xml = facturx_xml(doc).decode()
+    ref = creditor_reference(doc.number)
+    assert iso11649.is_valid(ref) and f"<ram:PaymentReference>{ref}</ram:PaymentReference>" in xml
+
+
+def test_the_printed_invoice_names_the_payment_reference_in_groups_of_four() -> None:
+    from billing.documents.view import view
+
+    doc = sample_document()
+    meta = dict(view(doc)["meta"])
+    ref = meta.get("Payment reference") or meta.get("Verwendungszweck")
+    assert ref is not None and ref.startswith("RF") and ref.replace(" ", "")[4:] in doc.number.replace("-", "")
+
+
+def test_eur_invoices_carry_a_girocode_with_amount_iban_and_reference() -> None:
+    import segno
+
+    from billing.documents.view import view
+    from billing.payments import creditor_reference, epc_qr_payload
+
+    doc = sample_document()
+    expected = epc_qr_payload(name=doc.seller.name, iban=doc.seller.iban or "", amount=doc.gross,
+                              reference=creditor_reference(doc.number))
+    assert expected.splitlines()[6:] == ["DE89370400440532013000", "EUR1190.00", "", creditor_reference(doc.number)]
+    uri = view(doc)["epc_qr"]
+    assert uri == segno.make(expected, error="m", micro=False, encoding="utf-8").svg_data_uri(scale=2, border=2)
+    assert view(replace(doc, currency="USD"))["epc_qr"] is None  # a GiroCode is for EUR transfers only

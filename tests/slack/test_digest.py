@@ -51,8 +51,9 @@ def test_digest_blocks_one_by_one(db, key):
     scenario(db)
     res = send_digest(db, now=NOW, key=key, dry_run=True)
     b = res.blocks
+    # issue 18 added the receivables section (block 7) before the closing context
     assert [x["type"] for x in b] == ["header", "context", "section", "section", "divider", "section", "section",
-                                      "context"]
+                                      "section", "context"]
     assert texts(b[0]) == ["Billing digest — 2026-03-05"]
     # shown in BILLBOT_TIMEZONE (Europe/Berlin by default), not UTC
     assert texts(b[1]) == ["Since 2026-03-04 09:00 CET · as of 2026-03-05 09:00 CET"]
@@ -76,6 +77,11 @@ def test_digest_blocks_one_by_one(db, key):
         ":warning: *adserver* — last sync 2026-03-02 09:00 CET, data until 2026-03-01\n"
         ":white_check_mark: *tracker* — last sync 2026-03-05 06:00 CET, data until 2026-03-04"
     ]
+    # the three invoices are not yet due: all current; DSO = 8,570.00 open ÷ 8,689.00 invoiced in 90 days × 90
+    assert texts(b[7]) == [
+        "*Receivables by days past due*\n*EUR* current: 8,570.00 EUR · 1–30: 0.00 EUR · 31–60: 0.00 EUR · "
+        "61–90: 0.00 EUR · > 90: 0.00 EUR · DSO 88.8 days"]
+    assert texts(b[8]) == ["Chart: open exceptions by age and receivables aging, in the thread."]
     assert res.text == "Billing digest 2026-03-05: 4 open exceptions, 2 SLA breaches, 2 invoices created"
     assert res.sent is False
 
@@ -87,10 +93,18 @@ def test_digest_chart_is_a_valid_png(db, key):
     img = Image.open(io.BytesIO(png))
     img.verify()
     img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.size == (480, 240)
+    # with open receivables the chart has a second panel, the aging buckets (issue 18): twice as tall
+    assert img.format == "PNG" and img.size == (480, 480)
     import matplotlib.image as mpimg
 
-    assert mpimg.imread(io.BytesIO(png), format="png").shape[:2] == (240, 480)
+    assert mpimg.imread(io.BytesIO(png), format="png").shape[:2] == (480, 480)
+
+
+def test_digest_chart_without_receivables_keeps_its_size(db, key):
+    f.base(db)
+    f.exception(db, created_at=NOW - timedelta(hours=2), amount="500.00")
+    png = send_digest(db, now=NOW, key=key, dry_run=True).chart_png
+    assert Image.open(io.BytesIO(png)).size == (480, 240)
 
 
 def test_digest_is_posted_with_its_chart_and_moves_the_window(db, key, slack, client):

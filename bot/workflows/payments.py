@@ -1,0 +1,543 @@
+"""Money in: import bank statements, apply cash to invoices, allocate / write off / refund by hand.
+
+:func:`import_statement` is one transaction: parse (``storage.bank``), quarantine bad entries, insert
+the entries not seen before (the bank's entry reference + account + booking date + amount), apply the
+new credits to open invoices with :func:`billing.payments.apply_cash` — open invoices, known payer
+IBANs and advertiser names are read once, allocations written with one bulk INSERT and audited with
+one ``record_many`` — and ``notify`` ``payment.exception`` for what a person must settle. A file
+imported twice changes nothing.
+
+Manual decisions (:func:`allocate`, :func:`write_off`, :func:`refund`) check the actor's role in
+:func:`access_payment_action` (one condition per line): ``cash_applier`` or ``finance_manager``
+allocate; write-offs and refunds need ``finance_manager``; nobody writes off the difference left by
+an allocation they made themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from billing.errors import Conflict, Invalid, NotAllowed, NotFound
+from billing.money import quantum
+from billing.payments import (
+    ZERO,
+    IncomingPayment,
+    OpenInvoice,
+    apply_cash,
+    bucket,
+    candidates,
+    creditor_reference,
+    dso,
+    payment_state,
+)
+from bot.workflows import audit
+from bot.workflows.effects import notify
+from storage.bank import BankEntry, read_statement
+from storage.db import Database
+from storage.ingest import IngestContext, quarantine
+from storage.models import Advertiser, Invoice, InvoiceHold, PayerAccount, Payment, PaymentAllocation, User
+
+SOURCE = "bank"
+ALLOCATORS = frozenset({"cash_applier", "finance_manager"})
+DEFAULT_TOLERANCE = Decimal("1.00")
+_PAYMENTS = cast(Table, Payment.__table__)
+_ALLOCS = cast(Table, PaymentAllocation.__table__)
+
+
+@dataclass
+class ImportResult:
+    file: str
+    format: str
+    entries: int = 0
+    inserted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    exceptions: list[int] = field(default_factory=list)  # payment ids a person must settle
+
+
+def _key(account: str, ref: str, booking: date, amount: Decimal) -> tuple[str, str, date, Decimal]:
+    return (account, ref, booking, amount.quantize(Decimal("0.001")))  # 3 places: KWD, BHD have three
+
+
+def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519PrivateKey | None,
+                     now: datetime | None = None, tolerance: Decimal = DEFAULT_TOLERANCE) -> ImportResult:
+    """Import one camt.053 / camt.054 / MT940 file and apply its credits; see the module docstring."""
+    now = now or datetime.now(UTC)
+    stmt = read_statement(path)
+    res = ImportResult(file=path.name, format=stmt.format, entries=len(stmt.entries) + len(stmt.bad))
+    with db.transaction() as s:
+        res.quarantined = quarantine(s, stmt.bad, IngestContext(source=SOURCE, now=now))
+        new = _new_entries(s, stmt.entries)
+        res.unchanged = len(stmt.entries) - len(new)
+        if not new:
+            return res
+        rows = [{"account": e.account, "entry_ref": e.entry_ref[:100], "booking_date": e.booking_date,
+                 "value_date": e.value_date, "amount": e.amount.quantize(quantum(e.currency)), "currency": e.currency,
+                 "kind": e.kind,
+                 "payer_name": (e.payer_name or "")[:200] or None, "payer_iban": e.payer_iban,
+                 "payer_bic": e.payer_bic, "remittance": e.remittance, "end_to_end_id": (e.end_to_end_id or None),
+                 "state": "unmatched" if e.kind == "credit" else "not_a_payment",
+                 "unapplied": e.amount.quantize(quantum(e.currency)) if e.kind == "credit" else ZERO,
+                 "source_file": path.name[:500],
+                 "location": e.location[:500], "created_at": now} for e in new]
+        ids = _insert_payments(s, rows)
+        res.inserted = len(ids)
+        file_id = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+        audit.record(s, key=key, actor=actor, action="payments.imported", subject_type="bank_file",
+                     subject_id=file_id,
+                     payload={"file": path.name, "format": stmt.format, "inserted": len(ids),
+                              "unchanged": res.unchanged, "quarantined": res.quarantined}, now=now)
+        credits = [IncomingPayment(pid, e.amount, e.currency, e.payer_iban, e.payer_name, e.remittance)
+                   for pid, e in zip(ids, new, strict=True) if e.kind == "credit"]
+        _apply(s, credits, actor="system", key=key, now=now, tolerance=tolerance, res=res, file_id=file_id)
+    return res
+
+
+def _insert_payments(s: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the new entries; their ids in order. SQLite: the write transaction is ``BEGIN IMMEDIATE``,
+    so the ids after the current maximum are ours and one executemany does (RETURNING in parameter order
+    would be one statement per row there); PostgreSQL: ``INSERT … RETURNING`` in batches."""
+    if s.get_bind().dialect.name == "sqlite":
+        start = int(s.execute(select(func.coalesce(func.max(Payment.id), 0))).scalar_one()) + 1
+        ids = list(range(start, start + len(rows)))
+        s.execute(insert(_PAYMENTS), [{**r, "id": i} for i, r in zip(ids, rows, strict=True)])
+        return ids
+    return list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True), rows).scalars())
+
+
+def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
+    """Entries whose key is neither stored nor repeated earlier in the file (one query per account)."""
+    if not entries:
+        return []
+    known: set[tuple[str, str, date, Decimal]] = set()
+    lo, hi = min(e.booking_date for e in entries), max(e.booking_date for e in entries)
+    for account in {e.account for e in entries}:
+        q = select(Payment.account, Payment.entry_ref, Payment.booking_date, Payment.amount).where(
+            Payment.account == account, Payment.booking_date.between(lo, hi))
+        known.update(_key(*r) for r in s.execute(q).all())
+    out: list[BankEntry] = []
+    for e in entries:
+        k = _key(e.account, e.entry_ref[:100], e.booking_date, e.amount)
+        if k not in known:
+            known.add(k)
+            out.append(e)
+    return out
+
+
+def open_invoices(s: Session, *, advertiser_id: str | None = None) -> list[OpenInvoice]:
+    """Every invoice with an open amount: gross − its credit notes − allocations (three aggregate queries)."""
+    balances = _balances(s, advertiser_id=advertiser_id)
+    return [OpenInvoice(i, n, a, c, balances[i][0], iss, due)
+            for i, n, a, c, iss, due in _invoice_rows(s, advertiser_id) if balances[i][0] > 0]
+
+
+def _invoice_rows(s: Session, advertiser_id: str | None) -> list[Any]:
+    q = select(Invoice.id, Invoice.number, Invoice.advertiser_id, Invoice.currency, Invoice.issue_date,
+               Invoice.due_date).where(Invoice.kind == "invoice")
+    if advertiser_id:
+        q = q.where(Invoice.advertiser_id == advertiser_id)
+    return list(s.execute(q).all())
+
+
+def _balances(s: Session, *, advertiser_id: str | None = None,
+              invoice_ids: Iterable[int] | None = None) -> dict[int, tuple[Decimal, Decimal, Decimal, Decimal]]:
+    """invoice id → (open, credited, paid, written off), from aggregates over the whole table.
+
+    Money columns are strings on SQLite, so sums are taken here in Decimal, not in SQL."""
+    q = select(Invoice.id, Invoice.gross).where(Invoice.kind == "invoice")
+    if advertiser_id:
+        q = q.where(Invoice.advertiser_id == advertiser_id)
+    if invoice_ids is not None:
+        q = q.where(Invoice.id.in_(list(invoice_ids)))
+    gross = {int(i): Decimal(g) for i, g in s.execute(q).all()}
+    credited: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for ref, g in s.execute(select(Invoice.references_invoice_id, Invoice.gross)
+                            .where(Invoice.kind == "credit_note", Invoice.references_invoice_id.is_not(None))):
+        credited[int(cast(int, ref))] += -Decimal(g)  # credit notes carry negative amounts
+    paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    written: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for inv, kind, amount in s.execute(select(PaymentAllocation.invoice_id, PaymentAllocation.kind,
+                                              PaymentAllocation.amount)):
+        (written if kind == "write_off" else paid)[int(inv)] += Decimal(amount)
+    return {i: (g - credited[i] - paid[i] - written[i], credited[i], paid[i], written[i]) for i, g in gross.items()}
+
+
+def _apply(s: Session, credits: list[IncomingPayment], *, actor: str, key: Ed25519PrivateKey | None,
+           now: datetime, tolerance: Decimal, res: ImportResult, file_id: str) -> None:
+    if not credits:
+        return
+    invoices = open_invoices(s)
+    ibans = {str(i): str(a) for i, a in s.execute(select(PayerAccount.iban, PayerAccount.advertiser_id))}
+    names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
+    app = apply_cash(credits, invoices, ibans, names)
+    if app.allocations:
+        s.execute(insert(_ALLOCS), [{"payment_id": a.payment_id, "invoice_id": a.invoice_id, "kind": "payment",
+                                     "amount": a.amount, "method": a.method, "actor": actor, "created_at": now}
+                                    for a in app.allocations])
+        # one signed record lists every allocation the matching made ([payment, invoice, amount, method]):
+        # a statement of 100,000 entries is one record, not 100,000 (manual allocations get one each)
+        audit.record(s, key=key, actor=actor, action="payments.applied", subject_type="bank_file",
+                     subject_id=file_id, now=now,
+                     payload={"allocations": [[a.payment_id, a.invoice_id, str(a.amount), a.method]
+                                              for a in app.allocations]})
+    if app.learned_ibans:
+        s.execute(insert(PayerAccount), [{"iban": i, "advertiser_id": a} for i, a in app.learned_ibans.items()])
+    s.connection().execute(  # one executemany, not one ORM UPDATE per payment
+        update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("pid"))
+        .values(state=bindparam("st"), unapplied=bindparam("un")),
+        [{"pid": pid, "st": o, "un": app.unapplied[pid]} for pid, o in app.outcomes.items()])
+    for o in app.outcomes.values():
+        res.outcomes[o] = res.outcomes.get(o, 0) + 1
+    for p in credits:
+        if _needs_person(app.outcomes[p.id], app.unapplied[p.id], app.still_open.get(p.id, ZERO), tolerance):
+            res.exceptions.append(p.id)
+            notify(s, "payment.exception", payment_id=p.id)
+
+
+def _needs_person(outcome: str, unapplied: Decimal, still_open: Decimal, tolerance: Decimal) -> bool:
+    if outcome == "unmatched":
+        return True
+    if outcome == "overpaid":
+        return unapplied > tolerance
+    if outcome == "partial":
+        return still_open > tolerance
+    return False
+
+
+# --------------------------------------------------------------------------- the watched folder
+
+#: names a transfer client writes while a file is still arriving
+PARTIAL_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
+
+
+@dataclass
+class InboxResult:
+    imported: list[ImportResult] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # file → reason
+
+
+def import_inbox(db: Database, inbox: Path, *, actor: str, key: Ed25519PrivateKey | None,
+                 tolerance: Decimal = DEFAULT_TOLERANCE, now: datetime | None = None) -> InboxResult:
+    """Import every bank file in ``inbox/bank/`` (oldest first), one import per file, then move it to
+    ``processed/`` — or to ``failed/`` with a ``.reason.txt`` when it cannot be read. A crash between
+    the import's commit and the move is harmless: the next pass imports the file again, which changes
+    nothing, and moves it."""
+    bank = inbox / "bank"
+    res = InboxResult()
+    if not bank.is_dir():
+        return res
+    files = [p for p in bank.iterdir() if p.is_file() and not p.name.startswith(".")
+             and not p.name.lower().endswith(PARTIAL_SUFFIXES)]
+    for path in sorted(files, key=lambda p: (p.stat().st_mtime, p.name)):
+        try:
+            res.imported.append(import_statement(db, path, actor=actor, key=key, tolerance=tolerance, now=now))
+        except Invalid as e:
+            res.failed[path.name] = e.message
+            _move(path, bank / "failed").with_suffix(path.suffix + ".reason.txt").write_text(e.message + "\n")
+            continue
+        _move(path, bank / "processed")
+    return res
+
+
+def _move(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():  # the bank sent a file of the same name again
+        target = folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{path.name}"
+    return path.replace(target)
+
+
+# --------------------------------------------------------------------------- manual decisions
+
+
+def access_payment_action(s: Session, user: User | None, payment: Payment | None, action: str) -> Payment:
+    """The payment ``user`` may act on, or why not (one condition per line, like
+    ``access_exception_for_decision``)."""
+    if user is None:
+        raise NotAllowed("You are not a billbot user.", code="unknown_user")
+    roles = user.role_names
+    if payment is None:
+        raise NotFound("payment not found")
+    if payment.kind != "credit":
+        raise NotAllowed(f"payment {payment.id} is a {payment.kind}, not a payment to apply", code="not_a_payment")
+    if action == "allocate" and not roles & ALLOCATORS:
+        raise NotAllowed("Allocating a payment needs the cash_applier or finance_manager role.",
+                         code="cash_applier_required")
+    if action in ("write_off", "refund") and "finance_manager" not in roles:
+        raise NotAllowed(f"{action.replace('_', ' ').capitalize()} needs the finance_manager role.",
+                         code="finance_manager_required")
+    if action in ("allocate", "refund") and payment.unapplied <= 0:
+        raise Conflict(f"payment {payment.id} has nothing left to apply", code="nothing_left")
+    return payment
+
+
+def _user(s: Session, slack_id: str) -> User | None:
+    return s.get(User, slack_id)
+
+
+def invoice_by_number(s: Session, number: str) -> Invoice:
+    q = select(Invoice).where(Invoice.number == number.strip(), Invoice.kind == "invoice")
+    inv = s.execute(q).scalars().first()
+    if inv is None:
+        raise NotFound(f"invoice {number} not found")
+    return inv
+
+
+def allocate(db: Database, *, payment_id: int, invoice_number: str, actor: str, key: Ed25519PrivateKey | None,
+             amount: Decimal | None = None, now: datetime | None = None) -> Decimal:
+    """Apply (part of) a payment's unapplied money to an invoice; returns the amount allocated.
+
+    Lock: ``SELECT … FOR UPDATE`` on the payment row, so two clicks never apply the same money twice."""
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        payment = s.execute(select(Payment).where(Payment.id == payment_id).with_for_update()).scalar_one_or_none()
+        p = access_payment_action(s, _user(s, actor), payment, "allocate")
+        inv = invoice_by_number(s, invoice_number)
+        if inv.currency != p.currency:
+            raise Invalid(f"invoice {inv.number} is in {inv.currency}, the payment in {p.currency}")
+        open_ = _balances(s, invoice_ids=[inv.id])[inv.id][0]
+        if open_ <= 0:
+            raise Conflict(f"invoice {inv.number} has nothing open", code="nothing_open")
+        take = min(p.unapplied, open_) if amount is None else amount
+        if take <= 0 or take > p.unapplied or take > open_:
+            raise Invalid(f"amount: must be more than 0 and at most {min(p.unapplied, open_)} "
+                          f"(payment {p.id} has {p.unapplied} unapplied, {inv.number} has {open_} open)")
+        s.add(PaymentAllocation(payment_id=p.id, invoice_id=inv.id, kind="payment", amount=take, method="manual",
+                                actor=actor, created_at=now))
+        p.unapplied -= take
+        rest_open = open_ - take
+        p.state = "overpaid" if p.unapplied > 0 else "partial" if rest_open > 0 else "matched"
+        if p.payer_iban and s.get(PayerAccount, p.payer_iban) is None:
+            s.add(PayerAccount(iban=p.payer_iban, advertiser_id=inv.advertiser_id, learned_from_payment_id=p.id))
+        audit.record(s, key=key, actor=actor, action="payment.allocated", subject_type="payment", subject_id=p.id,
+                     payload={"invoice": inv.number, "amount": str(take), "method": "manual"}, now=now)
+        notify(s, "payment.decided", payment_id=p.id)
+        return take
+
+
+def write_off(db: Database, *, invoice_number: str, actor: str, key: Ed25519PrivateKey | None, reason: str,
+              payment_id: int | None = None, now: datetime | None = None) -> Decimal:
+    """Write off what is open on an invoice (an under-payment's difference); finance managers only,
+    and never the author of a manual allocation on that invoice (separation of duties)."""
+    if not reason or not reason.strip():
+        raise Invalid("reason: a write-off needs a reason")
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        user = _user(s, actor)
+        inv = invoice_by_number(s, invoice_number)
+        if user is None or "finance_manager" not in user.role_names:
+            raise NotAllowed("Write off difference needs the finance_manager role.", code="finance_manager_required")
+        authors = set(s.execute(select(PaymentAllocation.actor).where(
+            PaymentAllocation.invoice_id == inv.id, PaymentAllocation.method == "manual")).scalars())
+        if actor in authors:
+            raise NotAllowed("You allocated a payment to this invoice, so someone else must write off the difference.",
+                             code="own_work")
+        open_ = _balances(s, invoice_ids=[inv.id])[inv.id][0]
+        if open_ <= 0:
+            raise Conflict(f"invoice {inv.number} has nothing open", code="nothing_open")
+        s.add(PaymentAllocation(payment_id=payment_id, invoice_id=inv.id, kind="write_off", amount=open_,
+                                method="manual", actor=actor, created_at=now))
+        audit.record(s, key=key, actor=actor, action="invoice.written_off", subject_type="invoice", subject_id=inv.id,
+                     payload={"invoice": inv.number, "amount": str(open_), "reason": reason.strip()}, now=now)
+        return open_
+
+
+def refund(db: Database, *, payment_id: int, actor: str, key: Ed25519PrivateKey | None, reason: str,
+           now: datetime | None = None) -> Decimal:
+    """Mark an over-payment's unapplied money as to be refunded (finance managers only)."""
+    if not reason or not reason.strip():
+        raise Invalid("reason: a refund needs a reason")
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        payment = s.execute(select(Payment).where(Payment.id == payment_id).with_for_update()).scalar_one_or_none()
+        p = access_payment_action(s, _user(s, actor), payment, "refund")
+        amount = p.unapplied
+        p.unapplied = ZERO
+        p.state = "refunded"
+        audit.record(s, key=key, actor=actor, action="payment.refunded", subject_type="payment", subject_id=p.id,
+                     payload={"amount": str(amount), "reason": reason.strip()}, now=now)
+        notify(s, "payment.decided", payment_id=p.id)
+        return amount
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    id: int
+    booking_date: date
+    value_date: date | None
+    amount: Decimal
+    currency: str
+    kind: str
+    payer_name: str | None
+    payer_iban: str | None
+    remittance: str | None
+    state: str
+    unapplied: Decimal
+    allocations: list[tuple[str, Decimal, str]]  # (invoice number, amount, method)
+
+
+def list_payments(db: Database, *, state: str | None = None) -> list[PaymentView]:
+    with db.read() as s:
+        q = select(Payment).order_by(Payment.booking_date, Payment.id)
+        if state:
+            q = q.where(Payment.state == state)
+        rows = list(s.execute(q).scalars())
+        allocs: dict[int, list[tuple[str, Decimal, str]]] = defaultdict(list)
+        for pid, number, amount, method in s.execute(
+                select(PaymentAllocation.payment_id, Invoice.number, PaymentAllocation.amount, PaymentAllocation.method)
+                .join(Invoice, Invoice.id == PaymentAllocation.invoice_id)
+                .where(PaymentAllocation.payment_id.is_not(None)).order_by(PaymentAllocation.id)):
+            allocs[int(cast(int, pid))].append((str(number), Decimal(amount), str(method)))
+        return [PaymentView(p.id, p.booking_date, p.value_date, p.amount, p.currency, p.kind, p.payer_name,
+                            p.payer_iban, p.remittance, p.state, p.unapplied, allocs.get(p.id, [])) for p in rows]
+
+
+@dataclass(frozen=True)
+class InvoicePayment:
+    paid: Decimal
+    open_amount: Decimal
+    payment_state: str
+    reference: str
+
+
+def invoice_payments(db: Database, *, today: date) -> dict[int, InvoicePayment]:
+    """Payment figures of every invoice (credit notes get their own reference and no state)."""
+    with db.read() as s:
+        bal = _balances(s)
+        disputed = set(s.execute(select(InvoiceHold.invoice_id).where(InvoiceHold.kind == "dispute",
+                                                                      InvoiceHold.state == "open")).scalars())
+        out: dict[int, InvoicePayment] = {}
+        for i, number, due, cur in s.execute(select(Invoice.id, Invoice.number, Invoice.due_date, Invoice.currency)
+                                             .where(Invoice.kind == "invoice")):
+            open_, credited, paid, written = bal[int(i)]
+            gross = open_ + credited + paid + written
+            state, o = payment_state(gross=gross, credited=credited, paid=paid, written_off=written, due_date=due,
+                                     today=today, disputed=int(i) in disputed)
+            q = quantum(str(cur))  # PostgreSQL returns the column's six places; figures are in the currency's
+            out[int(i)] = InvoicePayment(paid.quantize(q), o.quantize(q), state, creditor_reference(str(number)))
+        return out
+
+
+def payment_candidates(db: Database, payment_id: int, limit: int = 3) -> list[OpenInvoice]:
+    """The best open invoices for a payment a person must settle (Slack's "Allocate to…")."""
+    with db.read() as s:
+        p = s.get(Payment, payment_id)
+        if p is None:
+            raise NotFound(f"payment {payment_id} not found")
+        names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
+        return candidates(p.unapplied or p.amount, p.currency, p.payer_name, open_invoices(s), names, limit=limit)
+
+
+# --------------------------------------------------------------------------- aging and DSO
+
+
+@dataclass(frozen=True)
+class AgingRow:
+    advertiser_id: str
+    advertiser: str
+    currency: str
+    buckets: dict[str, Decimal]
+    total: Decimal
+
+
+def aging(db: Database, *, as_of: date) -> list[AgingRow]:
+    """Open amounts per advertiser and currency in buckets by days past due on ``as_of``."""
+    from billing.payments import BUCKETS
+
+    with db.read() as s:
+        names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
+        acc: dict[tuple[str, str], dict[str, Decimal]] = {}
+        for inv in open_as_of(s, as_of):
+            b = acc.setdefault((inv.advertiser_id, inv.currency), dict.fromkeys(BUCKETS, ZERO))
+            b[bucket((as_of - inv.due_date).days)] += inv.open_amount
+        return [AgingRow(a, names.get(a, a), c, b, sum(b.values(), ZERO))
+                for (a, c), b in sorted(acc.items(), key=lambda kv: (names.get(kv[0][0], ""), kv[0][1]))]
+
+
+def open_as_of(s: Session, as_of: date) -> list[OpenInvoice]:
+    """Open invoices issued on or before ``as_of``, counting allocations made up to that day only."""
+    rows = [r for r in _invoice_rows(s, None) if r.issue_date <= as_of]
+    bal = _balances(s)
+    late: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for inv, amount, at in s.execute(select(PaymentAllocation.invoice_id, PaymentAllocation.amount,
+                                            PaymentAllocation.created_at)):
+        if at.date() > as_of:
+            late[int(inv)] += Decimal(amount)
+    out = []
+    for i, n, a, c, iss, due in rows:
+        open_ = bal[int(i)][0] + late[int(i)]
+        if open_ > 0:
+            out.append(OpenInvoice(i, n, a, c, open_, iss, due))
+    return out
+
+
+def days_sales_outstanding(db: Database, *, as_of: date, days: int = 90) -> dict[str, Decimal | None]:
+    """DSO per currency: open receivables on ``as_of`` ÷ gross invoiced in the ``days`` before × ``days``."""
+    with db.read() as s:
+        return dso_by_currency(s, as_of=as_of, days=days)
+
+
+def dso_by_currency(s: Session, *, as_of: date, days: int = 90) -> dict[str, Decimal | None]:
+    from datetime import timedelta
+
+    start = as_of - timedelta(days=days - 1)
+    sales: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for cur, g in s.execute(select(Invoice.currency, Invoice.gross).where(Invoice.issue_date.between(start, as_of))):
+        sales[str(cur)] += Decimal(g)  # credit notes (negative) reduce the period's sales
+    open_: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for inv in open_as_of(s, as_of):
+        open_[inv.currency] += inv.open_amount
+    return {c: dso(open_[c], sales[c], days) for c in sorted(set(sales) | set(open_))}
+
+
+__all__ = ["ImportResult", "aging", "allocate", "days_sales_outstanding", "import_statement", "invoice_payments",
+           "list_payments", "refund", "write_off"]
+
+
+# --------------------------------------------------------------------------- cash-application exceptions
+
+
+@dataclass(frozen=True)
+class PaymentCase:
+    """What a person sees of a payment matching could not settle (the Slack message's read model)."""
+
+    payment: PaymentView
+    invoice: str | None  # the invoice the payment was applied to last (partial / overpaid)
+    invoice_open: Decimal  # what stays open on it
+    candidates: list[tuple[str, str, Decimal, str]]  # (number, advertiser name, open amount, currency)
+    settled: bool  # nothing left for a person to do
+
+
+def payment_case(db: Database, payment_id: int, *, tolerance: Decimal = DEFAULT_TOLERANCE) -> PaymentCase:
+    views = {v.id: v for v in list_payments(db)}
+    v = views.get(payment_id)
+    if v is None:
+        raise NotFound(f"payment {payment_id} not found")
+    last = v.allocations[-1][0] if v.allocations else None
+    with db.read() as s:
+        names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
+        open_last = ZERO
+        if last is not None:
+            inv = invoice_by_number(s, last)
+            open_last = _balances(s, invoice_ids=[inv.id])[inv.id][0]
+        cands = candidates(v.unapplied or v.amount, v.currency, v.payer_name, open_invoices(s), names, limit=3)
+    settled = v.unapplied <= tolerance and open_last <= tolerance if v.state != "unmatched" else False
+    if v.state == "refunded":
+        settled = open_last <= tolerance
+    return PaymentCase(v, last, open_last, [(c.number, names.get(c.advertiser_id, c.advertiser_id), c.open_amount,
+                                             c.currency) for c in cands], settled)
