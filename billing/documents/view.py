@@ -144,6 +144,7 @@ LABELS: dict[str, dict[str, str]] = {
 }
 
 LABELS["pl"] = {
+    "payment_reference": "Tytuł przelewu",
     "invoice": "Faktura", "credit_note": "Faktura korygująca", "number": "Numer", "issue_date": "Data wystawienia",
     "due_date": "Termin płatności", "service_period": "Okres świadczenia usług", "customer": "Nr klienta",
     "currency": "Waluta", "vat_id": "NIP UE", "pos": "Lp.", "description": "Opis", "quantity": "Ilość",

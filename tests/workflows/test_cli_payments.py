@@ -7,15 +7,22 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 import time_machine
 from typer.testing import CliRunner
 
 from bot.cli import app
 from storage.db import Database
-from tests.factories import base, invoice, utc
+from tests.factories import OPERATOR, add_user, base, invoice, utc
 
 runner = CliRunner()
 BANK = Path(__file__).resolve().parents[1] / "fixtures" / "bank"
+
+
+@pytest.fixture(autouse=True)
+def _operator(db: Database) -> None:
+    """The CLI acts as a known operator (BILLBOT_USER, see tests/conftest.py)."""
+    add_user(db, OPERATOR, ["operator"])
 
 
 def _json(*args: str) -> Any:

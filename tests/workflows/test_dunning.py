@@ -19,7 +19,7 @@ from bot.workflows import dunning as dn
 from bot.workflows import payments as wf
 from storage.db import Database
 from storage.models import LegalEntity
-from tests.factories import add_user, base, invoice, utc
+from tests.factories import OPERATOR, add_user, base, invoice, utc
 
 runner = CliRunner()
 BANK = Path(__file__).resolve().parents[1] / "fixtures" / "bank"
@@ -38,6 +38,7 @@ def test_one_letter_per_level_none_for_paid_or_disputed(db: Database, key: Any, 
     context.reset()
     base(db)
     add_user(db, "UCASH", ["cash_applier"])
+    add_user(db, OPERATOR, ["operator"])  # `dunning run` acts as a known operator (BILLBOT_USER)
     with db.transaction() as s:  # the legal entity's own rules: a fee from the first notice, interest at the last
         s.get(LegalEntity, "le-de").dunning = [
             {"level": 1, "name": "reminder", "days": 7},
