@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,9 @@ def on_exception_changed(sc: SlackContext, *, exception_id: int, **_: Any) -> No
         show_exception(client, sc.db(), exception_id, default_channel=sc.exceptions_channel)
 
 
-def on_exception_decided(sc: SlackContext, *, exception_id: int, decision_id: int, **_: Any) -> None:
+def _refresh_and_reply(sc: SlackContext, exception_id: int,
+                       reply: Callable[[Session, BillingException], str | None]) -> None:
+    """Bring the exception's message up to date, then say ``reply(session, exception)`` in its thread."""
     client = sc.client
     if client is None:
         return
@@ -99,30 +102,28 @@ def on_exception_decided(sc: SlackContext, *, exception_id: int, decision_id: in
     channel, ts = where
     with db.read() as s:
         exc = s.get(BillingException, exception_id)
+        text = reply(s, exc) if exc is not None else None
+    if text:
+        client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
+
+
+def on_exception_decided(sc: SlackContext, *, exception_id: int, decision_id: int, **_: Any) -> None:
+    """``exception.decided``: the message shows the decision; its thread says who decided what."""
+
+    def reply(s: Session, exc: BillingException) -> str | None:
         decision = s.get(Decision, decision_id)
-        if exc is None or decision is None:
-            return
-        text = thread_reply_text(exc, decision, final=exc.state not in OPEN_EXCEPTION_STATES)
-    client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
+        if decision is None:
+            return None
+        return thread_reply_text(exc, decision, final=exc.state not in OPEN_EXCEPTION_STATES)
+
+    _refresh_and_reply(sc, exception_id, reply)
 
 
 def on_approvals_reset(sc: SlackContext, *, exception_id: int, why: str = "", dropped: list[str] | None = None,
                        **_: Any) -> None:
     """``exception.approvals_reset``: the message shows 0 approvals again and its thread says why."""
-    client = sc.client
-    if client is None:
-        return
-    db = sc.db()
-    where = show_exception(client, db, exception_id, default_channel=sc.exceptions_channel)
-    if where is None:
-        return
-    channel, ts = where
-    with db.read() as s:
-        exc = s.get(BillingException, exception_id)
-        if exc is None:
-            return
-        text = approvals_reset_text(exc, why=why, dropped=list(dropped or []))
-    client.chat_postMessage(channel=channel, thread_ts=ts, text=text)
+    _refresh_and_reply(sc, exception_id,
+                       lambda _s, exc: approvals_reset_text(exc, why=why, dropped=list(dropped or [])))
 
 
 def post_missing(sc: SlackContext, *, limit: int = 200) -> list[int]:
