@@ -7,14 +7,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
-from billing.money import fmt
-from bot.blocks.common import esc, mention
+from bot.blocks.common import esc, mention, money_text
 from bot.workflows import sla
 from storage.db import Database
 from storage.models import BillingException
@@ -28,11 +26,6 @@ class SweepResult:
     reminded: list[int] = field(default_factory=list)
     escalated: list[int] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "reminder 12: channel_not_found"
-
-
-def money_text(amount: Decimal, currency: str) -> str:
-    """``1,234.50 EUR`` for people (the CLI's JSON uses :func:`billing.money.fmt`)."""
-    return f"{Decimal(fmt(amount, currency)):,} {currency}"
 
 
 def _describe(e: BillingException) -> str:

@@ -26,10 +26,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing.accounting import Chart, DocumentFacts, Entry, entry
-from billing.errors import Conflict, Invalid, NotAllowed, NotFound
+from billing.errors import Conflict, Invalid, NotFound
 from billing.periods import parse_period
 from bot.workflows import audit
 from bot.workflows.effects import notify
+from bot.workflows.users import access_user_with_role
 from storage.db import Database
 from storage.models import (
     EXPORT_FORMATS,
@@ -38,7 +39,6 @@ from storage.models import (
     ExportedDocument,
     Invoice,
     LegalEntity,
-    User,
 )
 
 Writer = Callable[[Mapping[str, Any], Sequence[Entry]], bytes]
@@ -62,12 +62,7 @@ class ExportResult:
 
 def access_export(s: Session, actor: str) -> None:
     """The actor may export: a known user holding one of :data:`EXPORT_ROLES`."""
-    user = s.get(User, actor)
-    if user is None:
-        raise NotAllowed(f"{actor} is not a billbot user", code="unknown_user")
-    if not user.role_names & EXPORT_ROLES:
-        raise NotAllowed(f"exporting to accounting needs the {' or '.join(sorted(EXPORT_ROLES))} role",
-                         code="role_required")
+    access_user_with_role(s, actor, EXPORT_ROLES, "exporting to accounting")
 
 
 def _legal_entity(s: Session, legal_entity_id: str | None) -> LegalEntity:

@@ -23,6 +23,7 @@ from billing.errors import Conflict, Invalid, NotAllowed, NotFound
 from billing.signatures import content_hash
 from bot.workflows import audit
 from bot.workflows.effects import notify
+from bot.workflows.users import access_user_with_role
 from storage.db import Database
 from storage.loader import MODELS, canonical_value
 from storage.models import ChangeSet, User
@@ -55,12 +56,7 @@ def open_change_set(s: Session, *, diff: list[dict[str, Any]], author: str, sour
 
 def access_change_set_for_decision(s: Session, actor: str, cs: ChangeSet, decision: ChangeDecision) -> User:
     """Who may decide on a change set: a known user, with a deciding role, not its author, while it waits."""
-    user = s.get(User, actor)
-    if user is None:
-        raise NotAllowed(f"{actor} is not a billbot user", code="unknown_user")
-    if not user.role_names & DECIDER_ROLES:
-        raise NotAllowed(f"deciding on a change set needs the approver or finance_manager role; {actor} has "
-                         f"{', '.join(sorted(user.role_names)) or 'no role'}", code="role_required")
+    user = access_user_with_role(s, actor, DECIDER_ROLES, "deciding on a change set")
     if cs.author == actor:
         raise NotAllowed(f"change set {cs.id} is your own change: someone else must {decision} it",
                          code="own_change")

@@ -23,6 +23,7 @@ from billing.errors import Conflict, Invalid, NotAllowed, NotFound
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from bot.workflows.invoices import check_creditable, issue_credit_note
+from bot.workflows.users import access_user_with_role
 from storage.db import Database
 from storage.models import CreditNoteRequest, Invoice, User
 
@@ -63,12 +64,7 @@ def request_credit_note(
 
 def access_credit_note_request(s: Session, actor: str, req: CreditNoteRequest, decision: CreditDecision) -> User:
     """Who may decide on a credit-note request: a known finance manager who did not request it, while it waits."""
-    user = s.get(User, actor)
-    if user is None:
-        raise NotAllowed(f"{actor} is not a billbot user", code="unknown_user")
-    if APPROVER_ROLE not in user.role_names:
-        raise NotAllowed(f"deciding on a credit note needs the finance_manager role; {actor} has "
-                         f"{', '.join(sorted(user.role_names)) or 'no role'}", code="role_required")
+    user = access_user_with_role(s, actor, frozenset({APPROVER_ROLE}), "deciding on a credit note")
     if req.requested_by == actor:
         raise NotAllowed(f"you requested credit note #{req.id}: another finance manager must {decision} it",
                          code="own_request")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.errors import Invalid, NotFound
+from billing.errors import Invalid, NotAllowed, NotFound
 from bot.workflows import audit
 from storage.db import Database
 from storage.models import ROLES, User, UserRole
@@ -61,6 +61,18 @@ def ensure_user(s: Session, slack_id: str, *, lookup: ProfileLookup | None = Non
             user.email = str(email)[:200] if email else user.email
             user.profile_fetched_at = now
     s.flush()
+    return user
+
+
+def access_user_with_role(s: Session, actor: str, roles: frozenset[str], what: str) -> User:
+    """The known billbot user ``actor`` if they hold one of ``roles``, else a refusal naming what
+    ``what`` needs and what they hold (one condition per line)."""
+    user = s.get(User, actor)
+    if user is None:
+        raise NotAllowed(f"{actor} is not a billbot user", code="unknown_user")
+    if not user.role_names & roles:
+        raise NotAllowed(f"{what} needs the {' or '.join(sorted(roles))} role; {actor} has "
+                         f"{', '.join(sorted(user.role_names)) or 'no role'}", code="role_required")
     return user
 
 
