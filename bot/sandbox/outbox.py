@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email
 import html
+import json
 import logging
 import re
 import socket
@@ -104,7 +105,7 @@ class Outbox:
         if not _MAIL_ID.match(mail_id) or not (self.directory / f"{mail_id}.eml").is_file():
             raise KeyError(mail_id)
         return email.message_from_bytes((self.directory / f"{mail_id}.eml").read_bytes(),
-                                        policy=default)  # type: ignore[return-value]
+                                        policy=default)
 
     def mails(self) -> list[dict[str, Any]]:
         """Every kept mail, newest first: ``id``, ``from``, ``to``, ``cc``, ``subject``, ``date`` (ISO 8601),
@@ -217,11 +218,9 @@ def route(outbox: Outbox | None, method: str, path: str) -> Response | None:
     if path in ("/outbox", "/outbox/"):
         return "200 OK", [("Content-Type", "text/html; charset=utf-8")], page_html(outbox).encode()
     if path == "/sandbox/outbox":
-        import json
-
-        data = {"smtp_url": outbox.url if outbox is not None else None,
-                "mails": outbox.mails() if outbox is not None else []}
-        return "200 OK", [("Content-Type", "application/json; charset=utf-8")], json.dumps(data).encode()
+        listing = {"smtp_url": outbox.url if outbox is not None else None,
+                   "mails": outbox.mails() if outbox is not None else []}
+        return "200 OK", [("Content-Type", "application/json; charset=utf-8")], json.dumps(listing).encode()
     m = re.fullmatch(r"/outbox/([0-9]+-[0-9]+)/([0-9]{1,3})", path)
     if m and outbox is not None:
         try:

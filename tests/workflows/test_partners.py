@@ -194,3 +194,15 @@ def test_the_1124_branch_demo_has_546_partners(db: Database) -> None:
     rows = list_partners(db)
     assert len(rows) == len(small["partners"]) == 15
     assert sum(r["branches"] for r in rows) == 30
+
+
+def test_the_repos_example_file_has_a_partner(db: Database) -> None:
+    from storage.models import Advertiser
+
+    load_scenario(db, Path(__file__).resolve().parents[1] / "data" / "example.yaml")
+    assert list_partners(db) == [{"id": "elbe-group", "name": "Elbe Autogruppe GmbH", "invoicing": "per_branch",
+                                  "head_office": "autohaus-elbe", "branches": 1}]
+    with db.read() as s:
+        elbe, lyon = s.get(Advertiser, "autohaus-elbe"), s.get(Advertiser, "garage-lyon")
+        assert elbe is not None and lyon is not None
+        assert (elbe.partner_id, lyon.partner_id) == ("elbe-group", None)
