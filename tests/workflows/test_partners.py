@@ -23,13 +23,14 @@ from bot.cli import app
 from bot.documents.statements import render_statement
 from bot.workflows import billing_run
 from bot.workflows.billing_run import chunk_length, partner_order, run_billing
+from bot.workflows.integrity import check_rows
 from bot.workflows.partners import list_partners, partner_statement
 from bot.workflows.preinvoices import create_preinvoices
 from storage.db import Database
 from storage.demo import build_demo, master_data
 from storage.loader import load_scenario
 from storage.mapping import document_for_invoice
-from storage.models import Invoice
+from storage.models import Invoice, PreInvoice
 from tests.factories import OPERATOR, add_user, advertiser, campaign, entity, linear, load, scenario
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -83,6 +84,9 @@ def test_a_consolidated_partner_gets_one_invoice_with_a_line_block_per_branch(db
     assert blocks == {"Autohaus Elbe – Altona – Campaign c-altona": Decimal("1000.00"),
                       "Autohaus Elbe – Wandsbek – Campaign c-wandsbek": Decimal("250.50")}
     assert got["harburg"].net == Decimal("400.00") and len(got["harburg"].lines) == 1
+    with db.read() as s:  # the partner's invoice is covered by the audit log like any other
+        assert check_rows(s) == []
+        assert {p.invoice_id for p in s.query(PreInvoice).all()} == {inv.id, got["harburg"].id}
 
     with db.read() as s:
         xml = facturx_xml(document_for_invoice(s, inv.id))
@@ -102,8 +106,14 @@ def test_a_consolidated_partner_gets_one_invoice_with_a_line_block_per_branch(db
 def test_the_head_office_can_be_named_and_a_partner_invoice_survives_small_chunks(
         db: Database, key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(billing_run, "CHUNK_SIZE", 1)  # the partner's two branches still settle together
-    created = bill(db, key, partner_world("consolidated", head_office="elbe-wandsbek"))
-    assert len(created) == 2
+    add_user(db, OPERATOR, ["operator"])
+    load(db, partner_world("consolidated", head_office="elbe-wandsbek"))
+    create_preinvoices(db, period="2026-10", actor="t", key=key, now=NOW)
+    dry = run_billing(db, period="2026-10", actor=OPERATOR, key=key, today=RUN_DAY, now=NOW, dry_run=True)
+    created = run_billing(db, period="2026-10", actor=OPERATOR, key=key, today=RUN_DAY, now=NOW).created
+    assert created == dry.created == ["INV-2026-000001", "INV-2026-000002"]
+    assert dry.log == ["Document INV-2026-000001 created for Autohaus Elbe GmbH",  # the job log names the partner
+                       "Document INV-2026-000002 created for Autohaus Harburg"]
     got = invoices(db)
     assert set(got) == {"elbe-wandsbek", "harburg"}
     assert got["elbe-wandsbek"].net == Decimal("1250.50") and len(got["elbe-wandsbek"].lines) == 2
