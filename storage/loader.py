@@ -36,6 +36,7 @@ from storage.models import (
     ExchangeRate,
     ExternalId,
     LegalEntity,
+    Partner,
     User,
     UserRole,
 )
@@ -192,13 +193,15 @@ def load_scenario(
 
 def _known_ids(s: Session, sc: Scenario) -> dict[str, set[str]]:
     le_refs = {a.legal_entity for a in sc.advertisers}
-    adv_refs = {c.advertiser for c in sc.campaigns}
+    adv_refs = {c.advertiser for c in sc.campaigns} | {p.head_office for p in sc.partners if p.head_office}
+    partner_refs = {a.partner for a in sc.advertisers if a.partner}
     item_refs = {d.item for d in sc.delivery}
 
     def ids(col: Any, refs: set[str]) -> set[str]:
         return set(s.scalars(select(col).where(col.in_(refs)))) if refs else set()
 
     return {"legal_entities": ids(LegalEntity.id, le_refs), "advertisers": ids(Advertiser.id, adv_refs),
+            "partners": ids(Partner.id, partner_refs),
             "items": ids(CampaignItem.id, item_refs)}
 
 
@@ -226,13 +229,19 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()
+    _upsert_by_id(s, Partner, [
+        {"id": p.id, "name": p.name, "invoicing": p.invoicing, "head_office_id": p.head_office}
+        for p in sc.partners
+    ], "partners", res, hold=hold)
+    s.flush()
     _upsert_by_id(s, Advertiser, [
         {"id": a.id, "name": a.name, "legal_entity_id": a.legal_entity, "currency": a.currency,
          "country": a.country, "vat_id": a.vat_id, "billing_threshold": a.billing_threshold,
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
          "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
-         "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date}
+         "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date,
+         "partner_id": a.partner}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()

@@ -83,6 +83,24 @@ class LegalEntity(Base):
     dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
 
 
+PARTNER_INVOICING = ("per_branch", "consolidated")
+
+
+class Partner(Base):
+    """A sales partner owning several advertisers (its branches; issue 19). ``invoicing``: ``per_branch``
+    (each branch gets its own invoices) or ``consolidated`` (one invoice per partner, legal entity and
+    currency with a line block per branch, addressed to the partner at its head office branch)."""
+
+    __tablename__ = "partners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    invoicing: Mapped[str] = mapped_column(String(16), default="per_branch", server_default="per_branch")
+    # the branch whose address, VAT id, e-mail addresses and debtor account a consolidated invoice uses
+    # (None: the partner's first branch by id); not a foreign key: partners load before their branches
+    head_office_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class Advertiser(Base):
     __tablename__ = "advertisers"
 
@@ -114,6 +132,8 @@ class Advertiser(Base):
     # the legal entity's invoice terms, overridden for this advertiser (None: the entity's)
     invoice_date_rule: Mapped[str | None] = mapped_column(String(24))
     due_date_rule: Mapped[str | None] = mapped_column(String(24))
+    # the partner this advertiser is a branch of (issue 19), if any
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), index=True)
 
     legal_entity: Mapped[LegalEntity] = relationship()
 
