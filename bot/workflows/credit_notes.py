@@ -164,6 +164,8 @@ class CreditNoteRequestView:
     decided_by: str | None
     decided_at: datetime | None
     credit_note: str | None
+    partial: list[dict[str, Any]] | None = None  # [{line, quantity, amount}] of a partial credit
+    dispute: int | None = None
 
 
 def list_requests(db: Database, *, state: str | None = None) -> list[CreditNoteRequestView]:
@@ -176,4 +178,5 @@ def list_requests(db: Database, *, state: str | None = None) -> list[CreditNoteR
             Invoice.id.in_([r.credit_note_id for r in rows if r.credit_note_id])))}
         return [CreditNoteRequestView(r.id, r.invoice_number, r.line_ids, r.reason, r.amount, r.currency, r.state,
                                       r.requested_by, r.requested_at, r.decided_by, r.decided_at,
-                                      numbers.get(r.credit_note_id) if r.credit_note_id else None) for r in rows]
+                                      numbers.get(r.credit_note_id) if r.credit_note_id else None,
+                                      r.partial, r.dispute_id) for r in rows]
