@@ -40,6 +40,7 @@ from bot.workflows.effects import notify
 from bot.workflows.invoices import find_invoice
 from bot.workflows.users import access_user_with_role
 from storage.db import Database
+from storage.loader import DISPUTE_SLA_KEY
 from storage.models import (
     DISPUTE_CATEGORIES,
     OPEN_DISPUTE_STATES,
@@ -68,7 +69,6 @@ DEFAULT_SLA_HOURS: dict[str, float] = {
     "tracking_disagreement": 120.0, "invalid_traffic": 120.0, "make_good_not_applied": 72.0,
     "rate_disagreement": 72.0, "duplicate_billing": 48.0, "other": 120.0,
 }
-SLA_KEY = "disputes.sla"  # the scenario's dispute_sla, as JSON in the kv table
 CATEGORY_TEXT = {c: c.replace("_", " ") for c in DISPUTE_CATEGORIES}
 #: the delivered figure a rate type bills, and the factor from it to the invoice line's quantity
 METRIC = {"cpm": ("impressions", Decimal("0.001")), "cpc": ("clicks", Decimal(1)),
@@ -88,25 +88,12 @@ def check_category(category: str) -> str:
 def sla_hours(s: Session, category: str) -> tuple[float, float]:
     """(hours to resolve, hours to the reminder) for ``category``: the scenario file's ``dispute_sla``,
     else :data:`DEFAULT_SLA_HOURS` with the reminder at half."""
-    row = s.get(Setting, SLA_KEY)
+    row = s.get(Setting, DISPUTE_SLA_KEY)
     conf: dict[str, Any] = json.loads(row.value) if row is not None else {}
     entry = conf.get(category) or {}
     hours = float(entry.get("hours") or DEFAULT_SLA_HOURS.get(category, 120.0))
     remind = float(entry.get("remind_hours") or hours / 2)
     return hours, min(remind, hours)
-
-
-def store_sla(s: Session, conf: dict[str, dict[str, float | None]]) -> str:
-    """Write the scenario's ``dispute_sla`` (the loader, in its transaction); inserted/updated/unchanged."""
-    value = json.dumps(conf, sort_keys=True, separators=(",", ":"))
-    row = s.get(Setting, SLA_KEY)
-    if row is None:
-        s.add(Setting(key=SLA_KEY, value=value))
-        return "inserted"
-    if row.value == value:
-        return "unchanged"
-    row.value = value
-    return "updated"
 
 
 # --------------------------------------------------------------------------- opening
@@ -527,12 +514,24 @@ class DisputeStats:
     open_amount: dict[str, Decimal]  # per currency
     median_days_to_resolve: float | None  # disputes resolved in the window
     top_categories: list[tuple[str, int]]  # disputes opened in the window, most frequent first
+    resolved: int = 0  # disputes resolved in the window
+
+    @property
+    def empty(self) -> bool:
+        return not (self.open_count or self.top_categories or self.resolved)
 
 
 def dispute_stats(db: Database, *, now: datetime, days: int = 90) -> DisputeStats:
-    since = now - timedelta(days=days)
     with db.read() as s:
-        rows = list(s.execute(select(Dispute)).scalars())
+        return dispute_stats_in(s, now=now, days=days)
+
+
+def dispute_stats_in(s: Session, *, now: datetime, days: int = 90) -> DisputeStats:
+    """Open disputes (count, amount per currency), the median days from opening to resolution of those
+    resolved in the last ``days`` and the most frequent categories opened in them — so recurring causes
+    show."""
+    since = now - timedelta(days=days)
+    rows = list(s.execute(select(Dispute)).scalars())
     open_amount: dict[str, Decimal] = defaultdict(Decimal)
     for d in rows:
         if d.state in OPEN_DISPUTE_STATES:
@@ -540,6 +539,6 @@ def dispute_stats(db: Database, *, now: datetime, days: int = 90) -> DisputeStat
     resolved = [(d.resolved_at - d.opened_at).total_seconds() / 86400 for d in rows
                 if d.resolved_at is not None and d.resolved_at >= since]
     cats = Counter(d.category for d in rows if d.opened_at >= since)
-    return DisputeStats(sum(1 for d in rows if d.state in OPEN_DISPUTE_STATES), dict(open_amount),
+    return DisputeStats(sum(1 for d in rows if d.state in OPEN_DISPUTE_STATES), dict(sorted(open_amount.items())),
                         round(statistics.median(resolved), 1) if resolved else None,
-                        sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+                        sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))[:3], len(resolved))
