@@ -337,7 +337,7 @@ def line_evidence(s: Session, d: Dispute) -> list[LineEvidence]:
                 metric, factor = METRIC[item.rate_type]
                 per = "per 1,000 impressions" if item.rate_type == "cpm" else f"per {metric[:-1]}"
                 rule = f"{item.rate_type.upper()}: first-party {metric} × {item.rate} {per}"
-                sums = dict(s.execute(
+                sums: dict[str, Any] = dict(s.execute(
                     select(DeliveryFact.party, func.sum(getattr(DeliveryFact, metric)))
                     .where(DeliveryFact.item_id == item.id, DeliveryFact.day >= li.period_start,
                            DeliveryFact.day <= li.period_end).group_by(DeliveryFact.party)).all())
@@ -347,8 +347,8 @@ def line_evidence(s: Session, d: Dispute) -> list[LineEvidence]:
                     over = li.quantity - Decimal(third) * factor
                     suggested = over if over > 0 else None
             else:
-                rule = f"linear: the booked {item.amount or ''} distributed over the campaign's periods".replace(
-                    "booked  ", "booked ")
+                booked = f" {item.amount}" if item.amount is not None else ""
+                rule = f"linear: the booked amount{booked} distributed over the campaign's billing periods"
         out.append(LineEvidence(li.id, li.description, li.quantity, li.unit, li.amount, period, metric, first, third,
                                 rule, tol_text, _decisions(s, li), suggested))
     return out

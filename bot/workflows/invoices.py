@@ -67,10 +67,12 @@ def credited_by_line(s: Session, original: Invoice) -> dict[int, Credited]:
         select(InvoiceLine.credited_line_id, InvoiceLine.quantity, InvoiceLine.amount, InvoiceLine.unit)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .where(Invoice.references_invoice_id == original.id, InvoiceLine.credited_line_id.is_not(None)))
-    for line_id, qty, amount, unit in rows:
-        c = out.get(int(line_id), Credited())
-        took_qty = -qty if unit == units.get(int(line_id)) else Decimal(0)  # lump sums take amount only
-        out[int(line_id)] = Credited(c.quantity + took_qty, c.amount - amount)
+    for credited_id, qty, amount, unit in rows:
+        if credited_id is None:
+            continue
+        c = out.get(credited_id, Credited())
+        took_qty = -qty if unit == units.get(credited_id) else Decimal(0)  # lump sums take amount only
+        out[credited_id] = Credited(c.quantity + took_qty, c.amount - amount)
     return out
 
 
