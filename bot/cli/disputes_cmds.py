@@ -118,19 +118,23 @@ def show_cmd(
     dispute_id: Annotated[int, typer.Argument(help="The dispute's id.")],
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """One dispute with the evidence summary of its lines."""
+    """One dispute with the evidence summary of its lines and the comments from its Slack thread."""
     from bot.context import get_db
-    from bot.workflows.disputes import evidence_summary, get_dispute
+    from bot.workflows.disputes import comments, evidence_summary, get_dispute
 
     db = get_db()
     v = get_dispute(db, dispute_id)
     summary = evidence_summary(db, dispute_id)
+    said = comments(db, dispute_id)
     if json_out:
-        emit_json({**dispute_json(v), "evidence": summary})
+        emit_json({**dispute_json(v), "evidence": summary,
+                   "comments": [{"at": c.at, "user": c.user, "text": c.text} for c in said]})
         return
     _say(v)
     for para in summary:
         out_console.print(para, highlight=False)
+    for c in said:
+        out_console.print(f"{c.at:%Y-%m-%d %H:%M} {c.user}: {c.text}", highlight=False)
 
 
 @disputes_app.command("propose-credit")

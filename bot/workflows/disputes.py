@@ -45,6 +45,7 @@ from storage.models import (
     DISPUTE_CATEGORIES,
     OPEN_DISPUTE_STATES,
     Advertiser,
+    AuditLog,
     BillingException,
     Campaign,
     CampaignItem,
@@ -404,6 +405,43 @@ def store_evidence(db: Database, dispute_id: int, path: str) -> None:
     with db.transaction() as s:
         s.execute(update(Dispute).where(Dispute.id == dispute_id).values(evidence_path=path[:500])
                   .execution_options(synchronize_session=False))
+
+
+def capture_comment(db: Database, *, channel: str, thread_ts: str, user: str, text: str, ts: str,
+                    key: Ed25519PrivateKey | None, now: datetime | None = None) -> int | None:
+    """A reply in a dispute's Slack thread, kept with the dispute (an audit record ``dispute.comment``, so
+    it is signed and chained like everything else); the dispute's id, or None when the thread is not a
+    dispute's. Slack's retries of one message (same ``ts``) are kept once."""
+    now = now or datetime.now(UTC)
+    with db.transaction() as s:
+        d = s.execute(select(Dispute).where(Dispute.channel == channel, Dispute.message_ts == thread_ts)
+                      ).scalars().first()
+        if d is None or not text.strip():
+            return None
+        seen = s.execute(select(AuditLog.payload).where(AuditLog.subject_type == "dispute",
+                                                        AuditLog.subject_id == str(d.id),
+                                                        AuditLog.action == "dispute.comment")).scalars()
+        if any(json.loads(p).get("ts") == ts for p in seen):
+            return d.id
+        audit.record(s, key=key, actor=user, action="dispute.comment", subject_type="dispute", subject_id=d.id,
+                     now=now, payload={"invoice": d.invoice_number, "text": text[:4000], "ts": ts})
+        return d.id
+
+
+@dataclass(frozen=True)
+class Comment:
+    at: datetime
+    user: str
+    text: str
+
+
+def comments(db: Database, dispute_id: int) -> list[Comment]:
+    """The replies captured from the dispute's thread, oldest first."""
+    with db.read() as s:
+        rows = s.execute(select(AuditLog.at, AuditLog.actor, AuditLog.payload).where(
+            AuditLog.subject_type == "dispute", AuditLog.subject_id == str(dispute_id),
+            AuditLog.action == "dispute.comment").order_by(AuditLog.id)).all()
+        return [Comment(at, actor, str(json.loads(payload).get("text", ""))) for at, actor, payload in rows]
 
 
 # --------------------------------------------------------------------------- SLA sweep

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.workflows.billing_run import run_billing
+from bot.workflows.disputes import comments
 from bot.workflows.dunning import held_invoices, run_dunning
 from bot.workflows.evidence import verify_evidence_pack
 from bot.workflows.invoices import get_invoice
@@ -101,6 +102,15 @@ def test_a_dispute_from_slash_command_to_an_approved_partial_credit(world: Any, 
     assert d.evidence_path and verify_evidence_pack(Path(d.evidence_path)) == []
     assert any(c.get("thread_ts") == d.message_ts for c in world.api.calls_to("files.completeUploadExternal"))
 
+    # replies in the thread are kept with the dispute (people's, once; billbot's own posts are not)
+    reply = {"type": "message", "channel": d.channel, "user": f.OPERATOR, "text": "Client sent their bot report",
+             "ts": "1767000000.000100", "thread_ts": d.message_ts}
+    world.as_user(f.OPERATOR).event(reply)
+    world.as_user(f.OPERATOR).event(reply)  # Slack's retry of the same message
+    world.as_user(f.OPERATOR).event({**reply, "ts": "1767000000.000200", "bot_id": "B0BILLBOT", "text": "bot"})
+    world.wait()
+    assert [(c.user, c.text) for c in comments(world.db, d.id)] == [(f.OPERATOR, "Client sent their bot report")]
+
     # "Propose credit": a partial credit of the 20 clicks the third party did not count
     _click(world, f.MANAGER, "dispute_propose_credit")
     d = _dispute(world)
@@ -165,3 +175,24 @@ def test_reject_and_withdrawn_by_client_from_the_dispute_message(world: Any, tmp
     with world.db.read() as s:
         row = s.get(Dispute, second.id)
         assert row is not None and (row.state, row.resolution) == ("withdrawn", "withdrawn by the client")
+
+
+def test_dispute_from_the_overflow_menu_of_an_invoice_message(world: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("BILLBOT_VAR_DIR", str(tmp_path / "var"))
+    inv = _invoice(world)
+    world.as_user(f.APPROVER).command(f"invoice {inv.number}")
+    world.wait()
+    answer = world.api.calls_to("response_url")[-1]
+    overflow = answer["blocks"][0]["accessory"]
+    assert overflow["type"] == "overflow" and overflow["options"][0]["value"] == f"dispute:{inv.number}"
+    world.as_user(f.APPROVER).click("invoice_overflow", f"dispute:{inv.number}", channel="CBILLING",
+                                    message_ts="1.0")
+    world.wait()
+    modal = [c for c in world.api.calls_to("views.open") if c["view"].get("callback_id") == "dispute_open"][-1]
+    world.as_user(f.APPROVER).submit_view(modal["view"], {"category": {"category_select": "make_good_not_applied"},
+                                                          "reason": {"reason_input": "make-good week missing"}})
+    world.wait()
+    d = _dispute(world)
+    assert (d.state, d.category, d.reason, d.opened_by, d.invoice_number) == (
+        "open", "make_good_not_applied", "make-good week missing", f.APPROVER, inv.number)
+    assert world.api.message(d.channel, d.message_ts)["blocks"][0]["text"]["text"].startswith(f"*Dispute #{d.id}*")

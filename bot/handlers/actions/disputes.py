@@ -1,4 +1,5 @@
-"""Buttons on a dispute's message (issue 20), and "Dispute" on invoice messages.
+"""Buttons on a dispute's message (issue 20), "Dispute" on invoice messages, and the replies in a
+dispute's thread (captured with the dispute).
 
 "Propose credit" and "Withdrawn by client" call their workflow at once (it checks the role and the
 state); "Reject dispute" and "Reject credit" first check the clicker may, then open the reason modal,
@@ -35,7 +36,14 @@ from bot.handlers.deps import deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import where_of
 from bot.workflows.credit_notes import access_credit_note_request, decide_credit_note
-from bot.workflows.disputes import access_dispute, open_dispute, propose_credit, reject_dispute, withdraw_dispute
+from bot.workflows.disputes import (
+    access_dispute,
+    capture_comment,
+    open_dispute,
+    propose_credit,
+    reject_dispute,
+    withdraw_dispute,
+)
 from storage.models import CreditNoteRequest, Dispute
 
 MIN_REASON = 3
@@ -162,7 +170,19 @@ def on_open(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebCli
                      actor=str((body.get("user") or {}).get("id", "")), key=deps.key())
 
 
+def on_message(event: dict[str, Any], context: BoltContext) -> None:
+    """A reply in a dispute's thread is captured with the dispute (people's messages only: no bots, no
+    edits or deletions); other messages are none of billbot's business."""
+    thread_ts, ts = event.get("thread_ts"), event.get("ts")
+    if not thread_ts or thread_ts == ts or event.get("subtype") or event.get("bot_id") or not event.get("user"):
+        return
+    deps = deps_of(context)
+    capture_comment(deps.db(), channel=str(event.get("channel") or ""), thread_ts=str(thread_ts),
+                    user=str(event["user"]), text=str(event.get("text") or ""), ts=str(ts), key=deps.key())
+
+
 def register(app: App) -> None:
+    app.event("message")(on_message)
     app.action(PROPOSE_ACTION_ID)(on_propose)
     app.action(WITHDRAW_ACTION_ID)(on_withdraw)
     app.action(REJECT_ACTION_ID)(on_reject)
