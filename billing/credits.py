@@ -52,6 +52,11 @@ def _num(d: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _m(d: Decimal, currency: str) -> str:
+    """``12.00 EUR``: money in messages at the currency's minor unit (PostgreSQL returns 12.000000)."""
+    return f"{d.quantize(quantum(currency))} {currency}"
+
+
 def left(line: InvoiceLineDraft, credited: Credited) -> tuple[Decimal, Decimal]:
     """(quantity, amount) still creditable on ``line``.
 
@@ -108,8 +113,8 @@ def _by_quantity(line: InvoiceLineDraft, quantity: Decimal, qty_left: Decimal, a
     base = _price_base(line, currency)
     amount = _amount_of(line, quantity, base, currency)
     if amount > amount_left:
-        raise Invalid(f"{name}: {_num(quantity)} {line.unit} are {amount} {currency}, only {amount_left} {currency} "
-                      "left to credit", code="over_credit")
+        raise Invalid(f"{name}: {_num(quantity)} {line.unit} are {_m(amount, currency)}, only "
+                      f"{_m(amount_left, currency)} left to credit", code="over_credit")
     computation = {**dict(line.computation or {}), "price_base": _num(base),
                    "credit": {"by": "quantity", "quantity": _num(quantity), "of": _num(line.quantity)}}
     return replace(line, quantity=-quantity, amount=-amount, computation=computation)
@@ -122,9 +127,10 @@ def _by_amount(line: InvoiceLineDraft, amount: Decimal, amount_left: Decimal, na
     if amount <= 0:
         raise Invalid(f"{name}: the amount to credit must be positive, not {amount}")
     if amount > amount_left:
-        raise Invalid(f"{name}: {amount} {currency} asked, only {amount_left} {currency} left to credit",
+        raise Invalid(f"{name}: {_m(amount, currency)} asked, only {_m(amount_left, currency)} left to credit",
                       code="over_credit")
     computation = {**dict(line.computation or {}), "price_base": "1",
-                   "credit": {"by": "amount", "amount": str(amount), "of": str(line.amount)}}
+                   "credit": {"by": "amount", "amount": str(amount),
+                              "of": str(line.amount.quantize(quantum(currency)))}}
     return replace(line, quantity=Decimal(-1), unit=LUMP_SUM, unit_price=amount, amount=-amount,
-                   description=f"{line.description} (credit of {amount} {currency})", computation=computation)
+                   description=f"{line.description} (credit of {_m(amount, currency)})", computation=computation)

@@ -134,8 +134,15 @@ def decide_credit_note(
 def asks_json(asks: list[CreditAsk] | None) -> list[dict[str, Any]] | None:
     if asks is None:
         return None
-    return [{"line": a.line_id, "quantity": None if a.quantity is None else str(a.quantity),
-             "amount": None if a.amount is None else str(a.amount)} for a in asks]
+    return [{"line": a.line_id, "quantity": None if a.quantity is None else _canonical(a.quantity),
+             "amount": None if a.amount is None else _canonical(a.amount, places=2)} for a in asks]
+
+
+def _canonical(d: Decimal, *, places: int = 0) -> str:
+    """``20`` for 20.000000 (PostgreSQL's NUMERIC scale), amounts with at least two decimals (``12.50``)."""
+    text = format(d.normalize(), "f")
+    decimals = len(text.partition(".")[2])
+    return format(d, f".{places}f") if decimals < places else text
 
 
 def asks_from(partial: list[Any] | None) -> list[CreditAsk] | None:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from billing.credits import CreditAsk
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
+from billing.money import fmt
 from billing.variance import resolve_tolerance
 from bot.workflows import audit
 from bot.workflows.credit_notes import request_in
@@ -136,8 +137,8 @@ def open_dispute(  # noqa: PLR0913 - a dispute's fields, each named
         lines_net = sum((by_id[i].amount for i in ids), Decimal(0))
         disputed = amount if amount is not None else lines_net
         if disputed > lines_net:
-            raise Invalid(f"amount: {disputed} {inv.currency} is more than the disputed lines bill "
-                          f"({lines_net} {inv.currency})")
+            raise Invalid(f"amount: {fmt(disputed, inv.currency)} {inv.currency} is more than the disputed lines "
+                          f"bill ({fmt(lines_net, inv.currency)} {inv.currency})")
         hours, remind = sla_hours(s, category)
         d = Dispute(invoice_id=inv.id, invoice_number=inv.number, category=category, reason=reason.strip(),
                     lines=ids, amount=disputed, currency=inv.currency,
@@ -149,7 +150,8 @@ def open_dispute(  # noqa: PLR0913 - a dispute's fields, each named
         s.flush()
         audit.record(s, key=key, actor=actor, action="dispute.opened", subject_type="dispute", subject_id=d.id,
                      now=now, payload={"invoice": inv.number, "category": category, "lines": ids,
-                                       "amount": str(disputed), "currency": inv.currency, "reason": d.reason,
+                                       "amount": fmt(disputed, inv.currency), "currency": inv.currency,
+                                       "reason": d.reason,
                                        "client_contact": d.client_contact, "client_reference": d.client_reference,
                                        "owner": d.owner, "due_at": d.due_at.isoformat() if d.due_at else None})
         notify(s, "dispute.opened", dispute_id=d.id)
@@ -197,7 +199,7 @@ def _resolve(s: Session, d: Dispute, to: str, *, actor: str, key: Ed25519Private
     _move(s, d, to, OPEN_DISPUTE_STATES, resolved_at=now, resolved_by=actor, resolution=resolution,
           credited=credited, days_open=days_open(d, now))
     audit.record(s, key=key, actor=actor, action=f"dispute.{to}", subject_type="dispute", subject_id=d.id, now=now,
-                 payload={"invoice": d.invoice_number, "outcome": to, "credited": str(credited),
+                 payload={"invoice": d.invoice_number, "outcome": to, "credited": fmt(credited, d.currency),
                           "currency": d.currency, "days_open": d.days_open, "resolution": resolution})
     notify(s, "dispute.updated", dispute_id=d.id)
 
@@ -249,7 +251,8 @@ def propose_credit(db: Database, *, dispute_id: int, actor: str, key: Ed25519Pri
         _move(s, d, "proposed", ("open",), credit_request_id=req.id)
         audit.record(s, key=key, actor=actor, action="dispute.credit_proposed", subject_type="dispute",
                      subject_id=d.id, now=now, payload={"invoice": d.invoice_number, "request": req.id,
-                                                        "net": str(req.amount), "partial": req.partial})
+                                                        "net": fmt(req.amount, req.currency),
+                                                        "partial": req.partial})
         notify(s, "dispute.updated", dispute_id=d.id)
         return req
 
@@ -337,7 +340,8 @@ def line_evidence(s: Session, d: Dispute) -> list[LineEvidence]:
             if item.billing == "delivery" and item.rate_type in METRIC and li.period_start and li.period_end:
                 metric, factor = METRIC[item.rate_type]
                 per = "per 1,000 impressions" if item.rate_type == "cpm" else f"per {metric[:-1]}"
-                rule = f"{item.rate_type.upper()}: first-party {metric} × {item.rate} {per}"
+                rate = _price(item.rate) if item.rate is not None else "?"
+                rule = f"{item.rate_type.upper()}: first-party {metric} × {rate} {per}"
                 sums: dict[str, Any] = dict(s.execute(
                     select(DeliveryFact.party, func.sum(getattr(DeliveryFact, metric)))
                     .where(DeliveryFact.item_id == item.id, DeliveryFact.day >= li.period_start,
@@ -348,7 +352,7 @@ def line_evidence(s: Session, d: Dispute) -> list[LineEvidence]:
                     over = li.quantity - Decimal(third) * factor
                     suggested = over if over > 0 else None
             else:
-                booked = f" {item.amount}" if item.amount is not None else ""
+                booked = f" {fmt(item.amount, inv.currency)}" if item.amount is not None else ""
                 rule = f"linear: the booked amount{booked} distributed over the campaign's billing periods"
         out.append(LineEvidence(li.id, li.description, li.quantity, li.unit, li.amount, period, metric, first, third,
                                 rule, tol_text, _decisions(s, li), suggested))
@@ -372,7 +376,7 @@ def evidence_summary(db: Database, dispute_id: int) -> list[str]:
         out = []
         for e in line_evidence(s, d):
             text = (f"Line {e.line_id} — {e.description} ({e.period}): billed {_n(e.quantity)} {e.unit}, "
-                    f"{e.amount} {d.currency}.")
+                    f"{fmt(e.amount, d.currency)} {d.currency}.")
             if e.metric is not None:
                 fp = "no data" if e.first_party is None else f"{e.first_party:,} {e.metric}"
                 tp = "no data" if e.third_party is None else f"{e.third_party:,} {e.metric}"
@@ -386,6 +390,13 @@ def evidence_summary(db: Database, dispute_id: int) -> list[str]:
                 text += f"\nThe third-party figure supports a credit of {_n(e.suggested_quantity)} {e.unit}."
             out.append(text)
         return out
+
+
+def _price(d: Decimal) -> str:
+    """A rate as written (``0.60``, ``0.0042``, ``4.05``): every digit, at least two decimals."""
+    text = _n(d)
+    decimals = len(text.partition(".")[2])
+    return f"{d:.2f}" if decimals < 2 else text
 
 
 def _n(d: Decimal) -> str:
@@ -414,8 +425,9 @@ def capture_comment(db: Database, *, channel: str, thread_ts: str, user: str, te
     dispute's. Slack's retries of one message (same ``ts``) are kept once."""
     now = now or datetime.now(UTC)
     with db.transaction() as s:
+        # FOR UPDATE: a retry of the same message handled at the same moment waits, then sees it kept
         d = s.execute(select(Dispute).where(Dispute.channel == channel, Dispute.message_ts == thread_ts)
-                      ).scalars().first()
+                      .with_for_update()).scalars().first()
         if d is None or not text.strip():
             return None
         seen = s.execute(select(AuditLog.payload).where(AuditLog.subject_type == "dispute",
