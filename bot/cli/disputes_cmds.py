@@ -83,11 +83,25 @@ def open_cmd(  # noqa: PLR0913, PLR0917 - Typer maps parameters to options
     did = open_dispute(db, number=number, category=category, reason=reason, actor=actor, key=get_key(),
                        line_ids=line or None, amount=value, client_contact=contact, client_reference=client_ref,
                        owner=owner, legal_entity_id=legal_entity)
+    pack = _evidence_pack(did)
     v = get_dispute(db, did)
     if json_out:
-        emit_json(dispute_json(v))
+        emit_json({**dispute_json(v), "evidence_pack": pack})
     else:
         _say(v)
+        if pack:
+            out_console.print(f"evidence pack: {pack}", highlight=False)
+
+
+def _evidence_pack(dispute_id: int) -> str | None:
+    """The invoice's evidence pack, built now: a CLI in embedded mode has no worker that outlives it (in
+    distributed mode the ``dispute.opened`` reaction queued the ``dispute_evidence`` job)."""
+    from bot import jobs
+    from bot.tasks.disputes import dispute_evidence
+
+    if jobs.mode() == "distributed":
+        return None
+    return str(dispute_evidence(dispute_id=dispute_id)["path"])
 
 
 @disputes_app.command("list")

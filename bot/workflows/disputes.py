@@ -168,11 +168,15 @@ def _dispute(s: Session, dispute_id: int) -> Dispute:
     return d
 
 
+ACTION_TEXT = {"reject": "Rejecting a dispute", "record a withdrawal of": "Recording a dispute's withdrawal",
+               "propose a credit on": "Proposing a credit on a dispute"}
+
+
 def access_dispute(s: Session, actor: str, d: Dispute, action: str) -> User:
     """Who may act on a dispute: proposing a credit needs an opening role; rejecting and recording a
     withdrawal a finance manager; every action only while the dispute is open (one condition a line)."""
     roles = OPEN_ROLES if action == "propose a credit on" else RESOLVE_ROLES
-    user = access_user_with_role(s, actor, roles, f"a dispute ({action} it)")
+    user = access_user_with_role(s, actor, roles, ACTION_TEXT.get(action, action))
     if d.state == "proposed":
         raise Conflict(f"dispute #{d.id} has credit proposal #{d.credit_request_id} waiting for approval",
                        code="proposal_pending")

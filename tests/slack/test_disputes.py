@@ -67,9 +67,7 @@ def _thread(world: Any, d: Dispute) -> list[str]:
     return [str(c.get("text")) for c in world.api.calls_to("chat.postMessage") if c.get("thread_ts") == d.message_ts]
 
 
-def test_a_dispute_from_slash_command_to_an_approved_partial_credit(world: Any, tmp_path: Path,
-                                                                    monkeypatch: Any) -> None:
-    monkeypatch.setenv("BILLBOT_VAR_DIR", str(tmp_path / "var"))
+def test_a_dispute_from_slash_command_to_an_approved_partial_credit(world: Any) -> None:
     f.add_user(world.db, MANAGER2, ["finance_manager"], cached=True)
     inv = _invoice(world)
     line = inv.lines[0]
@@ -144,9 +142,7 @@ def test_a_dispute_from_slash_command_to_an_approved_partial_credit(world: Any, 
     assert held_invoices(world.db, today=due) == {}
 
 
-def test_reject_and_withdrawn_by_client_from_the_dispute_message(world: Any, tmp_path: Path,
-                                                                  monkeypatch: Any) -> None:
-    monkeypatch.setenv("BILLBOT_VAR_DIR", str(tmp_path / "var"))
+def test_reject_and_withdrawn_by_client_from_the_dispute_message(world: Any) -> None:
     inv = _invoice(world)
     world.as_user(f.OPERATOR).command(f"dispute {inv.number} rate agreed 0.50 per click")
     world.wait()
@@ -177,8 +173,7 @@ def test_reject_and_withdrawn_by_client_from_the_dispute_message(world: Any, tmp
         assert row is not None and (row.state, row.resolution) == ("withdrawn", "withdrawn by the client")
 
 
-def test_dispute_from_the_overflow_menu_of_an_invoice_message(world: Any, tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setenv("BILLBOT_VAR_DIR", str(tmp_path / "var"))
+def test_dispute_from_the_overflow_menu_of_an_invoice_message(world: Any) -> None:
     inv = _invoice(world)
     world.as_user(f.APPROVER).command(f"invoice {inv.number}")
     world.wait()

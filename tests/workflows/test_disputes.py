@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from bot.cli import app
 from bot.slack import disputes as slack_disputes
 from bot.workflows.digest import collect
 from bot.workflows.disputes import dispute_stats, open_dispute, reject_dispute, withdraw_dispute
+from bot.workflows.evidence import verify_evidence_pack
 from bot.workflows.invoices import get_invoice
 from storage.db import Database
 from storage.models import AuditLog, Dispute
@@ -47,6 +49,7 @@ def test_a_dispute_on_the_cli_from_opening_to_its_credited_outcome(db: Database)
              "--as", OPERATOR)
     assert r.exit_code == 0, r.output
     opened = json.loads(r.stdout)
+    assert opened["evidence_pack"] and verify_evidence_pack(Path(opened["evidence_pack"])) == []
     again = _run("disputes", "open", "INV-2026-000001", "--category", "other", "--reason", "x", "--as", OPERATOR)
     assert again.exit_code == 1 and f"already has open dispute #{opened['id']}" in again.output
     bad = _run("disputes", "open", "INV-2026-000001", "--category", "weather", "--reason", "x", "--as", OPERATOR)
@@ -102,7 +105,7 @@ def test_rejecting_and_withdrawing_need_a_finance_manager_and_happen_once(db: Da
     with pytest.raises(Invalid):
         reject_dispute(db, dispute_id=did, reason=" ", actor=MANAGER, key=key)
     r = _run("disputes", "reject", str(did), "--reason", "the IO says 0.60", "--as", OPERATOR)
-    assert r.exit_code == 1 and "needs the finance_manager role" in r.output
+    assert r.exit_code == 1 and "Rejecting a dispute needs the finance_manager role" in r.output
     reject_dispute(db, dispute_id=did, reason="the IO says 0.60", actor=MANAGER, key=key, now=T0 + timedelta(days=3))
     with pytest.raises(Conflict) as e:
         withdraw_dispute(db, dispute_id=did, actor=MANAGER2, key=key)
