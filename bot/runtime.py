@@ -83,8 +83,8 @@ def queue_dispatch(_sc: SlackContext, *, invoice_id: int, **_: Any) -> None:
 
 def queue_dispute_evidence(_sc: SlackContext, *, dispute_id: int, **_: Any) -> None:
     """``dispute.opened``: build the invoice's evidence pack (``dispute_evidence``) and upload it into the
-    dispute's thread, unless this process is a CLI in embedded mode (no worker outlives it; the summary
-    is in the thread already and ``billbot evidence NUMBER`` builds the pack)."""
+    dispute's thread, unless this process is a CLI in embedded mode (no worker outlives it: ``billbot
+    disputes open`` builds the pack itself)."""
     w = _wiring
     if w is not None and w.role == "cli" and jobs.mode() != "distributed":
         return
