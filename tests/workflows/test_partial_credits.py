@@ -134,9 +134,9 @@ def test_over_crediting_is_refused_in_the_workflow_naming_the_line(db: Database,
 
 def test_the_credit_notes_xml_passes_the_xsd_and_references_the_invoice(db: Database) -> None:
     search_and_display(db)
-    search = lines_of(db, "INV-2026-000001")["search"]
-    r = _run("credit-note", "INV-2026-000001", "--line", str(search.id), "--quantity", "20", "--reason", "invalid",
-             "--json")
+    lines = lines_of(db, "INV-2026-000001")
+    r = _run("credit-note", "INV-2026-000001", f"--line={lines['search'].id}", "--quantity=20",
+             "--line", str(lines["a"].id), "--amount", "33.33", "--reason", "invalid", "--json")
     assert r.exit_code == 0, r.output
     assert _run("credit-note", "approve", str(json.loads(r.stdout)["id"]), "--as", MANAGER).exit_code == 0
     with db.read() as s:
@@ -147,11 +147,11 @@ def test_the_credit_notes_xml_passes_the_xsd_and_references_the_invoice(db: Data
     assert root.xpath("//ram:TypeCode/text()", namespaces=NS)[0] == "381"
     assert root.xpath("//ram:InvoiceReferencedDocument/ram:IssuerAssignedID/text()", namespaces=NS) == [
         "INV-2026-000001"]
-    # EN 16931: a credit note states positive amounts — 20 clicks, 12.00
-    assert root.xpath("//ram:BilledQuantity/text()", namespaces=NS) == ["20"]
+    # EN 16931: a credit note states positive amounts — 20 clicks (12.00) and one lump sum of 33.33
+    assert root.xpath("//ram:BilledQuantity/text()", namespaces=NS) == ["20", "1"]
     assert root.xpath("//ram:SpecifiedTradeSettlementLineMonetarySummation/ram:LineTotalAmount/text()",
-                      namespaces=NS) == ["12.00"]
-    assert root.xpath("//ram:GrandTotalAmount/text()", namespaces=NS) == ["14.28"]
+                      namespaces=NS) == ["12.00", "33.33"]
+    assert root.xpath("//ram:GrandTotalAmount/text()", namespaces=NS) == ["53.94"]
 
 
 def test_a_partial_credit_in_a_foreign_currency_uses_the_invoices_locked_rate(db: Database, key: Any) -> None:
@@ -203,3 +203,24 @@ def test_the_credit_notes_pdf_shows_the_credited_quantities(db: Database, key: A
     assert "20" in row and "0.60" in row and "12.00" in row and "180.00" not in row
     assert "INV-2026-000001" in text and "20 invalid clicks" in text
     assert facturx.get_facturx_xml_from_pdf(path.read_bytes(), check_xsd=True)[1]
+
+
+def test_quantity_and_amount_options_pair_with_the_line_before_them() -> None:
+    from bot.cli.billing_cmds import pair_line_options, parse_line_asks
+
+    args = ["request", "INV-1", "--line", "3", "--quantity", "20", "--line=4", "--amount=12.00", "--line", "5",
+            "--reason", "x"]
+    paired = pair_line_options(args)
+    assert paired == ["request", "INV-1", "--line", "3:quantity=20", "--line=4:amount=12.00", "--line", "5",
+                      "--reason", "x"]
+    ids, asks = parse_line_asks(["3:quantity=20", "4:amount=12.00", "5"])
+    assert ids is None and asks == [CreditAsk(3, quantity=D(20)), CreditAsk(4, amount=D("12.00")), CreditAsk(5)]
+    assert parse_line_asks(["3", "4"]) == ([3, 4], None)
+    # an option before any --line stays as it is: the command refuses it, saying where it belongs
+    assert pair_line_options(["--quantity", "2", "--line", "3"]) == ["--quantity", "2", "--line", "3"]
+    with pytest.raises(Invalid) as e:
+        parse_line_asks(["x:quantity=2", "3:quantity=two"])
+    assert e.value.problems == ["--line x:quantity=2: give the invoice line id (a number)",
+                                "--quantity 'two' (line 3): not a number"]
+    r = _run("credit-note", "INV-1", "--quantity", "2", "--line", "3", "--reason", "x", "--as", OPERATOR)
+    assert r.exit_code == 2 and "each follow the --line they are for" in r.output
