@@ -17,6 +17,7 @@ from bot.workflows.disputes import comments
 from bot.workflows.dunning import held_invoices, run_dunning
 from bot.workflows.evidence import verify_evidence_pack
 from bot.workflows.invoices import get_invoice
+from bot.workflows.payments import invoice_payments
 from bot.workflows.preinvoices import create_preinvoices
 from storage.loader import load_scenario
 from storage.models import CreditNoteRequest, Dispute, Invoice
@@ -86,8 +87,9 @@ def test_a_dispute_from_slash_command_to_an_approved_partial_credit(world: Any) 
     assert d.reason == "20 clicks came from bots" and d.due_at is not None and d.channel == f.CHANNEL
     said = world.api.calls_to("response_url")[-1]["text"]
     assert f"Dispute #{d.id} opened on {inv.number}" in said
-    # dunning skips the disputed invoice while the dispute is open
+    # dunning skips the disputed invoice while the dispute is open; its payment state says so
     assert held_invoices(world.db, today=due) == {inv.id: "dispute"}
+    assert invoice_payments(world.db, today=due)[inv.id].payment_state == "disputed"
     assert run_dunning(world.db, today=due, actor="t", key=None, dry_run=True) == []
 
     summary = next(t for t in _thread(world, d) if "Evidence for dispute" in t)
@@ -140,6 +142,7 @@ def test_a_dispute_from_slash_command_to_an_approved_partial_credit(world: Any) 
     assert any("resolved by <@U08FINANCE>: credited 12.00 EUR after 0 day(s)" in t for t in _thread(world, d))
     # resolved: the invoice is dunned again
     assert held_invoices(world.db, today=due) == {}
+    assert invoice_payments(world.db, today=due)[inv.id].payment_state == "overdue"
 
 
 def test_reject_and_withdrawn_by_client_from_the_dispute_message(world: Any) -> None:
