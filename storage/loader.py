@@ -13,6 +13,7 @@ one place, whatever their origin.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from storage.models import (
     ExternalId,
     LegalEntity,
     Partner,
+    Setting,
     User,
     UserRole,
 )
@@ -263,8 +265,29 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _load_users(s, sc, res)
     _load_delivery(s, sc, res)
     _load_rates(s, sc, res)
+    _load_dispute_sla(s, sc, res)
     s.flush()
     return res
+
+
+DISPUTE_SLA_KEY = "disputes.sla"  # the scenario's dispute_sla as JSON in the kv table (issue 20)
+
+
+def _load_dispute_sla(s: Session, sc: Scenario, res: LoadResult) -> None:
+    """The file's ``dispute_sla`` replaces the stored one (a file without it leaves it alone)."""
+    if not sc.dispute_sla:
+        return
+    value = json.dumps({k: v.model_dump() for k, v in sc.dispute_sla.items()}, sort_keys=True,
+                       separators=(",", ":"))
+    row = s.get(Setting, DISPUTE_SLA_KEY)
+    if row is None:
+        s.add(Setting(key=DISPUTE_SLA_KEY, value=value))
+        res.count("dispute_sla", "inserted")
+    elif row.value != value:
+        row.value = value
+        res.count("dispute_sla", "updated")
+    else:
+        res.count("dispute_sla", "unchanged")
 
 
 def _load_external_ids(s: Session, sc: Scenario, res: LoadResult) -> None:

@@ -795,6 +795,54 @@ class CreditNoteRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decision_reason: Mapped[str | None] = mapped_column(Text)
     credit_note_id: Mapped[int | None] = mapped_column(Integer)
+    # partial credits (issue 20): [{line, quantity, amount}] (quantity/amount as strings, None: the rest of
+    # the line); None: whole lines (``line_ids``)
+    partial: Mapped[list[Any] | None] = mapped_column(JSON)
+    dispute_id: Mapped[int | None] = mapped_column(Integer)  # the dispute this credit was proposed for
+
+
+DISPUTE_CATEGORIES = ("tracking_disagreement", "invalid_traffic", "make_good_not_applied", "rate_disagreement",
+                      "duplicate_billing", "other")
+# open: waiting for the desk; proposed: a credit proposal waits for approval (both hold dunning)
+OPEN_DISPUTE_STATES = ("open", "proposed")
+DISPUTE_STATES = (*OPEN_DISPUTE_STATES, "credited", "rejected", "withdrawn")
+
+
+class Dispute(Base):
+    """A client's challenge of an invoice (issue 20): the disputed lines and amount, who owns it, its SLA
+    timers (data, like exceptions' — swept by :mod:`bot.workflows.disputes`) and how it ended
+    (``credited`` amount, ``days_open``). An open dispute keeps its invoice out of dunning."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (Index("ix_disputes_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    invoice_number: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    lines: Mapped[list[Any]] = mapped_column(JSON, default=list)  # disputed invoice line ids
+    amount: Mapped[Decimal] = mapped_column(Money())  # disputed net amount
+    currency: Mapped[str] = mapped_column(String(3))
+    client_contact: Mapped[str | None] = mapped_column(String(200))
+    client_reference: Mapped[str | None] = mapped_column(String(100))
+    owner: Mapped[str] = mapped_column(String(64))
+    opened_by: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolution: Mapped[str | None] = mapped_column(Text)  # the reason given to the client
+    credited: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))  # net credited (positive)
+    days_open: Mapped[int | None] = mapped_column(Integer)
+    credit_request_id: Mapped[int | None] = mapped_column(Integer)
+    remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    evidence_path: Mapped[str | None] = mapped_column(String(500))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
 # --------------------------------------------------------------------------- money in (issue 18)
 
 

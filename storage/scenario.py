@@ -310,6 +310,20 @@ class RateIn(_Model):
         return v
 
 
+class DisputeSlaIn(_Model):
+    """How long a dispute of one category may stay open (issue 20): ``hours`` to resolve it, the owner
+    reminded after ``remind_hours`` (default: half of ``hours``)."""
+
+    hours: float = Field(gt=0, le=24 * 365)
+    remind_hours: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _remind_first(self) -> DisputeSlaIn:
+        if self.remind_hours is not None and self.remind_hours > self.hours:
+            raise ValueError("remind_hours is after hours (the reminder comes before the deadline)")
+        return self
+
+
 class Scenario(_Model):
     legal_entities: list[LegalEntityIn] = Field(default_factory=list)
     partners: list[PartnerIn] = Field(default_factory=list)
@@ -318,6 +332,18 @@ class Scenario(_Model):
     users: list[UserIn] = Field(default_factory=list)
     delivery: list[DeliveryIn] = Field(default_factory=list)
     exchange_rates: list[RateIn] = Field(default_factory=list)
+    dispute_sla: dict[str, DisputeSlaIn] = Field(default_factory=dict)  # category → SLA (issue 20)
+
+    @field_validator("dispute_sla")
+    @classmethod
+    def _categories(cls, v: dict[str, DisputeSlaIn]) -> dict[str, DisputeSlaIn]:
+        from storage.models import DISPUTE_CATEGORIES
+
+        bad = [k for k in v if k not in DISPUTE_CATEGORIES]
+        if bad:
+            raise ValueError(f"unknown dispute categor{'y' if len(bad) == 1 else 'ies'} {', '.join(bad)} "
+                             f"(one of {', '.join(DISPUTE_CATEGORIES)})")
+        return v
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

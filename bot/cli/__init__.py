@@ -16,6 +16,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
     controls_cmds,
     core_cmds,
     cycle_cmds,
+    disputes_cmds,
     documents_cmds,
     exceptions_cmds,
     export_cmds,

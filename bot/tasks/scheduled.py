@@ -11,6 +11,7 @@ from bot import context, jobs
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.slack.digest import send_digest
+from bot.slack.disputes import sweep as dispute_sweep
 from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
 from bot.slack.sla import sweep
@@ -111,6 +112,7 @@ def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = No
     db, key = context.get_db(), context.get_key()
     result = plain(sweep(db, now=at, client=get_client(), key=key))
     result["posted"] = post_missing(SlackContext(get_client, context.get_db, context.get_key))
+    result["disputes"] = plain(dispute_sweep(db, now=at, client=get_client(), key=key))
     queued = unrendered_invoices(db, finalized_before=at - grace)
     for invoice_id in queued:
         jobs.submit("render_pdf", invoice_id=invoice_id)

@@ -21,6 +21,8 @@ Events used across billbot (payload keys in parentheses):
 - ``accounting.exported`` (batch_id) — an accounting export batch (its file goes to the managers' channel)
 - ``payment.exception`` (payment_id) — cash application left something for a person (issue 18)
 - ``payment.decided`` (payment_id) — a person allocated, wrote off or refunded
+- ``credit_note.requested`` / ``credit_note.decided`` (request_id)
+- ``dispute.opened`` / ``dispute.updated`` (dispute_id) — a dispute opened, proposed a credit, reopened or ended
 """
 
 from __future__ import annotations
