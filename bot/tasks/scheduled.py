@@ -17,6 +17,7 @@ from bot.slack.exceptions import post_missing
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
+from bot.workflows.dispatch import stalled_dispatches
 from bot.workflows.invoices import unrendered_invoices
 from bot.workflows.payments import import_inbox
 from bot.workflows.sync import run_sync
@@ -105,7 +106,8 @@ def dunning_proposal(*, today: str | None = None) -> Any:
 def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = None) -> Any:
     """Every minute: remind and escalate exceptions whose timers passed; post the exception messages
     still missing (opened where Slack was not reachable); queue the PDFs nobody queued (pending for
-    longer than ``render_grace_seconds``, default :data:`RENDER_GRACE`). Safe to run anywhere, any
+    longer than ``render_grace_seconds``, default :data:`RENDER_GRACE`) and the mails whose sending process
+    died (claimed longer than the dispatch lease ago). Safe to run anywhere, any
     number of times: a PDF queued twice is rendered once (the ``pdf:<id>`` lock, then "already done")."""
     at = _now(now)
     grace = RENDER_GRACE if render_grace_seconds is None else timedelta(seconds=render_grace_seconds)
@@ -117,6 +119,10 @@ def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = No
     for invoice_id in queued:
         jobs.submit("render_pdf", invoice_id=invoice_id)
     result["render_queued"] = queued
+    mails = stalled_dispatches(db, now=at)
+    for invoice_id in mails:
+        jobs.submit("dispatch", invoice_id=invoice_id)
+    result["dispatch_queued"] = mails
     return result
 
 
