@@ -87,7 +87,7 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.closed": (slack_exceptions.on_exception_changed,),
     "exception.decided": (slack_exceptions.on_exception_decided,),
     "exception.approvals_reset": (slack_exceptions.on_approvals_reset,),
-    "exception.invoiced": (invoice_pdfs.on_exception_invoiced,),
+    "exception.invoiced": (slack_exceptions.on_exception_changed, invoice_pdfs.on_exception_invoiced),
     "invoice.finalized": (queue_render,),
     "invoice.rendered": (invoice_pdfs.on_invoice_rendered, queue_dispatch),
     "invoice.dispatch_failed": (slack_dispatch.on_invoice_dispatch_failed,),
