@@ -280,7 +280,7 @@ def choice_labels(exc: BillingException) -> dict[str, str]:
         total = dec(ev.get("total"))
         total = exc.amount if total is None else total
         labels = {"approve": "Carry over", "reject": f"Write off {money_sign(total, exc.currency)}",
-                  "force": f"Invoice now ({money_sign(total, exc.currency)})"}
+                  "force": "Invoice now"}
     elif exc.kind == "manual_change":
         labels = {"approve": "Accept the change", "reject": "Hold for correction"}
     else:
