@@ -130,13 +130,13 @@ def qty_text(d: Decimal | None) -> str:
 def cause_text(cause: str | None) -> str:
     if not cause:
         return "—"
-    return CAUSE_TEXT.get(cause, cause.replace("_", " "))
+    return CAUSE_TEXT.get(cause) or esc(cause.replace("_", " "))
 
 
 def rule_text(rule: str | None) -> str:
     if not rule:
         return "—"
-    return RULE_TEXT.get(rule, rule.replace("_", " "))
+    return RULE_TEXT.get(rule) or esc(rule.replace("_", " "))
 
 
 def _pct_of(diff: Decimal | None, base: Decimal | None) -> Decimal | None:

@@ -24,6 +24,7 @@ from bot.blocks.common import cap_blocks, clip, esc, money_text, pct_text, perio
 from bot.blocks.exceptions import (
     BUTTON_TEXT,
     KIND_TITLE,
+    RULE_TEXT,
     amount_fields,
     cause_text,
     choice_labels,
@@ -163,6 +164,7 @@ def _finding_block(i: int, f: dict[str, Any], exc: BillingException) -> list[Blo
 def table_text(header: list[str], rows: list[list[str]], *, limit: int = 2900) -> str:
     """A monospace table in a code block: aligned columns, whole rows only, the fence always closed
     (rows that do not fit are counted: ``… and N more rows``)."""
+    rows = [[esc(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
@@ -196,7 +198,8 @@ def findings_table(exc: BillingException) -> str | None:
         measured = figs.get("delivered", figs.get("first_party", figs.get("current_per_day", figs.get("le_amount"))))
         expected = figs.get("expected", figs.get("third_party", figs.get("prior_per_day", figs.get("le_prior_amount"))))
         pct = figs.get("difference_pct", figs.get("change_pct", figs.get("le_change_pct")))
-        rows.append([clip(str(f.get("item") or f.get("item_id") or ""), 28), rule_text(f.get("rule")),
+        rule = str(f.get("rule") or "")
+        rows.append([clip(str(f.get("item") or f.get("item_id") or ""), 28), RULE_TEXT.get(rule, rule),
                      qty_text(dec(measured)), qty_text(dec(expected)), pct_text(dec(pct)),
                      money_text(dec(f.get("amount_at_stake")), exc.currency)])
     return table_text(["item", "rule", "measured", "expected", "diff", "at stake"], rows)
