@@ -119,9 +119,11 @@ def tolerance_text(v: Any) -> str:
 
 
 def qty_text(d: Decimal | None) -> str:
-    """``1,250`` or ``1,250.5`` — a count as people write it."""
+    """``1,250``, ``1,250.5``, ``−3,960`` — a count as people write it."""
     if d is None:
         return "—"
+    if d < 0:
+        return "−" + qty_text(-d)
     if d == d.to_integral_value():
         return f"{d.to_integral_value():,}"
     return f"{d.quantize(Decimal('0.01')):,}".rstrip("0").rstrip(".")
@@ -202,6 +204,11 @@ def days_text(exc: BillingException, ev: dict[str, Any] | None = None) -> str | 
     return day_ranges(days, period=period)
 
 
+def days_label(f: dict[str, Any]) -> str:
+    """What the evidence's days are: for a tracking gap the days without data, else the days compared."""
+    return "Days without ad-server data" if f.get("cause") == "tracking_gap" else "Days"
+
+
 def finding_text(exc: BillingException) -> str:
     """The message's lead: the finding in words and figures, then rule, days and cause."""
     ev = exc.evidence or {}
@@ -241,7 +248,7 @@ def finding_text(exc: BillingException) -> str:
         facts.append(f"*Rule:* {rule_text(ev.get('rule'))}" + (f" ({clip(esc(item), 80)})" if item else ""))
     days = days_text(exc, ev)
     if days:
-        facts.append(f"*Days:* {days}")
+        facts.append(f"*{days_label(ev)}:* {days}")
     facts.append(f"*Cause:* {cause_text(ev.get('cause') or exc.cause)}")
     lines.append(" · ".join(facts))
     more = len(ev.get("findings") or []) - 1

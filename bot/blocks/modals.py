@@ -28,6 +28,7 @@ from bot.blocks.exceptions import (
     amount_fields,
     cause_text,
     choice_labels,
+    days_label,
     days_text,
     dec,
     evidence_line,
@@ -94,7 +95,7 @@ MONEY_FIGURES = {"amount": "currency", "prior_amount": "currency", "le_amount": 
                  "le_amount_at_prior_rate": "legal_entity_currency", "le_prior_amount": "legal_entity_currency"}
 FIGURE_LABELS = {
     "delivered": "Delivered", "expected": "Booked for the period", "booked_quantity": "Booked, whole flight",
-    "booked": "Booked", "difference": "Difference", "difference_pct": "Difference",
+    "booked": "Booked", "difference": "Difference", "difference_pct": "Difference in %",
     "running_days": "Days running in the period", "item_days": "Days in the flight",
     "days_with_data": "Days with ad-server data", "missing_days": "Days without ad-server data",
     "first_party": "Ad server (first party)", "third_party": "Third party",
@@ -127,8 +128,11 @@ def figure_text(name: str, value: Any, figs: dict[str, Any], currency: str) -> s
 
 def finding_fields(f: dict[str, Any], currency: str) -> list[MarkdownTextObject]:
     figs = f.get("figures") if isinstance(f.get("figures"), dict) else {}
-    out = [_kv(FIGURE_LABELS.get(k, esc(k).replace("_", " ").capitalize()), figure_text(k, v, figs, currency))
-           for k, v in figs.items() if k not in SKIP_FIGURES]
+    order = {k: i for i, k in enumerate(FIGURE_LABELS)}
+    keys = sorted((k for k, v in figs.items() if k not in SKIP_FIGURES and v not in (None, "")),
+                  key=lambda k: (order.get(k, len(order)), k))
+    out = [_kv(FIGURE_LABELS.get(k, esc(k).replace("_", " ").capitalize()), figure_text(k, figs[k], figs, currency))
+           for k in keys]
     if figs.get("prior_period_start") and figs.get("prior_period_end"):
         try:
             out.append(_kv("Prior period", span_text(date.fromisoformat(str(figs["prior_period_start"])),
@@ -151,7 +155,7 @@ def _finding_block(i: int, f: dict[str, Any], exc: BillingException) -> list[Blo
         lines.append(f"Tolerance: {tolerance_text(tol)}" + (f" ({src})" if src else ""))
     days = days_text(exc, f)
     if days:
-        lines.append(f"Days: {days}")
+        lines.append(f"{days_label(f)}: {days}")
     if f.get("amount_at_stake") is not None:
         lines.append(f"Money at stake: {money_text(dec(f.get('amount_at_stake')), exc.currency)}")
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=clip("\n".join(lines), 3000)))]

@@ -178,7 +178,7 @@ def test_the_details_modal_has_a_readable_table_and_downloads_the_full_evidence(
     view = world.api.wait_for("views.open")[0]["view"]  # the fake validated it like Slack
     text = _text(view["blocks"])
     assert "*Delivered*\\n50 clicks" in text and "*Booked for the period*\\n62 clicks" in text
-    assert "*Difference*\\n−19 %" in text and "Days: 1–28 Feb, all days" in text
+    assert "*Difference in %*\\n−19 %" in text and "Days: 1–28 Feb, all days" in text
     assert "50 clicks counted by the ad server vs 58 by the third party, −16 %" in text
     assert "*All findings*" in text and text.count("```") % 2 == 0  # the table's fence is closed
     assert not re.search(r"\b[a-z]+_[a-z_]+\b", text.replace("decision_reason", "").replace(
