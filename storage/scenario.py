@@ -183,6 +183,7 @@ class AdvertiserIn(_Model):
     postcode: str | None = None
     city: str | None = None
     customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
+    account_owner: str | None = None  # Slack user id of the account owner: told about items held for correction
     email: str | None = None
     tolerance: Amount | None = None
     # e-mail dispatch (issue 19): invoices go to ``invoice_emails`` (else ``email``), copied to ``invoice_cc``;

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
 from billing.signatures import content_hash
-from bot.workflows import audit, billing_run, preinvoices
+from bot.workflows import audit, billing_run, held, preinvoices
 from bot.workflows.effects import notify
 from bot.workflows.users import ProfileLookup, display_name, ensure_user, users_with_role
 from storage.db import Database
@@ -269,6 +269,7 @@ def _apply(
                 preinvoices.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         elif decision == "reject":
             preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            held.start_hold_timers(s, exc, now=now)
         else:
             preinvoices.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         return ()
@@ -281,6 +282,7 @@ def _apply(
             return ()
         if decision == "reject":
             preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            held.start_hold_timers(s, exc, now=now)
             return ()
         raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
     if exc.kind == "below_threshold":

@@ -255,3 +255,78 @@ def test_the_pre_invoices_editor_is_refused_on_the_cli_as_in_slack(world):
     assert f.exception_row(world.db, eid).state == "pending" and decisions(world, eid) == []
     [refusal] = audit_actions(world, "decision.refused")
     assert json.loads(refusal.payload)["code"] == "own_work"
+
+
+# --------------------------------------------------------------------------- held for correction
+
+
+def _dms(world: Any, user: str) -> list[str]:
+    return [c["text"] for c in world.api.calls_to("chat.postMessage") if c["channel"] == "D" + user[1:]]
+
+
+def test_a_held_item_has_an_owner_who_is_told_and_reminded_once_per_the_sla(world):
+    from datetime import UTC, datetime, timedelta
+
+    from bot.slack.client import get_client
+    from bot.slack.sla import sweep
+    from storage.settings import get_settings
+
+    _pid, eid = _variance(world)  # started by the operator: the owner, as no account owner is set
+    click(world, f.APPROVER, eid, "reject")
+    submit_reason(world, f.APPROVER, "Tracker gap on Feb 3-4; ops to re-import")
+    [told] = _dms(world, f.OPERATOR)
+    assert "3,000.00 EUR for Autohaus Elbe KG is held for correction" in told
+    assert f"by <@{f.APPROVER}>" in told and "Tracker gap on Feb 3-4" in told and "I will remind you" in told
+    row = f.exception_row(world.db, eid)
+    half = timedelta(hours=get_settings().sla_hours / 2)
+    assert row.reminded_at is None and abs(row.remind_at - (row.decided_at + half)) < timedelta(seconds=1)
+    # before the reminder time nothing; after it one reminder, once, whatever the number of sweeps
+    client = get_client()
+    assert sweep(world.db, client=client, key=world.key, now=row.decided_at + half / 2).held_reminded == []
+    later = datetime.now(UTC) + half + timedelta(minutes=1)
+    assert sweep(world.db, client=client, key=world.key, now=later).held_reminded == [eid]
+    assert sweep(world.db, client=client, key=world.key, now=later + timedelta(hours=1)).held_reminded == []
+    told, reminded = _dms(world, f.OPERATOR)
+    assert reminded.startswith(":hourglass_flowing_sand: Still held for correction: 3,000.00 EUR for Autohaus Elbe KG")
+    [entry] = audit_actions(world, "exception.held_reminded")
+    assert entry.subject_id == str(eid)
+
+
+def test_the_advertisers_account_owner_owns_held_items(world):
+    from storage.models import Advertiser
+
+    f.add_user(world.db, "U06OWNER", ["operator"])
+    with world.db.transaction() as s:
+        s.get(Advertiser, f.ADV).account_owner = "U06OWNER"
+    _pid, eid = _variance(world)
+    click(world, f.APPROVER, eid, "reject")
+    submit_reason(world, f.APPROVER, "Wrong rate on the order")
+    assert len(_dms(world, "U06OWNER")) == 1 and _dms(world, f.OPERATOR) == []
+
+
+def test_the_digest_section_lists_held_items_with_amounts_and_owners_within_slacks_limits(world):
+    from dataclasses import replace
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from bot.blocks.held import HELD_SHOWN, held_section
+    from bot.sandbox.blockkit import validate_blocks
+    from bot.workflows.held import held_items
+
+    _pid, eid = _variance(world)
+    click(world, f.APPROVER, eid, "reject")
+    submit_reason(world, f.APPROVER, "Wrong rate on the order")
+    with world.db.read() as s:
+        [it] = held_items(s)
+    assert (it.exception_id, it.amount, it.currency, it.owner) == (eid, Decimal("3000.00"), "EUR", f.OPERATOR)
+    [block] = [b.to_dict() for b in held_section([it])]
+    assert block["text"]["text"].startswith("*Held for correction* — 1 item, 3,000.00 EUR\n• #")
+    assert f"owner <@{f.OPERATOR}>" in block["text"]["text"]
+    # at scale: the top items, whole lines, "and N more", totals over all of them
+    many = [replace(it, exception_id=i, advertiser="A very long advertiser name " * 3, amount=Decimal(i),
+                    held_at=datetime.now(UTC)) for i in range(1, 140)]
+    blocks = [b.to_dict() for b in held_section(many[:HELD_SHOWN], total_count=139,
+                                                totals={"EUR": Decimal(9730), "USD": Decimal(12)})]
+    assert validate_blocks(blocks) == []
+    assert "139 items, 9,730.00 EUR, 12.00 USD" in blocks[0]["text"]["text"]
+    assert blocks[-1]["elements"][0]["text"].startswith(f"… and {139 - HELD_SHOWN} more held")
