@@ -147,9 +147,14 @@ def _pct_of(diff: Decimal | None, base: Decimal | None) -> Decimal | None:
     return diff * 100 / base
 
 
+def figures_of(f: dict[str, Any]) -> dict[str, Any]:
+    figs = f.get("figures")
+    return figs if isinstance(figs, dict) else {}
+
+
 def finding_headline(ev: dict[str, Any], currency: str) -> str | None:
     """The finding in words and figures: ``50 clicks delivered vs 62 booked, −19 %``."""
-    figs = ev.get("figures") if isinstance(ev.get("figures"), dict) else {}
+    figs = figures_of(ev)
     metric = str(figs.get("metric") or "units")
     rule = ev.get("rule")
     if "le_amount" in figs:  # an exchange-rate swing

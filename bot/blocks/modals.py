@@ -32,6 +32,7 @@ from bot.blocks.exceptions import (
     days_text,
     dec,
     evidence_line,
+    figures_of,
     finding_headline,
     finding_text,
     qty_text,
@@ -127,7 +128,7 @@ def figure_text(name: str, value: Any, figs: dict[str, Any], currency: str) -> s
 
 
 def finding_fields(f: dict[str, Any], currency: str) -> list[MarkdownTextObject]:
-    figs = f.get("figures") if isinstance(f.get("figures"), dict) else {}
+    figs = figures_of(f)
     order = {k: i for i, k in enumerate(FIGURE_LABELS)}
     keys = sorted((k for k, v in figs.items() if k not in SKIP_FIGURES and v not in (None, "")),
                   key=lambda k: (order.get(k, len(order)), k))
@@ -198,7 +199,7 @@ def findings_table(exc: BillingException) -> str | None:
         return None
     rows = []
     for f in findings:
-        figs = f.get("figures") if isinstance(f.get("figures"), dict) else {}
+        figs = figures_of(f)
         measured = figs.get("delivered", figs.get("first_party", figs.get("current_per_day", figs.get("le_amount"))))
         expected = figs.get("expected", figs.get("third_party", figs.get("prior_per_day", figs.get("le_prior_amount"))))
         pct = figs.get("difference_pct", figs.get("change_pct", figs.get("le_change_pct")))

@@ -55,7 +55,7 @@ def invoiced_in(s: Session, exc: BillingException) -> list[str]:
         pids = [int(i) for i in (exc.evidence or {}).get("preinvoice_ids") or [] if str(i).isdigit()]
         if pids:
             ids |= {int(i) for i in s.scalars(select(PreInvoice.invoice_id).where(
-                PreInvoice.id.in_(pids), PreInvoice.invoice_id.is_not(None)))}
+                PreInvoice.id.in_(pids), PreInvoice.invoice_id.is_not(None))) if i is not None}
     if not ids:
         return []
     return list(s.scalars(select(Invoice.number).where(Invoice.id.in_(ids)).order_by(Invoice.id)))

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from bot.workflows.audit import record
@@ -67,7 +67,7 @@ def start_hold_timers(s: Session, exc: BillingException, *, now: datetime) -> st
     return owner
 
 
-def _held_query():  # type: ignore[no-untyped-def]
+def _held_query() -> Select[BillingException, PreInvoice, Advertiser]:
     return (select(BillingException, PreInvoice, Advertiser)
             .join(PreInvoice, PreInvoice.id == BillingException.preinvoice_id)
             .join(Advertiser, Advertiser.id == BillingException.advertiser_id)
@@ -92,7 +92,10 @@ def held_items(s: Session, *, limit: int | None = None) -> list[HeldItem]:
 def held_item(db: Database, exception_id: int) -> HeldItem | None:
     with db.read() as s:
         row = s.execute(_held_query().where(BillingException.id == exception_id)).first()
-        return _item(*row) if row is not None else None
+        if row is None:
+            return None
+        exc, pi, adv = row
+        return _item(exc, pi, adv)
 
 
 def due_reminders(db: Database, now: datetime) -> list[int]:
