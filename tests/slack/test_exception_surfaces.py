@@ -252,6 +252,7 @@ def test_the_pre_invoices_editor_is_refused_on_the_cli_as_in_slack(world):
     r = _cli("exceptions", "approve", str(eid), "--as", f.MANAGER)
     assert r.exit_code != 0
     assert "You edited this pre-invoice, so someone else must decide it" in r.output
+    assert f"@{f.APPROVER}, @{f.APPROVER2}." in r.output and "<@" not in r.output  # who can, as terminal text
     assert f.exception_row(world.db, eid).state == "pending" and decisions(world, eid) == []
     [refusal] = audit_actions(world, "decision.refused")
     assert json.loads(refusal.payload)["code"] == "own_work"
