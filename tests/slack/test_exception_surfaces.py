@@ -117,6 +117,11 @@ def test_reject_opens_the_reason_modal_directly(world):
     view = opened["view"]
     assert view["title"]["text"] == "Hold for correction" and view["callback_id"] == "decision_reason"
     assert "2,100 units delivered vs 3,000 booked, −30 %" in _text(view["blocks"])
+    before = len(world.api.calls_to("chat.update"))
+    submit_reason(world, f.APPROVER, "Tracker gap on Feb 3-4")
+    updates = world.api.calls_to("chat.update")[before:]
+    assert f"Working… *Hold for correction* by <@{f.APPROVER}>" in _text(updates[0]["blocks"])
+    assert "*Rejected* by" in _text(updates[-1]["blocks"]) and "— held for correction" in _text(updates[-1]["blocks"])
 
 
 def test_refusals_name_who_can_decide_leaving_out_who_may_not(world):
