@@ -3,10 +3,11 @@
 | kind              | approve                         | reject               | force                             |
 |-------------------|---------------------------------|----------------------|-----------------------------------|
 | ``variance``      | bill the computed amount        | hold the pre-invoice | bill the booked amount (override) |
-| ``below_threshold`` | accept the skip (items carry) | withdraw the items   | invoice now, below the threshold  |
+| ``below_threshold`` | accept the skip (items carry) | write the items off | invoice now, below the threshold  |
 
-Reject and Force need a reason; Force needs ``finance_manager``; nobody decides on work they started
-or edited; above the two-approver amount two different approvers must approve. Every decision is
+Reject and Force need a reason; Force and a below-threshold write-off (money leaving) need
+``finance_manager``; a refusal names who can decide instead; nobody decides on work they started
+or edited; a variance held for correction gets an owner (:mod:`bot.workflows.held`); above the two-approver amount two different approvers must approve. Every decision is
 one atomic conditional UPDATE (see :func:`decide`), writes a :class:`~storage.models.Decision` row
 and a signed audit record, and queues ``exception.decided`` for after commit.
 """
