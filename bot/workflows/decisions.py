@@ -7,9 +7,10 @@
 
 Reject and Force need a reason; Force and a below-threshold write-off (money leaving) need
 ``finance_manager``; a refusal names who can decide instead; nobody decides on work they started
-or edited; a variance held for correction gets an owner (:mod:`bot.workflows.held`); above the two-approver amount two different approvers must approve. Every decision is
-one atomic conditional UPDATE (see :func:`decide`), writes a :class:`~storage.models.Decision` row
-and a signed audit record, and queues ``exception.decided`` for after commit.
+or edited; a variance held for correction gets an owner (:mod:`bot.workflows.held`); above the
+two-approver amount two different approvers must approve. Every decision is one atomic
+conditional UPDATE (see :func:`decide`), writes a :class:`~storage.models.Decision` row and a
+signed audit record, and queues ``exception.decided`` for after commit.
 """
 
 from __future__ import annotations
