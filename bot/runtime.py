@@ -42,6 +42,7 @@ from bot.slack import change_sets as slack_change_sets
 from bot.slack import dispatch as slack_dispatch
 from bot.slack import disputes as slack_disputes
 from bot.slack import exceptions as slack_exceptions
+from bot.slack import held as slack_held
 from bot.slack import invoice_pdfs
 from bot.slack import payments as slack_payments
 from bot.slack.client import get_client
@@ -98,7 +99,8 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.closed": (slack_exceptions.on_exception_changed,),
     "exception.decided": (slack_exceptions.on_exception_decided,),
     "exception.approvals_reset": (slack_exceptions.on_approvals_reset,),
-    "exception.invoiced": (invoice_pdfs.on_exception_invoiced,),
+    "exception.held": (slack_held.on_exception_held,),
+    "exception.invoiced": (slack_exceptions.on_exception_changed, invoice_pdfs.on_exception_invoiced),
     "invoice.finalized": (queue_render,),
     "invoice.rendered": (invoice_pdfs.on_invoice_rendered, queue_dispatch),
     "invoice.dispatch_failed": (slack_dispatch.on_invoice_dispatch_failed,),

@@ -241,6 +241,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "country": a.country, "vat_id": a.vat_id, "billing_threshold": a.billing_threshold,
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
+         "account_owner": a.account_owner,
          "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
          "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date,
          "partner_id": a.partner}

@@ -122,6 +122,7 @@ class Advertiser(Base):
     postcode: Mapped[str | None] = mapped_column(String(16))
     city: Mapped[str | None] = mapped_column(String(100))
     customer_number: Mapped[str | None] = mapped_column(String(64))  # the number the advertiser knows us by
+    account_owner: Mapped[str | None] = mapped_column(String(32))  # Slack id: owns items held for correction
     # e-mail dispatch (issue 19): where invoices are mailed, and whether at all (``none``: the client
     # downloads them from a portal)
     invoice_emails: Mapped[list[Any]] = mapped_column(JSON, default=list)

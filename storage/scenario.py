@@ -197,6 +197,8 @@ class AdvertiserIn(_Model):
     postcode: str | None = None
     city: str | None = None
     customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
+    # Slack user id of the account owner: told about items held for correction, and reminded
+    account_owner: Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,20}$")] | None = None
     email: str | None = None
     tolerance: Amount | None = None
     # e-mail dispatch (issue 19): invoices go to ``invoice_emails`` (else ``email``), copied to ``invoice_cc``;

@@ -907,6 +907,7 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
             p.invoice_id = inv.id
             p.updated_at = ctx.now
             notify(s, "preinvoice.changed", preinvoice_id=p.id)
+        _note_decided_invoiced(s, step.batch.preinvoices, inv.id, ctx)
         adv = step.batch.advertiser
         if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
 
@@ -916,6 +917,19 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
                 close_exception(s, old.id, reason=f"invoiced in {inv.number}", actor=ctx.actor,
                                 signing_key=ctx.key, now=ctx.now)
     audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)
+
+
+def _note_decided_invoiced(s: Session, group: Sequence[PreInvoice], invoice_id: int, ctx: Context) -> None:
+    """``exception.invoiced`` for each decided (approved / forced) exception on the invoice's
+    pre-invoices: its message and thread name the invoice (and get its PDF). Only pre-invoices with
+    decisions on record are looked up."""
+    pids = [p.id for p in group if ctx.decided is None or p.id in ctx.decided]
+    if not pids:
+        return
+    for eid in s.scalars(select(BillingException.id).where(BillingException.preinvoice_id.in_(pids),
+                                                         BillingException.state.in_(("approved", "forced")))
+                         .order_by(BillingException.id)):
+        notify(s, "exception.invoiced", exception_id=int(eid), invoice_ids=[invoice_id])
 
 
 def store_invoice(s: Session, draft: InvoiceDraft, *, le: LegalEntity, advertiser_id: str, series: str,
