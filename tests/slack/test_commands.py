@@ -67,6 +67,7 @@ def test_sync_posts_a_progress_message_and_finishes_with_the_job_log(world, monk
 
     spy_module(monkeypatch, "bot.workflows.sync", run_sync=run_sync)
     monkeypatch.setattr("bot.slack.progress.UPDATE_EVERY_S", 0.0)
+    monkeypatch.setenv("BILLBOT_SOURCE_TRACKER_KIND", "hasoffers")  # /billing sync names only known sources
     r = world.as_user(f.OPERATOR).command("sync partial tracker")
     world.wait()
     assert r.status == 200

@@ -8,6 +8,7 @@ keeps that message updated. Unknown input gets the help text, never an error pag
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -19,14 +20,15 @@ from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, Sec
 from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
-from billing.periods import parse_period
+from billing.periods import Period, parse_period
 from bot.blocks.common import esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import KIND_TITLE
-from bot.blocks.help import help_blocks, help_text
+from bot.blocks.help import COMMANDS, help_blocks, help_text
 from bot.blocks.progress import progress_fallback, run_progress
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import SlashCommand
+from bot.slack.replies import error_text
 from bot.workflows.schedules import add_schedule, list_schedules, remove_schedule
 from storage.models import (
     OPEN_EXCEPTION_STATES,
@@ -38,6 +40,8 @@ from storage.models import (
     SourceState,
     User,
 )
+from storage.queries import resolve_advertisers
+from storage.sources.base import configured_sources
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +83,55 @@ def _start_job(deps: Deps, client: WebClient, cmd: SlashCommand, title: str, **j
                     title=title, **job)
 
 
+class UsageError(Invalid):
+    """Bad ``/billing`` arguments: answered ephemerally with the subcommand's usage line."""
+
+    def __init__(self, sub: str, problem: str) -> None:
+        super().__init__(problem, code="usage")
+        self.sub = sub
+
+
+def usage_line(sub: str) -> str:
+    """``Usage: /billing run [period] [advertiser…]`` for one subcommand (the help text's wording)."""
+    forms = [c for c, _ in COMMANDS if c.split()[0] == sub]
+    example = USAGE_EXAMPLES.get(sub)
+    return ("Usage: " + " or ".join(f"`/billing {c}`" for c in forms or [sub])
+            + (f", e.g. `{example}`" if example else ""))
+
+
+USAGE_EXAMPLES = {"run": "/billing run 2026-10", "sync": "/billing sync partial tracker",
+                  "preinvoices": "/billing preinvoices 2026-10", "invoice": "/billing invoice INV-2026-000123"}
+_PERIODISH = re.compile(r"^\d|^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?$|^q[1-4]$|^w\d",
+                        re.IGNORECASE)
+
+
+def _period_arg(sub: str, word: str) -> Period:
+    """The period typed, or a usage error naming what is wrong with it (``2026-13``, ``October``)."""
+    try:
+        return parse_period(word)
+    except Invalid as e:
+        hint = " (write the month as 2026-10)" if word[:1].isalpha() else ""
+        raise UsageError(sub, f"{e.message}{hint}") from None
+
+
+def _known_sources(deps: Deps) -> list[str]:
+    with deps.db().read() as s:
+        stored = set(s.execute(select(SourceState.source)).scalars())
+    return sorted(stored | set(configured_sources()))
+
+
 def cmd_sync(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     _require_operator(deps, cmd.user_id)
     mode = "standard"
     if args and args[0].lower() in SYNC_MODES:
         mode = args.pop(0).lower()
-    sources = args
+    known = _known_sources(deps)
+    sources = args or known
     if not sources:
-        with deps.db().read() as s:
-            sources = list(s.execute(select(SourceState.source).order_by(SourceState.source)).scalars())
-    if not sources:
-        raise Invalid("sync: name the source, e.g. `/billing sync partial tracker`")
+        raise UsageError("sync", "sync: name the source; none is configured or has synced yet")
+    unknown = [x for x in sources if x not in known]
+    if unknown:
+        raise UsageError("sync", f"unknown source(s): {', '.join(unknown)} (known: {', '.join(known) or 'none'})")
     for source in sources:
         _start_job(deps, client, cmd, f"{mode.capitalize()} sync of {source}", kind="sync", source=source, mode=mode)
 
@@ -98,15 +140,37 @@ def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], r
     _require_operator(deps, cmd.user_id)
     today = deps.today(datetime.now(UTC))
     period = previous_month(today)
+    if args and (_is_period(args[0]) or (_PERIODISH.match(args[0]) and not _is_advertiser(deps, args[0]))):
+        # the first word is the period when it is one, or looks like one and names no advertiser
+        # (``2026-13``, ``October``: refused with the usage line, never billed as an advertiser)
+        period = _period_arg("run", args[0]).label or args[0]
+        args = args[1:]
     if args:
-        try:
-            period = parse_period(args[0]).label or args[0]
-            args = args[1:]
-        except Invalid:
-            pass  # the first word is an advertiser
+        with deps.db().read() as s:
+            try:
+                resolve_advertisers(s, args)
+            except NotFound as e:
+                raise UsageError("run", e.message) from None
     title = f"Billing run {period}" + (f" for {', '.join(args)}" if args else "")
     _start_job(deps, client, cmd, title, kind="run", period=period, advertisers=args or None,
                today=today.isoformat())
+
+
+def _is_period(word: str) -> bool:
+    try:
+        parse_period(word)
+    except Invalid:
+        return False
+    return True
+
+
+def _is_advertiser(deps: Deps, word: str) -> bool:
+    with deps.db().read() as s:
+        try:
+            resolve_advertisers(s, [word])
+        except NotFound:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- reads
@@ -116,7 +180,7 @@ def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list
     q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
     label = "all periods"
     if args:
-        p = parse_period(args[0])
+        p = _period_arg("preinvoices", args[0])
         q = q.where(PreInvoice.period_start >= p.start, PreInvoice.period_end <= p.end)
         label = p.label or args[0]
     with deps.db().read() as s:
@@ -235,7 +299,10 @@ def on_billing(ack: Ack, command: dict[str, Any], client: WebClient, context: Bo
         return
     ack()
     with after_ack(command, client):
-        handler(deps_of(context), client, cmd, words[1:], respond)
+        try:
+            handler(deps_of(context), client, cmd, words[1:], respond)
+        except UsageError as e:  # bad arguments: only the person who typed them sees the answer
+            respond(text=f"{error_text(e)}\n{usage_line(e.sub)}", response_type="ephemeral", replace_original=False)
 
 
 def register(app: App) -> None:
