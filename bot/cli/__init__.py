@@ -20,6 +20,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
     exceptions_cmds,
     export_cmds,
     payments_cmds,
+    runs_cmds,
     schedule_cmds,
     serve_cmds,
     slack_cmds,

@@ -236,6 +236,8 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
     as_user: AsUser = None,
     issue_date: Annotated[str | None, typer.Option(
         "--issue-date", help="Date the invoices YYYY-MM-DD (not after today) instead of the terms' rule.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the whole job log (else: to a file).")]
+    = False,
 ) -> None:
     """Run billing: approved pre-invoices → numbered invoices, per advertiser, legal entity and currency.
     Invoices are dated by the legal entity's (or advertiser's) rule — the run day, the service period's
@@ -258,8 +260,13 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
         emit_json({"run": r.run_id, "period": r.period, "dry_run": r.dry_run, "created": r.created,
                    "skipped": r.skipped, "held": r.held, "log": r.log})
         return
-    for line in r.log:
-        out_console.print(line, highlight=False)
+    if r.dry_run or verbose:
+        for line in r.log:
+            out_console.print(line, highlight=False)
+    else:
+        from bot.cli.runs_cmds import print_run_summary
+
+        print_run_summary(r.run_id, r.log, name=f"run-{r.period}", verbose=False)
     head = "dry run: " if r.dry_run else f"run {r.run_id}: "
     out_console.print(f"{head}{len(r.created)} created, {len(r.skipped)} skipped, {len(r.held)} held",
                       highlight=False)

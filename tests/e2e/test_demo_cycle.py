@@ -34,7 +34,7 @@ def test_cycle_bills_the_demo_and_leaves_decisions_waiting(db: Database) -> None
     assert (Path(os.environ["BILLBOT_VAR_DIR"]) / "demo" / "manifest.json").is_file()
 
     env_before = {k: v for k, v in os.environ.items() if k.startswith("BILLBOT_SOURCE_")}
-    res = runner.invoke(app, ["cycle", "--period", "2026-10"])
+    res = runner.invoke(app, ["cycle", "--period", "2026-10", "--verbose"])  # the job log printed, not to a file
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     steps = ["Demo tracker (HasOffers Network API v3) on http://127.0.0.1:", "Partial sync #1 of tracker (",

@@ -16,14 +16,15 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import Block, MarkdownTextObject, SectionBlock
 from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
 from billing.periods import Period, parse_period
-from bot.blocks.common import esc, money_text, period_text, slack_date
+from bot.blocks.common import clip, esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import KIND_TITLE
 from bot.blocks.help import COMMANDS, help_blocks, help_text
+from bot.blocks.lists import LIST_MORE_ACTION_ID, PAGE_SIZE, paged_list, parse_more_value
 from bot.blocks.progress import progress_fallback, run_progress
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 OPERATOR_ROLES = frozenset({"operator", "admin"})
 SYNC_MODES = ("standard", "partial")
-LIST_LIMIT = 30
+_FAR = datetime.max.replace(tzinfo=UTC)
 
 
 def previous_month(today: date) -> str:
@@ -176,38 +177,77 @@ def _is_advertiser(deps: Deps, word: str) -> bool:
 # --------------------------------------------------------------------------- reads
 
 
-def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+NAME_MAX = 80  # a name is clipped inside its entry; an entry is never cut
+
+
+def preinvoices_page(deps: Deps, period: str | None, offset: int) -> list[Block]:
+    """Pre-invoices sorted by the SLA due of their open exceptions (none: last), then amount."""
     q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
     label = "all periods"
-    if args:
-        p = _period_arg("preinvoices", args[0])
+    if period:
+        p = _period_arg("preinvoices", period)
         q = q.where(PreInvoice.period_start >= p.start, PreInvoice.period_end <= p.end)
-        label = p.label or args[0]
+        label = p.label or period
     with deps.db().read() as s:
-        rows = s.execute(q.order_by(PreInvoice.period_start, PreInvoice.id)).all()
-        lines = [f"• #{pi.id} {esc(name)} · {period_text(pi.period_start, pi.period_end)} · *{pi.state}* · "
-                 f"{money_text(pi.net, pi.currency)}" for pi, name in rows[:LIST_LIMIT]]
-    blocks: list[Block] = [_section(f"*Pre-invoices, {esc(label)}* ({len(rows)})")]
-    blocks.append(_section("\n".join(lines) if lines else "None."))
-    if len(rows) > LIST_LIMIT:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(
-            text=f"… and {len(rows) - LIST_LIMIT} more: `billbot preinvoices list --json`")]))
-    respond(blocks=blocks, text=f"Pre-invoices, {esc(label)}", response_type="ephemeral")
+        rows = s.execute(q).all()
+        due: dict[int, datetime] = {}
+        for pid, at in s.execute(select(BillingException.preinvoice_id, BillingException.due_at).where(
+                BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.preinvoice_id.is_not(None))):
+            if at is not None and (pid not in due or at < due[pid]):
+                due[pid] = at
+    rows.sort(key=lambda r: (r[0].id not in due, due.get(r[0].id) or _FAR, -r[0].net, r[0].id))
+    lines = [f"• #{pi.id} {clip(esc(name), NAME_MAX)} · {period_text(pi.period_start, pi.period_end)} · "
+             f"*{pi.state}* · {money_text(pi.net, pi.currency)}"
+             + (f" · SLA {slack_date(due[pi.id])}" if pi.id in due else "")
+             for pi, name in rows[offset:offset + PAGE_SIZE]]
+    return paged_list(title=f"*Pre-invoices, {esc(label)}*", lines=lines, total=len(rows), offset=offset,
+                      kind="preinvoices", period=period)
 
 
-def cmd_exceptions(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    period = args[0] if args else None
+    blocks = preinvoices_page(deps, period, 0)
+    respond(blocks=blocks, text="Pre-invoices", response_type="ephemeral")
+
+
+def exceptions_page(deps: Deps, offset: int) -> list[Block]:
+    """Open exceptions sorted by SLA due (soonest first), then amount (largest first)."""
     with deps.db().read() as s:
         rows = s.execute(
             select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
             .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
-            .order_by(BillingException.created_at, BillingException.id)
         ).all()
-        lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {esc(name)} · {money_text(e.amount, e.currency)} · "
-                 f"SLA {slack_date(e.due_at)}" + (" · escalated" if e.state == "escalated" else "")
-                 for e, name in rows[:LIST_LIMIT]]
-    blocks: list[Block] = [_section(f"*Open exceptions* ({len(rows)})"),
-                           _section("\n".join(lines) if lines else ":tada: None.")]
-    respond(blocks=blocks, text="Open exceptions", response_type="ephemeral")
+    rows.sort(key=lambda r: (r[0].due_at is None, r[0].due_at or _FAR, -(r[0].amount or 0), r[0].id))
+    lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {clip(esc(name), NAME_MAX)} · "
+             f"{money_text(e.amount, e.currency)} · SLA {slack_date(e.due_at)}"
+             + (" · escalated" if e.state == "escalated" else "")
+             for e, name in rows[offset:offset + PAGE_SIZE]]
+    return paged_list(title="*Open exceptions*", lines=lines, total=len(rows), offset=offset, kind="exceptions",
+                      empty=":tada: None.", footer="Decide with the buttons on each exception's message "
+                      "or in billbot's Home." if rows and offset == 0 else None)
+
+
+def cmd_exceptions(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    respond(blocks=exceptions_page(deps, 0), text="Open exceptions", response_type="ephemeral")
+
+
+def on_list_more(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient, context: BoltContext,  # noqa: PLR0917 - Bolt passes these by name
+                 respond: Respond) -> None:
+    """The "Show more" button under a list: the next page, as another ephemeral answer."""
+    ack()
+    with after_ack(body, client):
+        try:
+            kind, offset, period = parse_more_value(str(action.get("value") or ""))
+        except (ValueError, KeyError, TypeError):
+            raise Invalid("this button carries no list; type the command again") from None
+        deps = deps_of(context)
+        if kind == "exceptions":
+            blocks = exceptions_page(deps, max(0, offset))
+        elif kind == "preinvoices":
+            blocks = preinvoices_page(deps, period, max(0, offset))
+        else:
+            raise Invalid(f"unknown list {kind!r}; type the command again")
+        respond(blocks=blocks, text="More", response_type="ephemeral", replace_original=False)
 
 
 def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
@@ -307,3 +347,4 @@ def on_billing(ack: Ack, command: dict[str, Any], client: WebClient, context: Bo
 
 def register(app: App) -> None:
     app.command("/billing")(on_billing)
+    app.action(LIST_MORE_ACTION_ID)(on_list_more)
