@@ -16,6 +16,22 @@ PAGE_SIZE = 20
 MAX_SECTIONS = 10  # a page never needs more; keeps the message far below 50 blocks
 
 
+def lines_with_more(lines: Sequence[str], limit: int, *, max_chars: int = SECTION_TEXT_MAX,
+                    more: str = "more") -> str:
+    """As many whole lines as fit in ``limit`` lines and ``max_chars`` characters, then "… and N more".
+    Lines are never cut (a cut could break a ``<!date^…>`` token or a name)."""
+    kept: list[str] = []
+    size = 0
+    for i, line in enumerate(lines):
+        tail = f"… and {len(lines) - i} {more}"
+        if i >= limit or size + len(line) + 1 + len(tail) + 1 > max_chars:
+            kept.append(tail)
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
 def more_value(kind: str, offset: int, period: str | None = None) -> str:
     return json.dumps({"l": kind, "o": offset, **({"p": period} if period else {})}, separators=(",", ":"))
 

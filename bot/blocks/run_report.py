@@ -3,12 +3,13 @@ one is attached to the thread as CSV and text, :mod:`bot.tasks.slack_command`)."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot.blocks.common import FIELD_TEXT_MAX, SECTION_TEXT_MAX, clip, esc, mention, money_text
+from bot.blocks.lists import lines_with_more
 from bot.blocks.progress import STATE_ICON
 from bot.workflows.run_reports import Converted, RunReport
 
@@ -28,22 +29,6 @@ def converted_text(c: Converted | None, totals: Mapping[str, Decimal]) -> str:
     if c.missing:
         text += f" (without {', '.join(c.missing)}: no rate)"
     return text
-
-
-def lines_with_more(lines: Sequence[str], limit: int, *, max_chars: int = SECTION_TEXT_MAX,
-                    more: str = "more") -> str:
-    """As many whole lines as fit in ``limit`` lines and ``max_chars`` characters, then "… and N more".
-    Lines are never cut (a cut could break a ``<!date^…>`` token or a name)."""
-    kept: list[str] = []
-    size = 0
-    for i, line in enumerate(lines):
-        tail = f"… and {len(lines) - i} {more}"
-        if i >= limit or size + len(line) + 1 + len(tail) + 1 > max_chars:
-            kept.append(tail)
-            break
-        kept.append(line)
-        size += len(line) + 1
-    return "\n".join(kept)
 
 
 def run_report_blocks(report: RunReport, *, title: str, started_by: str, log_attached: bool) -> list[Block]:
