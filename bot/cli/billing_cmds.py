@@ -320,12 +320,21 @@ def invoices_list(
         pay = invoice_payments(get_db(), today=_today())
         emit_json([{**invoice_json(v), **_payment_fields(pay.get(v.id))} for v in views])
         return
-    for v in views:
-        ref = f" (credits {v.references})" if v.references else ""
-        out_console.print(f"{v.number:<20} {v.issue_date} {v.advertiser:<40} {money_str(v.gross):>12} "
-                          f"{v.currency}{ref}", highlight=False)
     if not views:
         out_console.print("no invoices")
+        return
+    from bot.cli.runs_cmds import money
+
+    width = max(20, *(len(v.number) for v in views))
+    out_console.print(f"{'NUMBER':<{width}} {'ISSUED':<10} {'ADVERTISER':<36} {'NET':>14} {'GROSS':>14} CUR "
+                      f"{'PDF':<7} {'DISPATCH':<8} NOTE", highlight=False)
+    for v in views:
+        name = v.advertiser if len(v.advertiser) <= 36 else v.advertiser[:35] + "…"
+        note = f"credits {v.references}" if v.references else ""
+        out_console.print(f"{v.number:<{width}} {v.issue_date!s:<10} {name:<36} {money(v.net):>14} "
+                          f"{money(v.gross):>14} {v.currency:<3} {v.pdf_state:<7} {v.dispatch_state or '—':<8} "
+                          f"{note}".rstrip(),
+                          highlight=False, soft_wrap=True)
 
 
 @invoices_app.command("show")
