@@ -27,8 +27,8 @@ def named_paths(readme: str) -> set[str]:
     """Paths in backticks and link targets that name files or folders of the repository."""
     tokens = set(re.findall(r"`([^`\s]+)`", readme)) | set(re.findall(r"\]\(([^)\s]+)\)", readme))
     out = set()
-    for t in tokens:
-        t = t.split("::", 1)[0].split("#", 1)[0]
+    for token in tokens:
+        t = token.split("::", 1)[0].split("#", 1)[0]
         if t.startswith("../"):
             out.add(t)  # outside the repository: always wrong
         elif t.startswith(TOP) or t in ROOT_FILES:
