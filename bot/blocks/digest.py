@@ -88,12 +88,12 @@ def digest_blocks(d: DigestData, *, chart_file_id: str | None = None) -> list[Bl
         ),
     ]
     if d.trend:
-        first, last = d.trend[0], d.trend[-1]
-        change = last.count - first.count
+        oldest, newest = d.trend[0], d.trend[-1]
+        change = newest.count - oldest.count
         trend = " → ".join(f"{p.count}" for p in d.trend)
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(
             f"*Last {len(d.trend)} days:* open {trend} ({'+' if change > 0 else ''}{change}); amount "
-            f"{money_text(first.amount, rc)} → {money_text(last.amount, rc)}", 3000))))
+            f"{money_text(oldest.amount, rc)} → {money_text(newest.amount, rc)}", 3000))))
     if chart_file_id:
         blocks.append(ImageBlock(slack_file={"id": chart_file_id}, alt_text=(
             f"Open exceptions by age and over the last {len(d.trend)} days"
@@ -124,13 +124,13 @@ def digest_blocks(d: DigestData, *, chart_file_id: str | None = None) -> list[Bl
             f"*Skipped below threshold:* {d.skipped_count:,}\n{_currencies(d.skipped_totals)}", 2000)),
     ]))
     if d.sources:
-        lines = []
+        source_lines: list[str] = []
         for f in d.sources:
             mark = ":warning:" if f.stale else ":white_check_mark:"
             last = _when(f.last_success_at) if f.last_success_at else "never synced"
             until = f", data until {f.data_until}" if f.data_until else ""
-            lines.append(f"{mark} *{clip(esc(f.source), 80)}* — last sync {last}{until}")
-        source_text = lines_with_more(["*Source freshness*", *lines], MAX_SOURCE_LINES + 1)
+            source_lines.append(f"{mark} *{clip(esc(f.source), 80)}* — last sync {last}{until}")
+        source_text = lines_with_more(["*Source freshness*", *source_lines], MAX_SOURCE_LINES + 1)
     else:
         source_text = "*Source freshness*\nno sources synced yet"
     blocks.append(SectionBlock(text=MarkdownTextObject(text=source_text)))

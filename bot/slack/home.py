@@ -50,7 +50,8 @@ def build_home(db: Database, user_id: str) -> View:
     with db.read() as s:
         user = s.get(User, user_id) or User(slack_id=user_id, name="")  # unknown users have no roles
         names = {a.id: a.name for a in s.execute(select(Advertiser)).scalars()}
-        mine, others = [], []
+        mine: list[QueueItem] = []
+        others: list[QueueItem] = []
         open_rows = sorted(s.execute(select(BillingException).where(
             BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars(), key=_sla_order)
         for exc in open_rows:
@@ -65,7 +66,8 @@ def build_home(db: Database, user_id: str) -> View:
             for pid, number in s.execute(select(InvoiceLine.preinvoice_id, Invoice.number).distinct()
                                          .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
                                          .where(InvoiceLine.preinvoice_id.in_(pre_ids))):
-                billed.setdefault(int(pid), []).append(str(number))
+                if pid is not None:
+                    billed.setdefault(int(pid), []).append(str(number))
         decision_lines = []
         for d in decisions:
             e = decided.get(d.exception_id)

@@ -189,11 +189,11 @@ def preinvoices_page(deps: Deps, period: str | None, offset: int) -> list[Block]
         q = q.where(PreInvoice.period_start >= p.start, PreInvoice.period_end <= p.end)
         label = p.label or period
     with deps.db().read() as s:
-        rows = s.execute(q).all()
+        rows = list(s.execute(q).all())
         due: dict[int, datetime] = {}
         for pid, at in s.execute(select(BillingException.preinvoice_id, BillingException.due_at).where(
                 BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.preinvoice_id.is_not(None))):
-            if at is not None and (pid not in due or at < due[pid]):
+            if pid is not None and at is not None and (pid not in due or at < due[pid]):
                 due[pid] = at
     rows.sort(key=lambda r: (r[0].id not in due, due.get(r[0].id) or _FAR, -r[0].net, r[0].id))
     lines = [f"• #{pi.id} {clip(esc(name), NAME_MAX)} · {period_text(pi.period_start, pi.period_end)} · "
@@ -213,10 +213,10 @@ def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list
 def exceptions_page(deps: Deps, offset: int) -> list[Block]:
     """Open exceptions sorted by SLA due (soonest first), then amount (largest first)."""
     with deps.db().read() as s:
-        rows = s.execute(
+        rows = list(s.execute(
             select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
             .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
-        ).all()
+        ).all())
     rows.sort(key=lambda r: (r[0].due_at is None, r[0].due_at or _FAR, -(r[0].amount or 0), r[0].id))
     lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {clip(esc(name), NAME_MAX)} · "
              f"{money_text(e.amount, e.currency)} · SLA {slack_date(e.due_at)}"
