@@ -57,3 +57,51 @@ def test_a_valid_period_and_a_known_advertiser_start_the_run(world, monkeypatch)
 def test_starting_the_app_prints_no_bolt_token_warning(world, caplog):
     messages = [r.getMessage() for r in caplog.get_records("setup")]
     assert not any("will be unused" in m for m in messages)
+
+
+def test_a_real_run_reports_totals_first_and_a_short_log_inline(world):
+    f.preinvoice(world.db, net="3000.00", state="approved")
+    world.as_user(f.OPERATOR).command("run 2026-02")
+    world.wait()
+    final = world.api.calls_to("chat.update")[-1]["blocks"]
+    head = final[0]
+    assert head["text"]["text"].endswith("*Billing run 2026-02* — done")
+    assert [x["text"] for x in head["fields"]] == [
+        "*Invoices created*\n1", "*Net invoiced*\n3,000.00 EUR", "*Skipped below threshold*\n0 · —", "*Held*\n0 · —"]
+    assert final[1]["text"]["text"] == "```Document INV-2026-000001 created for Autohaus Elbe KG```"
+    assert final[-1]["elements"][0]["text"] == "run 1 · started by <@U01OPERATOR>"
+    uploads = [c["filename"] for c in world.api.calls_to("files.getUploadURLExternal")]
+    assert uploads == ["INV-2026-000001.pdf"]  # the invoice's PDF as before; a short log needs no file
+
+
+def test_a_long_log_is_attached_and_lines_are_never_cut():
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from bot.blocks.lists import lines_with_more
+    from bot.blocks.run_report import run_report_blocks
+    from bot.sandbox.blockkit import validate_blocks
+    from bot.workflows.run_reports import Converted, RunReport, log_csv
+
+    at = datetime(2026, 11, 1, 6, tzinfo=UTC)
+    rows = [(at, "info", f"Document INV-2026-{i:06d} created for Autohaus {'Ä' * 200} {i}") for i in range(1200)]
+    report = RunReport(run_id=7, period="2026-10", state="done", started_by="U01OPERATOR", started_at=at,
+                       finished_at=at, created=1200, net={"EUR": Decimal("10.00"), "PLN": Decimal("43.00")},
+                       net_reporting=Converted("EUR", Decimal("20.00")), skipped=0, skipped_totals={}, held=3,
+                       held_totals={"USD": Decimal("5.00")}, problems=[f"{i} problem {'x' * 500}" for i in range(40)],
+                       held_reporting=Converted("EUR", Decimal("0.00"), ("USD",)),
+                       log=[m for _, _, m in rows], log_rows=rows)
+    blocks = [b.to_dict() for b in run_report_blocks(report, title="Billing run 2026-10", started_by="U01OPERATOR",
+                                                      log_attached=True)]
+    assert validate_blocks(blocks) == []
+    fields = [x["text"] for x in blocks[0]["fields"]]
+    assert fields[1] == "*Net invoiced*\n10.00 EUR · 43.00 PLN\n≈ 20.00 EUR"
+    assert fields[3] == "*Held*\n3 · 5.00 USD\n≈ 0.00 EUR (without USD: no rate)"
+    problems = blocks[1]["text"]["text"].split("\n")
+    assert problems[0] == "*Problems*" and problems[-1].startswith("… and ") and problems[-1].endswith(" more")
+    assert all(p.endswith("x" * 500) for p in problems[1:-1])  # whole entries only
+    assert "1,200 lines) in the thread as CSV and text" in blocks[-1]["elements"][0]["text"]
+    assert log_csv(report).count("\n") == 1201
+    dated = ["• <!date^1790000000^{date_short_pretty} {time}|2026-09-21 16:26 CEST> " + "y" * 100] * 80
+    text = lines_with_more(dated, 100)
+    assert len(text) <= 3000 and text.count("<!date") == text.count("CEST>")
