@@ -60,7 +60,10 @@ def _queue_blocks(items: Sequence[QueueItem]) -> list[Block]:
     for it in items[:MAX_QUEUE]:
         blocks.append(SectionBlock(block_id=f"home:{it.exc.id}", text=MarkdownTextObject(text=clip(_queue_line(it),
                                                                                                     3000))))
-        blocks.append(decision_buttons(it.exc, it.subject_hash))
+        buttons = decision_buttons(it.exc, it.subject_hash)
+        for el in buttons.elements:  # action ids are unique within a view: one set of buttons per exception
+            el.action_id = f"{el.action_id}:{it.exc.id}"
+        blocks.append(buttons)
     if len(items) > MAX_QUEUE:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(
             text=f"… and {len(items) - MAX_QUEUE:,} more (the soonest due are shown first)")]))

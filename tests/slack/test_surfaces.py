@@ -105,3 +105,25 @@ def test_a_long_log_is_attached_and_lines_are_never_cut():
     dated = ["• <!date^1790000000^{date_short_pretty} {time}|2026-09-21 16:26 CEST> " + "y" * 100] * 80
     text = lines_with_more(dated, 100)
     assert len(text) <= 3000 and text.count("<!date") == text.count("CEST>")
+
+
+def test_the_home_with_several_waiting_exceptions_is_valid_and_its_buttons_decide(world):
+    """Each exception's buttons carry its id in their action ids (unique within the view), soonest SLA first."""
+    from bot.sandbox.blockkit import validate_view
+
+    first = f.open_exception(world.db, world.key, preinvoice_id=f.preinvoice(world.db), amount="100.00", name="a")
+    campaign = f.add_campaign(world.db, "elbe-spring")
+    second = f.open_exception(world.db, world.key, preinvoice_id=f.preinvoice(world.db, campaign=campaign),
+                              amount="900.00", name="b")
+    world.as_user(f.APPROVER).open_home()
+    world.wait()
+    [home] = world.api.calls_to("views.publish")
+    view = home["view"]
+    assert validate_view(view) == []
+    actions = [b for b in view["blocks"] if b["type"] == "actions"]
+    assert [b["elements"][0]["action_id"] for b in actions] == [f"decide_approve:{first}", f"decide_approve:{second}"]
+    button = actions[1]["elements"][0]
+    world.as_user(f.APPROVER).click(button["action_id"], button["value"], from_home=True)
+    world.wait()
+    assert f.exception_row(world.db, second).state == "approved"
+    assert f.exception_row(world.db, first).state == "pending"
