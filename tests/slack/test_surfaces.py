@@ -72,6 +72,11 @@ def test_a_real_run_reports_totals_first_and_a_short_log_inline(world):
     assert final[-1]["elements"][0]["text"] == "run 1 · started by <@U01OPERATOR>"
     uploads = [c["filename"] for c in world.api.calls_to("files.getUploadURLExternal")]
     assert uploads == ["INV-2026-000001.pdf"]  # the invoice's PDF as before; a short log needs no file
+    world.as_user(f.APPROVER).command("status")
+    world.wait()
+    status = _texts(world.api.calls_to("response_url")[-1]["blocks"])
+    assert "*Last billing run* 2026-02: done, started <!date^" in status
+    assert "— 1 invoice(s), net 3,000.00 EUR; 0 skipped; 0 held" in status
 
 
 def test_a_long_log_is_attached_and_lines_are_never_cut():

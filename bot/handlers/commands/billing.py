@@ -24,12 +24,14 @@ from billing.periods import Period, parse_period
 from bot.blocks.common import clip, esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import KIND_TITLE
 from bot.blocks.help import COMMANDS, help_blocks, help_text
-from bot.blocks.lists import LIST_MORE_ACTION_ID, PAGE_SIZE, paged_list, parse_more_value
+from bot.blocks.lists import LIST_MORE_ACTION_ID, PAGE_SIZE, lines_with_more, paged_list, parse_more_value
 from bot.blocks.progress import progress_fallback, run_progress
+from bot.blocks.run_report import converted_text, totals_text
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import SlashCommand
 from bot.slack.replies import error_text
+from bot.workflows.run_reports import run_report
 from bot.workflows.schedules import add_schedule, list_schedules, remove_schedule
 from storage.models import (
     OPEN_EXCEPTION_STATES,
@@ -269,18 +271,22 @@ def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str
 
 def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     with deps.db().read() as s:
-        sources = [f"• *{esc(st.source)}*: last sync {slack_date(st.last_success_at)}"
+        sources = [f"• *{clip(esc(st.source), NAME_MAX)}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
                    for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()]
         run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
         open_count = len(s.execute(select(BillingException.id).where(
             BillingException.state.in_(OPEN_EXCEPTION_STATES))).all())
-        run_text = (f"*Last billing run* {esc(run.period)}: {run.state}, started {slack_date(run.started_at)}"
-                    if run is not None else "*Last billing run*: none yet")
+        run_text = "*Last billing run*: none yet"
+        if run is not None:
+            r = run_report(s, run.id, with_log=False)
+            net = totals_text(r.net) + (f" ({c})" if (c := converted_text(r.net_reporting, r.net)) else "")
+            run_text = (f"*Last billing run* {esc(run.period)}: {run.state}, started {slack_date(run.started_at)} — "
+                        f"{r.created:,} invoice(s), net {net}; {r.skipped:,} skipped; {r.held:,} held")
     blocks: list[Block] = [
-        _section("*Sources*\n" + ("\n".join(sources) if sources else "No sync has run yet.")),
+        _section(lines_with_more(["*Sources*", *sources], 21) if sources else "*Sources*\nNo sync has run yet."),
         _section(run_text),
-        _section(f"*Open exceptions*: {open_count}"),
+        _section(f"*Open exceptions*: {open_count:,}"),
     ]
     respond(blocks=blocks, text="billbot status", response_type="ephemeral")
 
