@@ -50,6 +50,9 @@ def test_a_valid_period_and_a_known_advertiser_start_the_run(world, monkeypatch)
     world.as_user(f.OPERATOR).command("run 2026-10 Autohaus")
     world.wait()
     assert seen["advertisers"] == ["autohaus-elbe"]
+    world.as_user(f.OPERATOR).command("run 2026-10 autohaus elbe kg")  # a name with spaces
+    world.wait()
+    assert seen == {"period": "2026-10", "advertisers": ["autohaus elbe kg"]}
     answers = world.api.calls_to("response_url")
     assert len(answers) == 1 and "unknown advertiser(s): Autohaus" in answers[0]["text"]
 

@@ -153,7 +153,11 @@ def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], r
             try:
                 resolve_advertisers(s, args)
             except NotFound as e:
-                raise UsageError("run", e.message) from None
+                try:  # one name with spaces ("Autohaus Elbe KG") rather than several ids
+                    resolve_advertisers(s, [" ".join(args)])
+                    args = [" ".join(args)]
+                except NotFound:
+                    raise UsageError("run", e.message) from None
     title = f"Billing run {period}" + (f" for {', '.join(args)}" if args else "")
     _start_job(deps, client, cmd, title, kind="run", period=period, advertisers=args or None,
                today=today.isoformat())
