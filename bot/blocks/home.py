@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 from slack_sdk.models.blocks import (
     Block,
+    ButtonElement,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -62,7 +63,8 @@ def _queue_blocks(items: Sequence[QueueItem]) -> list[Block]:
                                                                                                     3000))))
         buttons = decision_buttons(it.exc, it.subject_hash)
         for el in buttons.elements:  # action ids are unique within a view: one set of buttons per exception
-            el.action_id = f"{el.action_id}:{it.exc.id}"
+            if isinstance(el, ButtonElement):
+                el.action_id = f"{el.action_id}:{it.exc.id}"
         blocks.append(buttons)
     if len(items) > MAX_QUEUE:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(
