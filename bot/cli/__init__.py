@@ -22,6 +22,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
     export_cmds,
     partners_cmds,
     payments_cmds,
+    runs_cmds,
     schedule_cmds,
     serve_cmds,
     slack_cmds,

@@ -419,6 +419,28 @@ def _write_log(s: Session, run_id: int | None, lines: Sequence[str], now: dateti
                                for m in lines])
 
 
+def outcome_totals(total: Outcome) -> dict[str, Any]:
+    """What the run report shows without reading the run's rows again: net invoiced, skipped and
+    held per currency (strings, money is not a JSON float), and the held items counted by reason."""
+    def per_currency(pairs: Sequence[tuple[str, Decimal]]) -> dict[str, str]:
+        out: dict[str, Decimal] = {}
+        for cur, amount in pairs:
+            out[cur] = out.get(cur, ZERO) + amount
+        return {c: f"{v:.2f}" for c, v in sorted(out.items())}
+
+    reasons: dict[str, int] = {}
+    for h in total.held:
+        kind = str(h.get("reason") or "held").split(":")[0].split(" on ")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return {
+        "net": per_currency([(i.currency, i.net) for i in total.invoices if i.kind == "invoice"]),
+        "skipped_totals": per_currency([(str(x["currency"]), Decimal(str(x["total"]))) for x in total.skipped]),
+        "held_totals": per_currency([(str(h["currency"]), Decimal(str(h["net"]))) for h in total.held
+                                     if h.get("net") is not None]),
+        "held_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+    }
+
+
 def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[str], *, state: str,
                 error: str | None, actor: str, key: Ed25519PrivateKey | None) -> None:
     now = datetime.now(UTC)
@@ -428,7 +450,7 @@ def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[s
             return
         _write_log(s, run_id, unwritten, now)
         summary = {"created": len(total.invoices), "skipped": len(total.skipped), "held": len(total.held),
-                   "invoices": [i.number for i in total.invoices]}
+                   "invoices": [i.number for i in total.invoices], **outcome_totals(total)}
         if error:
             summary["error"] = error
             _write_log(s, run_id, [f"Run failed: {error}"], now, level="error")
@@ -638,7 +660,7 @@ def _hold_reason(pi: PreInvoice, open_count: int) -> str | None:
 def _report_held(out: Outcome, pi: PreInvoice, adv: Advertiser, reason: str) -> None:
     out.held.append({"preinvoice": pi.id, "advertiser": adv.name, "campaign": pi.campaign.name,
                      "period_start": pi.period_start.isoformat(), "period_end": pi.period_end.isoformat(),
-                     "state": pi.state, "reason": reason})
+                     "state": pi.state, "reason": reason, "net": f"{pi.net:.2f}", "currency": pi.currency})
     out.log.append(held_line(pi.id, pi.campaign.name, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
 
 
