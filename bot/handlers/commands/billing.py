@@ -18,7 +18,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import (
     Block,
-    ContextBlock,
     MarkdownTextObject,
     Option,
     OverflowMenuElement,
