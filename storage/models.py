@@ -80,6 +80,10 @@ class LegalEntity(Base):
     # invoice terms (issue 19, :mod:`billing.terms`): how invoices are dated and when they fall due
     invoice_date_rule: Mapped[str] = mapped_column(String(24), default="run_day", server_default="run_day")
     due_date_rule: Mapped[str] = mapped_column(String(24), default="net", server_default="net")
+    # the FX cutoff (issue 19, :func:`billing.fx.invoice_rate`): which day's rate an invoice locks
+    # (``issue_date`` | ``service_end``) and how old that rate may be
+    fx_rule: Mapped[str] = mapped_column(String(24), default="issue_date", server_default="issue_date")
+    fx_max_age_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
 
 
@@ -178,6 +182,10 @@ class Campaign(Base):
     start: Mapped[date] = mapped_column(Date)
     end: Mapped[date] = mapped_column(Date)
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
+    # a fixed exchange rate agreed for this campaign (units of the legal entity's currency per 1 unit of
+    # the advertiser's), used instead of the published one; dated ``fx_rate_date`` (else the issue date)
+    fx_rate: Mapped[Decimal | None] = mapped_column(Money(20, 10))
+    fx_rate_date: Mapped[date | None] = mapped_column(Date)
 
     advertiser: Mapped[Advertiser] = relationship()
     items: Mapped[list[CampaignItem]] = relationship(

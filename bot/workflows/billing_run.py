@@ -32,13 +32,13 @@ from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 
 from billing.checks import run_checks
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
-from billing.fx import Rate, find_rate
+from billing.fx import Rate, missing_rate_text, rate_day
 from billing.invoice import InvoiceDraft, InvoiceLineDraft, build_invoice, invoice_hash
 from billing.money import ZERO
 from billing.numbering import format_number
@@ -54,7 +54,7 @@ from bot.workflows.fx import rates_around
 from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
 from storage.heartbeat import Heartbeat, holder_gone, holder_id
-from storage.mapping import check_input, preinvoice_hash
+from storage.mapping import check_input, fx_for, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
     Advertiser,
@@ -167,7 +167,7 @@ def run_billing(
     with db.read() as s:
         adv_filter = resolve_advertisers(s, advertisers)
         todo, waiting = survey(s, p.end, adv_filter)
-        rates = rates_around(s, today)
+        rates = rates_around(s, today, since=_earliest_open_period_end(s, p.end))
         threshold_waiting = frozenset(str(a) for a in s.execute(
             select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
                                                          BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars())
@@ -226,6 +226,14 @@ def _settle_run(db: Database, p: Period, run_id: int, todo: list[str], waiting: 
         raise
     _finish_run(db, run_id, total, unwritten, state="done", error=None, actor=actor, key=key)
     return _result(run_id, p, total, dry_run=False)
+
+
+def _earliest_open_period_end(s: Session, period_end: date) -> date | None:
+    """The earliest service period end of any pre-invoice a run up to ``period_end`` may invoice (the
+    FX rule ``service_end`` looks up the rates of such days)."""
+    return s.execute(select(func.min(PreInvoice.period_end)).where(
+        PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(COLLECTED_STATES),
+        PreInvoice.period_end <= period_end)).scalar()
 
 
 def _cut(chunk: list[str], fail_after: int | None, invoiced: int) -> list[str]:
@@ -402,8 +410,9 @@ def finalize_for_advertiser(
     """Invoice an advertiser now, in the caller's transaction (Force on a below-threshold skip:
     ``ignore_threshold=True``). Returns the invoices created (none if nothing is billable)."""
     now = now or datetime.now(UTC)
+    rates = rates_around(s, today, since=_earliest_open_period_end(s, period_end))
     ctx = Context(period_end=period_end, period_label=None, actor=actor, key=signing_key, today=today, now=now,
-                  billing_run_id=billing_run_id, rates=rates_around(s, today), ignore_threshold=ignore_threshold)
+                  billing_run_id=billing_run_id, rates=rates, ignore_threshold=ignore_threshold)
     out = settle_advertiser(s, advertiser_id, ctx)
     _write_log(s, billing_run_id, out.log, now)
     return out.invoices
@@ -456,22 +465,34 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
             raise NotFound(f"advertiser {adv_id} not found")
         out = Outcome()
         billable = check(s, adv, pre.preinvoices.get(adv_id, []), ctx, out, pre=pre)
-        for (le_id, currency), group in sorted(billable.items()):
+        for (le_id, currency), whole in sorted(billable.items()):
             le = pre.entities.get(le_id)
             if le is None:
                 raise NotFound(f"legal entity {le_id} not found")
-            batch = Batch(adv, le, currency, tuple(group))
-            if (not ctx.ignore_threshold and currency == adv.currency
-                    and below_threshold(batch.total, adv.billing_threshold)):
-                steps.append(_note_skip(batch, out))
-                continue
-            steps.append(_prepare_invoice(s, batch, ctx, out, pre))
-            invoiced += 1
+            for group in split_by_agreed_rate(whole):  # an invoice locks one rate
+                batch = Batch(adv, le, currency, tuple(group))
+                if (not ctx.ignore_threshold and currency == adv.currency
+                        and below_threshold(batch.total, adv.billing_threshold)):
+                    steps.append(_note_skip(batch, out))
+                    continue
+                steps.append(_prepare_invoice(s, batch, ctx, out, pre))
+                invoiced += 1
         done.append((adv_id, out))
         if stop_at is not None and invoiced >= stop_at:
             break
     _write_steps(s, steps, ctx)
     return done
+
+
+def split_by_agreed_rate(group: Sequence[PreInvoice]) -> list[list[PreInvoice]]:
+    """``group`` split so that each part's campaigns share one agreed exchange rate (or have none):
+    an invoice locks one rate. Most groups come back whole."""
+    parts: dict[tuple[Decimal | None, date | None], list[PreInvoice]] = {}
+    for p in group:
+        c = p.campaign
+        parts.setdefault((c.fx_rate, c.fx_rate_date) if c is not None and c.fx_rate is not None else (None, None),
+                         []).append(p)
+    return list(parts.values())
 
 
 def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetched:
@@ -739,10 +760,18 @@ def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
 def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: Prefetched | None) -> Pending:
     """Build and number the invoice of a batch (inserted by :func:`_insert_invoices`)."""
     adv, le, currency, group = batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices
-    fx = find_rate(ctx.rates, currency, le.currency, on=ctx.today) if currency != le.currency else None
     approvals = _approvals_prefetched(group, pre) if pre is not None else approvals_of(s, group, ctx.decided)
+    service_end = max((p.period_end for p in group), default=None)
     issued = ctx.issue_date or invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=ctx.today,
-                                            service_end=max((p.period_end for p in group), default=None))
+                                            service_end=service_end)
+    fx = None
+    if currency != le.currency:
+        fx = fx_for(ctx.rates, currency, le, [p.campaign for p in group if p.campaign is not None], issue=issued,
+                    service_end=service_end)
+        if fx is None:  # the check stage holds these; an explicit --issue-date may move the day
+            raise Invalid(f"{adv.name}: " + missing_rate_text(
+                currency, le.currency, rule=le.fx_rule, on=rate_day(le.fx_rule, issue=issued, service_end=service_end),
+                max_age_days=le.fx_max_age_days), code="fx")
     due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=adv.payment_terms_days)
     draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
                           issue_date=issued, payment_terms_days=adv.payment_terms_days, due_date=due,

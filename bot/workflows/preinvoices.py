@@ -196,7 +196,7 @@ def evaluate(
     if not todo:
         return
     on = now.date()
-    rates = list(rates) if rates is not None else rates_around(s, on)
+    rates = list(rates) if rates is not None else rates_around(s, on, since=min(p.period_end for p in todo))
     for pi in todo:
         problems = run_checks(check_input(pi, pi.advertiser, pi.advertiser.legal_entity, rates, on))
         if list(pi.problems or []) != problems:
@@ -321,7 +321,7 @@ def create_preinvoices_in(  # noqa: C901 - one pass: distribute, compare with th
         notify(s, "preinvoice.changed", preinvoice_id=pi.id)
         res.created.append(pi.id)
     touched = created + touched
-    rates = rates_around(s, now.date())
+    rates = rates_around(s, now.date(), since=min((p.period_end for p in touched), default=None))
     before = {pi.id: pi.state for pi in touched}
     evaluate(s, touched, actor=actor, key=key, now=now, rates=rates, default_tolerance=default_tolerance)
     for pi in touched:
