@@ -531,6 +531,16 @@ class ExportedDocument(Base):
     batch_id: Mapped[int] = mapped_column(ForeignKey("export_batches.id"), index=True)
 
 
+class ExportedAllocation(Base):
+    """A payment allocation or write-off booked in an accounting export of one format: at most once."""
+
+    __tablename__ = "exported_allocations"
+
+    format: Mapped[str] = mapped_column(String(16), primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("payment_allocations.id"), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("export_batches.id"), index=True)
+
+
 class InvoiceLine(Base):
     __tablename__ = "invoice_lines"
 
