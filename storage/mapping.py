@@ -57,7 +57,7 @@ def line_drafts(pi: PreInvoice) -> list[LineDraft]:
 def preinvoice_hash(pi: PreInvoice) -> str:
     """The content hash an approval of ``pi`` binds to (campaign, period, currency, canonical lines)."""
     return content_hash(campaign_id=pi.campaign_id, period_start=pi.period_start, period_end=pi.period_end,
-                        currency=pi.currency, lines=line_drafts(pi))
+                        currency=pi.currency, lines=line_drafts(pi), overrides=pi.overrides)
 
 
 def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequence[Rate], on: date) -> CheckInput:
@@ -231,4 +231,6 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
         service_end=inv.service_end, fx=_fx(inv), approvals=approvals, locale=locale,
         references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
+        notes=tuple(str(n) for n in (parties.get("notes") or ())),
+        recipient=str(buyer_snap["recipient"]) if buyer_snap.get("recipient") else None,
     )

@@ -366,7 +366,7 @@ class PreInvoice(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    campaign_id: Mapped[str | None] = mapped_column(ForeignKey("campaigns.id"))  # None: a one-off pre-invoice
     advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
     legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
     period_start: Mapped[date] = mapped_column(Date)
@@ -386,8 +386,11 @@ class PreInvoice(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # header overrides for this pre-invoice's invoice (issue 19, item 7): payment_terms_days, recipient, notes;
+    # part of the content an approval binds to
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    campaign: Mapped[Campaign] = relationship()
+    campaign: Mapped[Campaign | None] = relationship()
     advertiser: Mapped[Advertiser] = relationship()
     lines: Mapped[list[PreInvoiceLine]] = relationship(
         back_populates="preinvoice", order_by="PreInvoiceLine.position", cascade="all, delete-orphan"

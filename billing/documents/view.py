@@ -289,6 +289,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
                                                  date=fmt_date(doc.references_issue_date, loc)))
     if doc.reason:
         reference.append(lab["reason"].format(reason=doc.reason))
+    notes += doc.notes
     note = vat_note_text(doc)
     if note:
         notes.append(note)
@@ -331,7 +332,8 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         "seller": {"name": seller.name, "line": seller_line, "ids": seller_ids, "legal": seller_legal},
         # the buyer's country is printed when it is not the seller's (a cross-border invoice)
         "buyer": {"name": doc.buyer.name, "vat_id": doc.buyer.vat_id or "",
-                  "address": list(party_lines(doc.buyer, loc, with_country=doc.buyer.country != seller.country))},
+                  "address": [*([doc.recipient] if doc.recipient else []),
+                              *party_lines(doc.buyer, loc, with_country=doc.buyer.country != seller.country)]},
         "meta": meta,
         # one cell, a label and its value per line, the values at a tab stop (invoice.css .meta)
         "meta_text": "\n".join(f"{k}\t{str(x).replace(chr(9), ' ')}" for k, x in meta),

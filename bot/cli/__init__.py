@@ -19,6 +19,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
     documents_cmds,
     exceptions_cmds,
     export_cmds,
+    manual_invoice_cmds,
     payments_cmds,
     schedule_cmds,
     serve_cmds,

@@ -76,6 +76,7 @@ STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the run's pro
 HEARTBEAT_EVERY = 5.0  # seconds between heartbeats while a run is running
 CHUNK_SIZE = 100  # advertisers settled per transaction
 COLLECTED_STATES = ("approved", "draft", "pending", "held")
+ONE_OFF = "one-off"  # the campaign column of a one-off invoice's lines
 
 
 class InjectedFailure(RuntimeError):
@@ -469,7 +470,7 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
             le = pre.entities.get(le_id)
             if le is None:
                 raise NotFound(f"legal entity {le_id} not found")
-            for group in split_by_agreed_rate(whole):  # an invoice locks one rate
+            for group in split_for_invoices(whole):  # one rate per invoice; one-offs and overrides alone
                 batch = Batch(adv, le, currency, tuple(group))
                 if (not ctx.ignore_threshold and currency == adv.currency
                         and below_threshold(batch.total, adv.billing_threshold)):
@@ -484,14 +485,16 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
     return done
 
 
-def split_by_agreed_rate(group: Sequence[PreInvoice]) -> list[list[PreInvoice]]:
-    """``group`` split so that each part's campaigns share one agreed exchange rate (or have none):
-    an invoice locks one rate. Most groups come back whole."""
-    parts: dict[tuple[Decimal | None, date | None], list[PreInvoice]] = {}
+def split_for_invoices(group: Sequence[PreInvoice]) -> list[list[PreInvoice]]:
+    """``group`` split into invoices: each part's campaigns share one agreed exchange rate (or have none),
+    as an invoice locks one rate; a one-off pre-invoice or one with header overrides is an invoice of its
+    own. Most groups come back whole."""
+    parts: dict[tuple[Decimal | None, date | None, int | None], list[PreInvoice]] = {}
     for p in group:
         c = p.campaign
-        parts.setdefault((c.fx_rate, c.fx_rate_date) if c is not None and c.fx_rate is not None else (None, None),
-                         []).append(p)
+        rate = (c.fx_rate, c.fx_rate_date) if c is not None and c.fx_rate is not None else (None, None)
+        alone = p.id if c is None or p.overrides else None
+        parts.setdefault((*rate, alone), []).append(p)
     return list(parts.values())
 
 
@@ -557,10 +560,11 @@ def _hold_reason(pi: PreInvoice, open_count: int) -> str | None:
 
 
 def _report_held(out: Outcome, pi: PreInvoice, adv: Advertiser, reason: str) -> None:
-    out.held.append({"preinvoice": pi.id, "advertiser": adv.name, "campaign": pi.campaign.name,
+    campaign = pi.campaign.name if pi.campaign is not None else ONE_OFF
+    out.held.append({"preinvoice": pi.id, "advertiser": adv.name, "campaign": campaign,
                      "period_start": pi.period_start.isoformat(), "period_end": pi.period_end.isoformat(),
                      "state": pi.state, "reason": reason})
-    out.log.append(held_line(pi.id, pi.campaign.name, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
+    out.log.append(held_line(pi.id, campaign, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
 
 
 def check(s: Session, adv: Advertiser, pis: Sequence[PreInvoice], ctx: Context, out: Outcome, *,
@@ -688,6 +692,17 @@ def _insert_sequence(s: Session, legal_entity_id: str, series: str, year: int) -
     s.execute(dialect_insert(NumberSequence).values(**values).on_conflict_do_nothing())
 
 
+def with_overrides(snapshot: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parties snapshot with a pre-invoice's header overrides: the ``recipient`` (an addressee line
+    above the buyer's address) and ``notes`` printed on the invoice."""
+    out = dict(snapshot)
+    if overrides.get("recipient"):
+        out["buyer"] = {**dict(out.get("buyer") or {}), "recipient": str(overrides["recipient"])}
+    if overrides.get("notes"):
+        out["notes"] = [str(overrides["notes"])]
+    return out
+
+
 def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
     """Seller and buyer as they are at finalization (the document must not change when master data does)."""
     return {
@@ -737,7 +752,8 @@ def _approvals_prefetched(group: Sequence[PreInvoice], pre: Prefetched) -> list[
 def invoice_lines(group: Sequence[PreInvoice]) -> list[InvoiceLineDraft]:
     return [
         InvoiceLineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
-                         amount=x.amount, campaign=p.campaign.name, item_id=x.item_id, period_start=p.period_start,
+                         amount=x.amount, campaign=p.campaign.name if p.campaign is not None else ONE_OFF,
+                         item_id=x.item_id, period_start=p.period_start,
                          period_end=p.period_end, preinvoice_id=p.id, preinvoice_line_id=x.id,
                          computation=dict(x.computation or {}))
         for p in group for x in sorted(p.lines, key=lambda r: r.position)
@@ -761,6 +777,8 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
     """Build and number the invoice of a batch (inserted by :func:`_insert_invoices`)."""
     adv, le, currency, group = batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices
     approvals = _approvals_prefetched(group, pre) if pre is not None else approvals_of(s, group, ctx.decided)
+    overrides = dict(group[0].overrides or {}) if len(group) == 1 else {}  # split_for_invoices: alone
+    terms = int(overrides.get("payment_terms_days", adv.payment_terms_days))
     service_end = max((p.period_end for p in group), default=None)
     issued = ctx.issue_date or invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=ctx.today,
                                             service_end=service_end)
@@ -772,10 +790,10 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
             raise Invalid(f"{adv.name}: " + missing_rate_text(
                 currency, le.currency, rule=le.fx_rule, on=rate_day(le.fx_rule, issue=issued, service_end=service_end),
                 max_age_days=le.fx_max_age_days), code="fx")
-    due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=adv.payment_terms_days)
+    due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=terms)
     draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
-                          issue_date=issued, payment_terms_days=adv.payment_terms_days, due_date=due,
-                          parties=parties(adv, le), approvals=approvals)
+                          issue_date=issued, payment_terms_days=terms, due_date=due,
+                          parties=with_overrides(parties(adv, le), overrides), approvals=approvals)
     seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
     row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
                        ctx=ctx)

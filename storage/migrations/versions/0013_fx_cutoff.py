@@ -1,7 +1,8 @@
 """FX cutoff (issue 19, item 4): per legal entity the rule for an invoice's exchange rate (the rate of the
 issue date or of the service period's last day) and the maximum age of that rate; per campaign a fixed
 agreed rate (and the day it was agreed). Accounting export: payment allocations and write-offs booked
-per format (``exported_allocations``).
+per format (``exported_allocations``). One-off and adjusted invoices: a pre-invoice without a campaign
+(``campaign_id`` nullable) and per-pre-invoice header ``overrides`` (payment terms, recipient, notes).
 
 Revision ID: 0013
 Revises: 0006
@@ -27,6 +28,9 @@ def upgrade() -> None:
     with op.batch_alter_table("campaigns") as batch:
         batch.add_column(sa.Column("fx_rate", storage.types.Money(20, 10), nullable=True))
         batch.add_column(sa.Column("fx_rate_date", sa.Date(), nullable=True))
+    with op.batch_alter_table("preinvoices") as batch:
+        batch.alter_column("campaign_id", existing_type=sa.String(length=64), nullable=True)
+        batch.add_column(sa.Column("overrides", sa.JSON(), nullable=True))
     op.create_table(
         "exported_allocations",
         sa.Column("format", sa.String(length=16), nullable=False),
@@ -44,6 +48,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_exported_allocations_batch_id"), table_name="exported_allocations")
     op.drop_table("exported_allocations")
+    with op.batch_alter_table("preinvoices") as batch:
+        batch.drop_column("overrides")
+        batch.alter_column("campaign_id", existing_type=sa.String(length=64), nullable=False)
     with op.batch_alter_table("campaigns") as batch:
         batch.drop_column("fx_rate_date")
         batch.drop_column("fx_rate")
