@@ -24,6 +24,7 @@ from bot.documents import pdf
 from bot.workflows import documents as wf
 from bot.workflows.billing_run import run_billing
 from bot.workflows.decisions import Refused, decide, subject_hash_of
+from bot.workflows.integrity import check_rows
 from bot.workflows.invoices import list_invoices
 from bot.workflows.manual_invoices import cancel_preinvoice, create_one_off, parse_line, set_overrides
 from bot.workflows.preinvoices import create_preinvoices, get_preinvoice, list_preinvoices
@@ -99,6 +100,8 @@ def test_a_one_off_invoice_goes_through_approval_to_a_numbered_invoice(db: Datab
     assert [x.description for x in inv.lines] == ["Sponsored post; March", "Setup fee"]  # never merged
     assert get_preinvoice(db, pid).state == "invoiced"
     assert _actions(db, pid)[:3] == ["preinvoice.one_off_created", "preinvoice.pending", "preinvoice.approved"]
+    with db.read() as s:  # `billbot audit verify`: every row is as its audit records say
+        assert check_rows(s) == []
 
 
 def test_one_off_lines_are_checked_and_every_bad_one_named(db: Database, key: Any, desk: None) -> None:
@@ -149,6 +152,8 @@ def test_header_overrides_are_approved_by_someone_else_and_shown_on_the_invoice(
     assert "preinvoice.header_overridden" in _actions(db, pid)
     with pytest.raises(NotAllowed, match="invoiced and can no longer be edited"):
         set_overrides(db, pid, actor=MAKER, key=key, now=NOW, notes="too late")
+    with db.read() as s:
+        assert check_rows(s) == []
 
 
 def test_cancel_needs_a_reason_a_second_person_and_is_refused_once_invoiced(db: Database, key: Any,
@@ -176,6 +181,8 @@ def test_cancel_needs_a_reason_a_second_person_and_is_refused_once_invoiced(db: 
         "preinvoice.cancelled"]
     with pytest.raises(Conflict, match="already cancelled"):
         cancel_preinvoice(db, pid, reason="twice", actor=MAKER, key=key, now=NOW)
+    with db.read() as s:
+        assert check_rows(s) == []
 
 
 def test_cancel_is_refused_for_an_invoiced_pre_invoice(db: Database, key: Any, desk: None) -> None:
