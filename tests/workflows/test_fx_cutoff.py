@@ -115,3 +115,23 @@ def test_the_pdf_states_rule_rate_date_and_source(db: Database, key: Any, tmp_pa
         text = " ".join((page.extract_text() or "") for page in p.pages).replace("\xa0", " ").replace("\n", " ")
     for phrase in printed:
         assert phrase in text
+
+
+def test_changing_the_fx_rule_or_an_agreed_rate_is_held_for_a_second_person(db: Database, key: Any) -> None:
+    from storage.loader import load_scenario
+    from storage.models import Campaign, LegalEntity
+
+    _world(db, key, rule="issue_date", agreed={"fx_rate": "0.25"})
+    changed = scenario(entities=[{**entity(), "fx_rule": "service_end", "fx_max_age_days": 10}],
+                       advertisers=[advertiser("krakow", currency="PLN")],
+                       campaigns=[{**campaign("c-krakow", "krakow", [linear("x-krakow", "4300.00")],
+                                              start="2026-03-01", end="2026-03-31"), "fx_rate": "0.26"}])
+    res = load_scenario(db, changed, actor=OPERATOR, hold_money_changes=True)
+    assert sorted((h["kind"], h["field"], h["before"], h["after"]) for h in res.held) == [
+        ("campaigns", "fx_rate", "0.25", "0.26"),
+        ("legal_entities", "fx_max_age_days", 7, 10),
+        ("legal_entities", "fx_rule", "issue_date", "service_end")]
+    with db.read() as s:  # nothing applied yet
+        le, c = s.get(LegalEntity, "northwind"), s.get(Campaign, "c-krakow")
+        assert le is not None and c is not None
+        assert (le.fx_rule, le.fx_max_age_days, c.fx_rate) == ("issue_date", 7, Decimal("0.25"))
