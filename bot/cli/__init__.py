@@ -20,6 +20,7 @@ from bot.cli import (  # noqa: F401 - each module adds its commands to the group
     documents_cmds,
     exceptions_cmds,
     export_cmds,
+    manual_invoice_cmds,
     partners_cmds,
     payments_cmds,
     runs_cmds,

@@ -53,7 +53,7 @@ def preinvoice_json(v: PreInvoiceView) -> dict[str, Any]:
         "period_end": v.period_end, "state": v.state, "currency": v.currency, "net": money_str(v.net),
         "vat": money_str(v.vat), "gross": money_str(v.gross), "problems": v.problems, "hold_reason": v.hold_reason,
         "content_hash": v.content_hash, "approved_by": v.approved_by, "approved_at": v.approved_at,
-        "invoice_id": v.invoice_id,
+        "invoice_id": v.invoice_id, "overrides": v.overrides,
         "lines": [{"id": x.id, "item": x.item, "kind": x.kind, "description": x.description,
                    "quantity": _qty(x.quantity), "unit": x.unit, "unit_price": _num(x.unit_price),
                    "amount": money_str(x.amount), "edited": x.edited} for x in v.lines],
