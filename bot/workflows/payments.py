@@ -352,6 +352,36 @@ def access_payment_action(s: Session, user: User | None, payment: Payment | None
     return payment
 
 
+OPEN_SLA_STATES = ("open", "escalated")  # as bot.workflows.sla.OPEN_PAYMENT_SLA_STATES
+
+
+def _settle_if_done(s: Session, p: Payment) -> None:
+    """Stop a cash-application exception's SLA timers once nothing is left for a person (the rule of
+    :func:`payment_case`): something applied, at most the tolerance unapplied and open on the last
+    invoice it went to (a refund leaves only that invoice to look at)."""
+    if p.sla_state not in OPEN_SLA_STATES:
+        return
+    tolerance = get_settings().payment_tolerance
+    last = s.execute(select(PaymentAllocation.invoice_id).where(
+        PaymentAllocation.payment_id == p.id, PaymentAllocation.kind == "payment")
+        .order_by(PaymentAllocation.id.desc()).limit(1)).scalar_one_or_none()
+    open_last = ZERO if last is None else _balances(s, invoice_ids=[last])[last][0]
+    if p.state == "refunded":
+        done = open_last <= tolerance
+    else:
+        done = p.state != "unmatched" and p.unapplied <= tolerance and open_last <= tolerance
+    if done:
+        p.sla_state = "settled"
+
+
+def payment_posted(db: Database, payment_id: int, *, channel: str, ts: str) -> None:
+    """Where a cash-application exception's Slack message is (the SLA reminder replies in its thread)."""
+    with db.transaction() as s:
+        p = s.get(Payment, payment_id)
+        if p is not None:
+            p.channel, p.message_ts = channel, ts
+
+
 def _user(s: Session, slack_id: str) -> User | None:
     return s.get(User, slack_id)
 
@@ -392,6 +422,8 @@ def allocate(db: Database, *, payment_id: int, invoice_number: str, actor: str, 
             s.add(PayerAccount(iban=p.payer_iban, advertiser_id=inv.advertiser_id, learned_from_payment_id=p.id))
         audit.record(s, key=key, actor=actor, action="payment.allocated", subject_type="payment", subject_id=p.id,
                      payload={"invoice": inv.number, "amount": str(take), "method": "manual"}, now=now)
+        s.flush()
+        _settle_if_done(s, p)
         notify(s, "payment.decided", payment_id=p.id)
         return take
 
@@ -420,6 +452,14 @@ def write_off(db: Database, *, invoice_number: str, actor: str, key: Ed25519Priv
                                 method="manual", actor=actor, created_at=now))
         audit.record(s, key=key, actor=actor, action="invoice.written_off", subject_type="invoice", subject_id=inv.id,
                      payload={"invoice": inv.number, "amount": str(open_), "reason": reason.strip()}, now=now)
+        s.flush()
+        # the payments whose exception this write-off may settle: the one named, and those applied to the invoice
+        touched = set(s.execute(select(PaymentAllocation.payment_id).where(
+            PaymentAllocation.invoice_id == inv.id, PaymentAllocation.payment_id.is_not(None))).scalars())
+        for pay in s.execute(select(Payment).where(
+                Payment.id.in_(touched | ({payment_id} if payment_id else set())),
+                Payment.sla_state.in_(OPEN_SLA_STATES))).scalars():
+            _settle_if_done(s, pay)
         return open_
 
 
@@ -437,6 +477,7 @@ def refund(db: Database, *, payment_id: int, actor: str, key: Ed25519PrivateKey 
         p.state = "refunded"
         audit.record(s, key=key, actor=actor, action="payment.refunded", subject_type="payment", subject_id=p.id,
                      payload={"amount": str(amount), "reason": reason.strip()}, now=now)
+        _settle_if_done(s, p)
         notify(s, "payment.decided", payment_id=p.id)
         return amount
 
