@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.money import is_currency
 from billing.periods import check_zone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +66,19 @@ class Settings(BaseSettings):
         return v
     # cash application: under-/over-payments up to this (in the invoice currency) need no person
     payment_tolerance: Decimal = Field(default=Decimal("1.00"), alias="PAYMENT_TOLERANCE", ge=0)
+    # receivables aging totals in this currency (default: the currency of the legal entity with most invoices)
+    reporting_currency: str | None = Field(default=None, alias="REPORTING_CURRENCY")
     # files dropped by the bank's EBICS/SFTP client land in <inbox>/bank/ (issue 18)
     inbox_dir: Path = Field(default=Path("var/inbox"), alias="BILLBOT_INBOX_DIR")
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _reporting_currency(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None
+        if not is_currency(v.strip().upper()):
+            raise ValueError(f"not an ISO 4217 currency code: {v!r}")
+        return v.strip().upper()
 
     @field_validator("timezone")
     @classmethod

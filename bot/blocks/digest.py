@@ -16,6 +16,7 @@ from slack_sdk.models.blocks import (
 
 from bot.blocks.common import esc
 from bot.workflows.digest import DigestData
+from bot.workflows.payments import ReportingAging
 from storage.settings import local_time
 
 MAX_BREACH_LINES = 10
@@ -98,15 +99,23 @@ def digest_blocks(d: DigestData) -> list[Block]:
 AGING_LABELS = {"current": "current", "d1_30": "1–30", "d31_60": "31–60", "d61_90": "61–90", "d90_plus": "> 90"}
 
 
-def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decimal | None]) -> str:
-    """Open receivables per currency by days past due, and DSO over the last 90 days (digest, App Home)."""
+def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decimal | None],
+                     reporting: ReportingAging | None = None) -> str:
+    """Open receivables per currency by days past due, and DSO over the last 90 days (digest, App Home);
+    with ``reporting`` and another currency open, a last line with all of it in the reporting currency."""
     lines = []
     for cur, b in aging.items():
         cells = " · ".join(f"{AGING_LABELS[k]}: {money_text(v, cur)}" for k, v in b.items())
         days = dso.get(cur)
         lines.append(f"*{cur}* {cells}" + (f" · DSO {days} days" if days is not None else ""))
+    if reporting is not None and set(aging) - {reporting.currency}:  # one currency and it is the reporting one: said
+        cells = " · ".join(f"{AGING_LABELS[k]}: {money_text(v, reporting.currency)}"
+                           for k, v in reporting.buckets.items())
+        left_out = f" (without {', '.join(reporting.unconverted)}: no rate)" if reporting.unconverted else ""
+        lines.append(f"*All in {reporting.currency}*{left_out} {cells} · total "
+                     f"{money_text(reporting.total, reporting.currency)}")
     return "*Receivables by days past due*\n" + ("\n".join(lines) or "nothing open")
 
 
 def receivables_block(d: DigestData) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=receivables_text(d.aging, d.dso)))
+    return SectionBlock(text=MarkdownTextObject(text=receivables_text(d.aging, d.dso, d.aging_reporting)))

@@ -135,29 +135,50 @@ def receivables_aging(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Day to age on (YYYY-MM-DD); default today.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Open amounts per advertiser by days past due: current, 1–30, 31–60, 61–90, >90.
+    """Open amounts per advertiser by days past due: current, 1–30, 31–60, 61–90, >90, in the invoice
+    currency and in the reporting currency (REPORTING_CURRENCY, default: the currency of the legal
+    entity with most invoices). Conversion: the rate locked on the invoice when it locked one to the
+    reporting currency, else the latest ECB rate (at most 7 days old) on or before the day; currencies
+    without a rate are listed as unconverted. --json: one row per advertiser and currency (with
+    "reporting": the same buckets converted), then one row with "advertiser_id": null holding the
+    totals over all advertisers in the reporting currency.
 
     DSO (days sales outstanding) over the last 90 days, per currency:
     DSO = open receivables on the day ÷ gross invoiced in the 90 days up to it × 90.
     """
     from billing.errors import Invalid
     from bot.context import get_db
-    from bot.workflows.payments import aging, days_sales_outstanding
+    from bot.workflows.payments import aging_report, days_sales_outstanding
 
     try:
         day = date.fromisoformat(as_of) if as_of else _today()
     except ValueError:
         raise Invalid(f"--as-of: not a date: {as_of!r} (YYYY-MM-DD)") from None
-    rows = aging(get_db(), as_of=day)
+    rows, rep = aging_report(get_db(), as_of=day)
     dso = days_sales_outstanding(get_db(), as_of=day)
     if json_out:
-        emit_json([{"advertiser": r.advertiser, "advertiser_id": r.advertiser_id, "currency": r.currency,
-                    **{k: money_str(v) for k, v in r.buckets.items()}, "total": money_str(r.total),
-                    "dso": None if dso.get(r.currency) is None else str(dso[r.currency])} for r in rows])
+        def converted(b: dict[str, Decimal] | None) -> dict[str, Any] | None:
+            if b is None:
+                return None
+            return {"currency": rep.currency, **{k: money_str(v) for k, v in b.items()},
+                    "total": money_str(sum(b.values(), Decimal(0)))}
+        emit_json([*({"advertiser": r.advertiser, "advertiser_id": r.advertiser_id, "currency": r.currency,
+                      **{k: money_str(v) for k, v in r.buckets.items()}, "total": money_str(r.total),
+                      "dso": None if dso.get(r.currency) is None else str(dso[r.currency]),
+                      "reporting": converted(r.reporting)} for r in rows),
+                   {"advertiser": f"All advertisers in {rep.currency}", "advertiser_id": None,
+                    "currency": rep.currency, **{k: money_str(v) for k, v in rep.buckets.items()},
+                    "total": money_str(rep.total), "dso": None, "reporting": converted(rep.buckets),
+                    "unconverted": rep.unconverted}])
         return
     for r in rows:
         cells = " ".join(f"{money_str(v):>12}" for v in r.buckets.values())
         out_console.print(f"{r.advertiser[:30]:<30} {r.currency} {cells} {money_str(r.total):>12}", highlight=False)
+    cells = " ".join(f"{money_str(v):>12}" for v in rep.buckets.values())
+    out_console.print(f"{'All advertisers':<30} {rep.currency} {cells} {money_str(rep.total):>12}", highlight=False)
+    if rep.unconverted:
+        out_console.print(f"not in the {rep.currency} totals (no rate): {', '.join(rep.unconverted)}",
+                          highlight=False)
     for cur, d in dso.items():
         out_console.print(f"DSO {cur}: {'n/a' if d is None else f'{d} days'}", highlight=False)
 

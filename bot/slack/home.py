@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.blocks.digest import receivables_text
 from bot.blocks.home import QueueItem, SourceLine, home_view
 from bot.workflows.decisions import queue_for, recent_decisions, subject_hash_of
-from bot.workflows.digest import receivables_aging, receivables_dso
+from bot.workflows.digest import receivables_aging, receivables_dso, receivables_in_reporting_currency
 from storage.db import Database
 from storage.models import Advertiser, BillingRun, SourceState, SyncRun, User
 
@@ -34,7 +34,9 @@ def build_home(db: Database, user_id: str) -> View:
         receivables = None
         if "finance_manager" in user.role_names:
             now = datetime.now(UTC)
-            receivables = receivables_text(receivables_aging(s, now), receivables_dso(s, now))
+            aging = receivables_aging(s, now)
+            receivables = receivables_text(aging, receivables_dso(s, now),
+                                           receivables_in_reporting_currency(s, now) if aging else None)
         return home_view(queue=queue, decisions=decisions, sources=sources, last_run=last_run,
                          receivables=receivables)
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from billing.payments import BUCKETS, bucket
 from bot.workflows.audit import record
-from bot.workflows.payments import dso_by_currency, open_as_of
+from bot.workflows.payments import ReportingAging, aging_in, dso_by_currency, open_as_of
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Invoice, Setting, SourceState
 
@@ -82,6 +82,7 @@ class DigestData:
     # receivables (issue 18): currency → bucket (current, d1_30, …) → open amount; DSO per currency
     aging: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     dso: dict[str, Decimal | None] = field(default_factory=dict)
+    aging_reporting: ReportingAging | None = None  # the buckets over all currencies in the reporting currency
 
 
 def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
@@ -136,7 +137,8 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
         credit_notes_created=sum(1 for i in invoices if i.kind == "credit_note"),
         invoiced_totals=_sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices),
         skipped_count=len(skipped), skipped_totals=_sum((e.currency, e.amount) for e in skipped),
-        sources=sources, aging=receivables_aging(s, now), dso=receivables_dso(s, now),
+        sources=sources, aging=(aging := receivables_aging(s, now)), dso=receivables_dso(s, now),
+        aging_reporting=receivables_in_reporting_currency(s, now) if aging else None,
     )
 
 
@@ -148,6 +150,12 @@ def receivables_aging(s: Session, now: datetime) -> dict[str, dict[str, Decimal]
         b = out.setdefault(inv.currency, dict.fromkeys(BUCKETS, Decimal("0.00")))
         b[bucket((today - inv.due_date).days)] += inv.open_amount
     return dict(sorted(out.items()))
+
+
+def receivables_in_reporting_currency(s: Session, now: datetime) -> ReportingAging:
+    """The aging buckets over every currency, converted to the reporting currency
+    (:class:`bot.workflows.payments.ReportingAging` says at which rates)."""
+    return aging_in(s, as_of=now.date())[1]
 
 
 def receivables_dso(s: Session, now: datetime) -> dict[str, Decimal | None]:

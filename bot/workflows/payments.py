@@ -47,7 +47,16 @@ from bot.workflows.effects import notify
 from storage.bank import BankEntry, read_statement
 from storage.db import Database
 from storage.ingest import IngestContext, quarantine
-from storage.models import Advertiser, Invoice, InvoiceHold, PayerAccount, Payment, PaymentAllocation, User
+from storage.models import (
+    Advertiser,
+    Invoice,
+    InvoiceHold,
+    LegalEntity,
+    PayerAccount,
+    Payment,
+    PaymentAllocation,
+    User,
+)
 from storage.settings import get_settings
 
 SOURCE = "bank"
@@ -563,20 +572,106 @@ class AgingRow:
     currency: str
     buckets: dict[str, Decimal]
     total: Decimal
+    # the same buckets in the reporting currency (None: no rate for this currency, see ReportingAging)
+    reporting: dict[str, Decimal] | None = None
 
 
-def aging(db: Database, *, as_of: date) -> list[AgingRow]:
-    """Open amounts per advertiser and currency in buckets by days past due on ``as_of``."""
+@dataclass(frozen=True)
+class ReportingAging:
+    """Aging totals over every advertiser in one reporting currency.
+
+    Each invoice's open amount is converted at the rate **locked on the invoice** when it locked one
+    between its currency and the reporting currency (either direction); otherwise at the **latest
+    stored rate** (ECB, at most 7 days old) on or before the as-of day. Half-up to the cent per invoice,
+    then summed. Currencies with neither are listed in ``unconverted`` and left out of the totals."""
+
+    currency: str
+    buckets: dict[str, Decimal]
+    total: Decimal
+    unconverted: list[str]
+
+
+def aging(db: Database, *, as_of: date, reporting_currency: str | None = None) -> list[AgingRow]:
+    """Open amounts per advertiser and currency in buckets by days past due on ``as_of``, with the
+    same in the reporting currency (:class:`ReportingAging` says how)."""
+    return aging_report(db, as_of=as_of, reporting_currency=reporting_currency)[0]
+
+
+def aging_report(db: Database, *, as_of: date,
+                 reporting_currency: str | None = None) -> tuple[list[AgingRow], ReportingAging]:
+    """:func:`aging` and the totals over all advertisers in the reporting currency."""
+    with db.read() as s:
+        return aging_in(s, as_of=as_of, reporting_currency=reporting_currency)
+
+
+def aging_in(s: Session, *, as_of: date,
+             reporting_currency: str | None = None) -> tuple[list[AgingRow], ReportingAging]:
     from billing.payments import BUCKETS
 
-    with db.read() as s:
-        names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
-        acc: dict[tuple[str, str], dict[str, Decimal]] = {}
-        for inv in open_as_of(s, as_of):
-            b = acc.setdefault((inv.advertiser_id, inv.currency), dict.fromkeys(BUCKETS, ZERO))
-            b[bucket((as_of - inv.due_date).days)] += inv.open_amount
-        return [AgingRow(a, names.get(a, a), c, b, sum(b.values(), ZERO))
-                for (a, c), b in sorted(acc.items(), key=lambda kv: (names.get(kv[0][0], ""), kv[0][1]))]
+    names = {str(i): str(n) for i, n in s.execute(select(Advertiser.id, Advertiser.name))}
+    to = reporting_currency or default_reporting_currency(s)
+    invoices = open_as_of(s, as_of)
+    converted, unconverted = _in_reporting_currency(s, invoices, to, as_of)
+    acc: dict[tuple[str, str], dict[str, Decimal]] = {}
+    rep: dict[tuple[str, str], dict[str, Decimal]] = {}
+    totals = dict.fromkeys(BUCKETS, ZERO)
+    for inv in invoices:
+        k = bucket((as_of - inv.due_date).days)
+        acc.setdefault((inv.advertiser_id, inv.currency), dict.fromkeys(BUCKETS, ZERO))[k] += inv.open_amount
+        if inv.id in converted:
+            rep.setdefault((inv.advertiser_id, inv.currency), dict.fromkeys(BUCKETS, ZERO))[k] += converted[inv.id]
+            totals[k] += converted[inv.id]
+    rows = [AgingRow(a, names.get(a, a), c, b, sum(b.values(), ZERO), rep.get((a, c)))
+            for (a, c), b in sorted(acc.items(), key=lambda kv: (names.get(kv[0][0], ""), kv[0][1]))]
+    return rows, ReportingAging(to, totals, sum(totals.values(), ZERO), sorted(unconverted))
+
+
+def default_reporting_currency(s: Session) -> str:
+    """``REPORTING_CURRENCY``, else the currency of the main legal entity: the one that issued the most
+    invoices (ties and no invoices: the first by id); EUR when there is none."""
+    configured = get_settings().reporting_currency
+    if configured:
+        return configured
+    counts: dict[str, int] = defaultdict(int)
+    for le_id in s.execute(select(Invoice.legal_entity_id).where(Invoice.kind == "invoice")).scalars():
+        counts[str(le_id)] += 1
+    entities = list(s.execute(select(LegalEntity.id, LegalEntity.currency).order_by(LegalEntity.id)).all())
+    if not entities:
+        return "EUR"
+    best = max(range(len(entities)), key=lambda k: (counts.get(str(entities[k][0]), 0), -k))
+    return str(entities[best][1])
+
+
+def _in_reporting_currency(s: Session, invoices: list[OpenInvoice], to: str,
+                           as_of: date) -> tuple[dict[int, Decimal], set[str]]:
+    """invoice id → open amount in ``to`` (see :class:`ReportingAging`), and the currencies without a rate."""
+    from billing.fx import LockedRate, convert, find_rate, locked_rate
+    from bot.workflows.fx import rates_around
+
+    out = {i.id: i.open_amount for i in invoices if i.currency == to}
+    foreign = [i for i in invoices if i.currency != to]
+    if not foreign:
+        return out, set()
+    fx = dict(s.execute(select(Invoice.id, Invoice.fx).where(Invoice.id.in_([i.id for i in foreign]))).all())
+    rates = rates_around(s, as_of)
+    latest: dict[str, LockedRate | None] = {}
+    missing: set[str] = set()
+    for inv in foreign:
+        lock = locked_rate(fx.get(inv.id))
+        if lock is not None and lock.from_ == inv.currency and lock.to == to:
+            rate = lock
+        elif lock is not None and lock.from_ == to and lock.to == inv.currency:
+            rate = LockedRate(inv.currency, to, 1 / lock.rate, lock.day, lock.source)
+        else:
+            if inv.currency not in latest:
+                latest[inv.currency] = find_rate(rates, inv.currency, to, on=as_of)
+            found = latest[inv.currency]
+            if found is None:
+                missing.add(inv.currency)
+                continue
+            rate = found
+        out[inv.id] = convert(inv.open_amount, rate)
+    return out, missing
 
 
 def open_as_of(s: Session, as_of: date) -> list[OpenInvoice]:
