@@ -256,6 +256,11 @@ def _balances(s: Session, *, advertiser_id: str | None = None, invoice_ids: Iter
     return {i: (g - credited[i] - paid[i] - written[i], credited[i], paid[i], written[i]) for i, g in gross.items()}
 
 
+def open_amounts(s: Session, invoice_ids: Iterable[int]) -> dict[int, Decimal]:
+    """invoice id → what is open on it now (gross − credit notes − allocations)."""
+    return {i: b[0] for i, b in _balances(s, invoice_ids=list(invoice_ids)).items()}
+
+
 def _match(s: Session, credits: list[IncomingPayment]) -> Application:
     """Apply ``credits`` to the open invoices: open invoices, known payer IBANs and advertiser names are
     read once, the rules run in memory (:func:`billing.payments.apply_cash`)."""
