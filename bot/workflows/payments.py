@@ -657,7 +657,9 @@ def _in_reporting_currency(s: Session, invoices: list[OpenInvoice], to: str,
     foreign = [i for i in invoices if i.currency != to]
     if not foreign:
         return out, set()
-    fx = dict(s.execute(select(Invoice.id, Invoice.fx).where(Invoice.id.in_([i.id for i in foreign]))).all())
+    fx: dict[int, dict[str, Any] | None] = {  # no IN list: there may be more invoices than SQLite's variables
+        int(i): f for i, f in s.execute(select(Invoice.id, Invoice.fx).where(Invoice.kind == "invoice",
+                                                                             Invoice.currency != to))}
     rates = rates_around(s, as_of)
     latest: dict[str, LockedRate | None] = {}
     missing: set[str] = set()

@@ -36,7 +36,7 @@ class PromiseView:
     id: int
     invoice: str
     advertiser: str
-    until: date
+    until: date | None  # always set for a promise (hold_invoice refuses one without)
     reason: str
     state: str
     actor: str
