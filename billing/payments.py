@@ -72,7 +72,10 @@ _AS_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z"
 
 def _rf_body(invoice_number: str) -> str:
     """What :func:`creditor_reference` puts after ``RF`` and the check digits."""
-    return _NOT_ALNUM.sub("", invoice_number).upper()[-21:]
+    plain = invoice_number.replace("-", "").replace("/", "")  # the usual separators, without a regex
+    if not (plain.isascii() and plain.isalnum()):
+        plain = _NOT_ALNUM.sub("", invoice_number)
+    return plain.upper()[-21:]
 
 
 def _mod97(text: str) -> int:
@@ -206,7 +209,8 @@ class _Book:
         self.by_rf_body: dict[str, list[OpenInvoice]] = defaultdict(list)
         self.by_adv: dict[str, list[OpenInvoice]] = defaultdict(list)
         self.by_amount: dict[tuple[str, Decimal], list[OpenInvoice]] = defaultdict(list)
-        for inv in invoices:
+        # in the order every list keeps (oldest first), so no list needs sorting afterwards
+        for inv in sorted(invoices, key=_oldest_first):
             if inv.open_amount <= 0:
                 continue
             self.open_amount[inv.id] = inv.open_amount
@@ -216,8 +220,6 @@ class _Book:
             self.by_rf_body[_rf_body(inv.number)].append(inv)
             self.by_adv[inv.advertiser_id].append(inv)
             self.by_amount[(inv.currency, inv.open_amount)].append(inv)
-        for lst in [*self.by_adv.values(), *self.by_amount.values()]:
-            lst.sort(key=_oldest_first)
 
     def alive(self, lst: Iterable[OpenInvoice], currency: str) -> list[OpenInvoice]:
         return [i for i in lst if self.open_amount[i.id] > 0 and i.currency == currency]
