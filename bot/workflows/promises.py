@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
+from billing.money import quantum
 from bot.workflows import audit
 from bot.workflows.dunning import HOLD_ROLES, hold_invoice
 from bot.workflows.payments import open_amounts
@@ -98,7 +99,7 @@ def resolve_promise(db: Database, *, promise_id: int, outcome: str, reason: str,
             raise NotFound(f"payment promise {promise_id} not found")
         inv = s.get(Invoice, hold.invoice_id)
         assert inv is not None
-        open_ = open_amounts(s, [inv.id])[inv.id]
+        open_ = open_amounts(s, [inv.id])[inv.id].quantize(quantum(inv.currency))  # PostgreSQL keeps six places
         if state == "fulfilled" and open_ > get_settings().payment_tolerance:
             raise Conflict(f"invoice {inv.number} still has {open_} {inv.currency} open: record the payment first "
                            "(`billbot payments import` / `payments allocate`), or break the promise",
