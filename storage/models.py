@@ -882,6 +882,7 @@ class Payment(Base):
     __table_args__ = (
         UniqueConstraint("account", "entry_ref", "booking_date", "amount", name="uq_payments_entry"),
         Index("ix_payments_state", "state"),
+        Index("ix_payments_sla_state_due", "sla_state", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -902,6 +903,15 @@ class Payment(Base):
     source_file: Mapped[str | None] = mapped_column(String(500))
     location: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # a cash-application exception's SLA timers, moved by the sweep like those of ``exceptions``:
+    # None (nobody needs to act) | open | escalated | settled
+    sla_state: Mapped[str | None] = mapped_column(String(16))
+    remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    channel: Mapped[str | None] = mapped_column(String(64))  # where its Slack message is
+    message_ts: Mapped[str | None] = mapped_column(String(32))
 
 
 class PaymentAllocation(Base):

@@ -16,7 +16,7 @@ from bot.blocks.common import esc, mention, money_text
 from bot.slack.held import remind_held
 from bot.workflows import sla
 from storage.db import Database
-from storage.models import BillingException
+from storage.models import BillingException, Payment
 from storage.settings import get_settings, local_time
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ class SweepResult:
     escalated: list[int] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "reminder 12: channel_not_found"
     held_reminded: list[int] = field(default_factory=list)  # owners of items held for correction
+    payments_reminded: list[int] = field(default_factory=list)  # cash-application exceptions (payment ids)
+    payments_escalated: list[int] = field(default_factory=list)
 
 
 def _describe(e: BillingException) -> str:
@@ -60,6 +62,10 @@ def _post_escalation(client: WebClient, e: BillingException, managers: list[str]
             link = ""
     if link:
         text += f" <{link}|Open the exception>"
+    return _tell_managers(client, text, managers, managers_channel, f"escalation {e.id}")
+
+
+def _tell_managers(client: WebClient, text: str, managers: list[str], managers_channel: str, what: str) -> list[str]:
     client.chat_postMessage(channel=managers_channel, text=text)
     failed = []
     for user in managers:
@@ -67,9 +73,38 @@ def _post_escalation(client: WebClient, e: BillingException, managers: list[str]
             dm = client.conversations_open(users=user)
             client.chat_postMessage(channel=dm["channel"]["id"], text=text)
         except SlackClientError as err:  # one unreachable manager must not block the others
-            log.warning("escalation DM of exception %s to %s failed: %s", e.id, user, err)
-            failed.append(f"escalation {e.id} DM {user}: {err}")
+            log.warning("%s DM to %s failed: %s", what, user, err)
+            failed.append(f"{what} DM {user}: {err}")
     return failed
+
+
+def _describe_payment(p: Payment) -> str:
+    what = {"unmatched": "unmatched payment", "overpaid": "over-payment", "partial": "under-payment"}.get(
+        p.state, "payment")
+    return f"{what} #{p.id} of {money_text(p.amount, p.currency)} from {esc(p.payer_name or 'an unknown payer')}"
+
+
+def _post_payment_reminder(client: WebClient, p: Payment, assignees: list[str], exceptions_channel: str) -> None:
+    mentions = " ".join(mention(u) for u in assignees) or "Cash appliers"
+    text = (f":hourglass_flowing_sand: {mentions}: still waiting for a decision on {_describe_payment(p)}. "
+            f"Due {local_time(p.due_at, empty='soon')}.")
+    if p.channel and p.message_ts:
+        client.chat_postMessage(channel=p.channel, thread_ts=p.message_ts, text=text)
+    else:  # never posted: remind in the exceptions channel
+        client.chat_postMessage(channel=exceptions_channel, text=text)
+
+
+def _post_payment_escalation(client: WebClient, p: Payment, managers: list[str], managers_channel: str) -> list[str]:
+    text = (f":rotating_light: SLA breached (due {local_time(p.due_at, empty='?')}): {_describe_payment(p)} "
+            "is escalated to the finance managers.")
+    if p.channel and p.message_ts:
+        try:
+            link = client.chat_getPermalink(channel=p.channel, message_ts=p.message_ts).get("permalink", "")
+        except SlackClientError:
+            link = ""
+        if link:
+            text += f" <{link}|Open the payment>"
+    return _tell_managers(client, text, managers, managers_channel, f"payment escalation {p.id}")
 
 
 def sweep(
@@ -120,4 +155,37 @@ def sweep(
     held_reminded, held_failed = remind_held(db, client, now=now, key=key)
     result.held_reminded.extend(held_reminded)
     result.failed.extend(held_failed)
+    _sweep_payments(db, todo, now, client=client, key=key, result=result, managers_channel=managers_channel,
+                    exceptions_channel=exceptions_channel)
     return result
+
+
+def _sweep_payments(db: Database, todo: sla.Due, now: datetime, *, client: WebClient | None,
+                    key: Ed25519PrivateKey | None, result: SweepResult, managers_channel: str,
+                    exceptions_channel: str) -> None:
+    """The same for cash-application exceptions: reminders mention the cash appliers (finance
+    managers when there are none), escalations go to the finance managers."""
+    for pid in todo.remind_payments:
+        if not sla.claim_payment_reminder(db, pid, now, key):
+            continue
+        try:
+            if client is not None:
+                _post_payment_reminder(client, sla.load_payment(db, pid), todo.cash_appliers or todo.managers,
+                                       exceptions_channel)
+            result.payments_reminded.append(pid)
+        except SlackClientError as err:
+            log.warning("reminder for payment %s failed: %s", pid, err)
+            sla.release_payment(db, pid, now, "reminder", error=str(err), key=key)
+            result.failed.append(f"payment reminder {pid}: {err}")
+    for pid in todo.escalate_payments:
+        if not sla.claim_payment_escalation(db, pid, now, key):
+            continue
+        try:
+            if client is not None:
+                result.failed.extend(_post_payment_escalation(client, sla.load_payment(db, pid), todo.managers,
+                                                              managers_channel))
+            result.payments_escalated.append(pid)
+        except SlackClientError as err:
+            log.warning("escalation of payment %s failed: %s", pid, err)
+            sla.release_payment(db, pid, now, "escalation", error=str(err), key=key)
+            result.failed.append(f"payment escalation {pid}: {err}")

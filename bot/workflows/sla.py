@@ -12,6 +12,10 @@ conditional UPDATE whose row count decides who acts:
 A concurrent sweeper's UPDATE waits for the winner's row lock (PostgreSQL) or its
 ``BEGIN IMMEDIATE`` (SQLite), re-evaluates the WHERE clause and matches nothing. Because the state
 lives in the row, a process that was down across ``due_at`` catches up on its first sweep — once.
+Cash-application exceptions (payments a person must settle: unmatched, over- or under-paid beyond
+the tolerance) carry the same timers in their ``payments`` row (``sla_state`` open → escalated,
+``settled`` once decided); the sweep claims them with the same conditional UPDATEs
+(:func:`claim_payment_reminder`, :func:`claim_payment_escalation`).
 Slack is told after the claim commits (:mod:`bot.slack.sla` runs the sweep: it asks here what is due,
 claims each row, says it, and on a failed post hands the claim back with :func:`release`, another
 conditional UPDATE), so the next sweep retries and nothing is ever posted twice for one claim.
@@ -20,7 +24,7 @@ conditional UPDATE), so the next sweep retries and nothing is ever posted twice 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,9 +34,11 @@ from sqlalchemy.orm import Session, joinedload
 from bot.workflows.audit import record
 from bot.workflows.effects import notify
 from storage.db import Database
-from storage.models import OPEN_EXCEPTION_STATES, BillingException, User, UserRole
+from storage.models import OPEN_EXCEPTION_STATES, BillingException, Payment, User, UserRole
 
 log = logging.getLogger(__name__)
+
+OPEN_PAYMENT_SLA_STATES = ("open", "escalated")  # a cash-application exception's timers still run
 
 
 def claim_reminder(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
@@ -101,6 +107,9 @@ class Due:
     escalate: list[int]
     approvers: list[str]
     managers: list[str]
+    remind_payments: list[int] = field(default_factory=list)  # cash-application exceptions (payment ids)
+    escalate_payments: list[int] = field(default_factory=list)
+    cash_appliers: list[str] = field(default_factory=list)
 
 
 def due(db: Database, now: datetime) -> Due:
@@ -116,7 +125,18 @@ def due(db: Database, now: datetime) -> Due:
                 BillingException.state == "pending", BillingException.escalated_at.is_(None),
                 BillingException.due_at.is_not(None), BillingException.due_at <= now,
             ).order_by(BillingException.id)).scalars())
-        return Due(remind_ids, escalate_ids, _users_with_role(s, "approver"), _users_with_role(s, "finance_manager"))
+        remind_payments = list(s.execute(
+            select(Payment.id).where(
+                Payment.sla_state.in_(OPEN_PAYMENT_SLA_STATES), Payment.reminded_at.is_(None),
+                Payment.remind_at.is_not(None), Payment.remind_at <= now,
+            ).order_by(Payment.id)).scalars())
+        escalate_payments = list(s.execute(
+            select(Payment.id).where(
+                Payment.sla_state == "open", Payment.escalated_at.is_(None),
+                Payment.due_at.is_not(None), Payment.due_at <= now,
+            ).order_by(Payment.id)).scalars())
+        return Due(remind_ids, escalate_ids, _users_with_role(s, "approver"), _users_with_role(s, "finance_manager"),
+                   remind_payments, escalate_payments, _users_with_role(s, "cash_applier"))
 
 
 def load_exception(db: Database, exc_id: int) -> BillingException:
@@ -126,3 +146,62 @@ def load_exception(db: Database, exc_id: int) -> BillingException:
                       .where(BillingException.id == exc_id)).scalar_one()
         s.expunge(e)
         return e
+
+
+# --------------------------------------------------------------------------- cash-application exceptions
+
+
+def claim_payment_reminder(db: Database, payment_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
+    with db.transaction() as s:
+        res = s.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.reminded_at.is_(None),
+                   Payment.sla_state.in_(OPEN_PAYMENT_SLA_STATES), Payment.remind_at <= now)
+            .values(reminded_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        record(s, key=key, actor="system", action="payment.reminded", subject_type="payment",
+               subject_id=payment_id, payload={"reminded_at": now.isoformat()}, now=now)
+    return True
+
+
+def claim_payment_escalation(db: Database, payment_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
+    with db.transaction() as s:
+        res = s.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.escalated_at.is_(None), Payment.sla_state == "open",
+                   Payment.due_at <= now)
+            .values(sla_state="escalated", escalated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        record(s, key=key, actor="system", action="payment.escalated", subject_type="payment",
+               subject_id=payment_id, payload={"escalated_at": now.isoformat(), "from": "open"}, now=now)
+    return True
+
+
+def release_payment(db: Database, payment_id: int, now: datetime, what: str, *, error: str,
+                    key: Ed25519PrivateKey | None) -> None:
+    """Hand a payment's claim back after a failed Slack post, only if nobody moved the row since."""
+    with db.transaction() as s:
+        q = update(Payment).where(Payment.id == payment_id)
+        if what == "reminder":
+            q = q.where(Payment.reminded_at == now).values(reminded_at=None)
+        else:
+            q = q.where(Payment.escalated_at == now, Payment.sla_state == "escalated").values(
+                sla_state="open", escalated_at=None)
+        res = s.execute(q.execution_options(synchronize_session=False))
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            record(s, key=key, actor="system", action=f"payment.{what}_failed", subject_type="payment",
+                   subject_id=payment_id, payload={"error": error, "retry": True}, now=now)
+
+
+def load_payment(db: Database, payment_id: int) -> Payment:
+    """The payment, detached, for the reminder / escalation message that names it."""
+    with db.read() as s:
+        p = s.execute(select(Payment).where(Payment.id == payment_id)).scalar_one()
+        s.expunge(p)
+        return p
