@@ -13,6 +13,7 @@ one place, whatever their origin.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from storage.models import (
     ExchangeRate,
     ExternalId,
     LegalEntity,
+    Setting,
     User,
     UserRole,
 )
@@ -191,8 +193,8 @@ def load_scenario(
 
 
 def _known_ids(s: Session, sc: Scenario) -> dict[str, set[str]]:
-    le_refs = {a.legal_entity for a in sc.advertisers}
-    adv_refs = {c.advertiser for c in sc.campaigns}
+    le_refs = {a.legal_entity for a in sc.advertisers} | {r.legal_entity for r in sc.routing or [] if r.legal_entity}
+    adv_refs = {c.advertiser for c in sc.campaigns} | {r.advertiser for r in sc.routing or [] if r.advertiser}
     item_refs = {d.item for d in sc.delivery}
 
     def ids(col: Any, refs: set[str]) -> set[str]:
@@ -254,8 +256,33 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _load_users(s, sc, res)
     _load_delivery(s, sc, res)
     _load_rates(s, sc, res)
+    _load_review(s, sc, res)
     s.flush()
     return res
+
+
+#: where the review controls of the scenario format live (key/value rows, canonical JSON)
+REVIEW_KEYS = {"checklists": "review.checklists", "routing": "review.routing"}
+
+
+def _load_review(s: Session, sc: Scenario, res: LoadResult) -> None:
+    """Checklists and routing rules (issue 21): a section given in the file replaces the stored one
+    as a whole (rule order matters: the first matching routing rule wins); a file without it keeps it."""
+    for section, key in REVIEW_KEYS.items():
+        given = getattr(sc, section)
+        if given is None:
+            continue
+        value = json.dumps([r.model_dump(mode="json", exclude_none=True) for r in given], sort_keys=True,
+                           separators=(",", ":"))
+        row = s.get(Setting, key)
+        if row is None:
+            s.add(Setting(key=key, value=value))
+            res.count(section, "inserted", len(given))
+        elif row.value != value:
+            row.value = value
+            res.count(section, "updated", len(given))
+        else:
+            res.count(section, "unchanged", len(given))
 
 
 def _load_external_ids(s: Session, sc: Scenario, res: LoadResult) -> None:

@@ -36,6 +36,7 @@ from bot.blocks.common import (
     slack_date,
 )
 from bot.workflows.decisions import valid_approvals
+from bot.workflows.review import checklist_for, group_label
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
 
 KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold",
@@ -148,9 +149,11 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
     elements = []
     for decision in [d for d in ("approve", "reject", "force") if (kind, d) in BUTTON_TEXT]:
         label, _ = BUTTON_TEXT[(kind, decision)]
+        # a checklist opens a modal (its submit is the confirmation), so no confirm dialog before it
+        confirm = None if checklist_for(exc, decision) else _confirm(kind, decision, exc)
         elements.append(ButtonElement(
             text=PlainTextObject(text=label), action_id=ACTION_IDS[decision],
-            value=button_value(exc.id, subject_hash), style=styles[decision], confirm=_confirm(kind, decision, exc),
+            value=button_value(exc.id, subject_hash), style=styles[decision], confirm=confirm,
         ))
     return ActionsBlock(block_id=f"decide:{exc.id}", elements=elements)
 
@@ -162,6 +165,14 @@ def approvals_text(exc: BillingException) -> str | None:
     got = len(current)
     names = ", ".join(mention(str(a.get("user"))) for a in current if isinstance(a, dict))
     return f"{got} of {exc.approvals_needed} approvals" + (f" ({names})" if names else "")
+
+
+def routing_text(exc: BillingException) -> str | None:
+    """"Decided by <!subteam^S…> (@finance-leads) · rule big-x" when a routing rule names a group."""
+    approvers = (exc.review or {}).get("approvers")
+    if not approvers:
+        return None
+    return f"decided by {group_label(approvers)} (rule `{esc(exc.review.get('rule')) if exc.review else ''}`)"
 
 
 def exception_message(
@@ -198,6 +209,9 @@ def exception_message(
     approvals = approvals_text(exc)
     if approvals:
         context.append(approvals)
+    routed = routing_text(exc)
+    if routed:
+        context.append(routed)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), 2000))]))
     if exc.state in OPEN_EXCEPTION_STATES:
         blocks.append(decision_buttons(exc, subject_hash))

@@ -26,8 +26,10 @@ class Where(BaseModel):
     from_home: bool = False
 
 
-#: messages billbot writes itself from stored Slack ids (``Already approved by <@U…>``): their markup stays
-TRUSTED_MARKUP = frozenset({"already_decided"})
+#: messages billbot writes itself from stored Slack ids (``Already approved by <@U…>``): their markup stays.
+#: The approver-group refusals name a routing rule's group and users, whose ids and handle the scenario
+#: format restricts to characters without markup (``S…``, ``U…``, ``[a-z0-9._-]``).
+TRUSTED_MARKUP = frozenset({"already_decided", "not_in_approver_group", "group_lookup_failed"})
 
 
 def error_text(error: Exception) -> str:
