@@ -295,8 +295,7 @@ class RateIn(_Model):
         return v
 
 
-DECISION_NAMES = ("approve", "reject", "force")
-EXCEPTION_KINDS = ("variance", "below_threshold", "manual_change")
+CHECKED_DECISIONS: tuple[Literal["approve", "force"], ...] = ("approve", "force")
 
 
 class ChecklistIn(_Model):
@@ -304,7 +303,7 @@ class ChecklistIn(_Model):
 
     kind: Literal["variance", "below_threshold", "manual_change"]
     cause: str | None = None  # None: every cause of the kind; a cause-specific list wins
-    decisions: list[Literal["approve", "force"]] = Field(default_factory=lambda: ["approve", "force"])
+    decisions: list[Literal["approve", "force"]] = Field(default_factory=lambda: list(CHECKED_DECISIONS))
     # a Slack checkbox option is at most 75 characters, a checkbox group at most 10 options
     items: list[Annotated[str, Field(min_length=3, max_length=75)]] = Field(min_length=1, max_length=10)
 

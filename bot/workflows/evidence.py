@@ -252,7 +252,7 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
                 {"id": d.id, "exception_id": d.exception_id, "decision": d.decision, "actor_id": d.actor_id,
                  "actor_name": d.actor_name, "actor_email": d.actor_email, "reason": d.reason,
                  "decided_at": d.decided_at, "subject_hash": d.subject_hash, "audit_id": d.audit_id,
-                 **_review_of(signed.get(d.audit_id))}
+                 **_review_of(signed.get(d.audit_id) if d.audit_id else None)}
                 for d in decisions
             ],
             "approvals": inv.approvals or [],
