@@ -265,6 +265,9 @@ def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool)
     text = f"{DECIDED_ICON.get(exc.state, '')} {verb} by {who} at {slack_date(decision.decided_at)}. {consequence}"
     if decision.reason:
         text += f"\nReason: {clip(esc(decision.reason), 2000)}"
+    ticked = checklist_for(exc, decision.decision) if decision.actor_id != "system" else []
+    if ticked:  # a decision under a checklist was only recorded with every item ticked (issue 21)
+        text += "\nChecklist: " + "; ".join(f":ballot_box_with_check: {esc(it)}" for it in ticked)
     text += f"\nSigned record: SHA-256 `{decision.subject_hash[:16]}…`"
     return clip(text, SECTION_TEXT_MAX)
 

@@ -53,7 +53,7 @@ def reason_modal(exc: BillingException, decision: str, metadata: dict[str, Any])
             element=CheckboxesElement(action_id=CHECKLIST_ACTION_ID, options=[
                 Option(value=str(n), text=PlainTextObject(text=clip(item, 75))) for n, item in enumerate(items, 1)
             ]),
-            optional=True,  # checked on submit, so the refusal can name what is missing
+            optional=False,  # Slack refuses an empty one itself; billbot refuses a partial one naming what is missing
         ))
     if decision != "approve":
         blocks.append(InputBlock(

@@ -88,6 +88,8 @@ def test_scenario_checklist_turns_approve_into_a_modal_refused_until_every_item_
     payload = json.loads(entry.payload)
     assert payload["checklist"] == [{"item": ITEMS[0], "checked": True}, {"item": ITEMS[1], "checked": True}]
     assert entry.signature
+    [reply] = message_of(world, eid)["replies"]
+    assert "Checklist:" in reply["text"] and all(it in reply["text"] for it in ITEMS)
 
 
 def test_force_modal_shows_the_checklist_with_the_reason_and_the_workflow_checks_again(world):
