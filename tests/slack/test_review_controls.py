@@ -18,6 +18,7 @@ from sqlalchemy import select
 from billing.errors import Invalid
 from bot.slack.sla import sweep
 from bot.workflows.decisions import Refused, decide, subject_hash_of
+from bot.workflows.integrity import check_rows
 from storage.loader import load_scenario
 from storage.models import AuditLog, BillingException, PreInvoice
 from tests import factories as f
@@ -123,6 +124,26 @@ def test_without_checklists_approve_stays_one_click(world):
     assert f.exception_row(world.db, eid).state == "approved"
     assert not [c for c in world.api.calls_to("views.open") if c["view"].get("callback_id") == "decision_reason"]
     assert "checklist" not in json.loads(audit_actions(world, "decision.recorded")[0].payload)
+
+
+def test_cli_approve_ticks_the_checklist_with_check(world):
+    from typer.testing import CliRunner
+
+    import bot.cli.exceptions_cmds  # noqa: F401  (registers the commands)
+    from bot.cli.groups import app
+
+    _load(world.db, checklists=[{"kind": "variance", "items": ITEMS}])
+    _pid, eid = _variance(world)
+    runner = CliRunner()
+    shown = json.loads(runner.invoke(app, ["exceptions", "show", str(eid), "--json"]).stdout)
+    assert shown["review"]["checklist"]["approve"] == ITEMS
+    r = runner.invoke(app, ["exceptions", "approve", str(eid), "--as", f.APPROVER, "--check", "1"])
+    assert r.exit_code == 2 and "Make-good agreed with the client?" in r.output
+    assert f.exception_row(world.db, eid).state == "pending"
+    r = runner.invoke(app, ["exceptions", "approve", str(eid), "--as", f.APPROVER, "--check", "1",
+                            "--check", ITEMS[1]])
+    assert r.exit_code == 0, r.output
+    assert f.exception_row(world.db, eid).state == "approved"
 
 
 # --------------------------------------------------------------------------- 4. routing
@@ -276,6 +297,10 @@ def test_auto_approve_timeout_for_small_variances_audited_as_the_system_with_the
     with time_machine.travel(T0 + timedelta(hours=30), tick=False):
         res = sweep(db, client=client, key=key)
     assert (res.auto_approved, res.escalated) == ([], [])
+    with db.read() as s:  # `audit verify`'s row check: the system's decision row matches its signed record
+        problems = check_rows(s)  # (the factory's pre-invoices were written outside the workflows)
+    assert [p for p in problems if "decision" in p] == []
+    assert [p for p in problems if p.startswith(f"pre-invoice {small_pi}:")] == []
 
 
 def test_exception_message_button_values_unchanged_by_routing(world):
