@@ -214,6 +214,24 @@ def test_a_slack_user_group_without_listed_users_is_asked_from_slack(db, key):
                   signing_key=key, group_lookup=members).final
 
 
+def test_a_slack_user_group_is_looked_up_with_usergroups_users_list_on_a_click(world):
+    _load(world.db, routing=[{"id": "leads", "approvers": {"group": LEADS, "name": "finance-leads"}}])
+    world.api.handlers["usergroups.users.list"] = lambda call: (
+        {"ok": True, "users": [f.APPROVER]} if call.params.get("usergroup") == LEADS
+        else {"ok": False, "error": "no_such_subteam"})
+    _pid, eid = _variance(world)
+    click(world, f.APPROVER2, eid, "approve")
+    assert f"Only <!subteam^{LEADS}> (@finance-leads) may decide this" in ephemerals(world, f.APPROVER2)[-1]
+    world.api.fail["usergroups.users.list"] = "ratelimited"  # Slack cannot confirm: nobody is let through
+    click(world, f.APPROVER, eid, "approve")
+    assert "could not be looked up" in ephemerals(world, f.APPROVER)[-1]
+    assert f.exception_row(world.db, eid).state == "pending"
+    del world.api.fail["usergroups.users.list"]
+    click(world, f.APPROVER, eid, "approve")
+    assert f.exception_row(world.db, eid).state == "approved"
+    assert [c.params["usergroup"] for c in world.api.calls_to("usergroups.users.list")] == [LEADS] * 3
+
+
 def test_routing_rules_are_validated_with_their_path(db):
     f.seed(db)
     with pytest.raises(Invalid) as err:
