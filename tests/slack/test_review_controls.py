@@ -232,6 +232,24 @@ def test_a_slack_user_group_is_looked_up_with_usergroups_users_list_on_a_click(w
     assert [c.params["usergroup"] for c in world.api.calls_to("usergroups.users.list")] == [LEADS] * 3
 
 
+def test_the_home_queue_lists_a_routed_exception_for_its_group_only(db, key):
+    from bot.workflows.decisions import queue_for
+    from storage.models import User
+
+    f.seed(db)
+    _load(db, routing=[{**ROUTE_X, "approvers": {"users": [f.APPROVER]}},
+                       {"id": "slack-group", "max_amount": "100.00", "approvers": {"group": LEADS}}])
+    routed = f.open_exception(db, key, preinvoice_id=f.preinvoice(db), amount="6000.00", name="big")
+    grouped = f.open_exception(db, key, preinvoice_id=f.preinvoice(db, month=3), amount="50.00", name="small")
+    with db.read() as s:
+        def queue(uid: str) -> list[int]:
+            return [e.id for e in queue_for(s, s.get(User, uid))]
+
+        assert queue(f.APPROVER) == [routed, grouped]
+        assert queue(f.APPROVER2) == [grouped]  # outside the listed users; a Slack group is checked at the click
+        assert queue(f.MANAGER) == [routed, grouped]  # Force stays the finance managers' override
+
+
 def test_routing_rules_are_validated_with_their_path(db):
     f.seed(db)
     with pytest.raises(Invalid) as err:
