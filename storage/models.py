@@ -669,6 +669,9 @@ class BillingException(Base):
     channel: Mapped[str | None] = mapped_column(String(64))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    #: the routing rule, approver group, checklist and reminder plan it was opened under (issue 21;
+    #: None: the default rule — any approver, two above TWO_APPROVER_AMOUNT, one reminder at half-time)
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     advertiser: Mapped[Advertiser] = relationship()
     preinvoice: Mapped[PreInvoice | None] = relationship()

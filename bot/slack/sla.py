@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackClientError
 
 from bot.blocks.common import esc, mention, money_text
 from bot.slack.held import remind_held
-from bot.workflows import sla
+from bot.workflows import decisions, sla
 from storage.db import Database
 from storage.models import BillingException, Payment
 from storage.settings import get_settings, local_time
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class SweepResult:
     reminded: list[int] = field(default_factory=list)
     escalated: list[int] = field(default_factory=list)
+    auto_approved: list[int] = field(default_factory=list)  # the rule's timeout outcome (issue 21)
     failed: list[str] = field(default_factory=list)  # "reminder 12: channel_not_found"
     held_reminded: list[int] = field(default_factory=list)  # owners of items held for correction
     payments_reminded: list[int] = field(default_factory=list)  # cash-application exceptions (payment ids)
@@ -39,10 +40,26 @@ def _describe(e: BillingException) -> str:
             f"({esc(e.cause)})")
 
 
-def _post_reminder(client: WebClient, e: BillingException, assignees: list[str], exceptions_channel: str) -> None:
-    mentions = " ".join(mention(u) for u in assignees if u != e.started_by) or "Approvers"
+def _assignees(e: BillingException, approvers: list[str], managers: list[str]) -> tuple[list[str], str | None]:
+    """Who a reminder names: the managers for a repeat after expiry, else the routing rule's group
+    (its listed users, or the Slack user group mention), else every approver."""
+    if sla.reminder_goes_to_managers(e):
+        return managers, None
+    group = (e.review or {}).get("approvers")
+    if group:
+        return list(group.get("users") or []), (f"<!subteam^{group['group']}>" if group.get("group") else None)
+    return approvers, None
+
+
+def _post_reminder(client: WebClient, e: BillingException, assignees: list[str], exceptions_channel: str,
+                   *, group: str | None = None, overdue: bool = False) -> None:
+    mentions = " ".join(mention(u) for u in assignees if u != e.started_by)
+    mentions = " ".join(x for x in (group, mentions) if x) or "Approvers"
     due = local_time(e.due_at, empty="soon")
     text = f":hourglass_flowing_sand: {mentions}: still waiting for a decision on {_describe(e)}. Due {due}."
+    if overdue:
+        text = (f":rotating_light: {mentions}: the SLA of {_describe(e)} expired at {due} and it still waits "
+                "for a decision.")
     if e.channel and e.message_ts:
         client.chat_postMessage(channel=e.channel, thread_ts=e.message_ts, text=text)
     else:  # never posted (Slack was down when it opened): remind in the exceptions channel
@@ -130,17 +147,25 @@ def sweep(
     todo = sla.due(db, now)
     result = SweepResult()
     for exc_id in todo.remind:
-        if not sla.claim_reminder(db, exc_id, now, key):
+        claimed = sla.claim_reminder(db, exc_id, now, key)
+        if claimed is None:
             continue
         try:
             if client is not None:
-                _post_reminder(client, sla.load_exception(db, exc_id), todo.approvers, exceptions_channel)
+                e = sla.load_exception(db, exc_id)
+                who, group = _assignees(e, todo.approvers, todo.managers)
+                _post_reminder(client, e, who, exceptions_channel, group=group,
+                               overdue=sla.reminder_goes_to_managers(e))
             result.reminded.append(exc_id)
         except SlackClientError as err:  # hand the claim back so the next sweep retries
             log.warning("reminder for exception %s failed: %s", exc_id, err)
-            sla.release(db, exc_id, now, "reminder", error=str(err), key=key)
+            sla.release(db, exc_id, now, "reminder", error=str(err), key=key, claimed=claimed)
             result.failed.append(f"reminder {exc_id}: {err}")
     for exc_id in todo.escalate:
+        # the routing rule's timeout outcome: small variances are approved by the system, not escalated
+        if decisions.auto_approve_on_timeout(db, exc_id, now=now, key=key, today=now.astimezone(st.tz).date()):
+            result.auto_approved.append(exc_id)
+            continue
         if not sla.claim_escalation(db, exc_id, now, key):
             continue
         try:

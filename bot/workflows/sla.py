@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
+from bot.workflows import review
 from bot.workflows.audit import record
 from bot.workflows.effects import notify
 from storage.db import Database
@@ -41,20 +42,43 @@ log = logging.getLogger(__name__)
 OPEN_PAYMENT_SLA_STATES = ("open", "escalated")  # a cash-application exception's timers still run
 
 
-def claim_reminder(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
+def claim_reminder(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> datetime | None:
+    """Claim the reminder due at the row's ``remind_at``. Under a routing rule's reminder plan
+    (issue 21: e.g. 50 %, 75 %, 100 % of the SLA, then every N hours to the managers) the same
+    UPDATE moves ``remind_at`` on to the plan's next point, guarded by the ``remind_at`` it read, so
+    each point is claimed once; without one, ``remind_at`` stays and the reminder goes once.
+    Returns the claimed point (for :func:`release`), None when there was nothing to claim."""
     with db.transaction() as s:
+        exc = s.get(BillingException, exc_id)
+        if exc is None or exc.remind_at is None:
+            return None
+        seen = exc.remind_at
+        nxt, to_managers = review.next_reminder(exc, now)
         res = s.execute(
             update(BillingException)
-            .where(BillingException.id == exc_id, BillingException.reminded_at.is_(None),
+            .where(BillingException.id == exc_id, BillingException.remind_at == seen,
+                   or_(BillingException.reminded_at.is_(None), BillingException.reminded_at < seen),
                    BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.remind_at <= now)
-            .values(reminded_at=now)
+            .values(reminded_at=now, remind_at=nxt)
             .execution_options(synchronize_session=False)
         )
         if res.rowcount != 1:  # type: ignore[attr-defined]
-            return False
+            return None
+        payload: dict[str, object] = {"reminded_at": now.isoformat()}
+        if exc.review and exc.review.get("sla"):
+            payload.update(rule=exc.review.get("rule"), due_at=seen.isoformat(),
+                           to="managers" if to_managers else "approvers",
+                           next=nxt.isoformat() if nxt is not None else None)
         record(s, key=key, actor="system", action="exception.reminded", subject_type="exception",
-               subject_id=exc_id, payload={"reminded_at": now.isoformat()}, now=now)
-    return True
+               subject_id=exc_id, payload=payload, now=now)
+    return seen
+
+
+def reminder_goes_to_managers(e: BillingException) -> bool:
+    """A reminder after expiry (a repeat of the rule's plan) goes to the managers, not the approvers."""
+    if not (e.review or {}).get("sla"):
+        return False  # the default reminder names the approvers, however late it goes out
+    return e.reminded_at is not None and e.due_at is not None and e.reminded_at > e.due_at
 
 
 def claim_escalation(db: Database, exc_id: int, now: datetime, key: Ed25519PrivateKey | None) -> bool:
@@ -75,12 +99,13 @@ def claim_escalation(db: Database, exc_id: int, now: datetime, key: Ed25519Priva
 
 
 def release(db: Database, exc_id: int, now: datetime, what: str, *, error: str,
-             key: Ed25519PrivateKey | None) -> None:
+             key: Ed25519PrivateKey | None, claimed: datetime | None = None) -> None:
     """Hand a claim back after a failed Slack post, only if nobody moved the row since."""
     with db.transaction() as s:
         q = update(BillingException).where(BillingException.id == exc_id)
-        if what == "reminder":
-            q = q.where(BillingException.reminded_at == now).values(reminded_at=None)
+        if what == "reminder":  # the claimed point comes back (a rule's plan had moved remind_at on)
+            q = q.where(BillingException.reminded_at == now).values(
+                reminded_at=None, remind_at=claimed if claimed is not None else BillingException.remind_at)
         else:
             q = q.where(BillingException.escalated_at == now, BillingException.state == "escalated").values(
                 state="pending", escalated_at=None, updated_at=now, version=BillingException.version + 1)
@@ -117,7 +142,8 @@ def due(db: Database, now: datetime) -> Due:
     with db.read() as s:
         remind_ids = list(s.execute(
             select(BillingException.id).where(
-                BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.reminded_at.is_(None),
+                BillingException.state.in_(OPEN_EXCEPTION_STATES),
+                or_(BillingException.reminded_at.is_(None), BillingException.reminded_at < BillingException.remind_at),
                 BillingException.remind_at.is_not(None), BillingException.remind_at <= now,
             ).order_by(BillingException.id)).scalars())
         escalate_ids = list(s.execute(
