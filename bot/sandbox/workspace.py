@@ -429,8 +429,8 @@ class Workspace:
                     thread_ts = parent["thread_ts"] or parent["ts"]
             ts = self._clock.next()
             self._conn.execute(
-                "INSERT INTO messages (channel, ts, thread_ts, user_id, bot_id, text, blocks, sent_blocks, attachments, "
-                "files, subtype, reply_broadcast) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (channel, ts, thread_ts, user_id, bot_id, text, blocks, sent_blocks, "
+                "attachments, files, subtype, reply_broadcast) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ch["id"],
                     ts,
@@ -499,7 +499,8 @@ class Workspace:
             if as_bot and not row["bot_id"]:
                 raise SlackError("cant_update_message")
             self._conn.execute(
-                "UPDATE messages SET text = ?, blocks = ?, sent_blocks = ?, attachments = ?, edited_ts = ? WHERE ts = ?",
+                "UPDATE messages SET text = ?, blocks = ?, sent_blocks = ?, attachments = ?, edited_ts = ? "
+                "WHERE ts = ?",
                 (
                     row["text"] if text is None else text,
                     row["blocks"] if blocks is None else _dumps(with_ids(blocks)),
