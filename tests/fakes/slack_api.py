@@ -20,6 +20,7 @@ from typing import Any
 
 from bot.sandbox.calls import Call
 from bot.sandbox.server import SandboxServer, start_sandbox
+from bot.sandbox.webapi import WebApi
 from bot.sandbox.workspace import SandboxUser
 
 __all__ = ["Call", "FakeSlackAPI"]
@@ -30,6 +31,8 @@ class FakeSlackAPI:
         self.team_id = team_id
         self.users: dict[str, dict[str, Any]] = dict(users or {})  # users.info answers these (read at each call)
         self._sandbox: SandboxServer | None = None
+        self._api: WebApi | None = None  # its call log and faults stay readable after stop()
+        self._kept: tuple[dict[tuple[str, str], dict[str, Any]], dict[str, bytes]] | None = None
 
     def _sandbox_users(self) -> list[SandboxUser]:
         return [
@@ -49,10 +52,14 @@ class FakeSlackAPI:
         self._sandbox = start_sandbox(
             deterministic=True, open_ids=True, team_id=self.team_id, users_provider=self._sandbox_users
         )
+        self._api = self._sandbox.api
+        self._kept = None
         return self
 
     def stop(self) -> None:
+        """Stop the server; what it recorded and stored stays readable."""
         if self._sandbox is not None:
+            self._kept = (self.messages, self.uploads)
             self._sandbox.stop()
             self._sandbox = None
 
@@ -83,31 +90,36 @@ class FakeSlackAPI:
     def response_url(self, name: str = "r") -> str:
         return f"{self.base}/response/{name}"
 
+    @property
+    def api(self) -> WebApi:
+        assert self._api is not None, "start() the fake first"
+        return self._api
+
     # ------------------------------------------------------------------ recorded calls and faults
 
     @property
     def calls(self) -> list[Call]:
-        return self.sandbox.api.log.calls
+        return self.api.log.calls
 
     @property
     def fail(self) -> dict[str, str]:
         """method → Slack error code, answered (and recorded) until removed."""
-        return self.sandbox.api.faults.errors
+        return self.api.faults.errors
 
     def fail_next(self, method: str, *, status: int = 429, retry_after: int = 1, times: int = 1) -> None:
         """The next ``times`` calls of ``method`` get ``status`` (429 with ``Retry-After``)."""
-        self.sandbox.api.faults.fail_next(method, status=status, retry_after=retry_after, times=times)
+        self.api.faults.fail_next(method, status=status, retry_after=retry_after, times=times)
 
     def reset(self) -> None:
-        self.sandbox.api.log.reset()
+        self.api.log.reset()
 
     def calls_to(self, method: str) -> list[Call]:
-        return self.sandbox.api.log.calls_to(method)
+        return self.api.log.calls_to(method)
 
     def wait_for(self, method: str, n: int = 1, *, timeout: float = 10.0,
                  where: Callable[[Call], bool] | None = None) -> list[Call]:
         """Wait until at least ``n`` calls of ``method`` (matching ``where``) were recorded."""
-        return self.sandbox.api.log.wait_for(method, n, timeout=timeout, where=where)
+        return self.api.log.wait_for(method, n, timeout=timeout, where=where)
 
     # ------------------------------------------------------------------ what the workspace holds
 
@@ -115,6 +127,8 @@ class FakeSlackAPI:
     def messages(self) -> dict[tuple[str, str], dict[str, Any]]:
         """(channel, ts) → message (``text``, ``blocks`` as billbot sent them, ``thread_ts``, ``replies``), oldest
         first."""
+        if self._kept is not None:
+            return self._kept[0]
         stored = self.sandbox.workspace.all_messages(as_sent=True)
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for m in stored:
@@ -130,4 +144,6 @@ class FakeSlackAPI:
 
     @property
     def uploads(self) -> dict[str, bytes]:
+        if self._kept is not None:
+            return self._kept[1]
         return self.sandbox.workspace.uploads()
