@@ -223,6 +223,7 @@ class SandboxApp:
                 view_id=data.get("view_id"),
                 selected=data.get("selected"),
                 values=data.get("values") or {},
+                shown=data.get("element") if isinstance(data.get("element"), dict) else None,
             )
         elif name == "submit":
             out = self.forwarder.submit(user, str(data["view_id"]), data.get("values") or {})
