@@ -228,7 +228,8 @@ def chat_post_ephemeral(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
     user = _required(params, "user", "user_not_in_channel")
     text, blocks, attachments = _message_content(params)
     try:
-        api.ws.user(user)
+        if not api.ws.open_ids:  # open_ids: users the workspace does not know are in every channel
+            api.ws.user(user)
     except SlackError:
         raise SlackError("user_not_in_channel") from None
     _, ts = api.ws.post_ephemeral(

@@ -286,11 +286,14 @@ class Workspace:
     def _ensure_channel(self, name: str, channel_id: str | None = None) -> dict[str, Any]:
         row = self._conn.execute("SELECT * FROM channels WHERE name = ?", (name,)).fetchone()
         if row is None:
-            cid = channel_id or self._new_id("C")
-            if self.deterministic and channel_id is None:
+            if channel_id is not None:
+                cid = channel_id
+            elif self.deterministic:
                 cid = "C" + re.sub(r"[^A-Z0-9]", "", name.upper())[:10]
                 if self._taken(cid):
                     cid = self._new_id("C")
+            else:
+                cid = self._new_id("C")
             self._conn.execute(
                 "INSERT INTO channels (id, name, kind, created) VALUES (?, ?, 'channel', ?)", (cid, name, time.time())
             )
