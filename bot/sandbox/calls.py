@@ -53,15 +53,19 @@ def decode_json_fields(params: dict[str, Any]) -> dict[str, Any]:
 
 
 class CallLog:
-    """Every request the sandbox answered, oldest first."""
+    """Every request the sandbox answered, oldest first; with ``keep``, only the last ``keep`` (a long sandbox
+    session uploads many PDFs — their bodies are recorded too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int | None = None) -> None:
         self.calls: list[Call] = []
+        self.keep = keep
         self._cv = threading.Condition()
 
     def record(self, call: Call) -> None:
         with self._cv:
             self.calls.append(call)
+            if self.keep is not None and len(self.calls) > self.keep:
+                del self.calls[: len(self.calls) - self.keep]
             self._cv.notify_all()
 
     def reset(self) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 20 * 1024 * 1024
 LONG_POLL_SECONDS = 20.0
+KEEP_CALLS = 2000  # the calls a sandbox session remembers (tests keep all)
 
 StartResponse = Callable[..., Any]
 
@@ -351,16 +352,18 @@ def start_sandbox(
     deterministic: bool = False,
     open_ids: bool = False,
     team_id: str = TEAM_ID,
+    keep_calls: int | None = KEEP_CALLS,
 ) -> SandboxServer:
     """Start a sandbox on ``host:port`` (0 = a free port). Secrets are generated when not given; the caller
     gives billbot ``bot_token``, ``signing_secret`` and ``api_url`` of the returned server.
 
     ``deterministic`` and ``open_ids`` make it the test suite's Slack stand-in (see :mod:`bot.sandbox.workspace`);
-    with :attr:`WebApi.log` and :attr:`WebApi.faults` tests read what billbot called and inject failures."""
+    with :attr:`WebApi.log` and :attr:`WebApi.faults` tests read what billbot called and inject failures
+    (``keep_calls=None`` keeps every call; by default only the last :data:`KEEP_CALLS`)."""
     ws = workspace or Workspace(
         db_path, users_provider=users_provider, deterministic=deterministic, open_ids=open_ids, team_id=team_id
     )
-    api = WebApi(ws, bot_token=bot_token or new_bot_token())
+    api = WebApi(ws, bot_token=bot_token or new_bot_token(), keep_calls=keep_calls)
     fwd = Forwarder(ws, api, events_url=events_url, signing_secret=signing_secret or new_secret(), public_url="")
     app = SandboxApp(ws, api, fwd)
     http = serve_in_thread(app, host=host, port=port, name="sandbox")

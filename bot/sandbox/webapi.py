@@ -85,11 +85,13 @@ class WebApi:
 
     :attr:`log` records every request (the server fills it), :attr:`faults` holds injected failures."""
 
-    def __init__(self, workspace: Workspace, *, bot_token: str, base_url: str = "") -> None:
+    def __init__(
+        self, workspace: Workspace, *, bot_token: str, base_url: str = "", keep_calls: int | None = None
+    ) -> None:
         self.ws = workspace
         self.bot_token = bot_token
         self.base_url = base_url  # "http://127.0.0.1:PORT/" — for upload URLs and file links
-        self.log = CallLog()
+        self.log = CallLog(keep_calls)
         self.faults = Faults()
 
     def call(self, name: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:

@@ -50,7 +50,8 @@ class FakeSlackAPI:
 
     def start(self) -> FakeSlackAPI:
         self._sandbox = start_sandbox(
-            deterministic=True, open_ids=True, team_id=self.team_id, users_provider=self._sandbox_users
+            deterministic=True, open_ids=True, team_id=self.team_id, users_provider=self._sandbox_users,
+            keep_calls=None,
         )
         self._api = self._sandbox.api
         self._kept = None

@@ -354,3 +354,13 @@ def test_a_workspace_file_from_before_the_sent_blocks_column_still_opens(tmp_pat
         assert ws.all_messages(as_sent=True)[0]["blocks"] == SECTION and msg["blocks"][0]["block_id"]
     finally:
         ws.close()
+
+
+def test_a_sandbox_session_remembers_only_its_last_calls() -> None:
+    from bot.sandbox.calls import Call, CallLog
+
+    log = CallLog(keep=3)
+    for i in range(5):
+        log.record(Call("chat.postMessage", {"text": str(i)}, None))
+    assert [c["text"] for c in log.calls] == ["2", "3", "4"]
+    assert CallLog().keep is None
