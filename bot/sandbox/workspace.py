@@ -12,7 +12,8 @@ Two options make the workspace the Slack stand-in of the test suite (``billbot s
 
 - ``deterministic``: timestamps count up from ``1700000001.000001``, ids from a counter (``V00000001``), a
   channel created by name gets an id derived from it (``billing-managers`` → ``CBILLINGMAN``) and a user's DM
-  is ``"D" + user[1:]`` — so tests can name ids before they exist;
+  is ``"D" + user[1:]`` — so tests can name ids before they exist (for an in-memory workspace: the counters
+  start afresh);
 - ``open_ids``: ids chosen by the caller are accepted as Slack would accept ids of a bigger workspace:
   unknown channel ids (``CEXCEPTIONS``) are created on first use, replies to a thread parent the workspace
   never saw are kept, DMs, ephemerals and App Homes of users it does not know are stored, ``views.update`` of
@@ -216,7 +217,7 @@ class Workspace:
             if "sent_blocks" not in columns:  # a workspace file from before the column
                 self._conn.execute("ALTER TABLE messages ADD COLUMN sent_blocks TEXT")
             last = self._conn.execute("SELECT max(CAST(ts AS REAL)) FROM messages").fetchone()[0]
-            if last:
+            if last and not deterministic:
                 self._clock.last = int(float(last) * 1_000_000)
             for name in channels:
                 self._ensure_channel(name)
