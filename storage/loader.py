@@ -266,6 +266,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _load_delivery(s, sc, res)
     _load_rates(s, sc, res)
     _load_dispute_sla(s, sc, res)
+    _load_freshness(s, sc, res)
     s.flush()
     return res
 
@@ -288,6 +289,25 @@ def _load_dispute_sla(s: Session, sc: Scenario, res: LoadResult) -> None:
         res.count("dispute_sla", "updated")
     else:
         res.count("dispute_sla", "unchanged")
+
+
+FRESHNESS_KEY = "freshness.targets"  # the scenario's freshness targets as JSON in the kv table (issue 21)
+
+
+def _load_freshness(s: Session, sc: Scenario, res: LoadResult) -> None:
+    """The file's ``freshness`` targets replace the stored ones (a file without them leaves them alone)."""
+    if not sc.freshness:
+        return
+    value = json.dumps({k: v.model_dump() for k, v in sc.freshness.items()}, sort_keys=True, separators=(",", ":"))
+    row = s.get(Setting, FRESHNESS_KEY)
+    if row is None:
+        s.add(Setting(key=FRESHNESS_KEY, value=value))
+        res.count("freshness", "inserted")
+    elif row.value != value:
+        row.value = value
+        res.count("freshness", "updated")
+    else:
+        res.count("freshness", "unchanged")
 
 
 def _load_external_ids(s: Session, sc: Scenario, res: LoadResult) -> None:

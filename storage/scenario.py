@@ -324,6 +324,15 @@ class DisputeSlaIn(_Model):
         return self
 
 
+class FreshnessIn(_Model):
+    """A source's freshness target (issue 21): its data must reach a billing period's last day within
+    ``days`` days after it. ``block`` (default): a pre-invoice fed by the source while its data ends
+    before the period end waits on a ``stale_source`` exception; ``false``: shown, not blocking."""
+
+    days: int = Field(default=2, ge=0, le=365)
+    block: bool = True
+
+
 class Scenario(_Model):
     legal_entities: list[LegalEntityIn] = Field(default_factory=list)
     partners: list[PartnerIn] = Field(default_factory=list)
@@ -333,6 +342,7 @@ class Scenario(_Model):
     delivery: list[DeliveryIn] = Field(default_factory=list)
     exchange_rates: list[RateIn] = Field(default_factory=list)
     dispute_sla: dict[str, DisputeSlaIn] = Field(default_factory=dict)  # category → SLA (issue 20)
+    freshness: dict[str, FreshnessIn] = Field(default_factory=dict)  # source → freshness target (issue 21)
 
     @field_validator("dispute_sla")
     @classmethod

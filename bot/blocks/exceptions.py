@@ -39,7 +39,7 @@ from bot.workflows.decisions import valid_approvals
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
 
 KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold",
-              "manual_change": "Manual change (maker-checker)"}
+              "manual_change": "Manual change (maker-checker)", "stale_source": "Stale source data"}
 
 # What each button does, per kind (DESIGN.md decision table).
 BUTTON_TEXT = {
@@ -51,6 +51,10 @@ BUTTON_TEXT = {
     ("below_threshold", "force"): ("Force", "Invoice now, below the threshold. You will be asked for a reason."),
     ("manual_change", "approve"): ("Approve", "Accept the change; the pre-invoice is billed as changed."),
     ("manual_change", "reject"): ("Reject", "Hold the pre-invoice for correction. You will be asked for a reason."),
+    # issue 21: stale data is synced (the next run recomputes), not approved; Force bills it as it is
+    ("stale_source", "reject"): ("Reject", "Hold the pre-invoice for correction. You will be asked for a reason."),
+    ("stale_source", "force"): ("Force", "Bill the data as it is, despite the stale source. You will be asked "
+                                         "for a reason."),
 }
 DECIDED_ICON = {"approved": ":white_check_mark:", "rejected": ":no_entry_sign:", "forced": ":zap:",
                 "closed": ":heavy_minus_sign:"}
@@ -143,7 +147,7 @@ def _confirm(kind: str, decision: str, exc: BillingException) -> ConfirmObject:
 
 
 def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
-    kind = exc.kind if (exc.kind, "approve") in BUTTON_TEXT else "variance"
+    kind = exc.kind if any((exc.kind, d) in BUTTON_TEXT for d in ACTION_IDS) else "variance"
     styles = {"approve": "primary", "reject": "danger", "force": None}
     elements = []
     for decision in [d for d in ("approve", "reject", "force") if (kind, d) in BUTTON_TEXT]:
@@ -247,6 +251,8 @@ def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool)
         ("below_threshold", "approved"): "The skip stands; the items carry over to the next run.",
         ("below_threshold", "rejected"): "The items were withdrawn from billing.",
         ("below_threshold", "forced"): "Invoiced now, below the threshold.",
+        ("stale_source", "rejected"): "The pre-invoice is held for correction.",
+        ("stale_source", "forced"): "The pre-invoice will be billed from the data as it is.",
     }.get((exc.kind, exc.state), "")
     text = f"{DECIDED_ICON.get(exc.state, '')} {verb} by {who} at {slack_date(decision.decided_at)}. {consequence}"
     if decision.reason:
