@@ -84,7 +84,8 @@ def digest_blocks(d: DigestData) -> list[Block]:
             mark = ":warning:" if f.stale else ":white_check_mark:"
             last = _when(f.last_success_at) if f.last_success_at else "never synced"
             until = f", data until {f.data_until}" if f.data_until else ""
-            lines.append(f"{mark} *{esc(f.source)}* — last sync {last}{until}")
+            target = f" · {esc(f.target)}" if f.target else ""
+            lines.append(f"{mark} *{esc(f.source)}* — last sync {last}{until}{target}")
         source_text = "*Source freshness*\n" + "\n".join(lines)
     else:
         source_text = "*Source freshness*\nno sources synced yet"

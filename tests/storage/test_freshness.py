@@ -140,3 +140,19 @@ def test_freshness_report_states(scenario: Database, key: Any, source_env: FakeT
     assert (rows["gam"].state, rows["gam"].due) == ("missed", date(2026, 2, 28) + timedelta(days=5))
     with db.read() as s:
         assert freshness.report(s, date(2026, 3, 3))[0].state == "waiting"  # gam: due 2026-03-05
+
+
+def test_digest_shows_the_freshness_targets(scenario: Database, key: Any, source_env: FakeTracker,
+                                            sleeps: Sleeps) -> None:
+    from bot.blocks.digest import digest_blocks
+    from bot.workflows.digest import collect
+
+    db = scenario
+    load_scenario(db, {"freshness": {"tracker": {"days": 2}, "gam": {"days": 5}}})
+    source_env.stats += _days(1, 20)
+    _sync(db, key, sleeps, datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
+    with db.read() as s:
+        data = collect(s, now=datetime(2026, 3, 9, 8, 0, tzinfo=UTC))
+    text = json.dumps([b.to_dict() for b in digest_blocks(data)], ensure_ascii=False)
+    assert "target: data until 2026-02-28 by 2026-03-02 \u2014 missed" in text  # tracker, data until 02-20
+    assert ":warning: *gam* \u2014 last sync never synced · target: data until 2026-02-28 by 2026-03-05 \u2014 missed" in text

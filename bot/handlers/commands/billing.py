@@ -178,10 +178,19 @@ def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str
 
 
 def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    from bot.workflows.digest import target_text
+    from bot.workflows.freshness import report
+
     with deps.db().read() as s:
+        targets = {r.source: target_text(r) for r in report(s, datetime.now(UTC).date())}
+        states = list(s.execute(select(SourceState).order_by(SourceState.source)).scalars())
         sources = [f"• *{esc(st.source)}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
-                   for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()]
+                   + (f" · {esc(targets[st.source] or '')}" if targets.get(st.source) else "")
+                   for st in states]
+        synced = {st.source for st in states}
+        sources += [f"• *{esc(src)}*: never synced · {esc(text)}" for src, text in targets.items()
+                    if text and src not in synced]
         run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
         open_count = len(s.execute(select(BillingException.id).where(
             BillingException.state.in_(OPEN_EXCEPTION_STATES))).all())
