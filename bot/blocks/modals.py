@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -17,8 +18,9 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.blocks.common import cap_blocks, clip, esc, money_text, period_text, slack_date
+from bot.blocks.common import cap_blocks, clip, esc, mention, money_text, period_text, slack_date
 from bot.blocks.exceptions import BUTTON_TEXT, KIND_TITLE, evidence_json, evidence_line, tolerance_text
+from bot.workflows.comments import Comment
 from storage.models import BillingException
 
 REASON_CALLBACK_ID = "decision_reason"
@@ -63,8 +65,20 @@ def _kv_user(label: str, value: object) -> MarkdownTextObject:
     return _kv(label, esc(value))
 
 
-def details_modal(exc: BillingException, advertiser_name: str | None = None) -> View:
-    """Everything the message leaves out: each figure compared, the days involved, the rule."""
+def comments_text(comments: Sequence[Comment]) -> str:
+    """The thread's comments, oldest first: who, when, what (edits marked, deletions struck through)."""
+    lines = []
+    for c in comments:
+        said = f"~{esc(c.text)}~ _(deleted {slack_date(c.deleted_at)})_" if c.deleted_at else esc(c.text)
+        edited = f" _(edited {len(c.edits)}×)_" if c.edits and not c.deleted_at else ""
+        lines.append(f"• {mention(c.user)}, {slack_date(c.at)}: {said}{edited}")
+    return clip("*Comments*\n" + "\n".join(lines), 3000)
+
+
+def details_modal(exc: BillingException, advertiser_name: str | None = None,
+                  comments: Sequence[Comment] = ()) -> View:
+    """Everything the message leaves out: each figure compared, the days involved, the rule, and the
+    comments from the message's thread (issue 21)."""
     ev = exc.evidence or {}
     blocks: list[Block] = [
         SectionBlock(fields=[
@@ -90,6 +104,10 @@ def details_modal(exc: BillingException, advertiser_name: str | None = None) -> 
     if isinstance(days, list) and days:
         blocks.append(SectionBlock(text=MarkdownTextObject(
             text=clip("*Days involved*\n" + ", ".join(esc(d) for d in days), 3000))))
+    if comments:
+        blocks.append(DividerBlock())
+        blocks.append(SectionBlock(block_id=f"comments:{exc.id}",
+                                   text=MarkdownTextObject(text=comments_text(comments))))
     blocks.append(DividerBlock())
     blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(f"```{esc(evidence_json(exc))}```", 3000))))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(

@@ -12,6 +12,7 @@ from bot.blocks.exceptions import DETAILS_ACTION_ID
 from bot.blocks.modals import details_modal
 from bot.handlers.deps import deps_of
 from bot.handlers.errors import after_ack
+from bot.workflows.comments import thread_comments
 from storage.models import Advertiser, BillingException
 
 
@@ -32,7 +33,8 @@ def _open_details(body: dict[str, Any], action: dict[str, Any], client: WebClien
         if exc is None:
             raise NotFound(f"exception {exception_id} does not exist")
         adv = s.get(Advertiser, exc.advertiser_id)
-        view = details_modal(exc, adv.name if adv is not None else None)
+        said = thread_comments(s, "exception", exc.id)
+        view = details_modal(exc, adv.name if adv is not None else None, said)
     client.views_open(trigger_id=body.get("trigger_id"), view=view)
 
 
