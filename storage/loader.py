@@ -227,7 +227,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
          "bic": le.bic, "accounting": le.accounting,
          "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date,
-         "dunning": [d.model_dump(mode="json") for d in le.dunning] or None}
+         "dunning": [d.model_dump(mode="json") for d in le.dunning] or None, "default_owner": le.default_owner}
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()
@@ -243,7 +243,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
          "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
          "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date,
-         "partner_id": a.partner}
+         "partner_id": a.partner, "account_owner": a.account_owner}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()

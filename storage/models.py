@@ -81,6 +81,8 @@ class LegalEntity(Base):
     invoice_date_rule: Mapped[str] = mapped_column(String(24), default="run_day", server_default="run_day")
     due_date_rule: Mapped[str] = mapped_column(String(24), default="net", server_default="net")
     dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
+    # who owns an exception when neither the advertiser's account owner nor a person started the work (issue 21)
+    default_owner: Mapped[str | None] = mapped_column(String(64))
 
 
 PARTNER_INVOICING = ("per_branch", "consolidated")
@@ -134,6 +136,8 @@ class Advertiser(Base):
     due_date_rule: Mapped[str | None] = mapped_column(String(24))
     # the partner this advertiser is a branch of (issue 19), if any
     partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    # the account owner (Slack id): the first owner of the advertiser's exceptions (issue 21)
+    account_owner: Mapped[str | None] = mapped_column(String(64))
 
     legal_entity: Mapped[LegalEntity] = relationship()
 
@@ -634,6 +638,8 @@ class BillingException(Base):
     approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
     approvals: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{user, at}] before the last one
     started_by: Mapped[str | None] = mapped_column(String(64))  # who started the run / edited
+    # who sees it through (issue 21): the account owner, else the starter, else the entity's default
+    owner: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -93,6 +93,9 @@ class DunningLevelIn(_Model):
     interest_rate: Decimal = Field(default=Decimal("0"), ge=0, le=100)
 
 
+SlackId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]
+
+
 class LegalEntityIn(_Model):
     id: Id
     name: str
@@ -109,6 +112,7 @@ class LegalEntityIn(_Model):
     exceptions_channel: str | None = None
     tolerance: Amount | None = None
     iban: str | None = None
+    default_owner: SlackId | None = None  # owns exceptions nobody else owns (issue 21)
     # what the documents state about the seller (§ 35a GmbHG: register court and number, managing directors)
     register_court: str | None = None
     register_number: str | None = None
@@ -209,6 +213,7 @@ class AdvertiserIn(_Model):
     invoice_date: Literal["run_day", "service_end", "day_after_service"] | None = None  # None: the entity's
     due_date: Literal["net", "end_of_month"] | None = None
     partner: Id | None = None  # the partner (``partners``) this advertiser is a branch of
+    account_owner: SlackId | None = None  # owns the advertiser's exceptions (issue 21)
 
     @field_validator("invoice_emails", "invoice_cc")
     @classmethod

@@ -62,6 +62,8 @@ DECIDED_VERB = {"approved": "Approved", "rejected": "Rejected", "forced": "Force
 
 ACTION_IDS = {"approve": "decide_approve", "reject": "decide_reject", "force": "decide_force"}
 DETAILS_ACTION_ID = "exception_details"
+ASSIGN_ME_ACTION_ID = "exception_assign_me"  # issue 21: owners
+ASSIGN_ACTION_ID = "exception_assign"
 
 
 def button_value(exception_id: int, subject_hash: str) -> str:
@@ -159,6 +161,14 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
     return ActionsBlock(block_id=f"decide:{exc.id}", elements=elements)
 
 
+def owner_buttons(exc: BillingException) -> ActionsBlock:
+    """"Assign to me" and "Assign…" (a modal to pick the new owner) under an open exception."""
+    return ActionsBlock(block_id=f"owner:{exc.id}", elements=[
+        ButtonElement(text=PlainTextObject(text="Assign to me"), action_id=ASSIGN_ME_ACTION_ID, value=str(exc.id)),
+        ButtonElement(text=PlainTextObject(text="Assign…"), action_id=ASSIGN_ACTION_ID, value=str(exc.id)),
+    ])
+
+
 def approvals_text(exc: BillingException) -> str | None:
     if exc.approvals_needed <= 1:
         return None
@@ -199,12 +209,14 @@ def exception_message(
     context = [f"Exception #{exc.id}"]
     if exc.started_by:
         context.append(f"started by {mention(exc.started_by)}")
+    context.append(f"owner {mention(exc.owner)}" if exc.owner else "no owner yet")
     approvals = approvals_text(exc)
     if approvals:
         context.append(approvals)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), 2000))]))
     if exc.state in OPEN_EXCEPTION_STATES:
         blocks.append(decision_buttons(exc, subject_hash))
+        blocks.append(owner_buttons(exc))
     else:
         blocks.append(DividerBlock())
         blocks.append(SectionBlock(block_id=f"decided:{exc.id}",

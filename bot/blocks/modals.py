@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import (
     PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
+    UserSelectElement,
 )
 from slack_sdk.models.views import View
 
@@ -115,3 +116,28 @@ def details_modal(exc: BillingException, advertiser_name: str | None = None,
     return View(type="modal", callback_id=DETAILS_CALLBACK_ID,
                 title=PlainTextObject(text=clip(f"Exception #{exc.id}", 24)),
                 close=PlainTextObject(text="Close"), blocks=cap_blocks(blocks))
+
+
+ASSIGN_CALLBACK_ID = "exception_assign_modal"
+ASSIGN_BLOCK_ID = "owner"
+ASSIGN_INPUT_ID = "owner_input"
+
+
+def assign_modal(exc: BillingException, metadata: dict[str, Any]) -> View:
+    """"Assign…": pick the exception's new owner (issue 21)."""
+    return View(
+        type="modal", callback_id=ASSIGN_CALLBACK_ID,
+        title=PlainTextObject(text=clip(f"Assign exception #{exc.id}", 24)),
+        submit=PlainTextObject(text="Assign"), close=PlainTextObject(text="Cancel"),
+        private_metadata=json.dumps(metadata, separators=(",", ":")),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=clip(
+                f"*{KIND_TITLE.get(exc.kind, exc.kind)}* — {money_text(exc.amount, exc.currency)} at stake\n"
+                f"Owner now: {mention(exc.owner) if exc.owner else 'nobody'}. The owner gets the reminders in a DM.",
+                3000))),
+            InputBlock(block_id=ASSIGN_BLOCK_ID, label=PlainTextObject(text="New owner"),
+                       element=UserSelectElement(action_id=ASSIGN_INPUT_ID, initial_user=exc.owner or None,
+                                                 placeholder=PlainTextObject(text="Who owns it?")),
+                       optional=False),
+        ],
+    )
