@@ -120,7 +120,32 @@ def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], r
 # --------------------------------------------------------------------------- reads
 
 
+def cmd_import(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    """``/billing import [source…]``: import the files waiting in the watched inbox folders (issue 21)."""
+    _require_operator(deps, cmd.user_id)
+    for source in args or [None]:
+        _start_job(deps, client, cmd, f"Import of the {source or 'source'} inbox" + ("" if source else "es"),
+                   kind="import", source=source)
+
+
+def _preinvoices_create(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str]) -> None:
+    """``/billing preinvoices create [PERIOD] [advertiser…]`` (default: the previous month; issue 21)."""
+    _require_operator(deps, cmd.user_id)
+    period = previous_month(deps.today(datetime.now(UTC)))
+    if args:
+        try:
+            period = parse_period(args[0]).label or args[0]
+            args = args[1:]
+        except Invalid:
+            pass  # the first word is an advertiser
+    title = f"Pre-invoices {period}" + (f" for {', '.join(args)}" if args else "")
+    _start_job(deps, client, cmd, title, kind="preinvoices", period=period, advertisers=args or None)
+
+
 def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    if args and args[0].lower() == "create":
+        _preinvoices_create(deps, client, cmd, args[1:])
+        return
     q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
     label = "all periods"
     if args:
@@ -294,6 +319,7 @@ Sub = Callable[[Deps, WebClient, SlashCommand, list[str], Respond], None]
 SUBCOMMANDS: dict[str, Sub] = {
     "sync": cmd_sync, "run": cmd_run, "preinvoices": cmd_preinvoices, "exceptions": cmd_exceptions,
     "invoice": cmd_invoice, "status": cmd_status, "schedule": cmd_schedule, "dispute": cmd_dispute,
+    "import": cmd_import,
 }
 
 
