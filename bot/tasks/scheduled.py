@@ -14,6 +14,7 @@ from bot.slack.digest import send_digest
 from bot.slack.disputes import sweep as dispute_sweep
 from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
+from bot.slack.freshness import alert_missed
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
@@ -150,6 +151,7 @@ def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = No
     result = plain(sweep(db, now=at, client=get_client(), key=key))
     result["posted"] = post_missing(SlackContext(get_client, context.get_db, context.get_key))
     result["disputes"] = plain(dispute_sweep(db, now=at, client=get_client(), key=key))
+    result["freshness_missed"] = alert_missed(db, client=get_client(), key=key, now=at)  # issue 21
     queued = unrendered_invoices(db, finalized_before=at - grace)
     for invoice_id in queued:
         jobs.submit("render_pdf", invoice_id=invoice_id)

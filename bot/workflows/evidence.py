@@ -231,7 +231,7 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
         if audit_ids:
             audit_conds.append(AuditLog.id.in_(audit_ids))
         audit_rows = list(s.execute(select(AuditLog).where(or_(*audit_conds)).order_by(AuditLog.id)).scalars())
-        decisions_doc = {
+        decisions_doc: dict[str, Any] = {
             "exceptions": [
                 {"id": e.id, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
                  "cause": e.cause, "amount": fmt(e.amount, e.currency), "currency": e.currency,

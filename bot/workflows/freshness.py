@@ -17,7 +17,9 @@ catches up, the next ``preinvoices create`` or ``billbot run`` recomputes the pr
 data and closes the exception (``exception.closed``), and the system approves it as usual.
 
 A missed target (the period end plus ``days`` passed, the data still short) is named in the
-exception (``target_missed``) and its summary, so the operators see it in the channel.
+exception (``target_missed``) and its summary; and the minute sweep raises it to the operators once per
+source and month (:func:`claim_missed`, audited ``freshness.missed``; posted by :mod:`bot.slack.freshness`
+to the exceptions channel, mentioning every operator), whether or not a pre-invoice exists yet.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billing.signatures import content_hash
 from bot.workflows import audit
 from bot.workflows.effects import notify
 from bot.workflows.exceptions import close_exception, open_exception
+from storage.db import Database
 from storage.loader import FRESHNESS_KEY
 from storage.models import (
     OPEN_EXCEPTION_STATES,
@@ -45,6 +49,7 @@ from storage.models import (
     PreInvoice,
     Setting,
     SourceState,
+    UserRole,
 )
 
 KIND = "stale_source"
@@ -219,3 +224,49 @@ def report(s: Session, today: date) -> list[SourceFreshness]:
         out.append(SourceFreshness(src, until, st.last_success_at if st is not None else None,
                                    t.days if t is not None else None, month_end, due, state))
     return out
+
+
+# --------------------------------------------------------------------------- missed targets
+
+
+def _alert_key(r: SourceFreshness) -> str:
+    return f"freshness.missed:{r.source}:{r.period_end.isoformat()}"
+
+
+def claim_missed(db: Database, *, today: date, key: Ed25519PrivateKey | None, now: datetime) -> list[SourceFreshness]:
+    """The sources whose target for the last closed month was missed and not yet told, each claimed once
+    (a kv row per source and month, inserted in the transaction that records ``freshness.missed``)."""
+    with db.read() as s:
+        missed = [r for r in report(s, today) if r.state == "missed"]
+        told = set(s.execute(select(Setting.key).where(Setting.key.in_([_alert_key(r) for r in missed]))).scalars()) \
+            if missed else set()
+    out = []
+    for r in missed:
+        if _alert_key(r) in told:
+            continue
+        try:
+            with db.transaction() as s:
+                s.add(Setting(key=_alert_key(r), value=now.isoformat()))
+                s.flush()
+                audit.record(s, key=key, actor=SYSTEM, action="freshness.missed", subject_type="source",
+                             subject_id=r.source, now=now, payload={
+                                 "data_until": r.data_until.isoformat() if r.data_until else None,
+                                 "period_end": r.period_end.isoformat(), "due": r.due.isoformat() if r.due else None,
+                                 "target_days": r.target_days})
+        except IntegrityError:  # another sweep claimed it first
+            continue
+        out.append(r)
+    return out
+
+
+def release_missed(db: Database, r: SourceFreshness) -> None:
+    """Hand a claim back (the alert could not be posted): the next sweep tries again."""
+    with db.transaction() as s:
+        row = s.get(Setting, _alert_key(r))
+        if row is not None:
+            s.delete(row)
+
+
+def operators(db: Database) -> list[str]:
+    with db.read() as s:
+        return sorted(str(u) for u in s.execute(select(UserRole.slack_id).where(UserRole.role == "operator")).scalars())

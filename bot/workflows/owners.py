@@ -29,7 +29,7 @@ DESK_ROLES = frozenset({"operator", "approver", "finance_manager", "admin"})
 
 def is_person(actor: str | None) -> bool:
     """A Slack user id (not ``system``, ``cli:…`` or another machine actor)."""
-    return bool(actor) and actor[:1] in ("U", "W") and ":" not in actor  # type: ignore[index]
+    return actor is not None and actor[:1] in ("U", "W") and ":" not in actor
 
 
 def owner_for(s: Session, *, advertiser_id: str, legal_entity_id: str, started_by: str | None) -> str | None:

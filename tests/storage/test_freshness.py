@@ -156,3 +156,23 @@ def test_digest_shows_the_freshness_targets(scenario: Database, key: Any, source
     text = json.dumps([b.to_dict() for b in digest_blocks(data)], ensure_ascii=False)
     assert "target: data until 2026-02-28 by 2026-03-02 \u2014 missed" in text  # tracker, data until 02-20
     assert ":warning: *gam* \u2014 last sync never synced · target: data until 2026-02-28 by 2026-03-05 \u2014 missed" in text
+
+
+def test_a_missed_target_is_raised_to_the_operators_once(scenario: Database, key: Any, source_env: FakeTracker,
+                                                         sleeps: Sleeps, slack: Any, client: Any) -> None:
+    from bot.slack.freshness import alert_missed
+
+    db = scenario
+    add_user(db, OPERATOR, ["operator"])
+    load_scenario(db, {"freshness": {"tracker": {"days": 2}}})
+    source_env.stats += _days(1, 20)
+    _sync(db, key, sleeps, datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
+    assert alert_missed(db, client=client, key=key, now=datetime(2026, 3, 2, 10, 0, tzinfo=UTC)) == []  # not yet due
+    assert alert_missed(db, client=client, key=key, now=datetime(2026, 3, 3, 10, 0, tzinfo=UTC)) == ["tracker"]
+    assert alert_missed(db, client=client, key=key, now=datetime(2026, 3, 3, 10, 1, tzinfo=UTC)) == []  # once
+    [post] = slack.calls_to("chat.postMessage")
+    assert post["text"].startswith(f":warning: <@{OPERATOR}>: freshness target missed — *tracker* has data until "
+                                   "2026-02-20; the month ending 2026-02-28 needed it by 2026-03-02.")
+    with db.read() as s:
+        [rec] = s.execute(select(AuditLog).where(AuditLog.action == "freshness.missed")).scalars().all()
+        assert (rec.subject_type, rec.subject_id, rec.actor) == ("source", "tracker", "system")

@@ -123,9 +123,9 @@ def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], r
 def cmd_import(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     """``/billing import [source…]``: import the files waiting in the watched inbox folders (issue 21)."""
     _require_operator(deps, cmd.user_id)
-    for source in args or [None]:
+    for source in args or [""]:  # "": every source folder
         _start_job(deps, client, cmd, f"Import of the {source or 'source'} inbox" + ("" if source else "es"),
-                   kind="import", source=source)
+                   kind="import", source=source or None)
 
 
 def _preinvoices_create(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str]) -> None:
