@@ -64,10 +64,12 @@ def _records(s: Session, subject_type: str, subject_id: int) -> list[tuple[int, 
 
 def capture_thread_message(  # noqa: PLR0913, PLR0917 - the fields of one Slack message event
     db: Database, *, channel: str, thread_ts: str, user: str, text: str, ts: str, change: str = ADDED,
-    key: Ed25519PrivateKey | None, now: datetime | None = None,
+    previous: str | None = None, key: Ed25519PrivateKey | None, now: datetime | None = None,
 ) -> tuple[str, int] | None:
     """Keep a reply (``change`` ``comment``), an edit (``comment_edited``) or a deletion
     (``comment_deleted``) of a message in the thread of an exception's or dispute's message.
+    ``previous``: the message's text before the change, as the event tells it (used when billbot has
+    not kept the message yet: events can arrive out of order).
 
     Returns ``(subject_type, id)``, or None when the thread is nobody's, the text is empty, or the
     event was kept already. An edit or deletion of a reply billbot never kept is kept as what it is
@@ -84,17 +86,16 @@ def capture_thread_message(  # noqa: PLR0913, PLR0917 - the fields of one Slack 
         same = [r for r in seen if r[4].get("ts") == ts]
         if change == ADDED and any(r[3] == ADDED for r in same):
             return None  # Slack's retry
-        if change == EDITED and same and str(same[-1][4].get("text")) == text[:MAX_TEXT]:
-            return None  # the retry of an edit, or an edit that changed nothing billbot keeps
+        latest = [r[4].get("text") for r in same if r[4].get("text") is not None]
+        if change == EDITED and (text[:MAX_TEXT] in latest[-1:]
+                                 or any(r[4].get("text") == text[:MAX_TEXT] for r in same if r[3] == EDITED)):
+            return None  # the retry of an edit, or a change Slack reports without new text (an unfurl)
         if change == DELETED and any(r[3] == DELETED for r in same):
             return None
-        payload: dict[str, Any] = {**extra, "ts": ts}
-        if change == DELETED:
-            payload["text"] = None
-        else:
-            payload["text"] = text[:MAX_TEXT]
+        payload: dict[str, Any] = {**extra, "ts": ts, "text": None if change == DELETED else text[:MAX_TEXT]}
         if change != ADDED:
-            payload["previous"] = str(same[-1][4].get("text")) if same else None
+            kept = [str(r[4]["text"]) for r in same if r[4].get("text") is not None]
+            payload["previous"] = kept[-1] if kept else (previous[:MAX_TEXT] if previous is not None else None)
         audit.record(s, key=key, actor=user, action=f"{subject_type}.{change}", subject_type=subject_type,
                      subject_id=subject_id, now=now, payload=payload)
         return subject_type, subject_id
@@ -106,8 +107,10 @@ def thread_comments(s: Session, subject_type: str, subject_id: int) -> list[Comm
     for _i, at, actor, change, p in _records(s, subject_type, subject_id):
         ts = str(p.get("ts") or "")
         c = out.get(ts)
-        if change == ADDED or c is None:
-            c = Comment(at, actor, str(p.get("text") or ""), ts)
+        if c is None:  # normally the reply itself; an edit or deletion seen first names the text before it
+            c = Comment(at, actor, str(p.get("text") if change == ADDED else p.get("previous") or ""), ts)
+        elif change == ADDED:  # the reply arrived after its edit or deletion: its time and author stand
+            c = Comment(at, actor, c.text or str(p.get("text") or ""), ts, c.edits, c.deleted_at)
         if change == EDITED:
             c = Comment(c.at, c.user, str(p.get("text") or ""), ts,
                         (*c.edits, {"at": at.isoformat(), "text": p.get("text"), "previous": p.get("previous")}),

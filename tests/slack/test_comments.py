@@ -32,13 +32,16 @@ def test_thread_replies_become_comments_in_the_audit_log_details_and_evidence_pa
     world.as_user(f.OPERATOR).event(said)
     world.as_user(f.OPERATOR).event(said)  # Slack's retry of the same message
     world.as_user(f.OPERATOR).event({**_reply(row, f.OPERATOR, "bot", "1767000000.000150"), "bot_id": "B0BILLBOT"})
+    world.wait()  # Slack sends a message's events in order; billbot handles each after its ack
     world.as_user(f.OPERATOR).event({  # the author edits the reply
         "type": "message", "subtype": "message_changed", "hidden": True, "channel": row.channel,
         "ts": "1767000001.000000", "message": {**_reply(row, f.OPERATOR, "Checked the third-party report: same days",
                                                          "1767000000.000100"), "edited": {"user": f.OPERATOR}},
         "previous_message": said})
+    world.wait()
     wrong = _reply(row, f.APPROVER, "wrong thread, sorry", "1767000000.000200")
     world.as_user(f.APPROVER).event(wrong)
+    world.wait()
     world.as_user(f.APPROVER).event({  # … and deletes it
         "type": "message", "subtype": "message_deleted", "hidden": True, "channel": row.channel,
         "ts": "1767000002.000000", "deleted_ts": wrong["ts"], "previous_message": wrong})
@@ -86,3 +89,23 @@ def test_thread_replies_become_comments_in_the_audit_log_details_and_evidence_pa
     assert exc["comments"][0]["edits"][0]["previous"] == "Checked the third-party report"
     assert [a["action"] for a in audit if a["action"].startswith("exception.comment")] == [
         "exception.comment", "exception.comment_edited", "exception.comment", "exception.comment_deleted"]
+
+
+def test_events_out_of_order_and_unfurls_keep_the_same_comment(world: Any) -> None:
+    """A deletion handled before its reply, and an edit that only unfurled a link, change nothing kept."""
+    from bot.workflows.comments import capture_thread_message
+
+    pid = f.preinvoice(world.db)
+    eid = f.open_exception(world.db, world.key, preinvoice_id=pid)
+    world.api.wait_for("chat.postMessage", where=lambda c: c.get("thread_ts") is None)
+    row = f.exception_row(world.db, eid)
+    where = {"channel": row.channel, "thread_ts": row.message_ts, "key": world.key}
+    capture_thread_message(world.db, **where, user=f.APPROVER, text="oops", ts="1.5", change="comment_deleted",
+                           previous="oops")
+    capture_thread_message(world.db, **where, user=f.APPROVER, text="oops", ts="1.5")
+    capture_thread_message(world.db, **where, user=f.OPERATOR, text="see https://x.example", ts="1.6")
+    assert capture_thread_message(world.db, **where, user=f.OPERATOR, text="see https://x.example", ts="1.6",
+                                  change="comment_edited", previous="see https://x.example") is None
+    kept = comments_of(world.db, "exception", eid)
+    assert [(c.user, c.text, len(c.edits), c.deleted_at is not None) for c in kept] == [
+        (f.APPROVER, "oops", 0, True), (f.OPERATOR, "see https://x.example", 0, False)]

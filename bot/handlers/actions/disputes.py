@@ -176,6 +176,7 @@ def on_message(event: dict[str, Any], context: BoltContext) -> None:
     and other bots' posts, thread parents and other subtypes are none of billbot's business."""
     change, msg = "comment", event
     subtype = event.get("subtype")
+    previous = (event.get("previous_message") or {}).get("text")
     if subtype == "message_changed":
         change, msg = "comment_edited", event.get("message") or {}
     elif subtype == "message_deleted":
@@ -188,7 +189,7 @@ def on_message(event: dict[str, Any], context: BoltContext) -> None:
     deps = deps_of(context)
     capture_thread_message(deps.db(), channel=str(event.get("channel") or ""), thread_ts=str(thread_ts),
                            user=str(msg["user"]), text=str(msg.get("text") or ""), ts=str(ts), change=change,
-                           key=deps.key())
+                           previous=str(previous) if previous is not None else None, key=deps.key())
 
 
 def register(app: App) -> None:
