@@ -91,6 +91,7 @@ def details_modal(exc: BillingException, advertiser_name: str | None = None,
             _kv_user("Rule", ev.get("rule") or "—"),
             _kv("Tolerance", tolerance_text(ev.get("tolerance"))),
             _kv("SLA due", slack_date(exc.due_at)),
+            _kv("Owner", mention(exc.owner) if exc.owner else "nobody yet"),
         ]),
         SectionBlock(text=MarkdownTextObject(text=clip(evidence_line(exc), 3000))),
     ]

@@ -82,3 +82,20 @@ def test_the_owner_gets_the_reminder_in_a_dm(world: Any) -> None:
     dm = [c for c in world.api.calls_to("chat.postMessage") if c["channel"] == "D" + f.OPERATOR[1:]]
     assert len(dm) == 1 and dm[0]["text"].startswith(":hourglass_flowing_sand: You own variance #")
     assert [c["users"] for c in world.api.calls_to("conversations.open")] == [f.OPERATOR]
+
+
+def test_cli_assign_and_the_owner_in_exceptions_list(world: Any) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    pid = f.preinvoice(world.db)
+    eid = f.open_exception(world.db, world.key, preinvoice_id=pid)
+    runner = CliRunner()
+    r = runner.invoke(app, ["exceptions", "assign", str(eid), "--to", f.MANAGER, "--as", f.APPROVER, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"id": eid, "owner": f.MANAGER, "previous": f.OPERATOR}
+    r = runner.invoke(app, ["exceptions", "list", "--json"])
+    assert [(x["id"], x["owner"]) for x in json.loads(r.stdout)] == [(eid, f.MANAGER)]
+    r = runner.invoke(app, ["exceptions", "assign", str(eid), "--to", "U99NOBODY", "--as", f.APPROVER])
+    assert r.exit_code != 0 and "U99NOBODY is not a billbot user" in r.output
