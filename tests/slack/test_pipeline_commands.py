@@ -51,3 +51,21 @@ def test_import_and_preinvoices_create_from_slack(world: Any, tmp_path: Path, mo
     world.wait()
     assert ephemerals(world, f.APPROVER) == [
         ":no_entry: Only operators may start syncs and billing runs or change schedules."]
+
+
+def test_status_shows_each_sources_freshness_target(world: Any) -> None:
+    from datetime import UTC, date, datetime, timedelta
+
+    from storage.loader import load_scenario
+
+    load_scenario(world.db, {"freshness": {"tracker": {"days": 2}, "gam": {"days": 5}}})
+    f.source_state(world.db, "tracker", datetime(2026, 3, 1, 8, tzinfo=UTC), data_until=date(2026, 2, 20))
+    assert world.as_user(f.NOBODY).command("status").status == 200
+    world.wait()
+    [answer] = world.api.calls_to("response_url")
+    text = "\n".join(b["text"]["text"] for b in answer["blocks"] if b.get("text"))
+    # judged against the last closed month of today (the command reads the real clock)
+    month_end = datetime.now(UTC).date().replace(day=1) - timedelta(days=1)
+    assert "• *tracker*: last sync" in text
+    assert f", data until 2026-02-20 · target: data until {month_end.isoformat()} by" in text
+    assert "• *gam*: never synced · target: data until" in text
