@@ -20,6 +20,7 @@ from tests.sandbox import flows
 from tests.sandbox.scenario import APPROVER, FINANCE, OPERATOR, PERIOD
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("no_pdf_rendering")]
+FINANCE_NAME_PATTERN = re.compile(r"Fiona|U03FINANCE")  # the refusal names who can (a mention)
 
 
 @pytest.fixture
@@ -123,3 +124,52 @@ def test_billing_run_and_decisions_in_the_browser(session: Any, db: Database, pa
     assert flows.invoices(db) == {"autohaus-elbe": "INV-2026-000001", "kiosk-alster": "INV-2026-000002"}
     assert flows.exception_row(db, "variance").state == "approved"
     assert flows.exception_row(db, "below_threshold").decided_by == FINANCE
+
+
+def test_write_off_is_a_finance_managers_call_and_the_run_names_the_invoice_in_the_decided_thread(
+        session: Any, db: Database, page: Page, shots: Any) -> None:
+    """Issue 17's browser checks: the variance approved before the run gets the invoice number in its message
+    and thread once the run bills it; a below-threshold "Write off 180.00 €" is refused to an approver (the
+    refusal names who can) and taken by a finance manager through the reason modal."""
+    page.goto(f"{session.url}?user={APPROVER}&channel=billing-exceptions")
+    msgs = page.get_by_test_id("messages")
+    variance = msgs.get_by_test_id("message").filter(has_text="Variance — Garage du Rhône SARL")
+    variance.get_by_test_id("button-decide_approve").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(variance).to_contain_text("Approved", timeout=15_000)
+
+    be(page, OPERATOR)
+    page.get_by_test_id("composer").fill(f"/billing run {PERIOD}")
+    page.get_by_test_id("composer").press("Enter")
+    run = msgs.get_by_test_id("message").filter(has_text=f"Billing run {PERIOD}")
+    expect(run).to_contain_text("done", timeout=30_000)
+    expect(variance).to_contain_text(re.compile(r"Invoiced in INV-2026-\d{6}"), timeout=30_000)
+    number = flows.invoices(db)["garage-lyon"]
+    variance.get_by_test_id("thread-link").click()
+    expect(page.get_by_test_id("thread")).to_contain_text(number, timeout=30_000)
+    page.screenshot(path=str(shots / "e2e-9-invoice-in-decided-thread.png"))
+
+    below = msgs.get_by_test_id("message").filter(has_text="Below billing threshold — Kiosk Alster")
+    write_off = below.get_by_test_id("button-decide_reject")
+    expect(write_off).to_have_text("Write off 180.00 €")
+    be(page, APPROVER)
+    write_off.click()
+    refusal = msgs.get_by_test_id("ephemeral").filter(has_text="Write off needs a finance manager")
+    expect(refusal).to_be_visible(timeout=15_000)
+    expect(refusal).to_contain_text(FINANCE_NAME_PATTERN)
+    expect(page.get_by_test_id("modal")).to_have_count(0)
+    page.screenshot(path=str(shots / "e2e-10-write-off-refused.png"))
+
+    be(page, FINANCE)
+    write_off.click()
+    modal = page.get_by_test_id("modal")
+    expect(modal).to_be_visible(timeout=15_000)
+    expect(modal).to_contain_text("Write off")
+    modal.locator("textarea, input[type=text]").first.fill("Kiosk closed; not worth an invoice")
+    page.get_by_test_id("modal-submit").click()
+    expect(modal).to_have_count(0, timeout=15_000)
+    expect(below).to_contain_text("Rejected", timeout=15_000)
+    expect(below).to_contain_text("Kiosk closed; not worth an invoice")
+    page.screenshot(path=str(shots / "e2e-11-written-off.png"))
+    assert flows.exception_row(db, "below_threshold").decided_by == FINANCE
+    assert "kiosk-alster" not in flows.invoices(db)
