@@ -64,7 +64,14 @@ def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequenc
     return CheckInput(currency=pi.currency, lines=line_drafts(pi), seller_country=le.country,
                       seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
                       buyer_vat_id=adv.vat_id, fx=fx, fx_day=on,
-                      seller_address=postal_address(le), buyer_address=postal_address(adv))
+                      seller_address=postal_address(le), buyer_address=postal_address(adv),
+                      po_number=po_number_of(pi, adv), po_required=bool(adv.po_required))
+
+
+def po_number_of(pi: PreInvoice, adv: Advertiser) -> str | None:
+    """The purchase-order number a pre-invoice is billed under: its campaign's, else the advertiser's."""
+    campaign = pi.campaign
+    return (campaign.po_number if campaign is not None else None) or adv.po_number or None
 
 
 def postal_address(row: LegalEntity | Advertiser) -> PostalAddress:
@@ -205,4 +212,5 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
         service_end=inv.service_end, fx=_fx(inv), approvals=approvals, locale=locale,
         references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
+        po_number=_opt(buyer_snap.get("po_number")),
     )

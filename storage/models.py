@@ -114,6 +114,10 @@ class Advertiser(Base):
     # the legal entity's invoice terms, overridden for this advertiser (None: the entity's)
     invoice_date_rule: Mapped[str | None] = mapped_column(String(24))
     due_date_rule: Mapped[str | None] = mapped_column(String(24))
+    # purchase orders (issue 19): the advertiser's default PO number (a campaign may override it), and
+    # whether its invoices need one (a pre-invoice without one has a problem and is held)
+    po_number: Mapped[str | None] = mapped_column(String(64))
+    po_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     legal_entity: Mapped[LegalEntity] = relationship()
 
@@ -178,6 +182,7 @@ class Campaign(Base):
     start: Mapped[date] = mapped_column(Date)
     end: Mapped[date] = mapped_column(Date)
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
+    po_number: Mapped[str | None] = mapped_column(String(64))  # overrides the advertiser's PO number
 
     advertiser: Mapped[Advertiser] = relationship()
     items: Mapped[list[CampaignItem]] = relationship(
@@ -213,6 +218,8 @@ class CampaignItem(Base):
     make_good: Mapped[bool] = mapped_column(Boolean, default=False)
     # linear items bill the distributed booked figure; True opts one in to the delivery (variance) check
     variance_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # goods | services: decides the VAT treatment abroad (outside the EU: services ``O``, goods ``G``)
+    supply: Mapped[str] = mapped_column(String(16), default="services", server_default="services")
 
     campaign: Mapped[Campaign] = relationship(back_populates="items")
 

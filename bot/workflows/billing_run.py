@@ -25,8 +25,8 @@ period at a time: ``BillingRun.lock_key`` is unique while a run is running; a ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -54,12 +54,13 @@ from bot.workflows.fx import rates_around
 from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
 from storage.heartbeat import Heartbeat, holder_gone, holder_id
-from storage.mapping import check_input, preinvoice_hash
+from storage.mapping import check_input, po_number_of, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
     Advertiser,
     BillingException,
     BillingRun,
+    CampaignItem,
     Decision,
     Invoice,
     InvoiceLine,
@@ -106,12 +107,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Batch:
-    """Billable pre-invoices of one advertiser × legal entity × currency: one invoice (or one skip)."""
+    """Billable pre-invoices of one advertiser × legal entity × currency (the threshold applies to all of
+    it: one skip), or one invoice's part of them (:func:`invoice_parts`): the lines (``line_ids``, None:
+    all) billed under one VAT treatment and one purchase-order number."""
 
     advertiser: Advertiser
     legal_entity: LegalEntity
     currency: str
     preinvoices: tuple[PreInvoice, ...]
+    vat: VatTreatment | None = None  # None: the advertiser's treatment for services
+    po_number: str | None = None
+    line_ids: frozenset[int] | None = None
 
     @property
     def total(self) -> Decimal:
@@ -423,6 +429,7 @@ class Prefetched:
     open_counts: dict[int, int]  # open exceptions per pre-invoice
     entities: dict[str, LegalEntity]
     decisions: dict[int, list[tuple[int, dict[str, Any]]]]  # (decision id, decision) per pre-invoice
+    supplies: dict[str, str] = field(default_factory=dict)  # item id → "goods" (items not listed: services)
 
 
 @dataclass(frozen=True)
@@ -465,8 +472,9 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
                     and below_threshold(batch.total, adv.billing_threshold)):
                 steps.append(_note_skip(batch, out))
                 continue
-            steps.append(_prepare_invoice(s, batch, ctx, out, pre))
-            invoiced += 1
+            for part in invoice_parts(batch, pre.supplies):
+                steps.append(_prepare_invoice(s, part, ctx, out, pre))
+                invoiced += 1
         done.append((adv_id, out))
         if stop_at is not None and invoiced >= stop_at:
             break
@@ -497,7 +505,48 @@ def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetc
         for d, pid, kind in rows:
             if pid is not None:
                 decisions.setdefault(int(pid), []).append((int(d.id), _decision_json(d, pid, kind)))
-    return Prefetched(advertisers, by_adv, open_counts, entities, decisions)
+    return Prefetched(advertisers, by_adv, open_counts, entities, decisions, supplies_of(s, by_adv.values()))
+
+
+def supplies_of(s: Session, groups: Iterable[Sequence[PreInvoice]]) -> dict[str, str]:
+    """``goods`` items among the pre-invoices' lines (one query; every other item sells services)."""
+    items = sorted({x.item_id for group in groups for p in group for x in p.lines if x.item_id})
+    if not items:
+        return {}
+    rows = s.execute(select(CampaignItem.id, CampaignItem.supply)
+                     .where(CampaignItem.id.in_(items), CampaignItem.supply != "services")).all()
+    return {str(i): str(sup) for i, sup in rows}
+
+
+def invoice_parts(batch: Batch, supplies: Mapping[str, str]) -> list[Batch]:
+    """The invoices a billable batch becomes: one per (purchase-order number, VAT treatment).
+
+    Invoices never mix PO numbers (issue 19: an accounts-payable team books an invoice against one
+    order, EN 16931 BT-13 holds one). An invoice carries one VAT treatment; for one buyer the
+    treatment only depends on the line's item when the buyer is outside the EU — services are not
+    subject to VAT (``O``), goods are an export (``G``) — and EN 16931 BR-O-11 forbids ``O`` beside any
+    other category on one invoice. So such a pre-invoice's lines are split over two invoices (the
+    pre-invoice points to the first; each invoice line names its pre-invoice). Parts are numbered in
+    a fixed order: PO number, then the category.
+    """
+    adv, le = batch.advertiser, batch.legal_entity
+    parts: dict[tuple[str, VatTreatment], tuple[list[PreInvoice], set[int]]] = {}
+    treatments = {sup: _vat(adv, le, sup) for sup in ("services", "goods")}
+    for p in batch.preinvoices:
+        po = po_number_of(p, adv) or ""
+        for x in p.lines:
+            t = treatments[supplies.get(x.item_id or "", "services")]
+            pis, ids = parts.setdefault((po, t), ([], set()))
+            if not pis or pis[-1] is not p:
+                pis.append(p)
+            ids.add(x.id)
+    if not parts:
+        return [batch]
+    if len(parts) == 1:
+        ((po, t),) = parts
+        return [replace(batch, vat=t, po_number=po or None)]
+    return [replace(batch, preinvoices=tuple(pis), vat=t, po_number=po or None, line_ids=frozenset(ids))
+            for (po, t), (pis, ids) in sorted(parts.items(), key=lambda kv: (kv[0][0], kv[0][1].category))]
 
 
 def collect(s: Session, advertiser_id: str, period_end: date) -> list[PreInvoice]:
@@ -667,9 +716,11 @@ def _insert_sequence(s: Session, legal_entity_id: str, series: str, year: int) -
     s.execute(dialect_insert(NumberSequence).values(**values).on_conflict_do_nothing())
 
 
-def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
-    """Seller and buyer as they are at finalization (the document must not change when master data does)."""
-    return {
+def parties(adv: Advertiser, le: LegalEntity, *, po_number: str | None = None) -> dict[str, Any]:
+    """Seller and buyer as they are at finalization (the document must not change when master data does).
+    ``po_number``: the buyer's purchase-order number the invoice is billed under (EN 16931 BT-13),
+    kept with the buyer (absent when there is none, so older snapshots hash as they did)."""
+    out = {
         "seller": {"id": le.id, "name": le.name, "country": le.country, "vat_id": le.vat_id, "address": le.address,
                    "street": le.street, "postcode": le.postcode, "city": le.city,
                    "iban": le.iban, "bic": le.bic, "bank_name": le.bank_name, "currency": le.currency,
@@ -680,6 +731,9 @@ def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
                   "customer_number": adv.customer_number, "email": adv.email, "locale": adv.locale,
                   "payment_terms_days": adv.payment_terms_days},
     }
+    if po_number:
+        out["buyer"]["po_number"] = po_number
+    return out
 
 
 def _approval_json(p: PreInvoice) -> dict[str, Any]:
@@ -713,26 +767,31 @@ def _approvals_prefetched(group: Sequence[PreInvoice], pre: Prefetched) -> list[
     return [_approval_json(p) for p in group] + [d for _, d in decisions]
 
 
-def invoice_lines(group: Sequence[PreInvoice]) -> list[InvoiceLineDraft]:
+def invoice_lines(group: Sequence[PreInvoice], line_ids: frozenset[int] | None = None) -> list[InvoiceLineDraft]:
+    """The invoice lines of the pre-invoices (``line_ids``: only these lines)."""
     return [
         InvoiceLineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
                          amount=x.amount, campaign=p.campaign.name, item_id=x.item_id, period_start=p.period_start,
                          period_end=p.period_end, preinvoice_id=p.id, preinvoice_line_id=x.id,
                          computation=dict(x.computation or {}))
         for p in group for x in sorted(p.lines, key=lambda r: r.position)
+        if line_ids is None or x.id in line_ids
     ]
 
 
-def _vat(adv: Advertiser, le: LegalEntity) -> VatTreatment:
-    t = vat_treatment(seller_country=le.country, buyer_country=adv.country, buyer_vat_id=adv.vat_id)
+def _vat(adv: Advertiser, le: LegalEntity, supply: str = "services") -> VatTreatment:
+    t = vat_treatment(seller_country=le.country, buyer_country=adv.country, buyer_vat_id=adv.vat_id,
+                      supply=supply)
     if isinstance(t, VatProblem):  # the check stage holds these; reaching here is a bug
         raise NotAllowed(f"{adv.name}: {t.message}", code="vat")
     return t
 
 
 def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
-    """Number and store one invoice for the batch; mark its pre-invoices invoiced."""
-    _write_steps(s, [_prepare_invoice(s, batch, ctx, out, None)], ctx)
+    """Number and store the invoices of the batch (:func:`invoice_parts`, usually one); mark its
+    pre-invoices invoiced. Returns the last one."""
+    parts = invoice_parts(batch, supplies_of(s, [batch.preinvoices]))
+    _write_steps(s, [_prepare_invoice(s, part, ctx, out, None) for part in parts], ctx)
     return out.invoices[-1]
 
 
@@ -744,9 +803,10 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
     issued = ctx.issue_date or invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=ctx.today,
                                             service_end=max((p.period_end for p in group), default=None))
     due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=adv.payment_terms_days)
-    draft = build_invoice(lines=invoice_lines(group), currency=currency, vat=_vat(adv, le), fx=fx,
-                          issue_date=issued, payment_terms_days=adv.payment_terms_days, due_date=due,
-                          parties=parties(adv, le), approvals=approvals)
+    draft = build_invoice(lines=invoice_lines(group, batch.line_ids), currency=currency,
+                          vat=batch.vat or _vat(adv, le), fx=fx, issue_date=issued,
+                          payment_terms_days=adv.payment_terms_days, due_date=due,
+                          parties=parties(adv, le, po_number=batch.po_number), approvals=approvals)
     seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
     row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
                        ctx=ctx)
@@ -793,7 +853,8 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
         notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
         for p in step.batch.preinvoices:  # the invoice's audit record names these pre-invoices and their hashes
             p.state = "invoiced"
-            p.invoice_id = inv.id
+            if p.invoice_id is None:  # split over several invoices (:func:`invoice_parts`): the first
+                p.invoice_id = inv.id
             p.updated_at = ctx.now
             notify(s, "preinvoice.changed", preinvoice_id=p.id)
         adv = step.batch.advertiser
