@@ -70,6 +70,7 @@ from storage.models import (
     PreInvoice,
 )
 from storage.queries import open_exception_counts, resolve_advertisers
+from storage.settings import local_time
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,7 @@ def _start_run(db: Database, p: Period, advertisers: list[str] | None, *, actor:
             gone = holder_gone(held.get("holder")) or (job is not None and held.get("job") == job)
             if now - beat < STALE_AFTER and not gone:
                 raise Conflict(f"billing run {running.id} for {running.period} is already running "
-                               f"(started by {running.started_by} at {running.started_at:%Y-%m-%d %H:%M} UTC)",
+                               f"(started by {running.started_by} at {local_time(running.started_at)})",
                                code="run_running")
             running.state = "failed"
             running.lock_key = None
