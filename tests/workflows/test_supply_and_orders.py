@@ -27,7 +27,9 @@ from billing.errors import Invalid
 from bot.documents import pdf
 from bot.workflows.billing_run import run_billing
 from bot.workflows.documents import render_invoice_pdf
+from bot.workflows.evidence import build_evidence_pack, verify_evidence_pack
 from bot.workflows.fx import import_ecb_csv
+from bot.workflows.integrity import check_rows
 from bot.workflows.preinvoices import create_preinvoices
 from storage.db import Database
 from storage.mapping import document_for_invoice
@@ -67,7 +69,8 @@ def _bill(db: Database, key: Any, data: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------- goods and services
 
 
-def test_goods_and_services_to_a_buyer_outside_the_eu_become_two_invoices(db: Database, key: Any) -> None:
+def test_goods_and_services_to_a_buyer_outside_the_eu_become_two_invoices(db: Database, key: Any,
+                                                                         tmp_path: Path) -> None:
     run = _bill(db, key, scenario(
         advertisers=[advertiser("zurich", country="CH", currency="CHF")],
         campaigns=[campaign("c-zurich", "zurich", [
@@ -92,11 +95,14 @@ def test_goods_and_services_to_a_buyer_outside_the_eu_become_two_invoices(db: Da
         billed = s.execute(select(InvoiceLine.preinvoice_line_id, InvoiceLine.preinvoice_id)).all()
         assert sorted(lid for lid, _ in billed) == sorted(x.id for x in pi.lines)
         assert {p for _, p in billed} == {pi.id}
+        assert check_rows(s) == []  # `audit verify`: the invoices and the pre-invoice are as audited
 
     for inv in invoices:
         root = _xml_of(db, inv.id)
         cats = {c.text for c in root.iterfind(".//ram:CategoryCode", NS)}
         assert cats == {inv.vat_category}
+    pack = build_evidence_pack(db, goods.number, tmp_path / "goods.zip", renderer=pdf, key=key, out_dir=tmp_path)
+    assert verify_evidence_pack(pack) == []
     # a second run bills nothing twice
     again = run_billing(db, period="2026-02", actor="cli:op", key=key, today=TODAY)
     assert again.created == []
@@ -168,6 +174,8 @@ def test_invoices_never_mix_purchase_orders(db: Database, key: Any, tmp_path: Pa
     assert {x.item_id for x in by_po["PO-2026-01"].lines} == {"display"}
     assert by_po["PO-4711"].net == Decimal("900.00") and by_po["PO-2026-01"].net == Decimal("300.00")
     assert [i.seq for i in invoices] == [1, 2]
+    with db.read() as s:
+        assert check_rows(s) == []
 
     inv = by_po["PO-4711"]
     root = _xml_of(db, inv.id)
