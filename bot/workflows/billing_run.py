@@ -721,7 +721,7 @@ def parties(adv: Advertiser, le: LegalEntity, *, po_number: str | None = None) -
     """Seller and buyer as they are at finalization (the document must not change when master data does).
     ``po_number``: the buyer's purchase-order number the invoice is billed under (EN 16931 BT-13),
     kept with the buyer (absent when there is none, so older snapshots hash as they did)."""
-    out = {
+    out: dict[str, dict[str, Any]] = {
         "seller": {"id": le.id, "name": le.name, "country": le.country, "vat_id": le.vat_id, "address": le.address,
                    "street": le.street, "postcode": le.postcode, "city": le.city,
                    "iban": le.iban, "bic": le.bic, "bank_name": le.bank_name, "currency": le.currency,
