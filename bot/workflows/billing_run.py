@@ -10,8 +10,9 @@ approved, not yet invoiced pre-invoice whose billing period ends on or before th
   anything not approved, with open exceptions or with problems is *held* and reported;
 - **threshold**: below the advertiser's threshold nothing is created, the items wait, and a
   ``below_threshold`` exception is opened;
-- **finalize**: a gapless number from the legal entity's series, the invoice with its lines, the
-  pre-invoices marked invoiced, audit records, ``invoice.finalized`` after commit.
+- **finalize**: one invoice per VAT treatment and purchase-order number among the lines
+  (:func:`invoice_parts`; usually one), each a gapless number from the legal entity's series, with its
+  lines, the pre-invoices marked invoiced, audit records, ``invoice.finalized`` after commit.
 
 Advertisers are settled in chunks of :data:`CHUNK_SIZE`, one transaction per chunk: everything a
 chunk reads is loaded with a few set-based queries, its invoices are numbered from the sequence

@@ -217,3 +217,20 @@ def test_po_required_holds_a_campaign_without_one(db: Database, key: Any) -> Non
         assert held.invoice_id is None and held.state == "draft"
         assert held.problems == ["missing purchase-order number: the advertiser requires one on every invoice "
                                  "(set po_number on the campaign or the advertiser)"]
+
+
+def test_changing_an_items_supply_is_held_like_other_vat_data(db: Database) -> None:
+    """Goods or services decides the VAT treatment abroad: changing it on an existing item waits for a
+    second person (a change set), like a change of country or VAT id; a new item's applies at once."""
+    from storage.loader import load_scenario
+
+    def world(supply: str) -> dict[str, Any]:
+        return scenario(advertisers=[advertiser("zurich", country="CH", currency="CHF")],
+                        campaigns=[campaign("c", "zurich", [linear("i", "10.00", supply=supply)])])
+
+    load(db, world("services"))
+    res = load_scenario(db, world("goods"), actor="U01OPERATOR", hold_money_changes=True)
+    assert [(h["kind"], h["id"], h["field"], h["before"], h["after"]) for h in res.held] == [
+        ("items", "i", "supply", "services", "goods")]
+    with db.read() as s:
+        assert s.get(CampaignItem, "i").supply == "services"  # not yet
