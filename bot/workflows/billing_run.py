@@ -533,11 +533,12 @@ def invoice_parts(batch: Batch, supplies: Mapping[str, str]) -> list[Batch]:
     """
     adv, le = batch.advertiser, batch.legal_entity
     parts: dict[tuple[str, VatTreatment], tuple[list[PreInvoice], set[int]]] = {}
-    treatments = {sup: _vat(adv, le, sup) for sup in ("services", "goods")}
+    treatments: dict[str, VatTreatment] = {}  # per supply, decided once (a VAT id check is not free)
     for p in batch.preinvoices:
         po = po_number_of(p, adv) or ""
         for x in p.lines:
-            t = treatments[supplies.get(x.item_id or "", "services")]
+            supply = supplies.get(x.item_id or "", "services")
+            t = treatments.get(supply) or treatments.setdefault(supply, _vat(adv, le, supply))
             pis, ids = parts.setdefault((po, t), ([], set()))
             if not pis or pis[-1] is not p:
                 pis.append(p)
