@@ -40,12 +40,14 @@ from bot import context, jobs
 from bot.slack import accounting as slack_accounting
 from bot.slack import change_sets as slack_change_sets
 from bot.slack import dispatch as slack_dispatch
+from bot.slack import disputes as slack_disputes
 from bot.slack import exceptions as slack_exceptions
+from bot.slack import held as slack_held
 from bot.slack import invoice_pdfs
 from bot.slack import payments as slack_payments
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
-from bot.tasks import decide, documents, scheduled, slack_command
+from bot.tasks import decide, disputes, documents, scheduled, slack_command
 from bot.tasks import dispatch as mail_tasks
 from bot.workflows import effects
 from storage.settings import get_settings
@@ -56,7 +58,7 @@ Role = Literal["web", "sandbox", "worker", "decider", "clock", "cli"]
 Reaction = Callable[..., None]  # reaction(slack_context, **payload)
 
 #: The task families every process knows (importing them registers them).
-TASK_FAMILIES: Final = (decide, mail_tasks, documents, scheduled, slack_command)
+TASK_FAMILIES: Final = (decide, mail_tasks, documents, scheduled, slack_command, disputes)
 
 
 def queue_render(_sc: SlackContext, *, invoice_id: int, **_: Any) -> None:
@@ -80,6 +82,16 @@ def queue_dispatch(_sc: SlackContext, *, invoice_id: int, **_: Any) -> None:
     jobs.submit(mail_tasks.DISPATCH, invoice_id=invoice_id)
 
 
+def queue_dispute_evidence(_sc: SlackContext, *, dispute_id: int, **_: Any) -> None:
+    """``dispute.opened``: build the invoice's evidence pack (``dispute_evidence``) and upload it into the
+    dispute's thread, unless this process is a CLI in embedded mode (no worker outlives it: ``billbot
+    disputes open`` builds the pack itself)."""
+    w = _wiring
+    if w is not None and w.role == "cli" and jobs.mode() != "distributed":
+        return
+    jobs.submit(disputes.DISPUTE_EVIDENCE, dispute_id=dispute_id)
+
+
 #: event → reactions, in order. Event payloads are documented in :mod:`bot.workflows.effects`.
 REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.opened": (slack_exceptions.on_exception_changed,),
@@ -87,7 +99,8 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "exception.closed": (slack_exceptions.on_exception_changed,),
     "exception.decided": (slack_exceptions.on_exception_decided,),
     "exception.approvals_reset": (slack_exceptions.on_approvals_reset,),
-    "exception.invoiced": (invoice_pdfs.on_exception_invoiced,),
+    "exception.held": (slack_held.on_exception_held,),
+    "exception.invoiced": (slack_exceptions.on_exception_changed, invoice_pdfs.on_exception_invoiced),
     "invoice.finalized": (queue_render,),
     "invoice.rendered": (invoice_pdfs.on_invoice_rendered, queue_dispatch),
     "invoice.dispatch_failed": (slack_dispatch.on_invoice_dispatch_failed,),
@@ -96,6 +109,8 @@ REACTIONS: Final[Mapping[str, tuple[Reaction, ...]]] = MappingProxyType({
     "change_set.decided": (slack_change_sets.on_change_set_decided,),
     "accounting.exported": (slack_accounting.on_accounting_exported,),
     "payment.exception": (slack_payments.on_payment_exception,),
+    "dispute.opened": (slack_disputes.on_dispute_opened, queue_dispute_evidence),
+    "dispute.updated": (slack_disputes.on_dispute_updated,),
 })
 
 

@@ -149,6 +149,11 @@ def _money(d: Decimal) -> str:
     return str(d.quantize(Decimal("0.01")))
 
 
+def partner_id(p: int) -> str:
+    """The id of demo partner ``p`` (0-based)."""
+    return f"partner-{p + 1:03d}"
+
+
 def offer_id(i: int) -> str:
     """The tracker's offer id of branch ``i``'s search item (0-based)."""
     return str(1001 + i)
@@ -203,6 +208,10 @@ def build_demo(size: int = 1124, seed: int = 1, partners: int | None = None) -> 
             "vat_id": "DE811907980", "start_of_week": "monday", "invoice_series": "INV-{year}-{seq:06d}",
             "credit_note_series": "CN-{year}-{seq:06d}", **SELLER,
         }],
+        # the sales partners the branch names have always implied ("Autohaus Nord 001 … – Hamburg 2" is
+        # branch 2 of partner 001), each invoiced per branch (``invoicing: consolidated`` bills a partner once)
+        "partners": [{"id": partner_id(p), "name": f"Autohaus {NAMES[p % len(NAMES)]} {p + 1:03d}",
+                      "invoicing": "per_branch"} for p in range(n_partners)],
         "advertisers": [], "campaigns": [], "users": USERS, "delivery": [], "exchange_rates": [],
     }
     day = PERIOD_START - timedelta(days=40)
@@ -240,7 +249,7 @@ def build_demo(size: int = 1124, seed: int = 1, partners: int | None = None) -> 
             "vat_id": _vat_id(country, rng), "billing_threshold": _money(threshold), "payment_terms_days": 14,
             "locale": LOCALE[country], "street": f"{STREETS[country]} {rng.randint(1, 200)}",
             "postcode": POSTCODES[city], "city": city, "customer_number": f"K-{20001 + i}",
-            "email": f"billing@{adv_id}.example",
+            "email": f"billing@{adv_id}.example", "partner": partner_id(p),
         })
         fx = {"EUR": Decimal(1), "CHF": Decimal("0.94"), "PLN": Decimal("4.3")}[currency]
         cpc = (Decimal(rng.randint(35, 120)) / 100 * fx).quantize(Decimal("0.01"))

@@ -13,6 +13,7 @@ one place, whatever their origin.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ from storage.models import (
     ExchangeRate,
     ExternalId,
     LegalEntity,
+    Partner,
+    Setting,
     User,
     UserRole,
 )
@@ -192,13 +195,15 @@ def load_scenario(
 
 def _known_ids(s: Session, sc: Scenario) -> dict[str, set[str]]:
     le_refs = {a.legal_entity for a in sc.advertisers}
-    adv_refs = {c.advertiser for c in sc.campaigns}
+    adv_refs = {c.advertiser for c in sc.campaigns} | {p.head_office for p in sc.partners if p.head_office}
+    partner_refs = {a.partner for a in sc.advertisers if a.partner}
     item_refs = {d.item for d in sc.delivery}
 
     def ids(col: Any, refs: set[str]) -> set[str]:
         return set(s.scalars(select(col).where(col.in_(refs)))) if refs else set()
 
     return {"legal_entities": ids(LegalEntity.id, le_refs), "advertisers": ids(Advertiser.id, adv_refs),
+            "partners": ids(Partner.id, partner_refs),
             "items": ids(CampaignItem.id, item_refs)}
 
 
@@ -226,14 +231,20 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()
+    _upsert_by_id(s, Partner, [
+        {"id": p.id, "name": p.name, "invoicing": p.invoicing, "head_office_id": p.head_office}
+        for p in sc.partners
+    ], "partners", res, hold=hold)
+    s.flush()
     _upsert_by_id(s, Advertiser, [
         {"id": a.id, "name": a.name, "legal_entity_id": a.legal_entity, "currency": a.currency,
          "country": a.country, "vat_id": a.vat_id, "billing_threshold": a.billing_threshold,
          "payment_terms_days": a.payment_terms_days, "locale": a.locale, "address": a.address,
          "email": a.email, "tolerance": a.tolerance, **_postal(a), "customer_number": a.customer_number,
+         "account_owner": a.account_owner,
          "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
          "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date,
-         "po_number": a.po_number, "po_required": a.po_required}
+         "partner_id": a.partner, "po_number": a.po_number, "po_required": a.po_required}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()
@@ -256,8 +267,29 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _load_users(s, sc, res)
     _load_delivery(s, sc, res)
     _load_rates(s, sc, res)
+    _load_dispute_sla(s, sc, res)
     s.flush()
     return res
+
+
+DISPUTE_SLA_KEY = "disputes.sla"  # the scenario's dispute_sla as JSON in the kv table (issue 20)
+
+
+def _load_dispute_sla(s: Session, sc: Scenario, res: LoadResult) -> None:
+    """The file's ``dispute_sla`` replaces the stored one (a file without it leaves it alone)."""
+    if not sc.dispute_sla:
+        return
+    value = json.dumps({k: v.model_dump() for k, v in sc.dispute_sla.items()}, sort_keys=True,
+                       separators=(",", ":"))
+    row = s.get(Setting, DISPUTE_SLA_KEY)
+    if row is None:
+        s.add(Setting(key=DISPUTE_SLA_KEY, value=value))
+        res.count("dispute_sla", "inserted")
+    elif row.value != value:
+        row.value = value
+        res.count("dispute_sla", "updated")
+    else:
+        res.count("dispute_sla", "unchanged")
 
 
 def _load_external_ids(s: Session, sc: Scenario, res: LoadResult) -> None:

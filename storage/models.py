@@ -83,6 +83,24 @@ class LegalEntity(Base):
     dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
 
 
+PARTNER_INVOICING = ("per_branch", "consolidated")
+
+
+class Partner(Base):
+    """A sales partner owning several advertisers (its branches; issue 19). ``invoicing``: ``per_branch``
+    (each branch gets its own invoices) or ``consolidated`` (one invoice per partner, legal entity and
+    currency with a line block per branch, addressed to the partner at its head office branch)."""
+
+    __tablename__ = "partners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    invoicing: Mapped[str] = mapped_column(String(16), default="per_branch", server_default="per_branch")
+    # the branch whose address, VAT id, e-mail addresses and debtor account a consolidated invoice uses
+    # (None: the partner's first branch by id); not a foreign key: partners load before their branches
+    head_office_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class Advertiser(Base):
     __tablename__ = "advertisers"
 
@@ -104,6 +122,7 @@ class Advertiser(Base):
     postcode: Mapped[str | None] = mapped_column(String(16))
     city: Mapped[str | None] = mapped_column(String(100))
     customer_number: Mapped[str | None] = mapped_column(String(64))  # the number the advertiser knows us by
+    account_owner: Mapped[str | None] = mapped_column(String(32))  # Slack id: owns items held for correction
     # e-mail dispatch (issue 19): where invoices are mailed, and whether at all (``none``: the client
     # downloads them from a portal)
     invoice_emails: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -114,6 +133,8 @@ class Advertiser(Base):
     # the legal entity's invoice terms, overridden for this advertiser (None: the entity's)
     invoice_date_rule: Mapped[str | None] = mapped_column(String(24))
     due_date_rule: Mapped[str | None] = mapped_column(String(24))
+    # the partner this advertiser is a branch of (issue 19), if any
+    partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), index=True)
     # purchase orders (issue 19): the advertiser's default PO number (a campaign may override it), and
     # whether its invoices need one (a pre-invoice without one has a problem and is held)
     po_number: Mapped[str | None] = mapped_column(String(64))
@@ -782,6 +803,54 @@ class CreditNoteRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     decision_reason: Mapped[str | None] = mapped_column(Text)
     credit_note_id: Mapped[int | None] = mapped_column(Integer)
+    # partial credits (issue 20): [{line, quantity, amount}] (quantity/amount as strings, None: the rest of
+    # the line); None: whole lines (``line_ids``)
+    partial: Mapped[list[Any] | None] = mapped_column(JSON)
+    dispute_id: Mapped[int | None] = mapped_column(Integer)  # the dispute this credit was proposed for
+
+
+DISPUTE_CATEGORIES = ("tracking_disagreement", "invalid_traffic", "make_good_not_applied", "rate_disagreement",
+                      "duplicate_billing", "other")
+# open: waiting for the desk; proposed: a credit proposal waits for approval (both hold dunning)
+OPEN_DISPUTE_STATES = ("open", "proposed")
+DISPUTE_STATES = (*OPEN_DISPUTE_STATES, "credited", "rejected", "withdrawn")
+
+
+class Dispute(Base):
+    """A client's challenge of an invoice (issue 20): the disputed lines and amount, who owns it, its SLA
+    timers (data, like exceptions' — swept by :mod:`bot.workflows.disputes`) and how it ended
+    (``credited`` amount, ``days_open``). An open dispute keeps its invoice out of dunning."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (Index("ix_disputes_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    invoice_number: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    lines: Mapped[list[Any]] = mapped_column(JSON, default=list)  # disputed invoice line ids
+    amount: Mapped[Decimal] = mapped_column(Money())  # disputed net amount
+    currency: Mapped[str] = mapped_column(String(3))
+    client_contact: Mapped[str | None] = mapped_column(String(200))
+    client_reference: Mapped[str | None] = mapped_column(String(100))
+    owner: Mapped[str] = mapped_column(String(64))
+    opened_by: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolution: Mapped[str | None] = mapped_column(Text)  # the reason given to the client
+    credited: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))  # net credited (positive)
+    days_open: Mapped[int | None] = mapped_column(Integer)
+    credit_request_id: Mapped[int | None] = mapped_column(Integer)
+    remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    evidence_path: Mapped[str | None] = mapped_column(String(500))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
 # --------------------------------------------------------------------------- money in (issue 18)
 
 

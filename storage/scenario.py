@@ -165,6 +165,20 @@ class LegalEntityIn(_Model):
         return v
 
 
+class PartnerIn(_Model):
+    """A sales partner owning several advertisers (its branches name it in ``partner``).
+
+    ``invoicing``: ``per_branch`` (each branch is invoiced on its own; the default) or ``consolidated``
+    (one invoice per partner, legal entity and currency with a line block per branch, addressed to the
+    partner at its ``head_office`` branch: that branch's address, VAT id, e-mail addresses and terms;
+    default the partner's first branch by id)."""
+
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    invoicing: Literal["per_branch", "consolidated"] = "per_branch"
+    head_office: Id | None = None
+
+
 _EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 
 
@@ -183,6 +197,8 @@ class AdvertiserIn(_Model):
     postcode: str | None = None
     city: str | None = None
     customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
+    # Slack user id of the account owner: told about items held for correction, and reminded
+    account_owner: Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,20}$")] | None = None
     email: str | None = None
     tolerance: Amount | None = None
     # e-mail dispatch (issue 19): invoices go to ``invoice_emails`` (else ``email``), copied to ``invoice_cc``;
@@ -194,6 +210,7 @@ class AdvertiserIn(_Model):
     debtor_account: Annotated[str, Field(pattern=r"^[1-9][0-9]{4,8}$")] | None = None
     invoice_date: Literal["run_day", "service_end", "day_after_service"] | None = None  # None: the entity's
     due_date: Literal["net", "end_of_month"] | None = None
+    partner: Id | None = None  # the partner (``partners``) this advertiser is a branch of
     # purchase orders (issue 19): the default PO number of the advertiser's invoices (a campaign may
     # override it); ``po_required``: a pre-invoice without one has a problem and is held
     po_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None
@@ -302,13 +319,40 @@ class RateIn(_Model):
         return v
 
 
+class DisputeSlaIn(_Model):
+    """How long a dispute of one category may stay open (issue 20): ``hours`` to resolve it, the owner
+    reminded after ``remind_hours`` (default: half of ``hours``)."""
+
+    hours: float = Field(gt=0, le=24 * 365)
+    remind_hours: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _remind_first(self) -> DisputeSlaIn:
+        if self.remind_hours is not None and self.remind_hours > self.hours:
+            raise ValueError("remind_hours is after hours (the reminder comes before the deadline)")
+        return self
+
+
 class Scenario(_Model):
     legal_entities: list[LegalEntityIn] = Field(default_factory=list)
+    partners: list[PartnerIn] = Field(default_factory=list)
     advertisers: list[AdvertiserIn] = Field(default_factory=list)
     campaigns: list[CampaignIn] = Field(default_factory=list)
     users: list[UserIn] = Field(default_factory=list)
     delivery: list[DeliveryIn] = Field(default_factory=list)
     exchange_rates: list[RateIn] = Field(default_factory=list)
+    dispute_sla: dict[str, DisputeSlaIn] = Field(default_factory=dict)  # category → SLA (issue 20)
+
+    @field_validator("dispute_sla")
+    @classmethod
+    def _categories(cls, v: dict[str, DisputeSlaIn]) -> dict[str, DisputeSlaIn]:
+        from storage.models import DISPUTE_CATEGORIES
+
+        bad = [k for k in v if k not in DISPUTE_CATEGORIES]
+        if bad:
+            raise ValueError(f"unknown dispute categor{'y' if len(bad) == 1 else 'ies'} {', '.join(bad)} "
+                             f"(one of {', '.join(DISPUTE_CATEGORIES)})")
+        return v
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -359,6 +403,20 @@ def cross_check(sc: Scenario, known: dict[str, set[str]]) -> list[str]:  # noqa:
     dupes("legal_entities", [x.id for x in sc.legal_entities])
     dupes("advertisers", [x.id for x in sc.advertisers])
     dupes("campaigns", [x.id for x in sc.campaigns])
+    dupes("partners", [x.id for x in sc.partners])
+    partners = {p.id for p in sc.partners} | known.get("partners", set())
+    for i, a in enumerate(sc.advertisers):
+        if a.partner is not None and a.partner not in partners:
+            problems.append(f"advertisers[{i}].partner: unknown partner {a.partner!r}")
+    branch_of = {a.id: a.partner for a in sc.advertisers}
+    for i, pa in enumerate(sc.partners):
+        if pa.head_office is None:
+            continue
+        if pa.head_office not in advs:
+            problems.append(f"partners[{i}].head_office: unknown advertiser {pa.head_office!r}")
+        elif pa.head_office in branch_of and branch_of[pa.head_office] != pa.id:
+            problems.append(f"partners[{i}].head_office: advertiser {pa.head_office!r} is not a branch of "
+                            f"partner {pa.id!r} (its `partner` says {branch_of[pa.head_office]!r})")
     all_items: dict[str, str] = {}
     for ci, c in enumerate(sc.campaigns):
         for ii, it in enumerate(c.items):

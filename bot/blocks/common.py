@@ -73,3 +73,63 @@ def cap_blocks(blocks: list[Block], *, what: str = "more") -> list[Block]:
     kept = blocks[: MAX_BLOCKS - 1]
     kept.append(ContextBlock(elements=[MarkdownTextObject(text=f"… and {len(blocks) - len(kept)} {what} not shown")]))
     return kept
+
+
+CURRENCY_SIGN = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": "CHF", "PLN": "zł", "SEK": "kr",
+                 "DKK": "kr", "NOK": "kr", "CZK": "Kč"}
+
+
+def money_sign(value: Decimal | None, currency: str) -> str:
+    """``3,062.00 €`` — like :func:`money_text`, with the currency's sign where it has a short one
+    (buttons: Slack cuts a button's text at 75 characters)."""
+    if value is None:
+        return "—"
+    text = money_text(value, currency)
+    sign = CURRENCY_SIGN.get(currency)
+    return text[: -len(currency)] + sign if sign else text
+
+
+def pct_text(value: Decimal | None) -> str:
+    """``−19 %`` (a true minus sign; whole percent, one decimal below 10 %)."""
+    if value is None:
+        return "—"
+    q = Decimal("1") if abs(value) >= 10 else Decimal("0.1")
+    r = value.quantize(q, rounding=ROUND_HALF_UP)
+    if r == 0:
+        r = abs(r)
+    sign = "+" if r > 0 else "−" if r < 0 else ""
+    return f"{sign}{abs(r):f} %"
+
+
+def span_text(a: date, b: date) -> str:
+    """``1–31 Oct``, ``30 Sep–2 Oct``, ``3 Feb``."""
+    if a == b:
+        return f"{a.day} {a:%b}"
+    if (a.year, a.month) == (b.year, b.month):
+        return f"{a.day}–{b.day} {b:%b}"
+    return f"{a.day} {a:%b}–{b.day} {b:%b}"
+
+
+def day_ranges(days: list[date], *, period: tuple[date | None, date | None] | None = None, limit: int = 8) -> str:
+    """Days as ranges: ``1–31 Oct``, ``3–4 Feb, 9 Feb``, ``30 Sep–2 Oct``; with ``period`` it adds
+    ``all days`` when the days cover it, else ``N of M days``. More than ``limit`` ranges end in
+    ``… (+N more)``."""
+    ds = sorted(set(days))
+    if not ds:
+        return "—"
+    spans: list[tuple[date, date]] = []
+    for d in ds:
+        if spans and (d - spans[-1][1]).days == 1:
+            spans[-1] = (spans[-1][0], d)
+        else:
+            spans.append((d, d))
+    text = ", ".join(span_text(a, b) for a, b in spans[:limit])
+    if len(spans) > limit:
+        text += f" … (+{len(spans) - limit} more)"
+    if period is not None and period[0] is not None and period[1] is not None:
+        total = (period[1] - period[0]).days + 1
+        text += ", all days" if len(ds) >= total and spans == [(period[0], period[1])] else \
+            f" ({len(ds)} of {total} days)"
+    elif len(ds) > 1:
+        text += f" ({len(ds)} days)"
+    return text

@@ -16,6 +16,7 @@ from slack_sdk.models.blocks import (
 
 from bot.blocks.common import esc
 from bot.workflows.digest import DigestData
+from bot.workflows.disputes import DisputeStats
 from storage.settings import local_time
 
 MAX_BREACH_LINES = 10
@@ -90,6 +91,8 @@ def digest_blocks(d: DigestData) -> list[Block]:
     blocks.append(SectionBlock(text=MarkdownTextObject(text=source_text)))
     if d.aging:
         blocks.append(receivables_block(d))
+    if d.disputes is not None and not d.disputes.empty:
+        blocks.append(disputes_block(d.disputes))
     chart = "open exceptions by age" + (" and receivables aging" if d.aging else "")
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Chart: {chart}, in the thread.")]))
     return blocks
@@ -110,3 +113,15 @@ def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decima
 
 def receivables_block(d: DigestData) -> SectionBlock:
     return SectionBlock(text=MarkdownTextObject(text=receivables_text(d.aging, d.dso)))
+
+
+def disputes_text(st: DisputeStats) -> str:
+    """Open disputes with their amount, the median days to resolve one and the top categories (90 days)."""
+    median = f"{st.median_days_to_resolve:g} days" if st.median_days_to_resolve is not None else "—"
+    top = ", ".join(f"{c.replace('_', ' ')} ({n})" for c, n in st.top_categories) or "none"
+    return (f"*Disputes:* {st.open_count} open · {totals_text(st.open_amount)}\n"
+            f"Median time to resolve: {median} ({st.resolved} resolved) · top categories: {top} — last 90 days")
+
+
+def disputes_block(st: DisputeStats) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=disputes_text(st)))

@@ -14,6 +14,7 @@ COMMANDS = (
     ("invoice NUMBER", "one invoice"),
     ("status", "last sync per source and the last billing run"),
     ("schedule list|add|remove …", "cron schedules for syncs, runs and the digest"),
+    ("dispute NUMBER [category] reason…", "open a client's dispute of an invoice (holds dunning)"),
     ("help", "this text"),
 )
 

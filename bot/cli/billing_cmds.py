@@ -354,7 +354,69 @@ class _RequestByDefault(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["request", *args]
-        return super().resolve_command(ctx, args)
+        return super().resolve_command(ctx, pair_line_options(args))
+
+
+PART_OPTIONS = ("--quantity", "--amount")
+
+
+def pair_line_options(args: list[str]) -> list[str]:
+    """``--line 3 --quantity 20 --line 4 --amount 12.00`` → ``--line 3:quantity=20 --line 4:amount=12.00``:
+    a ``--quantity``/``--amount`` belongs to the ``--line`` before it (options lose their order once parsed)."""
+    out: list[str] = []
+    last: int | None = None  # index in ``out`` of the last --line value still without a part
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, inline = a.partition("=")
+        if name == "--line":
+            out += [a] if eq else args[i:i + 2]
+            last = len(out) - 1 if (eq or i + 1 < len(args)) else None
+            i += 1 if eq else 2
+            continue
+        if name in PART_OPTIONS and last is not None and ":" not in out[last]:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
+            base = out[last].partition("=")[2] if out[last].startswith("--line=") else out[last]
+            out[last] = f"{'--line=' if out[last].startswith('--line=') else ''}{base}:{name[2:]}={value}"
+            last = None
+            i += 1 if eq else 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def parse_line_asks(lines: list[str]) -> tuple[list[int] | None, list[Any] | None]:
+    """``--line`` values (``3``, ``3:quantity=20``, ``3:amount=12.00``) → (whole line ids, None) when no
+    line names a part, else (None, one :class:`billing.credits.CreditAsk` per line)."""
+    from decimal import Decimal, InvalidOperation
+
+    from billing.credits import CreditAsk
+    from billing.errors import Invalid
+
+    asks, problems = [], []
+    for raw in lines:
+        head, _, part = raw.partition(":")
+        if not head.strip().isdigit():
+            problems.append(f"--line {raw}: give the invoice line id (a number)")
+            continue
+        what, _, value = part.partition("=")
+        qty = amount = None
+        try:
+            if what == "quantity":
+                qty = Decimal(value)
+            elif what == "amount":
+                amount = Decimal(value)
+            elif part:
+                problems.append(f"--line {raw}: follow it with --quantity Q or --amount X")
+        except InvalidOperation:
+            problems.append(f"--{what} {value!r} (line {head}): not a number")
+        asks.append(CreditAsk(int(head), quantity=qty, amount=amount))
+    if problems:
+        raise Invalid(problems)
+    if all(a.quantity is None and a.amount is None for a in asks):
+        return [a.line_id for a in asks], None
+    return None, asks
 
 
 credit_note_app = typer.Typer(
@@ -366,7 +428,8 @@ app.add_typer(credit_note_app, name="credit-note")
 
 
 def _request_json(v: Any) -> dict[str, Any]:
-    return {"id": v.id, "invoice": v.invoice, "lines": v.lines, "reason": v.reason, "amount": money_str(v.amount),
+    return {"id": v.id, "invoice": v.invoice, "lines": v.lines, "partial": v.partial, "dispute": v.dispute,
+            "reason": v.reason, "amount": money_str(v.amount),
             "currency": v.currency, "state": v.state, "requested_by": v.requested_by,
             "requested_at": v.requested_at, "decided_by": v.decided_by, "decided_at": v.decided_at,
             "credit_note": v.credit_note}
@@ -377,20 +440,29 @@ def _request_json(v: Any) -> dict[str, Any]:
 def credit_note_cmd(  # noqa: PLR0917 - Typer maps parameters to options
     number: Annotated[str, typer.Argument(help="The invoice number to correct.")],
     reason: Annotated[str, typer.Option(help="Why (printed on the credit note).")],
-    line: Annotated[list[int] | None, typer.Option(help="Invoice line id to cancel (repeatable; default all).")] = None,
+    line: Annotated[list[str] | None, typer.Option(
+        help="Invoice line id to credit (repeatable; default all), whole or followed by --quantity Q or "
+             "--amount X for a part of it.")] = None,
+    quantity: Annotated[list[str] | None, typer.Option(
+        help="Quantity of the --line before it to credit (in the line's unit).")] = None,
+    amount: Annotated[list[str] | None, typer.Option(help="Net amount of the --line before it to credit.")] = None,
     legal_entity: Annotated[str | None, typer.Option(help="Legal entity id, if numbers repeat across them.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
     as_user: AsUser = None,
 ) -> None:
-    """Request a credit note cancelling all or some lines of an invoice; a finance manager other than
-    you approves it, and only then is it numbered and issued."""
+    """Request a credit note of all or some lines of an invoice, or of a quantity or an amount of a line
+    (`--line 3 --quantity 20 --line 4 --amount 12.00`); a finance manager other than you approves it,
+    and only then is it numbered and issued."""
     from bot.context import get_db, get_key
     from bot.workflows.credit_notes import list_requests, request_credit_note
 
+    if quantity or amount:
+        fail("--quantity and --amount each follow the --line they are for (`--line 3 --quantity 20`)", 2)
+    line_ids, asks = parse_line_asks(line or [])
     db = get_db()
     actor = acting_as(as_user, roles=REQUESTER_ROLES, what="credit-note")
-    req = request_credit_note(db, number=number, line_ids=line or None, reason=reason, actor=actor, key=get_key(),
-                              legal_entity_id=legal_entity)
+    req = request_credit_note(db, number=number, line_ids=line_ids or None, reason=reason, actor=actor,
+                              key=get_key(), legal_entity_id=legal_entity, asks=asks)
     v = next(r for r in list_requests(db) if r.id == req.id)
     if json_out:
         emit_json(_request_json(v))

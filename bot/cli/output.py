@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,6 +87,9 @@ def check_output(path: Path, *, force: bool) -> Path:
     return path
 
 
+_SLACK_MENTION = re.compile(r"<@([UW][A-Z0-9]+)>")
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorator for commands: domain errors → stderr and exit code, never a traceback."""
 
@@ -98,7 +102,8 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
                 err_console.print(f"[red]error:[/red] {p}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except BillingError as e:
-            err_console.print(f"[red]error:[/red] {e.message}", highlight=False, soft_wrap=True)
+            message = _SLACK_MENTION.sub(r"@\1", e.message)  # "Force needs a finance manager: @U04…"
+            err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper

@@ -108,7 +108,10 @@ def _serve_sandbox(*, host: str, port: int, sandbox_port: int, sandbox_public: b
     out_console.print(
         f"billbot sandbox workspace: [bold]{session.url}[/bold]\n"
         f"  (no Slack credentials set — billbot's /slack/events at {session.events_url} gets signed requests from it;"
-        f" {len(session.posted)} waiting exception message(s) posted)\n  Ctrl-C stops.",
+        f" {len(session.posted)} waiting exception message(s) posted)\n"
+        + (f"  Outbox (the mails billbot sends, through a local mail server): {session.outbox_url}\n"
+           if session.outbox_url else "")
+        + "  Ctrl-C stops.",
         highlight=False,
         soft_wrap=True,
     )

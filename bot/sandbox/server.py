@@ -4,6 +4,7 @@
 - ``/upload/<file_id>`` — ``files.getUploadURLExternal``'s upload URL; ``/files/<id>/<name>`` — downloads;
 - ``/response/<token>`` — ``response_url``s handed out with commands and interactions;
 - ``/`` and ``/static/…`` — the single-page UI;
+- ``/outbox``, ``/outbox/<mail>/<n>``, ``/sandbox/outbox`` — the mails billbot sent (:mod:`bot.sandbox.outbox`);
 - ``/sandbox/…`` — the page's own JSON API: ``state`` (long-polled), ``command``, ``action``, ``submit``,
   ``close``, ``home``, ``say``. Those that reach billbot go through :class:`~bot.sandbox.forward.Forwarder`,
   signed.
@@ -22,6 +23,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from bot.sandbox.forward import Forwarder, new_bot_token, new_secret
+from bot.sandbox.outbox import Outbox
+from bot.sandbox.outbox import route as outbox_route
 from bot.sandbox.webapi import WebApi
 from bot.sandbox.workspace import BOT_USER, BOT_USER_ID, SandboxUser, SlackError, Workspace
 from bot.sandbox.wsgi import RunningServer, serve_in_thread
@@ -105,6 +108,7 @@ class SandboxApp:
         self.ws = ws
         self.api = api
         self.forwarder = forwarder
+        self.outbox: Outbox | None = None  # the local mail server, when the session started one
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -127,6 +131,10 @@ class SandboxApp:
         return [body]
 
     def route(self, method: str, path: str, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        if path.startswith(("/outbox", "/sandbox/outbox")):
+            found = outbox_route(self.outbox, method, path)
+            if found is not None:
+                return found
         if path.startswith("/api/"):
             body = _read_body(environ)
             params = api_params(environ, body)
@@ -278,6 +286,7 @@ class SandboxServer:
     api: WebApi
     forwarder: Forwarder
     http: RunningServer
+    app: SandboxApp | None = None
 
     @property
     def url(self) -> str:
@@ -299,8 +308,16 @@ class SandboxServer:
     def set_events_url(self, url: str) -> None:
         self.forwarder.events_url = url
 
+    def attach_outbox(self, outbox: Outbox) -> None:
+        """Show ``outbox``'s mails on the Outbox page; it is stopped with the sandbox."""
+        if self.app is not None:
+            self.app.outbox = outbox
+
     def stop(self) -> None:
         self.http.stop()
+        outbox = self.app.outbox if self.app is not None else None
+        if outbox is not None:
+            outbox.stop()
         self.forwarder.shutdown()
         self.workspace.close()
 
@@ -326,4 +343,4 @@ def start_sandbox(
     api.base_url = http.url
     fwd.public_url = http.url
     log.info("sandbox workspace at %s", http.url)
-    return SandboxServer(workspace=ws, api=api, forwarder=fwd, http=http)
+    return SandboxServer(workspace=ws, api=api, forwarder=fwd, http=http, app=app)

@@ -11,7 +11,10 @@ What ``billbot serve`` does without Slack credentials (and what the end-to-end t
    sandbox forwards clicks, modal submissions and commands there, signed;
 4. post the messages of open exceptions that have none yet (a billing run started from the CLI before
    ``serve`` had no Slack to post to);
-5. start the embedded clock (SLA sweep, schedules, digest) when asked.
+5. start the embedded clock (SLA sweep, schedules, digest) when asked;
+6. unless ``SMTP_URL`` is set, start the Outbox — a local SMTP server on 127.0.0.1 (:mod:`bot.sandbox.outbox`,
+   mails kept in ``var/outbox/``) — and point ``SMTP_URL`` (and ``MAIL_FROM``, if unset) at it, so the invoice
+   mails billbot sends show on the sandbox's Outbox page (``/outbox``).
 
 :meth:`SandboxSession.stop` undoes all of it, including the environment.
 """
@@ -27,6 +30,7 @@ from typing import Any
 
 from bot import context, jobs, runtime
 from bot.app import create_app, create_wsgi, wait_until_idle
+from bot.sandbox.outbox import SANDBOX_MAIL_FROM, Outbox
 from bot.sandbox.server import SandboxServer, start_sandbox
 from bot.sandbox.users import users_from_db
 from bot.sandbox.wsgi import RunningServer, serve_in_thread
@@ -37,7 +41,7 @@ from storage.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-ENV_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL", "SLACK_APP_TOKEN")
+ENV_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL", "SLACK_APP_TOKEN", "SMTP_URL", "MAIL_FROM")
 
 
 @dataclass
@@ -47,12 +51,18 @@ class SandboxSession:
     wsgi: Any
     clock: Any = None
     posted: list[int] = field(default_factory=list)  # exceptions whose messages were posted at start
+    outbox: Outbox | None = None  # the local mail server (None when SMTP_URL was set)
     _saved_env: dict[str, str | None] = field(default_factory=dict)
     _environ: MutableMapping[str, str] = field(default_factory=lambda: os.environ)
 
     @property
     def url(self) -> str:
         return self.sandbox.url
+
+    @property
+    def outbox_url(self) -> str | None:
+        """The Outbox page, when this session keeps billbot's mails."""
+        return self.sandbox.url + "outbox" if self.outbox is not None else None
 
     @property
     def events_url(self) -> str:
@@ -103,7 +113,14 @@ def start_session(
     path = sandbox_db if sandbox_db is not None else settings.var_dir / "sandbox.db"
     sandbox = start_sandbox(port=sandbox_port, host=host, db_path=path, users_provider=users_from_db(db))
     saved = {k: env.get(k) for k in ENV_KEYS}
+    outbox = None
     try:
+        if not (env.get("SMTP_URL") or settings.smtp_url):  # the user's own mail server wins
+            outbox = Outbox(settings.var_dir / "outbox").start()
+            sandbox.attach_outbox(outbox)  # stopped with the sandbox
+            env["SMTP_URL"] = outbox.url
+            if not (env.get("MAIL_FROM") or settings.mail_from):
+                env["MAIL_FROM"] = SANDBOX_MAIL_FROM
         env["SLACK_BOT_TOKEN"] = sandbox.bot_token
         env["SLACK_SIGNING_SECRET"] = sandbox.signing_secret
         env["SLACK_API_URL"] = sandbox.api_url
@@ -114,6 +131,8 @@ def start_session(
         app_server = serve_in_thread(wsgi, host=host, port=port, name="billbot-app")
     except BaseException:
         sandbox.stop()
+        if outbox is not None:
+            outbox.stop()
         for k, v in saved.items():
             if v is None:
                 env.pop(k, None)
@@ -121,7 +140,8 @@ def start_session(
                 env[k] = v
         _forget_settings()
         raise
-    session = SandboxSession(sandbox=sandbox, app_server=app_server, wsgi=wsgi, _saved_env=saved, _environ=env)
+    session = SandboxSession(sandbox=sandbox, app_server=app_server, wsgi=wsgi, outbox=outbox, _saved_env=saved,
+                             _environ=env)
     sandbox.set_events_url(session.events_url)
     wiring = runtime.wiring()
     if post_missing and wiring is not None:

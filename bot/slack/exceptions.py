@@ -25,10 +25,10 @@ from bot.blocks.exceptions import approvals_reset_text, exception_message, fallb
 from bot.slack.context import SlackContext
 from bot.slack.home import publish_home
 from bot.slack.replies import Where
-from bot.workflows import exception_messages
+from bot.workflows import exception_evidence, exception_messages
 from bot.workflows.decisions import subject_hash_of
 from storage.db import Database
-from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Decision
+from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Decision, Invoice, PreInvoice
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,53 @@ class _Rendered:
     text: str
 
 
-def _render(s: Session, exc: BillingException, default_channel: str) -> _Rendered:
+def invoiced_in(s: Session, exc: BillingException) -> list[str]:
+    """The numbers of the invoices a decided exception was billed in: its pre-invoice's invoice, or
+    the invoices a Force on a below-threshold skip created (named in the signed decision record)."""
+    if exc.state not in ("approved", "forced"):
+        return []
+    ids: set[int] = set()
+    if exc.preinvoice_id is not None:
+        inv_id = s.scalar(select(PreInvoice.invoice_id).where(PreInvoice.id == exc.preinvoice_id))
+        if inv_id is not None:
+            ids.add(int(inv_id))
+    else:
+        pids = [int(i) for i in (exc.evidence or {}).get("preinvoice_ids") or [] if str(i).isdigit()]
+        if pids:
+            ids |= {int(i) for i in s.scalars(select(PreInvoice.invoice_id).where(
+                PreInvoice.id.in_(pids), PreInvoice.invoice_id.is_not(None))) if i is not None}
+    if not ids:
+        return []
+    return list(s.scalars(select(Invoice.number).where(Invoice.id.in_(ids)).order_by(Invoice.id)))
+
+
+def _render(s: Session, exc: BillingException, default_channel: str,
+            working: tuple[str, str] | None = None) -> _Rendered:
     adv = s.get(Advertiser, exc.advertiser_id)
     name = adv.name if adv is not None else exc.advertiser_id
     last = s.execute(
         select(Decision).where(Decision.exception_id == exc.id).order_by(Decision.id.desc()).limit(1)
     ).scalar_one_or_none()
-    blocks = exception_message(exc, subject_hash=subject_hash_of(exc), advertiser_name=name, last_decision=last)
+    blocks = exception_message(exc, subject_hash=subject_hash_of(exc), advertiser_name=name, last_decision=last,
+                               working=working, invoice_numbers=invoiced_in(s, exc))
     return _Rendered(exc.channel or default_channel, exc.message_ts, list(blocks), fallback_text(exc, name))
+
+
+def show_working(client: WebClient, db: Database, exception_id: int, *, decision: str, user_id: str) -> bool:
+    """Replace the message's buttons by "Working… <choice> by @user" at once, before the decision
+    runs (the final state replaces it after commit; a refusal or conflict brings the buttons back).
+    Returns False when there is no posted, open message to update."""
+    with db.read() as s:
+        exc = s.get(BillingException, exception_id)
+        if exc is None or not exc.message_ts or not exc.channel or exc.state not in OPEN_EXCEPTION_STATES:
+            return False
+        r = _render(s, exc, exc.channel, working=(decision, user_id))
+    try:
+        client.chat_update(channel=r.channel, ts=str(r.message_ts), blocks=r.blocks, text=r.text)
+    except SlackClientError as e:  # only a courtesy: the decision goes on
+        log.warning("showing 'working…' on exception %s failed: %s", exception_id, e)
+        return False
+    return True
 
 
 def show_exception(client: WebClient, db: Database, exception_id: int, *,
@@ -73,6 +112,24 @@ def show_exception(client: WebClient, db: Database, exception_id: int, *,
     channel, ts = str(resp.get("channel") or r.channel), str(resp["ts"])
     exception_messages.store_message(db, exception_id, channel, ts)
     return channel, ts
+
+
+def send_evidence(client: WebClient, db: Database, exception_id: int, *, user_id: str) -> str:
+    """Upload the exception's full evidence pack (a zip) into its message's thread, or to the user
+    as a DM when the message was never posted. Returns the file name."""
+    filename, data = exception_evidence.evidence_pack(db, exception_id)
+    with db.read() as s:
+        exc = s.get(BillingException, exception_id)
+        channel, ts = (exc.channel, exc.message_ts) if exc is not None else (None, None)
+    if channel and ts:
+        client.files_upload_v2(channel=channel, thread_ts=ts, file=data, filename=filename,
+                               title=f"Evidence of exception #{exception_id}",
+                               initial_comment=f"Evidence of exception #{exception_id}, for <@{user_id}>")
+    else:
+        dm = client.conversations_open(users=user_id)
+        client.files_upload_v2(channel=str(dm["channel"]["id"]), file=data, filename=filename,
+                               title=f"Evidence of exception #{exception_id}")
+    return filename
 
 
 def refresh_surface(client: WebClient, db: Database, where: Where, exception_id: int, *,

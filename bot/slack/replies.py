@@ -27,7 +27,9 @@ class Where(BaseModel):
 
 
 #: messages billbot writes itself from stored Slack ids (``Already approved by <@U…>``): their markup stays
-TRUSTED_MARKUP = frozenset({"already_decided"})
+#: and refusals naming who can decide instead (``Force needs a finance manager: <@U…>``)
+TRUSTED_MARKUP = frozenset({"already_decided", "finance_manager_required", "approver_required", "own_work",
+                            "own_approval"})
 
 
 def error_text(error: Exception) -> str:

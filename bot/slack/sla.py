@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from bot.blocks.common import esc, mention, money_text
+from bot.slack.held import remind_held
 from bot.workflows import sla
 from storage.db import Database
 from storage.models import BillingException
@@ -26,6 +27,7 @@ class SweepResult:
     reminded: list[int] = field(default_factory=list)
     escalated: list[int] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "reminder 12: channel_not_found"
+    held_reminded: list[int] = field(default_factory=list)  # owners of items held for correction
 
 
 def _describe(e: BillingException) -> str:
@@ -79,7 +81,8 @@ def sweep(
     managers_channel: str | None = None,
     exceptions_channel: str | None = None,
 ) -> SweepResult:
-    """Remind and escalate every open exception whose timer passed, each exactly once.
+    """Remind and escalate every open exception whose timer passed, each exactly once; remind the
+    owners of items held for correction (:func:`bot.slack.held.remind_held`).
 
     Reminders go into the exception's Slack thread (``chat.postMessage`` with ``thread_ts``),
     mentioning the approvers; escalations post to the managers channel and DM every
@@ -114,4 +117,7 @@ def sweep(
             log.warning("escalation of exception %s failed: %s", exc_id, err)
             sla.release(db, exc_id, now, "escalation", error=str(err), key=key)
             result.failed.append(f"escalation {exc_id}: {err}")
+    held_reminded, held_failed = remind_held(db, client, now=now, key=key)
+    result.held_reminded.extend(held_reminded)
+    result.failed.extend(held_failed)
     return result

@@ -10,6 +10,7 @@ when it did not go through, and refreshing what they looked at.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +19,15 @@ from slack_sdk import WebClient
 from billing.errors import BillingError, Conflict
 from bot import context
 from bot.slack.client import get_client
-from bot.slack.exceptions import refresh_surface
+from bot.slack.exceptions import refresh_surface, show_exception
 from bot.slack.home import publish_home
 from bot.slack.replies import Where, error_text, tell
 from bot.slack.users import profile_lookup
 from bot.tasks.registry import task
 from bot.workflows.decisions import DecisionKind, decide
 from storage.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 #: The name handlers submit.
 DECIDE = "decide"
@@ -48,6 +51,14 @@ def decide_for(client: WebClient, *, exception_id: int, decision: DecisionKind, 
         publish_home(client, context.get_db(), where.user_id)
 
 
+def _restore(client: WebClient, exception_id: int) -> None:
+    """The decision did not go through: the message shows its buttons again in place of "Working…"."""
+    try:
+        show_exception(client, context.get_db(), exception_id, default_channel=get_settings().exceptions_channel)
+    except Exception:  # noqa: BLE001 - telling the user comes next and matters more
+        log.exception("restoring the message of exception %s failed", exception_id)
+
+
 @task(DECIDE, queue="decisions", own_process=True)
 def decide_task(*, exception_id: int, decision: DecisionKind, subject_hash: str, reason: str | None,
                 where: dict[str, Any]) -> dict[str, Any]:
@@ -60,9 +71,11 @@ def decide_task(*, exception_id: int, decision: DecisionKind, subject_hash: str,
         decide_for(client, exception_id=exception_id, decision=decision, subject_hash=subject_hash,
                    reason=reason, where=w)
     except BillingError as e:
+        _restore(client, exception_id)
         tell(client, w, error_text(e))
         return {"decided": False, "code": getattr(e, "code", None), "message": e.message}
     except Exception as e:
+        _restore(client, exception_id)
         tell(client, w, error_text(e))
         raise
     return {"decided": True}

@@ -11,11 +11,13 @@ from bot import context, jobs
 from bot.slack.client import get_client
 from bot.slack.context import SlackContext
 from bot.slack.digest import send_digest
+from bot.slack.disputes import sweep as dispute_sweep
 from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
+from bot.workflows.dispatch import stalled_dispatches
 from bot.workflows.invoices import unrendered_invoices
 from bot.workflows.payments import import_inbox
 from bot.workflows.sync import run_sync
@@ -104,17 +106,23 @@ def dunning_proposal(*, today: str | None = None) -> Any:
 def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = None) -> Any:
     """Every minute: remind and escalate exceptions whose timers passed; post the exception messages
     still missing (opened where Slack was not reachable); queue the PDFs nobody queued (pending for
-    longer than ``render_grace_seconds``, default :data:`RENDER_GRACE`). Safe to run anywhere, any
+    longer than ``render_grace_seconds``, default :data:`RENDER_GRACE`) and the mails whose sending process
+    died (claimed longer than the dispatch lease ago). Safe to run anywhere, any
     number of times: a PDF queued twice is rendered once (the ``pdf:<id>`` lock, then "already done")."""
     at = _now(now)
     grace = RENDER_GRACE if render_grace_seconds is None else timedelta(seconds=render_grace_seconds)
     db, key = context.get_db(), context.get_key()
     result = plain(sweep(db, now=at, client=get_client(), key=key))
     result["posted"] = post_missing(SlackContext(get_client, context.get_db, context.get_key))
+    result["disputes"] = plain(dispute_sweep(db, now=at, client=get_client(), key=key))
     queued = unrendered_invoices(db, finalized_before=at - grace)
     for invoice_id in queued:
         jobs.submit("render_pdf", invoice_id=invoice_id)
     result["render_queued"] = queued
+    mails = stalled_dispatches(db, now=at)
+    for invoice_id in mails:
+        jobs.submit("dispatch", invoice_id=invoice_id)
+    result["dispatch_queued"] = mails
     return result
 
 

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, selectinload
 
@@ -68,6 +68,7 @@ from storage.models import (
     JobLog,
     LegalEntity,
     NumberSequence,
+    Partner,
     PreInvoice,
 )
 from storage.queries import open_exception_counts, resolve_advertisers
@@ -111,12 +112,18 @@ class Outcome:
 class Batch:
     """Billable pre-invoices of one advertiser × legal entity × currency (the threshold applies to all of
     it: one skip), or one invoice's part of them (:func:`invoice_parts`): the lines (``line_ids``, None:
-    all) billed under one VAT treatment and one purchase-order number."""
+    all) billed under one VAT treatment and one purchase-order number.
+
+    A consolidated partner's batch (``partner`` set) holds the pre-invoices of all its branches settled
+    together; ``advertiser`` is then the partner's head office branch (the invoice's recipient) and
+    ``branches`` names each branch (advertiser id → name) for the line blocks."""
 
     advertiser: Advertiser
     legal_entity: LegalEntity
     currency: str
     preinvoices: tuple[PreInvoice, ...]
+    partner: Partner | None = None
+    branches: tuple[tuple[str, str], ...] = ()
     vat: VatTreatment | None = None  # None: the advertiser's treatment for services
     po_number: str | None = None
     line_ids: frozenset[int] | None = None
@@ -175,6 +182,8 @@ def run_billing(
     with db.read() as s:
         adv_filter = resolve_advertisers(s, advertisers)
         todo, waiting = survey(s, p.end, adv_filter)
+        partner_of = consolidated_partners(s, todo)
+        todo = partner_order(todo, partner_of)
         rates = rates_around(s, today)
         threshold_waiting = frozenset(str(a) for a in s.execute(
             select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
@@ -185,18 +194,56 @@ def run_billing(
             .where(BillingException.preinvoice_id.is_not(None))).scalars() if i is not None)
     if dry_run:
         return _dry_run(db, p, todo, actor=actor, key=key, today=today, now=now, rates=rates,
-                        on_progress=on_progress, issue_date=issue_date)
+                        on_progress=on_progress, issue_date=issue_date, partner_of=partner_of)
     run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now, job=job)
     with Heartbeat(lambda: _beat(db, run_id), every=HEARTBEAT_EVERY, name=f"billbot-run-{run_id}"):
         return _settle_run(db, p, run_id, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
                            threshold_waiting=threshold_waiting, decided=decided, fail_after=fail_after,
-                           on_progress=on_progress, issue_date=issue_date)
+                           on_progress=on_progress, issue_date=issue_date, partner_of=partner_of)
+
+
+def consolidated_partners(s: Session, advertiser_ids: Sequence[str]) -> dict[str, str]:
+    """advertiser id → partner id, for the given advertisers that are branches of a ``consolidated`` partner."""
+    if not advertiser_ids:
+        return {}
+    rows = s.execute(select(Advertiser.id, Advertiser.partner_id).join(Partner, Partner.id == Advertiser.partner_id)
+                     .where(Partner.invoicing == "consolidated", Advertiser.id.in_(list(advertiser_ids))))
+    return {str(a): str(p) for a, p in rows}
+
+
+def partner_order(todo: list[str], partner_of: dict[str, str]) -> list[str]:
+    """``todo`` with each consolidated partner's branches moved together (to its first branch's place),
+    so that a chunk settles all of them: their invoice is one. Without such partners the order is kept.
+
+    >>> partner_order(["a", "b", "c", "d"], {"a": "P", "c": "P"})
+    ['a', 'c', 'b', 'd']
+    """
+    first: dict[str, int] = {}
+    for i, a in enumerate(todo):
+        if a in partner_of:
+            first.setdefault(partner_of[a], i)
+    keyed = [((first[partner_of[a]] if a in partner_of else i), i, a) for i, a in enumerate(todo)]
+    return [a for _, _, a in sorted(keyed)]
+
+
+def chunk_length(todo: Sequence[str], start: int, partner_of: dict[str, str]) -> int:
+    """How many advertisers from ``start`` one transaction settles: :data:`CHUNK_SIZE`, extended so that
+    a consolidated partner's branches (adjacent after :func:`partner_order`) are never split."""
+    n = min(CHUNK_SIZE, len(todo) - start)
+    while start + n < len(todo) and _same_partner(todo[start + n - 1], todo[start + n], partner_of):
+        n += 1
+    return n
+
+
+def _same_partner(a: str, b: str, partner_of: dict[str, str]) -> bool:
+    return a in partner_of and partner_of.get(b) == partner_of[a]
 
 
 def _settle_run(db: Database, p: Period, run_id: int, todo: list[str], waiting: dict[str, Outcome], *, actor: str,
                 key: Ed25519PrivateKey | None, today: date, now: datetime, rates: Sequence[Rate],
                 threshold_waiting: frozenset[str], decided: frozenset[int], fail_after: int | None,
-                on_progress: Callable[[int, int], None] | None, issue_date: date | None) -> RunResult:
+                on_progress: Callable[[int, int], None] | None, issue_date: date | None,
+                partner_of: dict[str, str] | None = None) -> RunResult:
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
                   billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided,
                   issue_date=issue_date)
@@ -205,7 +252,7 @@ def _settle_run(db: Database, p: Period, run_id: int, todo: list[str], waiting: 
     done = 0
     try:
         while done < len(todo):
-            chunk = todo[done:done + CHUNK_SIZE]
+            chunk = todo[done:done + chunk_length(todo, done, partner_of or {})]
             if all(a in waiting for a in chunk):
                 # nothing approved in this chunk: report the held items; the log lines are written
                 # with the next commit (or when the run finishes)
@@ -269,18 +316,21 @@ def survey(s: Session, period_end: date, advertiser_ids: list[str] | None) -> tu
 
 def _dry_run(db: Database, p: Period, todo: list[str], *, actor: str, key: Ed25519PrivateKey | None, today: date,
              now: datetime, rates: Sequence[Rate], on_progress: Callable[[int, int], None] | None,
-             issue_date: date | None = None) -> RunResult:
+             issue_date: date | None = None, partner_of: dict[str, str] | None = None) -> RunResult:
     ctx = Context(period_end=p.end, period_label=p.label, actor=actor, key=key, today=today, now=now,
                   billing_run_id=None, rates=rates, issue_date=issue_date)
     total = Outcome()
     with db.Session() as s:
         s.begin()
         try:
-            for start in range(0, len(todo), CHUNK_SIZE):
-                for i, (_, out) in enumerate(settle_advertisers(s, todo[start:start + CHUNK_SIZE], ctx)):
+            start = 0
+            while start < len(todo):
+                n = chunk_length(todo, start, partner_of or {})
+                for i, (_, out) in enumerate(settle_advertisers(s, todo[start:start + n], ctx)):
                     _merge(total, out)
                     if on_progress is not None:
                         on_progress(start + i + 1, len(todo))
+                start += n
             return _result(None, p, total, dry_run=True)  # read before the rollback expires the invoices
         finally:
             s.rollback()  # a dry run writes nothing: numbers, invoices, exceptions, audit all roll back
@@ -431,6 +481,8 @@ class Prefetched:
     open_counts: dict[int, int]  # open exceptions per pre-invoice
     entities: dict[str, LegalEntity]
     decisions: dict[int, list[tuple[int, dict[str, Any]]]]  # (decision id, decision) per pre-invoice
+    # consolidated partners of the chunk's branches: partner id → (partner, its head office branch)
+    partners: dict[str, tuple[Partner, Advertiser]] = field(default_factory=dict)
     supplies: dict[str, str] = field(default_factory=dict)  # item id → "goods" (items not listed: services)
 
 
@@ -458,17 +510,26 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
     pre = prefetch(s, advertiser_ids, ctx)
     done: list[tuple[str, Outcome]] = []
     steps: list[Pending | Skipped] = []  # written after the loop, in this order
+    # consolidated partners: (partner, legal entity, currency) → the branches' groups, settled as one invoice
+    pooled: dict[tuple[str, str, str], list[tuple[Advertiser, list[PreInvoice]]]] = {}
+    pool_out: dict[tuple[str, str, str], Outcome] = {}
     invoiced = 0
-    for adv_id in advertiser_ids:
+    for pos, adv_id in enumerate(advertiser_ids):
         adv = pre.advertisers.get(adv_id)
         if adv is None:
             raise NotFound(f"advertiser {adv_id} not found")
         out = Outcome()
         billable = check(s, adv, pre.preinvoices.get(adv_id, []), ctx, out, pre=pre)
+        consolidated = pre.partners.get(adv.partner_id) if adv.partner_id else None
         for (le_id, currency), group in sorted(billable.items()):
             le = pre.entities.get(le_id)
             if le is None:
                 raise NotFound(f"legal entity {le_id} not found")
+            if consolidated is not None:  # billed with the partner's other branches (no branch threshold)
+                key = (consolidated[0].id, le_id, currency)
+                pooled.setdefault(key, []).append((adv, group))
+                pool_out[key] = out
+                continue
             batch = Batch(adv, le, currency, tuple(group))
             if (not ctx.ignore_threshold and currency == adv.currency
                     and below_threshold(batch.total, adv.billing_threshold)):
@@ -478,10 +539,31 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
                 steps.append(_prepare_invoice(s, part, ctx, out, pre))
                 invoiced += 1
         done.append((adv_id, out))
+        following = advertiser_ids[pos + 1] if pos + 1 < len(advertiser_ids) else None
+        if consolidated is not None and following is not None and adv.partner_id == getattr(
+                pre.advertisers.get(following), "partner_id", None):
+            continue  # the partner's next branch belongs to the same invoice
+        for key in sorted(k for k in pooled if k[0] == adv.partner_id):
+            for part in invoice_parts(_partner_batch(pre, key, pooled.pop(key)), pre.supplies):
+                steps.append(_prepare_invoice(s, part, ctx, pool_out[key], pre))
+                invoiced += 1
         if stop_at is not None and invoiced >= stop_at:
             break
+    for key in sorted(pooled):  # a partner whose branches were not adjacent (a direct call)
+        for part in invoice_parts(_partner_batch(pre, key, pooled[key]), pre.supplies):
+            steps.append(_prepare_invoice(s, part, ctx, pool_out[key], pre))
     _write_steps(s, steps, ctx)
     return done
+
+
+def _partner_batch(pre: Prefetched, key: tuple[str, str, str],
+                   groups: list[tuple[Advertiser, list[PreInvoice]]]) -> Batch:
+    """One consolidated partner's batch: its branches' pre-invoices (branch by branch), addressed to the
+    partner's head office."""
+    partner, head = pre.partners[key[0]]
+    groups = sorted(groups, key=lambda g: g[0].id)
+    return Batch(head, pre.entities[key[1]], key[2], tuple(p for _, g in groups for p in g), partner=partner,
+                 branches=tuple((a.id, a.name) for a, _ in groups))
 
 
 def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetched:
@@ -507,7 +589,28 @@ def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetc
         for d, pid, kind in rows:
             if pid is not None:
                 decisions.setdefault(int(pid), []).append((int(d.id), _decision_json(d, pid, kind)))
-    return Prefetched(advertisers, by_adv, open_counts, entities, decisions, supplies_of(s, by_adv.values()))
+    return Prefetched(advertisers, by_adv, open_counts, entities, decisions, _consolidated(s, advertisers),
+                      supplies_of(s, by_adv.values()))
+
+
+def _consolidated(s: Session, advertisers: dict[str, Advertiser]) -> dict[str, tuple[Partner, Advertiser]]:
+    """The consolidated partners of these advertisers, each with its head office branch (the partner's
+    ``head_office``, else its first branch by id)."""
+    partner_ids = {a.partner_id for a in advertisers.values() if a.partner_id}
+    if not partner_ids:
+        return {}
+    out: dict[str, tuple[Partner, Advertiser]] = {}
+    for partner in s.execute(select(Partner).where(Partner.id.in_(partner_ids),
+                                                   Partner.invoicing == "consolidated")).scalars():
+        head_id = partner.head_office_id or s.scalar(
+            select(func.min(Advertiser.id)).where(Advertiser.partner_id == partner.id))
+        head = advertisers.get(str(head_id)) or s.execute(
+            select(Advertiser).options(joinedload(Advertiser.legal_entity)).where(Advertiser.id == head_id)
+        ).unique().scalar_one_or_none()
+        if head is None:
+            raise NotFound(f"partner {partner.id}: head office {head_id} not found")
+        out[partner.id] = (partner, head)
+    return out
 
 
 def supplies_of(s: Session, groups: Iterable[Sequence[PreInvoice]]) -> dict[str, str]:
@@ -529,13 +632,14 @@ def invoice_parts(batch: Batch, supplies: Mapping[str, str]) -> list[Batch]:
     subject to VAT (``O``), goods are an export (``G``) — and EN 16931 BR-O-11 forbids ``O`` beside any
     other category on one invoice. So such a pre-invoice's lines are split over two invoices (the
     pre-invoice points to the first; each invoice line names its pre-invoice). Parts are numbered in
-    a fixed order: PO number, then the category.
+    a fixed order: PO number, then the category. On a consolidated partner invoice each branch's
+    pre-invoices carry its own PO number (its campaign's, else the branch's default).
     """
     adv, le = batch.advertiser, batch.legal_entity
     parts: dict[tuple[str, VatTreatment], tuple[list[PreInvoice], set[int]]] = {}
     treatments: dict[str, VatTreatment] = {}  # per supply, decided once (a VAT id check is not free)
     for p in batch.preinvoices:
-        po = po_number_of(p, adv) or ""
+        po = po_number_of(p, p.advertiser if batch.partner is not None else adv) or ""
         for x in p.lines:
             supply = supplies.get(x.item_id or "", "services")
             t = treatments.get(supply) or treatments.setdefault(supply, _vat(adv, le, supply))
@@ -770,11 +874,17 @@ def _approvals_prefetched(group: Sequence[PreInvoice], pre: Prefetched) -> list[
     return [_approval_json(p) for p in group] + [d for _, d in decisions]
 
 
-def invoice_lines(group: Sequence[PreInvoice], line_ids: frozenset[int] | None = None) -> list[InvoiceLineDraft]:
-    """The invoice lines of the pre-invoices (``line_ids``: only these lines)."""
+def invoice_lines(group: Sequence[PreInvoice], branches: dict[str, str] | None = None,
+                  line_ids: frozenset[int] | None = None) -> list[InvoiceLineDraft]:
+    """The invoice lines of the pre-invoices (``line_ids``: only these lines), grouped on the document by
+    campaign (and service period); on a consolidated partner invoice (``branches``: advertiser id → name)
+    by branch and campaign, so that every line says which branch it is for."""
+    def block(p: PreInvoice) -> str:
+        return f"{branches[p.advertiser_id]} – {p.campaign.name}" if branches else p.campaign.name
+
     return [
         InvoiceLineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
-                         amount=x.amount, campaign=p.campaign.name, item_id=x.item_id, period_start=p.period_start,
+                         amount=x.amount, campaign=block(p), item_id=x.item_id, period_start=p.period_start,
                          period_end=p.period_end, preinvoice_id=p.id, preinvoice_line_id=x.id,
                          computation=dict(x.computation or {}))
         for p in group for x in sorted(p.lines, key=lambda r: r.position)
@@ -806,14 +916,18 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
     issued = ctx.issue_date or invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=ctx.today,
                                             service_end=max((p.period_end for p in group), default=None))
     due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=adv.payment_terms_days)
-    draft = build_invoice(lines=invoice_lines(group, batch.line_ids), currency=currency,
-                          vat=batch.vat or _vat(adv, le), fx=fx, issue_date=issued,
-                          payment_terms_days=adv.payment_terms_days, due_date=due,
-                          parties=parties(adv, le, po_number=batch.po_number), approvals=approvals)
+    the_parties = parties(adv, le, po_number=batch.po_number)
+    if batch.partner is not None:  # addressed to the partner, at its head office
+        the_parties["buyer"].update(name=batch.partner.name, partner=batch.partner.id,
+                                    branches=[name for _, name in batch.branches])
+    draft = build_invoice(lines=invoice_lines(group, dict(batch.branches) if batch.partner else None, batch.line_ids),
+                          currency=currency, vat=batch.vat or _vat(adv, le), fx=fx, issue_date=issued,
+                          payment_terms_days=adv.payment_terms_days, due_date=due, parties=the_parties,
+                          approvals=approvals)
     seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
     row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
                        ctx=ctx)
-    out.log.append(created_line(number, adv.name))
+    out.log.append(created_line(number, batch.partner.name if batch.partner else adv.name))
     return Pending(row, _line_rows(draft), batch, draft, out)
 
 
@@ -860,6 +974,7 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
                 p.invoice_id = inv.id
             p.updated_at = ctx.now
             notify(s, "preinvoice.changed", preinvoice_id=p.id)
+        _note_decided_invoiced(s, step.batch.preinvoices, inv.id, ctx)
         adv = step.batch.advertiser
         if ctx.period_label is not None and not ctx.ignore_threshold and adv.id in ctx.threshold_waiting:
 
@@ -869,6 +984,19 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
                 close_exception(s, old.id, reason=f"invoiced in {inv.number}", actor=ctx.actor,
                                 signing_key=ctx.key, now=ctx.now)
     audit.record_many(s, key=ctx.key, entries=entries, now=ctx.now)
+
+
+def _note_decided_invoiced(s: Session, group: Sequence[PreInvoice], invoice_id: int, ctx: Context) -> None:
+    """``exception.invoiced`` for each decided (approved / forced) exception on the invoice's
+    pre-invoices: its message and thread name the invoice (and get its PDF). Only pre-invoices with
+    decisions on record are looked up."""
+    pids = [p.id for p in group if ctx.decided is None or p.id in ctx.decided]
+    if not pids:
+        return
+    for eid in s.scalars(select(BillingException.id).where(BillingException.preinvoice_id.in_(pids),
+                                                         BillingException.state.in_(("approved", "forced")))
+                         .order_by(BillingException.id)):
+        notify(s, "exception.invoiced", exception_id=int(eid), invoice_ids=[invoice_id])
 
 
 def store_invoice(s: Session, draft: InvoiceDraft, *, le: LegalEntity, advertiser_id: str, series: str,

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from billing.credits import CreditAsk
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
 from bot.workflows import audit
 from bot.workflows.effects import notify
@@ -35,31 +36,44 @@ CreditDecision = Literal["approve", "reject"]
 def request_credit_note(
     db: Database, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
     key: Ed25519PrivateKey | None, legal_entity_id: str | None = None, now: datetime | None = None,
+    asks: list[CreditAsk] | None = None,
 ) -> CreditNoteRequest:
-    """Ask for a credit note of all (``line_ids=None``) or some lines of invoice ``number``; checked
-    now (the lines exist and are not credited yet), issued when a second finance manager approves."""
+    """Ask for a credit note of all (``line_ids=None``) or some lines of invoice ``number``, or of a
+    quantity or an amount per line (``asks``, issue 20); checked now (the lines exist and still have
+    that much to credit), issued when a second finance manager approves."""
+    with db.transaction() as s:
+        return request_in(s, number=number, line_ids=line_ids, reason=reason, actor=actor, key=key,
+                          legal_entity_id=legal_entity_id, now=now or datetime.now(UTC), asks=asks)
+
+
+def request_in(
+    s: Session, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
+    key: Ed25519PrivateKey | None, now: datetime, legal_entity_id: str | None = None,
+    asks: list[CreditAsk] | None = None, dispute_id: int | None = None,
+) -> CreditNoteRequest:
+    """:func:`request_credit_note` in the caller's transaction (a dispute's credit proposal)."""
     if not reason or not reason.strip():
         raise Invalid("a credit note needs a reason")
-    now = now or datetime.now(UTC)
-    with db.transaction() as s:
-        original, lines = check_creditable(s, number, line_ids, legal_entity_id=legal_entity_id)
-        waiting = s.execute(select(CreditNoteRequest.id).where(
-            CreditNoteRequest.invoice_id == original.id, CreditNoteRequest.state == "pending")).scalars().first()
-        if waiting is not None:
-            raise Conflict(f"credit-note request #{waiting} for {original.number} is still waiting for approval",
-                           code="pending_request")
-        req = CreditNoteRequest(
-            invoice_id=original.id, invoice_number=original.number, line_ids=line_ids, reason=reason.strip(),
-            amount=-sum((x.amount for x in lines), Decimal(0)), currency=original.currency, state="pending",
-            requested_by=actor, requested_at=now)
-        s.add(req)
-        s.flush()
-        audit.record(s, key=key, actor=actor, action="credit_note.requested", subject_type="credit_note_request",
-                     subject_id=req.id, now=now,
-                     payload={"invoice": original.number, "lines": [x.id for x in lines], "reason": req.reason,
-                              "net": str(req.amount), "currency": req.currency})
-        notify(s, "credit_note.requested", request_id=req.id)
-        return req
+    original, lines = check_creditable(s, number, line_ids, legal_entity_id=legal_entity_id, asks=asks)
+    waiting = s.execute(select(CreditNoteRequest.id).where(
+        CreditNoteRequest.invoice_id == original.id, CreditNoteRequest.state == "pending")).scalars().first()
+    if waiting is not None:
+        raise Conflict(f"credit-note request #{waiting} for {original.number} is still waiting for approval",
+                       code="pending_request")
+    req = CreditNoteRequest(
+        invoice_id=original.id, invoice_number=original.number,
+        line_ids=[a.line_id for a in asks] if asks is not None else line_ids, reason=reason.strip(),
+        amount=sum((x.amount for x in lines), Decimal(0)), currency=original.currency, state="pending",
+        requested_by=actor, requested_at=now, partial=asks_json(asks), dispute_id=dispute_id)
+    s.add(req)
+    s.flush()
+    audit.record(s, key=key, actor=actor, action="credit_note.requested", subject_type="credit_note_request",
+                 subject_id=req.id, now=now,
+                 payload={"invoice": original.number, "lines": [x.credited_line_id for x in lines],
+                          "partial": req.partial, "reason": req.reason, "net": str(req.amount),
+                          "currency": req.currency, "dispute": dispute_id})
+    notify(s, "credit_note.requested", request_id=req.id)
+    return req
 
 
 def access_credit_note_request(s: Session, actor: str, req: CreditNoteRequest, decision: CreditDecision) -> User:
@@ -102,15 +116,40 @@ def decide_credit_note(
         if decision == "approve":
             cn = issue_credit_note(
                 s, number=req.invoice_number, line_ids=req.line_ids, reason=req.reason, actor=actor, key=key,
-                today=today, now=now, legal_entity_id=_legal_entity(s, req.invoice_id),
+                today=today, now=now, legal_entity_id=_legal_entity(s, req.invoice_id), asks=asks_from(req.partial),
                 approvals=[{"credit_note_by": req.requested_by, "at": req.requested_at.isoformat()},
                            {"approved_by": actor, "at": now.isoformat()}])
             req.credit_note_id = cn.id
             payload["credit_note"] = cn.number
+        if req.dispute_id is not None:  # a dispute's credit proposal: the dispute ends with it (or reopens)
+            from bot.workflows.disputes import credit_decided
+
+            credit_decided(s, req, actor=actor, key=key, now=now)
         audit.record(s, key=key, actor=actor, action=f"credit_note.{state}", subject_type="credit_note_request",
                      subject_id=req.id, now=now, payload=payload)
         notify(s, "credit_note.decided", request_id=req.id)
         return req
+
+
+def asks_json(asks: list[CreditAsk] | None) -> list[dict[str, Any]] | None:
+    if asks is None:
+        return None
+    return [{"line": a.line_id, "quantity": None if a.quantity is None else _canonical(a.quantity),
+             "amount": None if a.amount is None else _canonical(a.amount, places=2)} for a in asks]
+
+
+def _canonical(d: Decimal, *, places: int = 0) -> str:
+    """``20`` for 20.000000 (PostgreSQL's NUMERIC scale), amounts with at least two decimals (``12.50``)."""
+    text = format(d.normalize(), "f")
+    decimals = len(text.partition(".")[2])
+    return format(d, f".{places}f") if decimals < places else text
+
+
+def asks_from(partial: list[Any] | None) -> list[CreditAsk] | None:
+    if partial is None:
+        return None
+    return [CreditAsk(int(p["line"]), None if p.get("quantity") is None else Decimal(p["quantity"]),
+                      None if p.get("amount") is None else Decimal(p["amount"])) for p in partial]
 
 
 def _legal_entity(s: Session, invoice_id: int) -> str | None:
@@ -132,6 +171,8 @@ class CreditNoteRequestView:
     decided_by: str | None
     decided_at: datetime | None
     credit_note: str | None
+    partial: list[dict[str, Any]] | None = None  # [{line, quantity, amount}] of a partial credit
+    dispute: int | None = None
 
 
 def list_requests(db: Database, *, state: str | None = None) -> list[CreditNoteRequestView]:
@@ -144,4 +185,5 @@ def list_requests(db: Database, *, state: str | None = None) -> list[CreditNoteR
             Invoice.id.in_([r.credit_note_id for r in rows if r.credit_note_id])))}
         return [CreditNoteRequestView(r.id, r.invoice_number, r.line_ids, r.reason, r.amount, r.currency, r.state,
                                       r.requested_by, r.requested_at, r.decided_by, r.decided_at,
-                                      numbers.get(r.credit_note_id) if r.credit_note_id else None) for r in rows]
+                                      numbers.get(r.credit_note_id) if r.credit_note_id else None,
+                                      r.partial, r.dispute_id) for r in rows]

@@ -3,16 +3,19 @@
 | kind              | approve                         | reject               | force                             |
 |-------------------|---------------------------------|----------------------|-----------------------------------|
 | ``variance``      | bill the computed amount        | hold the pre-invoice | bill the booked amount (override) |
-| ``below_threshold`` | accept the skip (items carry) | withdraw the items   | invoice now, below the threshold  |
+| ``below_threshold`` | accept the skip (items carry) | write the items off | invoice now, below the threshold  |
 
-Reject and Force need a reason; Force needs ``finance_manager``; nobody decides on work they started
-or edited; above the two-approver amount two different approvers must approve. Every decision is
-one atomic conditional UPDATE (see :func:`decide`), writes a :class:`~storage.models.Decision` row
-and a signed audit record, and queues ``exception.decided`` for after commit.
+Reject and Force need a reason; Force and a below-threshold write-off (money leaving) need
+``finance_manager``; a refusal names who can decide instead; nobody decides on work they started
+or edited; a variance held for correction gets an owner (:mod:`bot.workflows.held`); above the
+two-approver amount two different approvers must approve. Every decision is one atomic
+conditional UPDATE (see :func:`decide`), writes a :class:`~storage.models.Decision` row and a
+signed audit record, and queues ``exception.decided`` for after commit.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -24,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
 from billing.signatures import content_hash
-from bot.workflows import audit, billing_run, preinvoices
+from bot.workflows import audit, billing_run, held, preinvoices
 from bot.workflows.effects import notify
-from bot.workflows.users import ProfileLookup, display_name, ensure_user
+from bot.workflows.users import ProfileLookup, display_name, ensure_user, users_with_role
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, AuditLog, BillingException, Decision, PreInvoice, User
 from storage.settings import local_time
@@ -134,39 +137,89 @@ def editors_of(s: Session, preinvoice_id: int) -> set[str]:
     ).scalars())
 
 
+#: The choice's name in refusals, as the buttons say it (``Write off needs a finance manager: …``)
+CHOICE_NAME: dict[tuple[str, str], str] = {
+    ("variance", "approve"): "Approve", ("variance", "reject"): "Hold for correction", ("variance", "force"): "Force",
+    ("below_threshold", "approve"): "Carry over", ("below_threshold", "reject"): "Write off",
+    ("below_threshold", "force"): "Invoice now",
+    ("manual_change", "approve"): "Accept the change", ("manual_change", "reject"): "Hold for correction",
+}
+#: A below-threshold Reject writes the items off (money leaving): like Force, a finance manager's call.
+FINANCE_MANAGER_CHOICES = frozenset({("variance", "force"), ("below_threshold", "force"),
+                                     ("below_threshold", "reject")})
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+WHO_CAN_SHOWN = 6
+
+
+def who_can(s: Session, roles: frozenset[str], *, exclude: set[str]) -> str:
+    """``<@U1>, <@U2>`` — the users who hold one of ``roles``, minus ``exclude`` (Slack renders the
+    mentions; only well-formed Slack ids are written, so the text is safe markup)."""
+    ids = [i for i in users_with_role(s, roles, exclude=frozenset(exclude)) if _SLACK_ID.match(i)]
+    if not ids:
+        return "nobody holds that role yet"
+    shown = ", ".join(f"<@{i}>" for i in ids[:WHO_CAN_SHOWN])
+    return shown + (f" and {len(ids) - WHO_CAN_SHOWN} more" if len(ids) > WHO_CAN_SHOWN else "")
+
+
+def _choice(exc: BillingException, decision: str) -> str:
+    return CHOICE_NAME.get((exc.kind, decision), decision.capitalize())
+
+
+def _deciders_but(s: Session | None, exc: BillingException, decision: str, *also: str | None) -> str:
+    if s is None:
+        return "see the roles (`billbot users list`)"
+    roles = frozenset({"finance_manager"}) if (exc.kind, decision) in FINANCE_MANAGER_CHOICES else APPROVER_ROLES
+    exclude = {x for x in (exc.started_by, *also) if x}
+    if exc.preinvoice is not None:
+        exclude |= {x for x in (exc.preinvoice.created_by, exc.preinvoice.edited_by) if x}
+        exclude |= editors_of(s, exc.preinvoice.id)
+    return who_can(s, roles, exclude=exclude)
+
+
 def access_exception_for_decision(
-    s: Session, user: User, exception_id: int, decision: DecisionKind
+    s: Session, user: User, exception_id: int, decision: DecisionKind, *, explain: bool = True
 ) -> BillingException:
     """The exception ``user`` may ``decide`` on, or the reason they may not (one condition per line).
 
     Raises NotFound, Invalid, Conflict (already decided — tells by whom), Refused (role,
-    separation of duties; the caller audits those as ``decision.refused``).
+    separation of duties — naming who can decide, unless ``explain`` is False; the caller audits
+    those as ``decision.refused``).
     """
     exc = s.get(BillingException, exception_id)
     roles = user.role_names
+    me = user.slack_id
     if exc is None:
         raise NotFound(f"exception {exception_id} does not exist")
+
+    def who() -> str:
+        return _deciders_but(s if explain else None, exc, decision, me)
+
     if decision not in DECISIONS:
         raise Invalid(f"decision: must be one of {', '.join(DECISIONS)} (got {decision!r})")
     if exc.state not in OPEN_EXCEPTION_STATES:
         raise Conflict(already_decided_message(exc), code="already_decided")
     if decision == "force" and exc.kind == "manual_change":
         raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
-    if decision == "force" and "finance_manager" not in roles:
-        raise Refused("Force needs the finance_manager role.", code="finance_manager_required")
+    if (exc.kind, decision) in FINANCE_MANAGER_CHOICES and "finance_manager" not in roles:
+        raise Refused(f"{_choice(exc, decision)} needs a finance manager: {who()}.",
+                      code="finance_manager_required")
     if decision != "force" and not roles & APPROVER_ROLES:
-        raise Refused(f"{decision.capitalize()} needs the approver role.", code="approver_required")
-    if exc.started_by == user.slack_id:
-        raise Refused("You started this work, so someone else must decide it.", code="own_work")
-    if exc.preinvoice is not None and exc.preinvoice.created_by == user.slack_id:
-        raise Refused("You created this pre-invoice, so someone else must decide it.", code="own_work")
-    if exc.preinvoice is not None and (exc.preinvoice.edited_by == user.slack_id
-                                       or user.slack_id in editors_of(s, exc.preinvoice.id)):
-        raise Refused("You edited this pre-invoice, so someone else must decide it.", code="own_work")
-    if decision == "force" and user.slack_id in approvers_so_far(exc):
+        raise Refused(f"{_choice(exc, decision)} needs an approver: {who()}.",
+                      code="approver_required")
+    if exc.started_by == me:
+        raise Refused("You started this work, so someone else must decide it: "
+                      f"{who()}.", code="own_work")
+    if exc.preinvoice is not None and exc.preinvoice.created_by == me:
+        raise Refused("You created this pre-invoice, so someone else must decide it: "
+                      f"{who()}.", code="own_work")
+    if exc.preinvoice is not None and (exc.preinvoice.edited_by == me or me in editors_of(s, exc.preinvoice.id)):
+        raise Refused("You edited this pre-invoice, so someone else must decide it: "
+                      f"{who()}.", code="own_work")
+    if decision == "force" and me in approvers_so_far(exc):
         raise Refused("You already approved this, so someone else must complete it: two approvals mean "
-                      "two different people, whatever their roles.", code="own_approval")
-    if decision == "approve" and user.slack_id in approvers_so_far(exc):
+                      f"two different people, whatever their roles ({who()}).",
+                      code="own_approval")
+    if decision == "approve" and me in approvers_so_far(exc):
         raise Conflict(
             f"You already approved this ({len(approvers_so_far(exc))} of {exc.approvals_needed} approvals); "
             "a second, different approver is needed.", code="already_approved_by_you")
@@ -218,6 +271,7 @@ def _apply(
                 preinvoices.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         elif decision == "reject":
             preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            held.start_hold_timers(s, exc, now=now)
         else:
             preinvoices.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         return ()
@@ -230,6 +284,7 @@ def _apply(
             return ()
         if decision == "reject":
             preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+            held.start_hold_timers(s, exc, now=now)
             return ()
         raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
     if exc.kind == "below_threshold":
@@ -432,7 +487,7 @@ def may_decide(s: Session, user: User, exc: BillingException) -> list[DecisionKi
     allowed: list[DecisionKind] = []
     for d in DECISIONS:
         try:
-            access_exception_for_decision(s, user, exc.id, d)
+            access_exception_for_decision(s, user, exc.id, d, explain=False)
         except BillingError:
             continue
         allowed.append(d)

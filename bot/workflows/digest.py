@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from billing.payments import BUCKETS, bucket
 from bot.workflows.audit import record
+from bot.workflows.disputes import DisputeStats, dispute_stats_in
 from bot.workflows.payments import dso_by_currency, open_as_of
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Invoice, Setting, SourceState
@@ -82,6 +83,8 @@ class DigestData:
     # receivables (issue 18): currency → bucket (current, d1_30, …) → open amount; DSO per currency
     aging: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     dso: dict[str, Decimal | None] = field(default_factory=dict)
+    # disputes (issue 20): open count and amount, median days to resolve, top categories over 90 days
+    disputes: DisputeStats | None = None
 
 
 def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
@@ -137,6 +140,7 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
         invoiced_totals=_sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices),
         skipped_count=len(skipped), skipped_totals=_sum((e.currency, e.amount) for e in skipped),
         sources=sources, aging=receivables_aging(s, now), dso=receivables_dso(s, now),
+        disputes=dispute_stats_in(s, now=now),
     )
 
 

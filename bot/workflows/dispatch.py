@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -49,6 +49,9 @@ DEFAULT_LOCALE = "en"
 
 #: Who may send or resend an invoice by hand.
 SEND_ROLES = frozenset({"operator", "admin"})
+#: A claimed invoice is left to the process sending it for this long (its attempts and backoff included);
+#: a claim older than that is taken to be from a process that died, and the mail is claimed again.
+SENDING_LEASE = timedelta(minutes=15)
 
 
 class SendFailed(BillingError):
@@ -199,9 +202,13 @@ def _claim(db: Database, invoice_id: int, *, mail_from: str, resend: bool, actor
             access_send(s, actor)
         if adv.dispatch == "none" and not resend:
             return DispatchOutcome(inv.number, "skipped", note=f"{adv.name} receives no invoice mails (dispatch: none)")
-        row = s.get(InvoiceDispatch, invoice_id)
+        row = s.get(InvoiceDispatch, invoice_id, with_for_update=True)  # PostgreSQL: claims queue up here
         if row is not None and row.state == "sent" and not resend:
             return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="already sent")
+        if row is not None and row.state == "queued" and not resend and row.updated_at is not None \
+                and now - row.updated_at < SENDING_LEASE:  # another process claimed it and is sending it now
+            return DispatchOutcome(inv.number, "skipped", message_id=row.message_id,
+                                   note=f"being sent since {row.updated_at:%H:%M:%S} UTC by another process")
         if row is not None and row.state == "failed" and actor == "system":  # waits for a person's resend
             return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="failed before")
         to, cc = recipients_of(adv)
@@ -214,6 +221,7 @@ def _claim(db: Database, invoice_id: int, *, mail_from: str, resend: bool, actor
             references = message_id_for(inv, mail_from)
             row.message_id = message_id_for(inv, mail_from, resend=row.sends)
         row.state, row.recipients, row.attempts, row.last_error = "queued", {"to": to, "cc": cc}, 0, None
+        row.updated_at = now
         s.flush()
         if not to:
             error = f"{adv.name} has no invoice e-mail address (set invoice_emails or email)"
@@ -236,7 +244,7 @@ def _finish(db: Database, invoice_id: int, *, state: str, error: str | None, del
         inv = s.get(Invoice, invoice_id)
         assert row is not None and inv is not None
         row.attempts = (row.attempts or 0) + 1
-        row.state = state
+        row.state, row.updated_at = state, now
         if state != "queued" and delivered:  # the mail reached someone: one more send of this invoice
             row.sent_at, row.sends = now, (row.sends or 0) + 1
         if state == "sent":
@@ -341,3 +349,15 @@ def dispatch_states(s: Session, invoice_ids: list[int]) -> dict[int, str]:
     rows = s.execute(select(InvoiceDispatch.invoice_id, InvoiceDispatch.state)
                      .where(InvoiceDispatch.invoice_id.in_(invoice_ids)))
     return {int(i): str(st) for i, st in rows}
+
+
+def stalled_dispatches(db: Database, *, now: datetime, limit: int = 500) -> list[int]:
+    """Invoices whose mail was claimed but not finished within :data:`SENDING_LEASE` (the sending process
+    died): the SLA sweep queues them again, and the next claim takes them over."""
+    from sqlalchemy import select
+
+    with db.read() as s:
+        return [int(i) for i in s.execute(
+            select(InvoiceDispatch.invoice_id).where(InvoiceDispatch.state == "queued",
+                                                     InvoiceDispatch.updated_at < now - SENDING_LEASE)
+            .order_by(InvoiceDispatch.invoice_id).limit(limit)).scalars()]

@@ -23,7 +23,16 @@ from billing.payments import creditor_reference
 from bot.workflows import audit
 from bot.workflows.payments import invoice_by_number, open_invoices
 from storage.db import Database
-from storage.models import Advertiser, DunningLetter, Invoice, InvoiceHold, LegalEntity, User
+from storage.models import (
+    OPEN_DISPUTE_STATES,
+    Advertiser,
+    Dispute,
+    DunningLetter,
+    Invoice,
+    InvoiceHold,
+    LegalEntity,
+    User,
+)
 
 HOLD_ROLES = frozenset({"cash_applier", "finance_manager", "approver"})
 
@@ -84,13 +93,16 @@ def hold_invoice(db: Database, *, number: str, kind: str, reason: str, actor: st
 
 
 def held_invoices(db: Database, *, today: date) -> dict[int, str]:
-    """invoice id → ``dispute`` / ``promise`` for invoices dunning must skip today."""
+    """invoice id → ``dispute`` / ``promise`` for invoices dunning must skip today. A dispute holds while
+    its record is open (issue 20, :mod:`bot.workflows.disputes`) or an older ``dispute`` hold is."""
     with db.read() as s:
         out: dict[int, str] = {}
         for inv_id, kind, until in s.execute(select(InvoiceHold.invoice_id, InvoiceHold.kind, InvoiceHold.until)
                                              .where(InvoiceHold.state == "open")):
             if kind == "dispute" or (until is not None and today <= until):
                 out[int(inv_id)] = str(kind)
+        for inv_id in s.execute(select(Dispute.invoice_id).where(Dispute.state.in_(OPEN_DISPUTE_STATES))).scalars():
+            out[int(inv_id)] = "dispute"
         return out
 
 

@@ -10,8 +10,10 @@ Events used across billbot (payload keys in parentheses):
 - ``exception.opened`` / ``exception.updated`` / ``exception.closed`` (exception_id)
 - ``exception.decided`` (exception_id, decision_id)
 - ``exception.approvals_reset`` (exception_id, why, dropped: the approvers whose approvals no longer count)
+- ``exception.held`` (exception_id, owner) — held for correction: the owner is told in a DM
 - ``preinvoice.changed`` (preinvoice_id)
-- ``exception.invoiced`` (exception_id, invoice_ids) — a Force on a below-threshold skip invoiced now
+- ``exception.invoiced`` (exception_id, invoice_ids) — a Force on a below-threshold skip invoiced now, or
+  a billing run billed a decided exception's pre-invoice (its message and thread name the invoice)
 - ``invoice.finalized`` (invoice_id, billing_run_id)
 - ``invoice.rendered`` (invoice_id, pdf_path) — the PDF exists (delivery to Slack threads listens)
 - ``invoice.pdf_failed`` (invoice_id, number, error) — no PDF after the last attempt (said in the thread
@@ -21,6 +23,8 @@ Events used across billbot (payload keys in parentheses):
 - ``accounting.exported`` (batch_id) — an accounting export batch (its file goes to the managers' channel)
 - ``payment.exception`` (payment_id) — cash application left something for a person (issue 18)
 - ``payment.decided`` (payment_id) — a person allocated, wrote off or refunded
+- ``credit_note.requested`` / ``credit_note.decided`` (request_id)
+- ``dispute.opened`` / ``dispute.updated`` (dispute_id) — a dispute opened, proposed a credit, reopened or ended
 """
 
 from __future__ import annotations

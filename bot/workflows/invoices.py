@@ -1,9 +1,9 @@
 """Invoices: read them, and correct them with credit notes (never by rewriting).
 
-A credit note cancels all or some lines of an issued invoice: it repeats them with negated amounts,
-under the original's VAT treatment and locked exchange rate, is numbered in the legal entity's own
-credit-note series (gapless, like invoices), and references the original. A line is credited at
-most once.
+A credit note cancels all or some lines of an issued invoice, or part of them (a quantity or an amount,
+issue 20): it repeats them with negated amounts, under the original's VAT treatment and locked exchange
+rate, is numbered in the legal entity's own credit-note series (gapless, like invoices), and references
+the original. A line is never credited beyond what it billed.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from billing.credits import CreditAsk, Credited, credit_line, left
 from billing.errors import Invalid, NotAllowed, NotFound
 from billing.fx import fx_json
-from billing.invoice import InvoiceLineDraft, build_invoice, credit_lines, locked_from_json
+from billing.invoice import InvoiceLineDraft, build_invoice, locked_from_json
 from billing.tax import VatTreatment
 from bot.workflows.billing_run import Context, store_invoice
 from bot.workflows.dispatch import dispatch_states
@@ -57,38 +58,50 @@ def credit_note(
                                  today=today, legal_entity_id=legal_entity_id, now=now)
 
 
-def credited_lines(s: Session, original: Invoice) -> set[int | None]:
-    return set(s.execute(
-        select(InvoiceLine.credited_line_id)
+def credited_by_line(s: Session, original: Invoice) -> dict[int, Credited]:
+    """What the credit notes of ``original`` took from each of its lines so far (issue 20: a line may be
+    credited several times in part, never beyond what it billed)."""
+    out: dict[int, Credited] = {}
+    units = {x.id: x.unit for x in original.lines}
+    rows = s.execute(
+        select(InvoiceLine.credited_line_id, InvoiceLine.quantity, InvoiceLine.amount, InvoiceLine.unit)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(Invoice.references_invoice_id == original.id, InvoiceLine.credited_line_id.is_not(None))
-    ).scalars())
+        .where(Invoice.references_invoice_id == original.id, InvoiceLine.credited_line_id.is_not(None)))
+    for credited_id, qty, amount, unit in rows:
+        if credited_id is None:
+            continue
+        c = out.get(credited_id, Credited())
+        took_qty = -qty if unit == units.get(credited_id) else Decimal(0)  # lump sums take amount only
+        out[credited_id] = Credited(c.quantity + took_qty, c.amount - amount)
+    return out
 
 
-def check_creditable(s: Session, number: str, line_ids: list[int] | None, *,
-                     legal_entity_id: str | None = None) -> tuple[Invoice, list[InvoiceLine]]:
-    """The invoice ``number`` and its lines to credit, or the reason they cannot be."""
+def check_creditable(s: Session, number: str, line_ids: list[int] | None, *, legal_entity_id: str | None = None,
+                     asks: list[CreditAsk] | None = None) -> tuple[Invoice, list[InvoiceLineDraft]]:
+    """The invoice ``number`` and the (negated) lines a credit note of it would hold, or the reason it
+    cannot: all lines with something left (``line_ids`` and ``asks`` None), whole ``line_ids``, or
+    ``asks`` (a quantity or an amount per line, :mod:`billing.credits`)."""
     original = find_invoice(s, number, legal_entity_id=legal_entity_id)
     if original.kind != "invoice":
         raise NotAllowed(f"{number} is a {original.kind.replace('_', ' ')}; only invoices can be credited",
                          code="kind")
-    return original, _lines_to_credit(original, line_ids, credited_lines(s, original))
+    return original, _credit_drafts(original, line_ids, asks, credited_by_line(s, original))
 
 
 def issue_credit_note(
     s: Session, *, number: str, line_ids: list[int] | None, reason: str, actor: str,
     key: Ed25519PrivateKey | None, today: date, now: datetime, legal_entity_id: str | None = None,
-    approvals: list[dict[str, Any]] | None = None,
+    approvals: list[dict[str, Any]] | None = None, asks: list[CreditAsk] | None = None,
 ) -> Invoice:
     """Number and issue the credit note in the caller's transaction."""
     if not reason or not reason.strip():
         raise Invalid("a credit note needs a reason")
-    original, lines = check_creditable(s, number, line_ids, legal_entity_id=legal_entity_id)
+    original, lines = check_creditable(s, number, line_ids, legal_entity_id=legal_entity_id, asks=asks)
     le = s.get(LegalEntity, original.legal_entity_id)
     assert le is not None
     vat = VatTreatment(original.vat_rate, original.vat_category, original.vat_note, "as original")
     draft = build_invoice(
-        lines=credit_lines([_line_draft(x) for x in lines]), currency=original.currency, vat=vat,
+        lines=lines, currency=original.currency, vat=vat,
         fx=locked_from_json(original.fx), issue_date=today, payment_terms_days=0,
         parties=dict(original.parties or {}),
         approvals=approvals or [{"credit_note_by": actor, "at": now.isoformat()}],
@@ -100,22 +113,35 @@ def issue_credit_note(
                          ctx=ctx, references_invoice_id=original.id)
 
 
-def _lines_to_credit(original: Invoice, line_ids: list[int] | None, credited: set[int | None]) -> list[InvoiceLine]:
+def _credit_drafts(original: Invoice, line_ids: list[int] | None, asks: list[CreditAsk] | None,
+                   credited: dict[int, Credited]) -> list[InvoiceLineDraft]:
     by_id = {x.id: x for x in original.lines}
-    if line_ids is None:
-        lines = [x for x in original.lines if x.id not in credited]
+    if asks is None and line_ids is None:
+        lines = [x for x in sorted(original.lines, key=lambda r: r.position)
+                 if left(_line_draft(x), credited.get(x.id, Credited()))[1] != 0]
         if not lines:
             raise NotAllowed(f"every line of {original.number} is already credited", code="credited")
-        return lines
-    problems = [f"line {i} is not on invoice {original.number}" for i in line_ids if i not in by_id]
-    problems += [f"line {i} of {original.number} is already credited" for i in line_ids if i in credited]
-    if len(set(line_ids)) != len(line_ids):
+        asks = [CreditAsk(x.id) for x in lines]
+    elif asks is None:
+        asks = [CreditAsk(i) for i in line_ids or []]
+    ids = [a.line_id for a in asks]
+    problems = [f"line {i} is not on invoice {original.number}" for i in ids if i not in by_id]
+    if len(set(ids)) != len(ids):
         problems.append("a line is named twice")
-    if not line_ids:
+    if not ids:
         problems.append("name at least one line")
+    drafts: list[InvoiceLineDraft] = []
+    for a in sorted((a for a in asks if a.line_id in by_id), key=lambda a: by_id[a.line_id].position):
+        try:
+            drafts.append(credit_line(_line_draft(by_id[a.line_id]), ask=a,
+                                      credited=credited.get(a.line_id, Credited()), currency=original.currency))
+        except Invalid as e:
+            problems += [p.replace(f"line {a.line_id} (", f"line {a.line_id} of {original.number} (", 1)
+                         for p in e.problems]
     if problems:
-        raise Invalid(problems)
-    return [by_id[i] for i in sorted(line_ids, key=lambda i: by_id[i].position)]
+        raise Invalid(problems, code="over_credit" if any("left to credit" in p or "already credited" in p
+                                                          for p in problems) else "invalid")
+    return drafts
 
 
 def _line_draft(x: InvoiceLine) -> InvoiceLineDraft:

@@ -46,7 +46,17 @@ from bot.workflows.effects import notify
 from storage.bank import BankEntry, read_statement
 from storage.db import Database
 from storage.ingest import IngestContext, quarantine
-from storage.models import Advertiser, Invoice, InvoiceHold, PayerAccount, Payment, PaymentAllocation, User
+from storage.models import (
+    OPEN_DISPUTE_STATES,
+    Advertiser,
+    Dispute,
+    Invoice,
+    InvoiceHold,
+    PayerAccount,
+    Payment,
+    PaymentAllocation,
+    User,
+)
 
 SOURCE = "bank"
 ALLOCATORS = frozenset({"cash_applier", "finance_manager"})
@@ -421,6 +431,7 @@ def invoice_payments(db: Database, *, today: date) -> dict[int, InvoicePayment]:
         bal = _balances(s)
         disputed = set(s.execute(select(InvoiceHold.invoice_id).where(InvoiceHold.kind == "dispute",
                                                                       InvoiceHold.state == "open")).scalars())
+        disputed |= set(s.execute(select(Dispute.invoice_id).where(Dispute.state.in_(OPEN_DISPUTE_STATES))).scalars())
         out: dict[int, InvoicePayment] = {}
         for i, number, due, cur in s.execute(select(Invoice.id, Invoice.number, Invoice.due_date, Invoice.currency)
                                              .where(Invoice.kind == "invoice")):

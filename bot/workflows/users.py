@@ -122,3 +122,11 @@ def revoke_role(
 
 def list_users(s: Session) -> list[User]:
     return list(s.execute(select(User).order_by(User.slack_id)).scalars())
+
+
+def users_with_role(s: Session, roles: frozenset[str], *, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """Slack ids of the users holding one of ``roles`` (minus ``exclude``), by id: who can do what
+    someone was refused."""
+    ids = s.execute(select(UserRole.slack_id).where(UserRole.role.in_(roles)).distinct()
+                    .order_by(UserRole.slack_id)).scalars()
+    return [i for i in ids if i not in exclude]

@@ -8,6 +8,7 @@ the invoice shows up in the thread. Screenshots of each step: test-artifacts/san
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,9 +46,23 @@ def test_billing_run_and_decisions_in_the_browser(session: Any, db: Database, pa
     page.goto(f"{session.url}?user={OPERATOR}&channel=billing-exceptions")
     msgs = page.get_by_test_id("messages")
     variance = msgs.get_by_test_id("message").filter(has_text="Variance — Garage du Rhône SARL")
-    expect(variance).to_contain_text("Amount at stake")
-    expect(variance.get_by_test_id("button-decide_approve")).to_be_visible()
+    # the finding leads in words and figures; the buttons say what each choice bills
+    expect(variance).to_contain_text(re.compile(r"40 clicks delivered vs [\d,]+ booked, −\d+ %"))
+    expect(variance.get_by_test_id("button-decide_approve")).to_have_text(re.compile(r"^Bill [\d,]+\.\d\d € \(delivered\)$"))
+    expect(variance.get_by_test_id("button-decide_reject")).to_have_text("Hold for correction")
+    expect(variance.get_by_test_id("button-decide_force")).to_have_text(re.compile(r"^Bill [\d,]+\.\d\d € \(booked\)$"))
+    expect(variance).not_to_contain_text("Amount at stake")
+    variance.screenshot(path=str(shots / "e2e-0-variance-message.png"))
     page.screenshot(path=str(shots / "e2e-1-variance-waiting.png"))
+    # its Details modal, in plain language
+    variance.get_by_test_id("button-exception_details").click()
+    details = page.get_by_test_id("modal")
+    expect(details).to_contain_text("Booked for the period")
+    expect(details).to_contain_text("Download evidence")
+    expect(details).not_to_contain_text("delivered_vs_booked")
+    page.screenshot(path=str(shots / "e2e-0-variance-details.png"))
+    page.get_by_test_id("modal-close").click()
+    expect(details).to_have_count(0)
 
     # 1. the operator runs the billing for the demo period
     page.get_by_test_id("composer").fill(f"/billing run {PERIOD}")
@@ -64,7 +79,7 @@ def test_billing_run_and_decisions_in_the_browser(session: Any, db: Database, pa
     be(page, APPROVER)
     expect(page.get_by_test_id("user-roles")).to_have_text("approver")
     variance.get_by_test_id("button-decide_approve").click()
-    expect(page.get_by_test_id("confirm-dialog")).to_contain_text("Bill the computed amount")
+    expect(page.get_by_test_id("confirm-dialog")).to_contain_text("Bill the delivered (computed) amount")
     page.screenshot(path=str(shots / "e2e-3-approve-confirm.png"))
     page.get_by_test_id("confirm-ok").click()
     expect(variance).to_contain_text("Approved", timeout=15_000)
@@ -76,7 +91,7 @@ def test_billing_run_and_decisions_in_the_browser(session: Any, db: Database, pa
     below.get_by_test_id("button-decide_force").click()
     if page.get_by_test_id("confirm-dialog").count():
         page.get_by_test_id("confirm-ok").click()
-    refusal = msgs.get_by_test_id("ephemeral").filter(has_text="finance_manager")
+    refusal = msgs.get_by_test_id("ephemeral").filter(has_text="Invoice now needs a finance manager")
     expect(refusal).to_be_visible(timeout=15_000)
     expect(page.get_by_test_id("modal")).to_have_count(0)
     expect(below.get_by_test_id("button-decide_force")).to_be_visible()

@@ -140,7 +140,8 @@ def approver_force_refused_step(s: Surface) -> None:
     row, _ = exception_message(s, "below_threshold")
     s.click(APPROVER, row.channel or "", row.message_ts or "", "decide_force")
     s.wait()
-    assert any("finance_manager" in t for t in s.ephemerals(APPROVER)), s.ephemerals(APPROVER)
+    assert any(f"Invoice now needs a finance manager: <@{FINANCE}>" in t for t in s.ephemerals(APPROVER)), \
+        s.ephemerals(APPROVER)
     assert s.modal(APPROVER) is None
     row, msg = exception_message(s, "below_threshold")
     assert row.state == "pending" and "decide_force" in buttons(msg)

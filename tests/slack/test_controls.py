@@ -111,7 +111,7 @@ def test_an_editor_on_the_cli_cannot_approve_in_slack_even_after_someone_else_ed
 def test_cli_decisions_take_the_same_workflow_and_rules_as_a_click(world):
     _pid, eid = _variance(world, amount="12000.00")
     r = _cli("exceptions", "approve", str(eid), "--as", f.OPERATOR)  # no approver role: refused, audited
-    assert r.exit_code == 1 and "needs the approver role" in r.output
+    assert r.exit_code == 1 and "Approve needs an approver: " in r.output
     assert len(audit_actions(world, "decision.refused")) == 1
     r = _cli("exceptions", "approve", str(eid), "--as", f.APPROVER, "--json")
     assert r.exit_code == 0, r.output

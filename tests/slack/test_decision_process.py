@@ -42,7 +42,7 @@ def test_double_click_and_refusals_are_told_from_the_pool(embedded_world):
     value = buttons(message_of(world, eid)["blocks"])["decide_approve"]
     row = f.exception_row(world.db, eid)
     click(world, f.NOBODY, eid, "approve")
-    assert "needs the approver role" in ephemerals(world, f.NOBODY)[-1]
+    assert "Approve needs an approver: " in ephemerals(world, f.NOBODY)[-1]
     assert len(audit_actions(world, "decision.refused")) == 1
     user = world.as_user(f.APPROVER)
     for _ in range(3):  # three clicks before any of them is decided: two processes race for it

@@ -78,14 +78,23 @@ def test_exception_message_is_posted_once_with_buttons_sla_and_stored_ts(world):
     assert len(blocks) <= 50
     assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "Variance — Autohaus Elbe KG"}}
     text = _section_texts(blocks)
-    assert "*Amount at stake*\n900.00 EUR" in text
+    # the finding leads, in words and figures: measured vs expected, the percentage, days as ranges, cause
+    assert blocks[1]["text"]["text"].startswith("*2,100 units delivered vs 3,000 booked, −30 %* (tolerance 10 %)")
+    assert "*Days:* 3–4 Feb (2 of 28 days)" in text and "*Cause:* under-delivery" in text
+    # the money, each figure named for what it is
+    assert "*Delivered / booked amount*\n2,100.00 EUR / 3,000.00 EUR" in text
+    assert "*Difference (booked − delivered)*\n900.00 EUR" in text
+    assert "Amount at stake" not in text and "_" not in text.replace("date_short_pretty", "")
     assert f"<!date^{int(row.due_at.timestamp())}^" in text  # each reader sees the SLA in their own zone
-    assert "Booked 3,000.00 EUR vs computed 2,100.00 EUR" in text
     actions = buttons(blocks)
     assert set(actions) == {"decide_approve", "decide_reject", "decide_force"}
     assert all(v.startswith(f"{eid}:") and len(v.split(":")[1]) == 64 for v in actions.values())
     decide_block = next(b for b in blocks if b["type"] == "actions")
-    assert all("confirm" in e for e in decide_block["elements"])
+    labels = {e["action_id"]: e["text"]["text"] for e in decide_block["elements"]}
+    assert labels == {"decide_approve": "Bill 2,100.00 € (delivered)", "decide_reject": "Hold for correction",
+                      "decide_force": "Bill 3,000.00 € (booked)"}
+    # Approve is confirmed in a dialog; Reject and Force open the reason modal, which is their confirmation
+    assert {e["action_id"] for e in decide_block["elements"] if "confirm" in e} == {"decide_approve"}
     assert len(world.api.calls_to("chat.postMessage")) == 1
 
 
@@ -97,7 +106,11 @@ def test_details_button_opens_a_modal_with_the_evidence(world):
     view = world.api.wait_for("views.open")[0]["view"]
     assert view["type"] == "modal" and view["title"]["text"] == f"Exception #{eid}"
     text = _section_texts(view["blocks"])
-    assert "2026-02-03, 2026-02-04" in text and "delivered: 2100" in text and "10 %" in text
+    # plain language: labelled figures with units, days as ranges, money with its currency, no codes
+    assert "Days: 3–4 Feb (2 of 28 days)" in text and "*Delivered*\n2,100 units" in text
+    assert "Tolerance: 10 %" in text and "*Difference (booked − delivered)*\n900.00 EUR" in text
+    assert "Cause: under-delivery" in text and "under_delivery" not in text and "```{" not in text
+    assert "Download evidence" in json.dumps(view["blocks"])
 
 
 # --------------------------------------------------------------------------- variance
@@ -190,13 +203,17 @@ def test_below_threshold_approve_accepts_the_skip_and_touches_nothing(world, mon
 def test_below_threshold_reject_withdraws_the_items(world, monkeypatch):
     calls = _billing_run_spy(monkeypatch)
     pid, eid = _below_threshold(world)
+    # a write-off is money leaving: refused to an approver, naming who can
     click(world, f.APPROVER, eid, "reject")
-    submit_reason(world, f.APPROVER, "Campaign cancelled; do not bill")
+    assert ephemerals(world, f.APPROVER)[-1] == f":no_entry: Write off needs a finance manager: <@{f.MANAGER}>."
+    assert world.api.calls_to("views.open") == [] and calls == []
+    click(world, f.MANAGER, eid, "reject")
+    submit_reason(world, f.MANAGER, "Campaign cancelled; do not bill")
     assert f.exception_row(world.db, eid).state == "rejected"
     [(name, kw)] = calls
     assert name == "withdraw_items"
     assert kw["advertiser_id"] == f.ADV and kw["preinvoice_ids"] == [pid]
-    assert kw["reason"] == "Campaign cancelled; do not bill" and kw["actor"] == f.APPROVER
+    assert kw["reason"] == "Campaign cancelled; do not bill" and kw["actor"] == f.MANAGER
 
 
 def test_below_threshold_force_invoices_now_and_hands_the_invoices_to_the_delivery_hook(world, monkeypatch):
@@ -276,7 +293,8 @@ def test_nobody_decides_a_preinvoice_they_edited(world):
 def test_force_without_the_finance_manager_role_is_refused_before_the_modal(world):
     _pid, eid = _variance(world)
     click(world, f.APPROVER, eid, "force")
-    assert ephemerals(world, f.APPROVER) == [":no_entry: Force needs the finance_manager role."]
+    # the refusal names who can decide (the users with the role, from the users table)
+    assert ephemerals(world, f.APPROVER) == [f":no_entry: Force needs a finance manager: <@{f.MANAGER}>."]
     assert world.api.calls_to("views.open") == []
     assert f.exception_row(world.db, eid).state == "pending"
     [refusal] = audit_actions(world, "decision.refused")
@@ -286,7 +304,8 @@ def test_force_without_the_finance_manager_role_is_refused_before_the_modal(worl
 def test_a_user_without_a_role_is_refused_and_audited(world):
     _pid, eid = _variance(world)
     click(world, f.NOBODY, eid, "approve")
-    assert "needs the approver role" in ephemerals(world, f.NOBODY)[-1]
+    assert ephemerals(world, f.NOBODY)[-1] == (f":no_entry: Approve needs an approver: <@{f.APPROVER}>, "
+                                               f"<@{f.APPROVER2}>, <@{f.MANAGER}>.")
     assert f.exception_row(world.db, eid).state == "pending"
     assert len(audit_actions(world, "decision.refused")) == 1
 
@@ -306,8 +325,9 @@ def test_a_stale_message_is_refused_and_refreshed(world):
     world.wait()
     assert "out of date" in ephemerals(world, f.APPROVER)[-1]
     assert f.exception_row(world.db, eid).state == "pending" and decisions(world, eid) == []
-    [update] = world.api.calls_to("chat.update")
-    new = buttons(update["blocks"])["decide_approve"]
+    updates = world.api.calls_to("chat.update")
+    assert "Working…" in json.dumps(updates[0]["blocks"], ensure_ascii=False) and buttons(updates[0]["blocks"]) == {}
+    new = buttons(updates[-1]["blocks"])["decide_approve"]
     assert new != old and new.startswith(f"{eid}:")
     click(world, f.APPROVER, eid, "approve")  # on the refreshed message it works
     assert f.exception_row(world.db, eid).state == "approved"
@@ -391,7 +411,8 @@ def test_a_refusal_in_the_app_home_arrives_as_a_dm(world):
     world.as_user(f.NOBODY).click("decide_approve", value, from_home=True)
     world.wait()
     dms = [c for c in world.api.calls_to("chat.postMessage") if c["channel"] == f.NOBODY]
-    assert [c["text"] for c in dms] == [":no_entry: Approve needs the approver role."]
+    assert [c["text"] for c in dms] == [f":no_entry: Approve needs an approver: <@{f.APPROVER}>, "
+                                        f"<@{f.APPROVER2}>, <@{f.MANAGER}>."]
     assert f.exception_row(world.db, eid).state == "pending"
 
 
@@ -408,7 +429,9 @@ def test_closed_and_reopened_exceptions_update_the_same_message(world):
     msg = message_of(world, eid)
     assert msg["ts"] == ts and buttons(msg["blocks"]) == {}
     assert "Closed: the check no longer fires." in _section_texts(msg["blocks"])
-    f.open_exception(world.db, world.key, preinvoice_id=_pid, amount="950.00")  # the same key reopens it
+    ev = {"booked_amount": "3000.00", "computed_amount": "2050.00", "rule": "delivered_vs_booked",
+          "tolerance": "0.10", "figures": {"booked": 3000, "delivered": 2050}, "cause": "under_delivery"}
+    f.open_exception(world.db, world.key, preinvoice_id=_pid, amount="950.00", evidence=ev)  # the same key reopens it
     msg = message_of(world, eid)
     assert msg["ts"] == ts and "950.00 EUR" in _section_texts(msg["blocks"]) and buttons(msg["blocks"])
     assert len(world.api.calls_to("chat.postMessage")) == 1

@@ -186,3 +186,52 @@ def test_mail_goes_over_tls(db: Any, key: Any, tmp_path: Any, tls: str) -> None:
             SmtpSender.from_url(server.url).send(msg, sender="billing@northwind.example", recipients=["a@b.example"])
         assert e.value.temporary and "CERTIFICATE_VERIFY_FAILED" in e.value.message
         assert len(server.received) == 1
+
+
+def test_a_mail_being_sent_is_not_claimed_twice_and_a_dead_senders_claim_is_taken_over(
+        mail_desk: Desk, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Two processes mailing the same invoice (e.g. `invoices send` rendering the PDF inline, whose
+    `invoice.rendered` queues the dispatch job too): the second finds the claim and sends nothing. A claim
+    older than the lease (its sender died) is listed by the sweep and taken over."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot import context
+    from bot.mail import sender_from_settings
+    from bot.workflows.dispatch import SENDING_LEASE, DispatchOutcome, dispatch_invoice, stalled_dispatches
+
+    monkeypatch.setenv("SMTP_URL", "")
+    context.reset()
+    r = _cli("run", "--period", PERIOD, "--json")
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("SMTP_URL", smtp.url)
+    context.reset()
+    db = context.get_db()
+    elbe = mail_desk.invoices()["autohaus-elbe"]
+    real = sender_from_settings()
+    assert real is not None
+    inner: list[DispatchOutcome] = []
+
+    def mail(invoice_id: int, sender: Any, now: datetime) -> DispatchOutcome:
+        return dispatch_invoice(db, invoice_id, sender=sender, renderer=context.pdf_renderer(), out_dir=tmp_path,
+                                mail_from=MAIL_FROM, key=context.get_key(), retry_delay=0.0, now=lambda: now)
+
+    class RacedSender:
+        def send(self, msg: Any, *, sender: str, recipients: list[str]) -> dict[str, str]:
+            inner.append(mail(elbe.id, real, datetime.now(UTC)))  # a second process, while this one sends
+            return real.send(msg, sender=sender, recipients=recipients)
+
+    outcome = mail(elbe.id, RacedSender(), datetime.now(UTC))
+    assert outcome.state == "sent"
+    assert [o.state for o in inner] == ["skipped"] and "being sent since" in (inner[0].note or "")
+    assert [sorted(m.rcpt_tos) for m in smtp.received] == [sorted([ELBE_TO, ELBE_CC])]  # one mail, once
+
+    # a sender that died after its claim: not listed within the lease, listed and taken over after it
+    nord = mail_desk.invoices()["fahrrad-nord"]
+    with db.transaction() as s:
+        s.add(InvoiceDispatch(invoice_id=nord.id, state="queued", message_id="<x@y>", recipients={}, attempts=0,
+                              sends=0, queued_at=datetime.now(UTC), updated_at=datetime.now(UTC)))
+    assert stalled_dispatches(db, now=datetime.now(UTC)) == []
+    later = datetime.now(UTC) + SENDING_LEASE + timedelta(minutes=1)
+    assert stalled_dispatches(db, now=later) == [nord.id]
+    assert mail(nord.id, real, later).state == "sent"
+    assert stalled_dispatches(db, now=later) == []

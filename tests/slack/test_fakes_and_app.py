@@ -71,7 +71,8 @@ def test_manifest_creates_everything_the_app_uses():
     assert cmd["command"] == "/billing" and cmd["url"].endswith("/slack/events")
     assert m["settings"]["interactivity"]["is_enabled"] is True
     assert m["settings"]["interactivity"]["request_url"].endswith("/slack/events")
-    assert m["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert m["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened", "message.channels",
+                                                                   "message.groups"]
     assert m["features"]["app_home"]["home_tab_enabled"] and m["features"]["app_home"]["messages_tab_enabled"]
     scopes = set(m["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "users:read", "users:read.email", "files:write", "im:write"} <= scopes

@@ -221,7 +221,8 @@ def test_the_full_demo_keeps_its_random_draw() -> None:
     # issue 15: the one-line address became street, postcode, city (and a customer number); the draw
     # is the same, so the old one-line address is what it was ("Hauptstrasse <drawn number>, <city>")
     data["advertisers"] = [
-        {**{k: v for k, v in a.items() if k not in ("street", "postcode", "city", "customer_number")},
+        # issue 19: each branch names its partner (drawn before, implied by the name; no new draw)
+        {**{k: v for k, v in a.items() if k not in ("street", "postcode", "city", "customer_number", "partner")},
          "address": f"Hauptstrasse {a['street'].rsplit(' ', 1)[1]}, {a['city']}",
          "locale": "en" if a["locale"] == "pl" else a["locale"]}  # Polish documents came with issue 15 too
         for a in sc["advertisers"]]

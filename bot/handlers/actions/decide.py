@@ -1,9 +1,10 @@
 """Approve / Reject / Force buttons (on exception messages and in the App Home).
 
-Ack, parse the click, hand on: Approve submits the ``decide`` task at once (:mod:`bot.tasks.decide`
-decides, off the web process); Reject and Force first check the clicker may decide (a refusal is
-told and audited right away) and then open the reason modal (:mod:`bot.handlers.views.reason`
-submits the task when the reason arrives).
+Ack, parse the click, hand on: Approve (confirmed in Slack's dialog) shows "Working…" on the
+message and submits the ``decide`` task at once (:mod:`bot.tasks.decide` decides, off the web
+process); Reject and Force first check the clicker may decide (a refusal is told — naming who can —
+and audited right away) and then open the reason modal directly, which is their confirmation
+(:mod:`bot.handlers.views.reason` shows "Working…" and submits the task when the reason arrives).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bot.blocks.modals import reason_modal
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import DecisionClick
-from bot.slack.exceptions import refresh_surface
+from bot.slack.exceptions import refresh_surface, show_working
 from bot.slack.replies import Where
 from bot.slack.users import profile_lookup
 from bot.workflows.decisions import DecisionKind, preflight
@@ -28,8 +29,11 @@ ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
 
 
 def request_decision(deps: Deps, *, exception_id: int, decision: DecisionKind, subject_hash: str,
-                     reason: str | None, where: Where) -> None:
-    """Hand the decision to the ``decide`` task (called right after the ack)."""
+                     reason: str | None, where: Where, client: WebClient | None = None) -> None:
+    """Hand the decision to the ``decide`` task (called right after the ack). With ``client``, the
+    message shows "Working…" in place of its buttons first, so nobody clicks again meanwhile."""
+    if client is not None:
+        show_working(client, deps.db(), exception_id, decision=decision, user_id=where.user_id)
     deps.background("decide", exception_id=exception_id, decision=decision, subject_hash=subject_hash,
                     reason=reason, where=where.model_dump())
 
@@ -46,7 +50,7 @@ def _decide_clicked(body: dict[str, Any], action: dict[str, Any], client: WebCli
     click = DecisionClick.parse(body, action)
     if click.decision == "approve":
         request_decision(deps, exception_id=click.exception_id, decision="approve",
-                         subject_hash=click.subject_hash, reason=None, where=click.where)
+                         subject_hash=click.subject_hash, reason=None, where=click.where, client=client)
         return
     # Reject / Force: the modal must open while the trigger id is fresh (3 s), so here, not deferred
     db = deps.db()

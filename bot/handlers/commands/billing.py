@@ -1,4 +1,4 @@
-"""``/billing`` — sync, run, preinvoices, exceptions, invoice, status, schedule, help.
+"""``/billing`` — sync, run, preinvoices, exceptions, invoice, status, schedule, dispute, help.
 
 Acks at once. Reads answer through ``response_url`` (ephemeral); ``sync`` and ``run`` (operators
 only) post a progress message and hand the work to the jobs facade (task ``slack_command``), which
@@ -15,7 +15,15 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    MarkdownTextObject,
+    Option,
+    OverflowMenuElement,
+    PlainTextObject,
+    SectionBlock,
+)
 from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
@@ -160,7 +168,13 @@ def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str
                 f"{period_text(inv.service_start, inv.service_end)}\n"
                 f"Net {money_text(inv.net, inv.currency)} · VAT {money_text(inv.vat, inv.currency)} · "
                 f"*Gross {money_text(inv.gross, inv.currency)}* · {len(inv.lines)} line(s) · PDF {inv.pdf_state}")
-    respond(blocks=[_section(text)], text=f"Invoice {esc(args[0])}", response_type="ephemeral")
+    section = _section(text)
+    if inv.kind == "invoice":  # issue 20: "Dispute" from the invoice's message
+        from bot.blocks.disputes import OVERFLOW_ACTION_ID
+
+        section.accessory = OverflowMenuElement(action_id=OVERFLOW_ACTION_ID, options=[
+            Option(text=PlainTextObject(text="Dispute"), value=f"dispute:{inv.number}"[:150])])
+    respond(blocks=[section], text=f"Invoice {esc(args[0])}", response_type="ephemeral")
 
 
 def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
@@ -216,10 +230,61 @@ def cmd_schedule(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[st
     raise Invalid("schedule: use `list`, `add TASK CRON… [key=value…]` or `remove ID`")
 
 
+DISPUTE_KEYS = ("category", "lines", "line", "amount", "ref", "contact", "owner")
+
+
+def parse_dispute(args: list[str]) -> dict[str, Any]:
+    """``INV-… [CATEGORY] [lines=ID,ID] [amount=X] [ref=…] [contact=…] [owner=U…] reason…`` → the
+    :func:`bot.workflows.disputes.open_dispute` arguments (category ``other`` when none is named)."""
+    from decimal import Decimal, InvalidOperation
+
+    from storage.models import DISPUTE_CATEGORIES
+
+    usage = ("dispute: give the invoice number and what the client disputes, e.g. "
+             "`/billing dispute INV-2026-000123 invalid_traffic 20 clicks were bots`")
+    if len(args) < 2:
+        raise Invalid(usage)
+    out: dict[str, Any] = {"number": args[0], "category": "other"}
+    rest = args[1:]
+    if rest and rest[0].lower().replace("-", "_") in DISPUTE_CATEGORIES:
+        out["category"] = rest.pop(0).lower().replace("-", "_")
+    while rest and "=" in rest[0] and rest[0].split("=", 1)[0].lower() in DISPUTE_KEYS:
+        k, v = rest.pop(0).split("=", 1)
+        k = k.lower()
+        if k in ("lines", "line"):
+            ids = [x for x in v.split(",") if x]
+            if not all(x.isdigit() for x in ids):
+                raise Invalid(f"dispute: lines={v}: give invoice line ids, e.g. lines=12,13")
+            out["line_ids"] = [int(x) for x in ids]
+        elif k == "amount":
+            try:
+                out["amount"] = Decimal(v)
+            except InvalidOperation:
+                raise Invalid(f"dispute: amount={v}: not a number") from None
+        else:
+            out[{"ref": "client_reference", "contact": "client_contact"}.get(k, k)] = v.strip("<>@")
+    out["reason"] = " ".join(rest)
+    if not out["reason"].strip():
+        raise Invalid(usage)
+    return out
+
+
+def cmd_dispute(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    """``/billing dispute INV-… [CATEGORY] [lines=…] [amount=…] [ref=…] [contact=…] reason…`` opens a
+    dispute (the workflow checks the role); its message and evidence follow in the exceptions channel."""
+    from bot.workflows.disputes import CATEGORY_TEXT, get_dispute, open_dispute
+
+    did = open_dispute(deps.db(), actor=cmd.user_id, key=deps.key(), **parse_dispute(args))
+    v = get_dispute(deps.db(), did)
+    respond(text=(f"Dispute #{v.id} opened on {esc(v.invoice)} ({CATEGORY_TEXT[v.category]}, "
+                  f"{money_text(v.amount, v.currency)}); the invoice is out of dunning until it is resolved. "
+                  "The evidence follows in its thread."), response_type="ephemeral")
+
+
 Sub = Callable[[Deps, WebClient, SlashCommand, list[str], Respond], None]
 SUBCOMMANDS: dict[str, Sub] = {
     "sync": cmd_sync, "run": cmd_run, "preinvoices": cmd_preinvoices, "exceptions": cmd_exceptions,
-    "invoice": cmd_invoice, "status": cmd_status, "schedule": cmd_schedule,
+    "invoice": cmd_invoice, "status": cmd_status, "schedule": cmd_schedule, "dispute": cmd_dispute,
 }
 
 

@@ -30,7 +30,7 @@ def on_reason(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebC
     ack()
     with after_ack(body, client):
         request_decision(deps_of(context), exception_id=sub.exception_id, decision=sub.decision,
-                         subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where)
+                         subject_hash=sub.subject_hash, reason=sub.reason, where=sub.where, client=client)
 
 
 def register(app: App) -> None:
