@@ -234,3 +234,22 @@ def test_changing_an_items_supply_is_held_like_other_vat_data(db: Database) -> N
         ("items", "i", "supply", "services", "goods")]
     with db.read() as s:
         assert s.get(CampaignItem, "i").supply == "services"  # not yet
+
+
+def test_a_consolidated_partner_invoice_splits_by_each_branchs_purchase_order(db: Database, key: Any) -> None:
+    """A consolidated partner's branches share one invoice unless their PO numbers differ: each branch's
+    pre-invoices carry its own (its campaign's, else the branch's default)."""
+    from tests.workflows.test_partners import bill, partner_world
+
+    data = partner_world("consolidated")
+    altona, _harburg, wandsbek = data["advertisers"]
+    altona["po_number"] = "PO-ALTONA"
+    wandsbek["po_number"] = "PO-WANDSBEK"
+    created = bill(db, key, data)
+    assert len(created) == 3  # Harburg on its own; the partner's branches on two invoices, one per PO
+    by_po = {i.parties["buyer"].get("po_number"): i for i in _invoices(db)}
+    assert set(by_po) == {None, "PO-ALTONA", "PO-WANDSBEK"}
+    assert by_po["PO-ALTONA"].parties["buyer"]["partner"] == "elbe"
+    assert {x.item_id for x in by_po["PO-ALTONA"].lines} == {"x-altona"}
+    assert {x.item_id for x in by_po["PO-WANDSBEK"].lines} == {"x-wandsbek"}
+    assert by_po[None].advertiser_id == "harburg"
