@@ -9,11 +9,17 @@ One entry per document, the same for every export format (DATEV, Beancount):
 - a document in a currency other than the legal entity's also carries its locked rate and the amounts
   in the entity's currency (``base_*``) as the invoice stored them at finalization; the base VAT is
   the stored converted VAT and the base net is ``base_gross - base_vat``, so the entry balances to the
-  cent in the entity's currency even when the three totals were rounded one by one.
+  cent in the entity's currency even when the three totals were rounded one by one;
+- money applied to an invoice (issue 18's payment allocations) is an entry of its own: a payment debits
+  the bank account and credits the debtor (:func:`allocation_entry`, kind ``payment``), a write-off
+  debits the write-off account and credits the debtor (kind ``write_off``), both in the invoice's
+  currency, valued in the entity's currency at the invoice's locked rate (no exchange difference is
+  booked).
 
 The chart per legal entity (scenario key ``accounting``) defaults to DATEV's SKR03 automatic accounts:
 8400 (19 % output VAT computed by DATEV, no BU key), 8336 (EU services, recipient liable), 8338
-(services taxable in a third country), debtors 10000–69999, VAT 1776. Any account and any BU key can
+(services taxable in a third country), debtors 10000–69999, VAT 1776, bank 1200, write-offs 2400
+(Forderungsverluste). Any account and any BU key can
 be set per treatment; the tax advisor's chart wins.
 
 >>> chart = Chart.from_settings({"revenue": {"domestic": "8400"}})
@@ -35,6 +41,7 @@ from typing import Any
 
 from billing.errors import Invalid
 from billing.fx import locked_rate
+from billing.money import quantum
 
 TREATMENTS = ("domestic", "reverse_charge", "export")
 
@@ -66,6 +73,8 @@ class Chart:
     skr: str = "03"
     debtor_account: str = "10000"  # the collective debtor for advertisers without their own
     vat_account: str = "1776"
+    bank_account: str = "1200"  # where payments arrive (SKR03 Bank)
+    write_off_account: str = "2400"  # written-off receivables (SKR03 Forderungsverluste)
     revenue: Mapping[str, str] = field(default_factory=lambda: dict(SKR03_REVENUE))
     bu_keys: Mapping[str, str] = field(default_factory=dict)
 
@@ -90,6 +99,8 @@ class Chart:
                 skr=str(raw.get("skr", "03")),
                 debtor_account=str(raw.get("debtor_account", "10000")),
                 vat_account=str(raw.get("vat_account", "1776")),
+                bank_account=str(raw.get("bank_account", "1200")),
+                write_off_account=str(raw.get("write_off_account", "2400")),
                 revenue=revenue, bu_keys=bu_keys,
             )
         except (TypeError, ValueError) as e:
@@ -109,7 +120,10 @@ class Chart:
             out.append(f"accounting.fiscal_year_start: {self.fiscal_year_start} is not a month (1–12)")
         if not 4 <= self.account_length <= 8:
             out.append(f"accounting.account_length: {self.account_length} is not 4–8")
-        for name, acct in (("vat_account", self.vat_account), *((f"revenue.{k}", v) for k, v in self.revenue.items())):
+        accounts = [("vat_account", self.vat_account), ("bank_account", self.bank_account),
+                    ("write_off_account", self.write_off_account),
+                    *((f"revenue.{k}", v) for k, v in self.revenue.items())]
+        for name, acct in accounts:
             if not self.is_ledger_account(acct):
                 out.append(f"accounting.{name}: {acct!r} is not a G/L account of {self.account_length} digits")
         if not self.is_debtor_account(self.debtor_account):
@@ -179,6 +193,13 @@ class Entry:
     base_vat: Decimal
     base_gross: Decimal
     rate: Decimal | None  # units of ``currency`` per 1 ``base_currency`` (DATEV "Kurs"); None when the same
+    # payments and write-offs (kind ``payment`` | ``write_off``; ``number`` is the invoice's, ``issue_date``
+    # the booking day): the account debited — the bank or the write-off account — against the debtor
+    contra_account: str = ""
+
+    @property
+    def is_allocation(self) -> bool:
+        return self.kind in ALLOCATION_KINDS
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -192,6 +213,8 @@ class Entry:
         dec = {"net", "vat", "gross", "base_net", "base_vat", "base_gross"}
         values: dict[str, Any] = {}
         for k in cls.__dataclass_fields__:
+            if k not in d and k == "contra_account":
+                continue  # batches exported before payments were booked
             v = d.get(k)
             if k in dec:
                 v = Decimal(str(v))
@@ -202,6 +225,8 @@ class Entry:
             values[k] = v
         return cls(**values)
 
+
+ALLOCATION_KINDS = ("payment", "write_off")
 
 KURS_PLACES = Decimal("0.000001")  # DATEV "Kurs": up to 4 integer and 6 decimal places
 
@@ -232,4 +257,48 @@ def entry(doc: DocumentFacts, *, chart: Chart, base_currency: str) -> Entry:
         buyer_vat_id=doc.buyer_vat_id if treatment == "reverse_charge" else None, references=doc.references,
         currency=doc.currency, net=doc.net, vat=doc.vat, gross=doc.gross, base_currency=base_currency,
         base_net=base_net, base_vat=base_vat, base_gross=base_gross, rate=rate,
+    )
+
+
+@dataclass(frozen=True)
+class AllocationFacts:
+    """What the ledger needs of money applied to an invoice: a payment's part or a write-off."""
+
+    kind: str  # payment | write_off
+    day: date  # the payment's booking day, the day of the write-off
+    invoice: DocumentFacts
+    amount: Decimal  # in the invoice's currency
+    payer: str | None = None
+
+
+def allocation_entry(a: AllocationFacts, *, chart: Chart, base_currency: str) -> Entry:
+    """The ledger entry of a payment allocation (bank to the debtor) or write-off (write-off account to
+    the debtor), valued in ``base_currency`` at the invoice's locked rate: a full payment is exactly the
+    invoice's locked total, a part its share, half up to the cent.
+
+    >>> inv = DocumentFacts(number="INV-2026-000001", kind="invoice", issue_date=date(2026, 3, 1),
+    ...     due_date=date(2026, 3, 15), buyer="Krakow Media", buyer_vat_id=None, debtor_account="10002",
+    ...     vat_category="AE", currency="PLN", net=Decimal("1200.00"), vat=Decimal("0.00"),
+    ...     gross=Decimal("1200.00"), fx={"from": "PLN", "to": "EUR", "rate": "0.2326934264",
+    ...     "date": "2026-02-27", "source": "ECB", "gross": "279.23", "vat": "0.00"}, references=None)
+    >>> e = allocation_entry(AllocationFacts("payment", date(2026, 3, 20), inv, Decimal("600.00")),
+    ...                      chart=Chart(), base_currency="EUR")
+    >>> e.contra_account, e.debtor_account, e.gross, e.base_gross, e.rate
+    ('1200', '10002', Decimal('600.00'), Decimal('139.62'), Decimal('4.297500'))
+    """
+    if a.kind not in ALLOCATION_KINDS:
+        raise Invalid(f"{a.invoice.number}: unknown allocation kind {a.kind!r}", code="accounting")
+    doc = entry(a.invoice, chart=chart, base_currency=base_currency)
+    if doc.rate is None or doc.gross == 0:
+        base = a.amount
+    else:
+        base = (a.amount * doc.base_gross / doc.gross).quantize(quantum(base_currency), rounding=ROUND_HALF_UP)
+    what = "payment" if a.kind == "payment" else "write-off"
+    contra = chart.bank_account if a.kind == "payment" else chart.write_off_account
+    return Entry(
+        number=doc.number, kind=a.kind, issue_date=a.day, due_date=a.day,
+        text=f"{a.invoice.buyer} {what} {doc.number}", debtor_account=doc.debtor_account, revenue_account="",
+        vat_account="", bu_key="", treatment=doc.treatment, buyer_vat_id=None, references=None,
+        currency=doc.currency, net=a.amount, vat=Decimal(0), gross=a.amount, base_currency=base_currency,
+        base_net=base, base_vat=Decimal(0), base_gross=base, rate=doc.rate, contra_account=contra,
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from billing.addresses import PostalAddress, address_problems
-from billing.fx import LockedRate
+from billing.fx import MAX_AGE_DAYS, LockedRate, missing_rate_text
 from billing.money import fmt, is_currency, quantum
 from billing.preinvoice import LineDraft, net_of
 from billing.tax import VatProblem, vat_treatment
@@ -35,6 +35,8 @@ class CheckInput:
     buyer_vat_id: str | None
     fx: LockedRate | None = None  # the rate found for currency → seller currency (when they differ)
     fx_day: date | None = None  # the day the rate was looked up for
+    fx_rule: str = "issue_date"  # the legal entity's FX rule (:data:`billing.fx.FX_RULES`)
+    fx_max_age_days: int = MAX_AGE_DAYS
     seller_address: PostalAddress | None = None  # None: not known to the caller (not checked)
     buyer_address: PostalAddress | None = None
     po_number: str | None = None  # the campaign's purchase-order number, else the advertiser's default
@@ -92,8 +94,10 @@ def check_vat_data(ci: CheckInput) -> list[str]:
 def check_exchange_rate(ci: CheckInput) -> list[str]:
     if ci.currency == ci.seller_currency or ci.fx is not None or not is_currency(ci.currency):
         return []
-    when = f" on or before {ci.fx_day.isoformat()}" if ci.fx_day else ""
-    return [f"missing exchange rate {ci.currency}→{ci.seller_currency}{when}"]
+    if ci.fx_day is None:
+        return [f"missing exchange rate {ci.currency}→{ci.seller_currency}"]
+    return [missing_rate_text(ci.currency, ci.seller_currency, rule=ci.fx_rule, on=ci.fx_day,
+                              max_age_days=ci.fx_max_age_days)]
 
 
 def check_addresses(ci: CheckInput) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -23,6 +23,16 @@ from billing.errors import Invalid
 from billing.money import is_currency, quantum
 
 MAX_AGE_DAYS = 7  # ECB publishes on TARGET working days; a week covers weekends and Easter
+MAX_AGE_LIMIT = 62  # the most a legal entity may allow (``fx_max_age_days``)
+
+#: Which day's rate an invoice locks (per legal entity, scenario key ``fx_rule``); a campaign with an
+#: agreed ``fx_rate`` uses that instead (rule ``agreed``).
+FX_RULES = ("issue_date", "service_end")
+RULE_TEXT = {
+    "issue_date": "the rate of the issue date",
+    "service_end": "the rate of the service period's last day",
+    "agreed": "the rate agreed for the campaign",
+}
 RATE_PLACES = Decimal("0.0000000001")
 
 
@@ -44,10 +54,14 @@ class LockedRate:
     rate: Decimal
     day: date
     source: str
+    rule: str | None = None  # how it was chosen (:data:`FX_RULES` or ``agreed``); None on older invoices
 
     def as_json(self) -> dict[str, str]:
-        return {"from": self.from_, "to": self.to, "rate": str(self.rate), "date": self.day.isoformat(),
-                "source": self.source}
+        out = {"from": self.from_, "to": self.to, "rate": str(self.rate), "date": self.day.isoformat(),
+               "source": self.source}
+        if self.rule:
+            out["rule"] = self.rule
+        return out
 
     def involves(self, currency: str) -> bool:
         return currency in (self.from_, self.to)
@@ -81,7 +95,8 @@ def locked_rate(stored: Mapping[str, Any] | None) -> LockedRate | None:
         rate = Decimal(str(stored["rate"]))
     except InvalidOperation as e:
         raise Invalid(f"the locked exchange rate {stored['rate']!r} is not a number", code="fx") from e
-    return LockedRate(str(from_), str(to), rate, date.fromisoformat(str(day)[:10]), str(stored.get("source") or ""))
+    return LockedRate(str(from_), str(to), rate, date.fromisoformat(str(day)[:10]), str(stored.get("source") or ""),
+                      str(stored["rule"]) if stored.get("rule") else None)
 
 
 def fx_json(stored: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -170,6 +185,62 @@ def _on_day(table: dict[tuple[str, str], Rate], from_: str, to: str) -> tuple[De
         if q == from_ and (r2 := table.get((b, to))) is not None:
             return r2.rate / r1.rate, r1.source
     return None
+
+
+def rate_day(rule: str, *, issue: date, service_end: date | None) -> date:
+    """The day whose rate an invoice locks under ``rule``: its issue date, or the last day of its service
+    period (the agreed month-end rate, also when the run is days later); the issue date when it has none.
+
+    >>> rate_day("service_end", issue=date(2026, 4, 5), service_end=date(2026, 3, 31))
+    datetime.date(2026, 3, 31)
+    """
+    if rule not in FX_RULES:
+        raise Invalid(f"unknown FX rule {rule!r} (one of {', '.join(FX_RULES)})", code="fx")
+    if rule == "service_end" and service_end is not None:
+        return min(service_end, issue)
+    return issue
+
+
+def agreed_rate(from_: str, to: str, rate: Decimal, *, day: date, campaign: str) -> LockedRate:
+    """A fixed rate agreed for a campaign (``rate`` units of ``to`` per 1 ``from_``), locked as it is."""
+    if not rate.is_finite() or rate <= 0:
+        raise Invalid(f"campaign {campaign}: the agreed exchange rate must be positive, got {rate}", code="fx")
+    return LockedRate(from_, to, rate.quantize(RATE_PLACES, rounding=ROUND_HALF_UP), day,
+                      f"agreed, campaign {campaign}", "agreed")
+
+
+def invoice_rate(
+    rates: Iterable[Rate], from_: str, to: str, *, rule: str, issue: date, service_end: date | None,
+    max_age_days: int = MAX_AGE_DAYS, agreed: LockedRate | None = None,
+) -> LockedRate | None:
+    """The rate an invoice in ``from_`` locks for its seller's currency ``to``: the campaign's agreed
+    rate if there is one, else the published rate of :func:`rate_day` (at most ``max_age_days`` older).
+
+    >>> rates = [Rate(date(2026, 3, 31), "EUR", "PLN", Decimal("4.30")),
+    ...          Rate(date(2026, 4, 3), "EUR", "PLN", Decimal("4.40"))]
+    >>> r = invoice_rate(rates, "PLN", "EUR", rule="service_end", issue=date(2026, 4, 5),
+    ...                  service_end=date(2026, 3, 31))
+    >>> r.day, r.rule
+    (datetime.date(2026, 3, 31), 'service_end')
+    """
+    if from_ == to:
+        return LockedRate(from_, to, Decimal(1), issue, "identity")
+    if agreed is not None:
+        return agreed
+    found = find_rate(rates, from_, to, on=rate_day(rule, issue=issue, service_end=service_end),
+                      max_age_days=max_age_days)
+    return replace(found, rule=rule) if found is not None else None
+
+
+def missing_rate_text(from_: str, to: str, *, rule: str, on: date, max_age_days: int) -> str:
+    """Why no rate was found, naming the currencies, the day, the rule and the age allowed.
+
+    >>> missing_rate_text("PLN", "EUR", rule="issue_date", on=date(2026, 3, 31), max_age_days=7)[:60]
+    'missing exchange rate PLN→EUR for 2026-03-31 (FX rule issue_'
+    """
+    oldest = on - timedelta(days=max_age_days)
+    return (f"missing exchange rate {from_}→{to} for {on.isoformat()} (FX rule {rule}: {RULE_TEXT.get(rule, rule)}, "
+            f"at most {max_age_days} days older): no rate published {oldest.isoformat()}..{on.isoformat()}")
 
 
 def convert(amount: Decimal, locked: LockedRate) -> Decimal:

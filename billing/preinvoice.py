@@ -110,13 +110,18 @@ def canonical_line(line: LineDraft) -> dict[str, Any]:
 
 
 def content_hash(
-    *, campaign_id: str, period_start: date, period_end: date, currency: str, lines: Sequence[LineDraft]
+    *, campaign_id: str | None, period_start: date, period_end: date, currency: str, lines: Sequence[LineDraft],
+    overrides: Mapping[str, Any] | None = None,
 ) -> str:
-    """What an approval binds to: the campaign, period, currency and the canonical lines in order."""
-    return _hash({
+    """What an approval binds to: the campaign (None for a one-off), period, currency, the canonical
+    lines in order and the header overrides (only when there are any, so older hashes stay valid)."""
+    doc: dict[str, Any] = {
         "campaign": campaign_id, "period": [period_start.isoformat(), period_end.isoformat()],
         "currency": currency, "lines": [canonical_line(x) for x in lines],
-    })
+    }
+    if overrides:
+        doc["overrides"] = dict(overrides)
+    return _hash(doc)
 
 
 def net_of(lines: Sequence[LineDraft]) -> Decimal:

@@ -123,6 +123,18 @@ def _signing_secret(settings: Settings) -> str | None:
     raise SettingsError(NEEDS_SIGNING)
 
 
+class _TokenFromEnvironment(logging.Filter):
+    """Bolt reads ``SLACK_BOT_TOKEN`` from the environment even when it is given a client (ours, made
+    from that same token) and then warns that the token will be unused: noise at every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_BOLT_LOG = logging.getLogger("billbot.bolt")
+_BOLT_LOG.addFilter(_TokenFromEnvironment())
+
+
 def create_app(settings: Settings | None = None, client: WebClient | None = None, *,
                role: Role = "web") -> App:
     """The Bolt app with every handler registered; wires this process (:func:`bot.runtime.wire`)
@@ -140,7 +152,7 @@ def create_app(settings: Settings | None = None, client: WebClient | None = None
         request_verification_enabled=secret is not None,
         token_verification_enabled=False,  # auth.test runs on the first request, not at import
         listener_executor=executor,
-        logger=logging.getLogger("billbot.bolt"),
+        logger=_BOLT_LOG,
     )
     deps = Deps(settings=settings, db=context.get_db, key=context.get_key, background=jobs.submit)
 

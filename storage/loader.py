@@ -51,10 +51,11 @@ SCENARIO_SOURCE = "scenario"
 #: ``billbot load`` is held in a change set for someone other than its author to approve; new records
 #: and every other field apply directly. VAT data: the country and VAT id decide the VAT treatment.
 MONEY_FIELDS: dict[str, tuple[str, ...]] = {
-    "legal_entities": ("currency", "country", "vat_id", "tolerance", "due_date_rule"),
+    "legal_entities": ("currency", "country", "vat_id", "tolerance", "due_date_rule", "fx_rule",
+                       "fx_max_age_days"),
     "advertisers": ("currency", "country", "vat_id", "billing_threshold", "payment_terms_days", "tolerance",
                     "due_date_rule"),
-    "campaigns": ("tolerance",),
+    "campaigns": ("tolerance", "fx_rate"),
     "items": ("amount", "rate_type", "rate", "booked_quantity", "tolerance", "supply"),  # supply: VAT abroad
 }
 MODELS: dict[str, Any] = {"legal_entities": LegalEntity, "advertisers": Advertiser, "campaigns": Campaign,
@@ -226,7 +227,8 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          **_postal(le), "register_court": le.register_court, "register_number": le.register_number,
          "managing_directors": "\n".join(le.managing_directors) or None, "bank_name": le.bank_name,
          "bic": le.bic, "accounting": le.accounting,
-         "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date,
+         "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date, "fx_rule": le.fx_rule,
+         "fx_max_age_days": le.fx_max_age_days,
          "dunning": [d.model_dump(mode="json") for d in le.dunning] or None}
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
@@ -251,7 +253,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _upsert_by_id(s, Campaign, [
         {"id": c.id, "advertiser_id": c.advertiser, "name": c.name, "bill_me": c.bill_me,
          "payment_interval": c.payment_interval, "start": c.start, "end": c.end, "tolerance": c.tolerance,
-         "po_number": c.po_number}
+         "fx_rate": c.fx_rate, "fx_rate_date": c.fx_rate_date, "po_number": c.po_number}
         for c in sc.campaigns
     ], "campaigns", res, hold=hold)
     s.flush()

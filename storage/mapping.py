@@ -23,8 +23,9 @@ from billing.checks import CheckInput
 from billing.documents import Approval, DocumentLine, InvoiceDocument, Party, doc_locale
 from billing.documents.model import document_quantity
 from billing.errors import NotFound
-from billing.fx import LockedRate, Rate, find_rate, locked_rate
+from billing.fx import MAX_AGE_DAYS, LockedRate, Rate, agreed_rate, invoice_rate, locked_rate, rate_day
 from billing.preinvoice import CampaignSpec, ItemSpec, LineDraft, content_hash
+from billing.terms import invoice_date
 from storage.models import Advertiser, Campaign, Invoice, InvoiceLine, LegalEntity, PreInvoice, PreInvoiceLine
 
 # --------------------------------------------------------------------------- campaigns and pre-invoices
@@ -56,14 +57,20 @@ def line_drafts(pi: PreInvoice) -> list[LineDraft]:
 def preinvoice_hash(pi: PreInvoice) -> str:
     """The content hash an approval of ``pi`` binds to (campaign, period, currency, canonical lines)."""
     return content_hash(campaign_id=pi.campaign_id, period_start=pi.period_start, period_end=pi.period_end,
-                        currency=pi.currency, lines=line_drafts(pi))
+                        currency=pi.currency, lines=line_drafts(pi), overrides=pi.overrides)
 
 
 def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequence[Rate], on: date) -> CheckInput:
-    fx = find_rate(rates, pi.currency, le.currency, on=on) if pi.currency != le.currency else None
+    """What the checks see of ``pi`` if it were invoiced on the run day ``on`` (its issue date by the
+    terms' rule, the exchange rate by the legal entity's FX rule or the campaign's agreed rate)."""
+    issue = invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=on, service_end=pi.period_end)
+    rule = le.fx_rule or "issue_date"
+    fx = (fx_for(rates, pi.currency, le, [pi.campaign] if pi.campaign is not None else [], issue=issue,
+                 service_end=pi.period_end) if pi.currency != le.currency else None)
     return CheckInput(currency=pi.currency, lines=line_drafts(pi), seller_country=le.country,
                       seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
-                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=on,
+                      buyer_vat_id=adv.vat_id, fx=fx, fx_day=rate_day(rule, issue=issue, service_end=pi.period_end),
+                      fx_rule=rule, fx_max_age_days=le.fx_max_age_days or MAX_AGE_DAYS,
                       seller_address=postal_address(le), buyer_address=postal_address(adv),
                       po_number=po_number_of(pi, adv), po_required=bool(adv.po_required))
 
@@ -72,6 +79,25 @@ def po_number_of(pi: PreInvoice, adv: Advertiser) -> str | None:
     """The purchase-order number a pre-invoice is billed under: its campaign's, else the advertiser's."""
     campaign = pi.campaign
     return (campaign.po_number if campaign is not None else None) or adv.po_number or None
+
+
+def agreed_rate_of(campaign: Campaign | None, currency: str, le: LegalEntity, *, issue: date) -> LockedRate | None:
+    """The campaign's fixed agreed rate (scenario ``fx_rate``: units of the entity's currency per 1
+    ``currency``), dated ``fx_rate_date`` or else the issue date; None when it has none."""
+    if campaign is None or campaign.fx_rate is None:
+        return None
+    return agreed_rate(currency, le.currency, campaign.fx_rate, day=campaign.fx_rate_date or issue,
+                       campaign=campaign.name)
+
+
+def fx_for(rates: Sequence[Rate], currency: str, le: LegalEntity, campaigns: Sequence[Campaign], *, issue: date,
+           service_end: date | None) -> LockedRate | None:
+    """The rate an invoice of ``campaigns`` in ``currency`` locks (:func:`billing.fx.invoice_rate`): their
+    agreed rate when they have one (a run never mixes campaigns with different agreed rates), else the
+    published rate by the legal entity's FX rule and maximum age."""
+    agreed = agreed_rate_of(campaigns[0], currency, le, issue=issue) if campaigns else None
+    return invoice_rate(rates, currency, le.currency, rule=le.fx_rule or "issue_date", issue=issue,
+                        service_end=service_end, max_age_days=le.fx_max_age_days or MAX_AGE_DAYS, agreed=agreed)
 
 
 def postal_address(row: LegalEntity | Advertiser) -> PostalAddress:
@@ -212,5 +238,7 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         vat_category=inv.vat_category, vat_note=inv.vat_note, service_start=inv.service_start,
         service_end=inv.service_end, fx=_fx(inv), approvals=approvals, locale=locale,
         references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
+        notes=tuple(str(n) for n in (parties.get("notes") or ())),
+        recipient=str(buyer_snap["recipient"]) if buyer_snap.get("recipient") else None,
         po_number=_opt(buyer_snap.get("po_number")),
     )

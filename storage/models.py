@@ -80,6 +80,10 @@ class LegalEntity(Base):
     # invoice terms (issue 19, :mod:`billing.terms`): how invoices are dated and when they fall due
     invoice_date_rule: Mapped[str] = mapped_column(String(24), default="run_day", server_default="run_day")
     due_date_rule: Mapped[str] = mapped_column(String(24), default="net", server_default="net")
+    # the FX cutoff (issue 19, :func:`billing.fx.invoice_rate`): which day's rate an invoice locks
+    # (``issue_date`` | ``service_end``) and how old that rate may be
+    fx_rule: Mapped[str] = mapped_column(String(24), default="issue_date", server_default="issue_date")
+    fx_max_age_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
 
 
@@ -203,6 +207,10 @@ class Campaign(Base):
     start: Mapped[date] = mapped_column(Date)
     end: Mapped[date] = mapped_column(Date)
     tolerance: Mapped[Decimal | None] = mapped_column(Money())
+    # a fixed exchange rate agreed for this campaign (units of the legal entity's currency per 1 unit of
+    # the advertiser's), used instead of the published one; dated ``fx_rate_date`` (else the issue date)
+    fx_rate: Mapped[Decimal | None] = mapped_column(Money(20, 10))
+    fx_rate_date: Mapped[date | None] = mapped_column(Date)
     po_number: Mapped[str | None] = mapped_column(String(64))  # overrides the advertiser's PO number
 
     advertiser: Mapped[Advertiser] = relationship()
@@ -386,7 +394,7 @@ class PreInvoice(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"))
+    campaign_id: Mapped[str | None] = mapped_column(ForeignKey("campaigns.id"))  # None: a one-off pre-invoice
     advertiser_id: Mapped[str] = mapped_column(ForeignKey("advertisers.id"), index=True)
     legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
     period_start: Mapped[date] = mapped_column(Date)
@@ -406,8 +414,11 @@ class PreInvoice(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # header overrides for this pre-invoice's invoice (issue 19, item 7): payment_terms_days, recipient, notes;
+    # part of the content an approval binds to
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    campaign: Mapped[Campaign] = relationship()
+    campaign: Mapped[Campaign | None] = relationship()
     advertiser: Mapped[Advertiser] = relationship()
     lines: Mapped[list[PreInvoiceLine]] = relationship(
         back_populates="preinvoice", order_by="PreInvoiceLine.position", cascade="all, delete-orphan"
@@ -548,6 +559,16 @@ class ExportedDocument(Base):
 
     format: Mapped[str] = mapped_column(String(16), primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("export_batches.id"), index=True)
+
+
+class ExportedAllocation(Base):
+    """A payment allocation or write-off booked in an accounting export of one format: at most once."""
+
+    __tablename__ = "exported_allocations"
+
+    format: Mapped[str] = mapped_column(String(16), primary_key=True)
+    allocation_id: Mapped[int] = mapped_column(ForeignKey("payment_allocations.id"), primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("export_batches.id"), index=True)
 
 

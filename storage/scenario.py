@@ -121,6 +121,10 @@ class LegalEntityIn(_Model):
     # invoice terms (:mod:`billing.terms`): issue date and due date rules, overridable per advertiser
     invoice_date: Literal["run_day", "service_end", "day_after_service"] = "run_day"
     due_date: Literal["net", "end_of_month"] = "net"
+    # the FX cutoff (:func:`billing.fx.invoice_rate`): the rate of the issue date or of the service
+    # period's last day (the agreed month-end rate), at most ``fx_max_age_days`` older
+    fx_rule: Literal["issue_date", "service_end"] = "issue_date"
+    fx_max_age_days: int = Field(default=7, ge=0, le=62)
 
     @field_validator("accounting")
     @classmethod
@@ -275,6 +279,10 @@ class CampaignIn(_Model):
     start: date
     end: date
     tolerance: Amount | None = None
+    # a fixed exchange rate agreed with the client: units of the legal entity's currency per 1 unit of the
+    # advertiser's, used instead of the published rate (``fx_rate_date``: the day it was agreed)
+    fx_rate: Decimal | None = Field(default=None, gt=0)
+    fx_rate_date: date | None = None
     po_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # overrides the advertiser's
     items: list[ItemIn] = Field(default_factory=list)
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     two_approver_amount: Decimal = Field(default=Decimal("10000.00"), alias="TWO_APPROVER_AMOUNT", ge=0)
     default_tolerance: Decimal = Field(default=Decimal("0.10"), alias="DEFAULT_TOLERANCE", ge=0)
     digest_cron: str = Field(default="0 8 * * *", alias="DIGEST_CRON")
+    # totals across currencies (run reports, digest, App Home); empty: the main legal entity's currency
+    reporting_currency: str = Field(default="", alias="REPORTING_CURRENCY")
     workers: int = Field(default=2, alias="BILLBOT_WORKERS", ge=1)
     # e-mail dispatch of invoices (issue 19): smtp://host:port (STARTTLS when the server offers it),
     # smtp+starttls://… (STARTTLS required), smtps://… (TLS from the start); user:password@ optional.

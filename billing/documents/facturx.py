@@ -145,6 +145,7 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         notes.append({"BT-22": doc.vat_note or default_vat_note(doc.vat_category, "en"), "BT-21": "TXD"})
     if doc.reason:
         notes.append({"BT-22": doc.reason, "BT-21": "AAI"})
+    notes += [{"BT-22": n, "BT-21": "AAI"} for n in doc.notes]
     if doc.fx is not None:
         fx = doc.fx
         notes.append({"BT-22": f"Exchange rate locked at issue: {fx.text()}", "BT-21": "AAI"})

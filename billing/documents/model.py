@@ -139,6 +139,8 @@ class InvoiceDocument:
     reason: str | None = None
     legal_entity_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # free notes of a one-off or adjusted invoice (per-invoice header override)
+    recipient: str | None = None  # an addressee line above the buyer's address (per-invoice header override)
     po_number: str | None = None  # the buyer's purchase-order number (EN 16931 BT-13)
 
     @property

@@ -110,6 +110,9 @@ LABELS: dict[str, dict[str, str]] = {
         "credit_terms": "The amount will be credited to your account.",
         "fx": "Converted at the rate locked at issue: 1 {base} = {rate} {quote} ({source}, {day}).",
         "fx_totals": "In {currency}: net {net}, VAT {vat}, total {gross}.",
+        "fx_rule": "Exchange rate rule: {rule}.", "fx_rule_issue_date": "the rate of the issue date",
+        "fx_rule_service_end": "the rate of the service period's last day",
+        "fx_rule_agreed": "the rate agreed for the campaign",
         "period": "Period", "page": "Page", "vat_group": "VAT {rate} on {basis}",
         "cat_AE": "reverse charge", "cat_G": "export", "cat_O": "not subject to VAT",
         "cat_Z": "zero rated", "cat_E": "exempt",
@@ -133,6 +136,9 @@ LABELS: dict[str, dict[str, str]] = {
         "fx": "Umgerechnet zum bei Rechnungsstellung festgeschriebenen Kurs 1 {base} = {rate} {quote} "
               "({source}, {day}).",
         "fx_totals": "In {currency}: netto {net}, USt. {vat}, gesamt {gross}.",
+        "fx_rule": "Kursregel: {rule}.", "fx_rule_issue_date": "Kurs des Rechnungsdatums",
+        "fx_rule_service_end": "Kurs des letzten Tages des Leistungszeitraums",
+        "fx_rule_agreed": "für die Kampagne vereinbarter Kurs",
         "period": "Zeitraum", "page": "Seite", "vat_group": "USt. {rate} auf {basis}",
         "cat_AE": "Reverse Charge", "cat_G": "Ausfuhr", "cat_O": "nicht steuerbar",
         "cat_Z": "Nullsatz", "cat_E": "steuerfrei",
@@ -158,6 +164,9 @@ LABELS["pl"] = {
     "credit_terms": "Kwota zostanie zaliczona na Państwa rachunek.",
     "fx": "Przeliczono po kursie ustalonym przy wystawieniu: 1 {base} = {rate} {quote} ({source}, {day}).",
     "fx_totals": "W {currency}: netto {net}, VAT {vat}, razem {gross}.",
+    "fx_rule": "Zasada kursu: {rule}.", "fx_rule_issue_date": "kurs z dnia wystawienia",
+    "fx_rule_service_end": "kurs z ostatniego dnia okresu świadczenia usług",
+    "fx_rule_agreed": "kurs uzgodniony dla kampanii",
     "period": "Okres", "page": "Strona", "vat_group": "VAT {rate} od {basis}",
     "cat_AE": "odwrotne obciążenie", "cat_G": "eksport", "cat_O": "niepodlegające opodatkowaniu",
     "cat_Z": "stawka zerowa", "cat_E": "zwolnione",
@@ -227,6 +236,23 @@ def seller_footer(seller: Party, locale: str) -> tuple[str, str, str]:
     return line, ids, legal
 
 
+def _fx_notes(doc: InvoiceDocument, lab: dict[str, str], loc: str) -> list[str]:
+    """The locked rate (with its rule, when the invoice names one) and the totals in the seller's currency."""
+    fx = doc.fx
+    if fx is None:
+        return []
+    rate = format_decimal(fx.rate, format="#,##0.00########", locale=loc)
+    notes = [lab["fx"].format(base=fx.from_, quote=fx.to, rate=rate, source=fx.source, day=fmt_date(fx.day, loc))]
+    if fx.rule:  # invoices locked before the FX cutoff rules do not name one
+        notes.append(lab["fx_rule"].format(rule=lab.get(f"fx_rule_{fx.rule}", fx.rule)))
+    acc = doc.accounting_currency
+    amounts = [to_accounting(doc, a) for a in (doc.net, doc.vat, doc.gross)]
+    if all(a is not None for a in amounts):
+        net_a, vat_a, gross_a = (fmt_money(a, acc, loc) for a in amounts if a is not None)
+        notes.append(lab["fx_totals"].format(currency=acc, net=net_a, vat=vat_a, gross=gross_a))
+    return notes
+
+
 def header_fields(doc: InvoiceDocument, loc: str) -> list[tuple[str, str]]:
     """The document's header: number, dates, references the buyer books it by, currency."""
     lab = LABELS[loc]
@@ -283,19 +309,11 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
                                                  date=fmt_date(doc.references_issue_date, loc)))
     if doc.reason:
         reference.append(lab["reason"].format(reason=doc.reason))
+    notes += doc.notes
     note = vat_note_text(doc)
     if note:
         notes.append(note)
-    if doc.fx is not None:
-        fx = doc.fx
-        rate = format_decimal(fx.rate, format="#,##0.00########", locale=loc)
-        notes.append(lab["fx"].format(base=fx.from_, quote=fx.to, rate=rate, source=fx.source,
-                                      day=fmt_date(fx.day, loc)))
-        acc = doc.accounting_currency
-        amounts = [to_accounting(doc, a) for a in (doc.net, doc.vat, doc.gross)]
-        if all(a is not None for a in amounts):
-            net_a, vat_a, gross_a = (fmt_money(a, acc, loc) for a in amounts if a is not None)
-            notes.append(lab["fx_totals"].format(currency=acc, net=net_a, vat=vat_a, gross=gross_a))
+    notes += _fx_notes(doc, lab, loc)
     if doc.is_credit_note:
         terms = lab["credit_terms"]
     elif doc.payment_terms_days > 0:
@@ -323,7 +341,8 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         "seller": {"name": seller.name, "line": seller_line, "ids": seller_ids, "legal": seller_legal},
         # the buyer's country is printed when it is not the seller's (a cross-border invoice)
         "buyer": {"name": doc.buyer.name, "vat_id": doc.buyer.vat_id or "",
-                  "address": list(party_lines(doc.buyer, loc, with_country=doc.buyer.country != seller.country))},
+                  "address": [*([doc.recipient] if doc.recipient else []),
+                              *party_lines(doc.buyer, loc, with_country=doc.buyer.country != seller.country)]},
         "meta": meta,
         # one cell, a label and its value per line, the values at a tab stop (invoice.css .meta)
         "meta_text": "\n".join(f"{k}\t{str(x).replace(chr(9), ' ')}" for k, x in meta),

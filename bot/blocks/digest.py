@@ -10,16 +10,22 @@ from slack_sdk.models.blocks import (
     ContextBlock,
     DividerBlock,
     HeaderBlock,
+    ImageBlock,
     MarkdownTextObject,
+    PlainTextObject,
     SectionBlock,
 )
 
-from bot.blocks.common import esc
+from bot.blocks.common import clip, esc
+from bot.blocks.held import held_section
+from bot.blocks.lists import lines_with_more
 from bot.workflows.digest import DigestData
 from bot.workflows.disputes import DisputeStats
+from bot.workflows.run_reports import Converted
 from storage.settings import local_time
 
 MAX_BREACH_LINES = 10
+MAX_SOURCE_LINES = 12
 
 
 def money_text(amount: Decimal, currency: str) -> str:
@@ -45,47 +51,88 @@ def digest_text(d: DigestData) -> str:
             f"{len(d.breaches)} SLA breaches, {d.invoices_created} invoices created")
 
 
-def digest_blocks(d: DigestData) -> list[Block]:
-    """Header, window, open exceptions by age, SLA breaches, invoices, skipped, source freshness."""
+def _reporting(c: Converted | None) -> str:
+    if c is None:
+        return ""
+    missing = f" (without {', '.join(c.missing)}: no rate)" if c.missing else ""
+    return f"≈ {money_text(c.amount, c.currency)}{missing}"
+
+
+def _currencies(totals: dict[str, Decimal], limit: int = 4) -> str:
+    """Per currency, at most ``limit`` of them (largest first), then "and N more"."""
+    items = sorted(totals.items(), key=lambda kv: -abs(kv[1]))
+    text = ", ".join(money_text(v, c) for c, v in items[:limit]) or "—"
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def digest_blocks(d: DigestData, *, chart_file_id: str | None = None) -> list[Block]:
+    """Header, window, open exceptions by age (count and amount) with one total in the reporting
+    currency, the 7-day trend, the chart inline (an uploaded file), SLA breaches, invoices, skipped,
+    source freshness, receivables. Every section stays within Slack's limits ("… and N more")."""
+    rc = d.reporting_currency
+    open_head = f"*Open exceptions:* {d.open_count:,}"
+    if d.open_totals and list(d.open_totals) == [rc]:
+        open_head += f" · {money_text(d.open_totals[rc], rc)}"
+    elif d.open_totals:
+        open_head += f" · {_reporting(d.open_reporting)}\n{_currencies(d.open_totals)}"
     blocks: list[Block] = [
         HeaderBlock(text=f"Billing digest — {d.now.date().isoformat()}"),
         ContextBlock(elements=[MarkdownTextObject(
             text=("First digest: covering the last 24 hours" if d.first else f"Since {_when(d.since)}")
-            + f" · as of {_when(d.now)}")]),
+            + f" · as of {_when(d.now)} · totals in {rc}")]),
         SectionBlock(
-            text=MarkdownTextObject(text=f"*Open exceptions:* {d.open_count} · {totals_text(d.open_totals)}"),
-            fields=[MarkdownTextObject(text=f"*{b.label}*\n{b.count} · {totals_text(b.totals)}") for b in d.buckets],
+            text=MarkdownTextObject(text=clip(open_head, 3000)),
+            fields=[MarkdownTextObject(text=clip(
+                f"*{b.label}*\n{b.count:,}"
+                + (f" · {money_text(b.reporting, rc)}" if b.reporting is not None and b.count else "")
+                + (f"\n{_currencies(b.totals)}" if b.totals and list(b.totals) != [rc] else ""), 2000))
+                for b in d.buckets],
         ),
     ]
+    if d.trend:
+        oldest, newest = d.trend[0], d.trend[-1]
+        change = newest.count - oldest.count
+        trend = " → ".join(f"{p.count}" for p in d.trend)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(
+            f"*Last {len(d.trend)} days:* open {trend} ({'+' if change > 0 else ''}{change}); amount "
+            f"{money_text(oldest.amount, rc)} → {money_text(newest.amount, rc)}", 3000))))
+    if chart_file_id:
+        blocks.append(ImageBlock(slack_file={"id": chart_file_id}, alt_text=(
+            f"Open exceptions by age and over the last {len(d.trend)} days"
+            + (", receivables by days past due" if d.aging else ""))[:2000],
+            title=PlainTextObject(text="Open exceptions by age and trend")))
     if d.breaches:
         lines = [
-            f"• #{b.exception_id} {b.kind.replace('_', ' ')} — {esc(b.advertiser)}, "
+            f"• #{b.exception_id} {b.kind.replace('_', ' ')} — {clip(esc(b.advertiser), 80)}, "
             f"{money_text(b.amount, b.currency)}, "
             f"overdue {_age(b.overdue)}{' (escalated)' if b.state == 'escalated' else ''}"
-            for b in d.breaches[:MAX_BREACH_LINES]
+            for b in d.breaches
         ]
-        if len(d.breaches) > MAX_BREACH_LINES:
-            lines.append(f"… and {len(d.breaches) - MAX_BREACH_LINES} more")
-        breach_text = f":rotating_light: *SLA breaches:* {len(d.breaches)}\n" + "\n".join(lines)
+        breach_text = lines_with_more([f":rotating_light: *SLA breaches:* {len(d.breaches):,}", *lines],
+                                      MAX_BREACH_LINES + 1)
     else:
         breach_text = ":white_check_mark: *SLA breaches:* none"
     blocks.append(SectionBlock(text=MarkdownTextObject(text=breach_text)))
     blocks.append(DividerBlock())
-    invoiced = f"*Invoices created:* {d.invoices_created}"
+    invoiced = f"*Invoices created:* {d.invoices_created:,}"
     if d.credit_notes_created:
-        invoiced += f" (+ {d.credit_notes_created} credit notes)"
+        invoiced += f" (+ {d.credit_notes_created:,} credit notes)"
+    inv_total = _currencies(d.invoiced_totals)
+    if d.invoiced_totals and list(d.invoiced_totals) != [rc]:
+        inv_total += f"\n{_reporting(d.invoiced_reporting)}"
     blocks.append(SectionBlock(fields=[
-        MarkdownTextObject(text=f"{invoiced}\n{totals_text(d.invoiced_totals)}"),
-        MarkdownTextObject(text=f"*Skipped below threshold:* {d.skipped_count}\n{totals_text(d.skipped_totals)}"),
+        MarkdownTextObject(text=clip(f"{invoiced}\n{inv_total}", 2000)),
+        MarkdownTextObject(text=clip(
+            f"*Skipped below threshold:* {d.skipped_count:,}\n{_currencies(d.skipped_totals)}", 2000)),
     ]))
     if d.sources:
-        lines = []
+        source_lines: list[str] = []
         for f in d.sources:
             mark = ":warning:" if f.stale else ":white_check_mark:"
             last = _when(f.last_success_at) if f.last_success_at else "never synced"
             until = f", data until {f.data_until}" if f.data_until else ""
-            lines.append(f"{mark} *{esc(f.source)}* — last sync {last}{until}")
-        source_text = "*Source freshness*\n" + "\n".join(lines)
+            source_lines.append(f"{mark} *{clip(esc(f.source), 80)}* — last sync {last}{until}")
+        source_text = lines_with_more(["*Source freshness*", *source_lines], MAX_SOURCE_LINES + 1)
     else:
         source_text = "*Source freshness*\nno sources synced yet"
     blocks.append(SectionBlock(text=MarkdownTextObject(text=source_text)))
@@ -93,8 +140,11 @@ def digest_blocks(d: DigestData) -> list[Block]:
         blocks.append(receivables_block(d))
     if d.disputes is not None and not d.disputes.empty:
         blocks.append(disputes_block(d.disputes))
-    chart = "open exceptions by age" + (" and receivables aging" if d.aging else "")
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Chart: {chart}, in the thread.")]))
+    if d.held:
+        blocks.extend(held_section(d.held))
+    if not chart_file_id:
+        chart = "open exceptions by age and trend" + (" and receivables aging" if d.aging else "")
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Chart: {chart}, in the thread.")]))
     return blocks
 
 
@@ -108,7 +158,9 @@ def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decima
         cells = " · ".join(f"{AGING_LABELS[k]}: {money_text(v, cur)}" for k, v in b.items())
         days = dso.get(cur)
         lines.append(f"*{cur}* {cells}" + (f" · DSO {days} days" if days is not None else ""))
-    return "*Receivables by days past due*\n" + ("\n".join(lines) or "nothing open")
+    if not lines:
+        return "*Receivables by days past due*\nnothing open"
+    return lines_with_more(["*Receivables by days past due*", *lines], 12, more="more currencies")
 
 
 def receivables_block(d: DigestData) -> SectionBlock:

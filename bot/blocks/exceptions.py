@@ -267,9 +267,10 @@ def diff_lines(diff: Any) -> list[str]:
     if not isinstance(diff, dict):
         return []
     before, after = diff.get("before"), diff.get("after")
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [f"line {diff.get('line')} {k}: {before.get(k)} → {after.get(k)}"
-                for k in after if before.get(k) != after.get(k)]
+    if isinstance(before, dict) and isinstance(after, dict):  # a line edit, or header overrides (no line)
+        where = f"line {diff.get('line')} " if "line" in diff else ""
+        return [f"{where}{k}: {before.get(k)} → {after.get(k)}"
+                for k in {**before, **after} if before.get(k) != after.get(k)]
     fields = ", ".join(f"{k} {diff[k]}" for k in ("kind", "description", "amount") if k in diff)
     return [f"line {diff.get('line')}: {fields}"] if fields else []
 

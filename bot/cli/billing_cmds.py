@@ -53,7 +53,7 @@ def preinvoice_json(v: PreInvoiceView) -> dict[str, Any]:
         "period_end": v.period_end, "state": v.state, "currency": v.currency, "net": money_str(v.net),
         "vat": money_str(v.vat), "gross": money_str(v.gross), "problems": v.problems, "hold_reason": v.hold_reason,
         "content_hash": v.content_hash, "approved_by": v.approved_by, "approved_at": v.approved_at,
-        "invoice_id": v.invoice_id,
+        "invoice_id": v.invoice_id, "overrides": v.overrides,
         "lines": [{"id": x.id, "item": x.item, "kind": x.kind, "description": x.description,
                    "quantity": _qty(x.quantity), "unit": x.unit, "unit_price": _num(x.unit_price),
                    "amount": money_str(x.amount), "edited": x.edited} for x in v.lines],
@@ -236,6 +236,8 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
     as_user: AsUser = None,
     issue_date: Annotated[str | None, typer.Option(
         "--issue-date", help="Date the invoices YYYY-MM-DD (not after today) instead of the terms' rule.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the whole job log (else: to a file).")]
+    = False,
 ) -> None:
     """Run billing: approved pre-invoices → numbered invoices, per advertiser, legal entity and currency.
     Invoices are dated by the legal entity's (or advertiser's) rule — the run day, the service period's
@@ -258,8 +260,13 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
         emit_json({"run": r.run_id, "period": r.period, "dry_run": r.dry_run, "created": r.created,
                    "skipped": r.skipped, "held": r.held, "log": r.log})
         return
-    for line in r.log:
-        out_console.print(line, highlight=False)
+    if r.dry_run or verbose:
+        for line in r.log:
+            out_console.print(line, highlight=False)
+    else:
+        from bot.cli.runs_cmds import print_run_summary
+
+        print_run_summary(r.run_id, r.log, name=f"run-{r.period}", verbose=False)
     head = "dry run: " if r.dry_run else f"run {r.run_id}: "
     out_console.print(f"{head}{len(r.created)} created, {len(r.skipped)} skipped, {len(r.held)} held",
                       highlight=False)
@@ -313,12 +320,21 @@ def invoices_list(
         pay = invoice_payments(get_db(), today=_today())
         emit_json([{**invoice_json(v), **_payment_fields(pay.get(v.id))} for v in views])
         return
-    for v in views:
-        ref = f" (credits {v.references})" if v.references else ""
-        out_console.print(f"{v.number:<20} {v.issue_date} {v.advertiser:<40} {money_str(v.gross):>12} "
-                          f"{v.currency}{ref}", highlight=False)
     if not views:
         out_console.print("no invoices")
+        return
+    from bot.cli.runs_cmds import money
+
+    width = max(20, *(len(v.number) for v in views))
+    out_console.print(f"{'NUMBER':<{width}} {'ISSUED':<10} {'ADVERTISER':<36} {'NET':>14} {'GROSS':>14} CUR "
+                      f"{'PDF':<7} {'DISPATCH':<8} NOTE", highlight=False)
+    for v in views:
+        name = v.advertiser if len(v.advertiser) <= 36 else v.advertiser[:35] + "…"
+        note = f"credits {v.references}" if v.references else ""
+        out_console.print(f"{v.number:<{width}} {v.issue_date!s:<10} {name:<36} {money(v.net):>14} "
+                          f"{money(v.gross):>14} {v.currency:<3} {v.pdf_state:<7} {v.dispatch_state or '—':<8} "
+                          f"{note}".rstrip(),
+                          highlight=False, soft_wrap=True)
 
 
 @invoices_app.command("show")

@@ -11,8 +11,9 @@ After ``billbot demo`` (master data loaded, delivery written as files into ``var
 3. create the period's pre-invoices (checks, variance exceptions, approvals by the system);
 4. run billing for the period.
 
-Each step prints one line as it goes; then the job log lines and a summary. ``--json`` prints one
-object instead. Rerunning changes nothing: syncs and imports are idempotent (``unchanged``),
+Each step prints one line as it goes; then the run's totals and a summary, with the job log written
+to ``<var>/logs/cycle-<period>-<time>.log`` (named in the output; ``--verbose`` prints it instead).
+``--json`` prints one object instead. Rerunning changes nothing: syncs and imports are idempotent (``unchanged``),
 pre-invoices are updated in place, a second billing run bills nothing twice.
 """
 
@@ -31,6 +32,7 @@ from billing.errors import Invalid
 from bot.cli.groups import app
 from bot.cli.identity import AsUser
 from bot.cli.output import emit_json, handle_errors, out_console, progress
+from bot.cli.runs_cmds import print_run_summary
 from storage.sources.base import Batch, ProgressFn, Source, SourceConfig, env_prefix
 
 
@@ -82,6 +84,8 @@ def cycle(  # noqa: PLR0915 - the demo cycle reads as its stages in order, each 
     period: Annotated[str | None, typer.Option(help="Billing period (default: the demo's, 2026-10).")] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="The demo files (default var/demo).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the whole job log (else: to a file).")]
+    = False,
     as_user: AsUser = None,
 ) -> None:
     """The full cycle on the demo: demo tracker → partial sync → report and log imports → pre-invoices → billing run."""
@@ -180,9 +184,7 @@ def cycle(  # noqa: PLR0915 - the demo cycle reads as its stages in order, each 
                            "log": run.log},
                    "log": log, "summary": summary})
         return
-    out_console.print("\nJob log:", highlight=False)
-    for line in log:
-        out_console.print(f"  {line}", highlight=False, soft_wrap=True)
+    print_run_summary(run.run_id, log, name=f"cycle-{period}", verbose=verbose)
     out_console.print(
         f"\nCycle {period}: {summary['created']} invoices created, {summary['skipped']} skipped below threshold, "
         f"{summary['held']} held, {summary['quarantined']} rows quarantined (`billbot quarantine list`); "

@@ -42,14 +42,16 @@ def _export(fmt: str, *, period: str | None, output: Path | None, legal_entity: 
         path.write_bytes(res.data)
     if json_out:
         emit_json({"format": res.format, "legal_entity": res.legal_entity, "period": res.period,
-                   "batch": res.batch_id, "documents": res.documents, "file": str(path) if path else None,
+                   "batch": res.batch_id, "documents": res.documents, "bookings": res.bookings,
+                   "file": str(path) if path else None,
                    "sha256": res.sha256, "rewritten": res.rewritten})
     elif path is None:
         out_console.print(f"{fmt}: nothing new to export for {res.legal_entity} {res.period} "
                           "(every document is in an earlier batch; --batch ID writes one again)", highlight=False)
     else:
         verb = "re-wrote" if res.rewritten else "exported"
-        out_console.print(f"{fmt}: {verb} batch {res.batch_id} with {len(res.documents)} document(s) of "
+        out_console.print(f"{fmt}: {verb} batch {res.batch_id} with {len(res.documents)} document(s) and "
+                          f"{len(res.bookings)} payment/write-off booking(s) of "
                           f"{res.legal_entity} {res.period} to {path} (sha256 {(res.sha256 or '')[:16]}…)",
                           highlight=False)
 

@@ -192,7 +192,8 @@ def sweep_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the r
 @app.command("digest")
 @handle_errors
 def digest_cmd(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the digest blocks; post nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the digest as text; post nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="With --dry-run: the Block Kit JSON instead.")] = False,
     chart: Annotated[str | None, typer.Option("--chart", help="Also write the chart PNG to this file.")] = None,
     as_user: AsUser = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --chart file if it exists.")] = False,
@@ -215,8 +216,15 @@ def digest_cmd(
                       dry_run=dry_run, actor=actor)
     if chart:
         Path(chart).write_bytes(res.chart_png)
-    if dry_run:
+    if dry_run and json_out:
         emit_json({"text": res.text, "blocks": res.blocks, "chart_bytes": len(res.chart_png)})
+        return
+    if dry_run:
+        from bot.blocks.text import blocks_as_text
+
+        out_console.print(blocks_as_text(res.blocks), highlight=False, soft_wrap=True, markup=False, emoji=False)
+        out_console.print(f"(dry run: nothing posted; the chart, {len(res.chart_png):,} bytes, "
+                          + (f"written to {chart})" if chart else "with --chart FILE)"), highlight=False)
         return
     out_console.print(f"digest posted to {res.channel} (ts {res.ts})", highlight=False)
     for p in res.problems:

@@ -14,6 +14,10 @@ instead. A credit note is the same booking with ``H``. Foreign currency: ``Umsat
 currency (``WKZ Umsatz``), ``Kurs`` its units per 1 unit of the entity's currency, ``Basis-Umsatz`` the
 locked amount in the entity's currency. Belegfeld 2 carries an invoice's due date (``TTMMJJ``, DATEV's
 OPOS convention); column 40 the buyer's VAT id for reverse-charge bookings.
+
+A payment debits the bank account (``Konto``) against the debtor (``Gegenkonto``) on its booking day, a
+write-off the write-off account; Belegfeld 1 is the invoice's number, so DATEV's open-item list (OPOS)
+clears the invoice.
 """
 
 from __future__ import annotations
@@ -76,11 +80,13 @@ def header_line(h: Mapping[str, Any]) -> str:
 def booking_line(e: Entry) -> str:
     foreign = e.rate is not None
     side = "S" if e.gross >= 0 else "H"
+    konto, gegenkonto = (e.contra_account, e.debtor_account) if e.is_allocation else (e.debtor_account,
+                                                                                      e.revenue_account)
     row = [
         amount(e.gross), text(side), text(e.currency),
         rate(e.rate) if e.rate is not None else "",
         amount(e.base_gross) if foreign else "", text(e.base_currency if foreign else ""),
-        e.debtor_account, e.revenue_account, text(e.bu_key), e.issue_date.strftime("%d%m"),
+        konto, gegenkonto, text(e.bu_key), e.issue_date.strftime("%d%m"),
         text(e.number, BELEGFELD_MAX), text(e.due_date.strftime("%d%m%y") if e.kind == "invoice" else ""), "",
         text(e.text, TEXT_MAX),
     ]

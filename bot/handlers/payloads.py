@@ -27,7 +27,7 @@ class DecisionClick(BaseModel):
             exception_id, digest = parse_button_value(str(action.get("value", "")))
         except ValueError:
             raise Invalid("this button carries no exception; the message may be from an older billbot") from None
-        decision = str(action.get("action_id", "")).removeprefix("decide_")
+        decision = str(action.get("action_id", "")).removeprefix("decide_").split(":", 1)[0]
         try:
             return cls(decision=decision, exception_id=exception_id, subject_hash=digest,
                        trigger_id=body.get("trigger_id"), where=where_of(body))

@@ -19,8 +19,13 @@ FORMAT_NAMES = {"datev": "DATEV Buchungsstapel", "beancount": "Beancount ledger"
 
 
 def exported_text(res: ExportResult) -> str:
+    parts = []
+    if res.documents:
+        parts.append(f"{len(res.documents)} document(s), {res.documents[0]} … {res.documents[-1]}")
+    if res.bookings:
+        parts.append(f"{len(res.bookings)} payment/write-off booking(s)")
     return (f":ledger: {FORMAT_NAMES[res.format]} for {res.legal_entity} {res.period} (batch {res.batch_id}): "
-            f"{len(res.documents)} document(s), {res.documents[0]} … {res.documents[-1]}")
+            + "; ".join(parts))
 
 
 def on_accounting_exported(sc: SlackContext, *, batch_id: int, **_: Any) -> None:
@@ -29,7 +34,7 @@ def on_accounting_exported(sc: SlackContext, *, batch_id: int, **_: Any) -> None
     if client is None:
         return
     res = batch_file(sc.db(), batch_id, writer)
-    if res.data is None or not res.documents:
+    if res.data is None or not (res.documents or res.bookings):
         return
     name = default_file_name(res.header)
     try:  # the message first: its answer names the channel's id, which file uploads need

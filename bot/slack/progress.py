@@ -43,6 +43,14 @@ class ProgressMessage:
         except SlackClientError:  # progress is best effort; the job itself goes on
             log.warning("could not update progress message %s/%s", self.channel, self.ts, exc_info=True)
 
+    def finish(self, blocks: Sequence[Any], text: str) -> None:
+        """The final state: the given blocks (e.g. the run report) replace the progress."""
+        try:
+            self.client.chat_update(channel=self.channel, ts=self.ts, blocks=list(blocks), text=text)
+        except SlackClientError:
+            log.warning("could not update message %s/%s with the final report", self.channel, self.ts,
+                        exc_info=True)
+
     def on_progress(self, *args: Any, **kwargs: Any) -> None:
         """Accepts what the workflows report: ``(done, total)`` from billing runs, ``(label, done,
         total)`` from syncs, or keyword ``message=`` log lines."""

@@ -16,13 +16,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from slack_sdk.errors import SlackClientError
 
-from billing.errors import BillingError, Invalid
+from billing.errors import BillingError, Invalid, NotFound
 from bot import context, jobs
+from bot.blocks.run_report import INLINE_LOG_LINES, run_report_blocks, run_report_text
 from bot.slack.client import get_client
 from bot.slack.invoice_pdfs import send_run_pdfs
 from bot.slack.progress import ProgressMessage, result_field, summary_lines
 from bot.tasks.registry import task
 from bot.workflows import billing_run, sync
+from bot.workflows.run_reports import log_csv, log_text, run_report
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -72,10 +74,37 @@ def slack_command(
         raise
     msg.lines = summary_lines(kind, result)
     msg.progress = None
-    msg.update("done")
+    if kind == "run" and result_field(result, "run_id") is not None:
+        send_run_report(db, msg, int(result_field(result, "run_id")))
+    else:
+        msg.update("done")
     if kind == "run":
         send_run_documents(db, key, msg, result)
     return {"ok": True}
+
+
+def send_run_report(db: Database, msg: ProgressMessage, run_id: int) -> None:
+    """Totals first (:func:`bot.blocks.run_report.run_report_blocks`); a job log longer than a
+    screen goes into the thread as two files, CSV and text."""
+    try:
+        with db.read() as s:
+            report = run_report(s, run_id)
+    except NotFound:  # no row to report from: the job log as it came
+        msg.update("done")
+        return
+    attach = len(report.log) > INLINE_LOG_LINES
+    msg.finish(run_report_blocks(report, title=msg.title, started_by=msg.actor, log_attached=attach),
+               run_report_text(report, msg.title))
+    if not attach:
+        return
+    stem = f"billing-run-{report.run_id}-{report.period}-log"
+    for content, ext, what in ((log_csv(report), "csv", "CSV"), (log_text(report), "txt", "text")):
+        try:
+            msg.client.files_upload_v2(channel=msg.channel, thread_ts=msg.ts, content=content,
+                                       filename=f"{stem}.{ext}",
+                                       title=f"Job log of billing run {report.run_id} ({what})")
+        except SlackClientError:
+            log.warning("could not attach the job log of billing run %s", run_id, exc_info=True)
 
 
 def send_run_documents(db: Database, key: Ed25519PrivateKey, msg: ProgressMessage, result: Any) -> None:

@@ -5,9 +5,12 @@ issued in the period that were not yet exported in that format, snapshots their 
 (:mod:`billing.accounting`) and the file header in an ``export_batches`` row, marks each document
 with the batch (``exported_documents``: a document is exported at most once per format — the primary
 key refuses a second, concurrent export of it), audits ``accounting.exported`` and notifies
-``accounting.exported`` (the file goes to the managers' channel after commit). Running it again
-exports nothing new. ``batch_id=N`` re-writes batch N from its snapshot, byte for byte (its SHA-256
-is checked), whatever master data changed since.
+``accounting.exported`` (the file goes to the managers' channel after commit). The same batch books
+the payment allocations and write-offs (issue 18) of the legal entity's invoices dated in the period
+(a payment by its booking day, a write-off by its day) not yet exported in that format, each marked
+with the batch (``exported_allocations``); money applied later to an earlier month goes into a new
+batch of that month. Running it again exports nothing new. ``batch_id=N`` re-writes batch N from its
+snapshot, byte for byte (its SHA-256 is checked), whatever master data changed since.
 
 The file itself is written by a writer passed in (:mod:`bot.exports`), as PDFs are by the renderer.
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,8 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from billing.accounting import Chart, DocumentFacts, Entry, entry
+from billing.accounting import AllocationFacts, Chart, DocumentFacts, Entry, allocation_entry, entry
 from billing.errors import Conflict, Invalid, NotFound
+from billing.money import quantum
 from billing.periods import parse_period
 from bot.workflows import audit
 from bot.workflows.effects import notify
@@ -36,9 +41,12 @@ from storage.models import (
     EXPORT_FORMATS,
     Advertiser,
     ExportBatch,
+    ExportedAllocation,
     ExportedDocument,
     Invoice,
     LegalEntity,
+    Payment,
+    PaymentAllocation,
 )
 
 Writer = Callable[[Mapping[str, Any], Sequence[Entry]], bytes]
@@ -58,6 +66,13 @@ class ExportResult:
     header: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None
     rewritten: bool = False
+    bookings: list[str] = field(default_factory=list)  # payments and write-offs: "payment INV-…"
+
+
+def _split(entries: Sequence[Entry]) -> tuple[list[str], list[str]]:
+    """The documents' numbers and the payment / write-off bookings of a batch's entries."""
+    return ([e.number for e in entries if not e.is_allocation],
+            [f"{e.kind.replace('_', '-')} {e.number}" for e in entries if e.is_allocation])
 
 
 def access_export(s: Session, actor: str) -> None:
@@ -107,9 +122,12 @@ def export_accounting(
                 select(Invoice).where(Invoice.legal_entity_id == le.id, Invoice.issue_date >= p.start,
                                       Invoice.issue_date <= p.end, Invoice.id.not_in(exported))
                 .order_by(Invoice.issue_date, Invoice.id)).scalars())
-            if not invoices:
+            allocations = _allocations(s, le.id, fmt, p.start, p.end)
+            if not invoices and not allocations:
                 return ExportResult(format=fmt, legal_entity=le.id, period=p.label, batch_id=None)
-            entries = _entries(s, invoices, chart, le.currency)
+            entries = _entries(s, invoices, chart, le.currency) + _allocation_entries(s, allocations, chart,
+                                                                                     le.currency)
+            documents, bookings = _split(entries)
             batch = ExportBatch(format=fmt, legal_entity_id=le.id, period=p.label, period_start=p.start,
                                 period_end=p.end, header={}, entries=[e.as_json() for e in entries],
                                 documents=len(entries), sha256="", created_by=actor, created_at=now)
@@ -127,15 +145,16 @@ def export_accounting(
             batch.header = header
             batch.sha256 = hashlib.sha256(data).hexdigest()
             s.add_all(ExportedDocument(format=fmt, invoice_id=i.id, batch_id=batch.id) for i in invoices)
+            s.add_all(ExportedAllocation(format=fmt, allocation_id=a.id, batch_id=batch.id) for a, _ in allocations)
             s.flush()
             audit.record(s, key=key, actor=actor, action="accounting.exported", subject_type="export_batch",
                          subject_id=batch.id, now=now,
                          payload={"format": fmt, "legal_entity": le.id, "period": p.label, "sha256": batch.sha256,
-                                  "documents": [e.number for e in entries]})
+                                  "documents": documents, "allocations": [a.id for a, _ in allocations]})
             notify(s, "accounting.exported", batch_id=batch.id)
             return ExportResult(format=fmt, legal_entity=le.id, period=p.label, batch_id=batch.id,
-                                documents=[e.number for e in entries], data=data, header=header,
-                                sha256=batch.sha256)
+                                documents=documents, data=data, header=header, sha256=batch.sha256,
+                                bookings=bookings)
     except IntegrityError:
         raise Conflict(f"another {fmt} export of {p.label} ran at the same moment: run it again to export "
                        "what is left", code="export_running") from None
@@ -155,9 +174,10 @@ def rewrite_batch(db: Database, *, batch_id: int, fmt: str | None, writer: Write
         if sha != batch.sha256:
             raise Conflict(f"batch {batch_id} does not re-write to the exported file (sha256 {sha[:12]}… instead of "
                            f"{batch.sha256[:12]}…): the writer changed since", code="export_changed")
+        documents, bookings = _split(entries)
         return ExportResult(format=batch.format, legal_entity=batch.legal_entity_id, period=batch.period,
-                            batch_id=batch.id, documents=[e.number for e in entries], data=data,
-                            header=dict(batch.header), sha256=sha, rewritten=True)
+                            batch_id=batch.id, documents=documents, data=data,
+                            header=dict(batch.header), sha256=sha, rewritten=True, bookings=bookings)
 
 
 def batch_file(db: Database, batch_id: int, writer_for: Callable[[str], Writer]) -> ExportResult:
@@ -191,23 +211,72 @@ def list_batches(db: Database, *, fmt: str | None = None) -> list[BatchView]:
                           b.created_at) for b in s.execute(q).scalars()]
 
 
-def _entries(s: Session, invoices: list[Invoice], chart: Chart, base_currency: str) -> list[Entry]:
+def _allocations(s: Session, legal_entity_id: str, fmt: str, start: date,
+                 end: date) -> list[tuple[PaymentAllocation, date]]:
+    """The legal entity's payment allocations and write-offs dated ``start``..``end`` (a payment by its
+    booking day, a write-off by the day it was made) not yet exported in ``fmt``, in date order."""
+    exported = select(ExportedAllocation.allocation_id).where(ExportedAllocation.format == fmt)
+    rows = s.execute(
+        select(PaymentAllocation, Payment.booking_date)
+        .outerjoin(Payment, Payment.id == PaymentAllocation.payment_id)
+        .join(Invoice, Invoice.id == PaymentAllocation.invoice_id)
+        .where(Invoice.legal_entity_id == legal_entity_id, PaymentAllocation.id.not_in(exported))).all()
+    out = []
+    for a, booked in rows:
+        day = booked if a.kind == "payment" and booked is not None else a.created_at.date()
+        if start <= day <= end and Decimal(a.amount) != 0:
+            out.append((a, day))
+    return sorted(out, key=lambda x: (x[1], x[0].id))
+
+
+def _allocation_entries(s: Session, allocations: list[tuple[PaymentAllocation, date]], chart: Chart,
+                        base_currency: str) -> list[Entry]:
+    if not allocations:
+        return []
+    invoices = {i.id: i for i in s.execute(
+        select(Invoice).where(Invoice.id.in_({a.invoice_id for a, _ in allocations}))).scalars()}
+    facts = _facts(s, list(invoices.values()))
+    out = []
+    problems: list[str] = []
+    for a, day in allocations:
+        inv = invoices[a.invoice_id]
+        amount = Decimal(a.amount).quantize(quantum(inv.currency))
+        try:
+            out.append(allocation_entry(AllocationFacts(a.kind, day, facts[inv.id], amount), chart=chart,
+                                        base_currency=base_currency))
+        except Invalid as e:
+            problems.extend(e.problems)
+    if problems:
+        raise Invalid(problems, code="accounting")
+    return out
+
+
+def _facts(s: Session, invoices: list[Invoice]) -> dict[int, DocumentFacts]:
+    """What the ledger needs of each invoice (buyer as on the document, debtor account of today)."""
     advertisers = {a.id: a for a in s.execute(
         select(Advertiser).where(Advertiser.id.in_({i.advertiser_id for i in invoices}))).scalars()}
     ref_ids = {i.references_invoice_id for i in invoices if i.references_invoice_id}
     refs = {int(i): str(n) for i, n in s.execute(
         select(Invoice.id, Invoice.number).where(Invoice.id.in_(ref_ids)))} if ref_ids else {}
-    out = []
-    problems: list[str] = []
+    out = {}
     for inv in invoices:
         adv = advertisers[inv.advertiser_id]
         buyer = dict((inv.parties or {}).get("buyer") or {})
-        doc = DocumentFacts(
+        out[inv.id] = DocumentFacts(
             number=inv.number, kind=inv.kind, issue_date=inv.issue_date, due_date=inv.due_date,
             buyer=str(buyer.get("name") or adv.name), buyer_vat_id=buyer.get("vat_id") or adv.vat_id,
             debtor_account=adv.debtor_account, vat_category=inv.vat_category, currency=inv.currency, net=inv.net,
             vat=inv.vat, gross=inv.gross, fx=inv.fx,
             references=refs.get(inv.references_invoice_id) if inv.references_invoice_id else None)
+    return out
+
+
+def _entries(s: Session, invoices: list[Invoice], chart: Chart, base_currency: str) -> list[Entry]:
+    facts = _facts(s, invoices)
+    out = []
+    problems: list[str] = []
+    for inv in invoices:
+        doc = facts[inv.id]
         try:
             out.append(entry(doc, chart=chart, base_currency=base_currency))
         except Invalid as e:

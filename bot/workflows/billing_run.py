@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, sele
 
 from billing.checks import run_checks
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
-from billing.fx import Rate, find_rate
+from billing.fx import Rate, missing_rate_text, rate_day
 from billing.invoice import InvoiceDraft, InvoiceLineDraft, build_invoice, invoice_hash
 from billing.money import ZERO
 from billing.numbering import format_number
@@ -55,7 +55,7 @@ from bot.workflows.fx import rates_around
 from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from storage.db import Database, is_sqlite
 from storage.heartbeat import Heartbeat, holder_gone, holder_id
-from storage.mapping import check_input, po_number_of, preinvoice_hash
+from storage.mapping import check_input, fx_for, po_number_of, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
     Advertiser,
@@ -80,6 +80,7 @@ STALE_AFTER = timedelta(seconds=60)  # no heartbeat for this long: the run's pro
 HEARTBEAT_EVERY = 5.0  # seconds between heartbeats while a run is running
 CHUNK_SIZE = 100  # advertisers settled per transaction
 COLLECTED_STATES = ("approved", "draft", "pending", "held")
+ONE_OFF = "one-off"  # the campaign column of a one-off invoice's lines
 
 
 class InjectedFailure(RuntimeError):
@@ -184,7 +185,7 @@ def run_billing(
         todo, waiting = survey(s, p.end, adv_filter)
         partner_of = consolidated_partners(s, todo)
         todo = partner_order(todo, partner_of)
-        rates = rates_around(s, today)
+        rates = rates_around(s, today, since=_earliest_open_period_end(s, p.end))
         threshold_waiting = frozenset(str(a) for a in s.execute(
             select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
                                                          BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars())
@@ -281,6 +282,14 @@ def _settle_run(db: Database, p: Period, run_id: int, todo: list[str], waiting: 
         raise
     _finish_run(db, run_id, total, unwritten, state="done", error=None, actor=actor, key=key)
     return _result(run_id, p, total, dry_run=False)
+
+
+def _earliest_open_period_end(s: Session, period_end: date) -> date | None:
+    """The earliest service period end of any pre-invoice a run up to ``period_end`` may invoice (the
+    FX rule ``service_end`` looks up the rates of such days)."""
+    return s.execute(select(func.min(PreInvoice.period_end)).where(
+        PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(COLLECTED_STATES),
+        PreInvoice.period_end <= period_end)).scalar()
 
 
 def _cut(chunk: list[str], fail_after: int | None, invoiced: int) -> list[str]:
@@ -427,6 +436,28 @@ def _write_log(s: Session, run_id: int | None, lines: Sequence[str], now: dateti
                                for m in lines])
 
 
+def outcome_totals(total: Outcome) -> dict[str, Any]:
+    """What the run report shows without reading the run's rows again: net invoiced, skipped and
+    held per currency (strings, money is not a JSON float), and the held items counted by reason."""
+    def per_currency(pairs: Sequence[tuple[str, Decimal]]) -> dict[str, str]:
+        out: dict[str, Decimal] = {}
+        for cur, amount in pairs:
+            out[cur] = out.get(cur, ZERO) + amount
+        return {c: f"{v:.2f}" for c, v in sorted(out.items())}
+
+    reasons: dict[str, int] = {}
+    for h in total.held:
+        kind = str(h.get("reason") or "held").split(":")[0].split(" on ")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return {
+        "net": per_currency([(i.currency, i.net) for i in total.invoices if i.kind == "invoice"]),
+        "skipped_totals": per_currency([(str(x["currency"]), Decimal(str(x["total"]))) for x in total.skipped]),
+        "held_totals": per_currency([(str(h["currency"]), Decimal(str(h["net"]))) for h in total.held
+                                     if h.get("net") is not None]),
+        "held_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+    }
+
+
 def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[str], *, state: str,
                 error: str | None, actor: str, key: Ed25519PrivateKey | None) -> None:
     now = datetime.now(UTC)
@@ -436,7 +467,7 @@ def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[s
             return
         _write_log(s, run_id, unwritten, now)
         summary = {"created": len(total.invoices), "skipped": len(total.skipped), "held": len(total.held),
-                   "invoices": [i.number for i in total.invoices]}
+                   "invoices": [i.number for i in total.invoices], **outcome_totals(total)}
         if error:
             summary["error"] = error
             _write_log(s, run_id, [f"Run failed: {error}"], now, level="error")
@@ -460,8 +491,9 @@ def finalize_for_advertiser(
     """Invoice an advertiser now, in the caller's transaction (Force on a below-threshold skip:
     ``ignore_threshold=True``). Returns the invoices created (none if nothing is billable)."""
     now = now or datetime.now(UTC)
+    rates = rates_around(s, today, since=_earliest_open_period_end(s, period_end))
     ctx = Context(period_end=period_end, period_label=None, actor=actor, key=signing_key, today=today, now=now,
-                  billing_run_id=billing_run_id, rates=rates_around(s, today), ignore_threshold=ignore_threshold)
+                  billing_run_id=billing_run_id, rates=rates, ignore_threshold=ignore_threshold)
     out = settle_advertiser(s, advertiser_id, ctx)
     _write_log(s, billing_run_id, out.log, now)
     return out.invoices
@@ -521,23 +553,24 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
         out = Outcome()
         billable = check(s, adv, pre.preinvoices.get(adv_id, []), ctx, out, pre=pre)
         consolidated = pre.partners.get(adv.partner_id) if adv.partner_id else None
-        for (le_id, currency), group in sorted(billable.items()):
+        for (le_id, currency), whole in sorted(billable.items()):
             le = pre.entities.get(le_id)
             if le is None:
                 raise NotFound(f"legal entity {le_id} not found")
             if consolidated is not None:  # billed with the partner's other branches (no branch threshold)
                 key = (consolidated[0].id, le_id, currency)
-                pooled.setdefault(key, []).append((adv, group))
+                pooled.setdefault(key, []).append((adv, whole))
                 pool_out[key] = out
                 continue
-            batch = Batch(adv, le, currency, tuple(group))
-            if (not ctx.ignore_threshold and currency == adv.currency
-                    and below_threshold(batch.total, adv.billing_threshold)):
-                steps.append(_note_skip(batch, out))
-                continue
-            for part in invoice_parts(batch, pre.supplies):
-                steps.append(_prepare_invoice(s, part, ctx, out, pre))
-                invoiced += 1
+            for group in split_for_invoices(whole):  # one rate per invoice; one-offs and overrides alone
+                batch = Batch(adv, le, currency, tuple(group))
+                if (not ctx.ignore_threshold and currency == adv.currency
+                        and below_threshold(batch.total, adv.billing_threshold)):
+                    steps.append(_note_skip(batch, out))
+                    continue
+                for part in invoice_parts(batch, pre.supplies):  # one VAT treatment and PO number each
+                    steps.append(_prepare_invoice(s, part, ctx, out, pre))
+                    invoiced += 1
         done.append((adv_id, out))
         following = advertiser_ids[pos + 1] if pos + 1 < len(advertiser_ids) else None
         if consolidated is not None and following is not None and adv.partner_id == getattr(
@@ -564,6 +597,19 @@ def _partner_batch(pre: Prefetched, key: tuple[str, str, str],
     groups = sorted(groups, key=lambda g: g[0].id)
     return Batch(head, pre.entities[key[1]], key[2], tuple(p for _, g in groups for p in g), partner=partner,
                  branches=tuple((a.id, a.name) for a, _ in groups))
+
+
+def split_for_invoices(group: Sequence[PreInvoice]) -> list[list[PreInvoice]]:
+    """``group`` split into invoices: each part's campaigns share one agreed exchange rate (or have none),
+    as an invoice locks one rate; a one-off pre-invoice or one with header overrides is an invoice of its
+    own. Most groups come back whole."""
+    parts: dict[tuple[Decimal | None, date | None, int | None], list[PreInvoice]] = {}
+    for p in group:
+        c = p.campaign
+        rate = (c.fx_rate, c.fx_rate_date) if c is not None and c.fx_rate is not None else (None, None)
+        alone = p.id if c is None or p.overrides else None
+        parts.setdefault((*rate, alone), []).append(p)
+    return list(parts.values())
 
 
 def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetched:
@@ -692,10 +738,11 @@ def _hold_reason(pi: PreInvoice, open_count: int) -> str | None:
 
 
 def _report_held(out: Outcome, pi: PreInvoice, adv: Advertiser, reason: str) -> None:
-    out.held.append({"preinvoice": pi.id, "advertiser": adv.name, "campaign": pi.campaign.name,
+    campaign = pi.campaign.name if pi.campaign is not None else ONE_OFF
+    out.held.append({"preinvoice": pi.id, "advertiser": adv.name, "campaign": campaign,
                      "period_start": pi.period_start.isoformat(), "period_end": pi.period_end.isoformat(),
-                     "state": pi.state, "reason": reason})
-    out.log.append(held_line(pi.id, pi.campaign.name, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
+                     "state": pi.state, "reason": reason, "net": f"{pi.net:.2f}", "currency": pi.currency})
+    out.log.append(held_line(pi.id, campaign, f"{pi.period_start}..{pi.period_end}", adv.name, reason))
 
 
 def check(s: Session, adv: Advertiser, pis: Sequence[PreInvoice], ctx: Context, out: Outcome, *,
@@ -823,6 +870,17 @@ def _insert_sequence(s: Session, legal_entity_id: str, series: str, year: int) -
     s.execute(dialect_insert(NumberSequence).values(**values).on_conflict_do_nothing())
 
 
+def with_overrides(snapshot: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parties snapshot with a pre-invoice's header overrides: the ``recipient`` (an addressee line
+    above the buyer's address) and ``notes`` printed on the invoice."""
+    out = dict(snapshot)
+    if overrides.get("recipient"):
+        out["buyer"] = {**dict(out.get("buyer") or {}), "recipient": str(overrides["recipient"])}
+    if overrides.get("notes"):
+        out["notes"] = [str(overrides["notes"])]
+    return out
+
+
 def parties(adv: Advertiser, le: LegalEntity, *, po_number: str | None = None) -> dict[str, Any]:
     """Seller and buyer as they are at finalization (the document must not change when master data does).
     ``po_number``: the buyer's purchase-order number the invoice is billed under (EN 16931 BT-13),
@@ -880,7 +938,8 @@ def invoice_lines(group: Sequence[PreInvoice], branches: dict[str, str] | None =
     campaign (and service period); on a consolidated partner invoice (``branches``: advertiser id → name)
     by branch and campaign, so that every line says which branch it is for."""
     def block(p: PreInvoice) -> str:
-        return f"{branches[p.advertiser_id]} – {p.campaign.name}" if branches else p.campaign.name
+        name = p.campaign.name if p.campaign is not None else ONE_OFF
+        return f"{branches[p.advertiser_id]} – {name}" if branches else name
 
     return [
         InvoiceLineDraft(description=x.description, quantity=x.quantity, unit=x.unit, unit_price=x.unit_price,
@@ -911,19 +970,28 @@ def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
 def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: Prefetched | None) -> Pending:
     """Build and number the invoice of a batch (inserted by :func:`_insert_invoices`)."""
     adv, le, currency, group = batch.advertiser, batch.legal_entity, batch.currency, batch.preinvoices
-    fx = find_rate(ctx.rates, currency, le.currency, on=ctx.today) if currency != le.currency else None
     approvals = _approvals_prefetched(group, pre) if pre is not None else approvals_of(s, group, ctx.decided)
+    overrides = dict(group[0].overrides or {}) if len(group) == 1 else {}  # split_for_invoices: alone
+    terms = int(overrides.get("payment_terms_days", adv.payment_terms_days))
+    service_end = max((p.period_end for p in group), default=None)
     issued = ctx.issue_date or invoice_date(adv.invoice_date_rule or le.invoice_date_rule, run_day=ctx.today,
-                                            service_end=max((p.period_end for p in group), default=None))
-    due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=adv.payment_terms_days)
-    the_parties = parties(adv, le, po_number=batch.po_number)
+                                            service_end=service_end)
+    fx = None
+    if currency != le.currency:
+        fx = fx_for(ctx.rates, currency, le, [p.campaign for p in group if p.campaign is not None], issue=issued,
+                    service_end=service_end)
+        if fx is None:  # the check stage holds these; an explicit --issue-date may move the day
+            raise Invalid(f"{adv.name}: " + missing_rate_text(
+                currency, le.currency, rule=le.fx_rule, on=rate_day(le.fx_rule, issue=issued, service_end=service_end),
+                max_age_days=le.fx_max_age_days), code="fx")
+    due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=terms)
+    the_parties = with_overrides(parties(adv, le, po_number=batch.po_number), overrides)
     if batch.partner is not None:  # addressed to the partner, at its head office
         the_parties["buyer"].update(name=batch.partner.name, partner=batch.partner.id,
                                     branches=[name for _, name in batch.branches])
     draft = build_invoice(lines=invoice_lines(group, dict(batch.branches) if batch.partner else None, batch.line_ids),
                           currency=currency, vat=batch.vat or _vat(adv, le), fx=fx, issue_date=issued,
-                          payment_terms_days=adv.payment_terms_days, due_date=due, parties=the_parties,
-                          approvals=approvals)
+                          payment_terms_days=terms, due_date=due, parties=the_parties, approvals=approvals)
     seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
     row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
                        ctx=ctx)

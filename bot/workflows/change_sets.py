@@ -29,8 +29,8 @@ from storage.loader import MODELS, canonical_value
 from storage.models import ChangeSet, User
 
 DECIDER_ROLES = frozenset({"approver", "finance_manager"})
-INT_FIELDS = frozenset({"payment_terms_days"})
-DECIMAL_FIELDS = frozenset({"amount", "rate", "booked_quantity", "tolerance", "billing_threshold"})
+INT_FIELDS = frozenset({"payment_terms_days", "fx_max_age_days"})
+DECIMAL_FIELDS = frozenset({"amount", "rate", "booked_quantity", "tolerance", "billing_threshold", "fx_rate"})
 
 ChangeDecision = Literal["approve", "reject"]
 

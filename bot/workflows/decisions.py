@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
 from billing.signatures import content_hash
-from bot.workflows import audit, billing_run, held, preinvoices
+from bot.workflows import audit, billing_run, held, manual_invoices, preinvoices
 from bot.workflows.effects import notify
 from bot.workflows.users import ProfileLookup, display_name, ensure_user, users_with_role
 from storage.db import Database
@@ -448,7 +448,11 @@ def _decide(
         raise Conflict(already_decided_message(winner), code="already_decided")
     s.refresh(exc)
 
-    invoice_ids = _apply(s, exc, decision, actor=actor, reason=reason, key=key, now=now, today=today) if final else ()
+    invoice_ids: tuple[int, ...] = ()
+    if final and manual_invoices.is_cancel_request(exc):  # maker-checker: the checker cancels it, or not
+        manual_invoices.decide_cancel(s, exc, decision, actor=actor, reason=reason, key=key, now=now)
+    elif final:
+        invoice_ids = _apply(s, exc, decision, actor=actor, reason=reason, key=key, now=now, today=today)
 
     row = Decision(exception_id=exc.id, decision=decision, actor_id=actor, actor_name=name,
                    actor_email=user.email, reason=reason, decided_at=now, subject_hash=digest)

@@ -12,7 +12,7 @@ import io
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 from billing.payments import BUCKETS, bucket
 from bot.workflows.audit import record
 from bot.workflows.disputes import DisputeStats, dispute_stats_in
+from bot.workflows.held import HeldItem, held_items
 from bot.workflows.payments import dso_by_currency, open_as_of
+from bot.workflows.run_reports import Converted, Converter, reporting_currency
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Invoice, Setting, SourceState
 
@@ -43,6 +45,16 @@ class AgeBucket:
     label: str
     count: int
     totals: dict[str, Decimal]  # currency → amount
+    reporting: Decimal | None = None  # the totals in the reporting currency (None: some amount has no rate)
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """Open exceptions at the end of one day (``day`` in UTC) and their amount in the reporting currency."""
+
+    day: date
+    count: int
+    amount: Decimal
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,13 @@ class DigestData:
     dso: dict[str, Decimal | None] = field(default_factory=dict)
     # disputes (issue 20): open count and amount, median days to resolve, top categories over 90 days
     disputes: DisputeStats | None = None
+    # one figure across currencies (issue 17): REPORTING_CURRENCY or the main legal entity's
+    reporting_currency: str = "EUR"
+    open_reporting: Converted | None = None
+    invoiced_reporting: Converted | None = None
+    trend: list[TrendPoint] = field(default_factory=list)  # the last 7 days, oldest first
+    # items held for correction with their owners (issue 17), the largest first
+    held: list[HeldItem] = field(default_factory=list)
 
 
 def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
@@ -109,10 +128,13 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
     open_rows = list(s.execute(
         select(BillingException).where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
         .order_by(BillingException.id)).scalars())
+    conv = Converter(s, reporting_currency(s), now.date())
     buckets = []
     for label, lo, hi in AGE_BUCKETS:
         rows = [e for e in open_rows if now - e.created_at >= lo and (hi is None or now - e.created_at < hi)]
-        buckets.append(AgeBucket(label, len(rows), _sum((e.currency, e.amount) for e in rows)))
+        totals = _sum((e.currency, e.amount) for e in rows)
+        c = conv.total(totals)
+        buckets.append(AgeBucket(label, len(rows), totals, None if c.missing else c.amount))
     breaches = [
         Breach(e.id, e.kind, names.get(e.advertiser_id, e.advertiser_id), e.amount, e.currency, e.due_at,
                now - e.due_at, e.state)
@@ -131,17 +153,42 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
                   st.last_success_at is None or now - st.last_success_at > stale_after)
         for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()
     ]
+    invoiced_totals = _sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices)
     return DigestData(
         now=now, since=window_start, first=last is None,
         open_count=len(open_rows), open_totals=_sum((e.currency, e.amount) for e in open_rows),
         buckets=buckets, breaches=breaches,
         invoices_created=sum(1 for i in invoices if i.kind == "invoice"),
         credit_notes_created=sum(1 for i in invoices if i.kind == "credit_note"),
-        invoiced_totals=_sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices),
+        invoiced_totals=invoiced_totals,
         skipped_count=len(skipped), skipped_totals=_sum((e.currency, e.amount) for e in skipped),
         sources=sources, aging=receivables_aging(s, now), dso=receivables_dso(s, now),
         disputes=dispute_stats_in(s, now=now),
+        held=held_items(s),
+        reporting_currency=conv.to, open_reporting=conv.total(_sum((e.currency, e.amount) for e in open_rows)),
+        invoiced_reporting=conv.total(invoiced_totals), trend=open_trend(s, now, conv),
     )
+
+
+TREND_DAYS = 7
+
+
+def open_trend(s: Session, now: datetime, conv: Converter, days: int = TREND_DAYS) -> list[TrendPoint]:
+    """Open exceptions at the end of each of the last ``days`` days (today: now). An exception counts
+    from its ``created_at`` until it was decided (``decided_at``; closed without one: ``updated_at``)."""
+    since = now - timedelta(days=days)
+    rows = list(s.execute(select(BillingException).where(BillingException.created_at <= now)).scalars())
+    out = []
+    for k in range(days - 1, -1, -1):
+        at = now - timedelta(days=k)
+        open_then = []
+        for e in rows:
+            closed = None if e.state in OPEN_EXCEPTION_STATES else (e.decided_at or e.updated_at)
+            if e.created_at <= at and (closed is None or closed > at) and (closed is None or closed > since):
+                open_then.append(e)
+        c = conv.total(_sum((e.currency, e.amount) for e in open_then))
+        out.append(TrendPoint(at.date(), len(open_then), c.amount))
+    return out
 
 
 def receivables_aging(s: Session, now: datetime) -> dict[str, dict[str, Decimal]]:
@@ -159,25 +206,43 @@ def receivables_dso(s: Session, now: datetime) -> dict[str, Decimal | None]:
 
 
 def render_chart(data: DigestData) -> bytes:
-    """A small PNG: open exceptions per age bucket. matplotlib's object API on the Agg canvas (no
-    pyplot global state, so it is safe in worker threads)."""
+    """A small PNG shown inline in the digest: open exceptions per age bucket (count and amount), the
+    7-day trend of open exceptions and their amount, and receivables aging. matplotlib's object API on
+    the Agg canvas (no pyplot global state, so it is safe in worker threads)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.8, 4.8 if data.aging else 2.4), dpi=100)
+    panels = 2 + (1 if data.aging else 0)
+    fig = Figure(figsize=(6.4, 2.3 * panels), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(2, 1, 1) if data.aging else fig.add_subplot()
+    rc = data.reporting_currency
+    ax = fig.add_subplot(panels, 1, 1)
     labels = [b.label for b in data.buckets]
     counts = [b.count for b in data.buckets]
     colors = ["#2eb67d", "#ecb22e", "#e8912d", "#e01e5a"][: len(labels)]
     bars = ax.bar(labels, counts, color=colors)
-    ax.bar_label(bars, labels=[str(c) for c in counts], padding=2, fontsize=8)
+    ax.bar_label(bars, labels=[f"{b.count}" + (f"\n{b.reporting:,.0f} {rc}" if b.reporting is not None else "")
+                               for b in data.buckets], padding=2, fontsize=7)
     ax.set_title("Open exceptions by age", fontsize=10)
-    ax.set_ylim(0, max([*counts, 1]) * 1.25)
+    ax.set_ylim(0, max([*counts, 1]) * 1.45)
     ax.tick_params(labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
+    tx = fig.add_subplot(panels, 1, 2)
+    days = [p.day.strftime("%d %b") for p in data.trend]
+    tx.plot(days, [p.count for p in data.trend], marker="o", color="#1264a3", label="open")
+    tx.set_ylim(0, max([p.count for p in data.trend] + [1]) * 1.3)
+    tx.set_ylabel("open", fontsize=8)
+    amounts = tx.twinx()
+    amounts.bar(days, [float(p.amount) for p in data.trend], color="#1264a3", alpha=0.15)  # a picture, not money
+    amounts.set_ylabel(rc, fontsize=8)
+    tx.set_zorder(amounts.get_zorder() + 1)
+    tx.patch.set_visible(False)
+    tx.set_title(f"Open exceptions, last {len(data.trend)} days (line) and amount in {rc} (bars)", fontsize=10)
+    for a in (tx, amounts):
+        a.tick_params(labelsize=7)
+        a.spines[["top"]].set_visible(False)
     if data.aging:  # receivables aging: one bar group per bucket, one bar per currency
-        ax2 = fig.add_subplot(2, 1, 2)
+        ax2 = fig.add_subplot(panels, 1, 3)
         names = ["current", "1–30", "31–60", "61–90", "> 90"]
         width = 0.8 / len(data.aging)
         for k, (cur, b) in enumerate(data.aging.items()):

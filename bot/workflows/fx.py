@@ -7,14 +7,14 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from billing.fx import MAX_AGE_DAYS, Rate, parse_ecb_csv
 from billing.signatures import sha256_hex
 from bot.workflows import audit
 from storage.db import Database
-from storage.models import ExchangeRate
+from storage.models import ExchangeRate, LegalEntity
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,11 @@ def list_rates(db: Database, *, quote: str | None = None, since: date | None = N
         return [RateView(r.day, r.base, r.quote, r.rate, r.source) for r in s.execute(q).scalars()]
 
 
-def rates_around(s: Session, on: date) -> list[Rate]:
-    """Every stored rate that :func:`billing.fx.find_rate` may use for a lookup on ``on``."""
-    q = select(ExchangeRate).where(ExchangeRate.day <= on, ExchangeRate.day >= on - timedelta(days=MAX_AGE_DAYS))
+def rates_around(s: Session, on: date, *, since: date | None = None) -> list[Rate]:
+    """Every stored rate that :func:`billing.fx.invoice_rate` may use for invoices issued up to ``on``
+    whose service periods end on or after ``since`` (the FX rule ``service_end`` looks up the rate of
+    that day): from ``since`` (else ``on``) minus the largest maximum age of any legal entity."""
+    age = max(MAX_AGE_DAYS, int(s.execute(select(func.max(LegalEntity.fx_max_age_days))).scalar() or 0))
+    lo = min(since or on, on) - timedelta(days=age)
+    q = select(ExchangeRate).where(ExchangeRate.day <= on, ExchangeRate.day >= lo)
     return [Rate(r.day, r.base, r.quote, r.rate, r.source) for r in s.execute(q).scalars()]

@@ -196,14 +196,15 @@ def evaluate(
     if not todo:
         return
     on = now.date()
-    rates = list(rates) if rates is not None else rates_around(s, on)
+    rates = list(rates) if rates is not None else rates_around(s, on, since=min(p.period_end for p in todo))
     for pi in todo:
         problems = run_checks(check_input(pi, pi.advertiser, pi.advertiser.legal_entity, rates, on))
         if list(pi.problems or []) != problems:
             pi.problems = problems
     s.flush()
     clean = [p for p in todo if not p.problems]
-    _run_variance_checks(s, [p.id for p in clean], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
+    _run_variance_checks(s, [p.id for p in clean if p.campaign_id is not None], actor=actor, key=key, now=now,
+                         default_tolerance=default_tolerance)  # a one-off has no booking to compare with
     open_counts = open_exception_counts(s, [p.id for p in clean])
     entries: list[audit.Entry] = []  # recorded in this order with one INSERT
     for pi in clean:
@@ -321,7 +322,7 @@ def create_preinvoices_in(  # noqa: C901 - one pass: distribute, compare with th
         notify(s, "preinvoice.changed", preinvoice_id=pi.id)
         res.created.append(pi.id)
     touched = created + touched
-    rates = rates_around(s, now.date())
+    rates = rates_around(s, now.date(), since=min((p.period_end for p in touched), default=None))
     before = {pi.id: pi.state for pi in touched}
     evaluate(s, touched, actor=actor, key=key, now=now, rates=rates, default_tolerance=default_tolerance)
     for pi in touched:
@@ -432,12 +433,13 @@ def _editable(s: Session, preinvoice_id: int) -> PreInvoice:
 
 
 def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
-                action: str, payload: dict[str, Any], default_tolerance: Decimal) -> None:
+                action: str, payload: dict[str, Any], default_tolerance: Decimal, always_check: bool = False) -> None:
     """An edit changes content: record it, void any approval, check the pre-invoice again.
 
     Maker-checker: an edit of a pre-invoice that was approved (by the system or a person) or held
     after a Reject opens a ``manual_change`` exception with the before/after diff, so the pre-invoice
-    waits (``pending``) for an approver other than the editor instead of being approved by the system."""
+    waits (``pending``) for an approver other than the editor instead of being approved by the system;
+    ``always_check`` (header overrides) opens it whatever the state was."""
     old, net_before, state_before, approved_by = pi.content_hash, pi.net, pi.state, pi.approved_by
     _recompute(pi)
     pi.edited_by = actor
@@ -451,7 +453,7 @@ def _after_edit(s: Session, pi: PreInvoice, *, actor: str, key: Ed25519PrivateKe
     pi.state = "draft"
     pi.hold_reason = None
     s.flush()
-    if state_before in ("approved", "held") or _has_manual_change(s, pi.id):
+    if always_check or state_before in ("approved", "held") or _has_manual_change(s, pi.id):
         _open_manual_change(s, pi, actor=actor, key=key, now=now, what=what, payload=payload,
                             net_before=net_before, state_before=state_before, approved_by=approved_by)
     evaluate(s, [pi], actor=actor, key=key, now=now, default_tolerance=default_tolerance)
@@ -647,6 +649,8 @@ def override_to_booked(s: Session, preinvoice_id: int, *, actor: str, signing_ke
     pi = _locked(s, preinvoice_id)
     if pi.state in ("invoiced", "cancelled"):
         raise NotAllowed(f"pre-invoice {preinvoice_id} is {pi.state}", code="state")
+    if pi.campaign_id is None:
+        raise NotAllowed(f"pre-invoice {preinvoice_id} is a one-off: it has no booked amount", code="one_off")
     campaign = s.execute(select(Campaign).options(selectinload(Campaign.items),
                                                   joinedload(Campaign.advertiser).joinedload(Advertiser.legal_entity))
                          .where(Campaign.id == pi.campaign_id)).unique().scalar_one()
@@ -699,7 +703,7 @@ class LineView:
 @dataclass(frozen=True)
 class PreInvoiceView:
     id: int
-    campaign_id: str
+    campaign_id: str | None  # None: a one-off pre-invoice
     campaign: str
     advertiser_id: str
     advertiser: str
@@ -720,6 +724,7 @@ class PreInvoiceView:
     hold_reason: str | None
     invoice_id: int | None
     lines: list[LineView]
+    overrides: dict[str, Any] = field(default_factory=dict)  # header overrides (payment terms, recipient, notes)
 
 
 def view(pi: PreInvoice) -> PreInvoiceView:
@@ -728,13 +733,15 @@ def view(pi: PreInvoice) -> PreInvoiceView:
     rate = None if isinstance(t, VatProblem) else t.rate
     vat = vat_amount(pi.net, rate, pi.currency) if rate is not None else ZERO
     return PreInvoiceView(
-        id=pi.id, campaign_id=pi.campaign_id, campaign=pi.campaign.name, advertiser_id=adv.id, advertiser=adv.name,
+        id=pi.id, campaign_id=pi.campaign_id, campaign=pi.campaign.name if pi.campaign is not None else "one-off",
+        advertiser_id=adv.id, advertiser=adv.name,
         legal_entity_id=pi.legal_entity_id, period_start=pi.period_start, period_end=pi.period_end, state=pi.state,
         currency=pi.currency, net=pi.net, vat=vat, gross=pi.net + vat, vat_rate=rate, content_hash=pi.content_hash,
         approved_hash=pi.approved_hash, approved_by=pi.approved_by, approved_at=pi.approved_at,
         problems=list(pi.problems or []), hold_reason=pi.hold_reason, invoice_id=pi.invoice_id,
         lines=[LineView(x.id, x.position, x.item_id, x.kind, x.description, x.quantity, x.unit, x.unit_price,
                         x.amount, bool(x.edited)) for x in sorted(pi.lines, key=lambda r: r.position)],
+        overrides=dict(pi.overrides or {}),
     )
 
 

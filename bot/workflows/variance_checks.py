@@ -207,13 +207,20 @@ def _item_periods(
     return out
 
 
+def _cid(p: PreInvoice) -> str:
+    """The campaign of a checked pre-invoice (one-off pre-invoices, without one, are never checked here)."""
+    if p.campaign_id is None:
+        raise ValueError(f"pre-invoice {p.id} has no campaign")
+    return p.campaign_id
+
+
 def _prior_amounts(
     s: Session, pis: Sequence[PreInvoice], campaigns: dict[str, Campaign]
 ) -> dict[int, dict[str, Decimal]]:
     """Item amounts of each pre-invoice's prior-period pre-invoice, where one exists (one query for all)."""
     if not pis:
         return {}
-    priors = {pi.id: prior_period(pi.period_start, pi.period_end, campaigns[pi.campaign_id].payment_interval)
+    priors = {pi.id: prior_period(pi.period_start, pi.period_end, campaigns[_cid(pi)].payment_interval)
               for pi in pis}
     lo = min(ps for ps, _ in priors.values())
     hi = max(pe for _, pe in priors.values())
@@ -224,11 +231,11 @@ def _prior_amounts(
                PreInvoice.period_end >= lo, PreInvoice.state != "cancelled")
         .order_by(PreInvoice.id)
     ).scalars():
-        by_campaign.setdefault(p.campaign_id, []).append(p)
+        by_campaign.setdefault(_cid(p), []).append(p)
     out: dict[int, dict[str, Decimal]] = {}
     for pi in pis:
         ps, pe = priors[pi.id]
-        prior = [p for p in by_campaign.get(pi.campaign_id, ()) if p.period_start <= pe and p.period_end >= ps]
+        prior = [p for p in by_campaign.get(_cid(pi), ()) if p.period_start <= pe and p.period_end >= ps]
         if not prior:
             continue
         amounts: dict[str, Decimal] = {}
@@ -282,8 +289,8 @@ def run_variance_checks(  # noqa: PLR0915 - bulk load, check, then one flush; st
     deployment's ``DEFAULT_TOLERANCE``, passed by the entry point).
     """
     pis = _load(s, preinvoice_ids)
-    checked = [p for p in pis if p.state in CHECKED_STATES]
-    skipped = tuple(p.id for p in pis if p.state not in CHECKED_STATES)
+    checked = [p for p in pis if p.state in CHECKED_STATES and p.campaign_id is not None]  # one-offs: no booking
+    skipped = tuple(p.id for p in pis if p.state not in CHECKED_STATES or p.campaign_id is None)
     if not checked:
         return VarianceRunResult(skipped=skipped)
 
@@ -298,7 +305,7 @@ def run_variance_checks(  # noqa: PLR0915 - bulk load, check, then one flush; st
     entities = {e.id: e for e in s.execute(
         select(LegalEntity).where(LegalEntity.id.in_({p.legal_entity_id for p in checked}))).scalars()}
 
-    priors = {p.id: prior_period(p.period_start, p.period_end, campaigns[p.campaign_id].payment_interval)
+    priors = {p.id: prior_period(p.period_start, p.period_end, campaigns[_cid(p)].payment_interval)
               for p in checked}
     window_start = min(ps for ps, _ in priors.values())
     window_end = max(p.period_end for p in checked)
@@ -309,7 +316,7 @@ def run_variance_checks(  # noqa: PLR0915 - bulk load, check, then one flush; st
     item_periods: list[ItemPeriod] = []
     for p in checked:
         item_periods += _item_periods(
-            p, campaign=campaigns[p.campaign_id], items=items_by_campaign.get(p.campaign_id, []),
+            p, campaign=campaigns[_cid(p)], items=items_by_campaign.get(_cid(p), []),
             adv=advertisers[p.advertiser_id], le=entities[p.legal_entity_id], prior_lines=prior_amounts.get(p.id),
             rates=rates, default_tol=default_tolerance)
     facts = _facts_frame(s, sorted({ip.item_id for ip in item_periods}), window_start, window_end)

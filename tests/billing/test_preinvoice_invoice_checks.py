@@ -99,7 +99,8 @@ def test_checks_return_all_problems_as_values() -> None:
         "no delivery data for Display (d) in this period",
         "missing VAT data: the legal entity has no VAT id",
         "missing VAT data: the advertiser has no VAT id (needed for reverse charge to FR)",
-        "missing exchange rate USD→EUR on or before 2026-03-01",
+        "missing exchange rate USD→EUR for 2026-03-01 (FX rule issue_date: the rate of the issue date, at most "
+        "7 days older): no rate published 2026-02-22..2026-03-01",
     ]
     rate = LockedRate("USD", "EUR", D("0.92"), date(2026, 2, 27), "ECB")
     assert run_checks(_ci(currency="USD", fx=rate)) == []

@@ -34,7 +34,7 @@ def test_cycle_bills_the_demo_and_leaves_decisions_waiting(db: Database) -> None
     assert (Path(os.environ["BILLBOT_VAR_DIR"]) / "demo" / "manifest.json").is_file()
 
     env_before = {k: v for k, v in os.environ.items() if k.startswith("BILLBOT_SOURCE_")}
-    res = runner.invoke(app, ["cycle", "--period", "2026-10"])
+    res = runner.invoke(app, ["cycle", "--period", "2026-10", "--verbose"])  # the job log printed, not to a file
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     steps = ["Demo tracker (HasOffers Network API v3) on http://127.0.0.1:", "Partial sync #1 of tracker (",
@@ -66,6 +66,17 @@ def test_cycle_bills_the_demo_and_leaves_decisions_waiting(db: Database) -> None
     assert all(r["inserted"] == 0 and r["updated"] == 0 for r in out["syncs"])
     assert out["preinvoices"]["created"] == [] and out["preinvoices"]["updated"] == []
     assert _counts(db) == before  # nothing new: no invoice, exception, fact, conversion or quarantined row
+
+    # without --verbose: the steps and the run's totals, and the job log in a file that is named
+    res = runner.invoke(app, ["cycle"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) <= 50 and not any(line.startswith("  Document ") for line in lines)
+    assert "Billing run 3 for 2026-10: done" in lines  # 1: the first cycle, 2: the --json one
+    [named] = [line for line in lines if line.startswith("Full job log (")]
+    log_file = Path(re.search(r": (\S+\.log) ", named)[1])  # type: ignore[index]
+    assert log_file.parent == Path(os.environ["BILLBOT_VAR_DIR"]) / "logs" and log_file.is_file()
+    assert any(line.startswith("Report::getStats: ") for line in log_file.read_text(encoding="utf-8").splitlines())
 
 
 def test_demo_refuses_to_mix_inline_and_file_delivery(db: Database) -> None:

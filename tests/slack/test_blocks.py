@@ -55,7 +55,7 @@ def test_home_view_stays_under_fifty_blocks_with_a_long_queue():
     sources = [SourceLine(f"source-{i}", None, None, "done") for i in range(80)]
     view = home_view(queue=queue, decisions=[], sources=sources, last_run=None).to_dict()
     assert len(view["blocks"]) <= MAX_BLOCKS
-    assert view["blocks"][0]["text"]["text"] == "Your queue (199)"
+    assert view["blocks"][0]["text"]["text"] == "Waiting for you (199)"
 
 
 def test_progress_and_help_stay_valid_with_long_logs():

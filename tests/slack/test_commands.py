@@ -67,6 +67,7 @@ def test_sync_posts_a_progress_message_and_finishes_with_the_job_log(world, monk
 
     spy_module(monkeypatch, "bot.workflows.sync", run_sync=run_sync)
     monkeypatch.setattr("bot.slack.progress.UPDATE_EVERY_S", 0.0)
+    monkeypatch.setenv("BILLBOT_SOURCE_TRACKER_KIND", "hasoffers")  # /billing sync names only known sources
     r = world.as_user(f.OPERATOR).command("sync partial tracker")
     world.wait()
     assert r.status == 200
@@ -122,10 +123,12 @@ def test_app_home_shows_the_viewers_queue_decisions_and_runs(world):
     by_user = {c["user_id"]: c["view"] for c in world.api.calls_to("views.publish")}
     approver, nobody = by_user[f.APPROVER], by_user[f.NOBODY]
     assert approver["type"] == "home" and len(approver["blocks"]) <= 50
-    assert approver["blocks"][0]["text"]["text"] == "Your queue (1)"
+    assert approver["blocks"][0]["text"]["text"] == "Waiting for you (1)"
     assert "SLA due <!date^" in _texts(approver["blocks"])
     assert any(b["type"] == "actions" and b["elements"][0]["value"].startswith(f"{eid}:") for b in approver["blocks"])
-    assert nobody["blocks"][0]["text"]["text"] == "Your queue (0)"
+    assert nobody["blocks"][0]["text"]["text"] == "Waiting for you (0)"
+    assert any(b["type"] == "header" and b["text"]["text"] == "Waiting for others (1)" for b in nobody["blocks"])
+    assert f"#{eid} Variance" in _texts(nobody["blocks"])
     assert "No billing run yet." in _texts(nobody["blocks"])
 
 
@@ -187,5 +190,5 @@ def test_app_home_opens_for_every_user_after_a_billing_run(world):
     by_user = {c["user_id"]: c["view"] for c in world.api.calls_to("views.publish")}
     assert set(by_user) == {f.APPROVER, f.NOBODY, f.OPERATOR}
     for view in by_user.values():
-        assert "*Last billing run* 2026-02 — done" in _texts(view["blocks"])
-        assert "1 invoice(s) created, 0 skipped" in _texts(view["blocks"])
+        assert "*Last billing runs*\n• *Run 1* 2026-02 — done, <!date^" in _texts(view["blocks"])
+        assert ": 1 invoice(s), net 3,000.00 EUR; 0 skipped; 0 held" in _texts(view["blocks"])

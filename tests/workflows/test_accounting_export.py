@@ -1,7 +1,8 @@
 """The accounting export (issue 19, item 2): a month with a domestic, a reverse-charge (PLN) and an export
-(CHF) invoice and a credit note, handed to accounting as a DATEV Buchungsstapel and as a Beancount
-ledger. The DATEV file is compared byte for byte with a hand-checked fixture; the ledger is loaded with
-beancount's own loader and its balances are the invoices' totals."""
+(CHF) invoice, a credit note, payments from bank statements and a write-off, handed to accounting as a
+DATEV Buchungsstapel and as a Beancount ledger. The DATEV file is compared byte for byte with a
+hand-checked fixture; the ledger is loaded with beancount's own loader and its receivables are the
+invoices' open amounts."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from bot.workflows.accounting import export_accounting
 from bot.workflows.billing_run import run_billing
 from bot.workflows.fx import import_ecb_csv
 from bot.workflows.invoices import credit_note, list_invoices
+from bot.workflows.payments import import_statement, invoice_payments, write_off
 from bot.workflows.preinvoices import create_preinvoices
 from storage.db import Database
 from storage.loader import load_scenario
@@ -61,16 +63,75 @@ def month(db: Database, key: Any) -> dict[str, str]:
     return numbers
 
 
+def _statement(path: Path, currency: str, day: str, amount: str, remittance: str, ref: str) -> Path:
+    """A one-credit MT940 statement (``day`` YYMMDD, ``amount`` with a decimal comma)."""
+    path.write_text(f""":20:STARTUMSE
+:25:37040044/05320130{ref[-2:]}
+:28C:00001/001
+:60F:C{day}{currency}0,00
+:61:{day}{day[2:]}C{amount}NTRFNONREF//{ref}
+:86:166?00SEPA-GUTSCHRIFT?109310?20SVWZ+{remittance}?32Payer
+:62F:C{day}{currency}{amount}
+-
+""", encoding="latin-1")
+    return path
+
+
+@pytest.fixture
+def paid(db: Database, key: Any, month: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """March's money in: Krakow pays 1,000.00 of its 1,200.00 PLN on 20 March (200.00 stay open); Zurich
+    900.00 of its 999.99 CHF on 25 March, and a finance manager writes off the remaining 99.99 CHF on 30 March."""
+    add_user(db, "UFIN", ["finance_manager"])
+    for args in ((tmp_path / "pln.sta", "PLN", "260320", "1000,00", month["krakow"], "0320-01"),
+                 (tmp_path / "chf.sta", "CHF", "260325", "900,00", month["zurich"], "0325-02")):
+        import_statement(db, _statement(*args), actor="UOPS", key=key, now=datetime(2026, 3, 26, 7, tzinfo=UTC))
+    write_off(db, invoice_number=month["zurich"], actor="UFIN", key=key, reason="bank charges of the client",
+              now=datetime(2026, 3, 30, 10, tzinfo=UTC))
+    return month
+
+
 def _export(db: Database, key: Any, fmt: str, **kw: Any) -> Any:
     return export_accounting(db, fmt=fmt, period=kw.pop("period", "2026-03"), actor=kw.pop("actor", OPERATOR),
                              key=key, now=EXPORTED_AT, writer=writer(fmt), **kw)
 
 
 def test_datev_batch_matches_the_hand_checked_fixture_byte_for_byte(db: Database, key: Any,
-                                                                     month: dict[str, str]) -> None:
+                                                                     paid: dict[str, str]) -> None:
     res = _export(db, key, "datev")
     assert res.documents == ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003", "CN-2026-000001"]
+    assert res.bookings == ["payment INV-2026-000002", "payment INV-2026-000003", "write-off INV-2026-000003"]
     assert res.data == FIXTURE.read_bytes()
+
+
+def test_payment_and_write_off_bookings_field_by_field(db: Database, key: Any, paid: dict[str, str]) -> None:
+    """Hand check of the fixture's last three lines (the fixture's other lines are unchanged): a payment debits the bank (1200) against the debtor on
+    its booking day, a write-off the write-off account (2400); Belegfeld 1 names the invoice (OPOS); the
+    amount in EUR is the paid share of the invoice's locked total, and the parts add up to it."""
+    *_, krakow, zurich, written = _export(db, key, "datev").data.decode("cp1252").removesuffix("\r\n").split("\r\n")
+    k, z, w = (line.split(";") for line in (krakow, zurich, written))
+    # 1,000.00 of 1,200.00 PLN (279.23 EUR at issue): 232.6917 → 232.69
+    assert k[:14] == ["1000,00", '"S"', '"PLN"', "4,297500", "232,69", '"EUR"', "1200", "10002", '""', "2003",
+                      '"INV-2026-000002"', '""', "", '"Krakow Media payment INV-2026-000002"']
+    # 900.00 of 999.99 CHF (1,062.46 EUR at issue): 956.2236 → 956.22; the 99.99 written off: 106.24
+    assert z[:14] == ["900,00", '"S"', '"CHF"', "0,941200", "956,22", '"EUR"', "1200", "10000", '""', "2503",
+                      '"INV-2026-000003"', '""', "", '"Zürich ""Alpen"" AG payment INV-2026-000003"']
+    assert w[:14] == ["99,99", '"S"', '"CHF"', "0,941200", "106,24", '"EUR"', "2400", "10000", '""', "3003",
+                      '"INV-2026-000003"', '""', "", '"Zürich ""Alpen"" AG write-off INV-2026-000003"']
+    assert Decimal("956.22") + Decimal("106.24") == Decimal("1062.46")
+    assert all(len(r) == 40 and r[39] == '""' for r in (k, z, w))
+
+
+def test_payments_are_booked_once_and_late_ones_go_into_a_new_batch(db: Database, key: Any, month: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    first = _export(db, key, "datev")
+    assert first.bookings == []
+    import_statement(db, _statement(tmp_path / "pln.sta", "PLN", "260320", "1200,00", month["krakow"], "0320-01"),
+                     actor="UOPS", key=key, now=datetime(2026, 4, 3, 7, tzinfo=UTC))
+    late = _export(db, key, "datev")  # March's payment, applied after March was exported
+    assert (late.documents, late.bookings) == ([], ["payment INV-2026-000002"]) and late.batch_id != first.batch_id
+    assert _export(db, key, "datev").batch_id is None
+    assert _export(db, key, "datev", period="2026-04").batch_id is None  # booked on 20 March, not in April
+    assert _export(db, key, "datev", batch_id=late.batch_id).data == late.data
 
 
 def test_datev_header_and_lines_field_by_field_and_sums_reconcile(db: Database, key: Any,
@@ -122,11 +183,7 @@ def test_beancount_ledger_loads_without_errors_and_balances_to_the_invoices(db: 
     assert options["operating_currency"] == ["EUR"]
     txns = [e for e in entries if isinstance(e, bc.Transaction)]
     assert sorted(t.meta["document"] for t in txns) == sorted(month.values())
-    balances: dict[tuple[str, str], Decimal] = {}
-    for t in txns:
-        for p in t.postings:
-            k = (p.account, p.units.currency)
-            balances[k] = balances.get(k, Decimal(0)) + p.units.number
+    balances = _balances(txns)
     invoices = list_invoices(db)
     for currency in ("EUR", "PLN", "CHF"):  # receivables: the documents' gross, per currency
         assert sum((v for (a, c), v in balances.items() if a.startswith("Assets:Receivables") and c == currency),
@@ -136,6 +193,39 @@ def test_beancount_ledger_loads_without_errors_and_balances_to_the_invoices(db: 
     assert balances[("Income:Revenue:ReverseCharge-8336", "EUR")] == Decimal("-279.23")
     assert balances[("Income:Revenue:Export-8338", "EUR")] == Decimal("-1062.46")
     assert balances[("Income:Revenue:Domestic-8400", "EUR")] == Decimal(0)
+
+
+def _balances(txns: list[Any]) -> dict[tuple[str, str], Decimal]:
+    balances: dict[tuple[str, str], Decimal] = {}
+    for t in txns:
+        for p in t.postings:
+            k = (p.account, p.units.currency)
+            balances[k] = balances.get(k, Decimal(0)) + p.units.number
+    return balances
+
+
+def test_beancount_books_payments_and_write_offs_and_receivables_equal_the_open_amounts(
+        db: Database, key: Any, paid: dict[str, str], tmp_path: Path) -> None:
+    res = _export(db, key, "beancount")
+    entries, errors, _ = loader.load_string(res.data.decode("utf-8"))
+    assert errors == []
+    txns = [e for e in entries if isinstance(e, bc.Transaction)]
+    kinds = sorted((t.meta["document"], t.meta.get("kind", "document")) for t in txns)
+    assert kinds == sorted([*((n, "document") for n in paid.values()), (paid["krakow"], "payment"),
+                            (paid["zurich"], "payment"), (paid["zurich"], "write_off")])
+    balances = _balances(txns)
+    figures = invoice_payments(db, today=date(2026, 3, 31))
+    invoices = list_invoices(db)
+    for currency in ("EUR", "PLN", "CHF"):  # receivables: what is still open on the invoices, per currency
+        open_ = sum((figures[v.id].open_amount for v in invoices if v.currency == currency and v.kind == "invoice"),
+                    Decimal(0))
+        assert sum((v for (a, c), v in balances.items() if a.startswith("Assets:Receivables") and c == currency),
+                   Decimal(0)) == open_
+    assert balances[("Assets:Receivables:Debtor-10002", "PLN")] == Decimal("200.00")  # Krakow's rest
+    assert balances[("Assets:Receivables:Debtor-10000", "CHF")] == Decimal(0)  # paid and written off
+    assert balances[("Assets:Bank:Account-1200", "PLN")] == Decimal("1000.00")
+    assert balances[("Assets:Bank:Account-1200", "CHF")] == Decimal("900.00")
+    assert balances[("Expenses:WriteOffs:Account-2400", "EUR")] == Decimal("106.24")
 
 
 def test_a_rerun_exports_nothing_new_and_a_batch_rewrites_byte_identically(db: Database, key: Any,

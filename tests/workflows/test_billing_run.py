@@ -221,8 +221,9 @@ def test_reverse_charge_export_and_locked_exchange_rate(db: Database, key: Any) 
         campaigns=[campaign(f"c-{a}", a, [linear(f"x-{a}", "1200.00")], start="2026-02-01", end="2026-02-28")
                    for a in ("lyon", "zurich", "ny")]))
     r = create_preinvoices(db, period="2026-02", actor="t", key=key, now=NOW)
-    assert sorted(p[0] for p in r.problems.values()) == ["missing exchange rate CHF→EUR on or before 2026-03-01",
-                                                         "missing exchange rate USD→EUR on or before 2026-03-01"]
+    assert sorted(p[0] for p in r.problems.values()) == [
+        f"missing exchange rate {c}→EUR for 2026-03-01 (FX rule issue_date: the rate of the issue date, "
+        "at most 7 days older): no rate published 2026-02-22..2026-03-01" for c in ("CHF", "USD")]
     import_ecb_csv(db, text="Date,USD,CHF,\n2026-02-27,1.0812,0.9412,\n", actor="t", key=key, now=NOW)
     create_preinvoices(db, period="2026-02", actor="t", key=key, now=NOW)
     run = run_billing(db, period="2026-02", actor="cli:op", key=key, today=TODAY)
@@ -232,7 +233,7 @@ def test_reverse_charge_export_and_locked_exchange_rate(db: Database, key: Any) 
     assert (fr.vat_category, fr.vat, fr.fx) == ("AE", D("0.00"), None)
     assert fr.vat_note == "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Council Directive 2006/112/EC)"
     assert (ch.vat_category, ch.currency, ch.vat_note) == ("O", "CHF", "Export of services: not subject to VAT in Germany")
-    assert ch.fx == {"from": "CHF", "to": "EUR", "rate": "1.0624734382", "date": "2026-02-27", "source": "ECB",
+    assert ch.fx == {"from": "CHF", "to": "EUR", "rate": "1.0624734382", "date": "2026-02-27", "source": "ECB", "rule": "issue_date",
                      "net": "1274.97", "vat": "0.00", "gross": "1274.97"}
     assert us.fx is not None and us.fx["rate"] == "0.9248982612"
 

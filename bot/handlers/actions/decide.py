@@ -25,7 +25,9 @@ from bot.slack.replies import Where
 from bot.slack.users import profile_lookup
 from bot.workflows.decisions import DecisionKind, preflight
 
-ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)$")
+# a view repeats the buttons once per exception (the App Home), each set with its own ":<id>" suffix: action
+# ids are unique within a view
+ACTION_PATTERN = re.compile(r"^decide_(approve|reject|force)(:\d+)?$")
 
 
 def request_decision(deps: Deps, *, exception_id: int, decision: DecisionKind, subject_hash: str,

@@ -8,6 +8,7 @@ keeps that message updated. Unknown input gets the help text, never an error pag
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -17,7 +18,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import (
     Block,
-    ContextBlock,
     MarkdownTextObject,
     Option,
     OverflowMenuElement,
@@ -27,14 +27,18 @@ from slack_sdk.models.blocks import (
 from sqlalchemy import select
 
 from billing.errors import Invalid, NotAllowed, NotFound
-from billing.periods import parse_period
-from bot.blocks.common import esc, money_text, period_text, slack_date
+from billing.periods import Period, parse_period
+from bot.blocks.common import clip, esc, money_text, period_text, slack_date
 from bot.blocks.exceptions import KIND_TITLE
-from bot.blocks.help import help_blocks, help_text
+from bot.blocks.help import COMMANDS, help_blocks, help_text
+from bot.blocks.lists import LIST_MORE_ACTION_ID, PAGE_SIZE, lines_with_more, paged_list, parse_more_value
 from bot.blocks.progress import progress_fallback, run_progress
+from bot.blocks.run_report import converted_text, totals_text
 from bot.handlers.deps import Deps, deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import SlashCommand
+from bot.slack.replies import error_text
+from bot.workflows.run_reports import run_report
 from bot.workflows.schedules import add_schedule, list_schedules, remove_schedule
 from storage.models import (
     OPEN_EXCEPTION_STATES,
@@ -46,12 +50,14 @@ from storage.models import (
     SourceState,
     User,
 )
+from storage.queries import resolve_advertisers
+from storage.sources.base import configured_sources
 
 log = logging.getLogger(__name__)
 
 OPERATOR_ROLES = frozenset({"operator", "admin"})
 SYNC_MODES = ("standard", "partial")
-LIST_LIMIT = 30
+_FAR = datetime.max.replace(tzinfo=UTC)
 
 
 def previous_month(today: date) -> str:
@@ -87,17 +93,55 @@ def _start_job(deps: Deps, client: WebClient, cmd: SlashCommand, title: str, **j
                     title=title, **job)
 
 
+class UsageError(Invalid):
+    """Bad ``/billing`` arguments: answered ephemerally with the subcommand's usage line."""
+
+    def __init__(self, sub: str, problem: str) -> None:
+        super().__init__(problem, code="usage")
+        self.sub = sub
+
+
+def usage_line(sub: str) -> str:
+    """``Usage: /billing run [period] [advertiser…]`` for one subcommand (the help text's wording)."""
+    forms = [c for c, _ in COMMANDS if c.split()[0] == sub]
+    example = USAGE_EXAMPLES.get(sub)
+    return ("Usage: " + " or ".join(f"`/billing {c}`" for c in forms or [sub])
+            + (f", e.g. `{example}`" if example else ""))
+
+
+USAGE_EXAMPLES = {"run": "/billing run 2026-10", "sync": "/billing sync partial tracker",
+                  "preinvoices": "/billing preinvoices 2026-10", "invoice": "/billing invoice INV-2026-000123"}
+_PERIODISH = re.compile(r"^\d|^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?$|^q[1-4]$|^w\d",
+                        re.IGNORECASE)
+
+
+def _period_arg(sub: str, word: str) -> Period:
+    """The period typed, or a usage error naming what is wrong with it (``2026-13``, ``October``)."""
+    try:
+        return parse_period(word)
+    except Invalid as e:
+        hint = " (write the month as 2026-10)" if word[:1].isalpha() else ""
+        raise UsageError(sub, f"{e.message}{hint}") from None
+
+
+def _known_sources(deps: Deps) -> list[str]:
+    with deps.db().read() as s:
+        stored = set(s.execute(select(SourceState.source)).scalars())
+    return sorted(stored | set(configured_sources()))
+
+
 def cmd_sync(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     _require_operator(deps, cmd.user_id)
     mode = "standard"
     if args and args[0].lower() in SYNC_MODES:
         mode = args.pop(0).lower()
-    sources = args
+    known = _known_sources(deps)
+    sources = args or known
     if not sources:
-        with deps.db().read() as s:
-            sources = list(s.execute(select(SourceState.source).order_by(SourceState.source)).scalars())
-    if not sources:
-        raise Invalid("sync: name the source, e.g. `/billing sync partial tracker`")
+        raise UsageError("sync", "sync: name the source; none is configured or has synced yet")
+    unknown = [x for x in sources if x not in known]
+    if unknown:
+        raise UsageError("sync", f"unknown source(s): {', '.join(unknown)} (known: {', '.join(known) or 'none'})")
     for source in sources:
         _start_job(deps, client, cmd, f"{mode.capitalize()} sync of {source}", kind="sync", source=source, mode=mode)
 
@@ -106,52 +150,117 @@ def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], r
     _require_operator(deps, cmd.user_id)
     today = deps.today(datetime.now(UTC))
     period = previous_month(today)
+    if args and (_is_period(args[0]) or (_PERIODISH.match(args[0]) and not _is_advertiser(deps, args[0]))):
+        # the first word is the period when it is one, or looks like one and names no advertiser
+        # (``2026-13``, ``October``: refused with the usage line, never billed as an advertiser)
+        period = _period_arg("run", args[0]).label or args[0]
+        args = args[1:]
     if args:
-        try:
-            period = parse_period(args[0]).label or args[0]
-            args = args[1:]
-        except Invalid:
-            pass  # the first word is an advertiser
+        with deps.db().read() as s:
+            try:
+                resolve_advertisers(s, args)
+            except NotFound as e:
+                try:  # one name with spaces ("Autohaus Elbe KG") rather than several ids
+                    resolve_advertisers(s, [" ".join(args)])
+                    args = [" ".join(args)]
+                except NotFound:
+                    raise UsageError("run", e.message) from None
     title = f"Billing run {period}" + (f" for {', '.join(args)}" if args else "")
     _start_job(deps, client, cmd, title, kind="run", period=period, advertisers=args or None,
                today=today.isoformat())
 
 
+def _is_period(word: str) -> bool:
+    try:
+        parse_period(word)
+    except Invalid:
+        return False
+    return True
+
+
+def _is_advertiser(deps: Deps, word: str) -> bool:
+    with deps.db().read() as s:
+        try:
+            resolve_advertisers(s, [word])
+        except NotFound:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- reads
 
 
-def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+NAME_MAX = 80  # a name is clipped inside its entry; an entry is never cut
+
+
+def preinvoices_page(deps: Deps, period: str | None, offset: int) -> list[Block]:
+    """Pre-invoices sorted by the SLA due of their open exceptions (none: last), then amount."""
     q = select(PreInvoice, Advertiser.name).join(Advertiser, Advertiser.id == PreInvoice.advertiser_id)
     label = "all periods"
-    if args:
-        p = parse_period(args[0])
+    if period:
+        p = _period_arg("preinvoices", period)
         q = q.where(PreInvoice.period_start >= p.start, PreInvoice.period_end <= p.end)
-        label = p.label or args[0]
+        label = p.label or period
     with deps.db().read() as s:
-        rows = s.execute(q.order_by(PreInvoice.period_start, PreInvoice.id)).all()
-        lines = [f"• #{pi.id} {esc(name)} · {period_text(pi.period_start, pi.period_end)} · *{pi.state}* · "
-                 f"{money_text(pi.net, pi.currency)}" for pi, name in rows[:LIST_LIMIT]]
-    blocks: list[Block] = [_section(f"*Pre-invoices, {esc(label)}* ({len(rows)})")]
-    blocks.append(_section("\n".join(lines) if lines else "None."))
-    if len(rows) > LIST_LIMIT:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(
-            text=f"… and {len(rows) - LIST_LIMIT} more: `billbot preinvoices list --json`")]))
-    respond(blocks=blocks, text=f"Pre-invoices, {esc(label)}", response_type="ephemeral")
+        rows = list(s.execute(q).all())
+        due: dict[int, datetime] = {}
+        for pid, at in s.execute(select(BillingException.preinvoice_id, BillingException.due_at).where(
+                BillingException.state.in_(OPEN_EXCEPTION_STATES), BillingException.preinvoice_id.is_not(None))):
+            if pid is not None and at is not None and (pid not in due or at < due[pid]):
+                due[pid] = at
+    rows.sort(key=lambda r: (r[0].id not in due, due.get(r[0].id) or _FAR, -r[0].net, r[0].id))
+    lines = [f"• #{pi.id} {clip(esc(name), NAME_MAX)} · {period_text(pi.period_start, pi.period_end)} · "
+             f"*{pi.state}* · {money_text(pi.net, pi.currency)}"
+             + (f" · SLA {slack_date(due[pi.id])}" if pi.id in due else "")
+             for pi, name in rows[offset:offset + PAGE_SIZE]]
+    return paged_list(title=f"*Pre-invoices, {esc(label)}*", lines=lines, total=len(rows), offset=offset,
+                      kind="preinvoices", period=period)
+
+
+def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    period = args[0] if args else None
+    blocks = preinvoices_page(deps, period, 0)
+    respond(blocks=blocks, text="Pre-invoices", response_type="ephemeral")
+
+
+def exceptions_page(deps: Deps, offset: int) -> list[Block]:
+    """Open exceptions sorted by SLA due (soonest first), then amount (largest first)."""
+    with deps.db().read() as s:
+        rows = list(s.execute(
+            select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
+            .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
+        ).all())
+    rows.sort(key=lambda r: (r[0].due_at is None, r[0].due_at or _FAR, -(r[0].amount or 0), r[0].id))
+    lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {clip(esc(name), NAME_MAX)} · "
+             f"{money_text(e.amount, e.currency)} · SLA {slack_date(e.due_at)}"
+             + (" · escalated" if e.state == "escalated" else "")
+             for e, name in rows[offset:offset + PAGE_SIZE]]
+    return paged_list(title="*Open exceptions*", lines=lines, total=len(rows), offset=offset, kind="exceptions",
+                      empty=":tada: None.", footer="Decide with the buttons on each exception's message "
+                      "or in billbot's Home." if rows and offset == 0 else None)
 
 
 def cmd_exceptions(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
-    with deps.db().read() as s:
-        rows = s.execute(
-            select(BillingException, Advertiser.name).join(Advertiser, Advertiser.id == BillingException.advertiser_id)
-            .where(BillingException.state.in_(OPEN_EXCEPTION_STATES))
-            .order_by(BillingException.created_at, BillingException.id)
-        ).all()
-        lines = [f"• #{e.id} {KIND_TITLE.get(e.kind, e.kind)} — {esc(name)} · {money_text(e.amount, e.currency)} · "
-                 f"SLA {slack_date(e.due_at)}" + (" · escalated" if e.state == "escalated" else "")
-                 for e, name in rows[:LIST_LIMIT]]
-    blocks: list[Block] = [_section(f"*Open exceptions* ({len(rows)})"),
-                           _section("\n".join(lines) if lines else ":tada: None.")]
-    respond(blocks=blocks, text="Open exceptions", response_type="ephemeral")
+    respond(blocks=exceptions_page(deps, 0), text="Open exceptions", response_type="ephemeral")
+
+
+def on_list_more(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient, context: BoltContext,  # noqa: PLR0917 - Bolt passes these by name
+                 respond: Respond) -> None:
+    """The "Show more" button under a list: the next page, as another ephemeral answer."""
+    ack()
+    with after_ack(body, client):
+        try:
+            kind, offset, period = parse_more_value(str(action.get("value") or ""))
+        except (ValueError, KeyError, TypeError):
+            raise Invalid("this button carries no list; type the command again") from None
+        deps = deps_of(context)
+        if kind == "exceptions":
+            blocks = exceptions_page(deps, max(0, offset))
+        elif kind == "preinvoices":
+            blocks = preinvoices_page(deps, period, max(0, offset))
+        else:
+            raise Invalid(f"unknown list {kind!r}; type the command again")
+        respond(blocks=blocks, text="More", response_type="ephemeral", replace_original=False)
 
 
 def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
@@ -179,18 +288,22 @@ def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str
 
 def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     with deps.db().read() as s:
-        sources = [f"• *{esc(st.source)}*: last sync {slack_date(st.last_success_at)}"
+        sources = [f"• *{clip(esc(st.source), NAME_MAX)}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
                    for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()]
         run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
         open_count = len(s.execute(select(BillingException.id).where(
             BillingException.state.in_(OPEN_EXCEPTION_STATES))).all())
-        run_text = (f"*Last billing run* {esc(run.period)}: {run.state}, started {slack_date(run.started_at)}"
-                    if run is not None else "*Last billing run*: none yet")
+        run_text = "*Last billing run*: none yet"
+        if run is not None:
+            r = run_report(s, run.id, with_log=False)
+            net = totals_text(r.net) + (f" ({c})" if (c := converted_text(r.net_reporting, r.net)) else "")
+            run_text = (f"*Last billing run* {esc(run.period)}: {run.state}, started {slack_date(run.started_at)} — "
+                        f"{r.created:,} invoice(s), net {net}; {r.skipped:,} skipped; {r.held:,} held")
     blocks: list[Block] = [
-        _section("*Sources*\n" + ("\n".join(sources) if sources else "No sync has run yet.")),
+        _section(lines_with_more(["*Sources*", *sources], 21) if sources else "*Sources*\nNo sync has run yet."),
         _section(run_text),
-        _section(f"*Open exceptions*: {open_count}"),
+        _section(f"*Open exceptions*: {open_count:,}"),
     ]
     respond(blocks=blocks, text="billbot status", response_type="ephemeral")
 
@@ -300,8 +413,12 @@ def on_billing(ack: Ack, command: dict[str, Any], client: WebClient, context: Bo
         return
     ack()
     with after_ack(command, client):
-        handler(deps_of(context), client, cmd, words[1:], respond)
+        try:
+            handler(deps_of(context), client, cmd, words[1:], respond)
+        except UsageError as e:  # bad arguments: only the person who typed them sees the answer
+            respond(text=f"{error_text(e)}\n{usage_line(e.sub)}", response_type="ephemeral", replace_original=False)
 
 
 def register(app: App) -> None:
     app.command("/billing")(on_billing)
+    app.action(LIST_MORE_ACTION_ID)(on_list_more)

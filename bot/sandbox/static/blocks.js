@@ -163,7 +163,9 @@ window.Blocks = (function () {
       case "image":
         return wrap("bk-image",
           b.title ? h("div", { class: "bk-image-title" }, txt(b.title, ctx)) : null,
-          h("img", { src: b.image_url || "", alt: b.alt_text || "", loading: "lazy" }));
+          // an uploaded file (slack_file: {id} or {url}) is served by the sandbox under /files/<id>/
+          h("img", { src: b.image_url || (b.slack_file && (b.slack_file.url || `/files/${b.slack_file.id}/image`)) || "",
+                     alt: b.alt_text || "", loading: "lazy" }));
       case "input": {
         const err = (ctx.errors || {})[bid];
         return wrap(`bk-input-block${err ? " has-error" : ""}`,
