@@ -18,7 +18,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from billing.errors import Conflict, Invalid, NotAllowed
-from bot.blocks.exceptions import evidence_line
+from bot.blocks.exceptions import finding_text
 from bot.cli import app
 from bot.documents import pdf
 from bot.workflows import documents as wf
@@ -134,7 +134,7 @@ def test_header_overrides_are_approved_by_someone_else_and_shown_on_the_invoice(
     with db.read() as s:  # what the checker sees in Slack
         exc = s.get(BillingException, _exception(db, pid, "manual_change:")[0])
         assert exc is not None and exc.started_by == MAKER
-        line = evidence_line(exc)
+        line = finding_text(exc)  # the exception message: the finding, then the changed fields
     assert "payment_terms_days: None → 45" in line and "recipient: None → Attn. Accounts Payable" in line
     with pytest.raises(Refused):
         _decide(db, key, pid, "manual_change:", "approve", MAKER)
