@@ -59,7 +59,7 @@ def creditor_reference(invoice_number: str) -> str:
     >>> _valid_rf(creditor_reference("INV-2026-000123"))
     True
     """
-    body = _NOT_ALNUM.sub("", invoice_number).upper()[-21:]
+    body = _rf_body(invoice_number)
     if not body:
         raise ValueError(f"invoice number {invoice_number!r} has no letters or digits")
     return f"RF{98 - _mod97(body + 'RF00'):02d}{body}"
@@ -68,6 +68,14 @@ def creditor_reference(invoice_number: str) -> str:
 _NOT_ALNUM = re.compile(r"[^0-9A-Za-z]")
 # A→10 … Z→35: the digits MOD 97-10 reads letters as (a table, since this runs for every open invoice)
 _AS_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
+
+
+def _rf_body(invoice_number: str) -> str:
+    """What :func:`creditor_reference` puts after ``RF`` and the check digits."""
+    plain = invoice_number.replace("-", "").replace("/", "")  # the usual separators, without a regex
+    if not (plain.isascii() and plain.isalnum()):
+        plain = _NOT_ALNUM.sub("", invoice_number)
+    return plain.upper()[-21:]
 
 
 def _mod97(text: str) -> int:
@@ -198,21 +206,35 @@ class _Book:
     def __init__(self, invoices: Iterable[OpenInvoice]) -> None:
         self.open_amount: dict[int, Decimal] = {}
         self.by_key: dict[str, list[OpenInvoice]] = defaultdict(list)
+        self.by_rf_body: dict[str, list[OpenInvoice]] = defaultdict(list)
         self.by_adv: dict[str, list[OpenInvoice]] = defaultdict(list)
         self.by_amount: dict[tuple[str, Decimal], list[OpenInvoice]] = defaultdict(list)
-        for inv in invoices:
+        # in the order every list keeps (oldest first), so no list needs sorting afterwards
+        for inv in sorted(invoices, key=_oldest_first):
             if inv.open_amount <= 0:
                 continue
             self.open_amount[inv.id] = inv.open_amount
             self.by_key[inv.number.upper()].append(inv)
-            self.by_key[creditor_reference(inv.number)].append(inv)
+            # by the creditor reference's body: a valid RF reference names it after its 4 first
+            # characters, so no reference is computed (a MOD 97 each) for the invoices no text names
+            self.by_rf_body[_rf_body(inv.number)].append(inv)
             self.by_adv[inv.advertiser_id].append(inv)
             self.by_amount[(inv.currency, inv.open_amount)].append(inv)
-        for lst in [*self.by_adv.values(), *self.by_amount.values()]:
-            lst.sort(key=_oldest_first)
 
     def alive(self, lst: Iterable[OpenInvoice], currency: str) -> list[OpenInvoice]:
         return [i for i in lst if self.open_amount[i.id] > 0 and i.currency == currency]
+
+    def enough(self, lst: Iterable[OpenInvoice], currency: str, amount: Decimal) -> list[OpenInvoice]:
+        """The live invoices of ``lst`` in order, as far as ``amount`` reaches (the rest gets nothing)."""
+        out: list[OpenInvoice] = []
+        for i in lst:
+            if amount <= 0:
+                break
+            left = self.open_amount[i.id]
+            if left > 0 and i.currency == currency:
+                out.append(i)
+                amount -= left
+        return out
 
     def apply(self, inv: OpenInvoice, amount: Decimal) -> None:
         before = self.open_amount[inv.id]
@@ -226,13 +248,14 @@ class _Book:
     def targets(self, p: IncomingPayment, ibans: Mapping[str, str],
                 name_keys: Mapping[str, str]) -> tuple[str, list[OpenInvoice]]:
         """The invoices a payment goes to, in order, and by which rule (module docstring)."""
-        named = self.alive(_named(p, self.by_key), p.currency)
+        named = self.alive(_named(p, self.by_key, self.by_rf_body), p.currency)
         if named:
             return "reference", named
         exact = self.by_amount.get((p.currency, p.amount), [])
         if p.payer_iban and p.payer_iban in ibans:
             adv = ibans[p.payer_iban]
-            found = [i for i in exact if i.advertiser_id == adv][:1] or self.alive(self.by_adv.get(adv, []), p.currency)
+            found = [i for i in exact if i.advertiser_id == adv][:1] or self.enough(self.by_adv.get(adv, []),
+                                                                                     p.currency, p.amount)
             if found:
                 return "iban", found
         if p.payer_name and exact:
@@ -240,10 +263,14 @@ class _Book:
         return "name", []
 
 
-def _named(p: IncomingPayment, by_key: Mapping[str, list[OpenInvoice]]) -> list[OpenInvoice]:
+def _named(p: IncomingPayment, by_key: Mapping[str, list[OpenInvoice]],
+           by_rf_body: Mapping[str, list[OpenInvoice]]) -> list[OpenInvoice]:
     seen: dict[int, OpenInvoice] = {}
     text = p.remittance or ""
-    for key in [*references_in(text), *tokens_in(text)]:
+    for ref in references_in(text):  # valid references only: RF + check digits + body
+        for inv in by_rf_body.get(ref[4:], ()):
+            seen.setdefault(inv.id, inv)
+    for key in tokens_in(text):
         for inv in by_key.get(key, ()):
             seen.setdefault(inv.id, inv)
     return list(seen.values())

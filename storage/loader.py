@@ -195,8 +195,9 @@ def load_scenario(
 
 
 def _known_ids(s: Session, sc: Scenario) -> dict[str, set[str]]:
-    le_refs = {a.legal_entity for a in sc.advertisers}
-    adv_refs = {c.advertiser for c in sc.campaigns} | {p.head_office for p in sc.partners if p.head_office}
+    le_refs = {a.legal_entity for a in sc.advertisers} | {r.legal_entity for r in sc.routing or [] if r.legal_entity}
+    adv_refs = ({c.advertiser for c in sc.campaigns} | {p.head_office for p in sc.partners if p.head_office}
+                | {r.advertiser for r in sc.routing or [] if r.advertiser})
     partner_refs = {a.partner for a in sc.advertisers if a.partner}
     item_refs = {d.item for d in sc.delivery}
 
@@ -270,6 +271,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _load_delivery(s, sc, res)
     _load_rates(s, sc, res)
     _load_dispute_sla(s, sc, res)
+    _load_review(s, sc, res)
     s.flush()
     return res
 
@@ -292,6 +294,30 @@ def _load_dispute_sla(s: Session, sc: Scenario, res: LoadResult) -> None:
         res.count("dispute_sla", "updated")
     else:
         res.count("dispute_sla", "unchanged")
+
+
+#: where the review controls of the scenario format live (key/value rows, canonical JSON)
+REVIEW_KEYS = {"checklists": "review.checklists", "routing": "review.routing"}
+
+
+def _load_review(s: Session, sc: Scenario, res: LoadResult) -> None:
+    """Checklists and routing rules (issue 21): a section given in the file replaces the stored one
+    as a whole (rule order matters: the first matching routing rule wins); a file without it keeps it."""
+    for section, key in REVIEW_KEYS.items():
+        given = getattr(sc, section)
+        if given is None:
+            continue
+        value = json.dumps([r.model_dump(mode="json", exclude_none=True) for r in given], sort_keys=True,
+                           separators=(",", ":"))
+        row = s.get(Setting, key)
+        if row is None:
+            s.add(Setting(key=key, value=value))
+            res.count(section, "inserted", len(given))
+        elif row.value != value:
+            row.value = value
+            res.count(section, "updated", len(given))
+        else:
+            res.count(section, "unchanged", len(given))
 
 
 def _load_external_ids(s: Session, sc: Scenario, res: LoadResult) -> None:

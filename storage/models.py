@@ -676,6 +676,9 @@ class BillingException(Base):
     channel: Mapped[str | None] = mapped_column(String(64))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    #: the routing rule, approver group, checklist and reminder plan it was opened under (issue 21;
+    #: None: the default rule — any approver, two above TWO_APPROVER_AMOUNT, one reminder at half-time)
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     advertiser: Mapped[Advertiser] = relationship()
     preinvoice: Mapped[PreInvoice | None] = relationship()
@@ -889,6 +892,7 @@ class Payment(Base):
     __table_args__ = (
         UniqueConstraint("account", "entry_ref", "booking_date", "amount", name="uq_payments_entry"),
         Index("ix_payments_state", "state"),
+        Index("ix_payments_sla_state_due", "sla_state", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -909,6 +913,15 @@ class Payment(Base):
     source_file: Mapped[str | None] = mapped_column(String(500))
     location: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # a cash-application exception's SLA timers, moved by the sweep like those of ``exceptions``:
+    # None (nobody needs to act) | open | escalated | settled
+    sla_state: Mapped[str | None] = mapped_column(String(16))
+    remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    channel: Mapped[str | None] = mapped_column(String(64))  # where its Slack message is
+    message_ts: Mapped[str | None] = mapped_column(String(32))
 
 
 class PaymentAllocation(Base):

@@ -341,6 +341,73 @@ class DisputeSlaIn(_Model):
         return self
 
 
+CHECKED_DECISIONS: tuple[Literal["approve", "force"], ...] = ("approve", "force")
+
+
+class ChecklistIn(_Model):
+    """Items an approver ticks before Approve / Force on exceptions of ``kind`` (and ``cause``)."""
+
+    kind: Literal["variance", "below_threshold", "manual_change"]
+    cause: str | None = None  # None: every cause of the kind; a cause-specific list wins
+    decisions: list[Literal["approve", "force"]] = Field(default_factory=lambda: list(CHECKED_DECISIONS))
+    # a Slack checkbox option is at most 75 characters, a checkbox group at most 10 options
+    items: list[Annotated[str, Field(min_length=3, max_length=75)]] = Field(min_length=1, max_length=10)
+
+
+class ApproversIn(_Model):
+    """Who may decide: a Slack user group (``group: S…``; members asked from Slack unless ``users``
+    lists them) and/or a list of Slack users."""
+
+    group: Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,}$")] | None = None
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,79}$")  # handle: "finance-leads"
+    users: list[Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _someone(self) -> ApproversIn:
+        if self.group is None and not self.users:
+            raise ValueError("give a Slack user group (group: S…) or a list of users")
+        return self
+
+
+class SlaIn(_Model):
+    """Reminders with backoff and the outcome at expiry."""
+
+    hours: Decimal | None = Field(default=None, gt=0, le=24 * 60)  # None: SLA_HOURS
+    reminders: list[Decimal] = Field(default_factory=lambda: [Decimal("0.5")])  # fractions of the SLA
+    repeat_hours: Decimal | None = Field(default=None, gt=0)  # after expiry: every N hours to the managers
+    on_timeout: Literal["escalate", "auto_approve"] = "escalate"
+    auto_approve_below: Amount | None = None  # auto_approve only for variances below this amount
+
+    @field_validator("reminders")
+    @classmethod
+    def _fractions(cls, v: list[Decimal]) -> list[Decimal]:
+        if any(f <= 0 or f > 1 for f in v):
+            raise ValueError("each reminder is a fraction of the SLA above 0 and at most 1 (0.5 = half-time)")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _auto(self) -> SlaIn:
+        if self.on_timeout == "auto_approve" and self.auto_approve_below is None:
+            raise ValueError("on_timeout auto_approve needs auto_approve_below (the small amount it applies under)")
+        return self
+
+
+class RouteIn(_Model):
+    """A routing rule: exceptions matching every given condition go to ``approvers``; the first
+    matching rule in file order wins; no match → the default (any approver, two above
+    TWO_APPROVER_AMOUNT)."""
+
+    id: Id
+    legal_entity: Id | None = None
+    advertiser: Id | None = None
+    kind: Literal["variance", "below_threshold", "manual_change"] | None = None
+    min_amount: Amount | None = None  # the amount at stake is at least this
+    max_amount: Amount | None = None  # ... and below this
+    approvers: ApproversIn | None = None  # None: any approver
+    approvals: int = Field(default=1, ge=1, le=5)
+    sla: SlaIn | None = None
+
+
 class Scenario(_Model):
     legal_entities: list[LegalEntityIn] = Field(default_factory=list)
     partners: list[PartnerIn] = Field(default_factory=list)
@@ -361,6 +428,8 @@ class Scenario(_Model):
             raise ValueError(f"unknown dispute categor{'y' if len(bad) == 1 else 'ies'} {', '.join(bad)} "
                              f"(one of {', '.join(DISPUTE_CATEGORIES)})")
         return v
+    checklists: list[ChecklistIn] | None = None  # given: replaces the stored checklists
+    routing: list[RouteIn] | None = None  # given: replaces the stored routing rules
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -440,6 +509,12 @@ def cross_check(sc: Scenario, known: dict[str, set[str]]) -> list[str]:  # noqa:
     for i, d in enumerate(sc.delivery):
         if d.item not in items:
             problems.append(f"delivery[{i}].item: unknown campaign item {d.item!r}")
+    for i, r in enumerate(sc.routing or []):
+        if r.legal_entity is not None and r.legal_entity not in les:
+            problems.append(f"routing[{i}].legal_entity: unknown legal entity {r.legal_entity!r}")
+        if r.advertiser is not None and r.advertiser not in advs:
+            problems.append(f"routing[{i}].advertiser: unknown advertiser {r.advertiser!r}")
+    dupes("routing", [r.id for r in sc.routing or []])
     for i, le in enumerate(sc.legal_entities):
         if le.vat_id and not _vat_ok(le.vat_id):
             problems.append(f"legal_entities[{i}].vat_id: {le.vat_id!r} is not a valid VAT id")

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.money import is_currency
 from billing.periods import check_zone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +47,6 @@ class Settings(BaseSettings):
     two_approver_amount: Decimal = Field(default=Decimal("10000.00"), alias="TWO_APPROVER_AMOUNT", ge=0)
     default_tolerance: Decimal = Field(default=Decimal("0.10"), alias="DEFAULT_TOLERANCE", ge=0)
     digest_cron: str = Field(default="0 8 * * *", alias="DIGEST_CRON")
-    # totals across currencies (run reports, digest, App Home); empty: the main legal entity's currency
-    reporting_currency: str = Field(default="", alias="REPORTING_CURRENCY")
     workers: int = Field(default=2, alias="BILLBOT_WORKERS", ge=1)
     # e-mail dispatch of invoices (issue 19): smtp://host:port (STARTTLS when the server offers it),
     # smtp+starttls://… (STARTTLS required), smtps://… (TLS from the start); user:password@ optional.
@@ -67,8 +66,20 @@ class Settings(BaseSettings):
         return v
     # cash application: under-/over-payments up to this (in the invoice currency) need no person
     payment_tolerance: Decimal = Field(default=Decimal("1.00"), alias="PAYMENT_TOLERANCE", ge=0)
+    # totals across currencies (run reports, digest, aging, App Home); unset: the main legal entity's currency
+    # (the one with the most advertisers, see bot.workflows.run_reports.reporting_currency)
+    reporting_currency: str | None = Field(default=None, alias="REPORTING_CURRENCY")
     # files dropped by the bank's EBICS/SFTP client land in <inbox>/bank/ (issue 18)
     inbox_dir: Path = Field(default=Path("var/inbox"), alias="BILLBOT_INBOX_DIR")
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _reporting_currency(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None
+        if not is_currency(v.strip().upper()):
+            raise ValueError(f"not an ISO 4217 currency code: {v!r}")
+        return v.strip().upper()
 
     @field_validator("timezone")
     @classmethod

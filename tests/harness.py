@@ -139,8 +139,9 @@ class SlackUser:
         return self.interactive(payload, **kw)
 
     def submit_view(self, view: dict[str, Any], values: dict[str, dict[str, Any]], **kw: Any) -> Response:
-        """A ``view_submission`` of a modal billbot opened (``view`` as sent to ``views.open``)."""
-        state = {"values": {block: {action: {"type": "plain_text_input", "value": v}
+        """A ``view_submission`` of a modal billbot opened (``view`` as sent to ``views.open``); a value
+        is a text input's text, or a dict taken as the element's whole state (e.g. checkboxes)."""
+        state = {"values": {block: {action: v if isinstance(v, dict) else {"type": "plain_text_input", "value": v}
                                     for action, v in actions.items()} for block, actions in values.items()}}
         payload = {
             "type": "view_submission", "team": {"id": self.team_id}, "api_app_id": "A0BILLBOT",

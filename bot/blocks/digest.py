@@ -21,6 +21,7 @@ from bot.blocks.held import held_section
 from bot.blocks.lists import lines_with_more
 from bot.workflows.digest import DigestData
 from bot.workflows.disputes import DisputeStats
+from bot.workflows.payments import ReportingAging
 from bot.workflows.run_reports import Converted
 from storage.settings import local_time
 
@@ -151,20 +152,28 @@ def digest_blocks(d: DigestData, *, chart_file_id: str | None = None) -> list[Bl
 AGING_LABELS = {"current": "current", "d1_30": "1–30", "d31_60": "31–60", "d61_90": "61–90", "d90_plus": "> 90"}
 
 
-def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decimal | None]) -> str:
-    """Open receivables per currency by days past due, and DSO over the last 90 days (digest, App Home)."""
+def receivables_text(aging: dict[str, dict[str, Decimal]], dso: dict[str, Decimal | None],
+                     reporting: ReportingAging | None = None) -> str:
+    """Open receivables per currency by days past due, and DSO over the last 90 days (digest, App Home);
+    with ``reporting`` and another currency open, a last line with all of it in the reporting currency."""
     lines = []
     for cur, b in aging.items():
         cells = " · ".join(f"{AGING_LABELS[k]}: {money_text(v, cur)}" for k, v in b.items())
         days = dso.get(cur)
         lines.append(f"*{cur}* {cells}" + (f" · DSO {days} days" if days is not None else ""))
+    if reporting is not None and set(aging) - {reporting.currency}:  # one currency and it is the reporting one: said
+        cells = " · ".join(f"{AGING_LABELS[k]}: {money_text(v, reporting.currency)}"
+                           for k, v in reporting.buckets.items())
+        left_out = f" (without {', '.join(reporting.unconverted)}: no rate)" if reporting.unconverted else ""
+        lines.append(f"*All in {reporting.currency}*{left_out} {cells} · total "
+                     f"{money_text(reporting.total, reporting.currency)}")
     if not lines:
         return "*Receivables by days past due*\nnothing open"
     return lines_with_more(["*Receivables by days past due*", *lines], 12, more="more currencies")
 
 
 def receivables_block(d: DigestData) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=receivables_text(d.aging, d.dso)))
+    return SectionBlock(text=MarkdownTextObject(text=receivables_text(d.aging, d.dso, d.aging_reporting)))
 
 
 def disputes_text(st: DisputeStats) -> str:

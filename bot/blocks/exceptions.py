@@ -40,6 +40,7 @@ from bot.blocks.common import (
     span_text,
 )
 from bot.workflows.decisions import valid_approvals
+from bot.workflows.review import checklist_for, group_label
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
 
 KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold",
@@ -334,10 +335,12 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
     elements = []
     for decision in [d for d in ("approve", "reject", "force") if (kind, d) in BUTTON_TEXT]:
         label = labels.get(decision) or BUTTON_TEXT[(kind, decision)][0]
+        # a checklist opens a modal (its submit is the confirmation), so no confirm dialog before it
+        confirm = (_confirm(kind, exc, label) if decision == "approve" and not checklist_for(exc, decision)
+                   else None)
         elements.append(ButtonElement(
             text=PlainTextObject(text=label), action_id=ACTION_IDS[decision],
-            value=button_value(exc.id, subject_hash), style=styles[decision],
-            confirm=_confirm(kind, exc, label) if decision == "approve" else None,
+            value=button_value(exc.id, subject_hash), style=styles[decision], confirm=confirm,
         ))
     return ActionsBlock(block_id=f"decide:{exc.id}", elements=elements)
 
@@ -384,6 +387,14 @@ def approvals_text(exc: BillingException) -> str | None:
     return f"{got} of {exc.approvals_needed} approvals" + (f" ({names})" if names else "")
 
 
+def routing_text(exc: BillingException) -> str | None:
+    """"Decided by <!subteam^S…> (@finance-leads) · rule big-x" when a routing rule names a group."""
+    approvers = (exc.review or {}).get("approvers")
+    if not approvers:
+        return None
+    return f"decided by {group_label(approvers)} (rule `{esc(exc.review.get('rule')) if exc.review else ''}`)"
+
+
 def exception_message(
     exc: BillingException, *, subject_hash: str, advertiser_name: str | None = None,
     last_decision: Decision | None = None, working: tuple[str, str] | None = None,
@@ -426,6 +437,9 @@ def exception_message(
     hint = roles_hint(exc) if exc.state in OPEN_EXCEPTION_STATES else None
     if hint:
         context.append(hint)
+    routed = routing_text(exc)
+    if routed:
+        context.append(routed)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), 2000))]))
     if exc.state in OPEN_EXCEPTION_STATES and working is not None:
         decision, user = working
@@ -490,6 +504,9 @@ def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool)
     text = f"{DECIDED_ICON.get(exc.state, '')} {verb} by {who} at {slack_date(decision.decided_at)}. {consequence}"
     if decision.reason:
         text += f"\nReason: {clip(esc(decision.reason), 2000)}"
+    ticked = checklist_for(exc, decision.decision) if decision.actor_id != "system" else []
+    if ticked:  # a decision under a checklist was only recorded with every item ticked (issue 21)
+        text += "\nChecklist: " + "; ".join(f":ballot_box_with_check: {esc(it)}" for it in ticked)
     text += f"\nSigned record: SHA-256 `{decision.subject_hash[:16]}…`"
     return clip(text, SECTION_TEXT_MAX)
 

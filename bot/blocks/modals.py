@@ -10,10 +10,12 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    CheckboxesElement,
     ContextBlock,
     DividerBlock,
     InputBlock,
     MarkdownTextObject,
+    Option,
     PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
@@ -39,21 +41,51 @@ from bot.blocks.exceptions import (
     rule_text,
     tolerance_text,
 )
+from bot.workflows.review import checklist_for
 from storage.models import BillingException
 
 REASON_CALLBACK_ID = "decision_reason"
 REASON_BLOCK_ID = "reason"
 REASON_ACTION_ID = "reason_input"
+CHECKLIST_BLOCK_ID = "checklist"
+CHECKLIST_ACTION_ID = "checklist_input"
 DETAILS_CALLBACK_ID = "exception_details_modal"
 DOWNLOAD_ACTION_ID = "exception_evidence_download"
 
 
 def reason_modal(exc: BillingException, decision: str, metadata: dict[str, Any]) -> View:
-    """The modal a Reject or Force opens at once (it is the confirmation); the reason input is
-    required (Slack will not submit it empty, and the server checks again)."""
+    """The modal a Reject or Force opens at once (it is the confirmation) — and an Approve when a
+    checklist applies (issue 21). The reason input is required for Reject / Force (Slack will not submit
+    it empty, and the server checks again); the checklist's items are checkboxes, all to be ticked (the
+    submission is refused naming the missing ones otherwise)."""
     kind = exc.kind if (exc.kind, decision) in BUTTON_TEXT else "variance"
     label, what = BUTTON_TEXT[(kind, decision)]
     choice = choice_labels(exc).get(decision, label)
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=clip(
+            f"*{esc(choice)}* — exception #{exc.id}, {KIND_TITLE.get(exc.kind, exc.kind).lower()}\n"
+            f"{evidence_line(exc)}\n{what}", 3000))),
+    ]
+    items = checklist_for(exc, decision)
+    if items:
+        blocks.append(InputBlock(
+            block_id=CHECKLIST_BLOCK_ID,
+            label=PlainTextObject(text="Checklist (tick every item)"),
+            hint=PlainTextObject(text="The ticked items go into the signed decision record."),
+            element=CheckboxesElement(action_id=CHECKLIST_ACTION_ID, options=[
+                Option(value=str(n), text=PlainTextObject(text=clip(item, 75))) for n, item in enumerate(items, 1)
+            ]),
+            optional=False,  # Slack refuses an empty one itself; billbot refuses a partial one naming what is missing
+        ))
+    if decision != "approve":
+        blocks.append(InputBlock(
+            block_id=REASON_BLOCK_ID,
+            label=PlainTextObject(text="Reason"),
+            element=PlainTextInputElement(
+                action_id=REASON_ACTION_ID, multiline=True, min_length=3, max_length=2000,
+                placeholder=PlainTextObject(text="Why? This goes into the signed record.")),
+            optional=False,
+        ))
     return View(
         type="modal",
         callback_id=REASON_CALLBACK_ID,
@@ -61,19 +93,7 @@ def reason_modal(exc: BillingException, decision: str, metadata: dict[str, Any])
         submit=PlainTextObject(text=clip(label, 24)),
         close=PlainTextObject(text="Cancel"),
         private_metadata=json.dumps(metadata, separators=(",", ":")),
-        blocks=[
-            SectionBlock(text=MarkdownTextObject(text=clip(
-                f"*{esc(choice)}* — exception #{exc.id}, {KIND_TITLE.get(exc.kind, exc.kind).lower()}\n"
-                f"{evidence_line(exc)}\n{what}", 3000))),
-            InputBlock(
-                block_id=REASON_BLOCK_ID,
-                label=PlainTextObject(text="Reason"),
-                element=PlainTextInputElement(
-                    action_id=REASON_ACTION_ID, multiline=True, min_length=3, max_length=2000,
-                    placeholder=PlainTextObject(text="Why? This goes into the signed record.")),
-                optional=False,
-            ),
-        ],
+        blocks=blocks,
     )
 
 

@@ -56,6 +56,7 @@ def exception_json(e: BillingException, *, evidence: bool = False) -> dict[str, 
 
         out["subject_sha256"] = subject_hash_of(e)  # what a decision binds to (`exceptions approve --subject`)
         out["approvals"] = [a.get("user") for a in valid_approvals(e)]
+        out["review"] = e.review  # routing rule, approver group, checklist, reminder plan (issue 21)
     return out
 
 
@@ -124,7 +125,7 @@ def show_exception(
 
 def _decide(  # noqa: PLR0917 - the four commands pass their options through
     decision: str, exception_id: int, as_user: str | None, reason: str | None, subject: str | None,
-    json_out: bool,
+    json_out: bool, checked: list[str] | None = None,
 ) -> None:
     """Decide through the very workflow a Slack click takes (roles, separation of duties, reasons,
     the signed decision record); the Slack message is updated after commit by the runtime's reactions."""
@@ -139,7 +140,8 @@ def _decide(  # noqa: PLR0917 - the four commands pass their options through
             raise NotFound(f"exception {exception_id} does not exist")
         current = subject_hash_of(e)
     out = decide(db, exception_id=exception_id, decision=decision, actor=actor,  # type: ignore[arg-type]
-                 subject_hash=subject or current, reason=reason, signing_key=get_key())
+                 subject_hash=subject or current, reason=reason, signing_key=get_key(), checked=checked or (),
+                 group_lookup=_group_lookup())
     data = {"exception": out.exception_id, "decision": out.decision, "final": out.final,
             "approvals": out.approvals, "approvals_needed": out.approvals_needed, "actor": out.actor,
             "subject_sha256": out.subject_hash, "invoice_ids": list(out.invoice_ids)}
@@ -152,6 +154,20 @@ def _decide(  # noqa: PLR0917 - the four commands pass their options through
                           f"recorded by {actor}; a second, different approver is needed", highlight=False)
 
 
+def _group_lookup() -> Any:
+    """Slack user group members for a routing rule that names only a group (None without Slack)."""
+    import os
+
+    if not os.environ.get("SLACK_BOT_TOKEN"):
+        return None
+    from bot.slack.client import get_client
+    from bot.slack.users import group_lookup
+
+    return group_lookup(get_client())
+
+
+CheckOpt = Annotated[list[str] | None, typer.Option(
+    "--check", help="A checklist item you ticked, by its text or number (`exceptions show`); repeat for each.")]
 IdArg = Annotated[int, typer.Argument(help="The exception's id (see `billbot exceptions list`).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (required for reject and force).")]
 SubjectOpt = Annotated[str | None, typer.Option(
@@ -162,9 +178,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON
 @exceptions_app.command("approve")
 @handle_errors
 def approve_exception(exception_id: IdArg, as_user: AsUser = None, reason: ReasonOpt = None,
-                      subject: SubjectOpt = None, json_out: JsonOpt = False) -> None:
-    """Approve, exactly as the Slack button does."""
-    _decide("approve", exception_id, as_user, reason, subject, json_out)
+                      subject: SubjectOpt = None, json_out: JsonOpt = False, *, check: CheckOpt = None) -> None:
+    """Approve, exactly as the Slack button does (every checklist item ticked with --check)."""
+    _decide("approve", exception_id, as_user, reason, subject, json_out, check)
 
 
 @exceptions_app.command("reject")
@@ -178,9 +194,9 @@ def reject_exception(exception_id: IdArg, as_user: AsUser = None, reason: Reason
 @exceptions_app.command("force")
 @handle_errors
 def force_exception(exception_id: IdArg, as_user: AsUser = None, reason: ReasonOpt = None,
-                    subject: SubjectOpt = None, json_out: JsonOpt = False) -> None:
+                    subject: SubjectOpt = None, json_out: JsonOpt = False, *, check: CheckOpt = None) -> None:
     """Force (finance_manager, a reason is required), exactly as the Slack button does."""
-    _decide("force", exception_id, as_user, reason, subject, json_out)
+    _decide("force", exception_id, as_user, reason, subject, json_out, check)
 
 
 def _print_exception(d: dict[str, Any]) -> None:

@@ -135,29 +135,50 @@ def receivables_aging(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Day to age on (YYYY-MM-DD); default today.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Open amounts per advertiser by days past due: current, 1–30, 31–60, 61–90, >90.
+    """Open amounts per advertiser by days past due: current, 1–30, 31–60, 61–90, >90, in the invoice
+    currency and in the reporting currency (REPORTING_CURRENCY, default: the currency of the legal
+    entity with the most advertisers). Conversion: the rate locked on the invoice when it locked one to the
+    reporting currency, else the latest ECB rate (at most 7 days old) on or before the day; currencies
+    without a rate are listed as unconverted. --json: one row per advertiser and currency (with
+    "reporting": the same buckets converted), then one row with "advertiser_id": null holding the
+    totals over all advertisers in the reporting currency.
 
     DSO (days sales outstanding) over the last 90 days, per currency:
     DSO = open receivables on the day ÷ gross invoiced in the 90 days up to it × 90.
     """
     from billing.errors import Invalid
     from bot.context import get_db
-    from bot.workflows.payments import aging, days_sales_outstanding
+    from bot.workflows.payments import aging_report, days_sales_outstanding
 
     try:
         day = date.fromisoformat(as_of) if as_of else _today()
     except ValueError:
         raise Invalid(f"--as-of: not a date: {as_of!r} (YYYY-MM-DD)") from None
-    rows = aging(get_db(), as_of=day)
+    rows, rep = aging_report(get_db(), as_of=day)
     dso = days_sales_outstanding(get_db(), as_of=day)
     if json_out:
-        emit_json([{"advertiser": r.advertiser, "advertiser_id": r.advertiser_id, "currency": r.currency,
-                    **{k: money_str(v) for k, v in r.buckets.items()}, "total": money_str(r.total),
-                    "dso": None if dso.get(r.currency) is None else str(dso[r.currency])} for r in rows])
+        def converted(b: dict[str, Decimal] | None) -> dict[str, Any] | None:
+            if b is None:
+                return None
+            return {"currency": rep.currency, **{k: money_str(v) for k, v in b.items()},
+                    "total": money_str(sum(b.values(), Decimal(0)))}
+        emit_json([*({"advertiser": r.advertiser, "advertiser_id": r.advertiser_id, "currency": r.currency,
+                      **{k: money_str(v) for k, v in r.buckets.items()}, "total": money_str(r.total),
+                      "dso": None if dso.get(r.currency) is None else str(dso[r.currency]),
+                      "reporting": converted(r.reporting)} for r in rows),
+                   {"advertiser": f"All advertisers in {rep.currency}", "advertiser_id": None,
+                    "currency": rep.currency, **{k: money_str(v) for k, v in rep.buckets.items()},
+                    "total": money_str(rep.total), "dso": None, "reporting": converted(rep.buckets),
+                    "unconverted": rep.unconverted}])
         return
     for r in rows:
         cells = " ".join(f"{money_str(v):>12}" for v in r.buckets.values())
         out_console.print(f"{r.advertiser[:30]:<30} {r.currency} {cells} {money_str(r.total):>12}", highlight=False)
+    cells = " ".join(f"{money_str(v):>12}" for v in rep.buckets.values())
+    out_console.print(f"{'All advertisers':<30} {rep.currency} {cells} {money_str(rep.total):>12}", highlight=False)
+    if rep.unconverted:
+        out_console.print(f"not in the {rep.currency} totals (no rate): {', '.join(rep.unconverted)}",
+                          highlight=False)
     for cur, d in dso.items():
         out_console.print(f"DSO {cur}: {'n/a' if d is None else f'{d} days'}", highlight=False)
 
@@ -227,3 +248,115 @@ def dunning_run(
                           f"{money_str(x.total):>12} {x.currency}", highlight=False)
     if not letters:
         out_console.print("no letters due")
+
+
+# --------------------------------------------------------------------------- promises to pay
+
+promise_app = typer.Typer(help="Promises to pay: record, list, fulfil / break / cancel. An open promise stops "
+                               "dunning the invoice until its date.", no_args_is_help=True)
+receivables_app.add_typer(promise_app, name="promise")
+
+
+def _day(text: str, what: str) -> date:
+    from billing.errors import Invalid
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"{what}: not a date: {text!r} (YYYY-MM-DD)") from None
+
+
+def promise_json(p: Any) -> dict[str, Any]:
+    return {"id": p.id, "invoice": p.invoice, "advertiser": p.advertiser, "until": p.until, "reason": p.reason,
+            "state": p.state, "lapsed": p.lapsed, "open_amount": money_str(p.open_amount), "currency": p.currency,
+            "recorded_by": p.actor, "recorded_at": p.created_at}
+
+
+@promise_app.command("add")
+@handle_errors
+def promise_add(
+    invoice: Annotated[str, typer.Argument(help="Invoice number.")],
+    until: Annotated[str, typer.Option(help="Promised payment date (YYYY-MM-DD).")],
+    reason: Annotated[str, typer.Option(help="What the customer said (who, when, how).")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
+) -> None:
+    """Record a promise to pay an invoice by a date; dunning skips the invoice until then
+    (cash_applier, finance_manager or approver)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.dunning import HOLD_ROLES
+    from bot.workflows.promises import list_promises, record_promise
+
+    actor = acting_as(as_user, roles=HOLD_ROLES, what="receivables promise add")
+    pid = record_promise(get_db(), number=invoice, until=_day(until, "--until"), reason=reason, actor=actor,
+                         key=get_key(), today=_today())
+    if json_out:
+        emit_json(next(promise_json(p) for p in list_promises(get_db(), today=_today(), invoice=invoice)
+                       if p.id == pid))
+        return
+    out_console.print(f"promise {pid}: {invoice} to be paid by {until}; dunning skips it until then", highlight=False)
+
+
+@promise_app.command("list")
+@handle_errors
+def promise_list(
+    state: Annotated[str | None, typer.Option(help="open, fulfilled, broken or cancelled.")] = None,
+    invoice: Annotated[str | None, typer.Option(help="Only this invoice's promises.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Promises to pay, newest first; "lapsed": still open but its date passed (dunning resumes)."""
+    from bot.context import get_db
+    from bot.workflows.promises import list_promises
+
+    views = list_promises(get_db(), today=_today(), state=state, invoice=invoice)
+    if json_out:
+        emit_json([promise_json(p) for p in views])
+        return
+    for p in views:
+        flag = " (lapsed)" if p.lapsed else ""
+        out_console.print(f"{p.id:>5} {p.invoice:<20} {p.advertiser[:30]:<30} by {p.until} {p.state}{flag:<9} "
+                          f"{money_str(p.open_amount):>12} {p.currency} open", highlight=False)
+    if not views:
+        out_console.print("no promises")
+
+
+def _resolve(promise_id: int, outcome: str, reason: str, as_user: str | None, json_out: bool) -> None:
+    from bot.context import get_db, get_key
+    from bot.workflows.promises import resolve_promise
+
+    actor = acting_as(as_user, roles=None, what=f"receivables promise {outcome}")  # the workflow checks the roles
+    view = resolve_promise(get_db(), promise_id=promise_id, outcome=outcome, reason=reason, actor=actor,
+                           key=get_key())
+    if json_out:
+        emit_json(promise_json(view))
+        return
+    out_console.print(f"promise {view.id} on {view.invoice}: {view.state}; dunning no longer holds for it",
+                      highlight=False)
+
+
+PROMISE_ID = Annotated[int, typer.Argument(help="Promise id (`receivables promise list`).")]
+REASON = Annotated[str, typer.Option(help="Why (what happened).")]
+
+
+@promise_app.command("fulfil")
+@handle_errors
+def promise_fulfil(promise_id: PROMISE_ID, reason: REASON, json_out: Annotated[bool, typer.Option("--json")] = False,
+                   as_user: AsUser = None) -> None:
+    """The customer paid as promised (refused while the invoice still has money open)."""
+    _resolve(promise_id, "fulfil", reason, as_user, json_out)
+
+
+@promise_app.command("break")
+@handle_errors
+def promise_break(promise_id: PROMISE_ID, reason: REASON, json_out: Annotated[bool, typer.Option("--json")] = False,
+                  as_user: AsUser = None) -> None:
+    """The promise was not kept: dunning resumes at the level the invoice has reached."""
+    _resolve(promise_id, "break", reason, as_user, json_out)
+
+
+@promise_app.command("cancel")
+@handle_errors
+def promise_cancel(promise_id: PROMISE_ID, reason: REASON, json_out: Annotated[bool, typer.Option("--json")] = False,
+                   as_user: AsUser = None) -> None:
+    """Withdraw a promise recorded by mistake: dunning resumes."""
+    _resolve(promise_id, "cancel", reason, as_user, json_out)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from billing.errors import Invalid
 from bot.blocks.exceptions import parse_button_value
-from bot.blocks.modals import REASON_ACTION_ID, REASON_BLOCK_ID
+from bot.blocks.modals import CHECKLIST_ACTION_ID, CHECKLIST_BLOCK_ID, REASON_ACTION_ID, REASON_BLOCK_ID
 from bot.slack.replies import Where
 from bot.workflows.decisions import DecisionKind
 
@@ -45,6 +45,7 @@ class ReasonSubmission(BaseModel):
     subject_hash: str
     reason: str
     where: Where
+    checked: list[str] = []  # the checklist items ticked, by their 1-based number
 
     @classmethod
     def parse(cls, body: dict[str, Any], view: dict[str, Any]) -> ReasonSubmission:
@@ -52,8 +53,10 @@ class ReasonSubmission(BaseModel):
             meta = json.loads(view.get("private_metadata") or "{}")
             values = view.get("state", {}).get("values", {})
             reason = (values.get(REASON_BLOCK_ID, {}).get(REASON_ACTION_ID, {}) or {}).get("value") or ""
+            ticked = (values.get(CHECKLIST_BLOCK_ID, {}).get(CHECKLIST_ACTION_ID, {}) or {}).get("selected_options")
             return cls(
                 decision=meta["d"], exception_id=int(meta["e"]), subject_hash=meta["h"], reason=str(reason),
+                checked=[str(o["value"]) for o in ticked or []],
                 where=Where(user_id=body["user"]["id"], channel_id=meta.get("c"), message_ts=meta.get("t"),
                             from_home=bool(meta.get("home"))),
             )

@@ -15,7 +15,7 @@ from bot.blocks.digest import receivables_text
 from bot.blocks.exceptions import KIND_TITLE
 from bot.blocks.home import DecisionLine, QueueItem, SourceLine, home_view
 from bot.workflows.decisions import may_decide, recent_decisions, subject_hash_of
-from bot.workflows.digest import receivables_aging, receivables_dso
+from bot.workflows.digest import receivables_aging, receivables_dso, receivables_in_reporting_currency
 from bot.workflows.run_reports import recent_runs
 from storage.db import Database
 from storage.models import (
@@ -87,7 +87,9 @@ def build_home(db: Database, user_id: str) -> View:
         receivables = None
         if "finance_manager" in user.role_names:
             now = datetime.now(UTC)
-            receivables = receivables_text(receivables_aging(s, now), receivables_dso(s, now))
+            aging = receivables_aging(s, now)
+            receivables = receivables_text(aging, receivables_dso(s, now),
+                                           receivables_in_reporting_currency(s, now) if aging else None)
         return home_view(queue=mine, decisions=decisions, sources=sources, last_run=last_run,
                          receivables=receivables, others=others, decision_lines=decision_lines, runs=runs)
 

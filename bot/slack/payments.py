@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from bot.blocks.common import mention, money_text
 from bot.blocks.payments import fallback, payment_message
 from bot.slack.context import SlackContext
-from bot.workflows.payments import payment_case
+from bot.workflows.payments import payment_case, payment_posted
 from storage.db import Database
 from storage.settings import get_settings
 
@@ -25,7 +25,10 @@ def on_payment_exception(sc: SlackContext, *, payment_id: int, **_: Any) -> None
     if client is None:
         return
     case = payment_case(sc.db(), payment_id, tolerance=get_settings().payment_tolerance)
-    client.chat_postMessage(channel=sc.exceptions_channel, blocks=payment_message(case), text=fallback(case))
+    resp = client.chat_postMessage(channel=sc.exceptions_channel, blocks=payment_message(case), text=fallback(case))
+    if resp.get("ts"):  # the SLA reminder replies in this thread
+        payment_posted(sc.db(), payment_id, channel=str(resp.get("channel") or sc.exceptions_channel),
+                       ts=str(resp["ts"]))
 
 
 def show_decided(client: WebClient, db: Database, payment_id: int, *, channel: str | None, ts: str | None,

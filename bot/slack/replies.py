@@ -26,10 +26,12 @@ class Where(BaseModel):
     from_home: bool = False
 
 
-#: messages billbot writes itself from stored Slack ids (``Already approved by <@U…>``): their markup stays
-#: and refusals naming who can decide instead (``Force needs a finance manager: <@U…>``)
+#: messages billbot writes itself from stored Slack ids (``Already approved by <@U…>``): their markup stays,
+#: and refusals naming who can decide instead (``Force needs a finance manager: <@U…>``). The approver-group
+#: refusals name a routing rule's group and users, whose ids and handle the scenario format restricts to
+#: characters without markup (``S…``, ``U…``, ``[a-z0-9._-]``).
 TRUSTED_MARKUP = frozenset({"already_decided", "finance_manager_required", "approver_required", "own_work",
-                            "own_approval"})
+                            "own_approval", "not_in_approver_group", "group_lookup_failed"})
 
 
 def error_text(error: Exception) -> str:

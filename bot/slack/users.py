@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from billing.errors import NotAllowed
 from bot.workflows.users import ProfileLookup
 
 log = logging.getLogger(__name__)
@@ -32,3 +34,23 @@ def profile_lookup(client: WebClient | None) -> ProfileLookup | None:
         return user if isinstance(user, dict) else None
 
     return lookup
+
+
+def group_lookup(client: WebClient | None) -> Callable[[str], list[str]] | None:
+    """``members(usergroup_id)`` → the Slack ids in a user group (``usergroups.users.list``), for a
+    routing rule that names a Slack user group without listing its users. A failed call raises
+    NotAllowed (nobody is let through on a membership Slack could not confirm)."""
+    if client is None:
+        return None
+
+    def members(group_id: str) -> list[str]:
+        try:
+            resp = client.usergroups_users_list(usergroup=group_id)
+        except SlackClientError as e:
+            log.warning("usergroups.users.list %s failed: %s", group_id, e)
+            raise NotAllowed(f"The members of the approver group <!subteam^{group_id}> could not be looked up "
+                             "in Slack; please try again.", code="group_lookup_failed") from None
+        users = resp.get("users")
+        return [str(u) for u in users] if isinstance(users, list) else []
+
+    return members

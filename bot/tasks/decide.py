@@ -22,7 +22,7 @@ from bot.slack.client import get_client
 from bot.slack.exceptions import refresh_surface, show_exception
 from bot.slack.home import publish_home
 from bot.slack.replies import Where, error_text, tell
-from bot.slack.users import profile_lookup
+from bot.slack.users import group_lookup, profile_lookup
 from bot.tasks.registry import task
 from bot.workflows.decisions import DecisionKind, decide
 from storage.settings import get_settings
@@ -34,14 +34,15 @@ DECIDE = "decide"
 
 
 def decide_for(client: WebClient, *, exception_id: int, decision: DecisionKind, subject_hash: str,
-               reason: str | None, where: Where) -> None:
+               reason: str | None, where: Where, checked: list[str] | None = None) -> None:
     """Run the decision workflow for the person at ``where``. A stale click refreshes what they saw,
     then is told (the Conflict propagates)."""
     now = datetime.now(UTC)
     try:
         decide(context.get_db(), exception_id=exception_id, decision=decision, actor=where.user_id,
                subject_hash=subject_hash, reason=reason, signing_key=context.get_key(), now=now,
-               today=now.astimezone(get_settings().tz).date(), lookup_profile=profile_lookup(client))
+               today=now.astimezone(get_settings().tz).date(), lookup_profile=profile_lookup(client),
+               group_lookup=group_lookup(client), checked=checked or ())
     except Conflict as e:
         if e.code == "stale":
             refresh_surface(client, context.get_db(), where, exception_id,
@@ -61,7 +62,7 @@ def _restore(client: WebClient, exception_id: int) -> None:
 
 @task(DECIDE, queue="decisions", own_process=True)
 def decide_task(*, exception_id: int, decision: DecisionKind, subject_hash: str, reason: str | None,
-                where: dict[str, Any]) -> dict[str, Any]:
+                where: dict[str, Any], checked: list[str] | None = None) -> dict[str, Any]:
     """Decide one exception for the person who clicked (``where``), then tell them how it went: a
     refusal or conflict ("already approved by @x at t") is an ephemeral message, and so is an
     unexpected failure (which also fails the job)."""
@@ -69,7 +70,7 @@ def decide_task(*, exception_id: int, decision: DecisionKind, subject_hash: str,
     w = Where.model_validate(where)
     try:
         decide_for(client, exception_id=exception_id, decision=decision, subject_hash=subject_hash,
-                   reason=reason, where=w)
+                   reason=reason, where=w, checked=checked)
     except BillingError as e:
         _restore(client, exception_id)
         tell(client, w, error_text(e))

@@ -16,6 +16,7 @@ signed audit record, and queues ``exception.decided`` for after commit.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from billing.errors import BillingError, Conflict, Invalid, NotAllowed, NotFound
 from billing.signatures import content_hash
-from bot.workflows import audit, billing_run, held, manual_invoices, preinvoices
+from bot.workflows import audit, billing_run, held, manual_invoices, preinvoices, review
 from bot.workflows.effects import notify
 from bot.workflows.users import ProfileLookup, display_name, ensure_user, users_with_role
 from storage.db import Database
@@ -177,7 +178,8 @@ def _deciders_but(s: Session | None, exc: BillingException, decision: str, *also
 
 
 def access_exception_for_decision(
-    s: Session, user: User, exception_id: int, decision: DecisionKind, *, explain: bool = True
+    s: Session, user: User, exception_id: int, decision: DecisionKind, *, explain: bool = True,
+    group_lookup: review.GroupLookup | None = None,
 ) -> BillingException:
     """The exception ``user`` may ``decide`` on, or the reason they may not (one condition per line).
 
@@ -206,6 +208,8 @@ def access_exception_for_decision(
     if decision != "force" and not roles & APPROVER_ROLES:
         raise Refused(f"{_choice(exc, decision)} needs an approver: {who()}.",
                       code="approver_required")
+    if decision != "force" and (outside := review.outside_group(exc, me, group_lookup)):
+        raise Refused(outside, code="not_in_approver_group")  # Force stays the finance managers' override
     if exc.started_by == me:
         raise Refused("You started this work, so someone else must decide it: "
                       f"{who()}.", code="own_work")
@@ -304,6 +308,90 @@ def _apply(
     raise Invalid(f"exception {exc.id}: unknown kind {exc.kind!r}")
 
 
+# --------------------------------------------------------------------------- review controls (issue 21)
+
+
+def check_checklist(exc: BillingException, decision: str, checked: Sequence[str]) -> list[str]:
+    """The exception's checklist for ``decision``, all ticked, or Invalid naming what is not."""
+    missing = review.missing_items(exc, decision, checked)
+    if missing:
+        raise Invalid(f"checklist: tick every item before you {decision}; not ticked: " + "; ".join(missing),
+                      code="checklist_incomplete")
+    return review.checklist_for(exc, decision)
+
+
+def _review_payload(exc: BillingException, checklist: list[str]) -> dict[str, Any]:
+    """What the signed record says of the review controls: only present under a rule or checklist,
+    so records of exceptions without rules keep their former shape."""
+    if not exc.review:
+        return {}
+    out: dict[str, Any] = {"rule": exc.review.get("rule", review.DEFAULT_RULE)}
+    if exc.review.get("approvers"):
+        out["approver_group"] = exc.review["approvers"]
+    if checklist:
+        out["checklist"] = [{"item": it, "checked": True} for it in checklist]
+    return out
+
+
+def auto_approve_on_timeout(
+    db: Database, exception_id: int, *, now: datetime, key: Ed25519PrivateKey | None, today: date | None = None,
+) -> DecisionOutcome | None:
+    """The routing rule's timeout outcome ``auto_approve``: at expiry, a pending variance under the
+    rule's small amount is approved by the system, audited as the system's decision naming the rule.
+
+    Locking: one conditional UPDATE ``… WHERE id = :id AND state = 'pending' AND escalated_at IS NULL
+    AND due_at <= :now AND version = :v`` (like the escalation claim it replaces): a concurrent sweep
+    or a human decision in the same moment matches 0 rows and nothing is written. None when the rule
+    does not auto-approve this exception or someone else moved it first."""
+    today = today or now.date()
+    with db.transaction() as s:
+        exc = s.get(BillingException, exception_id)
+        if exc is None or exc.state != "pending" or exc.due_at is None or exc.due_at > now:
+            return None
+        if not review.auto_approves(exc):
+            return None
+        digest = subject_hash_of(exc)
+        rule = str((exc.review or {}).get("rule"))
+        below = ((exc.review or {}).get("sla") or {}).get("auto_approve_below")
+        reason = (f"SLA expired at {_when(exc.due_at)}: routing rule {rule} approves variances under "
+                  f"{below} {exc.currency} at expiry")
+        res = s.execute(
+            update(BillingException)
+            .where(BillingException.id == exc.id, BillingException.state == "pending",
+                   BillingException.escalated_at.is_(None), BillingException.due_at <= now,
+                   BillingException.version == exc.version)
+            .values(state="approved", decision="approve", decided_by="system", decided_at=now, reason=reason,
+                    version=exc.version + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        s.refresh(exc)
+        _apply(s, exc, "approve", actor="system", reason=reason, key=key, now=now, today=today)
+        row = Decision(exception_id=exc.id, decision="approve", actor_id="system", actor_name="billbot (SLA rule)",
+                       actor_email=None, reason=reason, decided_at=now, subject_hash=digest)
+        s.add(row)
+        s.flush()
+        entry = audit.record(
+            s, key=key, actor="system", action="decision.recorded", subject_type="exception", subject_id=exc.id,
+            now=now,
+            payload={
+                "decision_id": row.id, "exception_id": exc.id, "kind": exc.kind, "decision": "approve",
+                "final": True, "approvals": None, "approvals_needed": exc.approvals_needed,
+                "actor": {"id": "system", "name": "billbot (SLA rule)", "email": None},
+                "at": now.astimezone(UTC).isoformat(), "reason": reason, "subject_sha256": digest,
+                "amount": _num(exc.amount), "currency": exc.currency,
+                "preinvoice_id": exc.preinvoice_id, "invoice_ids": [],
+                "outcome": "auto_approve", "rule": rule, "auto_approve_below": below,
+            },
+        )
+        row.audit_id = entry.id
+        notify(s, "exception.decided", exception_id=exc.id, decision_id=row.id)
+        return DecisionOutcome(exception_id=exc.id, decision="approve", final=True, approvals=0,
+                               approvals_needed=exc.approvals_needed, decision_id=row.id, audit_id=entry.id,
+                               subject_hash=digest, actor="system")
+
+
 # --------------------------------------------------------------------------- the decision
 
 
@@ -358,7 +446,7 @@ def _check_stale(exc: BillingException, subject_hash: str) -> str:
 def preflight(
     db: Database, *, exception_id: int, decision: DecisionKind, actor: str, subject_hash: str,
     signing_key: Ed25519PrivateKey | None, now: datetime | None = None,
-    lookup_profile: ProfileLookup | None = None,
+    lookup_profile: ProfileLookup | None = None, group_lookup: review.GroupLookup | None = None,
 ) -> BillingException:
     """The checks of :func:`decide` without deciding — run before a reason modal opens, so a refused
     click is told (and audited) at once instead of after typing a reason."""
@@ -368,7 +456,7 @@ def preflight(
         with db.read() as s:
             user = s.get(User, actor)
             assert user is not None  # _refresh_profile created it
-            exc = access_exception_for_decision(s, user, exception_id, decision)
+            exc = access_exception_for_decision(s, user, exception_id, decision, group_lookup=group_lookup)
             _check_stale(exc, subject_hash)
             return exc
     except Refused as refusal:
@@ -381,8 +469,14 @@ def decide(
     db: Database, *, exception_id: int, decision: DecisionKind, actor: str, subject_hash: str,
     reason: str | None = None, signing_key: Ed25519PrivateKey | None, now: datetime | None = None,
     today: date | None = None, lookup_profile: ProfileLookup | None = None,
+    group_lookup: review.GroupLookup | None = None, checked: Sequence[str] = (),
 ) -> DecisionOutcome:
     """Record ``actor``'s ``decision`` on the exception and move its pre-invoice / items on.
+
+    ``checked``: the checklist items the actor ticked (issue 21); when the exception's checklist
+    for ``decision`` has items, every one must be ticked (Invalid ``checklist_incomplete`` names the
+    missing ones) and they go into the signed record. ``group_lookup`` asks Slack for the members of
+    the routing rule's user group.
 
     Locking: ONE atomic conditional UPDATE —
     ``UPDATE exceptions SET state=…, version=version+1 WHERE id=:id AND state IN ('pending',
@@ -405,7 +499,8 @@ def decide(
     try:
         with db.transaction() as s:
             return _decide(s, exception_id=exception_id, decision=decision, actor=actor,
-                           subject_hash=subject_hash, reason=reason, key=signing_key, now=now, today=today)
+                           subject_hash=subject_hash, reason=reason, key=signing_key, now=now, today=today,
+                           group_lookup=group_lookup, checked=checked)
     except Refused as refusal:
         _record_refusal(db, exception_id=exception_id, decision=decision, actor=actor, refusal=refusal,
                         key=signing_key, now=now)
@@ -415,10 +510,12 @@ def decide(
 def _decide(
     s: Session, *, exception_id: int, decision: DecisionKind, actor: str, subject_hash: str, reason: str | None,
     key: Ed25519PrivateKey | None, now: datetime, today: date,
+    group_lookup: review.GroupLookup | None = None, checked: Sequence[str] = (),
 ) -> DecisionOutcome:
     user = ensure_user(s, actor, now=now)
-    exc = access_exception_for_decision(s, user, exception_id, decision)
+    exc = access_exception_for_decision(s, user, exception_id, decision, group_lookup=group_lookup)
     digest = _check_stale(exc, subject_hash)
+    checklist = check_checklist(exc, decision, checked)
     name = display_name(user, actor)
 
     approvals = valid_approvals(exc)  # approvals of an older subject are dropped, never counted
@@ -470,6 +567,7 @@ def _decide(
             "at": now.astimezone(UTC).isoformat(), "reason": reason, "subject_sha256": digest,
             "amount": _num(exc.amount), "currency": exc.currency,
             "preinvoice_id": pi.id if pi is not None else None, "invoice_ids": list(invoice_ids),
+            **_review_payload(exc, checklist),
         },
     )
     row.audit_id = entry.id
@@ -489,9 +587,15 @@ def _decide(
 def may_decide(s: Session, user: User, exc: BillingException) -> list[DecisionKind]:
     """Which decisions ``user`` could take on ``exc`` now (for the App Home queue)."""
     allowed: list[DecisionKind] = []
+    # a routing rule naming only a Slack user group: its membership is asked of Slack at the click, not
+    # for every row of a queue, so the queue lists it for every approver (listed users are checked here)
+    def member_of_unlisted_group(_group: str) -> set[str]:
+        return {user.slack_id}
+
     for d in DECISIONS:
         try:
-            access_exception_for_decision(s, user, exc.id, d, explain=False)
+            access_exception_for_decision(s, user, exc.id, d, explain=False,
+                                          group_lookup=member_of_unlisted_group)
         except BillingError:
             continue
         allowed.append(d)

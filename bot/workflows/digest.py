@@ -23,7 +23,7 @@ from billing.payments import BUCKETS, bucket
 from bot.workflows.audit import record
 from bot.workflows.disputes import DisputeStats, dispute_stats_in
 from bot.workflows.held import HeldItem, held_items
-from bot.workflows.payments import dso_by_currency, open_as_of
+from bot.workflows.payments import ReportingAging, aging_in, dso_by_currency, open_as_of
 from bot.workflows.run_reports import Converted, Converter, reporting_currency
 from storage.db import Database
 from storage.models import OPEN_EXCEPTION_STATES, Advertiser, BillingException, Invoice, Setting, SourceState
@@ -104,6 +104,7 @@ class DigestData:
     trend: list[TrendPoint] = field(default_factory=list)  # the last 7 days, oldest first
     # items held for correction with their owners (issue 17), the largest first
     held: list[HeldItem] = field(default_factory=list)
+    aging_reporting: ReportingAging | None = None  # the buckets over all currencies in the reporting currency
 
 
 def _sum(pairs: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
@@ -162,7 +163,8 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
         credit_notes_created=sum(1 for i in invoices if i.kind == "credit_note"),
         invoiced_totals=invoiced_totals,
         skipped_count=len(skipped), skipped_totals=_sum((e.currency, e.amount) for e in skipped),
-        sources=sources, aging=receivables_aging(s, now), dso=receivables_dso(s, now),
+        sources=sources, aging=(aging := receivables_aging(s, now)), dso=receivables_dso(s, now),
+        aging_reporting=receivables_in_reporting_currency(s, now) if aging else None,
         disputes=dispute_stats_in(s, now=now),
         held=held_items(s),
         reporting_currency=conv.to, open_reporting=conv.total(_sum((e.currency, e.amount) for e in open_rows)),
@@ -199,6 +201,12 @@ def receivables_aging(s: Session, now: datetime) -> dict[str, dict[str, Decimal]
         b = out.setdefault(inv.currency, dict.fromkeys(BUCKETS, Decimal("0.00")))
         b[bucket((today - inv.due_date).days)] += inv.open_amount
     return dict(sorted(out.items()))
+
+
+def receivables_in_reporting_currency(s: Session, now: datetime) -> ReportingAging:
+    """The aging buckets over every currency, converted to the reporting currency
+    (:class:`bot.workflows.payments.ReportingAging` says at which rates)."""
+    return aging_in(s, as_of=now.date())[1]
 
 
 def receivables_dso(s: Session, now: datetime) -> dict[str, Decimal | None]:

@@ -112,6 +112,15 @@ class _Pack:
         self.members.append((name, data))
 
 
+def _review_of(payload: str | None) -> dict[str, Any]:
+    """The review controls a signed decision carries (issue 21): the checklist ticked, the routing
+    rule and its group, the timeout outcome — copied from the signed record into decisions.json."""
+    if not payload:
+        return {}
+    data = json.loads(payload)
+    return {k: data[k] for k in ("checklist", "rule", "approver_group", "outcome") if k in data}
+
+
 def _audit_row(a: AuditLog) -> dict[str, Any]:
     return {"id": a.id, "at": a.at.isoformat(), "actor": a.actor, "action": a.action,
             "subject_type": a.subject_type, "subject_id": a.subject_id, "payload": a.payload,
@@ -230,6 +239,7 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
         if audit_ids:
             audit_conds.append(AuditLog.id.in_(audit_ids))
         audit_rows = list(s.execute(select(AuditLog).where(or_(*audit_conds)).order_by(AuditLog.id)).scalars())
+        signed = {a.id: a.payload for a in audit_rows}
         decisions_doc = {
             "exceptions": [
                 {"id": e.id, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
@@ -241,7 +251,8 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
             "decisions": [
                 {"id": d.id, "exception_id": d.exception_id, "decision": d.decision, "actor_id": d.actor_id,
                  "actor_name": d.actor_name, "actor_email": d.actor_email, "reason": d.reason,
-                 "decided_at": d.decided_at, "subject_hash": d.subject_hash, "audit_id": d.audit_id}
+                 "decided_at": d.decided_at, "subject_hash": d.subject_hash, "audit_id": d.audit_id,
+                 **_review_of(signed.get(d.audit_id) if d.audit_id else None)}
                 for d in decisions
             ],
             "approvals": inv.approvals or [],

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from billing.errors import Conflict, NotFound
 from billing.signatures import canonical_json
-from bot.workflows import audit
+from bot.workflows import audit, review
 from bot.workflows.effects import notify
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, LegalEntity
 from storage.settings import get_settings
@@ -50,13 +50,9 @@ def _jsonable(evidence: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _approvals_needed(amount: Decimal) -> int:
-    return 2 if amount >= get_settings().two_approver_amount else 1
-
-
-def _sla(now: datetime) -> tuple[datetime, datetime]:
-    hours = get_settings().sla_hours
-    return now + timedelta(hours=hours / 2), now + timedelta(hours=hours)
+def _sla(now: datetime, rules: dict[str, Any] | None = None) -> tuple[datetime, datetime]:
+    """``(remind_at, due_at)``: the routing rule's reminder plan and SLA, default half of SLA_HOURS."""
+    return review.timers(rules, now)
 
 
 def _channel(s: Session, legal_entity_id: str) -> str:
@@ -148,7 +144,9 @@ def open_exception(  # noqa: PLR0915 - the upsert's four cases read top to botto
     row.evidence = ev
     subject_changed = row.subject_hash != subject_hash
     row.subject_hash = subject_hash
-    row.approvals_needed = _approvals_needed(amount)
+    row.review = review.snapshot(s, kind=kind, legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
+                                 amount=amount, cause=cause)
+    row.approvals_needed = review.approvals_needed(row.review, amount)
     row.billing_run_id = billing_run_id if billing_run_id is not None else row.billing_run_id
     row.period_start = period_start if period_start is not None else row.period_start
     row.period_end = period_end if period_end is not None else row.period_end
@@ -158,7 +156,7 @@ def open_exception(  # noqa: PLR0915 - the upsert's four cases read top to botto
     row.version = row.version + 1
     if reopen:
         row.state = "pending"
-        row.remind_at, row.due_at = _sla(now)
+        row.remind_at, row.due_at = _sla(now, row.review)
         row.reminded_at = None
         row.escalated_at = None
         row.decided_at = None
@@ -181,13 +179,17 @@ def _new_row(s: Session, *, kind: str, key: str, legal_entity_id: str, advertise
              preinvoice_id: int | None, billing_run_id: int | None, period_start: date | None,
              period_end: date | None, amount: Decimal, currency: str, cause: str, summary: str,
              evidence: dict[str, Any], subject_hash: str, started_by: str | None, now: datetime) -> BillingException:
-    """A new ``pending`` exception with its SLA timers (not yet added to the session)."""
-    remind_at, due_at = _sla(now)
+    """A new ``pending`` exception with its SLA timers, routed by the review rules (not yet added to
+    the session)."""
+    rules = review.snapshot(s, kind=kind, legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
+                            amount=amount, cause=cause)
+    remind_at, due_at = _sla(now, rules)
     return BillingException(
         key=key, kind=kind, state="pending", legal_entity_id=legal_entity_id, advertiser_id=advertiser_id,
         preinvoice_id=preinvoice_id, billing_run_id=billing_run_id, period_start=period_start,
         period_end=period_end, amount=amount, currency=currency, cause=cause, summary=summary, evidence=evidence,
-        subject_hash=subject_hash, approvals_needed=_approvals_needed(amount), approvals=[],
+        subject_hash=subject_hash, approvals_needed=review.approvals_needed(rules, amount), approvals=[],
+        review=rules,
         started_by=started_by, created_at=now, updated_at=now, remind_at=remind_at, due_at=due_at,
         channel=_channel(s, legal_entity_id), version=1,
     )

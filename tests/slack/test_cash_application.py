@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.workflows import payments as wf
-from storage.models import AuditLog, Invoice
+from storage.models import AuditLog, Invoice, Payment
 from tests import factories as f
 from tests.slack.conftest import World
 from tests.slack.helpers import ephemerals
@@ -76,8 +76,12 @@ def test_unmatched_and_partial_payments_are_settled_in_slack(world: World) -> No
     partial_id, unmatched_id = sorted(res.exceptions)
     world.api.wait_for("chat.postMessage", 2)
 
-    _, _, msg = _message_for(world, unmatched_id)
+    channel, ts, msg = _message_for(world, unmatched_id)
     assert msg["blocks"][0]["text"]["text"] == "Unmatched payment 400.00 EUR"
+    # where the message is, for the SLA reminder's thread; its timers run until someone decides
+    with world.db.read() as s:
+        row = s.get(Payment, unmatched_id)
+        assert (row.channel, row.message_ts, row.sla_state) == (channel, ts, "open")
     options = [o["value"] for o in _elements(msg)["payment_allocate"]["options"]]
     assert len(options) == 3 and options[0] == f"{unmatched_id}:INV-2026-000001"  # closest open amount first
 
@@ -100,6 +104,8 @@ def test_unmatched_and_partial_payments_are_settled_in_slack(world: World) -> No
     _, _, msg = _message_for(world, partial_id)
     assert f"<@{f.MANAGER}> wrote off 62.00 EUR on INV-2026-000003." in json.dumps(msg["blocks"])
     assert not any(b["type"] == "actions" for b in msg["blocks"])  # nothing left to decide
+    with world.db.read() as s:  # its SLA timers stop; the 400.00 left 600.00 open on INV-5: still running
+        assert (s.get(Payment, partial_id).sla_state, s.get(Payment, unmatched_id).sla_state) == ("settled", "open")
 
     states = {n: (v.payment_state, str(v.open_amount)) for n, v in _by_number(world).items()}
     assert states["INV-2026-000003"] == ("paid", "0.00") and states["INV-2026-000005"] == ("overdue", "600.00")

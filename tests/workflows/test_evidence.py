@@ -205,3 +205,34 @@ def test_a_huge_member_in_a_small_zip_is_refused_without_reading_it(tmp_path) ->
     assert bomb.stat().st_size < 2 * 1024 * 1024
     problems = verify_evidence_pack(bomb)
     assert len(problems) == 1 and "refused" in problems[0] and "invoice.pdf" in problems[0]
+
+
+def test_a_decision_s_ticked_checklist_and_rule_are_in_the_pack(db, key, world, tmp_path: Path, out_dir: Path) -> None:
+    """Issue 21: the checklist ticked at a decision is part of its signed record, and the pack's
+    decisions.json repeats it next to the decision (audit.jsonl carries the signed record itself)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from bot.workflows import audit
+    from storage.models import Decision
+
+    items = [{"item": "Checked the third-party report for the same days", "checked": True}]
+    with db.transaction() as s:
+        first = s.execute(select(Decision).order_by(Decision.id)).scalars().first()
+        assert first is not None
+        rec = audit.record(s, key=key, actor="U03APPROVER", action="decision.recorded", subject_type="exception",
+                           subject_id=first.exception_id, now=datetime(2026, 3, 1, 8, tzinfo=UTC),
+                           payload={"decision": "approve", "rule": "lyon-large", "checklist": items})
+        s.add(Decision(exception_id=first.exception_id, decision="approve", actor_id="U03APPROVER",
+                       decided_at=datetime(2026, 3, 1, 8, tzinfo=UTC), subject_hash=first.subject_hash,
+                       audit_id=rec.id))
+    path = build_evidence_pack(db, world.numbers["reverse"], tmp_path / "p.zip", renderer=pdf, key=key,
+                               out_dir=out_dir)
+    files = dict(_members(path))
+    decisions = json.loads(files["decisions.json"])["decisions"]
+    assert "checklist" not in decisions[0]  # a decision without review controls keeps its shape
+    assert decisions[1]["checklist"] == items and decisions[1]["rule"] == "lyon-large"
+    signed = [line for line in files["audit.jsonl"].decode().splitlines() if "decision.recorded" in line]
+    assert len(signed) == 1 and "Checked the third-party report for the same days" in signed[0]
+    assert verify_evidence_pack(path) == []
