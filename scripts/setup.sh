@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-run}"
 
-# WeasyPrint needs Pango/HarfBuzz and fonts; tests also need PostgreSQL and Chromium (Playwright).
-pkgs=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-liberation fonts-dejavu-core python3-venv)
+# WeasyPrint needs Pango/HarfBuzz and fonts; the sandbox page shows billbot's emoji (a colour emoji font, else
+# boxes); tests also need PostgreSQL and Chromium (Playwright).
+pkgs=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-liberation fonts-dejavu-core
+  fonts-noto-color-emoji python3-venv)
 if [[ "$what" == "test" ]]; then
   pkgs+=(postgresql chromium)
 fi

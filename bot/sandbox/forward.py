@@ -335,8 +335,14 @@ class Forwarder:
         view_id: str | None = None,
         selected: Any = None,
         values: dict[str, dict[str, Any]] | None = None,
+        shown: dict[str, Any] | None = None,
     ) -> Outcome:
-        """A click (or selection) on an element of a message (``channel`` + ``message_ts``) or a view."""
+        """A click (or selection) on an element of a message (``channel`` + ``message_ts``) or a view.
+
+        ``shown`` is the element as the page rendered it. Slack delivers a click on what its client shows even
+        when the message changed since (decided by someone else, refreshed): the app then answers — billbot with
+        "Already approved by …". So an element the stored message no longer has is taken as ``shown``, or by its
+        ``action_id`` under a new block id; only a click on nothing known is ``action_not_found``."""
         user = self._user(user_id)
         trigger = self.ws.new_trigger(user_id)
         payload: dict[str, Any] = {
@@ -381,7 +387,7 @@ class Forwarder:
                 payload["message"] = {k: v for k, v in msg.items() if k != "ephemeral_for"}
         else:
             raise SlackError("invalid_arguments")
-        el = find_element(blocks, block_id, action_id)
+        el = find_element(blocks, block_id, action_id) or _stale_element(blocks, action_id, shown)
         if el is None:
             raise SlackError("action_not_found")
         payload["actions"] = [action_obj(el, block_id, selected)]
@@ -465,6 +471,19 @@ class Forwarder:
         }
         status, content, elapsed = self.post_payload(payload)
         return Outcome(ok=status == 200, status=status, elapsed_ms=elapsed)
+
+
+def _stale_element(blocks: list[dict[str, Any]], action_id: str, shown: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The element a click on an outdated rendering meant: as the page showed it, else the one with the same
+    ``action_id`` (block ids the sandbox generated change with every ``chat.update``)."""
+    if isinstance(shown, dict) and shown.get("action_id") == action_id and isinstance(shown.get("type"), str):
+        return shown
+    for b in blocks:
+        candidates = list(b.get("elements", [])) + [b.get("accessory") or {}, b.get("element") or {}]
+        for el in candidates:
+            if isinstance(el, dict) and el.get("action_id") == action_id:
+                return el
+    return None
 
 
 def _empty(entry: dict[str, Any]) -> bool:

@@ -18,15 +18,17 @@ import mimetypes
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from bot.sandbox.calls import Call, decode_json_fields
 from bot.sandbox.forward import Forwarder, new_bot_token, new_secret
 from bot.sandbox.outbox import Outbox
 from bot.sandbox.outbox import route as outbox_route
 from bot.sandbox.webapi import WebApi
-from bot.sandbox.workspace import BOT_USER, BOT_USER_ID, SandboxUser, SlackError, Workspace
+from bot.sandbox.workspace import BOT_USER, BOT_USER_ID, TEAM_ID, SandboxUser, SlackError, Workspace
 from bot.sandbox.wsgi import RunningServer, serve_in_thread
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 20 * 1024 * 1024
 LONG_POLL_SECONDS = 20.0
+KEEP_CALLS = 2000  # the calls a sandbox session remembers (tests keep all)
 
 StartResponse = Callable[..., Any]
 
@@ -130,25 +133,55 @@ class SandboxApp:
         start_response(status, headers)
         return [body]
 
+    def _record(self, method: str, params: dict[str, Any], body: Any, environ: dict[str, Any]) -> None:
+        headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = str(environ["CONTENT_TYPE"])
+        self.api.log.record(Call(method, params, body, headers, str(environ.get("PATH_INFO", ""))))
+
+    def web_api(self, name: str, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """``/api/<name>``: an injected HTTP fault, or the method's answer; recorded after it is answered."""
+        raw = _read_body(environ)
+        params = api_params(environ, raw)
+        body = dict(params) if raw or params else {}
+        if environ.get("CONTENT_TYPE", "").startswith("application/json") and raw:
+            body = json.loads(raw)
+        recorded = decode_json_fields(params)
+        fault = self.api.faults.take(name)
+        if fault is not None:
+            status, retry_after = fault
+            self._record(name + "#fault", recorded, body, environ)
+            error = "ratelimited" if status == 429 else "fatal_error"
+            code, headers, out = _json({"ok": False, "error": error})
+            if status == 429:
+                headers.append(("Retry-After", str(retry_after)))
+            return f"{status} {HTTPStatus(status).phrase}", headers, out
+        result = self.api.call(name, params, _token(environ, params))
+        self._record(name, recorded, body, environ)
+        return _json(result)
+
     def route(self, method: str, path: str, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         if path.startswith(("/outbox", "/sandbox/outbox")):
             found = outbox_route(self.outbox, method, path)
             if found is not None:
                 return found
         if path.startswith("/api/"):
-            body = _read_body(environ)
-            params = api_params(environ, body)
-            return _json(self.api.call(path[5:], params, _token(environ, params)))
+            return self.web_api(path[5:], environ)
         if path.startswith("/upload/") and method == "POST":
-            self.ws.upload_file(path[8:], _read_body(environ))
-            return "200 OK", [("Content-Type", "text/plain")], b"OK"
+            raw = _read_body(environ)
+            self.ws.upload_file(path[8:], raw)
+            query = _flatten(parse_qs(environ.get("QUERY_STRING", "")))
+            self._record("upload", {"file_id": path[8:], **query}, raw, environ)
+            return "200 OK", [("Content-Type", "text/plain")], b"OK - " + str(len(raw)).encode()
         if path.startswith("/response/") and method == "POST":
             raw = _read_body(environ)
             try:
                 data = json.loads(raw) if raw.strip().startswith(b"{") else api_params(environ, raw)
             except ValueError:
                 raise HttpError("400 Bad Request", "invalid_json") from None
-            return _json(self.api.respond(path[10:], data))
+            answer = self.api.respond(path[10:], data)
+            self._record("response_url", decode_json_fields(data), data, environ)
+            return _json(answer)
         if path.startswith("/files/"):
             f = self.ws.file(path[7:].split("/", maxsplit=1)[0])
             ctype = mimetypes.guess_type(f["name"])[0] or "application/octet-stream"
@@ -199,6 +232,7 @@ class SandboxApp:
                 view_id=data.get("view_id"),
                 selected=data.get("selected"),
                 values=data.get("values") or {},
+                shown=data.get("element") if isinstance(data.get("element"), dict) else None,
             )
         elif name == "submit":
             out = self.forwarder.submit(user, str(data["view_id"]), data.get("values") or {})
@@ -332,11 +366,21 @@ def start_sandbox(
     bot_token: str | None = None,
     users_provider: Callable[[], Iterable[SandboxUser]] | None = None,
     workspace: Workspace | None = None,
+    deterministic: bool = False,
+    open_ids: bool = False,
+    team_id: str = TEAM_ID,
+    keep_calls: int | None = KEEP_CALLS,
 ) -> SandboxServer:
     """Start a sandbox on ``host:port`` (0 = a free port). Secrets are generated when not given; the caller
-    gives billbot ``bot_token``, ``signing_secret`` and ``api_url`` of the returned server."""
-    ws = workspace or Workspace(db_path, users_provider=users_provider)
-    api = WebApi(ws, bot_token=bot_token or new_bot_token())
+    gives billbot ``bot_token``, ``signing_secret`` and ``api_url`` of the returned server.
+
+    ``deterministic`` and ``open_ids`` make it the test suite's Slack stand-in (see :mod:`bot.sandbox.workspace`);
+    with :attr:`WebApi.log` and :attr:`WebApi.faults` tests read what billbot called and inject failures
+    (``keep_calls=None`` keeps every call; by default only the last :data:`KEEP_CALLS`)."""
+    ws = workspace or Workspace(
+        db_path, users_provider=users_provider, deterministic=deterministic, open_ids=open_ids, team_id=team_id
+    )
+    api = WebApi(ws, bot_token=bot_token or new_bot_token(), keep_calls=keep_calls)
     fwd = Forwarder(ws, api, events_url=events_url, signing_secret=signing_secret or new_secret(), public_url="")
     app = SandboxApp(ws, api, fwd)
     http = serve_in_thread(app, host=host, port=port, name="sandbox")

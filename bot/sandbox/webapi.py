@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.sandbox.blockkit import validate_blocks, validate_view
+from bot.sandbox.calls import CallLog, Faults
 from bot.sandbox.workspace import (
     APP_ID,
     BOT_ID,
     BOT_USER,
     BOT_USER_ID,
     TEAM_DOMAIN,
-    TEAM_ID,
     SlackError,
     Workspace,
 )
@@ -80,23 +80,30 @@ def _message_content(params: dict[str, Any], *, require: bool = True) -> tuple[s
 
 
 class WebApi:
-    """Dispatches ``/api/<method>`` calls. ``bot_token`` is the only accepted token (generated per session)."""
+    """Dispatches ``/api/<method>`` calls. ``bot_token`` is the only accepted token (generated per session) —
+    any token is, when the workspace takes caller-chosen ids (``open_ids``, the test suite's stand-in).
 
-    def __init__(self, workspace: Workspace, *, bot_token: str, base_url: str = "") -> None:
+    :attr:`log` records every request (the server fills it), :attr:`faults` holds injected failures."""
+
+    def __init__(
+        self, workspace: Workspace, *, bot_token: str, base_url: str = "", keep_calls: int | None = None
+    ) -> None:
         self.ws = workspace
         self.bot_token = bot_token
         self.base_url = base_url  # "http://127.0.0.1:PORT/" — for upload URLs and file links
-        self.calls: list[tuple[str, dict[str, Any]]] = []  # every call, for tests and the page's log
+        self.log = CallLog(keep_calls)
+        self.faults = Faults()
 
     def call(self, name: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
-        self.calls.append((name, params))
         fn = METHODS.get(name)
         if fn is None:
             return {"ok": False, "error": "unknown_method"}
         if not token:
             return {"ok": False, "error": "not_authed"}
-        if token != self.bot_token:
+        if token != self.bot_token and not self.ws.open_ids:
             return {"ok": False, "error": "invalid_auth"}
+        if (error := self.faults.error(name)) is not None:
+            return {"ok": False, "error": error}
         try:
             return {"ok": True, **fn(self, params)}
         except SlackError as e:
@@ -114,6 +121,8 @@ class WebApi:
         try:
             target = self.ws.use_response_url(token)
             text, blocks, attachments = _message_content(body, require=not _bool(body.get("delete_original")))
+            if target is None:  # a URL the workspace did not hand out (open_ids): the call is only recorded
+                return {"ok": True}
             channel, ts, ephemeral = target["channel"], target["message_ts"], bool(target["ephemeral"])
             user = target["user_id"]
             if _bool(body.get("delete_original")) and ts:
@@ -150,7 +159,7 @@ def auth_test(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
         "url": f"{api.base_url or 'http://127.0.0.1/'}",
         "team": "billbot sandbox",
         "user": BOT_USER.handle,
-        "team_id": TEAM_ID,
+        "team_id": api.ws.team_id,
         "user_id": BOT_USER_ID,
         "bot_id": BOT_ID,
         "app_id": APP_ID,
@@ -221,13 +230,25 @@ def chat_post_ephemeral(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
     user = _required(params, "user", "user_not_in_channel")
     text, blocks, attachments = _message_content(params)
     try:
-        api.ws.user(user)
+        if not api.ws.open_ids:  # open_ids: users the workspace does not know are in every channel
+            api.ws.user(user)
     except SlackError:
         raise SlackError("user_not_in_channel") from None
     _, ts = api.ws.post_ephemeral(
         channel, user, text=text, blocks=blocks, attachments=attachments, thread_ts=params.get("thread_ts") or None
     )
     return {"message_ts": ts}
+
+
+@method("chat.getPermalink")
+def chat_get_permalink(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
+    channel = _required(params, "channel", "channel_not_found")
+    ts = _required(params, "message_ts", "message_not_found")
+    ch = api.ws.channel(channel, create=False)
+    if not api.ws.open_ids:
+        api.ws.message(ch["id"], ts)  # message_not_found
+    base = api.base_url or "http://127.0.0.1/"
+    return {"channel": ch["id"], "permalink": f"{base}archives/{ch['id']}/p{ts.replace('.', '')}"}
 
 
 @method("chat.delete")
@@ -376,4 +397,4 @@ def files_complete_upload(api: WebApi, params: dict[str, Any]) -> dict[str, Any]
 
 @method("team.info")
 def team_info(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
-    return {"team": {"id": TEAM_ID, "name": "billbot sandbox", "domain": TEAM_DOMAIN}}
+    return {"team": {"id": api.ws.team_id, "name": "billbot sandbox", "domain": TEAM_DOMAIN}}

@@ -7,10 +7,23 @@ suits tests. One connection guarded by a lock: the sandbox is a single-user tool
 
 Every change bumps :attr:`Workspace.version` and wakes :meth:`Workspace.wait_for_change`, which the page
 long-polls, so a ``chat.update`` from billbot shows up in the browser within a fraction of a second.
+
+Two options make the workspace the Slack stand-in of the test suite (``billbot serve --sandbox`` uses neither):
+
+- ``deterministic``: timestamps count up from ``1700000001.000001``, ids from a counter (``V00000001``), a
+  channel created by name gets an id derived from it (``billing-managers`` → ``CBILLINGMAN``) and a user's DM
+  is ``"D" + user[1:]`` — so tests can name ids before they exist (for an in-memory workspace: the counters
+  start afresh);
+- ``open_ids``: ids chosen by the caller are accepted as Slack would accept ids of a bigger workspace:
+  unknown channel ids (``CEXCEPTIONS``) are created on first use, replies to a thread parent the workspace
+  never saw are kept, DMs, ephemerals and App Homes of users it does not know are stored, ``views.update`` of
+  an unknown view id stores it, trigger ids and ``response_url``s it did not hand out are taken (the latter
+  only recorded). ``users.info`` still answers ``user_not_found`` for unknown users.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
@@ -35,7 +48,10 @@ TRIGGER_TTL_SECONDS = 30.0
 RESPONSE_URL_TTL_SECONDS = 30 * 60  # Slack: five uses within 30 minutes
 RESPONSE_URL_MAX_USES = 5
 
+DETERMINISTIC_EPOCH = 1_700_000_000
+
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
+_ID_RE = re.compile(r"^[CDG][A-Z0-9]{1,20}$")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -44,7 +60,7 @@ CREATE TABLE IF NOT EXISTS channels (
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, ts TEXT NOT NULL UNIQUE, thread_ts TEXT,
     user_id TEXT, bot_id TEXT, text TEXT NOT NULL DEFAULT '', blocks TEXT, attachments TEXT, files TEXT,
-    edited_ts TEXT, ephemeral_for TEXT, subtype TEXT, reply_broadcast INTEGER NOT NULL DEFAULT 0,
+    edited_ts TEXT, ephemeral_for TEXT, sent_blocks TEXT, subtype TEXT, reply_broadcast INTEGER NOT NULL DEFAULT 0,
     deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_channel ON messages (channel, ts);
@@ -83,9 +99,13 @@ class SandboxUser:
     email: str | None = None
     roles: tuple[str, ...] = ()
     is_bot: bool = False
+    display: str | None = None  # the handle, when it is not the first name
+    tz: str = "Europe/Berlin"
 
     @property
     def handle(self) -> str:
+        if self.display:
+            return self.display
         return self.name.split(" ")[0].lower() if self.name else self.id.lower()
 
     def as_slack(self) -> dict[str, Any]:
@@ -107,7 +127,7 @@ class SandboxUser:
             "deleted": False,
             "is_bot": self.is_bot,
             "is_app_user": False,
-            "tz": "Europe/Berlin",
+            "tz": self.tz,
             "tz_label": "Central European Time",
             "tz_offset": 3600,
             "profile": profile,
@@ -119,13 +139,18 @@ BOT_USER = SandboxUser(id=BOT_USER_ID, name=BOT_NAME, is_bot=True)
 
 @dataclass
 class _Clock:
-    """Strictly increasing Slack timestamps (``"1767225600.000100"``)."""
+    """Strictly increasing Slack timestamps (``"1767225600.000100"``); ``deterministic``: ``n`` counts calls and
+    the n-th timestamp is ``f"{1700000000 + n}.{n:06d}"``."""
 
     last: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    deterministic: bool = False
 
     def next(self) -> str:
         with self.lock:
+            if self.deterministic:
+                self.last += 1
+                return f"{DETERMINISTIC_EPOCH + self.last}.{self.last:06d}"
             now = int(time.time() * 1_000_000)
             self.last = max(now, self.last + 1)
             return f"{self.last // 1_000_000}.{self.last % 1_000_000:06d}"
@@ -167,6 +192,9 @@ class Workspace:
         *,
         users_provider: Callable[[], Iterable[SandboxUser]] | None = None,
         channels: Iterable[str] = DEFAULT_CHANNELS,
+        deterministic: bool = False,
+        open_ids: bool = False,
+        team_id: str = TEAM_ID,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -178,11 +206,18 @@ class Workspace:
         self.closed = False
         self._users_provider = users_provider
         self._users: dict[str, SandboxUser] = {}
-        self._clock = _Clock()
+        self.team_id = team_id  # what auth.test answers; the page's own payloads always name TEAM_ID
+        self.deterministic = deterministic
+        self.open_ids = open_ids
+        self._clock = _Clock(deterministic=deterministic)
+        self._ids = itertools.count(1)
         with self._lock:
             self._conn.executescript(SCHEMA)
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(messages)")}
+            if "sent_blocks" not in columns:  # a workspace file from before the column
+                self._conn.execute("ALTER TABLE messages ADD COLUMN sent_blocks TEXT")
             last = self._conn.execute("SELECT max(CAST(ts AS REAL)) FROM messages").fetchone()[0]
-            if last:
+            if last and not deterministic:
                 self._clock.last = int(float(last) * 1_000_000)
             for name in channels:
                 self._ensure_channel(name)
@@ -224,6 +259,11 @@ class Workspace:
         with self._lock:
             return sorted(self._users.values(), key=lambda u: (u.name.lower(), u.id))
 
+    def _check_user(self, user_id: str) -> None:
+        """Unknown users are ``user_not_found`` — unless the workspace takes caller-chosen ids (``open_ids``)."""
+        if not self.open_ids:
+            self.user(user_id)
+
     def user(self, user_id: str) -> SandboxUser:
         if user_id == BOT_USER_ID:
             return BOT_USER
@@ -237,12 +277,24 @@ class Workspace:
     # --- channels -------------------------------------------------------------------------------------------
 
     def _new_id(self, prefix: str) -> str:
+        if self.deterministic:
+            return f"{prefix}{next(self._ids):08d}"
         return prefix + secrets.token_hex(5).upper()
 
-    def _ensure_channel(self, name: str) -> dict[str, Any]:
+    def _taken(self, channel_id: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM channels WHERE id = ?", (channel_id,)).fetchone() is not None
+
+    def _ensure_channel(self, name: str, channel_id: str | None = None) -> dict[str, Any]:
         row = self._conn.execute("SELECT * FROM channels WHERE name = ?", (name,)).fetchone()
         if row is None:
-            cid = self._new_id("C")
+            if channel_id is not None:
+                cid = channel_id
+            elif self.deterministic:
+                cid = "C" + re.sub(r"[^A-Z0-9]", "", name.upper())[:10]
+                if self._taken(cid):
+                    cid = self._new_id("C")
+            else:
+                cid = self._new_id("C")
             self._conn.execute(
                 "INSERT INTO channels (id, name, kind, created) VALUES (?, ?, 'channel', ?)", (cid, name, time.time())
             )
@@ -251,11 +303,18 @@ class Workspace:
 
     def open_im(self, user_id: str) -> dict[str, Any]:
         """The DM between the bot and ``user_id`` (created on first use)."""
-        self.user(user_id)
+        self._check_user(user_id)
         with self._lock:
             row = self._conn.execute("SELECT * FROM channels WHERE kind = 'im' AND user_id = ?", (user_id,)).fetchone()
             if row is None:
-                cid = self._new_id("D")
+                cid = "D" + user_id[1:] if self.deterministic else self._new_id("D")
+                if self._taken(cid):  # named by a caller before (open_ids): it becomes the DM
+                    self._conn.execute(
+                        "UPDATE channels SET kind = 'im', user_id = ?, name = ? WHERE id = ?",
+                        (user_id, f"dm-{user_id.lower()}", cid),
+                    )
+                    self._bump()
+                    return dict(self._conn.execute("SELECT * FROM channels WHERE id = ?", (cid,)).fetchone())
                 self._conn.execute(
                     "INSERT INTO channels (id, name, kind, user_id, created) VALUES (?, ?, 'im', ?, ?)",
                     (cid, f"dm-{user_id.lower()}", user_id, time.time()),
@@ -282,6 +341,10 @@ class Workspace:
                 return dict(row)
             if create and _NAME_RE.match(name):
                 ch = self._ensure_channel(name)
+                self._bump()
+                return ch
+            if self.open_ids and _ID_RE.match(ref):
+                ch = self._ensure_channel(ref.lower(), channel_id=ref)
                 self._bump()
                 return ch
             raise SlackError("channel_not_found")
@@ -324,7 +387,7 @@ class Workspace:
             m.update(bot_id=row["bot_id"], app_id=APP_ID, user=BOT_USER_ID, username=BOT_NAME)
         else:
             m["user"] = row["user_id"]
-        m["team"] = TEAM_ID
+        m["team"] = self.team_id
         if row["subtype"]:
             m["subtype"] = row["subtype"]
         for key in ("blocks", "attachments", "files"):
@@ -364,13 +427,14 @@ class Workspace:
             ch = self.channel(channel)
             if thread_ts:
                 parent = self._row(ch["id"], thread_ts)
-                if parent is None:
+                if parent is None and not self.open_ids:
                     raise SlackError("thread_not_found")
-                thread_ts = parent["thread_ts"] or parent["ts"]
+                if parent is not None:
+                    thread_ts = parent["thread_ts"] or parent["ts"]
             ts = self._clock.next()
             self._conn.execute(
-                "INSERT INTO messages (channel, ts, thread_ts, user_id, bot_id, text, blocks, attachments, files, "
-                "subtype, reply_broadcast) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (channel, ts, thread_ts, user_id, bot_id, text, blocks, sent_blocks, "
+                "attachments, files, subtype, reply_broadcast) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ch["id"],
                     ts,
@@ -379,6 +443,7 @@ class Workspace:
                     None if user else BOT_ID,
                     text or "",
                     _dumps(with_ids(blocks)),
+                    _dumps(blocks),
                     _dumps(attachments),
                     _dumps(files),
                     subtype,
@@ -405,6 +470,22 @@ class Workspace:
             ch = self.channel(channel, create=False)
             return self._message(self._must_row(ch["id"], ts))
 
+    def all_messages(self, *, as_sent: bool = False) -> list[dict[str, Any]]:
+        """Every message (not ephemeral, not deleted) of every channel, oldest first, each with its
+        ``channel`` and the raw ``thread_ts`` it was posted with (``None`` for a top-level message).
+        ``as_sent``: blocks as the app sent them, without the ``block_id``/``action_id`` Slack adds."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM messages WHERE deleted = 0 AND ephemeral_for IS NULL ORDER BY seq"
+            ).fetchall()
+            out = []
+            for r in rows:
+                m = {**self._message(r), "channel": r["channel"], "thread_ts": r["thread_ts"]}
+                if as_sent and r["blocks"] is not None:
+                    m["blocks"] = _loads(r["sent_blocks"])
+                out.append(m)
+            return out
+
     def update_message(
         self,
         channel: str,
@@ -422,10 +503,12 @@ class Workspace:
             if as_bot and not row["bot_id"]:
                 raise SlackError("cant_update_message")
             self._conn.execute(
-                "UPDATE messages SET text = ?, blocks = ?, attachments = ?, edited_ts = ? WHERE ts = ?",
+                "UPDATE messages SET text = ?, blocks = ?, sent_blocks = ?, attachments = ?, edited_ts = ? "
+                "WHERE ts = ?",
                 (
                     row["text"] if text is None else text,
                     row["blocks"] if blocks is None else _dumps(with_ids(blocks)),
+                    row["sent_blocks"] if blocks is None else _dumps(blocks),
                     row["attachments"] if attachments is None else _dumps(attachments),
                     self._clock.next(),
                     ts,
@@ -457,7 +540,7 @@ class Workspace:
         from_user: str | None = None,
     ) -> tuple[str, str]:
         """A message only ``user`` sees, in ``channel``; return ``(channel_id, message_ts)``."""
-        self.user(user)
+        self._check_user(user)
         with self._lock:
             ch = self.channel(channel)
             ts = self._clock.next()
@@ -559,6 +642,8 @@ class Workspace:
         """The user a trigger id was issued to; each trigger opens one view, within its time to live."""
         with self._lock:
             row = self._conn.execute("SELECT * FROM triggers WHERE id = ?", (trigger_id or "",)).fetchone()
+            if row is None and self.open_ids and trigger_id:
+                return ""  # a trigger id made up by a test's "user": nobody known opened the view
             if row is None:
                 raise SlackError("invalid_trigger_id")
             self._conn.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,))
@@ -578,10 +663,13 @@ class Workspace:
             )
         return token
 
-    def use_response_url(self, token: str) -> dict[str, Any]:
+    def use_response_url(self, token: str) -> dict[str, Any] | None:
+        """What a ``response_url`` answers; ``None`` for a URL the workspace did not hand out (``open_ids``)."""
         with self._lock:
             row = self._conn.execute("SELECT * FROM response_urls WHERE token = ?", (token,)).fetchone()
             if row is None:
+                if self.open_ids:
+                    return None
                 raise SlackError("invalid_response_url")
             if time.time() - row["created"] > RESPONSE_URL_TTL_SECONDS:
                 raise SlackError("expired_url")
@@ -596,7 +684,7 @@ class Workspace:
         body = json.loads(row["body"])
         view: dict[str, Any] = {
             "id": row["id"],
-            "team_id": TEAM_ID,
+            "team_id": self.team_id,
             "type": row["type"],
             "blocks": body.get("blocks", []),
             "private_metadata": body.get("private_metadata", ""),
@@ -612,15 +700,22 @@ class Workspace:
             "previous_view_id": row["previous_view_id"],
             "app_id": APP_ID,
             "external_id": row["external_id"] or "",
-            "app_installed_team_id": TEAM_ID,
+            "app_installed_team_id": self.team_id,
             "bot_id": BOT_ID,
         }
         return view
 
     def _insert_view(
-        self, vtype: str, user: str, view: dict[str, Any], *, root: str | None = None, previous: str | None = None
+        self,
+        vtype: str,
+        user: str,
+        view: dict[str, Any],
+        *,
+        root: str | None = None,
+        previous: str | None = None,
+        view_id: str | None = None,
     ) -> dict[str, Any]:
-        vid = self._new_id("V")
+        vid = view_id or self._new_id("V")
         external_id = view.get("external_id") or None
         if external_id and self._conn.execute("SELECT 1 FROM views WHERE external_id = ?", (external_id,)).fetchone():
             raise SlackError("duplicate_external_id")
@@ -685,8 +780,12 @@ class Workspace:
     ) -> dict[str, Any]:
         """``views.update``: a stale ``hash`` is ``hash_conflict`` (someone else updated the view meanwhile)."""
         with self._lock:
+            if self.open_ids and view_id and not external_id:
+                known = self._conn.execute("SELECT 1 FROM views WHERE id = ?", (view_id,)).fetchone()
+                if known is None:  # a view id made up by a test's payload: stored as it is updated
+                    return self._insert_view(str(view.get("type") or "modal"), "", view, view_id=view_id)
             row = self._find_view(view_id, external_id)
-            if hash and hash != row["hash"]:
+            if hash and hash != row["hash"] and not self.open_ids:
                 raise SlackError("hash_conflict")
             if row["type"] != view.get("type", row["type"]):
                 raise SlackError("invalid_arguments", response_metadata={"messages": ["view type cannot change"]})
@@ -698,7 +797,7 @@ class Workspace:
             return self._view(self._conn.execute("SELECT * FROM views WHERE id = ?", (row["id"],)).fetchone())
 
     def publish_home(self, user: str, view: dict[str, Any], *, hash: str | None = None) -> dict[str, Any]:
-        self.user(user)
+        self._check_user(user)
         with self._lock:
             row = self._conn.execute("SELECT * FROM views WHERE user_id = ? AND type = 'home'", (user,)).fetchone()
             if row is None:
@@ -750,6 +849,12 @@ class Workspace:
             self._conn.execute(
                 "UPDATE files SET content = ?, length = ? WHERE id = ?", (content, len(content), file_id)
             )
+
+    def uploads(self) -> dict[str, bytes]:
+        """The content of every uploaded file, by file id, in upload order."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id, content FROM files WHERE content IS NOT NULL ORDER BY created, id")
+            return {str(r["id"]): bytes(r["content"]) for r in rows.fetchall()}
 
     def file(self, file_id: str) -> dict[str, Any]:
         with self._lock:

@@ -1,5 +1,6 @@
-"""The decision flows (tests/sandbox/flows.py) against both fakes of the Slack Web API: the sandbox workspace
-and tests/fakes/slack_api.py. Same signed requests into billbot's real /slack/events, same expectations."""
+"""The decision flows (tests/sandbox/flows.py) through both ways of driving the one fake Slack Web API (the
+sandbox's): the sandbox page's forwarder, and the tests' signed users against the sandbox server as
+tests/fakes/slack_api.py starts it. Same signed requests into billbot's real /slack/events, same expectations."""
 
 from __future__ import annotations
 
@@ -173,3 +174,38 @@ def test_decision_flows_behave_the_same_on_both_fakes(surface: Any) -> None:
     flows.approve_variance_step(surface)
     flows.approver_force_refused_step(surface)
     flows.finance_force_step(surface)
+
+
+def test_a_click_on_an_outdated_message_reaches_billbot_and_its_answer_is_shown(
+        sandbox_surface: SandboxSurface) -> None:
+    """Finance's page still shows the Approve button the approver used a moment ago: as in Slack, the click
+    reaches billbot, which answers "Already approved by …" — the page shows that, not "action_not_found"."""
+    import httpx
+
+    s = sandbox_surface
+    flows.run_billing_step(s)
+    row, before = flows.exception_message(s, "variance")
+    channel, ts = row.channel or "", row.message_ts or ""
+    block_id, _ = flows.buttons(before)["decide_approve"]
+    shown = next(e for b in before["blocks"] if b.get("block_id") == block_id for e in b["elements"]
+                 if e.get("action_id") == "decide_approve")
+    flows.approve_variance_step(s)  # the message has no buttons any more
+    assert flows.buttons(s.message(channel, ts)) == {}
+
+    out = s.fwd.action(FINANCE, block_id=block_id, action_id="decide_approve", channel=channel, message_ts=ts,
+                       shown=shown)
+    s.wait()
+    assert out.ok, out
+    answer = [t for t in s.ephemerals(FINANCE) if "Already approved by" in t]
+    assert answer, s.ephemerals(FINANCE)
+    state = httpx.get(f"{s.session.sandbox.url}sandbox/state", params={"user": FINANCE, "channel": channel}).json()
+    shown_to_finance = [m for m in state["messages"] if m.get("ephemeral_for") == FINANCE]
+    assert any("Already approved by" in m["text"] for m in shown_to_finance), shown_to_finance
+    row, _ = flows.exception_message(s, "variance")
+    assert row.state == "approved" and row.decided_by == APPROVER  # the late click changed nothing
+
+    # without the element as shown, a click on something the message never had stays action_not_found
+    from bot.sandbox.workspace import SlackError
+
+    with pytest.raises(SlackError, match="action_not_found"):
+        s.fwd.action(FINANCE, block_id=block_id, action_id="no_such_button", channel=channel, message_ts=ts)

@@ -219,3 +219,61 @@ def test_mrkdwn_escapes_html_and_renders_links(setup, page) -> None:
     expect(body.locator("a")).to_have_attribute("href", "https://example.com/x?a=1&b=2")
     expect(body.locator("blockquote")).to_have_text("quoted")
     expect(body.locator(".mention")).to_have_text("@here")
+
+
+SHORTCODES = [
+    {"type": "header", "text": {"type": "plain_text", "text": ":boom: Run failed", "emoji": True}},
+    {"type": "section", "text": {"type": "mrkdwn", "text": ":raised_hand: Held for correction :ledger: :not_an_emoji:"}},
+    {
+        "type": "actions",
+        "block_id": "choose",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": "approve",
+                "value": "exc:7",
+                "text": {"type": "plain_text", "text": ":white_check_mark: Approve", "emoji": True},
+                "confirm": {
+                    "title": {"type": "plain_text", "text": ":warning: Sure?"},
+                    "text": {"type": "mrkdwn", "text": "Bill *2,024.40 EUR*."},
+                    "confirm": {"type": "plain_text", "text": ":white_check_mark: Yes"},
+                    "deny": {"type": "plain_text", "text": ":x: Back"},
+                },
+            },
+            {
+                "type": "static_select",
+                "action_id": "pick",
+                "placeholder": {"type": "plain_text", "text": ":mag: Pick"},
+                "options": [{"text": {"type": "plain_text", "text": ":ledger: Book it"}, "value": "book"}],
+            },
+        ],
+    },
+]
+
+
+def test_shortcodes_are_rendered_as_emoji_everywhere_and_clicks_carry_the_element_shown(setup, page, shots) -> None:
+    sb, receiver = setup
+    client = make_client(sb.bot_token, sb.api_url)
+    client.chat_postMessage(channel="billing-exceptions", text=":tada: Run done", blocks=SHORTCODES)
+    client.chat_postMessage(channel="billing-exceptions", text=":grey_question: No blocks, only text")
+    page.goto(f"{sb.url}?user=U03FINANCE&channel=billing-exceptions")
+    msgs = page.get_by_test_id("messages")
+    expect(msgs).to_contain_text("💥 Run failed")
+    expect(msgs).to_contain_text("✋ Held for correction 📒 :not_an_emoji:")  # unknown names stay as typed
+    expect(msgs).to_contain_text("❔ No blocks, only text")
+    expect(msgs.get_by_test_id("button-approve")).to_have_text("✅ Approve")
+    assert "📒 Book it" in msgs.locator("select.bk-select").inner_text()
+    page.screenshot(path=str(shots / "page-emoji.png"))
+
+    msgs.get_by_test_id("button-approve").click()
+    dialog = page.get_by_test_id("confirm-dialog")
+    expect(dialog).to_contain_text("⚠️ Sure?")
+    expect(page.get_by_test_id("confirm-deny")).to_have_text("❌ Back")
+    expect(page.get_by_test_id("confirm-ok")).to_have_text("✅ Yes")
+    with page.expect_response(lambda r: r.url.endswith("/sandbox/action")) as answered:
+        page.get_by_test_id("confirm-ok").click()
+    assert answered.value.json()["ok"] is True
+    sent = answered.value.request.post_data_json
+    # the element as the page showed it goes along, so a click on an outdated rendering still reaches the app
+    assert sent["action_id"] == "approve" and sent["element"]["value"] == "exc:7"
+    assert any(s.payload["actions"][0]["action_id"] == "approve" for s in receiver.seen if s.form.get("payload"))

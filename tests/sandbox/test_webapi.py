@@ -258,3 +258,109 @@ def test_stopping_wakes_a_waiting_long_poll(sandbox: SandboxServer) -> None:
     sandbox.workspace.close()
     t.join(5)
     assert got == [503]
+
+
+# --- the options that make the sandbox the test suite's Slack stand-in (tests/fakes/slack_api.py) ----------------
+
+
+@pytest.fixture
+def stand_in() -> Iterator[SandboxServer]:
+    sb = start_sandbox(deterministic=True, open_ids=True, team_id="T0BILLBOT", users_provider=lambda: PEOPLE)
+    yield sb
+    sb.stop()
+
+
+def test_the_default_sandbox_refuses_ids_it_never_handed_out(client) -> None:
+    assert error_of(lambda: client.chat_postMessage(channel="CEXCEPTIONS", text="x")) == "channel_not_found"
+    ch = client.chat_postMessage(channel="general", text="x")["channel"]
+    assert error_of(lambda: client.chat_postMessage(channel=ch, text="y", thread_ts="1.000001")) == "thread_not_found"
+    assert error_of(lambda: client.views_open(trigger_id="made.up", view=PLAIN_MODAL)) == "invalid_trigger_id"
+
+
+PLAIN_MODAL = {"type": "modal", "title": {"type": "plain_text", "text": "Reason"}, "blocks": SECTION}
+
+
+def test_deterministic_ids_and_caller_chosen_ids(stand_in: SandboxServer) -> None:
+    client = make_client("xoxb-any-token", stand_in.api_url)  # any token is taken
+    assert client.auth_test()["team_id"] == "T0BILLBOT"
+    first = client.chat_postMessage(channel="CEXCEPTIONS", text="Variance", blocks=SECTION)
+    assert (first["channel"], first["ts"]) == ("CEXCEPTIONS", "1700000001.000001")
+    assert client.chat_postMessage(channel="billing-managers", text="Digest")["channel"] == "CBILLINGMAN"
+    assert client.chat_postMessage(channel="U02APPROVER", text="For you")["channel"] == "D02APPROVER"
+    assert client.conversations_open(users="U09STRANGER")["channel"]["id"] == "D09STRANGER"
+    reply = client.chat_postMessage(channel="CEXCEPTIONS", text="late", thread_ts="1699999999.000001")
+    assert reply["message"]["thread_ts"] == "1699999999.000001"  # a parent from before this workspace
+    client.chat_postEphemeral(channel="CEXCEPTIONS", user="U09STRANGER", text="only you")
+    assert error_of(lambda: client.users_info(user="U09STRANGER")) == "user_not_found"  # still strict
+    opened = client.views_open(trigger_id="made.up.trigger", view=PLAIN_MODAL)["view"]
+    assert opened["id"] == "V00000001"
+    assert client.views_update(view_id="V0TESTVIEW", view=PLAIN_MODAL)["view"]["id"] == "V0TESTVIEW"
+    link = client.chat_getPermalink(channel="CEXCEPTIONS", message_ts=first["ts"])["permalink"]
+    assert link.endswith("archives/CEXCEPTIONS/p1700000001000001")
+
+    # what tests read: messages as billbot sent them (Slack's added block ids only in history), uploads
+    stored = {(m["channel"], m["ts"]): m for m in stand_in.workspace.all_messages(as_sent=True)}
+    assert stored[("CEXCEPTIONS", first["ts"])]["blocks"] == SECTION
+    history = client.conversations_history(channel="CEXCEPTIONS")["messages"]
+    assert all(b.get("block_id") for m in history for b in m.get("blocks") or [])
+    client.files_upload_v2(content=b"%PDF-1.7 x", filename="INV-1.pdf", channel="CEXCEPTIONS")
+    assert list(stand_in.workspace.uploads().values()) == [b"%PDF-1.7 x"]
+
+
+def test_every_call_is_recorded_and_faults_are_injected_per_method(stand_in: SandboxServer) -> None:
+    log, faults = stand_in.api.log, stand_in.api.faults
+    url = stand_in.api_url + "chat.postMessage"
+    auth = {"Authorization": "Bearer xoxb-test"}
+
+    faults.fail_next("chat.postMessage", status=429, retry_after=7)
+    faults.fail_next("chat.postMessage", status=503)
+    r = httpx.post(url, json={"channel": "CX", "text": "a"}, headers=auth)
+    assert (r.status_code, r.headers["retry-after"], r.json()["error"]) == (429, "7", "ratelimited")
+    r = httpx.post(url, json={"channel": "CX", "text": "a"}, headers=auth)
+    assert r.status_code == 503 and "retry-after" not in r.headers  # an outage
+    faults.errors["chat.postMessage"] = "channel_not_found"
+    assert httpx.post(url, json={"channel": "CX", "text": "a"}, headers=auth).json() == {
+        "ok": False, "error": "channel_not_found"}
+    del faults.errors["chat.postMessage"]
+    form = {"channel": "CX", "text": "b", "blocks": json.dumps(SECTION)}
+    assert httpx.post(url, data=form, headers=auth).json()["ok"] is True
+
+    assert [c.method for c in log.calls] == ["chat.postMessage#fault"] * 2 + ["chat.postMessage"] * 2
+    last = log.wait_for("chat.postMessage", 2)[-1]
+    assert last["blocks"] == SECTION and last.body["blocks"] == json.dumps(SECTION)  # decoded, and as sent
+    assert last.headers["authorization"] == "Bearer xoxb-test" and last.path == "/api/chat.postMessage"
+
+    made_up = stand_in.url + "response/r-U02APPROVER"
+    assert httpx.post(made_up, json={"text": "Already approved", "response_type": "ephemeral"}).json()["ok"]
+    assert log.calls_to("response_url")[-1]["text"] == "Already approved"
+    with pytest.raises(AssertionError, match="expected 1 call"):
+        log.wait_for("views.open", timeout=0.1)
+    log.reset()
+    assert log.calls == []
+
+
+def test_a_workspace_file_from_before_the_sent_blocks_column_still_opens(tmp_path) -> None:
+    import sqlite3
+
+    from bot.sandbox.workspace import SCHEMA
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace(" sent_blocks TEXT,", ""))
+    old.close()
+    ws = Workspace(path)
+    try:
+        ch, msg = ws.post_message("general", text="hello", blocks=SECTION)
+        assert ws.all_messages(as_sent=True)[0]["blocks"] == SECTION and msg["blocks"][0]["block_id"]
+    finally:
+        ws.close()
+
+
+def test_a_sandbox_session_remembers_only_its_last_calls() -> None:
+    from bot.sandbox.calls import Call, CallLog
+
+    log = CallLog(keep=3)
+    for i in range(5):
+        log.record(Call("chat.postMessage", {"text": str(i)}, None))
+    assert [c["text"] for c in log.calls] == ["2", "3", "4"]
+    assert CallLog().keep is None

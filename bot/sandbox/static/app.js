@@ -273,13 +273,13 @@
       onsubmit: (e) => { e.preventDefault(); submitModal(v, root); },
     },
       h("header", { class: "modal-header" },
-        h("span", { class: "modal-title", "data-testid": "modal-title" }, (v.title && v.title.text) || ""),
+        h("span", { class: "modal-title", "data-testid": "modal-title" }, M.emojize((v.title && v.title.text) || "")),
         h("button", { type: "button", class: "icon-button", title: "Close", onclick: () => closeModal(v) }, "×")),
       blocks,
       h("footer", { class: "modal-footer" },
         h("button", { type: "button", class: "bk-button", "data-testid": "modal-close", onclick: () => closeModal(v) },
-          (v.close && v.close.text) || "Cancel"),
-        v.submit ? h("button", { type: "submit", class: "bk-button primary", "data-testid": "modal-submit" }, v.submit.text) : null));
+          M.emojize((v.close && v.close.text) || "Cancel")),
+        v.submit ? h("button", { type: "submit", class: "bk-button primary", "data-testid": "modal-submit" }, M.emojize(v.submit.text)) : null));
     root.replaceChildren(h("div", { class: "overlay" }, form));
     root.hidden = false;
     // keep what the visitor typed when only the errors changed (same view, same hash)
@@ -292,7 +292,7 @@
     if (el.confirm && !(await confirmDialog(el.confirm, el.style))) return;
     const values = where.root ? window.Blocks.collect(where.root) : {};
     await post("action", {
-      user: ui.user, block_id: blockId, action_id: el.action_id, selected, values,
+      user: ui.user, block_id: blockId, action_id: el.action_id, selected, values, element: el,
       channel: where.channel || null, message_ts: where.message_ts || null, view_id: where.view_id || null,
     });
   }
@@ -314,15 +314,15 @@
       const root = $("confirm-root");
       const done = (yes) => { root.hidden = true; root.replaceChildren(); resolve(yes); };
       root.replaceChildren(h("div", { class: "overlay" }, h("div", { class: "modal confirm", "data-testid": "confirm-dialog" },
-        h("header", { class: "modal-header" }, h("span", { class: "modal-title" }, (c.title && c.title.text) || "Are you sure?")),
+        h("header", { class: "modal-header" }, h("span", { class: "modal-title" }, M.emojize((c.title && c.title.text) || "Are you sure?"))),
         h("div", { class: "modal-body", html: M.textObj(c.text, { userName, channelName }) }),
         h("footer", { class: "modal-footer" },
           h("button", { type: "button", class: "bk-button", "data-testid": "confirm-deny", onclick: () => done(false) },
-            (c.deny && c.deny.text) || "Cancel"),
+            M.emojize((c.deny && c.deny.text) || "Cancel")),
           h("button", {
             type: "button", class: `bk-button ${c.style || style || "primary"}`, "data-testid": "confirm-ok",
             onclick: () => done(true),
-          }, (c.confirm && c.confirm.text) || "Yes")))));
+          }, M.emojize((c.confirm && c.confirm.text) || "Yes"))))));
       root.hidden = false;
     });
   }

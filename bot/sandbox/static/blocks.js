@@ -22,7 +22,7 @@ window.Blocks = (function () {
   }
 
   const txt = (obj, ctx) => h("span", { html: M.textObj(obj, ctx) });
-  const plainText = (obj) => (obj && typeof obj === "object" ? obj.text : obj) || "";
+  const plainText = (obj) => M.emojize((obj && typeof obj === "object" ? obj.text : obj) || "");
 
   function options(el) {
     const out = [...(el.options || [])];

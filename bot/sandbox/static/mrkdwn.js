@@ -21,6 +21,31 @@ window.Mrkdwn = (function () {
     small_blue_diamond: "🔹", black_small_square: "▪️", sunrise: "🌅", wave: "👋", muscle: "💪",
     envelope: "✉️", email: "📧", bank: "🏦", office: "🏢", money_mouth_face: "🤑", pencil2: "✏️",
     pencil: "📝", wastebasket: "🗑️", lower_left_ballpoint_pen: "🖊️", signature: "✍️", writing_hand: "✍️",
+    raised_hand: "✋", ledger: "📒", grey_question: "❔", grey_exclamation: "❕", boom: "💥", heavy_dollar_sign: "💲",
+    credit_card: "💳", chart: "💹", coin: "🪙", pound: "💷", yen: "💴", arrow_up: "⬆️", arrow_down: "⬇️",
+    arrow_left: "⬅️", arrow_upper_right: "↗️", arrow_lower_right: "↘️", small_red_triangle: "🔺",
+    small_red_triangle_down: "🔻", point_right: "👉", point_left: "👈", point_up: "☝️", point_down: "👇",
+    ok_hand: "👌", thumbsdown: "👎", "-1": "👎", clap: "👏", pray: "🙏", raised_hands: "🙌", handshake: "🤝",
+    thinking_face: "🤔", slightly_smiling_face: "🙂", smile: "😄", sweat_smile: "😅", confused: "😕",
+    mailbox: "📫", mailbox_with_mail: "📬", incoming_envelope: "📨", envelope_with_arrow: "📩", package: "📦",
+    books: "📚", bookmark_tabs: "📑", spiral_note_pad: "🗒️", page_with_curl: "📃", scroll: "📜", bookmark: "🔖",
+    label: "🏷️", paperclip: "📎", pen: "🖊️", fountain_pen: "🖋️", card_file_box: "🗃️", file_cabinet: "🗄️",
+    timer_clock: "⏲️", clock: "🕒", clock1: "🕐", clock9: "🕘", clock12: "🕛", watch: "⌚", new: "🆕", ok: "🆗",
+    sos: "🆘", free: "🆓", cool: "🆒", up: "🆙", large_red_square: "🟥", large_green_square: "🟩",
+    large_yellow_square: "🟨", large_orange_square: "🟧", large_blue_square: "🟦", white_large_square: "⬜",
+    black_large_square: "⬛", green_heart: "💚", heart: "❤️", broken_heart: "💔",
+    fire: "🔥", star: "⭐", star2: "🌟", trophy: "🏆", medal: "🏅", checkered_flag: "🏁", triangular_flag_on_post: "🚩",
+    crossed_flags: "🎌", speech_balloon: "💬", thought_balloon: "💭", loudspeaker: "📢", mega: "📣",
+    no_bell: "🔕", unlock: "🔓", closed_lock_with_key: "🔐", shield: "🛡️", hammer: "🔨", wrench: "🔧",
+    nut_and_bolt: "🔩", globe_with_meridians: "🌐", earth_africa: "🌍", house: "🏠",
+    factory: "🏭", truck: "🚚", rocket: "🚀", hourglass_not_done: "⏳", recycle: "♻️", infinity: "♾️",
+    negative_squared_cross_mark: "❎", o: "⭕", interrobang: "⁉️", bangbang: "‼️",
+    one: "1️⃣", two: "2️⃣", three: "3️⃣", four: "4️⃣", five: "5️⃣", keycap_ten: "🔟", hash: "#️⃣",
+    abacus: "🧮", chart_increasing: "📈", chart_decreasing: "📉", magnifying_glass_tilted_left: "🔍",
+    mag_right: "🔎", bulb: "💡", battery: "🔋", electric_plug: "🔌", satellite: "📡", computer: "💻",
+    desktop_computer: "🖥️", printer: "🖨️", keyboard: "⌨️", floppy_disk: "💾", cd: "💿", inbox: "📥",
+    outbox: "📤", dart: "🎯", jigsaw: "🧩", test_tube: "🧪", broom: "🧹", bricks: "🧱", seedling: "🌱",
+    sunny: "☀️", cloud: "☁️", umbrella: "☂️", snowflake: "❄️", zzz: "💤",
   };
 
   function esc(s) {
@@ -32,8 +57,9 @@ window.Mrkdwn = (function () {
     return String(s).replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
   }
 
+  /* :shortcode: → the emoji (Slack's names; unknown ones stay as typed). Safe on escaped and plain text. */
   function emoji(s) {
-    return s.replace(/:([a-z0-9_+\-]+):/g, (m, name) => EMOJI[name] || m);
+    return String(s).replace(/:([a-z0-9_+\-]+):/g, (m, name) => EMOJI[name] || m);
   }
 
   const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -156,5 +182,5 @@ window.Mrkdwn = (function () {
     return obj.type === "mrkdwn" ? render(obj.text, ctx) : plain(obj.text);
   }
 
-  return { render, plain, textObj, esc, formatDate };
+  return { render, plain, textObj, esc, formatDate, emojize: emoji, EMOJI };
 })();
