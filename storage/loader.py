@@ -230,7 +230,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "bic": le.bic, "accounting": le.accounting,
          "invoice_date_rule": le.invoice_date, "due_date_rule": le.due_date, "fx_rule": le.fx_rule,
          "fx_max_age_days": le.fx_max_age_days,
-         "dunning": [d.model_dump(mode="json") for d in le.dunning] or None}
+         "dunning": [d.model_dump(mode="json") for d in le.dunning] or None, "default_owner": le.default_owner}
         for le in sc.legal_entities
     ], "legal_entities", res, hold=hold)
     s.flush()
@@ -272,6 +272,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
     _load_rates(s, sc, res)
     _load_dispute_sla(s, sc, res)
     _load_review(s, sc, res)
+    _load_freshness(s, sc, res)
     s.flush()
     return res
 
@@ -318,6 +319,25 @@ def _load_review(s: Session, sc: Scenario, res: LoadResult) -> None:
             res.count(section, "updated", len(given))
         else:
             res.count(section, "unchanged", len(given))
+
+
+FRESHNESS_KEY = "freshness.targets"  # the scenario's freshness targets as JSON in the kv table (issue 21)
+
+
+def _load_freshness(s: Session, sc: Scenario, res: LoadResult) -> None:
+    """The file's ``freshness`` targets replace the stored ones (a file without them leaves them alone)."""
+    if not sc.freshness:
+        return
+    value = json.dumps({k: v.model_dump() for k, v in sc.freshness.items()}, sort_keys=True, separators=(",", ":"))
+    row = s.get(Setting, FRESHNESS_KEY)
+    if row is None:
+        s.add(Setting(key=FRESHNESS_KEY, value=value))
+        res.count("freshness", "inserted")
+    elif row.value != value:
+        row.value = value
+        res.count("freshness", "updated")
+    else:
+        res.count("freshness", "unchanged")
 
 
 def _load_external_ids(s: Session, sc: Scenario, res: LoadResult) -> None:

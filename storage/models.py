@@ -85,6 +85,8 @@ class LegalEntity(Base):
     fx_rule: Mapped[str] = mapped_column(String(24), default="issue_date", server_default="issue_date")
     fx_max_age_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     dunning: Mapped[list[Any] | None] = mapped_column(JSON)  # levels: level, name, days, fee, interest_rate
+    # who owns an exception when neither the advertiser's account owner nor a person started the work (issue 21)
+    default_owner: Mapped[str | None] = mapped_column(String(64))
 
 
 PARTNER_INVOICING = ("per_branch", "consolidated")
@@ -126,7 +128,8 @@ class Advertiser(Base):
     postcode: Mapped[str | None] = mapped_column(String(16))
     city: Mapped[str | None] = mapped_column(String(100))
     customer_number: Mapped[str | None] = mapped_column(String(64))  # the number the advertiser knows us by
-    account_owner: Mapped[str | None] = mapped_column(String(32))  # Slack id: owns items held for correction
+    # the account owner (Slack id): owns the advertiser's exceptions (issue 21) and its held items (issue 17)
+    account_owner: Mapped[str | None] = mapped_column(String(32))
     # e-mail dispatch (issue 19): where invoices are mailed, and whether at all (``none``: the client
     # downloads them from a portal)
     invoice_emails: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -663,6 +666,8 @@ class BillingException(Base):
     approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
     approvals: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{user, at}] before the last one
     started_by: Mapped[str | None] = mapped_column(String(64))  # who started the run / edited
+    # who sees it through (issue 21): the account owner, else the starter, else the entity's default
+    owner: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     remind_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

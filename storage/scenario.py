@@ -93,6 +93,9 @@ class DunningLevelIn(_Model):
     interest_rate: Decimal = Field(default=Decimal("0"), ge=0, le=100)
 
 
+SlackId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,20}$")]
+
+
 class LegalEntityIn(_Model):
     id: Id
     name: str
@@ -109,6 +112,7 @@ class LegalEntityIn(_Model):
     exceptions_channel: str | None = None
     tolerance: Amount | None = None
     iban: str | None = None
+    default_owner: SlackId | None = None  # owns exceptions nobody else owns (issue 21)
     # what the documents state about the seller (§ 35a GmbHG: register court and number, managing directors)
     register_court: str | None = None
     register_number: str | None = None
@@ -202,7 +206,7 @@ class AdvertiserIn(_Model):
     city: str | None = None
     customer_number: str | None = None  # the advertiser's own customer number, printed on its documents
     # Slack user id of the account owner: told about items held for correction, and reminded
-    account_owner: Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,20}$")] | None = None
+    account_owner: SlackId | None = None  # owns its exceptions and its items held for correction
     email: str | None = None
     tolerance: Amount | None = None
     # e-mail dispatch (issue 19): invoices go to ``invoice_emails`` (else ``email``), copied to ``invoice_cc``;
@@ -408,6 +412,15 @@ class RouteIn(_Model):
     sla: SlaIn | None = None
 
 
+class FreshnessIn(_Model):
+    """A source's freshness target (issue 21): its data must reach a billing period's last day within
+    ``days`` days after it. ``block`` (default): a pre-invoice fed by the source while its data ends
+    before the period end waits on a ``stale_source`` exception; ``false``: shown, not blocking."""
+
+    days: int = Field(default=2, ge=0, le=365)
+    block: bool = True
+
+
 class Scenario(_Model):
     legal_entities: list[LegalEntityIn] = Field(default_factory=list)
     partners: list[PartnerIn] = Field(default_factory=list)
@@ -417,6 +430,7 @@ class Scenario(_Model):
     delivery: list[DeliveryIn] = Field(default_factory=list)
     exchange_rates: list[RateIn] = Field(default_factory=list)
     dispute_sla: dict[str, DisputeSlaIn] = Field(default_factory=dict)  # category → SLA (issue 20)
+    freshness: dict[str, FreshnessIn] = Field(default_factory=dict)  # source → freshness target (issue 21)
 
     @field_validator("dispute_sla")
     @classmethod

@@ -132,7 +132,8 @@ def digest_blocks(d: DigestData, *, chart_file_id: str | None = None) -> list[Bl
             mark = ":warning:" if f.stale else ":white_check_mark:"
             last = _when(f.last_success_at) if f.last_success_at else "never synced"
             until = f", data until {f.data_until}" if f.data_until else ""
-            source_lines.append(f"{mark} *{clip(esc(f.source), 80)}* — last sync {last}{until}")
+            target = f" · {esc(f.target)}" if f.target else ""
+            source_lines.append(f"{mark} *{clip(esc(f.source), 80)}* — last sync {last}{until}{target}")
         source_text = lines_with_more(["*Source freshness*", *source_lines], MAX_SOURCE_LINES + 1)
     else:
         source_text = "*Source freshness*\nno sources synced yet"

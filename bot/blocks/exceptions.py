@@ -44,7 +44,7 @@ from bot.workflows.review import checklist_for, group_label
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, Decision
 
 KIND_TITLE = {"variance": "Variance", "below_threshold": "Below billing threshold",
-              "manual_change": "Manual change (maker-checker)"}
+              "manual_change": "Manual change (maker-checker)", "stale_source": "Stale source data"}
 
 # What each choice does, per kind (DESIGN.md decision table): a short label (modal title and submit
 # button, at most 24 characters) and what it does in words. The message's buttons say what each
@@ -59,10 +59,13 @@ BUTTON_TEXT = {
     ("below_threshold", "force"): ("Invoice now", "Invoice now, below the threshold."),
     ("manual_change", "approve"): ("Accept change", "Accept the change; the pre-invoice is billed as changed."),
     ("manual_change", "reject"): ("Hold for correction", "Hold the pre-invoice for correction; its owner is told."),
+    # issue 21: stale data is synced (the next run recomputes), not approved; Force bills it as it is
+    ("stale_source", "reject"): ("Hold for correction", "Hold the pre-invoice for correction; its owner is told."),
+    ("stale_source", "force"): ("Bill as it is", "Bill the data as it is, despite the stale source."),
 }
 #: Who may take each choice, in words (the role check itself is bot.workflows.decisions).
 NEEDS_ROLE = {("variance", "force"): "finance_manager", ("below_threshold", "reject"): "finance_manager",
-              ("below_threshold", "force"): "finance_manager"}
+              ("below_threshold", "force"): "finance_manager", ("stale_source", "force"): "finance_manager"}
 DECIDED_ICON = {"approved": ":white_check_mark:", "rejected": ":no_entry_sign:", "forced": ":zap:",
                 "closed": ":heavy_minus_sign:"}
 DECIDED_VERB = {"approved": "Approved", "rejected": "Rejected", "forced": "Forced", "closed": "Closed"}
@@ -90,6 +93,8 @@ CAUSE_TEXT = {
 ACTION_IDS = {"approve": "decide_approve", "reject": "decide_reject", "force": "decide_force"}
 DETAILS_ACTION_ID = "exception_details"
 BUTTON_TEXT_MAX = 75  # Slack's limit for a button's text
+ASSIGN_ME_ACTION_ID = "exception_assign_me"  # issue 21: owners
+ASSIGN_ACTION_ID = "exception_assign"
 
 
 def button_value(exception_id: int, subject_hash: str) -> str:
@@ -297,6 +302,8 @@ def choice_labels(exc: BillingException) -> dict[str, str]:
                   "force": "Invoice now"}
     elif exc.kind == "manual_change":
         labels = {"approve": "Accept the change", "reject": "Hold for correction"}
+    elif exc.kind == "stale_source":
+        labels = {"reject": "Hold for correction", "force": "Bill as it is"}
     else:
         computed, booked = dec(ev.get("computed_amount")), dec(ev.get("booked_amount"))
         labels = {
@@ -329,7 +336,7 @@ def _confirm(kind: str, exc: BillingException, label: str) -> ConfirmObject:
 def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
     """The choices, each saying what it bills. Approve asks for a confirmation; Reject and Force open
     the reason modal directly (the modal is their confirmation)."""
-    kind = exc.kind if (exc.kind, "approve") in BUTTON_TEXT else "variance"
+    kind = exc.kind if any((exc.kind, d) in BUTTON_TEXT for d in ACTION_IDS) else "variance"
     styles = {"approve": "primary", "reject": "danger", "force": None}
     labels = choice_labels(exc)
     elements = []
@@ -347,7 +354,7 @@ def decision_buttons(exc: BillingException, subject_hash: str) -> ActionsBlock:
 
 def roles_hint(exc: BillingException) -> str | None:
     """``Write off and Invoice now need a finance manager`` — said before anyone clicks."""
-    kind = exc.kind if (exc.kind, "approve") in BUTTON_TEXT else "variance"
+    kind = exc.kind if any((exc.kind, d) in BUTTON_TEXT for d in ACTION_IDS) else "variance"
     needs = [BUTTON_TEXT[(kind, d)][0] for d in ("approve", "reject", "force") if (kind, d) in NEEDS_ROLE]
     if not needs:
         return None
@@ -373,9 +380,19 @@ def amount_fields(exc: BillingException) -> list[MarkdownTextObject]:
             text=f"*Unbilled total*\n{money_text(exc.amount if total is None else total, exc.currency)}"))
         if threshold is not None:
             out.append(MarkdownTextObject(text=f"*Billing threshold*\n{money_text(threshold, exc.currency)}"))
+    elif exc.kind == "stale_source":
+        out.append(MarkdownTextObject(text=f"*Pre-invoice net*\n{money_text(exc.amount, exc.currency)}"))
     else:
         out.append(MarkdownTextObject(text=f"*Net change*\n{money_text(exc.amount, exc.currency)}"))
     return out
+
+
+def owner_buttons(exc: BillingException) -> ActionsBlock:
+    """"Assign to me" and "Assign…" (a modal to pick the new owner) under an open exception."""
+    return ActionsBlock(block_id=f"owner:{exc.id}", elements=[
+        ButtonElement(text=PlainTextObject(text="Assign to me"), action_id=ASSIGN_ME_ACTION_ID, value=str(exc.id)),
+        ButtonElement(text=PlainTextObject(text="Assign…"), action_id=ASSIGN_ACTION_ID, value=str(exc.id)),
+    ])
 
 
 def approvals_text(exc: BillingException) -> str | None:
@@ -431,6 +448,7 @@ def exception_message(
     context = [f"Exception #{exc.id}"]
     if exc.started_by:
         context.append(f"started by {mention(exc.started_by)}")
+    context.append(f"owner {mention(exc.owner)}" if exc.owner else "no owner yet")
     approvals = approvals_text(exc)
     if approvals:
         context.append(approvals)
@@ -449,6 +467,7 @@ def exception_message(
             text=clip(f":hourglass_flowing_sand: Working… *{esc(label)}* by {mention(user)}", 2000))]))
     elif exc.state in OPEN_EXCEPTION_STATES:
         blocks.append(decision_buttons(exc, subject_hash))
+        blocks.append(owner_buttons(exc))
     else:
         blocks.append(DividerBlock())
         blocks.append(SectionBlock(block_id=f"decided:{exc.id}",
@@ -500,6 +519,8 @@ def thread_reply_text(exc: BillingException, decision: Decision, *, final: bool)
         ("below_threshold", "approved"): "The skip stands; the items carry over to the next run.",
         ("below_threshold", "rejected"): "The items were written off: they will not be billed.",
         ("below_threshold", "forced"): "Invoiced now, below the threshold.",
+        ("stale_source", "rejected"): "The pre-invoice is held for correction.",
+        ("stale_source", "forced"): "The pre-invoice will be billed from the data as it is.",
     }.get((exc.kind, exc.state), "")
     text = f"{DECIDED_ICON.get(exc.state, '')} {verb} by {who} at {slack_date(decision.decided_at)}. {consequence}"
     if decision.reason:

@@ -9,11 +9,13 @@ from bot.blocks.common import esc
 COMMANDS = (
     ("sync [standard|partial] [source]", "pull delivery data from a source (operators)"),
     ("run [period] [advertiser…]", "billing run for a period, e.g. `2026-02` (operators)"),
+    ("import [source…]", "import the files waiting in the watched inbox folders (operators)"),
     ("preinvoices [period]", "pre-invoices of a period and their state"),
+    ("preinvoices create [period] [advertiser…]", "create or update a period's pre-invoices (operators)"),
     ("exceptions", "exceptions waiting for a decision"),
     ("invoice NUMBER", "one invoice"),
-    ("status", "last sync per source and the last billing run"),
-    ("schedule list|add|remove …", "cron schedules for syncs, runs and the digest"),
+    ("status", "last sync per source, data freshness and the last billing run"),
+    ("schedule list|add|remove …", "cron schedules for syncs, imports, pre-invoices, runs and the digest"),
     ("dispute NUMBER [category] reason…", "open a client's dispute of an invoice (holds dunning)"),
     ("help", "this text"),
 )

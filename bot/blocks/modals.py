@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -19,10 +20,11 @@ from slack_sdk.models.blocks import (
     PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
+    UserSelectElement,
 )
 from slack_sdk.models.views import View
 
-from bot.blocks.common import cap_blocks, clip, esc, money_text, pct_text, period_text, slack_date, span_text
+from bot.blocks.common import cap_blocks, clip, esc, mention, money_text, pct_text, period_text, slack_date, span_text
 from bot.blocks.exceptions import (
     BUTTON_TEXT,
     KIND_TITLE,
@@ -41,6 +43,7 @@ from bot.blocks.exceptions import (
     rule_text,
     tolerance_text,
 )
+from bot.workflows.comments import Comment
 from bot.workflows.review import checklist_for
 from storage.models import BillingException
 
@@ -239,11 +242,22 @@ def rows_table(rows: list[dict[str, Any]]) -> str | None:
     return table_text(["day", "party", "source", "impressions", "clicks", "conversions"], body)
 
 
-def details_modal(exc: BillingException, advertiser_name: str | None = None, *,
+def comments_text(comments: Sequence[Comment]) -> str:
+    """The thread's comments, oldest first: who, when, what (edits marked, deletions struck through)."""
+    lines = []
+    for c in comments:
+        said = f"~{esc(c.text)}~ _(deleted {slack_date(c.deleted_at)})_" if c.deleted_at else esc(c.text)
+        edited = f" _(edited {len(c.edits)}×)_" if c.edits and not c.deleted_at else ""
+        lines.append(f"• {mention(c.user)}, {slack_date(c.at)}: {said}{edited}")
+    return clip("*Comments*\n" + "\n".join(lines), 3000)
+
+
+def details_modal(exc: BillingException, advertiser_name: str | None = None,
+                  comments: Sequence[Comment] = (), *,
                   rows: list[dict[str, Any]] | None = None, total_rows: int | None = None) -> View:
     """Everything the message leaves out, in plain language: each finding's figures with units, the
     days as ranges, the rows behind it as a table (``rows``: the top ones), and a "Download
-    evidence" button for the full pack."""
+    evidence" button for the full pack; the comments from the message's thread (issue 21)."""
     ev = exc.evidence or {}
     fields = [
         _kv_user("Advertiser", advertiser_name or exc.advertiser_id),
@@ -251,6 +265,7 @@ def details_modal(exc: BillingException, advertiser_name: str | None = None, *,
         *amount_fields(exc),
         _kv("State", STATE_TEXT.get(exc.state, esc(exc.state))),
         _kv("SLA due", slack_date(exc.due_at)),
+        _kv("Owner", mention(exc.owner) if exc.owner else "nobody yet"),
     ]
     if exc.preinvoice_id is not None:
         fields.append(_kv("Pre-invoice", f"#{exc.preinvoice_id}"))
@@ -275,6 +290,10 @@ def details_modal(exc: BillingException, advertiser_name: str | None = None, *,
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(f"*Rows behind it{more}*\n" + rt, 3000))))
     if exc.summary and not findings:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=clip(esc(exc.summary), 3000))))
+    if comments:
+        blocks.append(DividerBlock())
+        blocks.append(SectionBlock(block_id=f"comments:{exc.id}",
+                                   text=MarkdownTextObject(text=comments_text(comments))))
     blocks.append(ActionsBlock(block_id=f"evidence_actions:{exc.id}", elements=[ButtonElement(
         text=PlainTextObject(text="Download evidence"), action_id=DOWNLOAD_ACTION_ID, value=str(exc.id))]))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
@@ -283,3 +302,28 @@ def details_modal(exc: BillingException, advertiser_name: str | None = None, *,
     return View(type="modal", callback_id=DETAILS_CALLBACK_ID,
                 title=PlainTextObject(text=clip(f"Exception #{exc.id}", 24)),
                 close=PlainTextObject(text="Close"), blocks=cap_blocks(blocks, what="sections"))
+
+
+ASSIGN_CALLBACK_ID = "exception_assign_modal"
+ASSIGN_BLOCK_ID = "owner"
+ASSIGN_INPUT_ID = "owner_input"
+
+
+def assign_modal(exc: BillingException, metadata: dict[str, Any]) -> View:
+    """"Assign…": pick the exception's new owner (issue 21)."""
+    return View(
+        type="modal", callback_id=ASSIGN_CALLBACK_ID,
+        title=PlainTextObject(text=clip(f"Assign exception #{exc.id}", 24)),
+        submit=PlainTextObject(text="Assign"), close=PlainTextObject(text="Cancel"),
+        private_metadata=json.dumps(metadata, separators=(",", ":")),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=clip(
+                f"*{KIND_TITLE.get(exc.kind, exc.kind)}* — {money_text(exc.amount, exc.currency)} at stake\n"
+                f"Owner now: {mention(exc.owner) if exc.owner else 'nobody'}. The owner gets the reminders in a DM.",
+                3000))),
+            InputBlock(block_id=ASSIGN_BLOCK_ID, label=PlainTextObject(text="New owner"),
+                       element=UserSelectElement(action_id=ASSIGN_INPUT_ID, initial_user=exc.owner or None,
+                                                 placeholder=PlainTextObject(text="Who owns it?")),
+                       optional=False),
+        ],
+    )

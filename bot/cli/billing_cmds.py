@@ -93,7 +93,8 @@ def preinvoices_create(
                                key=get_key(), now=_now(), default_tolerance=settings().default_tolerance)
     data = {"period": r.period, "created": r.created, "updated": r.updated, "unchanged": r.unchanged,
             "voided": r.voided, "approved": r.approved, "pending": r.pending,
-            "problems": [{"id": k, "problems": v} for k, v in sorted(r.problems.items())]}
+            "problems": [{"id": k, "problems": v} for k, v in sorted(r.problems.items())],
+            "stale_source": [{"id": k, "sources": v} for k, v in sorted(r.stale.items())]}
     if json_out:
         emit_json(data)
         return
@@ -102,6 +103,8 @@ def preinvoices_create(
                       f"{len(r.problems)} with problems", highlight=False)
     for k, v in sorted(r.problems.items()):
         out_console.print(f"  pre-invoice {k}: {'; '.join(v)}", highlight=False)
+    for k, v in sorted(r.stale.items()):
+        out_console.print(f"  pre-invoice {k}: stale_source: {'; '.join(v)}", highlight=False)
 
 
 @preinvoices_app.command("list")
@@ -258,7 +261,7 @@ def run(  # noqa: PLR0917 - Typer maps parameters to options
                         today=_today(), dry_run=dry_run, on_progress=lambda _d, _t: advance(1), issue_date=issued)
     if json_out:
         emit_json({"run": r.run_id, "period": r.period, "dry_run": r.dry_run, "created": r.created,
-                   "skipped": r.skipped, "held": r.held, "log": r.log})
+                   "skipped": r.skipped, "held": r.held, "problems": r.problems, "log": r.log})
         return
     if r.dry_run or verbose:
         for line in r.log:

@@ -2,7 +2,8 @@
 
 ``list --json`` prints an array of objects with at least ``id, kind, state, advertiser,
 preinvoice, amount, currency, cause, due_at`` (references are our ids; money two-decimal strings).
-``show`` prints the exception and its evidence (every finding's figures, days and row ids).
+``show`` prints the exception and its evidence (every finding's figures, days and row ids); ``assign ID
+[--to U…]`` changes its owner (issue 21).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def exception_json(e: BillingException, *, evidence: bool = False) -> dict[str, 
         "decided_by": e.decided_by,
         "decided_at": e.decided_at,
         "reason": e.reason,
+        "owner": e.owner,  # issue 21
         "created_at": e.created_at,
         "updated_at": e.updated_at,
     }
@@ -197,6 +199,24 @@ def force_exception(exception_id: IdArg, as_user: AsUser = None, reason: ReasonO
                     subject: SubjectOpt = None, json_out: JsonOpt = False, *, check: CheckOpt = None) -> None:
     """Force (finance_manager, a reason is required), exactly as the Slack button does."""
     _decide("force", exception_id, as_user, reason, subject, json_out, check)
+
+
+@exceptions_app.command("assign")
+@handle_errors
+def assign_exception(exception_id: IdArg, to: Annotated[str | None, typer.Option(
+        "--to", help="The new owner (Slack id); default: you.")] = None, as_user: AsUser = None,
+        json_out: JsonOpt = False) -> None:
+    """Make someone the exception's owner (Assign… in Slack; the owner gets the reminders in a DM)."""
+    from bot.context import get_db, get_key
+    from bot.workflows.owners import assign
+
+    actor = acting_as(as_user, roles=None, what="exceptions assign")
+    previous, owner = assign(get_db(), exception_id=exception_id, owner=(to or actor).strip(), actor=actor,
+                             key=get_key())
+    if json_out:
+        emit_json({"id": exception_id, "owner": owner, "previous": previous})
+        return
+    out_console.print(f"exception {exception_id}: owner {owner} (was {previous or 'nobody'})", highlight=False)
 
 
 def _print_exception(d: dict[str, Any]) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.handlers import errors, home
-from bot.handlers.actions import cash, change_sets, decide, details, disputes, dunning, pdf_retry
+from bot.handlers.actions import cash, change_sets, decide, details, disputes, dunning, owners, pdf_retry
 from bot.handlers.commands import billing
 from bot.handlers.views import reason
 
-MODULES = (errors, billing, decide, details, pdf_retry, cash, dunning, reason, change_sets, disputes, home)
+MODULES = (errors, billing, decide, details, pdf_retry, cash, dunning, reason, change_sets, disputes, owners, home)
 
 
 def register_all(app: App) -> None:

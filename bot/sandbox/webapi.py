@@ -93,6 +93,7 @@ class WebApi:
         self.base_url = base_url  # "http://127.0.0.1:PORT/" — for upload URLs and file links
         self.log = CallLog(keep_calls)
         self.faults = Faults()
+        self.usergroups: dict[str, list[str]] = {}  # Slack user group id (S…) → its members' user ids
 
     def call(self, name: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
         fn = METHODS.get(name)
@@ -182,6 +183,15 @@ def _page(items: list[Any], params: dict[str, Any], default: int = 100) -> tuple
     page = items[start : start + limit]
     nxt = f"off:{start + limit}" if start + limit < len(items) else ""
     return page, {"next_cursor": nxt}
+
+
+@method("usergroups.users.list")
+def usergroups_users_list(api: WebApi, params: dict[str, Any]) -> dict[str, Any]:
+    """The members of a user group (routing rules name approver groups); an unknown group as Slack says it."""
+    group = _required(params, "usergroup", "no_such_subteam")
+    if group not in api.usergroups:
+        raise SlackError("no_such_subteam")
+    return {"users": list(api.usergroups[group])}
 
 
 @method("users.list")

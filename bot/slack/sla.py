@@ -64,6 +64,13 @@ def _post_reminder(client: WebClient, e: BillingException, assignees: list[str],
         client.chat_postMessage(channel=e.channel, thread_ts=e.message_ts, text=text)
     else:  # never posted (Slack was down when it opened): remind in the exceptions channel
         client.chat_postMessage(channel=e.channel or exceptions_channel, text=text)
+    if e.owner:  # issue 21: the owner gets the reminder in a DM (a failed DM is logged, the thread has it)
+        try:
+            dm = client.conversations_open(users=e.owner)
+            client.chat_postMessage(channel=dm["channel"]["id"], text=(
+                f":hourglass_flowing_sand: You own {_describe(e)}; it is still waiting for a decision. Due {due}."))
+        except SlackClientError as err:
+            log.warning("reminder DM of exception %s to its owner %s failed: %s", e.id, e.owner, err)
 
 
 def _post_escalation(client: WebClient, e: BillingException, managers: list[str], managers_channel: str) -> list[str]:
@@ -71,6 +78,8 @@ def _post_escalation(client: WebClient, e: BillingException, managers: list[str]
     finance manager — a failed DM is reported, never retried, so nobody gets the channel post twice."""
     due = local_time(e.due_at, empty="?")
     text = f":rotating_light: SLA breached (due {due}): {_describe(e)} is escalated to the finance managers."
+    if e.owner:
+        text += f" Owner: {mention(e.owner)}."
     link = ""
     if e.channel and e.message_ts:
         try:

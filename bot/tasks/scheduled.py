@@ -14,6 +14,7 @@ from bot.slack.digest import send_digest
 from bot.slack.disputes import sweep as dispute_sweep
 from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
+from bot.slack.freshness import alert_missed
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
 from bot.workflows.billing_run import run_billing
@@ -93,6 +94,43 @@ def payments_inbox(*, actor: str = "scheduler") -> Any:
             "failed": res.failed}
 
 
+@task("import_inbox", queue="sync", lock=lambda kw: f"inbox:{kw.get('source') or '*'}")
+def import_inbox_files(*, source: str | None = None, actor: str = "scheduler") -> Any:
+    """Import the files dropped into ``BILLBOT_INBOX_DIR/<source>/`` (every source folder without
+    ``source``), each moved to ``processed/`` or ``failed/`` (issue 21); one pass at a time per source."""
+    from bot.workflows.inbox import import_source_inbox
+
+    res = import_source_inbox(context.get_db(), Path(get_settings().inbox_dir), sources=[source] if source else None,
+                              actor=actor, key=context.get_key())
+    return {"imported": res.imported, "failed": res.failed, "waiting": res.waiting, "log": res.log}
+
+
+@task("preinvoices_create", queue="billing", lock=lambda kw: f"preinvoices:{kw.get('period')}")
+def preinvoices_create(*, period: str, advertisers: list[str] | str | None = None, actor: str = "scheduler",
+                       today: str | None = None) -> Any:
+    """Create or update the pre-invoices of ``period`` (``previous_month`` / ``current_month`` /
+    ``2026-10``) like ``billbot preinvoices create`` (issue 21): checks, variance checks, freshness."""
+    from bot.workflows.preinvoices import create_preinvoices
+
+    if isinstance(advertisers, str):
+        advertisers = [a.strip() for a in advertisers.split(",") if a.strip()]
+    r = create_preinvoices(context.get_db(), period=resolve_period(period, _today(today)),
+                           advertisers=advertisers or None, actor=actor, key=context.get_key(), now=datetime.now(UTC),
+                           default_tolerance=get_settings().default_tolerance)
+    return {"period": r.period, "created": r.created, "updated": r.updated, "unchanged": r.unchanged,
+            "approved": r.approved, "pending": r.pending, "problems": {str(k): v for k, v in r.problems.items()},
+            "stale_source": {str(k): v for k, v in r.stale.items()}, "log": preinvoices_log(r)}
+
+
+def preinvoices_log(r: Any) -> list[str]:
+    """One summary line, then the pre-invoices with problems or stale source data."""
+    lines = [f"{r.period}: {len(r.created)} created, {len(r.updated)} updated, {len(r.unchanged)} unchanged, "
+             f"{len(r.approved)} approved by the system, {len(r.pending)} pending, {len(r.problems)} with problems"]
+    lines += [f"pre-invoice {k}: {'; '.join(v)}" for k, v in sorted(r.problems.items())]
+    lines += [f"pre-invoice {k}: stale_source: {'; '.join(v)}" for k, v in sorted(r.stale.items())]
+    return lines
+
+
 @task("dunning_proposal", queue="sync")
 def dunning_proposal(*, today: str | None = None) -> Any:
     """Daily: post the letters due today to the managers channel with "Send all" and "Skip one"."""
@@ -115,6 +153,7 @@ def sla_sweep(*, now: str | None = None, render_grace_seconds: float | None = No
     result = plain(sweep(db, now=at, client=get_client(), key=key))
     result["posted"] = post_missing(SlackContext(get_client, context.get_db, context.get_key))
     result["disputes"] = plain(dispute_sweep(db, now=at, client=get_client(), key=key))
+    result["freshness_missed"] = alert_missed(db, client=get_client(), key=key, now=at)  # issue 21
     queued = unrendered_invoices(db, finalized_before=at - grace)
     for invoice_id in queued:
         jobs.submit("render_pdf", invoice_id=invoice_id)

@@ -31,10 +31,35 @@ log = logging.getLogger(__name__)
 
 
 def _lock_key(kind: str, source: str | None, period: str | None) -> str:
+    if kind == "import":  # issue 21: the inbox pass and pre-invoices, with the scheduled tasks' keys
+        return f"inbox:{source or '*'}"
+    if kind == "preinvoices":
+        return f"preinvoices:{period}"
     return f"sync:{source}" if kind == "sync" else f"run:{period}"
 
 
 SLACK_COMMAND = "slack_command"
+
+
+def _pipeline(db: Database, key: Ed25519PrivateKey | None, kind: str, *, actor: str, source: str | None,
+              period: str | None, advertisers: list[str] | None) -> dict[str, Any]:
+    """``/billing import [source]`` (the watched inbox folders) and ``/billing preinvoices create PERIOD``."""
+    from pathlib import Path
+
+    from bot.tasks.scheduled import preinvoices_log
+    from bot.workflows.inbox import import_source_inbox
+    from bot.workflows.preinvoices import create_preinvoices
+    from storage.settings import get_settings
+
+    if kind == "import":
+        res = import_source_inbox(db, Path(get_settings().inbox_dir), sources=[source] if source else None,
+                                  actor=actor, key=key)
+        return {"log": res.log, "imported": res.imported, "failed": res.failed}
+    if not period:
+        raise Invalid("preinvoices create: no period given")
+    r = create_preinvoices(db, period=period, advertisers=advertisers or None, actor=actor, key=key,
+                           now=datetime.now(UTC), default_tolerance=get_settings().default_tolerance)
+    return {"log": preinvoices_log(r), "created": r.created, "pending": r.pending}
 
 
 @task(SLACK_COMMAND, queue="default")
@@ -53,7 +78,9 @@ def slack_command(
         # attempt held instead of being refused by it
         job = f"slack:{actor}:{channel}:{ts}"
         with jobs.lock(_lock_key(kind, source, period), holder=job, reclaim=True):
-            if kind == "sync":
+            if kind in ("import", "preinvoices"):
+                result = _pipeline(db, key, kind, actor=actor, source=source, period=period, advertisers=advertisers)
+            elif kind == "sync":
                 if not source:
                     raise Invalid("sync: no source given")
                 result = sync.run_sync(db, source=source, mode=mode, actor=actor, signing_key=key,

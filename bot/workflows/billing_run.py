@@ -53,6 +53,7 @@ from bot.workflows.effects import notify
 from bot.workflows.exceptions import close_exception, open_exception
 from bot.workflows.fx import rates_around
 from bot.workflows.preinvoices import record_change as record_preinvoice_change
+from bot.workflows.preinvoices import refresh_stale
 from storage.db import Database, is_sqlite
 from storage.heartbeat import Heartbeat, holder_gone, holder_id
 from storage.mapping import check_input, fx_for, po_number_of, preinvoice_hash
@@ -97,6 +98,7 @@ class RunResult:
     log: list[str] = field(default_factory=list)
     dry_run: bool = False
     invoice_ids: list[int] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)  # e.g. stale_source (issue 21)
 
 
 @dataclass
@@ -180,6 +182,10 @@ def run_billing(
     if issue_date is not None and issue_date > today:
         raise Invalid(f"issue date {issue_date.isoformat()} is after the run day {today.isoformat()}: "
                       "an invoice is not dated in the future")
+    problems: list[dict[str, Any]] = []
+    if not dry_run:  # data freshness first (issue 21): stale source data holds, caught-up data is recomputed
+        with db.transaction() as s:
+            problems = refresh_stale(s, p, advertisers=advertisers, actor=actor, key=key, now=now)
     with db.read() as s:
         adv_filter = resolve_advertisers(s, advertisers)
         todo, waiting = survey(s, p.end, adv_filter)
@@ -197,10 +203,24 @@ def run_billing(
         return _dry_run(db, p, todo, actor=actor, key=key, today=today, now=now, rates=rates,
                         on_progress=on_progress, issue_date=issue_date, partner_of=partner_of)
     run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now, job=job)
+    stale_lines = [stale_line(x) for x in problems]
+    if stale_lines:
+        with db.transaction() as s:
+            _write_log(s, run_id, stale_lines, now, level="warning")
     with Heartbeat(lambda: _beat(db, run_id), every=HEARTBEAT_EVERY, name=f"billbot-run-{run_id}"):
-        return _settle_run(db, p, run_id, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
+        res = _settle_run(db, p, run_id, todo, waiting, actor=actor, key=key, today=today, now=now, rates=rates,
                            threshold_waiting=threshold_waiting, decided=decided, fail_after=fail_after,
                            on_progress=on_progress, issue_date=issue_date, partner_of=partner_of)
+    return replace(res, problems=problems, log=[*stale_lines, *res.log])
+
+
+def stale_line(x: dict[str, Any]) -> str:
+    """The run log's line for a ``stale_source`` problem of :func:`refresh_stale`."""
+    until = x.get("data_until") or "no data yet"
+    what = "held" if x.get("block", True) else "not blocking"
+    missed = "; freshness target missed" if x.get("target_missed") else ""
+    return (f"stale_source: {x['source']} has data until {until}, before the period end {x['period_end']} "
+            f"(pre-invoice {x['preinvoice']} of {x['advertiser']}, {what}{missed})")
 
 
 def consolidated_partners(s: Session, advertiser_ids: Sequence[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@
 |-------------------|---------------------------------|----------------------|-----------------------------------|
 | ``variance``      | bill the computed amount        | hold the pre-invoice | bill the booked amount (override) |
 | ``below_threshold`` | accept the skip (items carry) | write the items off | invoice now, below the threshold  |
+| ``stale_source``  | refused (sync, or Force)        | hold the pre-invoice | bill the data as it is (override) |
 
 Reject and Force need a reason; Force and a below-threshold write-off (money leaving) need
 ``finance_manager``; a refusal names who can decide instead; nobody decides on work they started
@@ -144,10 +145,11 @@ CHOICE_NAME: dict[tuple[str, str], str] = {
     ("below_threshold", "approve"): "Carry over", ("below_threshold", "reject"): "Write off",
     ("below_threshold", "force"): "Invoice now",
     ("manual_change", "approve"): "Accept the change", ("manual_change", "reject"): "Hold for correction",
+    ("stale_source", "reject"): "Hold for correction", ("stale_source", "force"): "Bill as it is",
 }
 #: A below-threshold Reject writes the items off (money leaving): like Force, a finance manager's call.
 FINANCE_MANAGER_CHOICES = frozenset({("variance", "force"), ("below_threshold", "force"),
-                                     ("below_threshold", "reject")})
+                                     ("below_threshold", "reject"), ("stale_source", "force")})
 _SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 WHO_CAN_SHOWN = 6
 
@@ -202,6 +204,9 @@ def access_exception_for_decision(
         raise Conflict(already_decided_message(exc), code="already_decided")
     if decision == "force" and exc.kind == "manual_change":
         raise Invalid("force: a manual change is approved or rejected by a second person, never forced")
+    if decision == "approve" and exc.kind == "stale_source":
+        raise Invalid("approve: stale source data is not approved — sync the source (the next run bills the "
+                      "pre-invoice from the new data) or Force with a reason (finance manager) to bill it as it is")
     if (exc.kind, decision) in FINANCE_MANAGER_CHOICES and "finance_manager" not in roles:
         raise Refused(f"{_choice(exc, decision)} needs a finance manager: {who()}.",
                       code="finance_manager_required")
@@ -260,7 +265,20 @@ def _carried_items(s: Session, exc: BillingException) -> list[int]:
     return [int(i) for i in s.execute(q.order_by(PreInvoice.id)).scalars()]
 
 
-def _apply(
+def _apply_stale(s: Session, exc: BillingException, decision: DecisionKind, *, actor: str, reason: str | None,
+                 key: Ed25519PrivateKey | None, now: datetime) -> tuple[int, ...]:
+    """Issue 21: Force bills the data as it is (once no other exception is open), Reject holds the
+    pre-invoice; Approve never gets here (refused in :func:`access_exception_for_decision`)."""
+    if exc.preinvoice_id is None:
+        raise Invalid(f"exception {exc.id}: a stale_source check without a pre-invoice cannot be decided")
+    if decision == "reject":
+        preinvoices.hold_preinvoice(s, exc.preinvoice_id, reason=reason, actor=actor, signing_key=key, now=now)
+    elif decision == "force" and _open_exceptions_on(s, exc.preinvoice_id, other_than=exc.id) == 0:
+        preinvoices.approve_preinvoice(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
+    return ()
+
+
+def _apply(  # noqa: C901 - the decision table: one branch per kind and decision
     s: Session, exc: BillingException, decision: DecisionKind, *, actor: str, reason: str | None,
     key: Ed25519PrivateKey | None, now: datetime, today: date,
 ) -> tuple[int, ...]:
@@ -279,6 +297,8 @@ def _apply(
         else:
             preinvoices.override_to_booked(s, exc.preinvoice_id, actor=actor, signing_key=key, now=now)
         return ()
+    if exc.kind == "stale_source":
+        return _apply_stale(s, exc, decision, actor=actor, reason=reason, key=key, now=now)
     if exc.kind == "manual_change":  # maker-checker: the checker accepts or rejects the edit
         if exc.preinvoice_id is None:
             raise Invalid(f"exception {exc.id}: a manual change without a pre-invoice cannot be decided")

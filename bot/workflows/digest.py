@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.payments import BUCKETS, bucket
+from bot.workflows import freshness
 from bot.workflows.audit import record
 from bot.workflows.disputes import DisputeStats, dispute_stats_in
 from bot.workflows.held import HeldItem, held_items
@@ -69,12 +70,20 @@ class Breach:
     state: str
 
 
+def target_text(r: freshness.SourceFreshness | None) -> str | None:
+    """``data until 2026-02-28 due 2026-03-02: missed`` — a source's freshness target, if it has one."""
+    if r is None or r.target_days is None or r.due is None:
+        return None
+    return f"target: data until {r.period_end.isoformat()} by {r.due.isoformat()} — {r.state}"
+
+
 @dataclass(frozen=True)
 class Freshness:
     source: str
     last_success_at: datetime | None
     data_until: str | None
     stale: bool
+    target: str | None = None  # the freshness target against the last closed month (issue 21)
 
 
 @dataclass(frozen=True)
@@ -149,12 +158,18 @@ def collect(s: Session, *, now: datetime, since: datetime | None = None,
         select(BillingException).where(BillingException.kind == "below_threshold",
                                        BillingException.created_at >= window_start,
                                        BillingException.created_at < now)).scalars())
+    targets = {r.source: r for r in freshness.report(s, now.date())}
     sources = [
         Freshness(st.source, st.last_success_at, st.data_until.isoformat() if st.data_until else None,
-                  st.last_success_at is None or now - st.last_success_at > stale_after)
+                  st.last_success_at is None or now - st.last_success_at > stale_after
+                  or (st.source in targets and targets[st.source].state == "missed"),
+                  target_text(targets.get(st.source)))
         for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()
     ]
     invoiced_totals = _sum((i.currency, i.gross if i.kind == "invoice" else -abs(i.gross)) for i in invoices)
+    known = {f.source for f in sources}
+    sources += [Freshness(r.source, None, None, True, target_text(r)) for r in targets.values()
+                if r.source not in known]
     return DigestData(
         now=now, since=window_start, first=last is None,
         open_count=len(open_rows), open_totals=_sum((e.currency, e.amount) for e in open_rows),

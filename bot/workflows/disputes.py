@@ -36,6 +36,7 @@ from billing.errors import Conflict, Invalid, NotAllowed, NotFound
 from billing.money import fmt
 from billing.variance import resolve_tolerance
 from bot.workflows import audit
+from bot.workflows.comments import Comment, capture_thread_message, comments_of
 from bot.workflows.credit_notes import request_in
 from bot.workflows.effects import notify
 from bot.workflows.invoices import find_invoice
@@ -46,7 +47,6 @@ from storage.models import (
     DISPUTE_CATEGORIES,
     OPEN_DISPUTE_STATES,
     Advertiser,
-    AuditLog,
     BillingException,
     Campaign,
     CampaignItem,
@@ -426,38 +426,20 @@ def capture_comment(db: Database, *, channel: str, thread_ts: str, user: str, te
                     key: Ed25519PrivateKey | None, now: datetime | None = None) -> int | None:
     """A reply in a dispute's Slack thread, kept with the dispute (an audit record ``dispute.comment``, so
     it is signed and chained like everything else); the dispute's id, or None when the thread is not a
-    dispute's. Slack's retries of one message (same ``ts``) are kept once."""
-    now = now or datetime.now(UTC)
-    with db.transaction() as s:
-        # FOR UPDATE: a retry of the same message handled at the same moment waits, then sees it kept
-        d = s.execute(select(Dispute).where(Dispute.channel == channel, Dispute.message_ts == thread_ts)
-                      .with_for_update()).scalars().first()
-        if d is None or not text.strip():
-            return None
-        seen = s.execute(select(AuditLog.payload).where(AuditLog.subject_type == "dispute",
-                                                        AuditLog.subject_id == str(d.id),
-                                                        AuditLog.action == "dispute.comment")).scalars()
-        if any(json.loads(p).get("ts") == ts for p in seen):
-            return d.id
-        audit.record(s, key=key, actor=user, action="dispute.comment", subject_type="dispute", subject_id=d.id,
-                     now=now, payload={"invoice": d.invoice_number, "text": text[:4000], "ts": ts})
-        return d.id
-
-
-@dataclass(frozen=True)
-class Comment:
-    at: datetime
-    user: str
-    text: str
+    dispute's. Slack's retries of one message (same ``ts``) are kept once. The one capture path for
+    dispute and exception threads is :func:`bot.workflows.comments.capture_thread_message`."""
+    with db.read() as s:
+        d = s.execute(select(Dispute.id).where(Dispute.channel == channel, Dispute.message_ts == thread_ts)
+                      ).scalars().first()
+    if d is None:
+        return None
+    capture_thread_message(db, channel=channel, thread_ts=thread_ts, user=user, text=text, ts=ts, key=key, now=now)
+    return int(d)
 
 
 def comments(db: Database, dispute_id: int) -> list[Comment]:
-    """The replies captured from the dispute's thread, oldest first."""
-    with db.read() as s:
-        rows = s.execute(select(AuditLog.at, AuditLog.actor, AuditLog.payload).where(
-            AuditLog.subject_type == "dispute", AuditLog.subject_id == str(dispute_id),
-            AuditLog.action == "dispute.comment").order_by(AuditLog.id)).all()
-        return [Comment(at, actor, str(json.loads(payload).get("text", ""))) for at, actor, payload in rows]
+    """The replies captured from the dispute's thread, oldest first (with their edits and deletions)."""
+    return comments_of(db, "dispute", dispute_id)
 
 
 # --------------------------------------------------------------------------- SLA sweep

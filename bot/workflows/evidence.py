@@ -32,6 +32,7 @@ from billing.errors import Invalid, NotFound
 from billing.fx import fx_json
 from billing.money import fmt
 from billing.signatures import canonical_json, chain_hash, key_id, sha256_hex, sign, verify
+from bot.workflows.comments import comment_json, thread_comments
 from bot.workflows.documents import PdfRenderer, file_sha256, render_invoice_pdf, safe_name, write_atomic
 from storage.db import Database
 from storage.models import (
@@ -240,12 +241,14 @@ def build_evidence_pack(  # noqa: PLR0915 - the pack's members in the order an a
             audit_conds.append(AuditLog.id.in_(audit_ids))
         audit_rows = list(s.execute(select(AuditLog).where(or_(*audit_conds)).order_by(AuditLog.id)).scalars())
         signed = {a.id: a.payload for a in audit_rows}
-        decisions_doc = {
+        decisions_doc: dict[str, Any] = {
             "exceptions": [
                 {"id": e.id, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
                  "cause": e.cause, "amount": fmt(e.amount, e.currency), "currency": e.currency,
                  "subject_hash": e.subject_hash,
-                 "decision": e.decision, "decided_by": e.decided_by, "decided_at": e.decided_at, "reason": e.reason}
+                 "decision": e.decision, "decided_by": e.decided_by, "decided_at": e.decided_at, "reason": e.reason,
+                 # the replies in the exception's Slack thread (issue 21; signed records in audit.jsonl)
+                 "comments": [comment_json(c) for c in thread_comments(s, "exception", e.id)]}
                 for e in excs
             ],
             "decisions": [

@@ -38,6 +38,7 @@ from billing.errors import Conflict, NotFound
 from billing.signatures import canonical_json
 from bot.workflows import audit, review
 from bot.workflows.effects import notify
+from bot.workflows.owners import owner_for
 from storage.models import OPEN_EXCEPTION_STATES, BillingException, LegalEntity
 from storage.settings import get_settings
 
@@ -64,7 +65,7 @@ def _audit_payload(e: BillingException, **extra: Any) -> dict[str, Any]:
     return {
         "key": e.key, "kind": e.kind, "state": e.state, "preinvoice_id": e.preinvoice_id,
         "advertiser_id": e.advertiser_id, "amount": format(e.amount.normalize(), "f"), "currency": e.currency,
-        "cause": e.cause, "subject_hash": e.subject_hash,
+        "cause": e.cause, "subject_hash": e.subject_hash, "owner": e.owner,
         "due_at": e.due_at.isoformat() if e.due_at else None, **extra,
     }
 
@@ -152,6 +153,9 @@ def open_exception(  # noqa: PLR0915 - the upsert's four cases read top to botto
     row.period_end = period_end if period_end is not None else row.period_end
     if row.started_by is None:
         row.started_by = started_by
+    if row.owner is None:
+        row.owner = owner_for(s, advertiser_id=row.advertiser_id, legal_entity_id=row.legal_entity_id,
+                              started_by=row.started_by)
     row.updated_at = now
     row.version = row.version + 1
     if reopen:
@@ -192,6 +196,7 @@ def _new_row(s: Session, *, kind: str, key: str, legal_entity_id: str, advertise
         review=rules,
         started_by=started_by, created_at=now, updated_at=now, remind_at=remind_at, due_at=due_at,
         channel=_channel(s, legal_entity_id), version=1,
+        owner=owner_for(s, advertiser_id=advertiser_id, legal_entity_id=legal_entity_id, started_by=started_by),
     )
 
 

@@ -46,14 +46,16 @@ from billing.preinvoice import (
 )
 from billing.tax import VatProblem, vat_amount, vat_treatment
 from billing.variance import DEFAULT_TOLERANCE
-from bot.workflows import audit, variance_checks
+from bot.workflows import audit, freshness, variance_checks
 from bot.workflows.effects import notify
 from bot.workflows.exceptions import open_exception, open_exceptions_for, reset_approvals
 from bot.workflows.fx import rates_around
 from storage.db import Database
 from storage.mapping import campaign_spec, check_input, line_drafts, preinvoice_hash
 from storage.models import (
+    OPEN_EXCEPTION_STATES,
     Advertiser,
+    BillingException,
     Campaign,
     Conversion,
     DeliveryFact,
@@ -205,6 +207,7 @@ def evaluate(
     clean = [p for p in todo if not p.problems]
     _run_variance_checks(s, [p.id for p in clean if p.campaign_id is not None], actor=actor, key=key, now=now,
                          default_tolerance=default_tolerance)  # a one-off has no booking to compare with
+    freshness.check(s, clean, actor=actor, key=key, now=now)  # stale source data: a stale_source exception
     open_counts = open_exception_counts(s, [p.id for p in clean])
     entries: list[audit.Entry] = []  # recorded in this order with one INSERT
     for pi in clean:
@@ -244,6 +247,7 @@ class CreateResult:
     approved: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
     problems: dict[int, list[str]] = field(default_factory=dict)
+    stale: dict[int, list[str]] = field(default_factory=dict)  # stale_source per pre-invoice (issue 21)
 
 
 def create_preinvoices(
@@ -259,7 +263,7 @@ def create_preinvoices(
                                      default_tolerance=default_tolerance)
 
 
-def create_preinvoices_in(  # noqa: C901 - one pass: distribute, compare with the stored draft, update in place
+def create_preinvoices_in(  # noqa: C901, PLR0915 - one pass: distribute, compare with the stored draft, update in place
     s: Session, p: Period, *, advertisers: list[str] | None, actor: str, key: Ed25519PrivateKey | None,
     now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> CreateResult:
@@ -332,7 +336,46 @@ def create_preinvoices_in(  # noqa: C901 - one pass: distribute, compare with th
             res.pending.append(pi.id)
         if pi.problems:
             res.problems[pi.id] = list(pi.problems)
+    stale = freshness.stale_sources(s, touched, now.date())
+    res.stale.update({pid: [x.text() for x in found] for pid, found in stale.items()})
     return res
+
+
+def refresh_stale(
+    s: Session, p: Period, *, advertisers: list[str] | None, actor: str, key: Ed25519PrivateKey | None,
+    now: datetime, default_tolerance: Decimal = DEFAULT_TOLERANCE,
+) -> list[dict[str, Any]]:
+    """Before a billing run of ``p``: the data freshness of the pre-invoices it would bill (issue 21).
+
+    A pre-invoice whose ``stale_source`` exception is open but whose data now reaches its period end is
+    recomputed from the new data (its exception closes and the system approves it as usual); one fed by
+    a source whose data ends before its period end gets a ``stale_source`` exception (an approved one goes
+    back to ``pending``), so the run holds it. Returns the stale sources found, one dict per pre-invoice
+    and source (``problem: stale_source``). Nothing is read when no source has a target and no
+    ``stale_source`` exception is open."""
+    adv_ids = resolve_advertisers(s, advertisers)
+    targets = freshness.targets(s)
+    oq = select(BillingException.preinvoice_id).where(BillingException.kind == freshness.KIND,
+                                                      BillingException.state.in_(OPEN_EXCEPTION_STATES))
+    open_stale = {int(i) for i in s.execute(oq).scalars() if i is not None}
+    if not targets and not open_stale:
+        return []
+    q = (select(PreInvoice).options(selectinload(PreInvoice.lines))
+         .where(PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(("draft", "pending", "approved")),
+                PreInvoice.period_end <= p.end).order_by(PreInvoice.id))
+    if adv_ids is not None:
+        q = q.where(PreInvoice.advertiser_id.in_(adv_ids))
+    pis = list(s.execute(q).scalars())
+    stale = freshness.stale_sources(s, pis, now.date())
+    caught = [pi for pi in pis if pi.id in open_stale and not any(x.block for x in stale.get(pi.id, ()))]
+    for pi in caught:  # recompute from the data that came in, then checked as any new draft
+        create_preinvoices_in(s, Period(pi.period_end, pi.period_end), advertisers=[pi.advertiser_id], actor=actor,
+                              key=key, now=now, default_tolerance=default_tolerance)
+    rest = [pi for pi in pis if pi not in caught and pi.id in stale]
+    freshness.check(s, rest, actor=actor, key=key, now=now)
+    freshness.hold_approved(s, rest, key=key, now=now)
+    return [{"problem": freshness.KIND, "preinvoice": pi.id, "advertiser": pi.advertiser_id, **x.as_dict()}
+            for pi in rest for x in stale.get(pi.id, ())]
 
 
 def _span_start(specs: Iterable[CampaignSpec], p: Period) -> date:

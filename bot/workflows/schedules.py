@@ -25,7 +25,7 @@ from storage.db import Database
 from storage.models import Schedule
 
 SCHEDULABLE_TASKS = ("sync", "billing_run", "digest", "sla_sweep", "render_pdf", "accounting_export",
-                     "payments_inbox", "dunning_proposal")
+                     "payments_inbox", "dunning_proposal", "import_inbox", "preinvoices_create")
 
 
 def args_key(args: Mapping[str, Any]) -> str:
@@ -56,6 +56,8 @@ def validate(task: str, args: Mapping[str, Any], cron: str, timezone: str) -> li
         problems.append(f"args: mode must be standard or partial, not {args.get('mode')!r}")
     if task == "billing_run" and not args.get("period"):
         problems.append("args: a billing_run schedule needs period=previous_month|current_month|YYYY-MM")
+    if task == "preinvoices_create" and not args.get("period"):
+        problems.append("args: a preinvoices_create schedule needs period=previous_month|current_month|YYYY-MM")
     if task == "accounting_export" and args.get("format") not in ("datev", "beancount"):
         problems.append("args: an accounting_export schedule needs format=datev|beancount")
     if task == "accounting_export" and not args.get("actor"):

@@ -103,6 +103,11 @@ class FakeSlackAPI:
         return self.api.log.calls
 
     @property
+    def usergroups(self) -> dict[str, list[str]]:
+        """Slack user groups ``usergroups.users.list`` answers: id → member ids (others: ``no_such_subteam``)."""
+        return self.api.usergroups
+
+    @property
     def fail(self) -> dict[str, str]:
         """method → Slack error code, answered (and recorded) until removed."""
         return self.api.faults.errors

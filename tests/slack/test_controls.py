@@ -164,7 +164,8 @@ def test_editing_a_system_approved_preinvoice_waits_for_a_checker_with_the_diff_
     assert exc.evidence["net_before"] == "3000.00" and exc.evidence["net_after"] == "2500.00"
     text = str(message_of(world, exc.id)["blocks"])
     assert "3,000.00" in text and "2,500.00" in text and "unit_price: 3000" in text  # the diff, in Slack
-    assert set(_buttons(world, exc.id)) == {"decide_approve", "decide_reject"}  # never forced
+    assert {k for k in _buttons(world, exc.id) if k.startswith("decide_")} == {"decide_approve",
+                                                                               "decide_reject"}  # never forced
     click(world, f.OPERATOR, exc.id, "approve")  # the maker is no checker
     assert _manual_change(world, pid).state == "pending"
     click(world, f.APPROVER, exc.id, "approve")

@@ -216,9 +216,7 @@ def test_a_slack_user_group_without_listed_users_is_asked_from_slack(db, key):
 
 def test_a_slack_user_group_is_looked_up_with_usergroups_users_list_on_a_click(world):
     _load(world.db, routing=[{"id": "leads", "approvers": {"group": LEADS, "name": "finance-leads"}}])
-    world.api.handlers["usergroups.users.list"] = lambda call: (
-        {"ok": True, "users": [f.APPROVER]} if call.params.get("usergroup") == LEADS
-        else {"ok": False, "error": "no_such_subteam"})
+    world.api.usergroups[LEADS] = [f.APPROVER]  # the sandbox's Web API answers usergroups.users.list
     _pid, eid = _variance(world)
     click(world, f.APPROVER2, eid, "approve")
     assert f"Only <!subteam^{LEADS}> (@finance-leads) may decide this" in ephemerals(world, f.APPROVER2)[-1]

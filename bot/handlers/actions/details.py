@@ -14,6 +14,7 @@ from bot.blocks.modals import DOWNLOAD_ACTION_ID, details_modal
 from bot.handlers.deps import deps_of
 from bot.handlers.errors import after_ack
 from bot.slack.exceptions import send_evidence
+from bot.workflows.comments import thread_comments
 from bot.workflows.exception_evidence import top_rows
 from storage.models import Advertiser, BillingException
 
@@ -41,7 +42,7 @@ def _open_details(body: dict[str, Any], action: dict[str, Any], client: WebClien
     with db.read() as s:
         exc = s.get(BillingException, exception_id)
         assert exc is not None
-        view = details_modal(exc, name, rows=rows, total_rows=total)
+        view = details_modal(exc, name, thread_comments(s, "exception", exc.id), rows=rows, total_rows=total)
     client.views_open(trigger_id=body.get("trigger_id"), view=view)
 
 

@@ -35,10 +35,10 @@ from bot.blocks.disputes import (
 from bot.handlers.deps import deps_of
 from bot.handlers.errors import after_ack
 from bot.handlers.payloads import where_of
+from bot.workflows.comments import capture_thread_message
 from bot.workflows.credit_notes import access_credit_note_request, decide_credit_note
 from bot.workflows.disputes import (
     access_dispute,
-    capture_comment,
     open_dispute,
     propose_credit,
     reject_dispute,
@@ -171,14 +171,25 @@ def on_open(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebCli
 
 
 def on_message(event: dict[str, Any], context: BoltContext) -> None:
-    """A reply in a dispute's thread is captured with the dispute (people's messages only: no bots, no
-    edits or deletions); other messages are none of billbot's business."""
-    thread_ts, ts = event.get("thread_ts"), event.get("ts")
-    if not thread_ts or thread_ts == ts or event.get("subtype") or event.get("bot_id") or not event.get("user"):
+    """A reply in the thread of a dispute's or an exception's message is kept as a comment, and so are
+    its edits and deletions (:mod:`bot.workflows.comments`, issue 21). People's messages only: billbot's
+    and other bots' posts, thread parents and other subtypes are none of billbot's business."""
+    change, msg = "comment", event
+    subtype = event.get("subtype")
+    previous = (event.get("previous_message") or {}).get("text")
+    if subtype == "message_changed":
+        change, msg = "comment_edited", event.get("message") or {}
+    elif subtype == "message_deleted":
+        change, msg = "comment_deleted", event.get("previous_message") or {}
+    elif subtype:
+        return
+    thread_ts, ts = msg.get("thread_ts"), msg.get("ts") or event.get("deleted_ts")
+    if not thread_ts or not ts or thread_ts == ts or msg.get("bot_id") or event.get("bot_id") or not msg.get("user"):
         return
     deps = deps_of(context)
-    capture_comment(deps.db(), channel=str(event.get("channel") or ""), thread_ts=str(thread_ts),
-                    user=str(event["user"]), text=str(event.get("text") or ""), ts=str(ts), key=deps.key())
+    capture_thread_message(deps.db(), channel=str(event.get("channel") or ""), thread_ts=str(thread_ts),
+                           user=str(msg["user"]), text=str(msg.get("text") or ""), ts=str(ts), change=change,
+                           previous=str(previous) if previous is not None else None, key=deps.key())
 
 
 def register(app: App) -> None:

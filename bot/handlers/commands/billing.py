@@ -149,25 +149,32 @@ def cmd_sync(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], 
 def cmd_run(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
     _require_operator(deps, cmd.user_id)
     today = deps.today(datetime.now(UTC))
-    period = previous_month(today)
+    period, args = _period_and_advertisers(deps, "run", args, default=previous_month(today))
+    title = f"Billing run {period}" + (f" for {', '.join(args)}" if args else "")
+    _start_job(deps, client, cmd, title, kind="run", period=period, advertisers=args or None,
+               today=today.isoformat())
+
+
+def _period_and_advertisers(deps: Deps, sub: str, args: list[str], *, default: str) -> tuple[str, list[str]]:
+    """``[period] [advertiser…]`` as ``run`` and ``preinvoices create`` take them: the first word is the
+    period when it is one, or looks like one and names no advertiser (``2026-13``, ``October``: refused
+    with the usage line, never taken as an advertiser); the rest are advertisers that must exist (one
+    name with spaces, "Autohaus Elbe KG", rather than several ids when that is what matches)."""
+    period = default
     if args and (_is_period(args[0]) or (_PERIODISH.match(args[0]) and not _is_advertiser(deps, args[0]))):
-        # the first word is the period when it is one, or looks like one and names no advertiser
-        # (``2026-13``, ``October``: refused with the usage line, never billed as an advertiser)
-        period = _period_arg("run", args[0]).label or args[0]
+        period = _period_arg(sub, args[0]).label or args[0]
         args = args[1:]
     if args:
         with deps.db().read() as s:
             try:
                 resolve_advertisers(s, args)
             except NotFound as e:
-                try:  # one name with spaces ("Autohaus Elbe KG") rather than several ids
+                try:
                     resolve_advertisers(s, [" ".join(args)])
                     args = [" ".join(args)]
                 except NotFound:
-                    raise UsageError("run", e.message) from None
-    title = f"Billing run {period}" + (f" for {', '.join(args)}" if args else "")
-    _start_job(deps, client, cmd, title, kind="run", period=period, advertisers=args or None,
-               today=today.isoformat())
+                    raise UsageError(sub, e.message) from None
+    return period, args
 
 
 def _is_period(word: str) -> bool:
@@ -188,6 +195,23 @@ def _is_advertiser(deps: Deps, word: str) -> bool:
 
 
 # --------------------------------------------------------------------------- reads
+
+
+def cmd_import(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    """``/billing import [source…]``: import the files waiting in the watched inbox folders (issue 21)."""
+    _require_operator(deps, cmd.user_id)
+    for source in args or [""]:  # "": every source folder
+        _start_job(deps, client, cmd, f"Import of the {source or 'source'} inbox" + ("" if source else "es"),
+                   kind="import", source=source or None)
+
+
+def _preinvoices_create(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str]) -> None:
+    """``/billing preinvoices create [PERIOD] [advertiser…]`` (default: the previous month; issue 21)."""
+    _require_operator(deps, cmd.user_id)
+    period, args = _period_and_advertisers(deps, "preinvoices", args,
+                                           default=previous_month(deps.today(datetime.now(UTC))))
+    title = f"Pre-invoices {period}" + (f" for {', '.join(args)}" if args else "")
+    _start_job(deps, client, cmd, title, kind="preinvoices", period=period, advertisers=args or None)
 
 
 NAME_MAX = 80  # a name is clipped inside its entry; an entry is never cut
@@ -218,6 +242,9 @@ def preinvoices_page(deps: Deps, period: str | None, offset: int) -> list[Block]
 
 
 def cmd_preinvoices(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    if args and args[0].lower() == "create":
+        _preinvoices_create(deps, client, cmd, args[1:])
+        return
     period = args[0] if args else None
     blocks = preinvoices_page(deps, period, 0)
     respond(blocks=blocks, text="Pre-invoices", response_type="ephemeral")
@@ -287,10 +314,19 @@ def cmd_invoice(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str
 
 
 def cmd_status(deps: Deps, client: WebClient, cmd: SlashCommand, args: list[str], respond: Respond) -> None:
+    from bot.workflows.digest import target_text
+    from bot.workflows.freshness import report
+
     with deps.db().read() as s:
+        targets = {r.source: target_text(r) for r in report(s, datetime.now(UTC).date())}
+        states = list(s.execute(select(SourceState).order_by(SourceState.source)).scalars())
         sources = [f"• *{clip(esc(st.source), NAME_MAX)}*: last sync {slack_date(st.last_success_at)}"
                    + (f", data until {st.data_until.isoformat()}" if st.data_until else "")
-                   for st in s.execute(select(SourceState).order_by(SourceState.source)).scalars()]
+                   + (f" · {esc(targets[st.source] or '')}" if targets.get(st.source) else "")
+                   for st in states]
+        synced = {st.source for st in states}
+        sources += [f"• *{esc(src)}*: never synced · {esc(text)}" for src, text in targets.items()
+                    if text and src not in synced]
         run = s.execute(select(BillingRun).order_by(BillingRun.id.desc()).limit(1)).scalar_one_or_none()
         open_count = len(s.execute(select(BillingException.id).where(
             BillingException.state.in_(OPEN_EXCEPTION_STATES))).all())
@@ -398,6 +434,7 @@ Sub = Callable[[Deps, WebClient, SlashCommand, list[str], Respond], None]
 SUBCOMMANDS: dict[str, Sub] = {
     "sync": cmd_sync, "run": cmd_run, "preinvoices": cmd_preinvoices, "exceptions": cmd_exceptions,
     "invoice": cmd_invoice, "status": cmd_status, "schedule": cmd_schedule, "dispute": cmd_dispute,
+    "import": cmd_import,
 }
 
 

@@ -2,7 +2,7 @@
 advertiser (default, ``po_required``) and campaign (override) (issues 15 and 19).
 
 Revision ID: 0012
-Revises: 0019 (re-chained after merging main: … 0017 → 0013 → 0015 → 0019)
+Revises: 0020 (re-chained after merging main: … 0013 → 0015 → 0019 → 0020)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
