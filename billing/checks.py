@@ -39,6 +39,8 @@ class CheckInput:
     fx_max_age_days: int = MAX_AGE_DAYS
     seller_address: PostalAddress | None = None  # None: not known to the caller (not checked)
     buyer_address: PostalAddress | None = None
+    po_number: str | None = None  # the campaign's purchase-order number, else the advertiser's default
+    po_required: bool = False  # the advertiser's invoices must carry a PO number
 
 
 Check = Callable[[CheckInput], list[str]]
@@ -108,6 +110,21 @@ def check_addresses(ci: CheckInput) -> list[str]:
     return problems
 
 
+def check_purchase_order(ci: CheckInput) -> list[str]:
+    """An advertiser marked ``po_required`` gets no invoice without a purchase-order number (EN 16931
+    BT-13): its accounts-payable team would send it back. The campaign's PO number counts, else the
+    advertiser's default.
+
+    >>> check_purchase_order(CheckInput(currency="EUR", lines=(), seller_country="DE", seller_currency="EUR",
+    ...     seller_vat_id=None, buyer_country="DE", buyer_vat_id=None, po_required=True))[0][:38]
+    'missing purchase-order number: the adv'
+    """
+    if ci.po_required and not (ci.po_number or "").strip():
+        return ["missing purchase-order number: the advertiser requires one on every invoice "
+                "(set po_number on the campaign or the advertiser)"]
+    return []
+
+
 CHECKS: tuple[Check, ...] = (
     check_currency,
     check_lines,
@@ -116,6 +133,7 @@ CHECKS: tuple[Check, ...] = (
     check_vat_data,
     check_exchange_rate,
     check_addresses,
+    check_purchase_order,
 )
 
 

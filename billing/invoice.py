@@ -1,7 +1,9 @@
 """Invoices and credit notes as data: lines, totals, VAT, locked FX, content hash.
 
 Rules (DESIGN.md "Invoices"):
-- one invoice per advertiser, legal entity and currency, lines grouped by campaign and service period;
+- one invoice per advertiser, legal entity and currency — and per VAT treatment and purchase-order number
+  (the billing run splits those, ``bot.workflows.billing_run.invoice_parts``) — lines grouped by campaign
+  and service period;
 - net = sum of the lines; VAT = net × rate, half-up, once per invoice; gross = net + VAT exactly;
 - when the invoice currency differs from the legal entity's, the rate is locked with its date and
   source, and the totals are also stated in the entity's currency;

@@ -3,9 +3,10 @@
 - domestic (buyer country = seller country): the seller country's standard rate, category ``S``;
 - EU seller, EU buyer in another member state with a valid VAT id: reverse charge, 0 %, category
   ``AE``, with the note required by Art. 226 (11a) of Council Directive 2006/112/EC;
-- buyer outside the EU (GB, CH, US, …) or a non-EU seller billing abroad: export of services, 0 %,
-  category ``G`` (EN 16931 UNCL5305 "export outside the EU"; we use G rather than O because
-  BR-O-02 forbids the seller's VAT id on O invoices, and our documents always carry it);
+- buyer outside the EU (GB, CH, US, …) or a non-EU seller billing abroad: services are not subject
+  to VAT there, 0 %, category ``O`` (the XML then carries no VAT ids, EN 16931 BR-O-02); goods
+  (an item's ``supply: goods``) are an export, category ``G``. BR-O-11 keeps ``O`` off any invoice
+  with another category: the billing run splits them (``bot.workflows.billing_run.invoice_parts``);
 - EU B2B abroad without a valid VAT id is a problem, never silently domestic.
 
 VAT ids are validated with python-stdnum (``stdnum.eu.vat``: check digits per member state).

@@ -56,7 +56,7 @@ MONEY_FIELDS: dict[str, tuple[str, ...]] = {
     "advertisers": ("currency", "country", "vat_id", "billing_threshold", "payment_terms_days", "tolerance",
                     "due_date_rule"),
     "campaigns": ("tolerance", "fx_rate"),
-    "items": ("amount", "rate_type", "rate", "booked_quantity", "tolerance"),
+    "items": ("amount", "rate_type", "rate", "booked_quantity", "tolerance", "supply"),  # supply: VAT abroad
 }
 MODELS: dict[str, Any] = {"legal_entities": LegalEntity, "advertisers": Advertiser, "campaigns": Campaign,
                           "items": CampaignItem}
@@ -247,14 +247,14 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
          "account_owner": a.account_owner,
          "invoice_emails": a.invoice_emails, "invoice_cc": a.invoice_cc, "dispatch": a.dispatch,
          "debtor_account": a.debtor_account, "invoice_date_rule": a.invoice_date, "due_date_rule": a.due_date,
-         "partner_id": a.partner}
+         "partner_id": a.partner, "po_number": a.po_number, "po_required": a.po_required}
         for a in sc.advertisers
     ], "advertisers", res, hold=hold)
     s.flush()
     _upsert_by_id(s, Campaign, [
         {"id": c.id, "advertiser_id": c.advertiser, "name": c.name, "bill_me": c.bill_me,
          "payment_interval": c.payment_interval, "start": c.start, "end": c.end, "tolerance": c.tolerance,
-         "fx_rate": c.fx_rate, "fx_rate_date": c.fx_rate_date}
+         "fx_rate": c.fx_rate, "fx_rate_date": c.fx_rate_date, "po_number": c.po_number}
         for c in sc.campaigns
     ], "campaigns", res, hold=hold)
     s.flush()
@@ -262,7 +262,7 @@ def _apply(s: Session, sc: Scenario, *, hold: bool = False) -> LoadResult:
         {"id": it.id, "campaign_id": c.id, "position": pos, "description": it.description, "billing": it.billing,
          "unit": it.unit, "period": it.period, "amount": it.amount, "rate_type": it.rate_type, "rate": it.rate,
          "booked_quantity": it.booked_quantity, "start": it.start, "end": it.end, "tolerance": it.tolerance,
-         "make_good": it.make_good, "variance_check": it.variance_check}
+         "make_good": it.make_good, "variance_check": it.variance_check, "supply": it.supply}
         for c in sc.campaigns for pos, it in enumerate(c.items)
     ], "items", res, hold=hold)
     s.flush()

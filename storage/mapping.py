@@ -71,7 +71,14 @@ def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequenc
                       seller_currency=le.currency, seller_vat_id=le.vat_id, buyer_country=adv.country,
                       buyer_vat_id=adv.vat_id, fx=fx, fx_day=rate_day(rule, issue=issue, service_end=pi.period_end),
                       fx_rule=rule, fx_max_age_days=le.fx_max_age_days or MAX_AGE_DAYS,
-                      seller_address=postal_address(le), buyer_address=postal_address(adv))
+                      seller_address=postal_address(le), buyer_address=postal_address(adv),
+                      po_number=po_number_of(pi, adv), po_required=bool(adv.po_required))
+
+
+def po_number_of(pi: PreInvoice, adv: Advertiser) -> str | None:
+    """The purchase-order number a pre-invoice is billed under: its campaign's, else the advertiser's."""
+    campaign = pi.campaign
+    return (campaign.po_number if campaign is not None else None) or adv.po_number or None
 
 
 def agreed_rate_of(campaign: Campaign | None, currency: str, le: LegalEntity, *, issue: date) -> LockedRate | None:
@@ -233,4 +240,5 @@ def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:
         references_number=ref_number, references_issue_date=ref_date, reason=inv.reason, legal_entity_id=le.id,
         notes=tuple(str(n) for n in (parties.get("notes") or ())),
         recipient=str(buyer_snap["recipient"]) if buyer_snap.get("recipient") else None,
+        po_number=_opt(buyer_snap.get("po_number")),
     )

@@ -142,6 +142,10 @@ class Advertiser(Base):
     due_date_rule: Mapped[str | None] = mapped_column(String(24))
     # the partner this advertiser is a branch of (issue 19), if any
     partner_id: Mapped[str | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    # purchase orders (issue 19): the advertiser's default PO number (a campaign may override it), and
+    # whether its invoices need one (a pre-invoice without one has a problem and is held)
+    po_number: Mapped[str | None] = mapped_column(String(64))
+    po_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     legal_entity: Mapped[LegalEntity] = relationship()
 
@@ -210,6 +214,7 @@ class Campaign(Base):
     # the advertiser's), used instead of the published one; dated ``fx_rate_date`` (else the issue date)
     fx_rate: Mapped[Decimal | None] = mapped_column(Money(20, 10))
     fx_rate_date: Mapped[date | None] = mapped_column(Date)
+    po_number: Mapped[str | None] = mapped_column(String(64))  # overrides the advertiser's PO number
 
     advertiser: Mapped[Advertiser] = relationship()
     items: Mapped[list[CampaignItem]] = relationship(
@@ -245,6 +250,8 @@ class CampaignItem(Base):
     make_good: Mapped[bool] = mapped_column(Boolean, default=False)
     # linear items bill the distributed booked figure; True opts one in to the delivery (variance) check
     variance_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # goods | services: decides the VAT treatment abroad (outside the EU: services ``O``, goods ``G``)
+    supply: Mapped[str] = mapped_column(String(16), default="services", server_default="services")
 
     campaign: Mapped[Campaign] = relationship(back_populates="items")
 

@@ -219,6 +219,10 @@ class AdvertiserIn(_Model):
     invoice_date: Literal["run_day", "service_end", "day_after_service"] | None = None  # None: the entity's
     due_date: Literal["net", "end_of_month"] | None = None
     partner: Id | None = None  # the partner (``partners``) this advertiser is a branch of
+    # purchase orders (issue 19): the default PO number of the advertiser's invoices (a campaign may
+    # override it); ``po_required``: a pre-invoice without one has a problem and is held
+    po_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    po_required: bool = False
 
     @field_validator("invoice_emails", "invoice_cc")
     @classmethod
@@ -251,6 +255,8 @@ class ItemIn(_Model):
     tolerance: Amount | None = None
     make_good: bool = False
     variance_check: bool = False  # linear items only: check them against delivery data too (opt in)
+    # what is sold: decides the VAT treatment abroad (outside the EU services are ``O``, goods ``G``)
+    supply: Literal["goods", "services"] = "services"
     external_ids: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -281,6 +287,7 @@ class CampaignIn(_Model):
     # advertiser's, used instead of the published rate (``fx_rate_date``: the day it was agreed)
     fx_rate: Decimal | None = Field(default=None, gt=0)
     fx_rate_date: date | None = None
+    po_number: Annotated[str, Field(min_length=1, max_length=64)] | None = None  # overrides the advertiser's
     items: list[ItemIn] = Field(default_factory=list)
 
     @model_validator(mode="after")

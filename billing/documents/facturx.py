@@ -88,6 +88,9 @@ def facturx_data(doc: InvoiceDocument) -> dict[str, Any]:
         "BT-3": TYPE_CODES.get(doc.kind, "380"),
         "BT-5": doc.currency,
         "BT-10": doc.buyer.customer_number or doc.buyer.id,
+        # the buyer's purchase order (BuyerOrderReferencedDocument/IssuerAssignedID, placed by the generator
+        # in the XSD's order: after SellerOrderReferencedDocument, before ContractReferencedDocument)
+        **({"BT-13": doc.po_number} if doc.po_number else {}),
         "BG-4": seller,
         "BG-7": buyer,
         "BG-23": [

@@ -141,6 +141,7 @@ class InvoiceDocument:
     extra: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # free notes of a one-off or adjusted invoice (per-invoice header override)
     recipient: str | None = None  # an addressee line above the buyer's address (per-invoice header override)
+    po_number: str | None = None  # the buyer's purchase-order number (EN 16931 BT-13)
 
     @property
     def is_credit_note(self) -> bool:
@@ -277,6 +278,24 @@ def check_vat(doc: InvoiceDocument) -> list[str]:
     return problems
 
 
+def check_vat_mix(doc: InvoiceDocument) -> list[str]:
+    """EN 16931 BR-O-11…14: a document with VAT category ``O`` ("not subject to VAT") has no other
+    category, in its breakdown or its lines. The billing run splits such lines into separate
+    invoices (services and goods to a buyer outside the EU); this refuses a document that still mixes.
+
+    >>> from dataclasses import replace
+    >>> doc = sample_document()
+    >>> check_vat_mix(replace(doc, lines=(doc.lines[0], replace(doc.lines[1], vat_category="O", vat_rate=ZERO))))
+    ['VAT category O (not subject to VAT) cannot share a document with S (EN 16931 BR-O-11): bill them separately']
+    """
+    categories = {li.vat_category for li in doc.lines} | {doc.vat_category}
+    if "O" in categories and len(categories) > 1:
+        others = ", ".join(sorted(categories - {"O"}))
+        return [f"VAT category O (not subject to VAT) cannot share a document with {others} (EN 16931 BR-O-11): "
+                "bill them separately"]
+    return []
+
+
 def check_header(doc: InvoiceDocument) -> list[str]:
     problems = []
     if doc.kind not in TYPE_CODES:
@@ -305,7 +324,7 @@ def check_addresses(doc: InvoiceDocument) -> list[str]:
 
 
 #: The named checks a document must pass before it is numbered and again before it is rendered.
-DOCUMENT_CHECKS = (check_header, check_lines, check_totals, check_vat)
+DOCUMENT_CHECKS = (check_header, check_lines, check_totals, check_vat, check_vat_mix)
 
 
 def check_document(doc: InvoiceDocument) -> list[str]:

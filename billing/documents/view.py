@@ -118,7 +118,7 @@ LABELS: dict[str, dict[str, str]] = {
         "cat_Z": "zero rated", "cat_E": "exempt",
         "rounding": "Rounding: each line to the currency's minor unit; VAT on the net total; half up.",
         "register": "Register court: {register}", "directors": "Managing directors: {names}",
-        "bank": "Bank: {name}", "bic": "BIC",
+        "bank": "Bank: {name}", "bic": "BIC", "po_number": "Your order no.",
     },
     "de": {
         "invoice": "Rechnung", "credit_note": "Rechnungskorrektur", "number": "Nummer",
@@ -145,7 +145,7 @@ LABELS: dict[str, dict[str, str]] = {
         "rounding": "Rundung: jede Position auf die kleinste Währungseinheit; USt auf die Nettosumme; "
                     "kaufmännisch.",
         "register": "Registergericht: {register}", "directors": "Geschäftsführung: {names}",
-        "bank": "Bank: {name}", "bic": "BIC",
+        "bank": "Bank: {name}", "bic": "BIC", "po_number": "Ihre Bestellnummer",
     },
 }
 
@@ -173,7 +173,7 @@ LABELS["pl"] = {
     "rounding": "Zaokrąglenia: każda pozycja do najmniejszej jednostki waluty; VAT od sumy netto; "
                 "połówki w górę.",
     "register": "Sąd rejestrowy: {register}", "directors": "Zarząd: {names}",
-    "bank": "Bank: {name}", "bic": "BIC",
+    "bank": "Bank: {name}", "bic": "BIC", "po_number": "Nr zamówienia",
 }
 
 #: units in the document's language; a unit not listed is printed as stored
@@ -253,6 +253,26 @@ def _fx_notes(doc: InvoiceDocument, lab: dict[str, str], loc: str) -> list[str]:
     return notes
 
 
+def header_fields(doc: InvoiceDocument, loc: str) -> list[tuple[str, str]]:
+    """The document's header: number, dates, references the buyer books it by, currency."""
+    lab = LABELS[loc]
+    meta = [
+        (lab["number"], doc.number),
+        (lab["issue_date"], fmt_date(doc.issue_date, loc)),
+    ]
+    if not doc.is_credit_note:  # with the ISO 11649 creditor reference, in groups of four as banks print it
+        meta += [(lab["due_date"], fmt_date(doc.due_date, loc)),
+                 (lab["payment_reference"], iso11649.format(creditor_reference(doc.number)))]
+    period = _period(doc.service_start, doc.service_end, loc)
+    if period:
+        meta.append((lab["service_period"], period))
+    meta.append((lab["customer"], doc.buyer.customer_number or doc.buyer.id))
+    if doc.po_number:  # the buyer's purchase order (EN 16931 BT-13) their accounts payable books against
+        meta.append((lab["po_number"], doc.po_number))
+    meta.append((lab["currency"], doc.currency))
+    return meta
+
+
 def view(doc: InvoiceDocument) -> dict[str, Any]:
     """Every string the templates print, formatted for the recipient's locale."""
     loc = doc_locale(doc.locale)
@@ -302,18 +322,7 @@ def view(doc: InvoiceDocument) -> dict[str, Any]:
         terms = lab["terms_now"]
     seller = doc.seller
     seller_line, seller_ids, seller_legal = seller_footer(seller, loc)
-    meta = [
-        (lab["number"], doc.number),
-        (lab["issue_date"], fmt_date(doc.issue_date, loc)),
-    ]
-    if not doc.is_credit_note:  # with the ISO 11649 creditor reference, in groups of four as banks print it
-        meta += [(lab["due_date"], fmt_date(doc.due_date, loc)),
-                 (lab["payment_reference"], iso11649.format(creditor_reference(doc.number)))]
-    period = _period(doc.service_start, doc.service_end, loc)
-    if period:
-        meta.append((lab["service_period"], period))
-    meta.append((lab["customer"], doc.buyer.customer_number or doc.buyer.id))
-    meta.append((lab["currency"], cur))
+    meta = header_fields(doc, loc)
     approvals = [
         " · ".join(x for x in (
             f"{a.name} ({a.actor})" if a.name and a.name != a.actor else (a.name or a.actor),

@@ -225,7 +225,7 @@ def _print_exception(d: dict[str, Any]) -> None:
     head = Table(show_header=False, title=f"Exception {d['id']} ({d['kind']}, {d['state']})", title_justify="left")
     head.add_column(style="bold")
     head.add_column()
-    due = d["due_at"].isoformat() if d["due_at"] else ""
+    due = local_time(d["due_at"], empty="")
     ev: dict[str, Any] = d["evidence"]
     rows: list[tuple[str, str]] = [
         ("advertiser", f"{d['advertiser_name'] or ''} ({d['advertiser']})"),
@@ -241,7 +241,7 @@ def _print_exception(d: dict[str, Any]) -> None:
         rows += [("computed amount (Approve)", f"{ev.get('computed_amount')} {d['currency']}"),
                  ("booked amount (Force)", f"{ev.get('booked_amount')} {d['currency']}")]
     if d["decision"]:
-        rows.append(("decision", f"{d['decision']} by {d['decided_by']} at {d['decided_at']}"))
+        rows.append(("decision", f"{d['decision']} by {d['decided_by']} at {local_time(d['decided_at'])}"))
     if d["reason"]:
         rows.append(("reason", d["reason"]))
     for k, v in rows:

@@ -82,6 +82,7 @@ def export_batches(fmt: Annotated[str | None, typer.Option("--format", help="dat
     """List the export batches."""
     from bot.context import get_db
     from bot.workflows.accounting import list_batches
+    from storage.settings import local_time
 
     rows = list_batches(get_db(), fmt=fmt)
     if json_out:
@@ -91,4 +92,4 @@ def export_batches(fmt: Annotated[str | None, typer.Option("--format", help="dat
         return
     for b in rows:
         out_console.print(f"{b.id}  {b.format:9} {b.legal_entity}  {b.period}  {b.documents} document(s)  "
-                          f"by {b.created_by} at {b.created_at:%Y-%m-%d %H:%M}", highlight=False)
+                          f"by {b.created_by} at {local_time(b.created_at)}", highlight=False)

@@ -10,8 +10,9 @@ approved, not yet invoiced pre-invoice whose billing period ends on or before th
   anything not approved, with open exceptions or with problems is *held* and reported;
 - **threshold**: below the advertiser's threshold nothing is created, the items wait, and a
   ``below_threshold`` exception is opened;
-- **finalize**: a gapless number from the legal entity's series, the invoice with its lines, the
-  pre-invoices marked invoiced, audit records, ``invoice.finalized`` after commit.
+- **finalize**: one invoice per VAT treatment and purchase-order number among the lines
+  (:func:`invoice_parts`; usually one), each a gapless number from the legal entity's series, with its
+  lines, the pre-invoices marked invoiced, audit records, ``invoice.finalized`` after commit.
 
 Advertisers are settled in chunks of :data:`CHUNK_SIZE`, one transaction per chunk: everything a
 chunk reads is loaded with a few set-based queries, its invoices are numbered from the sequence
@@ -25,7 +26,7 @@ period at a time: ``BillingRun.lock_key`` is unique while a run is running; a ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -55,12 +56,13 @@ from bot.workflows.preinvoices import record_change as record_preinvoice_change
 from bot.workflows.preinvoices import refresh_stale
 from storage.db import Database, is_sqlite
 from storage.heartbeat import Heartbeat, holder_gone, holder_id
-from storage.mapping import check_input, fx_for, preinvoice_hash
+from storage.mapping import check_input, fx_for, po_number_of, preinvoice_hash
 from storage.models import (
     OPEN_EXCEPTION_STATES,
     Advertiser,
     BillingException,
     BillingRun,
+    CampaignItem,
     Decision,
     Invoice,
     InvoiceLine,
@@ -71,6 +73,7 @@ from storage.models import (
     PreInvoice,
 )
 from storage.queries import open_exception_counts, resolve_advertisers
+from storage.settings import local_time
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Batch:
-    """Billable pre-invoices of one advertiser × legal entity × currency: one invoice (or one skip).
+    """Billable pre-invoices of one advertiser × legal entity × currency (the threshold applies to all of
+    it: one skip), or one invoice's part of them (:func:`invoice_parts`): the lines (``line_ids``, None:
+    all) billed under one VAT treatment and one purchase-order number.
 
     A consolidated partner's batch (``partner`` set) holds the pre-invoices of all its branches settled
     together; ``advertiser`` is then the partner's head office branch (the invoice's recipient) and
@@ -122,6 +127,9 @@ class Batch:
     preinvoices: tuple[PreInvoice, ...]
     partner: Partner | None = None
     branches: tuple[tuple[str, str], ...] = ()
+    vat: VatTreatment | None = None  # None: the advertiser's treatment for services
+    po_number: str | None = None
+    line_ids: frozenset[int] | None = None
 
     @property
     def total(self) -> Decimal:
@@ -393,7 +401,7 @@ def _start_run(db: Database, p: Period, advertisers: list[str] | None, *, actor:
             gone = holder_gone(held.get("holder")) or (job is not None and held.get("job") == job)
             if now - beat < STALE_AFTER and not gone:
                 raise Conflict(f"billing run {running.id} for {running.period} is already running "
-                               f"(started by {running.started_by} at {running.started_at:%Y-%m-%d %H:%M} UTC)",
+                               f"(started by {running.started_by} at {local_time(running.started_at)})",
                                code="run_running")
             running.state = "failed"
             running.lock_key = None
@@ -527,6 +535,7 @@ class Prefetched:
     decisions: dict[int, list[tuple[int, dict[str, Any]]]]  # (decision id, decision) per pre-invoice
     # consolidated partners of the chunk's branches: partner id → (partner, its head office branch)
     partners: dict[str, tuple[Partner, Advertiser]] = field(default_factory=dict)
+    supplies: dict[str, str] = field(default_factory=dict)  # item id → "goods" (items not listed: services)
 
 
 @dataclass(frozen=True)
@@ -579,20 +588,23 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
                         and below_threshold(batch.total, adv.billing_threshold)):
                     steps.append(_note_skip(batch, out))
                     continue
-                steps.append(_prepare_invoice(s, batch, ctx, out, pre))
-                invoiced += 1
+                for part in invoice_parts(batch, pre.supplies):  # one VAT treatment and PO number each
+                    steps.append(_prepare_invoice(s, part, ctx, out, pre))
+                    invoiced += 1
         done.append((adv_id, out))
         following = advertiser_ids[pos + 1] if pos + 1 < len(advertiser_ids) else None
         if consolidated is not None and following is not None and adv.partner_id == getattr(
                 pre.advertisers.get(following), "partner_id", None):
             continue  # the partner's next branch belongs to the same invoice
         for key in sorted(k for k in pooled if k[0] == adv.partner_id):
-            steps.append(_prepare_invoice(s, _partner_batch(pre, key, pooled.pop(key)), ctx, pool_out[key], pre))
-            invoiced += 1
+            for part in invoice_parts(_partner_batch(pre, key, pooled.pop(key)), pre.supplies):
+                steps.append(_prepare_invoice(s, part, ctx, pool_out[key], pre))
+                invoiced += 1
         if stop_at is not None and invoiced >= stop_at:
             break
     for key in sorted(pooled):  # a partner whose branches were not adjacent (a direct call)
-        steps.append(_prepare_invoice(s, _partner_batch(pre, key, pooled[key]), ctx, pool_out[key], pre))
+        for part in invoice_parts(_partner_batch(pre, key, pooled[key]), pre.supplies):
+            steps.append(_prepare_invoice(s, part, ctx, pool_out[key], pre))
     _write_steps(s, steps, ctx)
     return done
 
@@ -643,7 +655,8 @@ def prefetch(s: Session, advertiser_ids: Sequence[str], ctx: Context) -> Prefetc
         for d, pid, kind in rows:
             if pid is not None:
                 decisions.setdefault(int(pid), []).append((int(d.id), _decision_json(d, pid, kind)))
-    return Prefetched(advertisers, by_adv, open_counts, entities, decisions, _consolidated(s, advertisers))
+    return Prefetched(advertisers, by_adv, open_counts, entities, decisions, _consolidated(s, advertisers),
+                      supplies_of(s, by_adv.values()))
 
 
 def _consolidated(s: Session, advertisers: dict[str, Advertiser]) -> dict[str, tuple[Partner, Advertiser]]:
@@ -664,6 +677,49 @@ def _consolidated(s: Session, advertisers: dict[str, Advertiser]) -> dict[str, t
             raise NotFound(f"partner {partner.id}: head office {head_id} not found")
         out[partner.id] = (partner, head)
     return out
+
+
+def supplies_of(s: Session, groups: Iterable[Sequence[PreInvoice]]) -> dict[str, str]:
+    """``goods`` items among the pre-invoices' lines (one query; every other item sells services)."""
+    items = sorted({x.item_id for group in groups for p in group for x in p.lines if x.item_id})
+    if not items:
+        return {}
+    rows = s.execute(select(CampaignItem.id, CampaignItem.supply)
+                     .where(CampaignItem.id.in_(items), CampaignItem.supply != "services")).all()
+    return {str(i): str(sup) for i, sup in rows}
+
+
+def invoice_parts(batch: Batch, supplies: Mapping[str, str]) -> list[Batch]:
+    """The invoices a billable batch becomes: one per (purchase-order number, VAT treatment).
+
+    Invoices never mix PO numbers (issue 19: an accounts-payable team books an invoice against one
+    order, EN 16931 BT-13 holds one). An invoice carries one VAT treatment; for one buyer the
+    treatment only depends on the line's item when the buyer is outside the EU — services are not
+    subject to VAT (``O``), goods are an export (``G``) — and EN 16931 BR-O-11 forbids ``O`` beside any
+    other category on one invoice. So such a pre-invoice's lines are split over two invoices (the
+    pre-invoice points to the first; each invoice line names its pre-invoice). Parts are numbered in
+    a fixed order: PO number, then the category. On a consolidated partner invoice each branch's
+    pre-invoices carry its own PO number (its campaign's, else the branch's default).
+    """
+    adv, le = batch.advertiser, batch.legal_entity
+    parts: dict[tuple[str, VatTreatment], tuple[list[PreInvoice], set[int]]] = {}
+    treatments: dict[str, VatTreatment] = {}  # per supply, decided once (a VAT id check is not free)
+    for p in batch.preinvoices:
+        po = po_number_of(p, p.advertiser if batch.partner is not None else adv) or ""
+        for x in p.lines:
+            supply = supplies.get(x.item_id or "", "services")
+            t = treatments.get(supply) or treatments.setdefault(supply, _vat(adv, le, supply))
+            pis, ids = parts.setdefault((po, t), ([], set()))
+            if not pis or pis[-1] is not p:
+                pis.append(p)
+            ids.add(x.id)
+    if not parts:
+        return [batch]
+    if len(parts) == 1:
+        ((po, t),) = parts
+        return [replace(batch, vat=t, po_number=po or None)]
+    return [replace(batch, preinvoices=tuple(pis), vat=t, po_number=po or None, line_ids=frozenset(ids))
+            for (po, t), (pis, ids) in sorted(parts.items(), key=lambda kv: (kv[0][0], kv[0][1].category))]
 
 
 def collect(s: Session, advertiser_id: str, period_end: date) -> list[PreInvoice]:
@@ -845,9 +901,11 @@ def with_overrides(snapshot: dict[str, Any], overrides: dict[str, Any]) -> dict[
     return out
 
 
-def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
-    """Seller and buyer as they are at finalization (the document must not change when master data does)."""
-    return {
+def parties(adv: Advertiser, le: LegalEntity, *, po_number: str | None = None) -> dict[str, Any]:
+    """Seller and buyer as they are at finalization (the document must not change when master data does).
+    ``po_number``: the buyer's purchase-order number the invoice is billed under (EN 16931 BT-13),
+    kept with the buyer (absent when there is none, so older snapshots hash as they did)."""
+    out: dict[str, dict[str, Any]] = {
         "seller": {"id": le.id, "name": le.name, "country": le.country, "vat_id": le.vat_id, "address": le.address,
                    "street": le.street, "postcode": le.postcode, "city": le.city,
                    "iban": le.iban, "bic": le.bic, "bank_name": le.bank_name, "currency": le.currency,
@@ -858,6 +916,9 @@ def parties(adv: Advertiser, le: LegalEntity) -> dict[str, Any]:
                   "customer_number": adv.customer_number, "email": adv.email, "locale": adv.locale,
                   "payment_terms_days": adv.payment_terms_days},
     }
+    if po_number:
+        out["buyer"]["po_number"] = po_number
+    return out
 
 
 def _approval_json(p: PreInvoice) -> dict[str, Any]:
@@ -891,10 +952,11 @@ def _approvals_prefetched(group: Sequence[PreInvoice], pre: Prefetched) -> list[
     return [_approval_json(p) for p in group] + [d for _, d in decisions]
 
 
-def invoice_lines(group: Sequence[PreInvoice], branches: dict[str, str] | None = None) -> list[InvoiceLineDraft]:
-    """The invoice lines of the pre-invoices, grouped on the document by campaign (and service period);
-    on a consolidated partner invoice (``branches``: advertiser id → name) by branch and campaign, so that
-    every line says which branch it is for."""
+def invoice_lines(group: Sequence[PreInvoice], branches: dict[str, str] | None = None,
+                  line_ids: frozenset[int] | None = None) -> list[InvoiceLineDraft]:
+    """The invoice lines of the pre-invoices (``line_ids``: only these lines), grouped on the document by
+    campaign (and service period); on a consolidated partner invoice (``branches``: advertiser id → name)
+    by branch and campaign, so that every line says which branch it is for."""
     def block(p: PreInvoice) -> str:
         name = p.campaign.name if p.campaign is not None else ONE_OFF
         return f"{branches[p.advertiser_id]} – {name}" if branches else name
@@ -905,19 +967,23 @@ def invoice_lines(group: Sequence[PreInvoice], branches: dict[str, str] | None =
                          period_end=p.period_end, preinvoice_id=p.id, preinvoice_line_id=x.id,
                          computation=dict(x.computation or {}))
         for p in group for x in sorted(p.lines, key=lambda r: r.position)
+        if line_ids is None or x.id in line_ids
     ]
 
 
-def _vat(adv: Advertiser, le: LegalEntity) -> VatTreatment:
-    t = vat_treatment(seller_country=le.country, buyer_country=adv.country, buyer_vat_id=adv.vat_id)
+def _vat(adv: Advertiser, le: LegalEntity, supply: str = "services") -> VatTreatment:
+    t = vat_treatment(seller_country=le.country, buyer_country=adv.country, buyer_vat_id=adv.vat_id,
+                      supply=supply)
     if isinstance(t, VatProblem):  # the check stage holds these; reaching here is a bug
         raise NotAllowed(f"{adv.name}: {t.message}", code="vat")
     return t
 
 
 def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
-    """Number and store one invoice for the batch; mark its pre-invoices invoiced."""
-    _write_steps(s, [_prepare_invoice(s, batch, ctx, out, None)], ctx)
+    """Number and store the invoices of the batch (:func:`invoice_parts`, usually one); mark its
+    pre-invoices invoiced. Returns the last one."""
+    parts = invoice_parts(batch, supplies_of(s, [batch.preinvoices]))
+    _write_steps(s, [_prepare_invoice(s, part, ctx, out, None) for part in parts], ctx)
     return out.invoices[-1]
 
 
@@ -939,12 +1005,12 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
                 currency, le.currency, rule=le.fx_rule, on=rate_day(le.fx_rule, issue=issued, service_end=service_end),
                 max_age_days=le.fx_max_age_days), code="fx")
     due = due_date(adv.due_date_rule or le.due_date_rule, issue=issued, terms_days=terms)
-    the_parties = with_overrides(parties(adv, le), overrides)
+    the_parties = with_overrides(parties(adv, le, po_number=batch.po_number), overrides)
     if batch.partner is not None:  # addressed to the partner, at its head office
         the_parties["buyer"].update(name=batch.partner.name, partner=batch.partner.id,
                                     branches=[name for _, name in batch.branches])
-    draft = build_invoice(lines=invoice_lines(group, dict(batch.branches) if batch.partner else None),
-                          currency=currency, vat=_vat(adv, le), fx=fx, issue_date=issued,
+    draft = build_invoice(lines=invoice_lines(group, dict(batch.branches) if batch.partner else None, batch.line_ids),
+                          currency=currency, vat=batch.vat or _vat(adv, le), fx=fx, issue_date=issued,
                           payment_terms_days=terms, due_date=due, parties=the_parties, approvals=approvals)
     seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
     row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
@@ -992,7 +1058,8 @@ def _write_steps(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -
         notify(s, "invoice.finalized", invoice_id=inv.id, billing_run_id=ctx.billing_run_id)
         for p in step.batch.preinvoices:  # the invoice's audit record names these pre-invoices and their hashes
             p.state = "invoiced"
-            p.invoice_id = inv.id
+            if p.invoice_id is None:  # split over several invoices (:func:`invoice_parts`): the first
+                p.invoice_id = inv.id
             p.updated_at = ctx.now
             notify(s, "preinvoice.changed", preinvoice_id=p.id)
         _note_decided_invoiced(s, step.batch.preinvoices, inv.id, ctx)

@@ -109,7 +109,7 @@ def _when(at: datetime | None) -> str:
 
 
 def already_decided_message(exc: BillingException) -> str:
-    """"Already approved by <@U…> at 2026-03-02 10:15 UTC" (Slack renders the mention)."""
+    """"Already approved by <@U…> at 2026-03-02 11:15 CET" (``BILLBOT_TIMEZONE``; Slack renders the mention)."""
     who = f"<@{exc.decided_by}>" if exc.decided_by else "someone"
     state = exc.state if exc.state != "closed" else "closed"
     return f"Already {state} by {who} at {_when(exc.decided_at or exc.updated_at)}."

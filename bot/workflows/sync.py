@@ -33,6 +33,7 @@ from bot.workflows.effects import notify
 from storage.db import Database
 from storage.ingest import IngestContext, IngestResult, ingest_batch
 from storage.models import Conversion, JobLog, QuarantineRow, SourceState, SyncRun
+from storage.settings import local_time
 from storage.sources.base import (
     Batch,
     ProgressFn,
@@ -79,7 +80,7 @@ def _lock_key(source: str) -> str:
 def _conflict(run: SyncRun) -> Conflict:
     return Conflict(
         f"a {run.mode} sync of {run.source} is already running (sync #{run.id}, started by "
-        f"{run.started_by or 'unknown'} at {run.started_at.isoformat(timespec='seconds')})",
+        f"{run.started_by or 'unknown'} at {local_time(run.started_at)})",  # said to people: BILLBOT_TIMEZONE
         code="sync_running",
     )
 
@@ -100,7 +101,7 @@ def _start(db: Database, *, source: str, mode: str, actor: str, key: Ed25519Priv
                 if now - running.started_at < STALE_LOCK:
                     raise _conflict(running)
                 running.state = "failed"
-                running.error = f"abandoned: held the lock since {running.started_at.isoformat(timespec='seconds')}"
+                running.error = f"abandoned: held the lock since {local_time(running.started_at)}"
                 running.finished_at = now
                 running.lock_key = None
                 _log(s, running.id, now, f"Sync #{running.id} of {source} abandoned (stale lock)", "error")

@@ -87,7 +87,8 @@ def _ci(**kw: object) -> CheckInput:
 
 def test_checks_return_all_problems_as_values() -> None:
     assert [c.__name__ for c in CHECKS] == ["check_currency", "check_lines", "check_total", "check_delivery_data",
-                                            "check_vat_data", "check_exchange_rate", "check_addresses"]
+                                            "check_vat_data", "check_exchange_rate", "check_addresses",
+                                            "check_purchase_order"]
     assert run_checks(_ci()) == []
     no_data = LineDraft("Display", D(0), "CPM", D(4), D(0), item_id="d",
                         computation={"billing": "delivery", "has_data": False})
@@ -108,6 +109,11 @@ def test_checks_return_all_problems_as_values() -> None:
     assert run_checks(_ci(lines=(neg,))) == ["total is negative (-5.00 EUR)"]
     odd = LineDraft("odd", D(1), "u", D("1.005"), D("1.005"), kind="manual")
     assert "more decimals" in run_checks(_ci(lines=(odd,)))[0]
+    # an advertiser marked po_required: the campaign's (or the advertiser's default) PO number must be there
+    assert run_checks(_ci(po_required=True, po_number="PO-1")) == []
+    assert run_checks(_ci(po_required=True, po_number=" ")) == [
+        "missing purchase-order number: the advertiser requires one on every invoice "
+        "(set po_number on the campaign or the advertiser)"]
 
 
 line_amounts = st.lists(st.decimals(min_value=D("-5000"), max_value=D("100000"), places=2, allow_nan=False,
