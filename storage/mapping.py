@@ -76,9 +76,11 @@ def check_input(pi: PreInvoice, adv: Advertiser, le: LegalEntity, rates: Sequenc
 
 
 def po_number_of(pi: PreInvoice, adv: Advertiser) -> str | None:
-    """The purchase-order number a pre-invoice is billed under: its campaign's, else the advertiser's."""
+    """The purchase-order number a pre-invoice is billed under: its header override (``preinvoices
+    override --po-number``), else its campaign's, else the advertiser's."""
     campaign = pi.campaign
-    return (campaign.po_number if campaign is not None else None) or adv.po_number or None
+    return (str((pi.overrides or {}).get("po_number") or "") or (campaign.po_number if campaign is not None else None)
+            or adv.po_number or None)
 
 
 def agreed_rate_of(campaign: Campaign | None, currency: str, le: LegalEntity, *, issue: date) -> LockedRate | None:

@@ -58,18 +58,20 @@ def preinvoices_override(  # noqa: PLR0917 - Typer maps parameters to options
     payment_terms: Annotated[int | None, typer.Option(help="Payment terms in days for this invoice.")] = None,
     recipient: Annotated[str | None, typer.Option(help="Addressee line above the buyer's address.")] = None,
     notes: Annotated[str | None, typer.Option(help="A note printed on the invoice.")] = None,
+    po_number: Annotated[str | None, typer.Option(help="The buyer's purchase-order number for this invoice "
+                                                       "(BT-13), instead of the campaign's or advertiser's.")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the overrides (then apply the ones given).")] = False,
     json_out: JsonOpt = False,
     as_user: AsUser = None,
 ) -> None:
-    """Override the invoice header of a pre-invoice (payment terms, recipient, notes). Voids an approval;
+    """Override the invoice header of a pre-invoice (payment terms, recipient, notes, PO number). Voids an approval;
     someone else approves the change."""
     from bot.context import get_db, get_key, settings
     from bot.workflows.manual_invoices import set_overrides
 
     actor = acting_as(as_user, roles=REQUESTER_ROLES, what="preinvoices override")
     set_overrides(get_db(), preinvoice_id, actor=actor, key=get_key(), now=datetime.now(UTC),
-                  payment_terms_days=payment_terms, recipient=recipient, notes=notes, clear=clear,
+                  payment_terms_days=payment_terms, recipient=recipient, notes=notes, po_number=po_number, clear=clear,
                   default_tolerance=settings().default_tolerance)
     _show_after(preinvoice_id, json_out)
 

@@ -44,6 +44,7 @@ MAKER_ROLES = frozenset({"operator", "finance_manager", "admin"})
 HEADER_FIELDS = ("payment_terms_days", "recipient", "notes")
 RECIPIENT_MAX = 200
 NOTES_MAX = 1000
+PO_NUMBER_MAX = 64  # as the scenario format's po_number
 
 
 @dataclass(frozen=True)
@@ -169,17 +170,19 @@ def create_one_off(
 # --------------------------------------------------------------------------- header overrides
 
 
-def _clean_overrides(payment_terms_days: int | None, recipient: str | None, notes: str | None) -> dict[str, Any]:
+def _clean_overrides(payment_terms_days: int | None, recipient: str | None, notes: str | None,
+                     po_number: str | None = None) -> dict[str, Any]:
     given: dict[str, Any] = {}
     problems = []
     if payment_terms_days is not None:
         if not 0 <= payment_terms_days <= 365:
             problems.append(f"payment terms: {payment_terms_days} days is not 0–365")
         given["payment_terms_days"] = int(payment_terms_days)
-    for name, value, limit in (("recipient", recipient, RECIPIENT_MAX), ("notes", notes, NOTES_MAX)):
+    for name, value, limit in (("recipient", recipient, RECIPIENT_MAX), ("notes", notes, NOTES_MAX),
+                               ("po_number", po_number, PO_NUMBER_MAX)):
         if value is None:
             continue
-        v = " ".join(value.split()) if name == "recipient" else value.strip()
+        v = " ".join(value.split()) if name in ("recipient", "po_number") else value.strip()
         if not v:
             problems.append(f"{name}: must not be empty (use --clear to remove the overrides)")
         elif len(v) > limit:
@@ -193,12 +196,14 @@ def _clean_overrides(payment_terms_days: int | None, recipient: str | None, note
 def set_overrides(
     db: Database, preinvoice_id: int, *, actor: str, key: Ed25519PrivateKey | None, now: datetime,
     payment_terms_days: int | None = None, recipient: str | None = None, notes: str | None = None,
-    clear: bool = False, default_tolerance: Decimal = DEFAULT_TOLERANCE,
+    po_number: str | None = None, clear: bool = False, default_tolerance: Decimal = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
-    """Set (or ``clear``) header overrides of a pre-invoice not yet invoiced; returns them."""
-    given = _clean_overrides(payment_terms_days, recipient, notes)
+    """Set (or ``clear``) header overrides of a pre-invoice not yet invoiced; returns them. ``po_number``:
+    the buyer's order number this invoice is billed under (BT-13), instead of the campaign's or the
+    advertiser's."""
+    given = _clean_overrides(payment_terms_days, recipient, notes, po_number)
     if not given and not clear:
-        raise Invalid("give --payment-terms, --recipient or --notes (or --clear)")
+        raise Invalid("give --payment-terms, --recipient, --notes or --po-number (or --clear)")
     with db.transaction() as s:
         _maker(s, actor, "overriding an invoice's header")
         pi = preinvoices._editable(s, preinvoice_id)

@@ -210,3 +210,35 @@ def test_cli_create_override_and_cancel(db: Database, key: Any, desk: None) -> N
     assert r.exit_code == 0 and "cancellation requested" in r.output
     r = runner.invoke(app, ["invoices", "create", "--advertiser", "elbe", "--line", "x;1;1;7", "--as", MAKER])
     assert r.exit_code == 2 and "VAT 7 % is not the 19 %" in r.output
+
+
+def test_a_po_number_override_puts_that_order_number_on_the_invoice(db: Database, key: Any, desk: None) -> None:
+    """A header override's PO number wins over the campaign's and advertiser's (BT-13 and the buyer
+    snapshot), under the same maker-checker rule as the other overrides; an over-long one is refused."""
+    import facturx
+    from lxml import etree
+
+    (pid,) = create_preinvoices(db, period="2026-03", actor="t", key=key, now=NOW).created
+    with pytest.raises(Invalid, match="po_number: at most 64 characters"):
+        set_overrides(db, pid, actor=MAKER, key=key, now=NOW, po_number="4" * 65)
+    assert set_overrides(db, pid, actor=MAKER, key=key, now=NOW, po_number=" PO 4711-03 ") == {"po_number": "PO 4711-03"}
+    assert get_preinvoice(db, pid).state == "pending"
+    with pytest.raises(Refused):
+        _decide(db, key, pid, "manual_change:", "approve", MAKER)
+    _decide(db, key, pid, "manual_change:", "approve", CHECKER)
+    run_billing(db, period="2026-03", actor=OPERATOR, key=key, today=RUN_DAY, now=NOW)
+    (inv,) = list_invoices(db)
+    with db.read() as s:
+        from storage.models import Invoice
+
+        row = s.get(Invoice, inv.id)
+        assert row is not None and row.parties["buyer"]["po_number"] == "PO 4711-03"
+    from billing.documents.facturx import facturx_xml
+    from storage.mapping import document_for_invoice
+
+    with db.read() as s:
+        xml = facturx_xml(document_for_invoice(s, inv.id))
+    assert facturx.xml_check_xsd(xml, flavor="factur-x", level="en16931")
+    ns = {"ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"}
+    assert etree.fromstring(xml).xpath("//ram:BuyerOrderReferencedDocument/ram:IssuerAssignedID/text()",
+                                       namespaces=ns) == ["PO 4711-03"]
