@@ -14,9 +14,10 @@ from bot.slack.digest import send_digest
 from bot.slack.disputes import sweep as dispute_sweep
 from bot.slack.dunning import post_proposal
 from bot.slack.exceptions import post_missing
+from bot.slack.progress import ProgressMessage
 from bot.slack.sla import sweep
 from bot.tasks.registry import plain, task
-from bot.workflows.billing_run import run_billing
+from bot.workflows.billing_run import RunPlan, plan_run, run_billing, run_progress, settle_chunk
 from bot.workflows.dispatch import stalled_dispatches
 from bot.workflows.invoices import unrendered_invoices
 from bot.workflows.payments import import_inbox
@@ -61,8 +62,54 @@ def billing_run(
     day = _today(today)
     if isinstance(advertisers, str):
         advertisers = [a.strip() for a in advertisers.split(",") if a.strip()]
+    if jobs.mode() == "distributed":  # the workers settle its chunks in parallel
+        return plain(start_distributed_run(period=resolve_period(period, day), advertisers=advertisers or [],
+                                           actor=actor, today=day))
     return plain(run_billing(context.get_db(), period=resolve_period(period, day), advertisers=advertisers or [],
                              actor=actor, key=context.get_key(), today=day))
+
+
+BILLING_CHUNK = "billing_chunk"
+
+
+def start_distributed_run(*, period: str, advertisers: list[str] | None, actor: str, today: date,
+                          job: str | None = None, title: str | None = None, channel: str | None = None,
+                          ts: str | None = None) -> RunPlan:
+    """Distributed mode: start the run and queue one ``billing_chunk`` job per chunk (queue ``billing``);
+    any number of ``billbot worker`` processes settle them in parallel, the last one finishes the run."""
+    plan = plan_run(context.get_db(), period=period, advertisers=advertisers or None, actor=actor,
+                    key=context.get_key(), today=today, job=job, title=title, channel=channel, message_ts=ts)
+    for i, chunk in enumerate(plan.chunks):
+        jobs.submit(BILLING_CHUNK, run_id=plan.run_id, index=i, advertisers=chunk, actor=actor)
+    return plan
+
+
+@task(BILLING_CHUNK, queue="billing", retry=2)
+def billing_chunk(*, run_id: int, index: int, advertisers: list[str], actor: str) -> Any:
+    """One chunk of a distributed billing run (:func:`bot.workflows.billing_run.settle_chunk`); then the
+    run's progress message, if it has one, shows all chunks' progress (the last chunk: the summary). A job
+    re-queued after its worker died settles the chunk again (its first attempt rolled back)."""
+    res = settle_chunk(context.get_db(), run_id=run_id, index=index, advertisers=advertisers, actor=actor,
+                       key=context.get_key())
+    if not res.already:
+        report_progress(run_id, final=res.finished)
+    return plain(res)
+
+
+def report_progress(run_id: int, *, final: bool) -> None:
+    """Update a distributed run's Slack progress message with the figures of all its chunks (best effort;
+    throttled by nothing but the chunks' pace: one update per chunk)."""
+    client = get_client()
+    if client is None:
+        return
+    p = run_progress(context.get_db(), run_id)
+    if not p["channel"] or not p["message_ts"]:
+        return
+    msg = ProgressMessage(client, p["channel"], p["message_ts"], p["title"] or f"Billing run {p['period']}",
+                          p["started_by"] or "")
+    msg.progress = None if final else f"{p['done']}/{p['total']} ({p['chunks_done']}/{p['chunks']} chunks)"
+    msg.lines = [f"{p['created']} invoice(s) created, {p['skipped']} advertiser(s) skipped, {p['held']} held"]
+    msg.update("done" if final else "running")
 
 
 @task("accounting_export", queue="default", lock=lambda kw: f"export:{kw.get('format')}")

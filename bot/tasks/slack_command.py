@@ -60,6 +60,14 @@ def slack_command(
                 if not period:
                     raise Invalid("run: no period given")
                 day = date.fromisoformat(today) if today else datetime.now(UTC).date()
+                if jobs.mode() == "distributed":  # chunks settled by the workers; the last one reports
+                    from bot.tasks.scheduled import start_distributed_run
+
+                    plan = start_distributed_run(period=period, advertisers=advertisers or None, actor=actor,
+                                                 today=day, job=job, title=title, channel=channel, ts=ts)
+                    msg.progress = f"0/{plan.total} ({len(plan.chunks)} chunks queued for the workers)"
+                    msg.update("running" if plan.chunks else "done")
+                    return {"ok": True, "run_id": plan.run_id, "chunks": len(plan.chunks)}
                 result = billing_run.run_billing(db, period=period, advertisers=advertisers or None, actor=actor,
                                                  key=key, today=day, on_progress=msg.on_progress, job=job)
     except BillingError as e:
