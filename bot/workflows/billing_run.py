@@ -474,12 +474,13 @@ class ChunkResult:
 def plan_run(db: Database, *, period: str, advertisers: list[str] | None = None, actor: str,
              key: Ed25519PrivateKey | None, today: date, now: datetime | None = None,
              issue_date: date | None = None, job: str | None = None, title: str | None = None,
-             channel: str | None = None, message_ts: str | None = None) -> RunPlan:
+             channel: str | None = None, message_ts: str | None = None, min_chunks: int = 0) -> RunPlan | None:
     """Start a billing run whose chunks any number of workers settle in parallel (:func:`settle_chunk`,
     one job per chunk). The run row is the coordinator: it holds the period's ``lock_key`` until the last
     chunk commits, counts the chunks done, aggregates their figures (``summary``: ``done``/``total``,
     ``created``, ``skipped``, ``held``) and keeps what each chunk needs (the run's day, issue date).
-    A chunk with nothing to settle never exists: a run with no advertisers is done at once."""
+    A chunk with nothing to settle never exists: a run with no advertisers is done at once. Fewer than
+    ``min_chunks`` chunks: None, nothing started (one chunk has nothing to parallelize: run it as one job)."""
     p = parse_period(period)
     now = now or datetime.now(UTC)
     if issue_date is not None and issue_date > today:
@@ -493,6 +494,8 @@ def plan_run(db: Database, *, period: str, advertisers: list[str] | None = None,
     chunks: list[list[str]] = []
     while (start := sum(map(len, chunks))) < len(todo):
         chunks.append(todo[start:start + chunk_length(todo, start, partner_of)])
+    if len(chunks) < min_chunks:
+        return None
     run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now, job=job)
     with db.transaction() as s:
         run = s.execute(select(BillingRun).where(BillingRun.id == run_id).with_for_update()).scalar_one()
@@ -590,6 +593,13 @@ def _close_distributed(s: Session, run: BillingRun, *, actor: str, key: Ed25519P
     audit.record(s, key=key, actor=actor, action="billing_run.done", subject_type="billing_run", subject_id=run.id,
                  payload={**counts, "chunks": int(summary["distributed"]["chunks"])}, now=now)
     notify(s, "run.finished", billing_run_id=run.id)
+
+
+def run_invoice_ids(db: Database, run_id: int) -> list[int]:
+    """The invoices a run created, in finalization order."""
+    with db.read() as s:
+        return [int(i) for i in s.execute(select(Invoice.id).where(Invoice.billing_run_id == run_id)
+                                          .order_by(Invoice.id)).scalars()]
 
 
 def run_progress(db: Database, run_id: int) -> dict[str, Any]:
