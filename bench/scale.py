@@ -176,6 +176,7 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     try:
         t = time.perf_counter()
         jobs.submit("billing_run", period=DEMO_PERIOD, actor=ACTOR, today=datetime.now(UTC).date().isoformat())
+        print(f"  {factor}x: billing run submitted to {workers} worker(s)", flush=True)
         state = None
         while state != "done":
             time.sleep(0.25)
@@ -225,14 +226,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-1x", action="store_true", help="do not measure the 1x baseline (growth not computed)")
     ap.add_argument("--keep", action="store_true", help="keep the databases billbot_scale_<f>x")
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: stop the workers, drop the database
     if not a.url.startswith("postgresql"):
         ap.error("--url: PostgreSQL only (the scaled-out run is a distributed-mode feature)")
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="billbot-scale-") as tmp:
-        base = None if a.skip_1x or a.factor == 1 else measure(1, workers=a.workers, url=a.url, nice=a.nice,
-                                                                  tmp=Path(tmp), keep=a.keep)
-        big = measure(a.factor, workers=a.workers, url=a.url, nice=a.nice, tmp=Path(tmp), keep=a.keep)
+    try:
+        with tempfile.TemporaryDirectory(prefix="billbot-scale-") as tmp:
+            base = None if a.skip_1x or a.factor == 1 else measure(1, workers=a.workers, url=a.url, nice=a.nice,
+                                                                      tmp=Path(tmp), keep=a.keep)
+            big = measure(a.factor, workers=a.workers, url=a.url, nice=a.nice, tmp=Path(tmp), keep=a.keep)
+    except BaseException:
+        if not a.keep:  # stopped or failed midway: leave no database behind
+            from storage.db import dispose_all
+
+            dispose_all()
+            for f in {1, a.factor}:
+                _drop(a.url, f"billbot_scale_{f}x")
+        raise
     base = base or (big if a.factor == 1 else None)
     seconds = round(time.perf_counter() - started, 2)
     peak = max(v for r in (base, big) if r for v in r["peak_mb"].values())
