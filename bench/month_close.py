@@ -10,10 +10,14 @@ Stages, each timed (seconds), in the order a billing desk closes the month:
 4. ``preinvoices``: pre-invoices with their variance checks (system approvals, exceptions);
 5. ``run``: the billing run (chunked, numbered, audited);
 6. ``pdfs``: every invoice's PDF/A-3 with its Factur-X XML rendered across ``--processes`` worker
-   processes (``render_many``), overlapped with the billing run: the renderers start while the run
-   settles its chunks, so their start-up and the first documents cost no extra wall time;
+   processes (``render_many``) in batches of 100; the rendering processes start (fonts, stylesheets,
+   a warm-up document) while the billing run settles;
 7. ``mail``: every invoice mailed (``dispatch_invoice``) to a local aiosmtpd SMTP server on
-   127.0.0.1 (the one receiving every message counts them).
+   127.0.0.1 in its own process (it counts what it receives); each rendered batch is mailed while the
+   next renders, so ``mail`` is only what is left after the last PDF, and ``documents`` is both.
+
+The demo tracker and the SMTP server run in processes of their own (as they are other machines), so
+their work does not take this process's GIL.
 
 The stages call the same workflow functions ``billbot demo``, ``billbot cycle``, ``billbot invoices
 render`` and ``billbot invoices send`` call. The last line is JSON:
@@ -31,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -41,31 +46,58 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ADMIN = "U05ADMIN"  # the demo's admin (the demo brings its users)
+BATCH = 100  # invoices rendered per batch; a rendered batch is mailed while the next one renders
 
 
-@contextmanager
-def smtp_server() -> Iterator[tuple[int, list[int]]]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1 that accepts everything and counts messages."""
+def _smtp_child(conn: Any, count: Any) -> None:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 in its own process, accepting everything and counting
+    the messages (a mail server is not in billbot's process: it must not take billbot's GIL)."""
     import socket
 
     from aiosmtpd.controller import Controller
 
-    received: list[int] = []
-
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook
-            received.append(len(envelope.content))
+            with count.get_lock():
+                count.value += 1
             return "250 Message accepted for delivery"
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     ctl = Controller(Handler(), hostname="127.0.0.1", port=port, data_size_limit=50 * 1024 * 1024)
     ctl.start()
+    conn.send(port)
+    conn.recv()  # until told to stop
+    ctl.stop()
+
+
+def _tracker_child(conn: Any, path: str, token: str) -> None:
+    """The demo tracker (HasOffers API) in its own process, as the real tracker is another machine."""
+    from bot.sandbox.tracker import DemoTracker
+
+    tracker = DemoTracker.from_file(path, token=token).start()
+    conn.send(tracker.url)
+    conn.recv()
+    tracker.stop()
+
+
+@contextmanager
+def child(target: Any, *args: Any) -> Iterator[Any]:
+    """Run ``target(conn, *args)`` in a spawned process; yields what it sends first; stops it after."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, kid = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(kid, *args), daemon=True)
+    proc.start()
     try:
-        yield port, received
+        yield parent.recv()
     finally:
-        ctl.stop()
+        parent.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
 
 
 class Stages:
@@ -94,7 +126,6 @@ def close_month(size: int, processes: int, mail: bool, var_dir: Path, smtp_port:
     from bot.cli.cycle_cmds import _AsOf, source_env
     from bot.context import documents_dir, get_db, get_key, pdf_renderer, settings
     from bot.documents import pdf
-    from bot.sandbox.tracker import DemoTracker
     from bot.workflows.billing_run import run_billing
     from bot.workflows.documents import render_many
     from bot.workflows.load import load as load_wf
@@ -119,20 +150,17 @@ def close_month(size: int, processes: int, mail: bool, var_dir: Path, smtp_port:
     actor = ADMIN
     with st.stage("sync"):
         name = str(sources["tracker"])
-        tracker = DemoTracker.from_file(files.tracker, token=files.tracker_token).start()
-        try:
+        with child(_tracker_child, str(files.tracker), files.tracker_token) as tracker_url:
             p = parse_period(period)
             tz = get_source_config(name).tz
             at = datetime.combine(p.end + timedelta(days=1), dtime(6), tz)
             as_of = max(datetime.now(UTC).astimezone(tz).date(), at.date())
-            env = {"URL": tracker.url, "TOKEN": tracker.token, "KIND": "hasoffers",
+            env = {"URL": tracker_url, "TOKEN": files.tracker_token, "KIND": "hasoffers",
                    "LOOKBACK_DAYS": str(min(3650, max(1, (as_of - p.start).days + 1)))}
             with source_env(name, env):
                 conn = None if datetime.now(UTC) >= at else _AsOf(make_source(get_source_config(name, require=True)),
                                                                   at)
                 run_sync(db, source=name, mode="partial", actor=actor, signing_key=key, connector=conn)
-        finally:
-            tracker.stop()
     with st.stage("imports"):
         import_report(db, path=files.gam_report, source=str(sources["gam_report"]), actor=actor, signing_key=key)
         import_report(db, path=files.third_party_report, source=str(sources["third_party_report"]), third_party=True,
@@ -148,30 +176,49 @@ def close_month(size: int, processes: int, mail: bool, var_dir: Path, smtp_port:
     with st.stage("run"):
         warm.start()
         run = run_billing(db, period=period, actor=actor, key=key, today=datetime.now(UTC).date())
-    with st.stage("pdfs"):
-        warm.join()
-        pool = pool_box.get("pool")
-        rendered = render_many(db, run.invoice_ids, renderer=pdf_renderer(), processes=processes,
-                               out_dir=documents_dir(), key=key, pool=pool)
-        if pool is not None:
-            pool.shutdown()
-    mails = 0
-    if mail:
+    # PDFs in batches; each rendered batch is mailed (one thread) while the next batch renders
+    mailed: list[str] = []
+    mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-mail")
+    failed = 0
+
+    def mail_batch(ids: list[int]) -> None:
         from bot.mail import sender_from_settings
         from bot.workflows.dispatch import dispatch_invoice
 
-        with st.stage("mail"):
-            sender = sender_from_settings()
-            assert sender is not None
-            for iid in run.invoice_ids:
-                out = dispatch_invoice(db, iid, sender=sender, renderer=pdf_renderer(), out_dir=documents_dir(),
-                                       mail_from=settings().mail_from, key=key, actor="system", attempts=1,
-                                       retry_delay=0)
-                mails += out.state == "sent"
+        sender = sender_from_settings()
+        assert sender is not None
+        for iid in ids:
+            out = dispatch_invoice(db, iid, sender=sender, renderer=pdf_renderer(), out_dir=documents_dir(),
+                                   mail_from=settings().mail_from, key=key, actor="system", attempts=1,
+                                   retry_delay=0)
+            mailed.append(out.state)
+
+    t_docs = time.perf_counter()
+    with st.stage("pdfs"):
+        warm.join()
+        pool = pool_box.get("pool")
+        pending: list[Any] = []
+        ids = list(run.invoice_ids)
+        for i in range(0, len(ids), BATCH):
+            batch = ids[i:i + BATCH]
+            rendered = render_many(db, batch, renderer=pdf_renderer(), processes=processes, out_dir=documents_dir(),
+                                   key=key, pool=pool)
+            failed += len(rendered["failed"])
+            if mail:
+                pending.append(mailer.submit(mail_batch, [b for b in batch if b in rendered["rendered"]]))
+        if pool is not None:
+            pool.shutdown()
+    if mail:
+        with st.stage("mail"):  # what is left to mail after the last PDF (the rest overlapped the rendering)
+            for f in pending:
+                f.result()
+        st.seconds["documents"] = round(time.perf_counter() - t_docs, 2)
+    mailer.shutdown()
+    mails = mailed.count("sent")
     with db.read() as s:
         pdfs = len(list(s.execute(select(Invoice.id).where(Invoice.pdf_state == "done")).scalars()))
     return {"branches": size, "preinvoices": len(pre.created), "invoices": len(run.created), "pdfs": pdfs,
-            "failed_pdfs": len(rendered["failed"]), "mails": mails, "stages": st.seconds}
+            "failed_pdfs": failed, "mails": mails, "stages": st.seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,9 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.no_mail:
             res = run(None)
         else:
-            with smtp_server() as (port, received):
+            import multiprocessing
+
+            count = multiprocessing.get_context("spawn").Value("i", 0)
+            with child(_smtp_child, count) as port:
                 res = run(port)
-                res["smtp_received"] = len(received)
+            res["smtp_received"] = count.value
         if a.profile:
             prof.dump_stats(str(a.profile))
         seconds = round(time.perf_counter() - started, 2)
