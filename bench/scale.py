@@ -126,7 +126,7 @@ def _drop(url: str, name: str) -> None:
 
 def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: bool) -> dict[str, Any]:
     """Load, pre-invoice and bill the demo at ``factor`` ×; the figures of one scale."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
 
     import bot.tasks.scheduled  # noqa: F401 - registers billing_run (submitted by name)
     from bot import context, jobs
@@ -174,6 +174,16 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
                               stderr=subprocess.DEVNULL) for i in range(workers)]
     peaks = [0.0] * workers
     try:
+        # timed from the moment every worker is up (registered with Procrastinate), not from their start-up
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with db.engine.connect() as c:
+                up = c.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar_one()
+            if up >= workers:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker exited at start-up")
+            time.sleep(0.2)
         t = time.perf_counter()
         jobs.submit("billing_run", period=DEMO_PERIOD, actor=ACTOR, today=datetime.now(UTC).date().isoformat())
         print(f"  {factor}x: billing run submitted to {workers} worker(s)", flush=True)
