@@ -549,8 +549,13 @@ def settle_chunk(db: Database, *, run_id: int, index: int, advertisers: list[str
             select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
                                                          BillingException.advertiser_id.in_(advertisers),
                                                          BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars())
+        decided = frozenset(int(i) for i in s.execute(  # this chunk's pre-invoices with decisions on record
+            select(BillingException.preinvoice_id).distinct()
+            .join(Decision, Decision.exception_id == BillingException.id)
+            .join(PreInvoice, PreInvoice.id == BillingException.preinvoice_id)
+            .where(PreInvoice.advertiser_id.in_(advertisers))).scalars() if i is not None)
     ctx = Context(period_end=period_end, period_label=period_label, actor=actor, key=key, today=today, now=now,
-                  billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=None,
+                  billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided,
                   issue_date=issue)
     with db.transaction() as s:
         settled = settle_advertisers(s, advertisers, ctx)
