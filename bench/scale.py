@@ -10,7 +10,8 @@ For 1× and then N× (each in a fresh database ``billbot_scale_<f>x`` made next 
   time (``build_demo`` with another seed per slice, every id prefixed), with its inline delivery (about 70
   delivery rows per branch: daily search clicks, display impressions, test-drive bookings), each slice
   loaded and dropped before the next is built — never the whole world in memory;
-- **preinvoices**: ``create_preinvoices`` for October (variance checks, system approvals) in this process;
+- **preinvoices**: ``create_preinvoices`` for October (variance checks, system approvals) in this process,
+  one transaction per 1,124 advertisers (one call for all of them holds every campaign and its delivery);
 - **run**: the ``billing_run`` job submitted in distributed mode; the workers plan it, settle its chunks and
   finish it; timed until the run row says ``done``.
 
@@ -136,7 +137,7 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     from storage.db import Database, dispose_all
     from storage.demo import DEMO_PERIOD
     from storage.migrate import upgrade
-    from storage.models import BillingRun, Invoice
+    from storage.models import Advertiser, BillingRun, Invoice
 
     name = f"billbot_scale_{factor}x"
     db_url = _database(url, name)
@@ -162,9 +163,16 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     stages["load"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
-    pre = create_preinvoices(db, period=DEMO_PERIOD, actor=ACTOR, key=key, now=datetime.now(UTC))
+    with db.read() as s:
+        ids = list(s.execute(select(Advertiser.id).order_by(Advertiser.id)).scalars())
+    created = 0
+    for i in range(0, len(ids), SLICE):  # one transaction per 1,124 advertisers: memory stays flat
+        pre = create_preinvoices(db, period=DEMO_PERIOD, advertisers=ids[i:i + SLICE], actor=ACTOR, key=key,
+                                 now=datetime.now(UTC))
+        created += len(pre.created)
     stages["preinvoices"] = round(time.perf_counter() - t, 2)
-    print(f"  {factor}x: {len(pre.created)} pre-invoices in {stages['preinvoices']} s", flush=True)
+    print(f"  {factor}x: {created} pre-invoices in {stages['preinvoices']} s (peak {_self_peak_mb():.0f} MB)",
+          flush=True)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     billbot = str(Path(sys.executable).with_name("billbot"))
