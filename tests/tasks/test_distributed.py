@@ -7,6 +7,7 @@ test database that ``tests/conftest.py`` truncates.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -292,6 +293,15 @@ def test_a_worker_killed_mid_billing_run_is_finished_by_the_requeued_job(pg, tmp
             wait_until(lambda: rows(pg, "SELECT state FROM billing_runs WHERE id > :r ORDER BY id", r=first_run)
                        == [("done",)], timeout=120)
             assert time.monotonic() - killed < 120
+            # the run's progress message shows all chunks' progress; the last chunk posts the summary
+            ts = str(posted["ts"])
+
+            def says(c, *parts: str) -> bool:  # type: ignore[no-untyped-def]
+                text_ = json.dumps(c.get("blocks"), ensure_ascii=False)
+                return c.get("ts") == ts and all(x in text_ for x in parts)
+
+            api.wait_for("chat.update", where=lambda c: says(c, "— running", "/15 chunks)"))
+            api.wait_for("chat.update", where=lambda c: says(c, "— done", f"{n} invoice(s) created"))
         finally:
             stop(doomed)
             if rescuer is not None:
