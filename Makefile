@@ -3,7 +3,7 @@ PERIOD ?= 2026-10
 SIZE ?= 100
 BILLBOT = .venv/bin/billbot
 
-.PHONY: setup run cycle test lint bench clean lock
+.PHONY: setup run cycle test lint bench bench-all clean lock
 
 setup:
 	scripts/setup.sh run
@@ -19,8 +19,14 @@ lint:
 	.venv/bin/mypy .
 	.venv/bin/lint-imports
 
+# `make bench` lists the benchmarks with how to run each (README "Benchmarks"); `make bench-all` runs those
+# that need no arguments, one after the other (long: the machine should be otherwise idle).
 bench:
-	for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b; done
+	@for b in bench/*.py; do echo "== $$b: $$(head -1 $$b | sed 's/^"""//')"; \
+	  grep -E '^ +(\.venv/bin/)?python bench/' $$b | sed -E 's/^ +/   /'; done
+
+bench-all:
+	for b in ack_latency billing_run ingest month_close payments pdf variance; do echo "== $$b"; .venv/bin/python bench/$$b.py; done
 
 # Refresh requirements.lock deliberately: the newest versions pyproject.toml's ranges allow, with hashes.
 # pip-tools lives in a venv of its own, so `pip freeze` of .venv stays equal to the lock.

@@ -10,6 +10,14 @@ Last line: ``{"p50_ms": …, "p99_ms": …, "baseline_p50_ms": …, "baseline_p9
 (ratio = p99 / baseline p99; target p99 < 100 ms and ratio ≤ 2).
 
     .venv/bin/python bench/ack_latency.py [--clicks 500] [--concurrency 20] [--workers 2] [--threads 8] [--rounds 3]
+
+``--during-run`` (issue 22): the clicks are sent while a scaled-out billing run is in progress on the same
+machine — ``bench/scale.py --factor F --workers W --nice N --skip-1x`` runs in the background (PostgreSQL,
+``--url``); the rounds start once its run is submitted, and the scale bench is stopped afterwards. The last
+line then also says ``"during_run": {"factor": …, "run_workers": …, "nice": …, "in_progress_throughout": …}``
+(target: p99 < 150 ms with the run's workers at lower priority).
+
+    .venv/bin/python bench/ack_latency.py --during-run [--factor 100] [--run-workers 2] [--nice 10] [--url …]
 """
 
 from __future__ import annotations
@@ -205,7 +213,47 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="rounds per app, alternating which goes first")
+    ap.add_argument("--during-run", action="store_true", help="click while a scaled-out billing run runs")
+    ap.add_argument("--factor", type=int, default=100, help="--during-run: the run's scale (x 1,124 branches)")
+    ap.add_argument("--run-workers", type=int, default=2, help="--during-run: billbot workers settling the run")
+    ap.add_argument("--nice", type=int, default=10, help="--during-run: the run's workers' niceness")
+    ap.add_argument("--url", default=None, help="--during-run: PostgreSQL URL (default: bench/scale.py's)")
     args = ap.parse_args()
+    background = start_run(args) if args.during_run else None
+    try:
+        measure(args, background)
+    finally:
+        if background is not None:
+            stop_run(background)
+
+
+def start_run(args: argparse.Namespace) -> subprocess.Popen[str]:
+    """``bench/scale.py`` in the background; returns once its billing run has been submitted."""
+    cmd = [sys.executable, str(ROOT / "bench" / "scale.py"), "--factor", str(args.factor), "--workers",
+           str(args.run_workers), "--nice", str(args.nice), "--skip-1x"] + (["--url", args.url] if args.url else [])
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(f"[scale] {line.rstrip()}", flush=True)
+        if "billing run submitted" in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()  # keep draining
+            return proc
+    raise SystemExit(f"bench/scale.py ended before its run started (exit {proc.wait()})")
+
+
+def stop_run(proc: subprocess.Popen[str]) -> None:
+    """Stop the scale bench (it stops its workers and drops its database on SIGTERM)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def measure(args: argparse.Namespace, background: subprocess.Popen[str] | None) -> None:
 
     from tests.fakes.slack_api import FakeSlackAPI
 
@@ -255,6 +303,9 @@ def main() -> None:
            "baseline_p50_ms": round(med("baseline", "p50"), 1), "baseline_p99_ms": round(med("baseline", "p99"), 1),
            "ratio": round(med("billbot", "p99") / med("baseline", "p99"), 2), "clicks": args.clicks,
            "concurrency": args.concurrency, "rounds": args.rounds}
+    if background is not None:
+        out["during_run"] = {"factor": args.factor, "run_workers": args.run_workers, "nice": args.nice,
+                             "in_progress_throughout": background.poll() is None}
     print(json.dumps(out))
 
 

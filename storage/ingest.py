@@ -687,19 +687,18 @@ def _upsert_sqlite(s: Session, table: Table, rows: pd.DataFrame, *, key: Sequenc
         q = select(*[table.c[k] for k in vary]).where(table.c[vary[0]].in_(firsts[i:i + SQLITE_CHUNK]), *fixed)
         existing.update(tuple(row) for row in s.execute(q).all())
     n_existing = sum(1 for r in records if tuple(r[k] for k in vary) in existing)
-    changed = 0
-    per_chunk = max(1, SQLITE_CHUNK * 2 // max(1, len(records[0])))
-    for i in range(0, len(records), per_chunk):
-        stmt = sqlite_insert(table).values(records[i:i + per_chunk])
-        if update:
-            cond = or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compare])
-            if only_if_same:
-                cond = and_(cond, *[table.c[c].is_not_distinct_from(stmt.excluded[c]) for c in only_if_same])
-            stmt = stmt.on_conflict_do_update(index_elements=list(key),
-                                              set_={c: stmt.excluded[c] for c in [*compare, *touch]}, where=cond)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-        changed += len(s.execute(stmt.returning(table.c[key[0]])).all())
+    # one statement, executed for all rows: SQLAlchemy batches them into multi-row INSERTs at the string
+    # level ("insertmanyvalues"), instead of compiling a statement with thousands of bound values per chunk
+    stmt = sqlite_insert(table)
+    if update:
+        cond = or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compare])
+        if only_if_same:
+            cond = and_(cond, *[table.c[c].is_not_distinct_from(stmt.excluded[c]) for c in only_if_same])
+        stmt = stmt.on_conflict_do_update(index_elements=list(key),
+                                          set_={c: stmt.excluded[c] for c in [*compare, *touch]}, where=cond)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
+    changed = len(s.execute(stmt.returning(table.c[key[0]]), records).all())
     inserted = len(records) - n_existing
     updated = changed - inserted
     return Counts(inserted=inserted, updated=updated, unchanged=len(records) - changed)

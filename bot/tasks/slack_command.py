@@ -23,6 +23,7 @@ from bot.slack.client import get_client
 from bot.slack.invoice_pdfs import send_run_pdfs
 from bot.slack.progress import ProgressMessage, result_field, summary_lines
 from bot.tasks.registry import task
+from bot.tasks.scheduled import start_distributed_run
 from bot.workflows import billing_run, sync
 from bot.workflows.run_reports import log_csv, log_text, run_report
 from storage.db import Database
@@ -89,6 +90,13 @@ def slack_command(
                 if not period:
                     raise Invalid("run: no period given")
                 day = date.fromisoformat(today) if today else datetime.now(UTC).date()
+                plan = start_distributed_run(period=period, advertisers=advertisers or None, actor=actor, today=day,
+                                             job=job, title=title, channel=channel,
+                                             ts=ts) if jobs.mode() == "distributed" else None
+                if plan is not None:  # its chunks are settled by the workers; each updates this message
+                    msg.progress = f"0/{plan.total} ({len(plan.chunks)} chunks queued for the workers)"
+                    msg.update("running")
+                    return {"ok": True, "run_id": plan.run_id, "chunks": len(plan.chunks)}
                 result = billing_run.run_billing(db, period=period, advertisers=advertisers or None, actor=actor,
                                                  key=key, today=day, on_progress=msg.on_progress, job=job)
     except BillingError as e:

@@ -501,6 +501,187 @@ def _finish_run(db: Database, run_id: int, total: Outcome, unwritten: Sequence[s
 
 
 
+# --------------------------------------------------------------------------- distributed runs (PostgreSQL)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A distributed run started: its chunks (advertiser ids, in order) for the workers to settle."""
+
+    run_id: int
+    period: str
+    chunks: list[list[str]]
+    total: int
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What settling one chunk of a distributed run did; ``finished``: it was the run's last chunk."""
+
+    run_id: int
+    index: int
+    created: list[str] = field(default_factory=list)
+    skipped: int = 0
+    held: int = 0
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+    state: str = "running"
+    already: bool = False  # settled before (a retried job whose first attempt committed): nothing done
+
+
+def plan_run(db: Database, *, period: str, advertisers: list[str] | None = None, actor: str,
+             key: Ed25519PrivateKey | None, today: date, now: datetime | None = None,
+             issue_date: date | None = None, job: str | None = None, title: str | None = None,
+             channel: str | None = None, message_ts: str | None = None, min_chunks: int = 0) -> RunPlan | None:
+    """Start a billing run whose chunks any number of workers settle in parallel (:func:`settle_chunk`,
+    one job per chunk). The run row is the coordinator: it holds the period's ``lock_key`` until the last
+    chunk commits, counts the chunks done, aggregates their figures (``summary``: ``done``/``total``,
+    ``created``, ``skipped``, ``held``) and keeps what each chunk needs (the run's day, issue date).
+    A chunk with nothing to settle never exists: a run with no advertisers is done at once. Fewer than
+    ``min_chunks`` chunks: None, nothing started (one chunk has nothing to parallelize: run it as one job)."""
+    p = parse_period(period)
+    now = now or datetime.now(UTC)
+    if issue_date is not None and issue_date > today:
+        raise Invalid(f"issue date {issue_date.isoformat()} is after the run day {today.isoformat()}: "
+                      "an invoice is not dated in the future")
+    with db.read() as s:
+        adv_filter = resolve_advertisers(s, advertisers)
+        todo = survey_ids(s, p.end, adv_filter)
+        partner_of = consolidated_partners(s, todo)
+        todo = partner_order(todo, partner_of)
+    chunks: list[list[str]] = []
+    while (start := sum(map(len, chunks))) < len(todo):
+        chunks.append(todo[start:start + chunk_length(todo, start, partner_of)])
+    if len(chunks) < min_chunks:
+        return None
+    run_id = _start_run(db, p, adv_filter, actor=actor, key=key, now=now, job=job)
+    with db.transaction() as s:
+        run = s.execute(select(BillingRun).where(BillingRun.id == run_id).with_for_update()).scalar_one()
+        run.channel, run.message_ts = channel, message_ts
+        run.summary = {**(run.summary or {}), "holder": None, "done": 0, "total": len(todo), "created": 0,
+                       "skipped": 0, "held": 0, "chunks_done": [],
+                       "distributed": {"chunks": len(chunks), "today": today.isoformat(), "title": title,
+                                       "issue_date": issue_date.isoformat() if issue_date else None}}
+        _write_log(s, run_id, [f"Run split into {len(chunks)} chunk(s) of up to {CHUNK_SIZE} advertisers "
+                               f"({len(todo)} advertisers) for the workers"], now)
+        if not chunks:
+            _close_distributed(s, run, actor=actor, key=key, now=now)
+    return RunPlan(run_id=run_id, period=p.label, chunks=chunks, total=len(todo))
+
+
+def survey_ids(s: Session, period_end: date, advertiser_ids: list[str] | None) -> list[str]:
+    """The advertisers with open pre-invoices up to ``period_end``, in order (one query, ids only: a
+    planner at 100× the demo reads no pre-invoice in full)."""
+    where = [PreInvoice.invoice_id.is_(None), PreInvoice.state.in_(COLLECTED_STATES),
+             PreInvoice.period_end <= period_end]
+    if advertiser_ids is not None:
+        where.append(PreInvoice.advertiser_id.in_(advertiser_ids))
+    return sorted(str(a) for a in s.execute(select(PreInvoice.advertiser_id).where(*where).distinct()).scalars())
+
+
+def settle_chunk(db: Database, *, run_id: int, index: int, advertisers: list[str], actor: str,
+                 key: Ed25519PrivateKey | None, now: datetime | None = None) -> ChunkResult:
+    """Settle chunk ``index`` of distributed run ``run_id`` in one transaction: build its invoices
+    without any lock, number them in the short serialized step (:func:`_number`: the legal entity's
+    sequence row locked ``FOR UPDATE`` until commit), insert and audit them, then count the chunk on the
+    run row (locked last). A worker that dies mid-chunk rolls all of it back, numbers included; the
+    re-queued job (Procrastinate's stalled-job retry) settles it again. A chunk counted already is not
+    settled twice; a run no longer running (failed, taken over) settles nothing."""
+    now = now or datetime.now(UTC)
+    with db.read() as s:
+        run = s.get(BillingRun, run_id)
+        if run is None:
+            raise NotFound(f"billing run {run_id} not found")
+        summary = dict(run.summary or {})
+        meta = summary.get("distributed")
+        if meta is None:
+            raise Invalid(f"billing run {run_id} is not a distributed run")
+        if run.state != "running" or index in summary.get("chunks_done", []):
+            return ChunkResult(run_id, index, done=int(summary.get("done", 0)), total=int(summary.get("total", 0)),
+                               state=run.state, already=True)
+        today = date.fromisoformat(meta["today"])
+        issue = date.fromisoformat(meta["issue_date"]) if meta.get("issue_date") else None
+        period_label, period_end = run.period, run.period_end
+        rates = rates_around(s, today)
+        threshold_waiting = frozenset(str(a) for a in s.execute(
+            select(BillingException.advertiser_id).where(BillingException.kind == "below_threshold",
+                                                         BillingException.advertiser_id.in_(advertisers),
+                                                         BillingException.state.in_(OPEN_EXCEPTION_STATES))).scalars())
+        decided = frozenset(int(i) for i in s.execute(  # this chunk's pre-invoices with decisions on record
+            select(BillingException.preinvoice_id).distinct()
+            .join(Decision, Decision.exception_id == BillingException.id)
+            .join(PreInvoice, PreInvoice.id == BillingException.preinvoice_id)
+            .where(PreInvoice.advertiser_id.in_(advertisers))).scalars() if i is not None)
+    ctx = Context(period_end=period_end, period_label=period_label, actor=actor, key=key, today=today, now=now,
+                  billing_run_id=run_id, rates=rates, threshold_waiting=threshold_waiting, decided=decided,
+                  issue_date=issue)
+    with db.transaction() as s:
+        settled = settle_advertisers(s, advertisers, ctx)
+        _write_log(s, run_id, [m for _, out in settled for m in out.log], now)
+        run = s.execute(select(BillingRun).where(BillingRun.id == run_id).with_for_update()
+                        .execution_options(populate_existing=True)).scalar_one()
+        summary = dict(run.summary or {})
+        if run.state != "running" or index in summary.get("chunks_done", []):
+            raise _ChunkTaken(run.state)  # settled meanwhile by another attempt: roll this one back
+        created = [i.number for _, out in settled for i in out.invoices]
+        summary.update(
+            chunks_done=[*summary.get("chunks_done", []), index], heartbeat=max(now, datetime.now(UTC)).isoformat(),
+            done=int(summary.get("done", 0)) + len(settled), created=int(summary.get("created", 0)) + len(created),
+            skipped=int(summary.get("skipped", 0)) + sum(len(o.skipped) for _, o in settled),
+            held=int(summary.get("held", 0)) + sum(len(o.held) for _, o in settled))
+        run.summary = summary
+        finished = len(summary["chunks_done"]) >= int(summary["distributed"]["chunks"])
+        if finished:
+            _close_distributed(s, run, actor=actor, key=key, now=now)
+        else:
+            notify(s, "run.progress", billing_run_id=run_id)
+        return ChunkResult(run_id, index, created=created, skipped=summary["skipped"], held=summary["held"],
+                           done=summary["done"], total=int(summary["total"]), finished=finished, state=run.state)
+
+
+class _ChunkTaken(Conflict):
+    def __init__(self, state: str) -> None:
+        super().__init__(f"the chunk was settled meanwhile (run {state})", code="chunk_settled")
+
+
+def _close_distributed(s: Session, run: BillingRun, *, actor: str, key: Ed25519PrivateKey | None,
+                       now: datetime) -> None:
+    """The last chunk committed: the run is done (in that chunk's transaction)."""
+    summary = dict(run.summary or {})
+    run.state = "done"
+    run.lock_key = None
+    run.finished_at = max(now, datetime.now(UTC))
+    counts = {k: int(summary.get(k, 0)) for k in ("created", "skipped", "held")}
+    s.flush()
+    audit.record(s, key=key, actor=actor, action="billing_run.done", subject_type="billing_run", subject_id=run.id,
+                 payload={**counts, "chunks": int(summary["distributed"]["chunks"])}, now=now)
+    notify(s, "run.finished", billing_run_id=run.id)
+
+
+def run_invoice_ids(db: Database, run_id: int) -> list[int]:
+    """The invoices a run created, in finalization order."""
+    with db.read() as s:
+        return [int(i) for i in s.execute(select(Invoice.id).where(Invoice.billing_run_id == run_id)
+                                          .order_by(Invoice.id)).scalars()]
+
+
+def run_progress(db: Database, run_id: int) -> dict[str, Any]:
+    """A run's aggregated progress: ``state``, ``done``/``total`` advertisers, chunks done of all, counts."""
+    with db.read() as s:
+        run = s.get(BillingRun, run_id)
+        if run is None:
+            raise NotFound(f"billing run {run_id} not found")
+        summary = dict(run.summary or {})
+    meta = summary.get("distributed") or {}
+    return {"run_id": run_id, "period": run.period, "state": run.state, "done": int(summary.get("done", 0)),
+            "total": int(summary.get("total", 0)), "chunks": int(meta.get("chunks", 0)),
+            "chunks_done": len(summary.get("chunks_done", [])), "created": int(summary.get("created", 0)),
+            "skipped": int(summary.get("skipped", 0)), "held": int(summary.get("held", 0)),
+            "title": meta.get("title"), "channel": run.channel, "message_ts": run.message_ts,
+            "started_by": run.started_by}
+
+
 # --------------------------------------------------------------------------- settling advertisers
 
 
@@ -538,15 +719,18 @@ class Prefetched:
     supplies: dict[str, str] = field(default_factory=dict)  # item id → "goods" (items not listed: services)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pending:
-    """A numbered invoice not yet inserted (a chunk inserts all of them at once), for ``out``."""
+    """An invoice built but not yet numbered nor inserted (a chunk numbers and inserts all of them at
+    once, see :func:`_number`), for ``out``; ``row`` is set when it is numbered, and its log line then
+    fills the place ``log_at`` kept in ``out.log``."""
 
-    row: dict[str, Any]
     lines: list[dict[str, Any]]
     batch: Batch
     draft: InvoiceDraft
     out: Outcome
+    log_at: int
+    row: dict[str, Any] = field(default_factory=dict)
 
 
 def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, *,
@@ -605,6 +789,7 @@ def settle_advertisers(s: Session, advertiser_ids: Sequence[str], ctx: Context, 
     for key in sorted(pooled):  # a partner whose branches were not adjacent (a direct call)
         for part in invoice_parts(_partner_batch(pre, key, pooled[key]), pre.supplies):
             steps.append(_prepare_invoice(s, part, ctx, pool_out[key], pre))
+    _number(s, steps, ctx)
     _write_steps(s, steps, ctx)
     return done
 
@@ -983,7 +1168,9 @@ def finalize(s: Session, batch: Batch, ctx: Context, out: Outcome) -> Invoice:
     """Number and store the invoices of the batch (:func:`invoice_parts`, usually one); mark its
     pre-invoices invoiced. Returns the last one."""
     parts = invoice_parts(batch, supplies_of(s, [batch.preinvoices]))
-    _write_steps(s, [_prepare_invoice(s, part, ctx, out, None) for part in parts], ctx)
+    steps = [_prepare_invoice(s, part, ctx, out, None) for part in parts]
+    _number(s, steps, ctx)
+    _write_steps(s, steps, ctx)
     return out.invoices[-1]
 
 
@@ -1012,11 +1199,23 @@ def _prepare_invoice(s: Session, batch: Batch, ctx: Context, out: Outcome, pre: 
     draft = build_invoice(lines=invoice_lines(group, dict(batch.branches) if batch.partner else None, batch.line_ids),
                           currency=currency, vat=batch.vat or _vat(adv, le), fx=fx, issue_date=issued,
                           payment_terms_days=terms, due_date=due, parties=the_parties, approvals=approvals)
-    seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
-    row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq, number=number,
-                       ctx=ctx)
-    out.log.append(created_line(number, batch.partner.name if batch.partner else adv.name))
-    return Pending(row, _line_rows(draft), batch, draft, out)
+    out.log.append("")  # its "created" line, once it is numbered
+    return Pending(_line_rows(draft), batch, draft, out, log_at=len(out.log) - 1)
+
+
+def _number(s: Session, steps: Sequence[Pending | Skipped], ctx: Context) -> None:
+    """Number the built invoices, in order, from the sequence rows locked here: the short serialized
+    step of a chunk. Everything before it (reads, checks, building the invoices) runs without the
+    lock, so chunks settled in parallel (distributed runs) wait for each other only from here to their
+    commit; the numbers commit or roll back with the chunk, so they stay gapless."""
+    for step in steps:
+        if not isinstance(step, Pending):
+            continue
+        adv, le, draft = step.batch.advertiser, step.batch.legal_entity, step.draft
+        seq, number = next_number(s, le.id, le.invoice_series, draft.issue_date.year)
+        step.row = _invoice_row(draft, le_id=le.id, advertiser_id=adv.id, series=le.invoice_series, seq=seq,
+                                number=number, ctx=ctx)
+        step.out.log[step.log_at] = created_line(number, step.batch.partner.name if step.batch.partner else adv.name)
 
 
 def _insert_invoices(s: Session, pending: Sequence[Pending]) -> list[Invoice]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-DISTRIBUTED = ("test_distributed.py", "test_distributed_pdfs.py")
+DISTRIBUTED = ("test_distributed.py", "test_distributed_pdfs.py", "test_distributed_run.py")
 
 
 def pytest_ignore_collect(collection_path, config):  # type: ignore[no-untyped-def]

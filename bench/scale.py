@@ -1,0 +1,284 @@
+"""Scale: the demo at N × 1,124 advertisers on PostgreSQL, through pre-invoices and a billing run whose
+chunks ``--workers`` real ``billbot worker`` processes settle in parallel (issue 22).
+
+    python bench/scale.py --factor 10 [--workers 2] [--url postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot]
+                          [--nice 0] [--skip-1x] [--keep]
+
+For 1× and then N× (each in a fresh database ``billbot_scale_<f>x`` made next to ``--url``'s):
+
+- **load** (not counted per invoice): a streaming generator yields the demo one slice of 1,124 branches at a
+  time (``build_demo`` with another seed per slice, every id prefixed), with its inline delivery (about 70
+  delivery rows per branch: daily search clicks, display impressions, test-drive bookings), each slice
+  loaded and dropped before the next is built — never the whole world in memory;
+- **preinvoices**: ``create_preinvoices`` for October (variance checks, system approvals) in this process,
+  one transaction per 1,124 advertisers (one call for all of them holds every campaign and its delivery);
+- **run**: the ``billing_run`` job submitted in distributed mode; the workers plan it, settle its chunks and
+  finish it; timed until the run row says ``done``.
+
+Prints per stage its seconds, per-invoice milliseconds at 1× and N× (pre-invoices + run, wall time ÷
+invoices), the peak resident memory of every process (this one; each worker, read from /proc while it
+runs) and the wall time; the last line is JSON: ``{"factor": N, "workers": W, "invoices": …, "seconds": …,
+"ms_per_invoice": …, "ms_per_invoice_1x": …, "growth": …, "peak_mb": …, …}``. Targets at N = 100: growth
+≤ 1.25, peak ≤ 1 GB for any process, and ``--workers 2`` ≤ 0.65 × the ``--workers 1`` wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SLICE = 1124
+DEFAULT_URL = "postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot"
+ACTOR = "U01OPERATOR"
+
+
+def demo_slices(factor: int, seed: int = 1) -> Iterator[dict[str, Any]]:
+    """The demo at ``factor`` × 1,124 branches, one slice at a time (streaming). Slice 0 is the demo
+    itself; slice k > 0 is the demo with seed ``seed + k``, its partners, branches, campaigns, items,
+    external ids and delivery prefixed ``sK-`` (legal entity, users and rates come with slice 0)."""
+    from storage.demo import build_demo
+
+    for k in range(factor):
+        data = build_demo(size=SLICE, seed=seed + k)
+        if k:
+            data = _prefixed(data, f"s{k:03d}-")
+        yield data
+
+
+def _prefixed(data: dict[str, Any], p: str) -> dict[str, Any]:
+    def px(v: Any) -> Any:
+        return f"{p}{v}" if isinstance(v, str) and v else v
+
+    out: dict[str, Any] = {"partners": [], "advertisers": [], "campaigns": [], "delivery": []}
+    for partner in data.get("partners", []):
+        q = dict(partner, id=px(partner["id"]))
+        if q.get("head_office"):
+            q["head_office"] = px(q["head_office"])
+        out["partners"].append(q)
+    for a in data["advertisers"]:
+        q = dict(a, id=px(a["id"]))
+        for k in ("partner", "customer_number"):
+            if q.get(k):
+                q[k] = px(q[k])
+        if q.get("email"):
+            q["email"] = str(q["email"]).replace("@", f"+{p[:-1]}@", 1)
+        out["advertisers"].append(q)
+    for c in data["campaigns"]:
+        q = copy.deepcopy(c)
+        q["id"], q["advertiser"] = px(c["id"]), px(c["advertiser"])
+        for item in q.get("items", []):
+            item["id"] = px(item["id"])
+            if item.get("external_ids"):
+                item["external_ids"] = {src: px(v) for src, v in item["external_ids"].items()}
+        out["campaigns"].append(q)
+    out["delivery"] = [dict(r, item=px(r["item"])) for r in data.get("delivery", [])]
+    return out
+
+
+def _rss_peak_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a running process, in MB; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _self_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _database(url: str, name: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop(url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    eng.dispose()
+
+
+def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: bool) -> dict[str, Any]:
+    """Load, pre-invoice and bill the demo at ``factor`` ×; the figures of one scale."""
+    from sqlalchemy import func, select, text
+
+    import bot.tasks.scheduled  # noqa: F401 - registers billing_run (submitted by name)
+    from bot import context, jobs
+    from bot.signing import load_key
+    from bot.workflows.load import load as load_wf
+    from bot.workflows.preinvoices import create_preinvoices
+    from storage.db import Database, dispose_all
+    from storage.demo import DEMO_PERIOD
+    from storage.migrate import upgrade
+    from storage.models import Advertiser, BillingRun, Invoice
+
+    name = f"billbot_scale_{factor}x"
+    db_url = _database(url, name)
+    key_path = tmp / f"key-{factor}.pem"
+    load_key(str(key_path), generate=True)
+    os.environ.update({"DATABASE_URL": db_url, "BILLBOT_MODE": "distributed", "SIGNING_KEY_PATH": str(key_path),
+                       "BILLBOT_VAR_DIR": str(tmp / f"var-{factor}")})
+    os.environ.pop("BILLBOT_JOBS", None)
+    context.reset()
+    db = Database(db_url)
+    upgrade(db)
+    jobs.apply_schema(db_url)
+    key = context.get_key()
+    stages: dict[str, float] = {}
+
+    t = time.perf_counter()
+    for i, data in enumerate(demo_slices(factor)):
+        load_wf(db, data, actor="bootstrap" if i == 0 else ACTOR, signing_key=key, what=f"scale slice {i}")
+        del data
+        if factor > 1 and (i + 1) % max(1, factor // 10) == 0:
+            print(f"  {factor}x: loaded {(i + 1) * SLICE} branches ({time.perf_counter() - t:.0f} s, "
+                  f"peak {_self_peak_mb():.0f} MB)", flush=True)
+    stages["load"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    with db.read() as s:
+        ids = list(s.execute(select(Advertiser.id).order_by(Advertiser.id)).scalars())
+    created = 0
+    for i in range(0, len(ids), SLICE):  # one transaction per 1,124 advertisers: memory stays flat
+        pre = create_preinvoices(db, period=DEMO_PERIOD, advertisers=ids[i:i + SLICE], actor=ACTOR, key=key,
+                                 now=datetime.now(UTC))
+        created += len(pre.created)
+    stages["preinvoices"] = round(time.perf_counter() - t, 2)
+    print(f"  {factor}x: {created} pre-invoices in {stages['preinvoices']} s (peak {_self_peak_mb():.0f} MB)",
+          flush=True)
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    billbot = str(Path(sys.executable).with_name("billbot"))
+    cmd = [billbot, "worker", "--queue", "billing", "--heartbeat", "2", "--stalled-after", "30"]
+    procs = [subprocess.Popen(["nice", "-n", str(nice), *cmd, "--name", f"scale-{i}"] if nice else
+                              [*cmd, "--name", f"scale-{i}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for i in range(workers)]
+    peaks = [0.0] * workers
+    try:
+        # timed from the moment every worker is up (registered with Procrastinate), not from their start-up
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with db.engine.connect() as c:
+                up = c.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar_one()
+            if up >= workers:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker exited at start-up")
+            time.sleep(0.2)
+        t = time.perf_counter()
+        jobs.submit("billing_run", period=DEMO_PERIOD, actor=ACTOR, today=datetime.now(UTC).date().isoformat())
+        print(f"  {factor}x: billing run submitted to {workers} worker(s)", flush=True)
+        state = None
+        while state != "done":
+            time.sleep(0.25)
+            peaks = [max(pk, _rss_peak_mb(p.pid)) for pk, p in zip(peaks, procs, strict=True)]
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker exited during the run")
+            with db.read() as s:
+                state = s.execute(select(BillingRun.state).order_by(BillingRun.id.desc()).limit(1)).scalar()
+            if state == "failed":
+                raise RuntimeError("the billing run failed")
+        stages["run"] = round(time.perf_counter() - t, 2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    with db.read() as s:
+        invoices = int(s.execute(select(func.count()).select_from(Invoice)).scalar_one())
+    jobs.close_apps()
+    db.engine.dispose()
+    dispose_all()
+    context.reset()
+    if not keep:
+        _drop(url, name)
+    seconds = stages["preinvoices"] + stages["run"]
+    out = {"factor": factor, "branches": factor * SLICE, "invoices": invoices, "stages": stages,
+           "ms_per_invoice": round(seconds * 1000 / max(1, invoices), 3),
+           "run_ms_per_invoice": round(stages["run"] * 1000 / max(1, invoices), 3),
+           "peak_mb": {"bench": round(_self_peak_mb()), **{f"worker{i}": round(pk) for i, pk in enumerate(peaks)}}}
+    print(f"  {factor}x: {invoices} invoices; load {stages['load']} s, pre-invoices {stages['preinvoices']} s, "
+          f"run {stages['run']} s on {workers} worker(s): {out['ms_per_invoice']} ms/invoice; "
+          f"peak MB {out['peak_mb']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--factor", type=int, required=True, help="N: the demo's 1,124 branches times N")
+    ap.add_argument("--workers", type=int, default=1, help="billbot worker processes settling the run's chunks")
+    ap.add_argument("--url", default=os.environ.get("BILLBOT_TEST_PG_URL", DEFAULT_URL),
+                    help="PostgreSQL URL of a role that may create databases")
+    ap.add_argument("--nice", type=int, default=0, help="run the workers at this niceness (e.g. 10)")
+    ap.add_argument("--skip-1x", action="store_true", help="do not measure the 1x baseline (growth not computed)")
+    ap.add_argument("--keep", action="store_true", help="keep the databases billbot_scale_<f>x")
+    a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: stop the workers, drop the database
+    if not a.url.startswith("postgresql"):
+        ap.error("--url: PostgreSQL only (the scaled-out run is a distributed-mode feature)")
+    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    try:
+        with tempfile.TemporaryDirectory(prefix="billbot-scale-") as tmp:
+            base = None if a.skip_1x or a.factor == 1 else measure(1, workers=a.workers, url=a.url, nice=a.nice,
+                                                                      tmp=Path(tmp), keep=a.keep)
+            big = measure(a.factor, workers=a.workers, url=a.url, nice=a.nice, tmp=Path(tmp), keep=a.keep)
+    except BaseException:
+        if not a.keep:  # stopped or failed midway: leave no database behind
+            from storage.db import dispose_all
+
+            dispose_all()
+            for f in {1, a.factor}:
+                _drop(a.url, f"billbot_scale_{f}x")
+        raise
+    base = base or (big if a.factor == 1 else None)
+    seconds = round(time.perf_counter() - started, 2)
+    peak = max(v for r in (base, big) if r for v in r["peak_mb"].values())
+    res = {"factor": a.factor, "workers": a.workers, "invoices": big["invoices"],
+           "seconds": round(big["stages"]["preinvoices"] + big["stages"]["run"], 2), "wall_seconds": seconds,
+           "ms_per_invoice": big["ms_per_invoice"], "ms_per_invoice_1x": base["ms_per_invoice"] if base else None,
+           "growth": round(big["ms_per_invoice"] / base["ms_per_invoice"], 3) if base else None,
+           "run_ms_per_invoice": big["run_ms_per_invoice"],
+           "run_ms_per_invoice_1x": base["run_ms_per_invoice"] if base else None,
+           "peak_mb": peak, "peak_mb_by_process": big["peak_mb"], "stages": big["stages"],
+           "load_average": round(max(load, os.getloadavg()[0]), 1)}
+    print(f"factor {a.factor} × {SLICE} on {a.workers} worker(s): {res['invoices']} invoices, "
+          f"{res['ms_per_invoice']} ms/invoice (1x: {res['ms_per_invoice_1x']}), growth {res['growth']}, "
+          f"peak {peak} MB, wall {seconds} s (load average {res['load_average']})")
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
