@@ -13,7 +13,6 @@ when its pre-invoice is no longer ``held`` (corrected, checked again, or cancell
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,12 +23,12 @@ from sqlalchemy.orm import Session
 
 from bot.workflows.audit import record
 from bot.workflows.effects import notify
+from bot.workflows.owners import is_person
 from storage.db import Database
 from storage.models import Advertiser, BillingException, PreInvoice
 from storage.settings import get_settings
 
 HELD_KINDS = ("variance", "manual_change")
-_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,13 @@ class HeldItem:
 
 
 def owner_of(exc: BillingException, advertiser: Advertiser | None) -> str | None:
-    """Who owns the correction: the account owner, else the operator who started the run, else the
+    """Who owns the correction: the exception's owner (given when it opened by
+    :func:`bot.workflows.owners.owner_for`, or whoever it was assigned to since), else — for exceptions
+    opened before owners existed — the account owner or the operator who started the run, else the
     person who held it (Slack ids only — a run started from a shell has no one to tell)."""
-    for who in (advertiser.account_owner if advertiser is not None else None, exc.started_by, exc.decided_by):
-        if who and _SLACK_ID.match(who):
+    for who in (exc.owner, advertiser.account_owner if advertiser is not None else None, exc.started_by,
+                exc.decided_by):
+        if is_person(who):
             return who
     return None
 

@@ -312,6 +312,18 @@ def test_the_advertisers_account_owner_owns_held_items(world):
     assert len(_dms(world, "U06OWNER")) == 1 and _dms(world, f.OPERATOR) == []
 
 
+def test_an_exception_assigned_to_someone_is_held_on_their_desk(world):
+    """The held item's owner is the exception's owner (issue 21): whoever it was assigned to is told."""
+    from bot.workflows.owners import assign
+
+    f.add_user(world.db, "U06OWNER", ["operator"])
+    _pid, eid = _variance(world)
+    assign(world.db, exception_id=eid, owner="U06OWNER", actor=f.OPERATOR, key=world.key)
+    click(world, f.APPROVER, eid, "reject")
+    submit_reason(world, f.APPROVER, "Wrong rate on the order")
+    assert len(_dms(world, "U06OWNER")) == 1 and _dms(world, f.OPERATOR) == []
+
+
 def test_the_digest_section_lists_held_items_with_amounts_and_owners_within_slacks_limits(world):
     from dataclasses import replace
     from datetime import UTC, datetime
