@@ -360,9 +360,11 @@ def ingest_stats(s: Session, frame: pd.DataFrame, ctx: IngestContext, *, revenue
         res.counts.duplicates = int(dup.sum())
         g = g[~dup]
     if g.duplicated(["item_id", "day"]).any():
-        g = g.groupby(["item_id", "day"], as_index=False, sort=False).agg(
-            impressions=("impressions", "sum"), clicks=("clicks", "sum"), conversions=("conversions", "sum"),
-            rev=("rev", lambda x: x.sum(min_count=1)), currency=("currency", "first"))
+        by = g.groupby(["item_id", "day"], sort=False)
+        summed = by.agg(impressions=("impressions", "sum"), clicks=("clicks", "sum"),
+                        conversions=("conversions", "sum"), currency=("currency", "first"))
+        summed["rev"] = by["rev"].sum(min_count=1)  # vectorized; no revenue on any row stays no revenue
+        g = summed.reset_index()
     rows = pd.DataFrame({
         "item_id": g["item_id"].to_numpy(), "day": g["day"].to_numpy(),
         "impressions": g["impressions"].to_numpy(dtype="int64"), "clicks": g["clicks"].to_numpy(dtype="int64"),

@@ -16,7 +16,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
 from billing.addresses import PostalAddress, address_lines, parse_address
 from billing.checks import CheckInput
@@ -187,6 +188,23 @@ def _line_figures(li: InvoiceLine, currency: str) -> dict[str, Any]:
     quantity, unit, base = document_quantity(li.quantity, li.unit, li.unit_price, li.amount, currency,
                                              computation=li.computation)
     return {"quantity": quantity, "unit": unit, "price_base": base}
+
+
+def preload_invoices(s: Session, invoice_ids: Sequence[int]) -> list[Invoice]:
+    """Load the invoices ``invoice_ids`` with their lines, legal entities, advertisers and the invoices
+    they correct into ``s`` in one query each (per 500 ids), so that :func:`document_for_invoice` on
+    each of them issues no query of its own. Keep the returned list while using the session: its
+    identity map holds the rows only as long as something refers to them."""
+    ids = list(dict.fromkeys(invoice_ids))
+    rows: list[Invoice] = []
+    for i in range(0, len(ids), 500):
+        rows += s.execute(select(Invoice).where(Invoice.id.in_(ids[i:i + 500])).options(
+            selectinload(Invoice.lines), selectinload(Invoice.legal_entity),
+            selectinload(Invoice.advertiser))).scalars().all()
+    refs = {r.references_invoice_id for r in rows if r.references_invoice_id} - set(ids)
+    if refs:
+        rows += s.execute(select(Invoice).where(Invoice.id.in_(refs))).scalars().all()
+    return rows
 
 
 def document_for_invoice(s: Session, invoice_id: int) -> InvoiceDocument:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -120,11 +120,11 @@ class DemoTracker:
             self.calls.append(f"{target}::{method} page={page}")
         if method == "findAll" and target in ENTITIES:
             rows = self.entities[target]
-            keyed = [(str(k), {target: {"id": str(k), **v}}) for k, v in sorted(rows.items(), key=_id_order)]
-            return _paged(keyed, page, limit, keyed=True)
+            ordered = sorted(rows.items(), key=_id_order)
+            return _paged(ordered, page, limit, wrap=lambda k, v: (str(k), {target: {"id": str(k), **v}}), keyed=True)
         if target == "Report" and method in ("getStats", "getConversions"):
-            selected = self._report(method, params)
-            return _paged([(str(n), {"Stat": r}) for n, r in enumerate(selected)], page, limit, keyed=False)
+            return _paged(self._report(method, params), page, limit, wrap=lambda _n, r: ("", {"Stat": r}),
+                          keyed=False)
         raise ApiError(f"Method {target}::{method} does not exist")
 
     # ------------------------------------------------------------------ reports
@@ -239,10 +239,13 @@ def _add(a: Any, b: Any) -> str:
     return str(total) if "." not in f"{a}{b}" else str(total.quantize(Decimal("0.01")))
 
 
-def _paged(items: list[tuple[str, Any]], page: int, limit: int, *, keyed: bool) -> dict[str, Any]:
+def _paged(items: Sequence[Any], page: int, limit: int, *, wrap: Callable[..., tuple[str, Any]],
+           keyed: bool) -> dict[str, Any]:
+    """Page ``page`` of ``items``, each wrapped as the API answers it (only the page's items: wrapping the
+    whole report for every page made paging through it quadratic)."""
     count = len(items)
     size = limit or max(count, 1)
-    chunk = items[(page - 1) * size: page * size]
+    chunk = [wrap(*item) if keyed else wrap(None, item) for item in items[(page - 1) * size: page * size]]
     data: Any = dict(chunk) if keyed else [v for _k, v in chunk]
     if keyed and not data:
         data = []  # the API answers an empty findAll with a list

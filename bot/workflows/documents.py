@@ -39,7 +39,7 @@ from bot.workflows import audit
 from bot.workflows.effects import notify
 from storage.db import Database
 from storage.files import write_private
-from storage.mapping import document_for_invoice
+from storage.mapping import document_for_invoice, preload_invoices
 from storage.models import Invoice, User
 
 log = logging.getLogger(__name__)
@@ -293,12 +293,15 @@ def render_many(  # noqa: PLR0915 - render_many: submit, collect, batch-record i
             pending[workers.submit(renderer.render_to_file, doc, str(path))] = iid
 
         with db.read() as s:
+            # the invoices with their lines, parties and references in four queries, not four per invoice
+            loaded = preload_invoices(s, invoice_ids)
             for iid in invoice_ids:
                 inv = s.get(Invoice, iid)
                 if inv is None:
                     raise NotFound(f"invoice {iid} not found")
                 docs[iid] = (document_for_invoice(s, iid), pdf_path_for(out_dir, inv.legal_entity_id, inv.number))
                 submit(iid)
+            del loaded  # held in the identity map until every document was read
         outcomes: list[RenderOutcome] = []
         flushed = time.monotonic()
         while pending:

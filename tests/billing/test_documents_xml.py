@@ -123,5 +123,5 @@ def test_eur_invoices_carry_a_girocode_with_amount_iban_and_reference() -> None:
                               reference=creditor_reference(doc.number))
     assert expected.splitlines()[6:] == ["DE89370400440532013000", "EUR1190.00", "", creditor_reference(doc.number)]
     uri = view(doc)["epc_qr"]
-    assert uri == segno.make(expected, error="m", micro=False, encoding="utf-8").svg_data_uri(scale=2, border=2)
+    assert uri == segno.make(expected, error="m", micro=False, encoding="utf-8").png_data_uri(scale=1, border=2)
     assert view(replace(doc, currency="USD"))["epc_qr"] is None  # a GiroCode is for EUR transfers only

@@ -256,3 +256,24 @@ def test_an_inconsistent_invoice_fails_once_without_retrying(db, key, world, out
     with db.read() as s:
         inv = s.get(Invoice, world.reverse)
         assert inv.pdf_state == "failed" and inv.pdf_attempts == 1 and "the net is 1.00" in inv.pdf_error
+
+
+def test_the_girocode_is_printed_as_a_sharp_bitmap_of_exactly_the_epc_payload(db, key, world, out_dir) -> None:
+    """One pixel per QR module, scaled without interpolation: the printed modules are the payload's."""
+    import segno
+
+    from billing.payments import creditor_reference, epc_qr_payload
+
+    pdf, inv = _render(db, out_dir, world.domestic, key)
+    images = [img for page in PdfReader(io.BytesIO(pdf)).pages for img in page.images]
+    assert len(images) == 1
+    obj = images[0].indirect_reference.get_object()
+    assert obj["/Interpolate"].value is False  # present and false: viewers and printers keep the modules square
+    with db.read() as s:
+        doc = document_for_invoice(s, inv.id)
+    code = segno.make(epc_qr_payload(name=doc.seller.name, iban=doc.seller.iban or "", amount=doc.gross,
+                                     reference=creditor_reference(doc.number)), error="m", micro=False)
+    matrix = [[bool(v) for v in row] for row in code.matrix_iter(scale=1, border=2)]
+    picture = images[0].image.convert("L")
+    assert picture.size == (len(matrix), len(matrix))
+    assert [[picture.getpixel((x, y)) < 128 for x in range(picture.width)] for y in range(picture.height)] == matrix
