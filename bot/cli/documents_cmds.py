@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from bot.cli.groups import app, invoices_app
 from bot.cli.identity import OPERATOR_ROLES, AsUser, acting_as
-from bot.cli.output import check_output, emit_json, fail, handle_errors, out_console
+from bot.cli.output import check_output, emit_json, err_console, fail, handle_errors, out_console
 
 
 class _DefaultCommandGroup(TyperGroup):
@@ -87,16 +87,20 @@ def invoices_pdf(  # noqa: PLR0917 - Typer maps parameters to options
 
 @invoices_app.command("send")
 @handle_errors
-def invoices_send(
-    number: Annotated[str, typer.Argument(help="Invoice or credit note number, e.g. INV-2026-000123.")],
+def invoices_send(  # noqa: PLR0917 - Typer maps parameters to options
+    number: Annotated[str | None, typer.Argument(help="Invoice or credit note number, e.g. INV-2026-000123.")]
+    = None,
     resend: Annotated[bool, typer.Option("--resend", help="Mail it again although it was sent.")] = False,
+    unsent: Annotated[bool, typer.Option("--unsent", help="Mail every invoice never mailed yet (a month's close: "
+                                         "one transaction for the claims, one SMTP connection).")] = False,
     legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="When several entities use the number.")]
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     as_user: AsUser = None,
 ) -> None:
-    """Mail the invoice to the advertiser's invoice addresses now (SMTP_URL, MAIL_FROM). An invoice
-    already sent is mailed again only with --resend; a failure exits 1 and says the server's answer."""
+    """Mail the invoice to the advertiser's invoice addresses now (SMTP_URL, MAIL_FROM), or with --unsent
+    every invoice never mailed (those of ``dispatch: none`` advertisers stay unmailed). An invoice already
+    sent is mailed again only with --resend; a failure exits 1 and says the server's answer."""
     from dataclasses import asdict
 
     from billing.errors import Invalid
@@ -105,10 +109,16 @@ def invoices_send(
     from bot.workflows.dispatch import dispatch_invoice
 
     actor = acting_as(as_user, roles=OPERATOR_ROLES, what="invoices send")
+    if (number is None) == (not unsent) or (unsent and resend):
+        raise Invalid("give an invoice NUMBER (optionally --resend), or --unsent for every invoice not mailed yet")
     sender = sender_from_settings()
     if sender is None:
         raise Invalid("SMTP_URL is not set: say which mail server sends invoices (smtp://host:port)")
     st = settings()
+    if unsent:
+        _send_unsent(sender, actor, json_out)
+        return
+    assert number is not None
     outcome = dispatch_invoice(get_db(), _invoice_id(number, legal_entity), sender=sender, renderer=pdf_renderer(),
                                out_dir=documents_dir(), mail_from=st.mail_from, key=get_key(), actor=actor,
                                resend=resend, attempts=st.dispatch_attempts, retry_delay=st.dispatch_retry_seconds,
@@ -124,6 +134,41 @@ def invoices_send(
                           + (" (--resend mails it again)" if outcome.note == "already sent" else ""), highlight=False)
     if outcome.state == "failed":
         fail(f"{outcome.number} could not be delivered: {outcome.error}")
+
+
+def _send_unsent(sender: Any, actor: str, json_out: bool) -> None:
+    from dataclasses import asdict
+
+    from bot.context import documents_dir, get_db, get_key, pdf_renderer, settings
+    from bot.workflows.dispatch import dispatch_many, unsent_invoices
+
+    st = settings()
+    db = get_db()
+    ids = unsent_invoices(db)
+    outcomes = []
+    for i in range(0, len(ids), SEND_BATCH):
+        outcomes += dispatch_many(db, ids[i:i + SEND_BATCH], sender=sender, renderer=pdf_renderer(),
+                                  out_dir=documents_dir(), mail_from=st.mail_from, key=get_key(), actor=actor,
+                                  attempts=st.dispatch_attempts, retry_delay=st.dispatch_retry_seconds,
+                                  evidence_url=st.evidence_base_url or None)
+        if not json_out:
+            err_console.print(f"mailed {min(i + SEND_BATCH, len(ids))} of {len(ids)} invoices…", highlight=False)
+    failed = [o for o in outcomes if o.state == "failed"]
+    if json_out:
+        emit_json([{**asdict(o), "to": list(o.to), "cc": list(o.cc)} for o in outcomes])
+    else:
+        counts = {k: sum(1 for o in outcomes if o.state == k) for k in ("sent", "failed", "skipped")}
+        out_console.print(f"{counts['sent']} sent, {counts['failed']} failed, {counts['skipped']} not mailed "
+                          f"(of {len(ids)} never mailed before)", highlight=False)
+        for o in outcomes:
+            if o.state == "skipped":
+                out_console.print(f"  {o.number}: not sent: {o.note}", highlight=False)
+    if failed:
+        fail("; ".join(f"{o.number} could not be delivered: {o.error}" for o in failed))
+
+
+#: invoices claimed, mailed and recorded together by ``invoices send --unsent``
+SEND_BATCH = 200
 
 
 def _retry_failed(json_out: bool, actor: str) -> None:

@@ -20,10 +20,12 @@ parameter: workflows never open sockets).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -40,6 +42,7 @@ from bot.workflows import audit
 from bot.workflows.documents import PdfRenderer, ensure_invoice_pdf, safe_name
 from bot.workflows.effects import notify
 from storage.db import Database
+from storage.mapping import preload_invoices
 from storage.models import Advertiser, Invoice, InvoiceDispatch, User
 
 log = logging.getLogger(__name__)
@@ -193,46 +196,52 @@ def _claim(db: Database, invoice_id: int, *, mail_from: str, resend: bool, actor
     """Make or read the dispatch row in one transaction: ``(message_id, references, to, cc)`` to send,
     or an outcome saying why nothing is sent."""
     with db.transaction() as s:
-        inv = s.get(Invoice, invoice_id)
-        if inv is None:
-            raise NotFound(f"invoice {invoice_id} not found")
-        adv = s.get(Advertiser, inv.advertiser_id)
-        assert adv is not None
-        if actor != "system":
-            access_send(s, actor)
-        if adv.dispatch == "none" and not resend:
-            return DispatchOutcome(inv.number, "skipped", note=f"{adv.name} receives no invoice mails (dispatch: none)")
-        row = s.get(InvoiceDispatch, invoice_id, with_for_update=True)  # PostgreSQL: claims queue up here
-        if row is not None and row.state == "sent" and not resend:
-            return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="already sent")
-        if row is not None and row.state == "queued" and not resend and row.updated_at is not None \
-                and now - row.updated_at < SENDING_LEASE:  # another process claimed it and is sending it now
-            return DispatchOutcome(inv.number, "skipped", message_id=row.message_id,
-                                   note=f"being sent since {row.updated_at:%H:%M:%S} UTC by another process")
-        if row is not None and row.state == "failed" and actor == "system":  # waits for a person's resend
-            return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="failed before")
-        to, cc = recipients_of(adv)
-        if row is None:
-            row = InvoiceDispatch(invoice_id=inv.id, state="queued", message_id=message_id_for(inv, mail_from),
-                                  recipients={}, attempts=0, sends=0, queued_at=now, updated_at=now)
-            s.add(row)
-        references = None
-        if resend and row.sends:
-            references = message_id_for(inv, mail_from)
-            row.message_id = message_id_for(inv, mail_from, resend=row.sends)
-        row.state, row.recipients, row.attempts, row.last_error = "queued", {"to": to, "cc": cc}, 0, None
-        row.updated_at = now
-        s.flush()
-        if not to:
-            error = f"{adv.name} has no invoice e-mail address (set invoice_emails or email)"
-            row.state, row.last_error = "failed", error
-            _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_failed",
-                    payload={"error": error, "final": True}, now=now)
-            notify(s, "invoice.dispatch_failed", invoice_id=inv.id, number=inv.number, error=error)
-            return DispatchOutcome(inv.number, "failed", message_id=row.message_id, error=error)
-        _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_queued",
-                payload={"to": to, "cc": cc, "resend": resend}, now=now)
-        return row.message_id, references, to, cc
+        return _claim_in(s, invoice_id, mail_from=mail_from, resend=resend, actor=actor, key=key, now=now)
+
+
+def _claim_in(s: Session, invoice_id: int, *, mail_from: str, resend: bool, actor: str,
+              key: Ed25519PrivateKey | None, now: datetime) -> Claimed | DispatchOutcome:
+    """:func:`_claim` in the caller's transaction."""
+    inv = s.get(Invoice, invoice_id)
+    if inv is None:
+        raise NotFound(f"invoice {invoice_id} not found")
+    adv = s.get(Advertiser, inv.advertiser_id)
+    assert adv is not None
+    if actor != "system":
+        access_send(s, actor)
+    if adv.dispatch == "none" and not resend:
+        return DispatchOutcome(inv.number, "skipped", note=f"{adv.name} receives no invoice mails (dispatch: none)")
+    row = s.get(InvoiceDispatch, invoice_id, with_for_update=True)  # PostgreSQL: claims queue up here
+    if row is not None and row.state == "sent" and not resend:
+        return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="already sent")
+    if row is not None and row.state == "queued" and not resend and row.updated_at is not None \
+            and now - row.updated_at < SENDING_LEASE:  # another process claimed it and is sending it now
+        return DispatchOutcome(inv.number, "skipped", message_id=row.message_id,
+                               note=f"being sent since {row.updated_at:%H:%M:%S} UTC by another process")
+    if row is not None and row.state == "failed" and actor == "system":  # waits for a person's resend
+        return DispatchOutcome(inv.number, "skipped", message_id=row.message_id, note="failed before")
+    to, cc = recipients_of(adv)
+    if row is None:
+        row = InvoiceDispatch(invoice_id=inv.id, state="queued", message_id=message_id_for(inv, mail_from),
+                              recipients={}, attempts=0, sends=0, queued_at=now, updated_at=now)
+        s.add(row)
+    references = None
+    if resend and row.sends:
+        references = message_id_for(inv, mail_from)
+        row.message_id = message_id_for(inv, mail_from, resend=row.sends)
+    row.state, row.recipients, row.attempts, row.last_error = "queued", {"to": to, "cc": cc}, 0, None
+    row.updated_at = now
+    s.flush()
+    if not to:
+        error = f"{adv.name} has no invoice e-mail address (set invoice_emails or email)"
+        row.state, row.last_error = "failed", error
+        _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_failed",
+                payload={"error": error, "final": True}, now=now)
+        notify(s, "invoice.dispatch_failed", invoice_id=inv.id, number=inv.number, error=error)
+        return DispatchOutcome(inv.number, "failed", message_id=row.message_id, error=error)
+    _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_queued",
+            payload={"to": to, "cc": cc, "resend": resend}, now=now)
+    return row.message_id, references, to, cc
 
 
 def _finish(db: Database, invoice_id: int, *, state: str, error: str | None, delivered: list[str],
@@ -240,29 +249,115 @@ def _finish(db: Database, invoice_id: int, *, state: str, error: str | None, del
     """Record one attempt: ``sent`` (every recipient took it), ``queued`` (a temporary refusal, another
     attempt follows) or ``failed`` (final; notified for the operators)."""
     with db.transaction() as s:
-        row = s.get(InvoiceDispatch, invoice_id)
-        inv = s.get(Invoice, invoice_id)
-        assert row is not None and inv is not None
-        row.attempts = (row.attempts or 0) + 1
-        row.state, row.updated_at = state, now
-        if state != "queued" and delivered:  # the mail reached someone: one more send of this invoice
-            row.sent_at, row.sends = now, (row.sends or 0) + 1
-        if state == "sent":
-            row.last_error = None
-            _record(s, row, inv, key=key, actor=actor, action="invoice.dispatched",
-                    payload={**row.recipients, "attempt": row.attempts, "delivered": delivered}, now=now)
-            notify(s, "invoice.dispatched", invoice_id=inv.id, number=inv.number, message_id=row.message_id)
-            return
-        row.last_error = (error or "unknown error")[:2000]
-        _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_failed",
-                payload={"error": row.last_error, "attempt": row.attempts, "final": state == "failed",
-                         "delivered": delivered}, now=now)
-        if state == "failed":
-            notify(s, "invoice.dispatch_failed", invoice_id=inv.id, number=inv.number, error=row.last_error)
+        _finish_in(s, invoice_id, state=state, error=error, delivered=delivered, actor=actor, key=key, now=now)
+
+
+def _finish_in(s: Session, invoice_id: int, *, state: str, error: str | None, delivered: list[str],
+               actor: str, key: Ed25519PrivateKey | None, now: datetime) -> None:
+    """:func:`_finish` in the caller's transaction."""
+    row = s.get(InvoiceDispatch, invoice_id)
+    inv = s.get(Invoice, invoice_id)
+    assert row is not None and inv is not None
+    row.attempts = (row.attempts or 0) + 1
+    row.state, row.updated_at = state, now
+    if state != "queued" and delivered:  # the mail reached someone: one more send of this invoice
+        row.sent_at, row.sends = now, (row.sends or 0) + 1
+    if state == "sent":
+        row.last_error = None
+        _record(s, row, inv, key=key, actor=actor, action="invoice.dispatched",
+                payload={**row.recipients, "attempt": row.attempts, "delivered": delivered}, now=now)
+        notify(s, "invoice.dispatched", invoice_id=inv.id, number=inv.number, message_id=row.message_id)
+        return
+    row.last_error = (error or "unknown error")[:2000]
+    _record(s, row, inv, key=key, actor=actor, action="invoice.dispatch_failed",
+            payload={"error": row.last_error, "attempt": row.attempts, "final": state == "failed",
+                     "delivered": delivered}, now=now)
+    if state == "failed":
+        notify(s, "invoice.dispatch_failed", invoice_id=inv.id, number=inv.number, error=row.last_error)
 
 
 def _temporary(answer: str) -> bool:
     return answer[:1] == "4"
+
+
+@dataclass
+class _Delivery:
+    """One invoice mail on its way: who still waits for it, who took it, who refused it for good."""
+
+    invoice_id: int
+    number: str
+    msg: EmailMessage
+    message_id: str
+    to: list[str]
+    cc: list[str]
+    pending: list[str]
+    delivered: list[str] = field(default_factory=list)
+    gave_up: dict[str, str] = field(default_factory=dict)
+    attempt: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def attempt_once(self, sender: MailSender, sender_addr: str) -> None:
+        """One attempt with the recipients still pending: afterwards ``pending`` holds those refused
+        for now (a 4xx, a lost connection), ``gave_up`` those refused for good (a 5xx)."""
+        self.attempt += 1
+        try:
+            refused = sender.send(self.msg, sender=sender_addr, recipients=self.pending)
+            temporary = {a for a, m in refused.items() if _temporary(m)}
+        except SendFailed as e:  # nobody took it: per recipient, or the whole connection
+            refused = e.refused or dict.fromkeys(self.pending, e.message)
+            temporary = {a for a, m in refused.items() if _temporary(m)} if e.refused else (
+                set(self.pending) if e.temporary else set())
+        self.refused = refused
+        self.delivered += [a for a in self.pending if a not in refused]
+        self.gave_up.update({a: m for a, m in refused.items() if a not in temporary})
+        self.pending = [a for a in self.pending if a in temporary]
+
+    def give_up_pending(self) -> None:
+        self.gave_up.update({a: self.refused[a] for a in self.pending})
+        self.pending = []
+
+    def retry_error(self) -> str:
+        return "; ".join(f"{a}: {self.refused[a]}" for a in self.pending)
+
+    def final(self) -> tuple[str, str | None]:
+        """``(state, error)`` once nothing is pending: ``sent``, or ``failed`` with the servers' answers."""
+        if not self.gave_up:
+            return "sent", None
+        answers = set(self.gave_up.values())
+        error = (f"{answers.pop()} ({', '.join(self.gave_up)})" if len(answers) == 1  # one answer: say it first
+                 else "; ".join(f"{a}: {m}" for a, m in self.gave_up.items()))
+        return "failed", error
+
+    def outcome(self) -> DispatchOutcome:
+        state, error = self.final()
+        return DispatchOutcome(self.number, state, message_id=self.message_id, to=tuple(self.to), cc=tuple(self.cc),
+                               attempts=self.attempt, error=error)
+
+
+def _deliver(db: Database, d: _Delivery, *, sender: MailSender, sender_addr: str, attempts: int,
+             retry_delay: float, actor: str, key: Ed25519PrivateKey | None, clock: Callable[[], datetime],
+             sleep: Callable[[float], None]) -> DispatchOutcome:
+    """Attempt ``d`` until every recipient took it, one refused it for good, or ``attempts`` are spent
+    (counting those made already), ``retry_delay × 2^(n-1)`` seconds apart; each attempt recorded."""
+    tries = max(1, attempts)
+    while True:
+        if d.attempt == 0 or d.pending:
+            if d.attempt:  # a temporary refusal before: wait, then try those recipients again
+                sleep(retry_delay * 2 ** (d.attempt - 1))
+            d.attempt_once(sender, sender_addr)
+        if d.pending and d.attempt >= tries:
+            d.give_up_pending()
+        if not d.pending:
+            break
+        why = d.retry_error()
+        log.warning("mailing %s: temporary refusal (attempt %d of %d): %s", d.number, d.attempt, tries, why)
+        _finish(db, d.invoice_id, state="queued", error=why, delivered=d.delivered, actor=actor, key=key,
+                now=clock())
+    state, error = d.final()
+    if state == "failed":
+        log.warning("mailing %s failed for good: %s", d.number, error)
+    _finish(db, d.invoice_id, state=state, error=error, delivered=d.delivered, actor=actor, key=key, now=clock())
+    return d.outcome()
 
 
 def dispatch_invoice(
@@ -294,50 +389,121 @@ def dispatch_invoice(
     claimed = _claim(db, invoice_id, mail_from=mail_from, resend=resend, actor=actor, key=key, now=clock())
     if isinstance(claimed, DispatchOutcome):
         return claimed
-    message_id, references, to, cc = claimed
+    d = _compose_claimed(db, invoice_id, claimed, renderer=renderer, out_dir=out_dir, mail_from=mail_from, key=key,
+                         evidence_url=evidence_url, now=clock())
+    return _deliver(db, d, sender=sender, sender_addr=parseaddr(mail_from)[1] or mail_from, attempts=attempts,
+                    retry_delay=retry_delay, actor=actor, key=key, clock=clock, sleep=sleep)
+
+
+def _compose_claimed(db: Database, invoice_id: int, claimed: Claimed, *, renderer: PdfRenderer, out_dir: Path,
+                     mail_from: str, key: Ed25519PrivateKey | None, evidence_url: str | None,
+                     now: datetime) -> _Delivery:
+    """The mail of a claimed invoice, its PDF rendered first if it is missing."""
     pdf = ensure_invoice_pdf(db, invoice_id, renderer=renderer, out_dir=out_dir, key=key).read_bytes()
     with db.read() as s:
         inv = s.get(Invoice, invoice_id)
-        adv = s.get(Advertiser, inv.advertiser_id) if inv is not None else None
-        assert inv is not None and adv is not None
-        number = inv.number
-        url = evidence_url.format(number=inv.number) if evidence_url else None
-        msg = compose(inv, adv, pdf=pdf, mail_from=mail_from, to=to, cc=cc, message_id=message_id,
-                      references=references, evidence_url=url, now=clock())
+        assert inv is not None
+        return _delivery(inv, claimed, pdf=pdf, mail_from=mail_from, evidence_url=evidence_url, now=now)
+
+
+def _delivery(inv: Invoice, claimed: Claimed, *, pdf: bytes, mail_from: str, evidence_url: str | None,
+              now: datetime) -> _Delivery:
+    message_id, references, to, cc = claimed
+    url = evidence_url.format(number=inv.number) if evidence_url else None
+    msg = compose(inv, inv.advertiser, pdf=pdf, mail_from=mail_from, to=to, cc=cc, message_id=message_id,
+                  references=references, evidence_url=url, now=now)
+    return _Delivery(inv.id, inv.number, msg, message_id, to, cc, pending=[*to, *cc])
+
+
+def _compose_many(db: Database, claims: dict[int, Claimed], *, renderer: PdfRenderer, out_dir: Path,
+                  mail_from: str, key: Ed25519PrivateKey | None, evidence_url: str | None,
+                  now: datetime) -> list[_Delivery]:
+    """The mails of many claimed invoices, read in one session; a PDF that is missing or differs from
+    its recorded hash is rendered first (as :func:`ensure_invoice_pdf` does for one)."""
+    out: list[_Delivery] = []
+    missing: list[int] = []
+    with db.read() as s:
+        loaded = {inv.id: inv for inv in preload_invoices(s, list(claims))}
+        for iid, claimed in claims.items():
+            inv = loaded[iid]
+            try:
+                pdf = Path(inv.pdf_path).read_bytes() if inv.pdf_state == "done" and inv.pdf_path else None
+            except OSError:  # gone from disk: rendered again below
+                pdf = None
+            if pdf is None or hashlib.sha256(pdf).hexdigest() != inv.pdf_sha256:
+                missing.append(iid)
+                continue
+            out.append(_delivery(inv, claimed, pdf=pdf, mail_from=mail_from, evidence_url=evidence_url, now=now))
+    out += [_compose_claimed(db, iid, claims[iid], renderer=renderer, out_dir=out_dir, mail_from=mail_from, key=key,
+                             evidence_url=evidence_url, now=now) for iid in missing]
+    order = {iid: n for n, iid in enumerate(claims)}
+    return sorted(out, key=lambda d: order[d.invoice_id])
+
+
+def dispatch_many(
+    db: Database,
+    invoice_ids: Sequence[int],
+    *,
+    sender: MailSender,
+    renderer: PdfRenderer,
+    out_dir: Path,
+    mail_from: str,
+    key: Ed25519PrivateKey | None = None,
+    actor: str = "system",
+    attempts: int = 4,
+    retry_delay: float = 30.0,
+    evidence_url: str | None = None,
+    now: Callable[[], datetime] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[DispatchOutcome]:
+    """Mail many invoices (a month's close) under exactly :func:`dispatch_invoice`'s rules, in order, for
+    the cost of a few: every claim in one transaction, the mails over one SMTP connection
+    (``sender.connection()`` when the adapter has one), every first attempt recorded in one transaction.
+    An invoice refused for now (4xx) then continues alone with its retries and backoff, after the others.
+    No resends: those are a person's act, one invoice at a time."""
+    clock = now or (lambda: datetime.now(UTC))
+    if not mail_from:
+        raise Invalid("MAIL_FROM is not set: say which address invoices are sent from")
+    outcomes: dict[int, DispatchOutcome] = {}
+    claims: dict[int, Claimed] = {}
+    with db.transaction() as s:
+        loaded = preload_invoices(s, invoice_ids)  # the claims below read from the session, not row by row
+        for iid in invoice_ids:
+            c = _claim_in(s, iid, mail_from=mail_from, resend=False, actor=actor, key=key, now=clock())
+            if isinstance(c, DispatchOutcome):
+                outcomes[iid] = c
+            else:
+                claims[iid] = c
+        del loaded
+    deliveries = _compose_many(db, claims, renderer=renderer, out_dir=out_dir, mail_from=mail_from, key=key,
+                               evidence_url=evidence_url, now=clock())
     sender_addr = parseaddr(mail_from)[1] or mail_from
+    opened = getattr(sender, "connection", None)
+    with (opened() if callable(opened) else nullcontext(sender)) as conn:
+        for d in deliveries:
+            d.attempt_once(conn, sender_addr)
     tries = max(1, attempts)
-    pending: list[str] = [*to, *cc]
-    delivered: list[str] = []
-    gave_up: dict[str, str] = {}
-    attempt = 0
-    for attempt in range(1, tries + 1):  # noqa: B007 - the last attempt's number is reported
-        try:
-            refused = sender.send(msg, sender=sender_addr, recipients=pending)
-            temporary = {a for a, m in refused.items() if _temporary(m)}
-        except SendFailed as e:  # nobody took it: per recipient, or the whole connection
-            refused = e.refused or dict.fromkeys(pending, e.message)
-            temporary = {a for a, m in refused.items() if _temporary(m)} if e.refused else (
-                set(pending) if e.temporary else set())
-        delivered += [a for a in pending if a not in refused]
-        gave_up.update({a: m for a, m in refused.items() if a not in temporary})
-        pending = [a for a in pending if a in temporary]
-        if not pending or attempt >= tries:
-            gave_up.update({a: refused[a] for a in pending})
-            break
-        error = "; ".join(f"{a}: {refused[a]}" for a in pending)
-        log.warning("mailing %s: temporary refusal (attempt %d of %d): %s", number, attempt, tries, error)
-        _finish(db, invoice_id, state="queued", error=error, delivered=delivered, actor=actor, key=key, now=clock())
-        sleep(retry_delay * 2 ** (attempt - 1))
-    if gave_up:
-        answers = set(gave_up.values())
-        error = (f"{answers.pop()} ({', '.join(gave_up)})" if len(answers) == 1  # one answer: say it first
-                 else "; ".join(f"{a}: {m}" for a, m in gave_up.items()))
-        log.warning("mailing %s failed for good: %s", number, error)
-        _finish(db, invoice_id, state="failed", error=error, delivered=delivered, actor=actor, key=key, now=clock())
-        return DispatchOutcome(number, "failed", message_id=message_id, to=tuple(to), cc=tuple(cc),
-                               attempts=attempt, error=error)
-    _finish(db, invoice_id, state="sent", error=None, delivered=delivered, actor=actor, key=key, now=clock())
-    return DispatchOutcome(number, "sent", message_id=message_id, to=tuple(to), cc=tuple(cc), attempts=attempt)
+    later: list[_Delivery] = []
+    with db.transaction() as s:
+        for d in deliveries:
+            if d.pending and d.attempt >= tries:
+                d.give_up_pending()
+            if d.pending:
+                _finish_in(s, d.invoice_id, state="queued", error=d.retry_error(), delivered=d.delivered,
+                           actor=actor, key=key, now=clock())
+                later.append(d)
+                continue
+            state, error = d.final()
+            if state == "failed":
+                log.warning("mailing %s failed for good: %s", d.number, error)
+            _finish_in(s, d.invoice_id, state=state, error=error, delivered=d.delivered, actor=actor, key=key,
+                       now=clock())
+            outcomes[d.invoice_id] = d.outcome()
+    for d in later:
+        log.warning("mailing %s: temporary refusal (attempt 1 of %d): %s", d.number, tries, d.retry_error())
+        outcomes[d.invoice_id] = _deliver(db, d, sender=sender, sender_addr=sender_addr, attempts=attempts,
+                                          retry_delay=retry_delay, actor=actor, key=key, clock=clock, sleep=sleep)
+    return [outcomes[iid] for iid in invoice_ids if iid in outcomes]
 
 
 def dispatch_states(s: Session, invoice_ids: list[int]) -> dict[int, str]:
@@ -361,3 +527,14 @@ def stalled_dispatches(db: Database, *, now: datetime, limit: int = 500) -> list
             select(InvoiceDispatch.invoice_id).where(InvoiceDispatch.state == "queued",
                                                      InvoiceDispatch.updated_at < now - SENDING_LEASE)
             .order_by(InvoiceDispatch.invoice_id).limit(limit)).scalars()]
+
+
+def unsent_invoices(db: Database) -> list[int]:
+    """Invoices and credit notes never claimed for mail, oldest first (``invoices send --unsent``); those of
+    ``dispatch: none`` advertisers are among them and skipped by the claim, with the reason."""
+    from sqlalchemy import select
+
+    with db.read() as s:
+        return [int(i) for i in s.execute(
+            select(Invoice.id).outerjoin(InvoiceDispatch, InvoiceDispatch.invoice_id == Invoice.id)
+            .where(InvoiceDispatch.invoice_id.is_(None)).order_by(Invoice.id)).scalars()]

@@ -28,6 +28,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    peer: Any = None  # the client's (host, port): mails of one SMTP connection share it
 
     @property
     def message(self) -> EmailMessage:
@@ -55,7 +56,8 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content),
+                                          peer=getattr(session, "peer", None)))
         return "250 Message accepted for delivery"
 
 

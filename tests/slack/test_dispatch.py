@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import facturx
@@ -235,3 +236,59 @@ def test_a_mail_being_sent_is_not_claimed_twice_and_a_dead_senders_claim_is_take
     assert stalled_dispatches(db, now=later) == [nord.id]
     assert mail(nord.id, real, later).state == "sent"
     assert stalled_dispatches(db, now=later) == []
+
+
+def test_every_unsent_invoice_goes_out_over_one_connection_under_the_same_rules(
+        mail_desk: Desk, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`billbot invoices send --unsent` (a month's close, `dispatch_many`): the never-mailed invoices are
+    claimed together and mailed over one SMTP connection; a 451 is retried alone afterwards (the same
+    Message-ID), a 550 fails for good for that recipient, a `dispatch: none` advertiser is not mailed, and
+    every attempt is audited as one by one; a second call finds nothing to mail."""
+    from bot import context
+    from storage.models import Advertiser
+
+    monkeypatch.setenv("SMTP_URL", "")
+    context.reset()
+    assert _cli("run", "--period", PERIOD, "--json").exit_code == 0
+    assert smtp.received == []
+    with mail_desk.db.transaction() as s:
+        s.get(Advertiser, "fahrrad-nord").invoice_cc = ["kasse@fahrrad-nord.example"]
+    elbe_pdf = Path(mail_desk.invoices()["autohaus-elbe"].pdf_path)
+    elbe_pdf.unlink()  # gone from disk: rendered again before it is mailed
+    monkeypatch.setenv("SMTP_URL", smtp.url)
+    context.reset()
+    smtp.handler.answers[ELBE_TO] = ["451 4.3.0 greylisted, try again later"]
+    smtp.handler.refuse[NORD_TO] = "550 5.1.1 mailbox unavailable"
+
+    r = _cli("invoices", "send", "--unsent", "--json")
+    assert r.exit_code == 1 and "550" in r.output  # a failure exits 1 and names the server's answer
+    outcomes = {o["number"]: o for o in json.loads(r.stdout)}
+    invoices = mail_desk.invoices()
+    elbe, nord, optik = invoices["autohaus-elbe"], invoices["fahrrad-nord"], invoices["optik-sued"]
+    assert (outcomes[elbe.number]["state"], outcomes[elbe.number]["attempts"]) == ("sent", 2)
+    assert outcomes[nord.number]["state"] == "failed" and outcomes[nord.number]["error"].startswith("550")
+    assert outcomes[optik.number]["state"] == "skipped" and "dispatch: none" in outcomes[optik.number]["note"]
+
+    # Elbe's cc and Nord's cc over the batch's one connection; Elbe's greylisted address after, on its own
+    first, second, retried = smtp.received
+    assert (first.rcpt_tos, second.rcpt_tos, retried.rcpt_tos) == ([ELBE_CC], ["kasse@fahrrad-nord.example"],
+                                                                   [ELBE_TO])
+    assert first.peer == second.peer != retried.peer
+    assert elbe_pdf.read_bytes() == next(first.message.iter_attachments()).get_content()
+    assert retried.message["Message-ID"] == first.message["Message-ID"] == f"<{elbe.number}.northwind-media@northwind.example>"
+    with mail_desk.db.read() as s:
+        rows = {r.invoice_id: r for r in s.execute(select(InvoiceDispatch)).scalars()}
+        assert (rows[elbe.id].state, rows[elbe.id].attempts, rows[elbe.id].sends) == ("sent", 2, 1)
+        assert rows[nord.id].state == "failed" and rows[nord.id].last_error.startswith("550")
+        assert optik.id not in rows
+        actions = [(a.action, a.subject_id) for a in s.execute(select(AuditLog).order_by(AuditLog.id)).scalars()
+                   if a.action.startswith("invoice.dispatch")]
+    assert [a for a, i in actions if i == str(elbe.id)] == ["invoice.dispatch_queued", "invoice.dispatch_failed",
+                                                             "invoice.dispatched"]
+    assert [a for a, i in actions if i == str(nord.id)] == ["invoice.dispatch_queued", "invoice.dispatch_failed"]
+    assert _cli("audit", "verify").exit_code == 0
+
+    # the failed one waits for a person's --resend; nothing else is left to mail
+    again = _cli("invoices", "send", "--unsent")
+    assert again.exit_code == 0 and "0 sent, 0 failed, 1 not mailed (of 1 never mailed before)" in again.output
+    assert len(smtp.received) == 3
