@@ -371,11 +371,10 @@ def epc_qr(doc: InvoiceDocument) -> str | None:
     hundreds of squares point by point, about a fifth of an invoice's whole rendering time."""
     if doc.is_credit_note or doc.currency != "EUR" or not doc.seller.iban or doc.gross <= 0:
         return None
-    import segno  # lazy: only documents that carry a code need it
+    from billing.documents.qr import qr_png_data_uri  # lazy: only documents that carry a code need segno
 
-    payload = epc_qr_payload(name=doc.seller.name, iban=doc.seller.iban, amount=doc.gross,
-                             reference=creditor_reference(doc.number))
-    return str(segno.make(payload, error="m", micro=False, encoding="utf-8").png_data_uri(scale=1, border=2))
+    return qr_png_data_uri(epc_qr_payload(name=doc.seller.name, iban=doc.seller.iban, amount=doc.gross,
+                                          reference=creditor_reference(doc.number)))
 
 
 # --------------------------------------------------------------------------- line layout (speed)
