@@ -125,28 +125,39 @@ def _import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Priva
                    for n, e in enumerate(new) if e.kind == "credit"]
         app = _match(s, credits)
         remind_at, due_at = payment_sla(now)
-        rows = []
         person: list[int] = []  # places in ``new`` of the payments a person must settle
         places = {c: quantum(c) for c in {e.currency for e in new}}
+        # the rows as columns of values (one list per column): no dictionary per row
+        amounts, states, unapplied, sla = [], [], [], []
+        outcomes = app.outcomes
         for n, e in enumerate(new):
             q = places[e.currency]
-            amount = e.amount.quantize(q)
-            outcome = app.outcomes.get(n) if e.kind == "credit" else None
-            needs = outcome is not None and _needs_person(outcome, app.unapplied[n], app.still_open.get(n, ZERO),
-                                                          tolerance)
+            amounts.append(e.amount.quantize(q))
+            outcome = outcomes.get(n) if e.kind == "credit" else None
+            if outcome is None:
+                states.append("not_a_payment")
+                unapplied.append(ZERO)
+                sla.append(False)
+                continue
+            states.append(outcome)
+            unapplied.append(app.unapplied[n].quantize(q))
+            needs = _needs_person(outcome, app.unapplied[n], app.still_open.get(n, ZERO), tolerance)
+            sla.append(needs)
             if needs:
                 person.append(n)
-            rows.append({"account": e.account, "entry_ref": e.entry_ref[:100], "booking_date": e.booking_date,
-                         "value_date": e.value_date, "amount": amount, "currency": e.currency, "kind": e.kind,
-                         "payer_name": (e.payer_name or "")[:200] or None, "payer_iban": e.payer_iban,
-                         "payer_bic": e.payer_bic, "remittance": e.remittance,
-                         "end_to_end_id": (e.end_to_end_id or None),
-                         "state": outcome or "not_a_payment",
-                         "unapplied": app.unapplied[n].quantize(q) if outcome else ZERO,
-                         "source_file": path.name[:500], "location": e.location[:500], "created_at": now,
-                         "sla_state": "open" if needs else None, "remind_at": remind_at if needs else None,
-                         "due_at": due_at if needs else None})
-        ids = _insert_payments(s, rows)
+        count = len(new)
+        columns: dict[str, list[Any]] = {
+            "account": [e.account for e in new], "entry_ref": [e.entry_ref[:100] for e in new],
+            "booking_date": [e.booking_date for e in new], "value_date": [e.value_date for e in new],
+            "amount": amounts, "currency": [e.currency for e in new], "kind": [e.kind for e in new],
+            "payer_name": [(e.payer_name or "")[:200] or None for e in new],
+            "payer_iban": [e.payer_iban for e in new], "payer_bic": [e.payer_bic for e in new],
+            "remittance": [e.remittance for e in new], "end_to_end_id": [e.end_to_end_id or None for e in new],
+            "state": states, "unapplied": unapplied, "source_file": [path.name[:500]] * count,
+            "location": [e.location[:500] for e in new], "created_at": [now] * count,
+            "sla_state": ["open" if x else None for x in sla], "remind_at": [remind_at if x else None for x in sla],
+            "due_at": [due_at if x else None for x in sla]}
+        ids = _insert_payments(s, columns, count)
         res.inserted = len(ids)
         file_id = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
         audit.record(s, key=key, actor=actor, action="payments.imported", subject_type="bank_file",
@@ -169,24 +180,31 @@ def payment_sla(now: datetime) -> tuple[datetime, datetime]:
     return now + timedelta(hours=hours / 2), now + timedelta(hours=hours)
 
 
-def _bulk_insert(s: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """One executemany of ``rows`` (all with the same keys). SQLite: straight through the driver, the
-    column types' bind processors converting the values column by column as SQLAlchemy would, without
-    SQLAlchemy's per-row parameter dictionaries (a third of the import's time at 100,000 rows)."""
-    if not rows:
+def _bulk_insert(s: Session, table: Table, columns: dict[str, list[Any]]) -> None:
+    """One executemany of the rows given as ``columns`` (column name → its values, all as long).
+    SQLite: straight through the driver, the column types' bind processors converting the values
+    column by column as SQLAlchemy would, without SQLAlchemy's per-row parameter dictionaries (a
+    third of the import's time at 100,000 rows); PostgreSQL: through SQLAlchemy."""
+    if not columns or not next(iter(columns.values())):
         return
     conn = s.connection()
     dialect = conn.dialect
     if dialect.name != "sqlite":  # psycopg's executemany pipelines well enough
-        conn.execute(insert(table), rows)
+        conn.execute(insert(table), _rows(columns))
         return
-    cols = list(rows[0])
+    cols = list(columns)
     procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
-    columns = [_converted([r[c] for r in rows], p) for c, p in zip(cols, procs, strict=True)]
+    converted = [_converted(columns[c], p) for c, p in zip(cols, procs, strict=True)]
     q = dialect.identifier_preparer.quote
     sql = (f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in cols)}) "
            f"VALUES ({', '.join('?' for _ in cols)})")
-    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+    conn.exec_driver_sql(sql, list(zip(*converted, strict=True)))
+
+
+def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Columns of values → one dictionary per row (what SQLAlchemy's ``execute`` takes)."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def _converted(values: list[Any], proc: Any) -> list[Any]:
@@ -204,16 +222,18 @@ def _converted(values: list[Any], proc: Any) -> list[Any]:
     return out
 
 
-def _insert_payments(s: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert the new entries; their ids in order. SQLite: the write transaction is ``BEGIN IMMEDIATE``,
-    so the ids after the current maximum are ours and one executemany does (RETURNING in parameter order
-    would be one statement per row there); PostgreSQL: ``INSERT … RETURNING`` in batches."""
+def _insert_payments(s: Session, columns: dict[str, list[Any]], count: int) -> list[int]:
+    """Insert the ``count`` new entries (``columns``: see :func:`_bulk_insert`); their ids in order.
+    SQLite: the write transaction is ``BEGIN IMMEDIATE``, so the ids after the current maximum are ours
+    and one executemany does (RETURNING in parameter order would be one statement per row there);
+    PostgreSQL: ``INSERT … RETURNING`` in batches."""
     if s.get_bind().dialect.name == "sqlite":
         start = int(s.execute(select(func.coalesce(func.max(Payment.id), 0))).scalar_one()) + 1
-        ids = list(range(start, start + len(rows)))
-        _bulk_insert(s, _PAYMENTS, [{"id": i, **r} for i, r in zip(ids, rows, strict=True)])
+        ids = list(range(start, start + count))
+        _bulk_insert(s, _PAYMENTS, {"id": ids, **columns})
         return ids
-    return list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True), rows).scalars())
+    return list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True),
+                          _rows(columns)).scalars())
 
 
 def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
@@ -299,9 +319,11 @@ def _record_application(s: Session, app: Application, ids: list[int], *, actor: 
                         key: Ed25519PrivateKey | None, now: datetime, file_id: str) -> None:
     """Write what :func:`_match` decided (payments numbered by place; ``ids`` their stored ids)."""
     if app.allocations:
-        _bulk_insert(s, _ALLOCS, [{"payment_id": ids[a.payment_id], "invoice_id": a.invoice_id, "kind": "payment",
-                                   "amount": a.amount, "method": a.method, "actor": actor, "created_at": now}
-                                  for a in app.allocations])
+        allocs = app.allocations
+        _bulk_insert(s, _ALLOCS, {"payment_id": [ids[a.payment_id] for a in allocs],
+                                  "invoice_id": [a.invoice_id for a in allocs], "kind": ["payment"] * len(allocs),
+                                  "amount": [a.amount for a in allocs], "method": [a.method for a in allocs],
+                                  "actor": [actor] * len(allocs), "created_at": [now] * len(allocs)})
         # one signed record lists every allocation the matching made ([payment, invoice, amount, method]):
         # a statement of 100,000 entries is one record, not 100,000 (manual allocations get one each)
         audit.record(s, key=key, actor=actor, action="payments.applied", subject_type="bank_file",
