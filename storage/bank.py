@@ -207,7 +207,7 @@ def _camt_entry(values: list[str], account: str, acct_ccy: str, statement: int, 
     credit = cd == "CRDT"
     # the counterparty: the debtor of a credit, the creditor of a debit
     party, party_iban, party_bic = (dbtr, dbtr_iban, dbtr_bic) if credit else (cdtr, cdtr_iban, cdtr_bic)
-    remit = " ".join(x for x in (ustrd, strd) if x) or None
+    remit = (f"{ustrd} {strd}" if strd else ustrd) if ustrd else strd or None
     ref = svcr_ref or ntry_ref or tx_ref
     if not ref:  # no reference from the bank: the entry's own content identifies it (every field, as read
         # since the first version: the account's two, the entry's, and the statement's place before the entry's)

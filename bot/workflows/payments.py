@@ -285,7 +285,10 @@ def _invoice_rows(s: Session, advertiser_id: str | None) -> list[Any]:
                Invoice.due_date, Invoice.gross).where(Invoice.kind == "invoice")
     if advertiser_id:
         q = q.where(Invoice.advertiser_id == advertiser_id)
-    return list(s.execute(q).all())
+    # through the connection (Core): the ORM's result machinery cost a third more for 100,000 rows of
+    # plain columns; flushed first, as the session's autoflush would have
+    s.flush()
+    return list(s.connection().execute(q).all())
 
 
 def _balances(s: Session, *, advertiser_id: str | None = None, invoice_ids: Iterable[int] | None = None,
