@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mt940
 from lxml import etree
@@ -40,8 +40,10 @@ CAMT_VERSIONS = tuple(f"camt.05{k}.001.{v:02d}" for k in (3, 4) for v in range(2
 RETURN_GV_CODES = frozenset({"109", "111", "159", "160", "185", "808"})
 
 
-@dataclass(frozen=True)
-class BankEntry:
+class BankEntry(NamedTuple):
+    """One entry of a statement (immutable; a named tuple because a statement makes 100,000 of them and a
+    frozen dataclass took about 2.5 times as long to build)."""
+
     account: str  # the statement account's IBAN (or account id)
     entry_ref: str  # the bank's reference for the entry (AcctSvcrRef / NtryRef / MT940 bank reference)
     booking_date: date

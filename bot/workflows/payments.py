@@ -264,7 +264,7 @@ def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
         known.update(_key(*r) for r in s.execute(q).all())
     out: list[BankEntry] = []
     for e in entries:
-        k = _key(e.account, e.entry_ref[:100], e.booking_date, e.amount)
+        k = (e.account, e.entry_ref[:100], e.booking_date, e.amount.quantize(_MILLS))  # _key, inline
         if k not in known:
             known.add(k)
             out.append(e)
