@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -92,13 +92,17 @@ _RF = re.compile(r"RF\d{2}(?:[ ]?[0-9A-Z]){1,21}", re.IGNORECASE)
 _TOKEN = re.compile(r"[0-9A-Za-z][0-9A-Za-z/_.-]*[0-9A-Za-z]")
 
 
-def references_in(text: str) -> list[str]:
+def references_in(text: str, bodies: Container[str] | None = None) -> list[str]:
     """Candidate creditor references in a remittance text, in order (spaces inside allowed, as
     printed in groups of four). Where words follow a reference the text cannot say where it ends, so
-    every valid prefix is a candidate (longest first); the caller keeps those that name an invoice.
+    every valid prefix is a candidate (longest first); the caller keeps those that name an invoice —
+    or passes ``bodies`` (what follows ``RF`` and the check digits in the references it knows), and
+    only those are checked and returned.
 
     >>> references_in("Rechnung RF98 INV2 0260 0012 3")
     ['RF98INV2026000123']
+    >>> references_in("Rechnung RF98 INV2 0260 0012 3", bodies={"INV2026"})
+    []
     """
     found: list[str] = []
     if "RF" not in (text or "").upper():
@@ -106,7 +110,7 @@ def references_in(text: str) -> list[str]:
     for m in _RF.finditer(text or ""):
         compact = m.group(0).replace(" ", "").upper()
         for end in range(len(compact), 4, -1):
-            if _valid_rf(compact[:end]):
+            if (bodies is None or compact[4:end] in bodies) and _valid_rf(compact[:end]):
                 found.append(compact[:end])
     return found
 
@@ -267,8 +271,8 @@ def _named(p: IncomingPayment, by_key: Mapping[str, list[OpenInvoice]],
            by_rf_body: Mapping[str, list[OpenInvoice]]) -> list[OpenInvoice]:
     seen: dict[int, OpenInvoice] = {}
     text = p.remittance or ""
-    for ref in references_in(text):  # valid references only: RF + check digits + body
-        for inv in by_rf_body.get(ref[4:], ()):
+    for ref in references_in(text, by_rf_body):  # valid references only: RF + check digits + body
+        for inv in by_rf_body[ref[4:]]:
             seen.setdefault(inv.id, inv)
     for key in tokens_in(text):
         for inv in by_key.get(key, ()):

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, func, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from billing.errors import Conflict, Invalid, NotAllowed, NotFound
@@ -61,12 +62,14 @@ from storage.models import (
     User,
 )
 from storage.settings import get_settings
+from storage.types import Money
 
 SOURCE = "bank"
 ALLOCATORS = frozenset({"cash_applier", "finance_manager"})
 DEFAULT_TOLERANCE = Decimal("1.00")
 _PAYMENTS = cast(Table, Payment.__table__)
 _ALLOCS = cast(Table, PaymentAllocation.__table__)
+_SQLITE = sqlite.dialect()
 
 
 @dataclass
@@ -81,8 +84,11 @@ class ImportResult:
     exceptions: list[int] = field(default_factory=list)  # payment ids a person must settle
 
 
+_MILLS = Decimal("0.001")
+
+
 def _key(account: str, ref: str, booking: date, amount: Decimal) -> tuple[str, str, date, Decimal]:
-    return (account, ref, booking, amount.quantize(Decimal("0.001")))  # 3 places: KWD, BHD have three
+    return (account, ref, booking, amount.quantize(_MILLS))  # 3 places: KWD, BHD have three
 
 
 def import_statement(db: Database, path: Path, *, actor: str, key: Ed25519PrivateKey | None,
@@ -116,7 +122,8 @@ def _import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Priva
     stmt = read_statement(path)
     res = ImportResult(file=path.name, format=stmt.format, entries=len(stmt.entries) + len(stmt.bad))
     with db.transaction() as s:
-        res.quarantined = quarantine(s, stmt.bad, IngestContext(source=SOURCE, now=now))
+        if stmt.bad:  # (an IngestContext's first time zone costs a noticeable moment in a fresh process)
+            res.quarantined = quarantine(s, stmt.bad, IngestContext(source=SOURCE, now=now))
         new = _new_entries(s, stmt.entries)
         res.unchanged = len(stmt.entries) - len(new)
         if not new:
@@ -125,28 +132,39 @@ def _import_statement(db: Database, path: Path, *, actor: str, key: Ed25519Priva
                    for n, e in enumerate(new) if e.kind == "credit"]
         app = _match(s, credits)
         remind_at, due_at = payment_sla(now)
-        rows = []
         person: list[int] = []  # places in ``new`` of the payments a person must settle
         places = {c: quantum(c) for c in {e.currency for e in new}}
+        # the rows as columns of values (one list per column): no dictionary per row
+        amounts, states, unapplied, sla = [], [], [], []
+        outcomes = app.outcomes
         for n, e in enumerate(new):
             q = places[e.currency]
-            amount = e.amount.quantize(q)
-            outcome = app.outcomes.get(n) if e.kind == "credit" else None
-            needs = outcome is not None and _needs_person(outcome, app.unapplied[n], app.still_open.get(n, ZERO),
-                                                          tolerance)
+            amounts.append(e.amount.quantize(q))
+            outcome = outcomes.get(n) if e.kind == "credit" else None
+            if outcome is None:
+                states.append("not_a_payment")
+                unapplied.append(ZERO)
+                sla.append(False)
+                continue
+            states.append(outcome)
+            unapplied.append(app.unapplied[n].quantize(q))
+            needs = _needs_person(outcome, app.unapplied[n], app.still_open.get(n, ZERO), tolerance)
+            sla.append(needs)
             if needs:
                 person.append(n)
-            rows.append({"account": e.account, "entry_ref": e.entry_ref[:100], "booking_date": e.booking_date,
-                         "value_date": e.value_date, "amount": amount, "currency": e.currency, "kind": e.kind,
-                         "payer_name": (e.payer_name or "")[:200] or None, "payer_iban": e.payer_iban,
-                         "payer_bic": e.payer_bic, "remittance": e.remittance,
-                         "end_to_end_id": (e.end_to_end_id or None),
-                         "state": outcome or "not_a_payment",
-                         "unapplied": app.unapplied[n].quantize(q) if outcome else ZERO,
-                         "source_file": path.name[:500], "location": e.location[:500], "created_at": now,
-                         "sla_state": "open" if needs else None, "remind_at": remind_at if needs else None,
-                         "due_at": due_at if needs else None})
-        ids = _insert_payments(s, rows)
+        count = len(new)
+        columns: dict[str, list[Any]] = {
+            "account": [e.account for e in new], "entry_ref": [e.entry_ref[:100] for e in new],
+            "booking_date": [e.booking_date for e in new], "value_date": [e.value_date for e in new],
+            "amount": amounts, "currency": [e.currency for e in new], "kind": [e.kind for e in new],
+            "payer_name": [(e.payer_name or "")[:200] or None for e in new],
+            "payer_iban": [e.payer_iban for e in new], "payer_bic": [e.payer_bic for e in new],
+            "remittance": [e.remittance for e in new], "end_to_end_id": [e.end_to_end_id or None for e in new],
+            "state": states, "unapplied": unapplied, "source_file": [path.name[:500]] * count,
+            "location": [e.location[:500] for e in new], "created_at": [now] * count,
+            "sla_state": ["open" if x else None for x in sla], "remind_at": [remind_at if x else None for x in sla],
+            "due_at": [due_at if x else None for x in sla]}
+        ids = _insert_payments(s, columns, count)
         res.inserted = len(ids)
         file_id = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
         audit.record(s, key=key, actor=actor, action="payments.imported", subject_type="bank_file",
@@ -169,24 +187,32 @@ def payment_sla(now: datetime) -> tuple[datetime, datetime]:
     return now + timedelta(hours=hours / 2), now + timedelta(hours=hours)
 
 
-def _bulk_insert(s: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """One executemany of ``rows`` (all with the same keys). SQLite: straight through the driver, the
-    column types' bind processors converting the values column by column as SQLAlchemy would, without
-    SQLAlchemy's per-row parameter dictionaries (a third of the import's time at 100,000 rows)."""
-    if not rows:
+def _bulk_insert(s: Session, table: Table, columns: dict[str, list[Any]]) -> None:
+    """One executemany of the rows given as ``columns`` (column name → its values, all as long).
+    SQLite: straight through the driver, the column types' bind processors converting the values
+    column by column as SQLAlchemy would, without SQLAlchemy's per-row parameter dictionaries (a
+    third of the import's time at 100,000 rows); PostgreSQL: through SQLAlchemy."""
+    if not columns or not next(iter(columns.values())):
         return
     conn = s.connection()
     dialect = conn.dialect
     if dialect.name != "sqlite":  # psycopg's executemany pipelines well enough
-        conn.execute(insert(table), rows)
+        conn.execute(insert(table), _rows(columns))
         return
-    cols = list(rows[0])
-    procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
-    columns = [_converted([r[c] for r in rows], p) for c, p in zip(cols, procs, strict=True)]
+    cols = list(columns)
+    converted = [_money_text(columns[c]) if isinstance(table.c[c].type, Money)
+                 else _converted(columns[c], table.c[c].type.dialect_impl(dialect).bind_processor(dialect))
+                 for c in cols]
     q = dialect.identifier_preparer.quote
     sql = (f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in cols)}) "
            f"VALUES ({', '.join('?' for _ in cols)})")
-    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+    conn.exec_driver_sql(sql, list(zip(*converted, strict=True)))
+
+
+def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Columns of values → one dictionary per row (what SQLAlchemy's ``execute`` takes)."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def _converted(values: list[Any], proc: Any) -> list[Any]:
@@ -204,16 +230,26 @@ def _converted(values: list[Any], proc: Any) -> list[Any]:
     return out
 
 
-def _insert_payments(s: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert the new entries; their ids in order. SQLite: the write transaction is ``BEGIN IMMEDIATE``,
-    so the ids after the current maximum are ours and one executemany does (RETURNING in parameter order
-    would be one statement per row there); PostgreSQL: ``INSERT … RETURNING`` in batches."""
+def _money_text(values: list[Any]) -> list[Any]:
+    """A money column's values as :class:`storage.types.Money` binds them on SQLite — the exact decimal
+    string, ``str(Decimal)`` — without a call of its processor per value (two columns of 100,000);
+    anything but a Decimal or None still goes through the processor (which refuses floats)."""
+    proc = Money().process_bind_param
+    return [v if v is None else str(v) if type(v) is Decimal else proc(v, _SQLITE) for v in values]
+
+
+def _insert_payments(s: Session, columns: dict[str, list[Any]], count: int) -> list[int]:
+    """Insert the ``count`` new entries (``columns``: see :func:`_bulk_insert`); their ids in order.
+    SQLite: the write transaction is ``BEGIN IMMEDIATE``, so the ids after the current maximum are ours
+    and one executemany does (RETURNING in parameter order would be one statement per row there);
+    PostgreSQL: ``INSERT … RETURNING`` in batches."""
     if s.get_bind().dialect.name == "sqlite":
         start = int(s.execute(select(func.coalesce(func.max(Payment.id), 0))).scalar_one()) + 1
-        ids = list(range(start, start + len(rows)))
-        _bulk_insert(s, _PAYMENTS, [{"id": i, **r} for i, r in zip(ids, rows, strict=True)])
+        ids = list(range(start, start + count))
+        _bulk_insert(s, _PAYMENTS, {"id": ids, **columns})
         return ids
-    return list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True), rows).scalars())
+    return list(s.execute(insert(_PAYMENTS).returning(_PAYMENTS.c.id, sort_by_parameter_order=True),
+                          _rows(columns)).scalars())
 
 
 def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
@@ -228,7 +264,7 @@ def _new_entries(s: Session, entries: list[BankEntry]) -> list[BankEntry]:
         known.update(_key(*r) for r in s.execute(q).all())
     out: list[BankEntry] = []
     for e in entries:
-        k = _key(e.account, e.entry_ref[:100], e.booking_date, e.amount)
+        k = (e.account, e.entry_ref[:100], e.booking_date, e.amount.quantize(_MILLS))  # _key, inline
         if k not in known:
             known.add(k)
             out.append(e)
@@ -249,7 +285,10 @@ def _invoice_rows(s: Session, advertiser_id: str | None) -> list[Any]:
                Invoice.due_date, Invoice.gross).where(Invoice.kind == "invoice")
     if advertiser_id:
         q = q.where(Invoice.advertiser_id == advertiser_id)
-    return list(s.execute(q).all())
+    # through the connection (Core): the ORM's result machinery cost a third more for 100,000 rows of
+    # plain columns; flushed first, as the session's autoflush would have
+    s.flush()
+    return list(s.connection().execute(q).all())
 
 
 def _balances(s: Session, *, advertiser_id: str | None = None, invoice_ids: Iterable[int] | None = None,
@@ -276,7 +315,11 @@ def _balances(s: Session, *, advertiser_id: str | None = None, invoice_ids: Iter
     for inv, kind, amount in s.execute(select(PaymentAllocation.invoice_id, PaymentAllocation.kind,
                                               PaymentAllocation.amount)):
         (written if kind == "write_off" else paid)[int(inv)] += Decimal(amount)
-    return {i: (g - credited[i] - paid[i] - written[i], credited[i], paid[i], written[i]) for i, g in gross.items()}
+    out: dict[int, tuple[Decimal, Decimal, Decimal, Decimal]] = {}
+    for i, g in gross.items():  # .get: most invoices have no credit note and no allocation
+        c, p, w = credited.get(i, ZERO), paid.get(i, ZERO), written.get(i, ZERO)
+        out[i] = (g - c - p - w, c, p, w)
+    return out
 
 
 def open_amounts(s: Session, invoice_ids: Iterable[int]) -> dict[int, Decimal]:
@@ -299,9 +342,11 @@ def _record_application(s: Session, app: Application, ids: list[int], *, actor: 
                         key: Ed25519PrivateKey | None, now: datetime, file_id: str) -> None:
     """Write what :func:`_match` decided (payments numbered by place; ``ids`` their stored ids)."""
     if app.allocations:
-        _bulk_insert(s, _ALLOCS, [{"payment_id": ids[a.payment_id], "invoice_id": a.invoice_id, "kind": "payment",
-                                   "amount": a.amount, "method": a.method, "actor": actor, "created_at": now}
-                                  for a in app.allocations])
+        allocs = app.allocations
+        _bulk_insert(s, _ALLOCS, {"payment_id": [ids[a.payment_id] for a in allocs],
+                                  "invoice_id": [a.invoice_id for a in allocs], "kind": ["payment"] * len(allocs),
+                                  "amount": [a.amount for a in allocs], "method": [a.method for a in allocs],
+                                  "actor": [actor] * len(allocs), "created_at": [now] * len(allocs)})
         # one signed record lists every allocation the matching made ([payment, invoice, amount, method]):
         # a statement of 100,000 entries is one record, not 100,000 (manual allocations get one each)
         audit.record(s, key=key, actor=actor, action="payments.applied", subject_type="bank_file",

@@ -153,3 +153,29 @@ def test_refund_of_an_overpayment_needs_a_finance_manager(db: Database, key: Any
         wf.refund(db, payment_id=over.id, actor="UCASH", key=key, reason="paid twice")
     assert wf.refund(db, payment_id=over.id, actor="UFM1", key=key, reason="paid twice") == Decimal("20.00")
     assert (wf.list_payments(db)[0].state, wf.list_payments(db)[0].unapplied) == ("refunded", Decimal("0"))
+
+
+def test_bulk_inserted_rows_are_stored_as_sqlalchemy_stores_them(db: Database, key: Any,
+                                                                 ledger: dict[str, int]) -> None:
+    """On SQLite the import writes payments and allocations straight through the driver; what it stores
+    must be byte for byte what SQLAlchemy's own INSERT stores for the same values (money as exact
+    decimal strings, dates and datetimes in SQLAlchemy's formats). Checked by reading every row back,
+    deleting it and inserting it again through SQLAlchemy, in a transaction rolled back."""
+    from sqlalchemy import delete, insert
+
+    _import_all(db, key)
+    tables = (Payment.__table__, PaymentAllocation.__table__)
+    with db.transaction() as s:
+        conn = s.connection()
+        raw = {t.name: conn.exec_driver_sql(f"SELECT * FROM {t.name} ORDER BY id").all() for t in tables}
+        values = {t.name: [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.id))] for t in tables}
+        assert len(raw["payments"]) == 9 and len(raw["payment_allocations"]) == 6
+        # exact decimal strings on SQLite (not floats); NUMERIC on PostgreSQL
+        assert {type(r.amount) for r in raw["payments"]} == ({str} if conn.dialect.name == "sqlite" else {Decimal})
+        conn.execute(delete(PaymentAllocation))
+        conn.execute(delete(Payment))
+        for t in tables:
+            conn.execute(insert(t), values[t.name])
+        again = {t.name: conn.exec_driver_sql(f"SELECT * FROM {t.name} ORDER BY id").all() for t in tables}
+        assert again == raw
+        s.rollback()
