@@ -432,7 +432,7 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
     for rec in frame.to_dict("records"):
         kind = _s(rec.get("kind")) or "conversion"
         what = "event" if kind == "event" else "conversion"
-        loc, raw = _s(rec.get("_loc")), _s(rec.get("_raw"))
+        loc, raw = _s(rec.get("_loc")), rec.get("_raw")  # the raw text is made only for a bad row
         ext_id = _s(rec.get("external_id"))
         when_txt = _s(rec.get("occurred_at"))
         try:
@@ -472,7 +472,7 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
         elif ext_item not in xwalk:
             reason = f"unknown {'campaign' if kind == 'event' else 'offer'} {ext_item!r}"
         if reason:
-            bad.append(BadRow(loc, raw, reason))
+            bad.append(BadRow(loc, _s(raw), reason))
             continue
         assert local is not None
         if (payout is not None or revenue is not None) and currency is None:
@@ -523,10 +523,10 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
     seen: set[str] = set()
     le = s.get(LegalEntity, ctx.legal_entity) if (kind == "advertisers" and ctx.legal_entity) else None
     for rec in frame.to_dict("records"):
-        loc, raw = _s(rec.get("_loc")), _s(rec.get("_raw"))
+        loc, raw = _s(rec.get("_loc")), rec.get("_raw")  # the raw text is made only for a bad row
         ext = _s(rec.get("external_id"))
         if not ext:
-            bad.append(BadRow(loc, raw, f"no {xkind} id"))
+            bad.append(BadRow(loc, _s(raw), f"no {xkind} id"))
             continue
         if ext in seen:
             res.counts.duplicates += 1
@@ -540,15 +540,15 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
             rows.append({"id": our, "name": name or f"Affiliate {ext}", "status": _s(rec.get("status")) or None})
         else:
             if not ctx.legal_entity:
-                bad.append(BadRow(loc, raw, f"no legal entity for advertisers of source {ctx.source!r} "
+                bad.append(BadRow(loc, _s(raw), f"no legal entity for advertisers of source {ctx.source!r} "
                                             f"(set BILLBOT_SOURCE_<NAME>_LEGAL_ENTITY)"))
                 continue
             if le is None:
-                bad.append(BadRow(loc, raw, f"unknown legal entity {ctx.legal_entity!r}"))
+                bad.append(BadRow(loc, _s(raw), f"unknown legal entity {ctx.legal_entity!r}"))
                 continue
             cur = (_s(rec.get("currency")) or ctx.currency or le.currency).upper()
             if not is_currency(cur):
-                bad.append(BadRow(loc, raw, f"unknown currency {rec.get('currency')!r}"))
+                bad.append(BadRow(loc, _s(raw), f"unknown currency {rec.get('currency')!r}"))
                 continue
             country = _s(rec.get("country")).upper()
             rows.append({"id": our, "name": name or f"Advertiser {ext}", "legal_entity_id": le.id, "currency": cur,
