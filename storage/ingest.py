@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Integer, Table, and_, bindparam, insert, or_, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Integer, Table, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Date
 
@@ -432,7 +431,7 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
     for rec in frame.to_dict("records"):
         kind = _s(rec.get("kind")) or "conversion"
         what = "event" if kind == "event" else "conversion"
-        loc, raw = _s(rec.get("_loc")), _s(rec.get("_raw"))
+        loc, raw = _s(rec.get("_loc")), rec.get("_raw")  # the raw text is made only for a bad row
         ext_id = _s(rec.get("external_id"))
         when_txt = _s(rec.get("occurred_at"))
         try:
@@ -472,7 +471,7 @@ def ingest_conversions(s: Session, frame: pd.DataFrame, ctx: IngestContext) -> I
         elif ext_item not in xwalk:
             reason = f"unknown {'campaign' if kind == 'event' else 'offer'} {ext_item!r}"
         if reason:
-            bad.append(BadRow(loc, raw, reason))
+            bad.append(BadRow(loc, _s(raw), reason))
             continue
         assert local is not None
         if (payout is not None or revenue is not None) and currency is None:
@@ -523,10 +522,10 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
     seen: set[str] = set()
     le = s.get(LegalEntity, ctx.legal_entity) if (kind == "advertisers" and ctx.legal_entity) else None
     for rec in frame.to_dict("records"):
-        loc, raw = _s(rec.get("_loc")), _s(rec.get("_raw"))
+        loc, raw = _s(rec.get("_loc")), rec.get("_raw")  # the raw text is made only for a bad row
         ext = _s(rec.get("external_id"))
         if not ext:
-            bad.append(BadRow(loc, raw, f"no {xkind} id"))
+            bad.append(BadRow(loc, _s(raw), f"no {xkind} id"))
             continue
         if ext in seen:
             res.counts.duplicates += 1
@@ -540,15 +539,15 @@ def ingest_entities(s: Session, kind: str, frame: pd.DataFrame, ctx: IngestConte
             rows.append({"id": our, "name": name or f"Affiliate {ext}", "status": _s(rec.get("status")) or None})
         else:
             if not ctx.legal_entity:
-                bad.append(BadRow(loc, raw, f"no legal entity for advertisers of source {ctx.source!r} "
+                bad.append(BadRow(loc, _s(raw), f"no legal entity for advertisers of source {ctx.source!r} "
                                             f"(set BILLBOT_SOURCE_<NAME>_LEGAL_ENTITY)"))
                 continue
             if le is None:
-                bad.append(BadRow(loc, raw, f"unknown legal entity {ctx.legal_entity!r}"))
+                bad.append(BadRow(loc, _s(raw), f"unknown legal entity {ctx.legal_entity!r}"))
                 continue
             cur = (_s(rec.get("currency")) or ctx.currency or le.currency).upper()
             if not is_currency(cur):
-                bad.append(BadRow(loc, raw, f"unknown currency {rec.get('currency')!r}"))
+                bad.append(BadRow(loc, _s(raw), f"unknown currency {rec.get('currency')!r}"))
                 continue
             country = _s(rec.get("country")).upper()
             rows.append({"id": our, "name": name or f"Advertiser {ext}", "legal_entity_id": le.id, "currency": cur,
@@ -671,36 +670,74 @@ def _typed(table: Table, name: str, v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _bound(table: Table, name: str, values: list[Any], dialect: Any) -> list[Any]:
+    """``values`` of column ``name`` as SQLAlchemy would hand them to the driver (the column type's own
+    bind processing: ISO dates, ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC timestamps, exact decimal text), each
+    distinct value converted once — a month's rows repeat their days, items and currencies."""
+    proc = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+    memo: dict[Any, Any] = {}
+    out: list[Any] = []
+    for v in values:
+        try:
+            out.append(memo[v])
+            continue
+        except (KeyError, TypeError):
+            pass
+        t = _typed(table, name, v)
+        b = proc(t) if proc is not None and t is not None else t
+        try:
+            memo[v] = b
+        except TypeError:  # unhashable: converted every time
+            pass
+        out.append(b)
+    return out
+
+
 def _upsert_sqlite(s: Session, table: Table, rows: pd.DataFrame, *, key: Sequence[str], compare: Sequence[str],
                    const: dict[str, Any], touch: dict[str, Any], only_if_same: Sequence[str],
                    update: bool) -> Counts:
+    """One ``INSERT … ON CONFLICT`` statement executed for all rows by the driver (``executemany``) with
+    the values bound as SQLAlchemy binds them (:func:`_bound`): the same rows, without building a
+    parameter dictionary per row and converting each value twice."""
+    s.flush()  # the ORM's pending rows first: the statements below bypass it
+    dialect = s.get_bind().dialect
     cols = list(rows.columns)
-    records = [{c: _typed(table, c, v) for c, v in zip(cols, values, strict=True)}
-               for values in rows.itertuples(index=False, name=None)]
-    for r in records:
-        r.update(const)
-        r.update(touch)
-    # which keys exist already (inside BEGIN IMMEDIATE nobody else writes meanwhile)
-    vary = [k for k in key if k not in const]
-    fixed = [table.c[k] == const[k] for k in key if k in const]
-    existing: set[tuple[Any, ...]] = set()
-    firsts = sorted({r[vary[0]] for r in records}, key=str)
-    for i in range(0, len(firsts), SQLITE_CHUNK):
-        q = select(*[table.c[k] for k in vary]).where(table.c[vary[0]].in_(firsts[i:i + SQLITE_CHUNK]), *fixed)
-        existing.update(tuple(row) for row in s.execute(q).all())
-    n_existing = sum(1 for r in records if tuple(r[k] for k in vary) in existing)
-    # one statement, executed for all rows: SQLAlchemy batches them into multi-row INSERTs at the string
-    # level ("insertmanyvalues"), instead of compiling a statement with thousands of bound values per chunk
-    stmt = sqlite_insert(table)
-    if update:
-        cond = or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in compare])
-        if only_if_same:
-            cond = and_(cond, *[table.c[c].is_not_distinct_from(stmt.excluded[c]) for c in only_if_same])
-        stmt = stmt.on_conflict_do_update(index_elements=list(key),
-                                          set_={c: stmt.excluded[c] for c in [*compare, *touch]}, where=cond)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-    changed = len(s.execute(stmt.returning(table.c[key[0]]), records).all())
+    extra = {**_scalar_defaults(table, set(cols) | set(const) | set(touch)), **const, **touch}
+    columns = [_bound(table, c, rows[c].tolist(), dialect) for c in cols]
+    fixed = [_bound(table, c, [v], dialect)[0] for c, v in extra.items()]
+    records = [(*values, *fixed) for values in zip(*columns, strict=True)]
+    names = [*cols, *extra]
+    pos = {c: i for i, c in enumerate(names)}
+    raw = s.connection().connection.driver_connection
+    assert raw is not None
+    cur = raw.cursor()
+    try:
+        # which keys exist already (inside BEGIN IMMEDIATE nobody else writes meanwhile), compared as stored
+        vary = [k for k in key if k not in const]
+        where_fixed = "".join(f' AND "{k}" = ?' for k in key if k in const)
+        fixed_args = [fixed[pos[k] - len(cols)] for k in key if k in const]
+        existing: set[tuple[Any, ...]] = set()
+        firsts = sorted({r[pos[vary[0]]] for r in records}, key=str)
+        sel = ", ".join(f'"{k}"' for k in vary)
+        for i in range(0, len(firsts), SQLITE_CHUNK):
+            chunk = firsts[i:i + SQLITE_CHUNK]
+            cur.execute(f'SELECT {sel} FROM "{table.name}" WHERE "{vary[0]}" IN ({", ".join("?" * len(chunk))})'
+                        f"{where_fixed}", [*chunk, *fixed_args])
+            existing.update(tuple(row) for row in cur.fetchall())
+        n_existing = sum(1 for r in records if tuple(r[pos[k]] for k in vary) in existing)
+        targets = ", ".join(f'"{k}"' for k in key)
+        if update:
+            sets = ", ".join(f'"{c}" = excluded."{c}"' for c in [*compare, *touch])
+            cond = " OR ".join(f'"{table.name}"."{c}" IS NOT excluded."{c}"' for c in compare)
+            cond = f"({cond})" + "".join(f' AND "{table.name}"."{c}" IS excluded."{c}"' for c in only_if_same)
+            action = f"DO UPDATE SET {sets} WHERE {cond}"
+        else:
+            action = "DO NOTHING"
+        cur.executemany(f'INSERT INTO "{table.name}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+                        f'VALUES ({", ".join("?" * len(names))}) ON CONFLICT ({targets}) {action}', records)
+        changed = cur.rowcount  # rows inserted or updated (an unchanged row is no change)
+    finally:
+        cur.close()
     inserted = len(records) - n_existing
     updated = changed - inserted
     return Counts(inserted=inserted, updated=updated, unchanged=len(records) - changed)

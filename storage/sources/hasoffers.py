@@ -275,8 +275,21 @@ class HasOffersSource:
         return Batch("conversions", make_frame("conversions", rows), label="Report::getConversions (pending re-check)")
 
 
-def _raw(obj: Any) -> str:
-    import json
+class _Raw:
+    """A row as the API gave it, written out as JSON text only when asked (``str``): only quarantined
+    rows are, and a month's stats are tens of thousands of rows."""
 
-    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
-    return re.sub(r"\s+", " ", text)[:4000]
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        import json
+
+        text = json.dumps(self.obj, sort_keys=True, ensure_ascii=False, default=str)
+        return re.sub(r"\s+", " ", text)[:4000]
+
+
+def _raw(obj: Any) -> _Raw:
+    return _Raw(obj)

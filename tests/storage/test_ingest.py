@@ -77,3 +77,27 @@ def test_stats_repeat_counts_once_and_reingest_is_unchanged(scenario: Database) 
     with scenario.read() as s:
         f = s.execute(select(DeliveryFact)).scalar_one()
     assert (f.impressions, f.clicks, f.revenue) == (15, 1, Decimal("0.15"))
+
+
+def test_the_sqlite_upsert_stores_each_value_as_the_orm_would(scenario: Database) -> None:
+    """The bulk upsert binds values itself (one executemany); a row it stores reads back, as stored text
+    and types, exactly like the same row added through the ORM."""
+    from sqlalchemy import text
+
+    cfg = get_source_config("tracker", kind="hasoffers")
+    ctx = IngestContext(source="tracker", now=NOW, tz=cfg.tz, currency="EUR")
+    frame = make_frame("stats", [{"day": "2026-02-03", "external_item": "101", "affiliate": "5", "impressions": "7",
+                                  "clicks": "2", "revenue": "12.345", "_loc": "p1:1", "_raw": "{}"}])
+    with scenario.transaction() as s:
+        assert ingest_stats(s, frame, ctx, item_label="offer").counts.inserted == 1
+        fact = s.execute(select(DeliveryFact)).scalar_one()
+        s.add(DeliveryFact(item_id=fact.item_id, day=date(2026, 2, 3), source="orm", party="first_party",
+                           impressions=7, clicks=2, conversions=0, revenue=Decimal("12.345"), currency="EUR",
+                           updated_at=NOW, sync_run_id=None))
+    cols = "item_id, day, party, impressions, clicks, conversions, revenue, currency, updated_at"
+    with scenario.read() as s:
+        stored = {src: rest for src, *rest in s.execute(text(
+            f"SELECT source, {cols}, typeof(day), typeof(revenue), typeof(updated_at), typeof(clicks) "
+            "FROM delivery_facts ORDER BY source")).all()}
+    assert stored["tracker"] == stored["orm"]
+    assert stored["tracker"][1] == "2026-02-03" and stored["tracker"][6] == "12.345"

@@ -3,6 +3,7 @@ idempotence, the per-source lock and the watermark."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -312,3 +313,8 @@ def test_bad_tracker_rows_are_quarantined_with_page_and_row(scenario: Database, 
     assert sum(1 for r in reasons if r.startswith("no legal entity")) == 1  # both advertisers, same reason
     assert res.counts["quarantined"] == 3 + 3 + 2
     assert len(_facts(scenario)) == 1
+    # each keeps the row as the API gave it, as one line of JSON (written out only for the bad rows)
+    with scenario.read() as s:
+        raws = {q.location: q.raw for q in s.execute(select(QuarantineRow)).scalars()}
+    assert json.loads(raws["Report::getStats page 2:1"])["offer_id"] == "999"
+    assert all(isinstance(json.loads(raw), dict) and "\n" not in raw for raw in raws.values())
