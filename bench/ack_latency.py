@@ -18,6 +18,14 @@ line then also says ``"during_run": {"factor": …, "run_workers": …, "nice": 
 (target: p99 < 150 ms with the run's workers at lower priority).
 
     .venv/bin/python bench/ack_latency.py --during-run [--factor 100] [--run-workers 2] [--nice 10] [--url …]
+
+``--attach LOG`` instead clicks during the run of a scale bench already running (its output going to LOG,
+e.g. ``bench/scale.py --factor 100 --workers 2 > LOG``: a 100x load takes a while, and its run can serve
+both measurements): the rounds start once LOG says the run was submitted, that bench's ``billbot worker``
+processes are reniced to ``--nice``, and ``in_progress_throughout`` says whether LOG still had not reported
+the run's end when the last round finished. That bench is left running.
+
+    .venv/bin/python bench/ack_latency.py --attach LOG [--factor 100] [--nice 10]
 """
 
 from __future__ import annotations
@@ -218,13 +226,51 @@ def main() -> None:
     ap.add_argument("--run-workers", type=int, default=2, help="--during-run: billbot workers settling the run")
     ap.add_argument("--nice", type=int, default=10, help="--during-run: the run's workers' niceness")
     ap.add_argument("--url", default=None, help="--during-run: PostgreSQL URL (default: bench/scale.py's)")
+    ap.add_argument("--attach", type=Path, help="click during the run of the scale bench writing to this log")
     args = ap.parse_args()
+    if args.attach:
+        measure(args, Attached(args.attach, args.factor, args.nice))
+        return
     background = start_run(args) if args.during_run else None
     try:
         measure(args, background)
     finally:
         if background is not None:
             stop_run(background)
+
+
+class Attached:
+    """A scale bench started by someone else, followed through its log (``--attach``)."""
+
+    def __init__(self, log: Path, factor: int, nice: int) -> None:
+        self.log, self.factor = log, factor
+        print(f"waiting for {log} to say the {factor}x billing run was submitted…", flush=True)
+        while f"{factor}x: billing run submitted" not in log.read_text():
+            time.sleep(2)
+        self.reniced = renice_workers(nice)
+        print(f"{factor}x run in progress; {self.reniced} worker process(es) reniced to {nice}", flush=True)
+
+    def poll(self) -> int | None:
+        """None while the run is in progress (the log has no line with the run's figures yet), like Popen's."""
+        done = re.search(rf"{self.factor}x: \d+ invoices;", self.log.read_text())
+        return 0 if done else None
+
+
+def renice_workers(nice: int) -> int:
+    """Set the niceness of every ``billbot worker`` started by bench/scale.py (``--name scale-…``)."""
+    n = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in cmd and any(c.startswith(b"scale-") for c in cmd):
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(proc.name), nice)
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 def start_run(args: argparse.Namespace) -> subprocess.Popen[str]:
@@ -253,7 +299,7 @@ def stop_run(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
-def measure(args: argparse.Namespace, background: subprocess.Popen[str] | None) -> None:
+def measure(args: argparse.Namespace, background: subprocess.Popen[str] | Attached | None) -> None:
 
     from tests.fakes.slack_api import FakeSlackAPI
 
@@ -305,7 +351,8 @@ def measure(args: argparse.Namespace, background: subprocess.Popen[str] | None) 
            "concurrency": args.concurrency, "rounds": args.rounds}
     if background is not None:
         out["during_run"] = {"factor": args.factor, "run_workers": args.run_workers, "nice": args.nice,
-                             "in_progress_throughout": background.poll() is None}
+                             "in_progress_throughout": background.poll() is None,
+                             "attached": isinstance(background, Attached)}
     print(json.dumps(out))
 
 
