@@ -1,16 +1,20 @@
-"""Exchange rates: import the ECB reference-rate CSV, list rates, and load the rates a check needs."""
+"""Exchange rates: import the ECB reference-rate CSV, list rates, load the rates a check needs, and
+convert amounts for reports (:class:`Converter`, the one rule every total in a reporting currency uses)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from billing.fx import MAX_AGE_DAYS, Rate, parse_ecb_csv
+from billing.fx import MAX_AGE_DAYS, LockedRate, Rate, convert, find_rate, locked_rate, parse_ecb_csv
+from billing.money import ZERO
 from billing.signatures import sha256_hex
 from bot.workflows import audit
 from storage.db import Database
@@ -91,3 +95,65 @@ def rates_around(s: Session, on: date, *, since: date | None = None) -> list[Rat
     lo = min(since or on, on) - timedelta(days=age)
     q = select(ExchangeRate).where(ExchangeRate.day <= on, ExchangeRate.day >= lo)
     return [Rate(r.day, r.base, r.quote, r.rate, r.source) for r in s.execute(q).scalars()]
+
+
+# --------------------------------------------------------------------------- amounts in a reporting currency
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A sum in the reporting currency and the currencies that could not be converted (no rate)."""
+
+    currency: str
+    amount: Decimal
+    missing: tuple[str, ...] = ()
+
+
+class Converter:
+    """Amounts into the reporting currency ``to`` as of ``on`` — the one rule of run reports, the digest,
+    receivables aging and the App Home: an invoice's amount at the rate locked on it when that rate joins
+    its currency and ``to`` (either way round), anything else at the latest stored rate on or before ``on``
+    (:func:`billing.fx.find_rate`: direct, inverse or crossed), each amount half-up to ``to``'s minor unit
+    (:func:`billing.fx.convert`). An amount without a rate is named, never converted at 1.0."""
+
+    def __init__(self, s: Session, to: str, on: date) -> None:
+        self.to, self.on = to, on
+        self.rates: Sequence[Rate] = rates_around(s, on)
+        self._latest: dict[str, LockedRate | None] = {}
+
+    def latest(self, currency: str) -> LockedRate | None:
+        if currency not in self._latest:
+            self._latest[currency] = find_rate(self.rates, currency, self.to, on=self.on)
+        return self._latest[currency]
+
+    def rate(self, currency: str) -> Decimal | None:
+        found = self.latest(currency)
+        return None if found is None else found.rate
+
+    def amount(self, value: Decimal, currency: str, fx: Mapping[str, Any] | None = None) -> Decimal | None:
+        """``value`` in ``currency`` expressed in the reporting currency (``fx``: the invoice's locked
+        rate, as stored on it); None when there is no rate."""
+        if currency == self.to:
+            return value
+        lock = locked_rate(fx)
+        if lock is not None and lock.from_ == currency and lock.to == self.to:
+            return convert(value, lock)
+        if lock is not None and lock.from_ == self.to and lock.to == currency:
+            return convert(value, LockedRate(currency, self.to, 1 / lock.rate, lock.day, lock.source))
+        found = self.latest(currency)
+        return None if found is None else convert(value, found)
+
+    def total(self, totals: Mapping[str, Decimal]) -> Converted:
+        """Per-currency sums (no locked rates) in the reporting currency."""
+        return self.sum((value, cur, None) for cur, value in totals.items())
+
+    def sum(self, amounts: Iterable[tuple[Decimal, str, Mapping[str, Any] | None]]) -> Converted:
+        """``(value, currency, fx)`` amounts converted one by one and added up."""
+        total, missing = ZERO, set()
+        for value, cur, fx in amounts:
+            got = self.amount(value, cur, fx)
+            if got is None:
+                missing.add(cur)
+            else:
+                total += got
+        return Converted(self.to, total, tuple(sorted(missing)))

@@ -708,9 +708,9 @@ def default_reporting_currency(s: Session) -> str:
 
 def _in_reporting_currency(s: Session, invoices: list[OpenInvoice], to: str,
                            as_of: date) -> tuple[dict[int, Decimal], set[str]]:
-    """invoice id → open amount in ``to`` (see :class:`ReportingAging`), and the currencies without a rate."""
-    from billing.fx import LockedRate, convert, find_rate, locked_rate
-    from bot.workflows.fx import rates_around
+    """invoice id → open amount in ``to`` (:class:`bot.workflows.fx.Converter`: the invoice's locked rate,
+    else the latest stored one), and the currencies without a rate."""
+    from bot.workflows.fx import Converter
 
     out = {i.id: i.open_amount for i in invoices if i.currency == to}
     foreign = [i for i in invoices if i.currency != to]
@@ -719,24 +719,14 @@ def _in_reporting_currency(s: Session, invoices: list[OpenInvoice], to: str,
     fx: dict[int, dict[str, Any] | None] = {  # no IN list: there may be more invoices than SQLite's variables
         int(i): f for i, f in s.execute(select(Invoice.id, Invoice.fx).where(Invoice.kind == "invoice",
                                                                              Invoice.currency != to))}
-    rates = rates_around(s, as_of)
-    latest: dict[str, LockedRate | None] = {}
+    conv = Converter(s, to, as_of)
     missing: set[str] = set()
     for inv in foreign:
-        lock = locked_rate(fx.get(inv.id))
-        if lock is not None and lock.from_ == inv.currency and lock.to == to:
-            rate = lock
-        elif lock is not None and lock.from_ == to and lock.to == inv.currency:
-            rate = LockedRate(inv.currency, to, 1 / lock.rate, lock.day, lock.source)
+        got = conv.amount(inv.open_amount, inv.currency, fx.get(inv.id))
+        if got is None:
+            missing.add(inv.currency)
         else:
-            if inv.currency not in latest:
-                latest[inv.currency] = find_rate(rates, inv.currency, to, on=as_of)
-            found = latest[inv.currency]
-            if found is None:
-                missing.add(inv.currency)
-                continue
-            rate = found
-        out[inv.id] = convert(inv.open_amount, rate)
+            out[inv.id] = got
     return out, missing
 
 

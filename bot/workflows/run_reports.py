@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing.errors import NotFound
-from billing.fx import Rate, find_rate, locked_rate
 from billing.money import ZERO
-from bot.workflows.fx import rates_around
+from bot.workflows.fx import Converted, Converter
 from storage.models import Advertiser, BillingRun, Invoice, JobLog, LegalEntity
 from storage.settings import get_settings
 
-CENT = Decimal("0.01")
+__all__ = ["Converted", "Converter",  # Converted and Converter live in bot.workflows.fx
+           "RunReport", "log_csv", "reporting_currency", "run_report"]
 
 
 def reporting_currency(s: Session) -> str:
@@ -45,54 +45,6 @@ def reporting_currency(s: Session) -> str:
         .group_by(LegalEntity.id, LegalEntity.currency)
         .order_by(func.count(Advertiser.id).desc(), LegalEntity.id).limit(1)).first()
     return str(row[0]) if row is not None else "EUR"
-
-
-@dataclass(frozen=True)
-class Converted:
-    """A sum in the reporting currency and the currencies that could not be converted (no rate)."""
-
-    currency: str
-    amount: Decimal
-    missing: tuple[str, ...] = ()
-
-
-class Converter:
-    """Amounts into one currency at stored rates around ``on``."""
-
-    def __init__(self, s: Session, to: str, on: date) -> None:
-        self.to, self.on = to, on
-        self.rates: Sequence[Rate] = rates_around(s, on)
-
-    def rate(self, currency: str) -> Decimal | None:
-        found = find_rate(self.rates, currency, self.to, on=self.on)
-        return None if found is None else found.rate
-
-    def total(self, totals: Mapping[str, Decimal]) -> Converted:
-        amount, missing = ZERO, []
-        for cur, value in totals.items():
-            r = self.rate(cur)
-            if r is None:
-                missing.append(cur)
-            else:
-                amount += (value * r).quantize(CENT, rounding=ROUND_HALF_UP)
-        return Converted(self.to, amount, tuple(missing))
-
-    def invoices(self, rows: Sequence[Invoice]) -> Converted:
-        """Invoice nets, each at its locked rate when that rate reaches the reporting currency."""
-        amount, missing = ZERO, set()
-        for inv in rows:
-            locked = locked_rate(inv.fx)
-            if inv.currency == self.to:
-                r: Decimal | None = Decimal(1)
-            elif locked is not None and locked.from_ == inv.currency and locked.to == self.to:
-                r = locked.rate
-            else:
-                r = self.rate(inv.currency)
-            if r is None:
-                missing.add(inv.currency)
-            else:
-                amount += (inv.net * r).quantize(CENT, rounding=ROUND_HALF_UP)
-        return Converted(self.to, amount, tuple(sorted(missing)))
 
 
 @dataclass(frozen=True)
@@ -177,7 +129,7 @@ def _report(s: Session, run: BillingRun, *, with_log: bool) -> RunReport:
     return RunReport(
         run_id=run.id, period=run.period, state=run.state, started_by=run.started_by, started_at=run.started_at,
         finished_at=run.finished_at, created=len(invoices) or _count(summary.get("created")),
-        net=dict(sorted(net.items())), net_reporting=conv.invoices(invoices),
+        net=dict(sorted(net.items())), net_reporting=conv.sum((inv.net, inv.currency, inv.fx) for inv in invoices),
         skipped=_count(summary.get("skipped")), skipped_totals=_decimals(summary.get("skipped_totals")),
         held=_count(summary.get("held")), held_totals=_decimals(summary.get("held_totals")), problems=problems,
         skipped_reporting=conv.total(_decimals(summary.get("skipped_totals"))),
