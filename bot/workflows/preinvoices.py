@@ -62,14 +62,13 @@ from storage.models import (
     PreInvoice,
     PreInvoiceLine,
 )
-from storage.queries import open_exception_counts, resolve_advertisers
+from storage.queries import among, open_exception_counts, resolve_advertisers
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 SYSTEM = "system"
 EDITABLE_STATES = ("draft", "pending", "approved", "held")
-_ITEMS_IN = 500  # delivery rows: above this many items, read the date window (rendering the IN list costs more)
 
 
 # --------------------------------------------------------------------------- writing lines
@@ -117,9 +116,9 @@ def delivery_days(s: Session, item_ids: Sequence[str], lo: date, hi: date) -> di
     cq = (select(c.item_id, c.day, func.count(), func.count().filter(c.status == "approved"))
           .where(c.day >= lo, c.day <= hi, c.item_id.is_not(None))
           .group_by(c.item_id, c.day))
-    if len(wanted) <= _ITEMS_IN:
-        fq = fq.where(f.item_id.in_(wanted))
-        cq = cq.where(c.item_id.in_(wanted))
+    f_among, c_among = among(s, f.item_id, wanted), among(s, c.item_id, wanted)
+    if f_among is not None and c_among is not None:
+        fq, cq = fq.where(f_among), cq.where(c_among)
     conn = s.connection()
     convs: dict[tuple[str, date], tuple[int, int]] = {
         (item_id, day): (int(n), int(approved or 0))

@@ -64,10 +64,10 @@ from storage.models import (
     LegalEntity,
     PreInvoice,
 )
+from storage.queries import among
 
 CHECKED_STATES = ("draft", "pending", "held")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_BIG_IN = 500  # above this many items, read the date window and filter in Python (a long IN list costs more)
 KIND = "variance"
 
 
@@ -107,9 +107,9 @@ def _facts_frame(s: Session, item_ids: Sequence[str], start: date, end: date) ->
           .where(f.day >= start, f.day <= end))
     cq = select(c.id, c.item_id, c.day).where(c.day >= start, c.day <= end, c.status == "approved")
     wanted = set(item_ids)
-    if len(wanted) <= _BIG_IN:
-        fq = fq.where(f.item_id.in_(wanted))
-        cq = cq.where(c.item_id.in_(wanted))
+    f_among, c_among = among(s, f.item_id, wanted), among(s, c.item_id, wanted)
+    if f_among is not None and c_among is not None:
+        fq, cq = fq.where(f_among), cq.where(c_among)
     facts = [r for r in conn.execute(fq).all() if r[1] in wanted]
     convs = [r for r in conn.execute(cq).all() if r[1] in wanted]
     n_f, n_c = len(facts), len(convs)
