@@ -58,6 +58,7 @@ def demo_slices(factor: int, seed: int = 1) -> Iterator[dict[str, Any]]:
         if k:
             data = _prefixed(data, f"s{k:03d}-")
         yield data
+        del data  # before the next slice is built: never two slices in memory
 
 
 def _prefixed(data: dict[str, Any], p: str) -> dict[str, Any]:
