@@ -2,14 +2,15 @@
 chunks ``--workers`` real ``billbot worker`` processes settle in parallel (issue 22).
 
     python bench/scale.py --factor 10 [--workers 2] [--url postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot]
-                          [--nice 0] [--skip-1x] [--keep]
+                          [--nice 0] [--skip-1x] [--keep] [--reuse]
 
 For 1× and then N× (each in a fresh database ``billbot_scale_<f>x`` made next to ``--url``'s):
 
-- **load** (not counted per invoice): a streaming generator yields the demo one slice of 1,124 branches at a
-  time (``build_demo`` with another seed per slice, every id prefixed), with its inline delivery (about 70
+- **load** (not counted per invoice): the demo is built and loaded one slice of 1,124 branches at a time
+  (``build_demo`` with another seed per slice, every id prefixed), with its inline delivery (about 70
   delivery rows per branch: daily search clicks, display impressions, test-drive bookings), each slice
-  loaded and dropped before the next is built — never the whole world in memory;
+  loaded and dropped before the next is built — never the whole world in memory — by a loading process
+  as ``billbot load`` would (a fresh one every ``LOAD_BATCH`` slices; its peak is reported as ``loader``);
 - **preinvoices**: ``create_preinvoices`` for October (variance checks, system approvals) in this process,
   one transaction per 1,124 advertisers (one call for all of them holds every campaign and its delivery);
 - **run**: the ``billing_run`` job submitted in distributed mode; the workers plan it, settle its chunks and
@@ -34,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,18 +47,14 @@ DEFAULT_URL = "postgresql+psycopg://billbot:billbot@127.0.0.1:5432/billbot"
 ACTOR = "U01OPERATOR"
 
 
-def demo_slices(factor: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """The demo at ``factor`` × 1,124 branches, one slice at a time (streaming). Slice 0 is the demo
-    itself; slice k > 0 is the demo with seed ``seed + k``, its partners, branches, campaigns, items,
-    external ids and delivery prefixed ``sK-`` (legal entity, users and rates come with slice 0)."""
+def demo_slice(k: int, seed: int = 1) -> dict[str, Any]:
+    """Slice ``k`` of the demo at N × 1,124 branches. Slice 0 is the demo itself; slice k > 0 is the demo with
+    seed ``seed + k``, its partners, branches, campaigns, items, external ids and delivery prefixed ``sK-``
+    (legal entity, users and rates come with slice 0)."""
     from storage.demo import build_demo
 
-    for k in range(factor):
-        data = build_demo(size=SLICE, seed=seed + k)
-        if k:
-            data = _prefixed(data, f"s{k:03d}-")
-        yield data
-        del data  # before the next slice is built: never two slices in memory
+    data = build_demo(size=SLICE, seed=seed + k)
+    return _prefixed(data, f"s{k:03d}-") if k else data
 
 
 def _prefixed(data: dict[str, Any], p: str) -> dict[str, Any]:
@@ -89,6 +85,27 @@ def _prefixed(data: dict[str, Any], p: str) -> dict[str, Any]:
         out["campaigns"].append(q)
     out["delivery"] = [dict(r, item=px(r["item"])) for r in data.get("delivery", [])]
     return out
+
+
+LOAD_BATCH = 10  # slices one loading process loads before a fresh one takes over
+
+
+def _loader_pool() -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=LOAD_BATCH)
+
+
+def _load_slice(k: int, seed: int = 1) -> float:
+    """Load slice ``k`` into ``DATABASE_URL`` (in a loading process); returns that process's peak MB."""
+    from bot import context
+    from bot.workflows.load import load as load_wf
+
+    data = demo_slice(k, seed)
+    load_wf(context.get_db(), data, actor="bootstrap" if k == 0 else ACTOR, signing_key=context.get_key(),
+            what=f"scale slice {k}")
+    del data
+    return _self_peak_mb()
 
 
 def _rss_peak_mb(pid: int) -> float:
@@ -126,14 +143,62 @@ def _drop(url: str, name: str) -> None:
     eng.dispose()
 
 
-def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: bool) -> dict[str, Any]:
-    """Load, pre-invoice and bill the demo at ``factor`` ×; the figures of one scale."""
+def _loaded(url: str, name: str, factor: int) -> bool:
+    """Whether database ``name`` exists and holds the demo at ``factor`` × (``--reuse``)."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with eng.connect() as c:
+            if not c.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                return False
+        db = create_engine(url.rsplit("/", 1)[0] + "/" + name)
+        try:
+            with db.connect() as c:
+                return bool(c.execute(text("SELECT count(*) FROM advertisers")).scalar_one() == factor * SLICE)
+        finally:
+            db.dispose()
+    finally:
+        eng.dispose()
+
+
+def _clear_after_load(db_url: str) -> None:
+    """Back to the state right after the load: no pre-invoices, exceptions, runs, invoices or jobs."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(db_url)
+    with eng.begin() as c:
+        c.execute(text("TRUNCATE preinvoices, preinvoice_lines, exceptions, billing_runs, invoices CASCADE"))
+        c.execute(text("TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers CASCADE"))
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM ANALYZE"))
+    eng.dispose()
+
+
+def _load(factor: int, *, slices: int) -> tuple[float, float]:
+    """Load ``slices`` slices; ``(seconds, the loading processes' peak MB)``. Each slice is loaded as
+    `billbot load FILE` would: by a process of its own (one per LOAD_BATCH slices), so no one process's heap
+    creeps from slice to slice over a 100x load."""
+    t = time.perf_counter()
+    loader_peak = 0.0
+    with _loader_pool() as pool:
+        for i, peak in enumerate(pool.imap(_load_slice, range(slices))):
+            loader_peak = max(loader_peak, peak)
+            if factor > 1 and (i + 1) % max(1, factor // 10) == 0:
+                print(f"  {factor}x: loaded {(i + 1) * SLICE} branches ({time.perf_counter() - t:.0f} s, "
+                      f"loader peak {loader_peak:.0f} MB)", flush=True)
+    return round(time.perf_counter() - t, 2), loader_peak
+
+
+def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: bool,
+            reuse: bool = False) -> dict[str, Any]:
+    """Load, pre-invoice and bill the demo at ``factor`` ×; the figures of one scale. ``reuse``: a database
+    that a ``--keep`` run loaded at this scale is used again, cleared back to right after its load."""
     from sqlalchemy import func, select, text
 
     import bot.tasks.scheduled  # noqa: F401 - registers billing_run (submitted by name)
     from bot import context, jobs
     from bot.signing import load_key
-    from bot.workflows.load import load as load_wf
     from bot.workflows.preinvoices import create_preinvoices
     from storage.db import Database, dispose_all
     from storage.demo import DEMO_PERIOD
@@ -141,7 +206,13 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     from storage.models import Advertiser, BillingRun, Invoice
 
     name = f"billbot_scale_{factor}x"
-    db_url = _database(url, name)
+    reused = reuse and _loaded(url, name, factor)
+    if reused:
+        db_url = url.rsplit("/", 1)[0] + "/" + name
+        _clear_after_load(db_url)
+        print(f"  {factor}x: reusing the database loaded before ({name})", flush=True)
+    else:
+        db_url = _database(url, name)
     key_path = tmp / f"key-{factor}.pem"
     load_key(str(key_path), generate=True)
     os.environ.update({"DATABASE_URL": db_url, "BILLBOT_MODE": "distributed", "SIGNING_KEY_PATH": str(key_path),
@@ -154,14 +225,7 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     key = context.get_key()
     stages: dict[str, float] = {}
 
-    t = time.perf_counter()
-    for i, data in enumerate(demo_slices(factor)):
-        load_wf(db, data, actor="bootstrap" if i == 0 else ACTOR, signing_key=key, what=f"scale slice {i}")
-        del data
-        if factor > 1 and (i + 1) % max(1, factor // 10) == 0:
-            print(f"  {factor}x: loaded {(i + 1) * SLICE} branches ({time.perf_counter() - t:.0f} s, "
-                  f"peak {_self_peak_mb():.0f} MB)", flush=True)
-    stages["load"] = round(time.perf_counter() - t, 2)
+    stages["load"], loader_peak = _load(factor, slices=0 if reused else factor)
 
     t = time.perf_counter()
     with db.read() as s:
@@ -228,7 +292,8 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     out = {"factor": factor, "branches": factor * SLICE, "invoices": invoices, "stages": stages,
            "ms_per_invoice": round(seconds * 1000 / max(1, invoices), 3),
            "run_ms_per_invoice": round(stages["run"] * 1000 / max(1, invoices), 3),
-           "peak_mb": {"bench": round(_self_peak_mb()), **{f"worker{i}": round(pk) for i, pk in enumerate(peaks)}}}
+           "peak_mb": {"bench": round(_self_peak_mb()), "loader": round(loader_peak),
+                       **{f"worker{i}": round(pk) for i, pk in enumerate(peaks)}}}
     print(f"  {factor}x: {invoices} invoices; load {stages['load']} s, pre-invoices {stages['preinvoices']} s, "
           f"run {stages['run']} s on {workers} worker(s): {out['ms_per_invoice']} ms/invoice; "
           f"peak MB {out['peak_mb']}", flush=True)
@@ -244,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=0, help="run the workers at this niceness (e.g. 10)")
     ap.add_argument("--skip-1x", action="store_true", help="do not measure the 1x baseline (growth not computed)")
     ap.add_argument("--keep", action="store_true", help="keep the databases billbot_scale_<f>x")
+    ap.add_argument("--reuse", action="store_true", help="use the N x database a --keep run loaded (skips the "
+                    "load; its pre-invoices, exceptions, runs, invoices and jobs are removed first)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: stop the workers, drop the database
     if not a.url.startswith("postgresql"):
@@ -254,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="billbot-scale-") as tmp:
             base = None if a.skip_1x or a.factor == 1 else measure(1, workers=a.workers, url=a.url, nice=a.nice,
                                                                       tmp=Path(tmp), keep=a.keep)
-            big = measure(a.factor, workers=a.workers, url=a.url, nice=a.nice, tmp=Path(tmp), keep=a.keep)
+            big = measure(a.factor, workers=a.workers, url=a.url, nice=a.nice, tmp=Path(tmp), keep=a.keep or a.reuse,
+                          reuse=a.reuse)
     except BaseException:
-        if not a.keep:  # stopped or failed midway: leave no database behind
+        if not (a.keep or a.reuse):  # stopped or failed midway: leave no database behind
             from storage.db import dispose_all
 
             dispose_all()

@@ -72,7 +72,7 @@ from storage.models import (
     Partner,
     PreInvoice,
 )
-from storage.queries import open_exception_counts, resolve_advertisers
+from storage.queries import among, open_exception_counts, resolve_advertisers
 from storage.settings import local_time
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,11 @@ def consolidated_partners(s: Session, advertiser_ids: Sequence[str]) -> dict[str
     """advertiser id → partner id, for the given advertisers that are branches of a ``consolidated`` partner."""
     if not advertiser_ids:
         return {}
-    rows = s.execute(select(Advertiser.id, Advertiser.partner_id).join(Partner, Partner.id == Advertiser.partner_id)
-                     .where(Partner.invoicing == "consolidated", Advertiser.id.in_(list(advertiser_ids))))
-    return {str(a): str(p) for a, p in rows}
+    wanted = set(advertiser_ids)
+    q = (select(Advertiser.id, Advertiser.partner_id).join(Partner, Partner.id == Advertiser.partner_id)
+         .where(Partner.invoicing == "consolidated"))
+    only = among(s, Advertiser.id, wanted)  # a run of every advertiser: no IN list of 100,000 ids
+    return {str(a): str(p) for a, p in s.execute(q if only is None else q.where(only)) if a in wanted}
 
 
 def partner_order(todo: list[str], partner_of: dict[str, str]) -> list[str]:
@@ -332,10 +334,13 @@ def survey(s: Session, period_end: date, advertiser_ids: list[str] | None) -> tu
     waiting_ids = sorted(a for a, ok in approved.items() if not ok)
     waiting: dict[str, Outcome] = {}
     if waiting_ids:  # load only these in full, to report why their items are held
-        pis = list(s.execute(
+        only = among(s, PreInvoice.advertiser_id, waiting_ids, name="waiting")
+        held = set(waiting_ids)
+        pis = [pi for pi in s.execute(
             select(PreInvoice).options(joinedload(PreInvoice.campaign), joinedload(PreInvoice.advertiser))
-            .where(*where, PreInvoice.advertiser_id.in_(waiting_ids))
-            .order_by(PreInvoice.advertiser_id, PreInvoice.period_start, PreInvoice.id)).unique().scalars())
+            .where(*where, *([only] if only is not None else []))
+            .order_by(PreInvoice.advertiser_id, PreInvoice.period_start, PreInvoice.id)).unique().scalars()
+            if pi.advertiser_id in held]
         opened = open_exception_counts(s, [p.id for p in pis])
         for pi in pis:
             _report_held(waiting.setdefault(pi.advertiser_id, Outcome()), pi, pi.advertiser,
