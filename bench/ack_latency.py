@@ -252,7 +252,8 @@ class Attached:
 
     def poll(self) -> int | None:
         """None while the run is in progress (the log has no line with the run's figures yet), like Popen's."""
-        done = re.search(rf"{self.factor}x: \d+ invoices;", self.log.read_text())
+        log = self.log.read_text()
+        done = re.search(rf"{self.factor}x: \d+ invoices;", log) or "Traceback" in log  # finished or failed
         return 0 if done else None
 
 

@@ -268,8 +268,10 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
                 raise RuntimeError("a worker exited during the run")
             with db.read() as s:
                 state = s.execute(select(BillingRun.state).order_by(BillingRun.id.desc()).limit(1)).scalar()
-            if state == "failed":
-                raise RuntimeError("the billing run failed")
+                failed = s.execute(text("SELECT task_name FROM procrastinate_jobs WHERE status = 'failed' "
+                                        "AND task_name IN ('billing_run', 'billing_chunk') LIMIT 1")).scalar()
+            if state == "failed" or failed:  # a job that failed before the run row existed, too
+                raise RuntimeError(f"the billing run failed ({failed or 'run state failed'})")
         stages["run"] = round(time.perf_counter() - t, 2)
     finally:
         for p in procs:
