@@ -16,6 +16,9 @@ For 1× and then N× (each in a fresh database ``billbot_scale_<f>x`` made next 
 - **run**: the ``billing_run`` job submitted in distributed mode; the workers plan it, settle its chunks and
   finish it; timed until the run row says ``done``.
 
+Slack is not configured (no ``SLACK_BOT_TOKEN``): the workers post nothing, so the figures are the billing
+work itself and no request leaves the machine.
+
 Prints per stage its seconds, per-invoice milliseconds at 1× and N× (pre-invoices + run, wall time ÷
 invoices), the peak resident memory of every process (this one; each worker, read from /proc while it
 runs) and the wall time; the last line is JSON: ``{"factor": N, "workers": W, "invoices": …, "seconds": …,
@@ -239,7 +242,7 @@ def measure(factor: int, *, workers: int, url: str, nice: int, tmp: Path, keep: 
     print(f"  {factor}x: {created} pre-invoices in {stages['preinvoices']} s (peak {_self_peak_mb():.0f} MB)",
           flush=True)
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")} | {"PYTHONPATH": str(ROOT)}
     billbot = str(Path(sys.executable).with_name("billbot"))
     cmd = [billbot, "worker", "--queue", "billing", "--heartbeat", "2", "--stalled-after", "30"]
     procs = [subprocess.Popen(["nice", "-n", str(nice), *cmd, "--name", f"scale-{i}"] if nice else

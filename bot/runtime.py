@@ -20,6 +20,8 @@ cli        every other ``billbot`` command                              from the
                                                                        ``SLACK_BOT_TOKEN`` is set
 =========  ==========================================================  ===============================
 
+A worker, decider or clock without ``SLACK_BOT_TOKEN`` posts only to a ``SLACK_API_URL`` other than Slack's
+own (the sandbox, a local fake): to real Slack a made-up token can only be refused, after a round trip.
 A CLI without Slack settings posts nothing; the sweep of the next ``billbot serve`` (or worker in
 distributed mode) posts the missing messages. Invoice PDFs are rendered by the jobs facade after
 the finalizing commit (``render_pdf``), except from a CLI in embedded mode, which has no workers
@@ -127,6 +129,14 @@ def _no_client() -> WebClient | None:
     return None
 
 
+def _real_slack(api_url: str) -> bool:
+    """Whether ``SLACK_API_URL`` is Slack's own (not a sandbox or a local fake)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(api_url).hostname or "").lower()
+    return host == "slack.com" or host.endswith(".slack.com")
+
+
 def wire(role: Role, *, client: WebClient | None = None) -> Wiring:
     """Wire this process for ``role``: install :func:`dispatch` as the after-commit dispatcher and
     tell the jobs facade how its pool processes wire themselves. ``client`` is the Bolt app's own
@@ -136,8 +146,8 @@ def wire(role: Role, *, client: WebClient | None = None) -> Wiring:
     get: Callable[[], WebClient | None]
     if client is not None:
         get = lambda: client  # noqa: E731 - the app's client, for the app's whole life
-    elif role == "cli" and not get_settings().slack_bot_token:
-        get = _no_client
+    elif not get_settings().slack_bot_token and (role == "cli" or _real_slack(get_settings().slack_api_url)):
+        get = _no_client  # nothing to post with: real Slack would refuse a made-up token
     else:
         get = get_client
     _wiring = Wiring(role, SlackContext(get, context.get_db, context.get_key))

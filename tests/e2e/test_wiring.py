@@ -216,3 +216,24 @@ def test_a_cli_run_in_distributed_mode_posts_its_exception_and_queues_its_pdfs_t
         dispose_all()
         context.reset()
         drop_pg_database(name)
+
+
+@pytest.mark.parametrize(("api_url", "posts"), [("https://slack.com/api/", False), ("http://127.0.0.1:9/api/", True)])
+def test_a_worker_without_a_token_posts_only_to_a_sandbox_or_a_local_fake(
+        monkeypatch: pytest.MonkeyPatch, api_url: str, posts: bool) -> None:
+    """No SLACK_BOT_TOKEN: a worker does not call real Slack with a made-up token (a round trip per message
+    that can only be refused, and traffic off the machine), but it does post to a sandbox."""
+    from bot import context, runtime
+
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("SLACK_API_URL", api_url)
+    context.reset()
+    try:
+        wiring = runtime.wire("worker")
+        assert (wiring.slack.client is not None) is posts
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-real")
+        context.reset()
+        assert runtime.wire("worker").slack.client is not None  # with a token: always
+    finally:
+        runtime.reset()
+        context.reset()
