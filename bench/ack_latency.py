@@ -140,10 +140,10 @@ def start_gunicorn(target: str, port: int, env: dict[str, str], args: argparse.N
     raise SystemExit(f"gunicorn {target} did not start")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
     proc.terminate()
     try:
-        proc.wait(timeout=15)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -292,12 +292,7 @@ def start_run(args: argparse.Namespace) -> subprocess.Popen[str]:
 def stop_run(proc: subprocess.Popen[str]) -> None:
     """Stop the scale bench (it stops its workers and drops its database on SIGTERM)."""
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=60)
 
 
 def measure(args: argparse.Namespace, background: subprocess.Popen[str] | Attached | None) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -182,3 +184,14 @@ def shut_down(server: AppServer, users: dict[str, SlackUser]) -> None:
         u.close()
     runtime.reset()
     _client.cache_clear()
+
+
+def stop_process(p: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM a process started by a test (a worker, a server) and wait for it; killed if it lingers."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)

@@ -485,6 +485,7 @@ def dispatch_many(
     tries = max(1, attempts)
     later: list[_Delivery] = []
     with db.transaction() as s:
+        loaded = preload_invoices(s, [d.invoice_id for d in deliveries])  # the records below read from the session
         for d in deliveries:
             if d.pending and d.attempt >= tries:
                 d.give_up_pending()
@@ -499,6 +500,7 @@ def dispatch_many(
             _finish_in(s, d.invoice_id, state=state, error=error, delivered=d.delivered, actor=actor, key=key,
                        now=clock())
             outcomes[d.invoice_id] = d.outcome()
+        del loaded
     for d in later:
         log.warning("mailing %s: temporary refusal (attempt 1 of %d): %s", d.number, tries, d.retry_error())
         outcomes[d.invoice_id] = _deliver(db, d, sender=sender, sender_addr=sender_addr, attempts=attempts,

@@ -24,6 +24,7 @@ from bot import context, jobs
 from storage.db import Database, dispose_all
 from storage.migrate import upgrade
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.harness import stop_process as stop
 from tests.tasks import pg_tasks  # noqa: F401 - registers the test tasks here too
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,16 +70,6 @@ def start_worker(name: str, *extra: str) -> subprocess.Popen:
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def rows(db: Database, sql: str, **params) -> list:  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ from storage.db import Database, dispose_all
 from storage.migrate import upgrade
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import advertiser, campaign, entity, linear, load, scenario
+from tests.harness import stop_process as stop
 
 ROOT = Path(__file__).resolve().parents[2]
 BILLBOT = str(Path(sys.executable).with_name("billbot"))
@@ -76,16 +77,6 @@ def worker(name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [BILLBOT, "worker", "--queue", "billing", "--name", name, "--heartbeat", "0.5", "--stalled-after", "2"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def two_entities(n: int) -> dict[str, Any]:
